@@ -1,0 +1,103 @@
+//! The command line: clap definitions ([`Cli`]) and the commands they run.
+//! Parsing is separate from validation: flags become a [`Config`] through
+//! [`Config::load`], and every command returns an exit code
+//! (0 ok, 1 runtime failure, 2 bad configuration or usage).
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+use crate::{control, daemon};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "encapd",
+    version,
+    about = "Userspace encapsulation gateway for container overlay networks",
+    long_about = "encapd carries container IP packets between hosts inside UDP datagrams, \
+wire-compatible with flannel's udp backend (raw IP in UDP, port 8285), with pinned \
+io_uring workers on a multiqueue TUN device.\n\n\
+Exit codes: 0 success, 1 runtime failure, 2 invalid configuration or usage."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway in the foreground (logs to stderr; RUST_LOG sets the level).
+    ///
+    /// Creates the TUN device with the node subnet's network address and a
+    /// route for the overlay, binds one UDP socket per worker and forwards
+    /// until SIGINT or SIGTERM. SIGHUP reloads the peers file (it is also
+    /// watched for changes); SIGUSR1 prints the counters to stderr.
+    Run {
+        /// Path to the TOML configuration file.
+        #[arg(short, long, value_name = "PATH")]
+        config: PathBuf,
+    },
+    /// Validate a configuration and print the effective config and subnet table.
+    ///
+    /// Exits 0 when the configuration and peers file are valid, 2 otherwise
+    /// with a message naming the file, the field and the value.
+    Check {
+        /// Path to the TOML configuration file.
+        #[arg(short, long, value_name = "PATH")]
+        config: PathBuf,
+    },
+}
+
+/// Runs the parsed command and returns the process exit code.
+pub fn execute(cli: Cli) -> u8 {
+    match cli.command {
+        Command::Run { config } => {
+            let config = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    log::error!("{e}");
+                    return 2;
+                }
+            };
+            match daemon::run(config) {
+                Ok(()) => 0,
+                Err(e) => {
+                    log::error!("{e}");
+                    e.exit_code()
+                }
+            }
+        }
+        Command::Check { config } => check(&config),
+    }
+}
+
+fn check(path: &std::path::Path) -> u8 {
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    let (table, _) = match control::initial_table(&config) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    println!("# effective configuration of {}\n{config}", path.display());
+    match daemon::plan(&config) {
+        Ok(plan) => {
+            println!("# data path: underlay MTU {}, TUN MTU {}, engine {}", plan.underlay_mtu, plan.tun_mtu, plan.engine.name());
+            if let Some(note) = plan.engine_note {
+                println!("# note: {note}");
+            }
+        }
+        // Not fatal: `check` may run on another host than the gateway.
+        Err(e) => println!("# data path: not resolvable on this host: {e}"),
+    }
+    print!("\n{table}");
+    0
+}

@@ -1,0 +1,141 @@
+//! The static peers file: `[[peer]]` tables naming each remote node's
+//! container subnet and underlay address.
+//!
+//! ```toml
+//! [[peer]]
+//! subnet    = "100.96.2.0/24"
+//! public_ip = "198.18.0.2"
+//! # port    = 8285          # default: [network] port
+//! # subnet6 = "fd00:96:2::/64"
+//! ```
+//!
+//! A file with no peers must say so (`peer = []`): a zero-length file is far
+//! more often a write caught half-way than an intent, so it is rejected.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::route::{PeerSpec, Prefix};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PeersError {
+    #[error("{file}: cannot read: {source}")]
+    Read { file: String, source: std::io::Error },
+    #[error("{file}: {message}")]
+    Syntax { file: String, message: String },
+    #[error("{file}: the file is empty (write `peer = []` to run without peers)")]
+    Empty { file: String },
+    #[error("{file}: peer #{index}: {field} = {value:?}: {reason}")]
+    Entry { file: String, index: usize, field: &'static str, value: String, reason: String },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPeers {
+    peer: Vec<RawPeer>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPeer {
+    subnet: String,
+    subnet6: Option<String>,
+    public_ip: String,
+    port: Option<i64>,
+}
+
+/// Reads and parses the peers file at `path`.
+pub fn load_peers(path: &Path, default_port: u16) -> Result<Vec<PeerSpec>, PeersError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| PeersError::Read { file: file.clone(), source })?;
+    parse_peers(&text, &file, default_port)
+}
+
+/// Parses peers-file text; `file` names it in errors and in each entry's origin.
+pub fn parse_peers(text: &str, file: &str, default_port: u16) -> Result<Vec<PeerSpec>, PeersError> {
+    if text.trim().is_empty() {
+        return Err(PeersError::Empty { file: file.to_owned() });
+    }
+    let raw: RawPeers =
+        toml::from_str(text).map_err(|e| PeersError::Syntax { file: file.to_owned(), message: e.to_string().trim_end().to_owned() })?;
+    let mut out = Vec::with_capacity(raw.peer.len());
+    for (i, p) in raw.peer.into_iter().enumerate() {
+        let index = i + 1;
+        let entry = |field: &'static str, value: &str, reason: String| PeersError::Entry {
+            file: file.to_owned(),
+            index,
+            field,
+            value: value.to_owned(),
+            reason,
+        };
+        let ip: IpAddr = p.public_ip.parse().map_err(|_| entry("public_ip", &p.public_ip, "not an IP address".into()))?;
+        if ip.is_unspecified() || ip.is_multicast() {
+            return Err(entry("public_ip", &p.public_ip, "must be a unicast address".into()));
+        }
+        let port = match p.port {
+            None => default_port,
+            Some(port) => u16::try_from(port)
+                .ok()
+                .filter(|&p| p != 0)
+                .ok_or_else(|| entry("port", &port.to_string(), "must be between 1 and 65535".into()))?,
+        };
+        let endpoint = SocketAddr::new(ip, port);
+        let origin = format!("{file}: peer #{index}");
+        let subnet: Prefix = p.subnet.parse().map_err(|e: crate::route::PrefixError| entry("subnet", &p.subnet, e.to_string()))?;
+        if !subnet.is_ipv4() {
+            return Err(entry("subnet", &p.subnet, "must be an IPv4 prefix (use subnet6 for IPv6)".into()));
+        }
+        out.push(PeerSpec { subnet, endpoint, origin: origin.clone() });
+        if let Some(s6) = p.subnet6 {
+            let subnet6: Prefix = s6.parse().map_err(|e: crate::route::PrefixError| entry("subnet6", &s6, e.to_string()))?;
+            if subnet6.is_ipv4() {
+                return Err(entry("subnet6", &s6, "must be an IPv6 prefix".into()));
+            }
+            out.push(PeerSpec { subnet: subnet6, endpoint, origin });
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_peers_with_defaults() {
+        let peers = parse_peers(
+            "[[peer]]\nsubnet = \"100.96.2.0/24\"\npublic_ip = \"198.18.0.2\"\n\n[[peer]]\nsubnet = \"100.96.3.0/24\"\npublic_ip = \"198.18.0.3\"\nport = 9000\nsubnet6 = \"fd00:96:3::/64\"\n",
+            "peers.toml",
+            8285,
+        )
+        .unwrap();
+        assert_eq!(peers.len(), 3);
+        assert_eq!(peers[0].endpoint, "198.18.0.2:8285".parse().unwrap());
+        assert_eq!(peers[1].endpoint, "198.18.0.3:9000".parse().unwrap());
+        assert_eq!(peers[2].subnet, "fd00:96:3::/64".parse().unwrap());
+        assert_eq!(peers[2].origin, "peers.toml: peer #2");
+        assert!(parse_peers("peer = []", "p", 1).unwrap().is_empty());
+    }
+
+    #[test]
+    fn errors_name_file_entry_and_field() {
+        let cases = [
+            ("", "the file is empty"),
+            ("  \n", "the file is empty"),
+            ("[[peer]]\nsubnet = \"100.96.2.0/24\"\n", "missing field `public_ip`"),
+            ("[[peer]]\nsubnet = \"100.96.2.0/24\"\npublic_ip = \"198.18.0.2\"\ncolor = 1\n", "unknown field `color`"),
+            ("[[peer]]\nsubnet = \"100.96.2.0/24\"\npublic_ip = \"198.18.0.2", "peers.toml"),
+            ("[[peer]]\nsubnet = \"100.96.2.0/33\"\npublic_ip = \"198.18.0.2\"\n", "peer #1: subnet = \"100.96.2.0/33\""),
+            ("[[peer]]\nsubnet = \"100.96.2.0/24\"\npublic_ip = \"nope\"\n", "peer #1: public_ip = \"nope\": not an IP address"),
+            ("[[peer]]\nsubnet = \"100.96.2.0/24\"\npublic_ip = \"198.18.0.2\"\nport = 0\n", "peer #1: port = \"0\""),
+            ("[[peer]]\nsubnet = \"fd00::/64\"\npublic_ip = \"198.18.0.2\"\n", "use subnet6"),
+        ];
+        for (text, want) in cases {
+            let err = parse_peers(text, "peers.toml", 8285).unwrap_err().to_string();
+            assert!(err.starts_with("peers.toml"), "{err}");
+            assert!(err.contains(want), "{text:?}: {err}");
+        }
+    }
+}

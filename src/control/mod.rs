@@ -1,0 +1,203 @@
+//! The control thread: the one writer of the subnet table. It owns the
+//! table's sources (today the peers file), applies [`Command`]s one at a
+//! time, builds each new snapshot, validates it whole and publishes it with
+//! one atomic pointer swap. Workers never wait for it and it never waits for
+//! them; a rejected change leaves the previous table in force.
+
+mod file;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::config::{Config, load_peers};
+use crate::datapath::worker::SharedTable;
+use crate::route::{PeerSpec, Prefix, SubnetTable, TableScope};
+
+/// Everything that changes the table or asks about it, from any source
+/// (file watcher, signals, later etcd and an admin socket).
+#[derive(Debug)]
+pub enum Command {
+    /// Re-read the peers file.
+    Reload,
+    /// Add (or replace) a peer outside the file.
+    AddPeer(PeerSpec),
+    /// Remove a peer added with `AddPeer`.
+    RemovePeer(Prefix),
+    /// Reply with the current table, printed.
+    DumpTable(Sender<String>),
+    /// Stop the control thread.
+    Shutdown,
+}
+
+/// Counters of the control plane.
+#[derive(Debug, Default)]
+pub struct ControlCounters {
+    pub tables_published: AtomicU64,
+    pub reload_failures: AtomicU64,
+}
+
+/// A running control thread.
+pub struct ControlHandle {
+    pub commands: Sender<Command>,
+    pub counters: Arc<ControlCounters>,
+    thread: Option<JoinHandle<()>>,
+    _watcher: Option<file::PeersWatcher>,
+}
+
+impl ControlHandle {
+    /// Stops the thread and waits for it.
+    pub fn shutdown(mut self) {
+        let _ = self.commands.send(Command::Shutdown);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+struct ControlState {
+    config: Config,
+    scope: TableScope,
+    table: SharedTable,
+    counters: Arc<ControlCounters>,
+    file_peers: Vec<PeerSpec>,
+    /// Text of the peers file last applied, to skip no-op reloads.
+    file_text: Option<String>,
+    extra_peers: Vec<PeerSpec>,
+}
+
+/// Builds the first table from the peers file; errors are for `check` and
+/// for refusing to start.
+pub fn initial_table(config: &Config) -> Result<(SubnetTable, Vec<PeerSpec>), String> {
+    let peers = match config.peers_path() {
+        Some(path) => load_peers(path, config.port).map_err(|e| e.to_string())?,
+        None => Vec::new(),
+    };
+    let table = SubnetTable::build(1, &config.table_scope(), &peers).map_err(|errs| {
+        errs.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
+    })?;
+    Ok((table, peers))
+}
+
+/// Starts the control thread over an already published `table`.
+pub fn spawn(config: Config, table: SharedTable, file_peers: Vec<PeerSpec>) -> std::io::Result<ControlHandle> {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let counters = Arc::new(ControlCounters::default());
+    let watcher = match config.peers_path() {
+        Some(path) => Some(file::PeersWatcher::start(path, tx.clone())?),
+        None => None,
+    };
+    let file_text = config.peers_path().and_then(|p| std::fs::read_to_string(p).ok());
+    let state = ControlState {
+        scope: config.table_scope(),
+        config,
+        table,
+        counters: Arc::clone(&counters),
+        file_peers,
+        file_text,
+        extra_peers: Vec::new(),
+    };
+    let thread = std::thread::Builder::new().name("encapd-control".into()).spawn(move || run(state, rx))?;
+    Ok(ControlHandle { commands: tx, counters, thread: Some(thread), _watcher: watcher })
+}
+
+fn run(mut state: ControlState, rx: Receiver<Command>) {
+    while let Ok(cmd) = rx.recv() {
+        match cmd {
+            Command::Reload => {
+                // Editors and `mv` produce bursts of events: coalesce them.
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                let mut shutdown = false;
+                for extra in rx.try_iter() {
+                    match extra {
+                        Command::Reload => {}
+                        Command::Shutdown => shutdown = true,
+                        other => state.apply(other),
+                    }
+                }
+                state.reload_file();
+                if shutdown {
+                    break;
+                }
+            }
+            Command::Shutdown => break,
+            other => state.apply(other),
+        }
+    }
+}
+
+impl ControlState {
+    fn apply(&mut self, cmd: Command) {
+        match cmd {
+            Command::AddPeer(peer) => {
+                self.extra_peers.retain(|p| p.subnet != peer.subnet);
+                self.extra_peers.push(peer);
+                self.publish("add peer");
+            }
+            Command::RemovePeer(subnet) => {
+                self.extra_peers.retain(|p| p.subnet != subnet);
+                self.publish("remove peer");
+            }
+            Command::DumpTable(reply) => {
+                let _ = reply.send(self.table.load().to_string());
+            }
+            Command::Reload => self.reload_file(),
+            Command::Shutdown => {}
+        }
+    }
+
+    fn reload_file(&mut self) {
+        let Some(path) = self.config.peers_path() else { return };
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) => {
+                self.counters.reload_failures.fetch_add(1, Ordering::Relaxed);
+                log::error!("{}: cannot read peers file: {e}; keeping table version {}", path.display(), self.table.load().version());
+                return;
+            }
+        };
+        if self.file_text.as_deref() == Some(text.as_str()) {
+            return;
+        }
+        match crate::config::parse_peers(&text, &path.display().to_string(), self.config.port) {
+            Ok(peers) => {
+                let previous = std::mem::replace(&mut self.file_peers, peers);
+                if self.publish("peers file changed") {
+                    self.file_text = Some(text);
+                } else {
+                    self.file_peers = previous;
+                }
+            }
+            Err(e) => {
+                self.counters.reload_failures.fetch_add(1, Ordering::Relaxed);
+                log::error!("rejected peers file change: {e}; keeping table version {}", self.table.load().version());
+            }
+        }
+    }
+
+    /// Builds and publishes the next table; false (and nothing published)
+    /// when it does not validate.
+    fn publish(&mut self, why: &str) -> bool {
+        let version = self.table.load().version() + 1;
+        let peers: Vec<PeerSpec> = self.file_peers.iter().chain(&self.extra_peers).cloned().collect();
+        match SubnetTable::build(version, &self.scope, &peers) {
+            Ok(table) => {
+                let (routes, peer_count) = (table.len(), table.peer_count());
+                self.table.store(Arc::new(table));
+                self.counters.tables_published.fetch_add(1, Ordering::Relaxed);
+                log::info!("subnet table version {version} published ({why}): {routes} routes, {peer_count} peers");
+                true
+            }
+            Err(errors) => {
+                self.counters.reload_failures.fetch_add(1, Ordering::Relaxed);
+                for e in &errors {
+                    log::error!("rejected table change ({why}): {e}");
+                }
+                log::error!("keeping table version {}", version - 1);
+                false
+            }
+        }
+    }
+}

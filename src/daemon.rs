@@ -1,0 +1,254 @@
+//! The daemon's lifecycle: set up the TUN, sockets and table, start the
+//! control thread and the workers, handle signals, and stop cleanly:
+//! SIGINT/SIGTERM drain and stop (the TUN disappears with its last queue),
+//! SIGHUP reloads the peers file, SIGUSR1 prints the counters.
+
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+
+use crate::config::{Config, IoEngine, encap_overhead};
+use crate::control::{self, Command};
+use crate::datapath::packet::NodeScope;
+use crate::datapath::worker::{self, WorkerContext};
+use crate::stats::{self, WorkerCounters};
+use crate::sys;
+
+/// Why the daemon could not run; `exit_code` separates bad configuration (2)
+/// from failures of the host (1).
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("{0}")]
+    Config(String),
+    #[error("{what}: {source}")]
+    Io { what: String, source: std::io::Error },
+    #[error("worker {0} failed; stopping")]
+    WorkerFailed(usize),
+}
+
+impl DaemonError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            DaemonError::Config(_) => 2,
+            _ => 1,
+        }
+    }
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DaemonError {
+    let what = what.into();
+    move |source| DaemonError::Io { what, source }
+}
+
+/// What the data path will run with, decided before anything is created.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub underlay_mtu: u32,
+    pub tun_mtu: u32,
+    pub engine: IoEngine,
+    /// Why the configured engine was replaced, if it was.
+    pub engine_note: Option<String>,
+    pub cpus: Vec<Option<usize>>,
+}
+
+/// Resolves the underlay MTU, probes io_uring and assigns CPUs.
+pub fn plan(config: &Config) -> Result<Plan, DaemonError> {
+    let underlay_mtu = match config.underlay_mtu {
+        Some(m) => m,
+        None => {
+            let ifname = sys::netdev::interface_with_address(config.public_ip)
+                .map_err(io_err("listing interfaces"))?
+                .ok_or_else(|| {
+                    DaemonError::Config(format!(
+                        "{}: [node] public_ip = {}: no interface in this network namespace has that address (set [network] underlay_mtu to skip this lookup)",
+                        config.path.display(),
+                        config.public_ip
+                    ))
+                })?;
+            sys::netdev::interface_mtu(&ifname).map_err(io_err(format!("reading the MTU of {ifname}")))?
+        }
+    };
+    let overhead = encap_overhead(config.public_ip.is_ipv4());
+    let tun_mtu = underlay_mtu.saturating_sub(overhead);
+    let min = if config.subnet6.is_some() { 1280 } else { 576 };
+    if tun_mtu < min {
+        return Err(DaemonError::Config(format!(
+            "underlay MTU {underlay_mtu} leaves a TUN MTU of {tun_mtu}, below the minimum {min}"
+        )));
+    }
+    let (engine, engine_note) = match config.io {
+        IoEngine::Uring => match sys::uring::probe() {
+            Ok(()) => (IoEngine::Uring, None),
+            Err(e) => (IoEngine::Mmsg, Some(format!("io_uring unavailable ({e}); using the mmsg engine instead"))),
+        },
+        other => (other, None),
+    };
+    let online = sys::affinity::online_cpus();
+    let cpus = (0..config.workers)
+        .map(|i| match &config.cpus {
+            Some(list) => Some(list[i]),
+            None if online.is_empty() => None,
+            None => Some(online[i % online.len()]),
+        })
+        .collect();
+    Ok(Plan { underlay_mtu, tun_mtu, engine, engine_note, cpus })
+}
+
+/// Runs the daemon in the foreground until SIGINT/SIGTERM.
+pub fn run(config: Config) -> Result<(), DaemonError> {
+    let (table, file_peers) = control::initial_table(&config).map_err(DaemonError::Config)?;
+    let plan = plan(&config)?;
+    if let Some(note) = &plan.engine_note {
+        log::warn!("{note}");
+    }
+
+    let bind_addr = SocketAddr::new(config.public_ip, config.port);
+    let want_gro = plan.engine != IoEngine::Classic;
+    let mut sockets = Vec::with_capacity(config.workers);
+    for _ in 0..config.workers {
+        let (fd, gro) = sys::udp::bind(bind_addr, sys::udp::UdpOptions { buffer_bytes: config.socket_buffer, gro: want_gro })
+            .map_err(io_err(format!("binding UDP {bind_addr}")))?;
+        sockets.push((fd, gro));
+    }
+    let gso = plan.engine != IoEngine::Classic && sys::udp::supports_gso(sockets[0].0.as_fd());
+    let gro = sockets.iter().all(|s| s.1);
+
+    let tun_spec = sys::tun::TunSpec {
+        name: config.tun.clone(),
+        queues: config.workers,
+        mtu: plan.tun_mtu as u16,
+        ipv4: (ipv4_of(config.subnet.network()), config.cidr.len()),
+        ipv6: config.subnet6.zip(config.cidr6).map(|(s, n)| (ipv6_of(s.network()), n.len())),
+        txqueuelen: 10_000,
+    };
+    let queues = sys::tun::create_multiqueue(&tun_spec).map_err(io_err(format!("creating TUN device {}", config.tun)))?;
+
+    let shared = Arc::new(ArcSwap::from_pointee(table));
+    let stop = Arc::new(AtomicBool::new(false));
+    let node = NodeScope {
+        own_v4: config.subnet,
+        own_v6: config.subnet6,
+        max_inner: plan.tun_mtu as usize,
+    };
+    let counters: Vec<Arc<WorkerCounters>> = (0..config.workers).map(|_| Arc::new(WorkerCounters::default())).collect();
+
+    log::info!(
+        "encapd {}: TUN {} ({} queues, MTU {}, {}/{}{}), UDP {bind_addr}, engine {} (GSO {}, GRO {}), {} workers on CPUs {:?}",
+        env!("CARGO_PKG_VERSION"),
+        config.tun,
+        config.workers,
+        plan.tun_mtu,
+        config.subnet.network(),
+        config.cidr.len(),
+        config.subnet6.map(|s| format!(", {}", s.network())).unwrap_or_default(),
+        plan.engine.name(),
+        on_off(gso),
+        on_off(gro),
+        config.workers,
+        plan.cpus,
+    );
+    log::info!("subnet table version 1: {} routes, {} peers", shared.load().len(), shared.load().peer_count());
+
+    let control = control::spawn(config.clone(), Arc::clone(&shared), file_peers).map_err(io_err("starting the control thread"))?;
+
+    let mut handles = Vec::with_capacity(config.workers);
+    for (id, (tun, (udp, gro))) in queues.into_iter().zip(sockets).enumerate() {
+        let ctx = WorkerContext {
+            id,
+            cpu: plan.cpus[id],
+            engine: plan.engine,
+            tun,
+            udp,
+            gro,
+            gso,
+            batch: config.batch,
+            node: node.clone(),
+            table: Arc::clone(&shared),
+            counters: Arc::clone(&counters[id]),
+            stop: Arc::clone(&stop),
+        };
+        match worker::spawn(ctx) {
+            Ok(h) => handles.push(h),
+            Err(e) => {
+                stop.store(true, Ordering::Relaxed);
+                for h in handles {
+                    let _ = h.join();
+                }
+                control.shutdown();
+                return Err(DaemonError::Io { what: "starting a worker thread".into(), source: e });
+            }
+        }
+    }
+
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1]).map_err(io_err("installing signal handlers"))?;
+    let mut failed = None;
+    'run: loop {
+        for sig in signals.pending() {
+            match sig {
+                SIGINT | SIGTERM => {
+                    log::info!("signal {sig}: stopping");
+                    break 'run;
+                }
+                SIGHUP => {
+                    log::info!("SIGHUP: reloading the peers file");
+                    let _ = control.commands.send(Command::Reload);
+                }
+                SIGUSR1 => print_summary(&counters, &control.counters),
+                _ => {}
+            }
+        }
+        if let Some(id) = handles.iter().position(|h| h.is_finished()) {
+            failed = Some(id);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    stop.store(true, Ordering::Relaxed);
+    for h in handles {
+        let _ = h.join();
+    }
+    let control_counters = Arc::clone(&control.counters);
+    control.shutdown();
+    print_summary(&counters, &control_counters);
+    log::info!("stopped; TUN {} removed", config.tun);
+    match failed {
+        Some(id) => Err(DaemonError::WorkerFailed(id)),
+        None => Ok(()),
+    }
+}
+
+fn on_off(b: bool) -> &'static str {
+    if b { "on" } else { "off" }
+}
+
+/// The address of a prefix the config validated as IPv4 (v4-mapped otherwise).
+fn ipv4_of(ip: IpAddr) -> std::net::Ipv4Addr {
+    match ip {
+        IpAddr::V4(a) => a,
+        IpAddr::V6(a) => a.to_ipv4_mapped().unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
+    }
+}
+
+/// The address of a prefix the config validated as IPv6.
+fn ipv6_of(ip: IpAddr) -> std::net::Ipv6Addr {
+    match ip {
+        IpAddr::V6(a) => a,
+        IpAddr::V4(a) => a.to_ipv6_mapped(),
+    }
+}
+
+fn print_summary(counters: &[Arc<WorkerCounters>], control: &control::ControlCounters) {
+    let refs: Vec<&WorkerCounters> = counters.iter().map(|c| &**c).collect();
+    eprint!(
+        "encapd counters:\n{}  control   tables published {} | reload failures {}\n",
+        stats::summary(&refs),
+        control.tables_published.load(Ordering::Relaxed),
+        control.reload_failures.load(Ordering::Relaxed)
+    );
+}

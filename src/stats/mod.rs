@@ -1,0 +1,215 @@
+//! Per-worker counters. Each worker owns one [`WorkerCounters`] (on its own
+//! cache line) and is its only writer, so updates are plain relaxed
+//! load+store pairs, never a locked read-modify-write; readers (the summary,
+//! later the metrics endpoint) take relaxed snapshots and sum them.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Why a packet was not forwarded. One counter each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(usize)]
+pub enum DropReason {
+    /// Ingress: datagram from an address that is no peer's public IP.
+    UnknownSender,
+    /// Ingress: inner source is not in the sending peer's subnet.
+    SpoofedSource,
+    /// Ingress: inner destination is not in this node's subnet.
+    WrongDestination,
+    /// Empty packet or IP version other than 4/6.
+    Malformed,
+    /// Shorter than its fixed IP header.
+    Truncated,
+    /// IPv4 header length field out of range.
+    BadHeaderLength,
+    /// IP length field disagrees with the bytes received.
+    LengthMismatch,
+    /// Egress: no peer owns the destination (ICMP unreachable sent).
+    NoRoute,
+    /// Egress: destination is this node's own subnet; sending it would loop.
+    LocalDestination,
+    /// Egress: TTL/hop limit expired here (ICMP time exceeded sent).
+    TtlExpired,
+    /// Egress: larger than the path MTU (ICMP fragmentation needed sent).
+    TooBig,
+    /// The UDP send failed (underlay down, buffer full, ...).
+    SendFailed,
+    /// The write into the TUN failed.
+    TunWriteFailed,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 13] = [
+        DropReason::UnknownSender,
+        DropReason::SpoofedSource,
+        DropReason::WrongDestination,
+        DropReason::Malformed,
+        DropReason::Truncated,
+        DropReason::BadHeaderLength,
+        DropReason::LengthMismatch,
+        DropReason::NoRoute,
+        DropReason::LocalDestination,
+        DropReason::TtlExpired,
+        DropReason::TooBig,
+        DropReason::SendFailed,
+        DropReason::TunWriteFailed,
+    ];
+
+    /// The label used in logs and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::UnknownSender => "unknown_sender",
+            DropReason::SpoofedSource => "spoofed_source",
+            DropReason::WrongDestination => "wrong_destination",
+            DropReason::Malformed => "malformed",
+            DropReason::Truncated => "truncated",
+            DropReason::BadHeaderLength => "bad_header_length",
+            DropReason::LengthMismatch => "length_mismatch",
+            DropReason::NoRoute => "no_route",
+            DropReason::LocalDestination => "local_destination",
+            DropReason::TtlExpired => "ttl_expired",
+            DropReason::TooBig => "too_big",
+            DropReason::SendFailed => "send_failed",
+            DropReason::TunWriteFailed => "tun_write_failed",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<DropReason> {
+        Self::ALL.into_iter().find(|r| r.name() == name)
+    }
+}
+
+/// One worker's counters. Written only by that worker.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub struct WorkerCounters {
+    /// Packets read from the TUN and sent to a peer.
+    pub egress_packets: AtomicU64,
+    pub egress_bytes: AtomicU64,
+    /// UDP send operations (one GSO send carries many packets).
+    pub egress_sends: AtomicU64,
+    /// Packets received from peers and written to the TUN.
+    pub ingress_packets: AtomicU64,
+    pub ingress_bytes: AtomicU64,
+    /// UDP receive completions (one GRO receive carries many datagrams).
+    pub ingress_receives: AtomicU64,
+    pub icmp_sent: AtomicU64,
+    pub drops: [AtomicU64; DropReason::ALL.len()],
+    /// Version of the subnet table this worker used for its latest batch.
+    pub table_version: AtomicU64,
+}
+
+/// Adds to a counter that only the calling thread writes.
+#[inline]
+pub fn bump(counter: &AtomicU64, n: u64) {
+    counter.store(counter.load(Relaxed).wrapping_add(n), Relaxed);
+}
+
+impl WorkerCounters {
+    #[inline]
+    pub fn drop(&self, reason: DropReason) {
+        bump(&self.drops[reason as usize], 1);
+    }
+
+    pub fn snapshot(&self) -> CounterSnapshot {
+        CounterSnapshot {
+            egress_packets: self.egress_packets.load(Relaxed),
+            egress_bytes: self.egress_bytes.load(Relaxed),
+            egress_sends: self.egress_sends.load(Relaxed),
+            ingress_packets: self.ingress_packets.load(Relaxed),
+            ingress_bytes: self.ingress_bytes.load(Relaxed),
+            ingress_receives: self.ingress_receives.load(Relaxed),
+            icmp_sent: self.icmp_sent.load(Relaxed),
+            drops: std::array::from_fn(|i| self.drops[i].load(Relaxed)),
+            table_version: self.table_version.load(Relaxed),
+        }
+    }
+}
+
+/// A plain copy of counters, from one worker or summed over all.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct CounterSnapshot {
+    pub egress_packets: u64,
+    pub egress_bytes: u64,
+    pub egress_sends: u64,
+    pub ingress_packets: u64,
+    pub ingress_bytes: u64,
+    pub ingress_receives: u64,
+    pub icmp_sent: u64,
+    pub drops: [u64; DropReason::ALL.len()],
+    pub table_version: u64,
+}
+
+impl CounterSnapshot {
+    pub fn add(&mut self, o: &CounterSnapshot) {
+        self.egress_packets += o.egress_packets;
+        self.egress_bytes += o.egress_bytes;
+        self.egress_sends += o.egress_sends;
+        self.ingress_packets += o.ingress_packets;
+        self.ingress_bytes += o.ingress_bytes;
+        self.ingress_receives += o.ingress_receives;
+        self.icmp_sent += o.icmp_sent;
+        for (a, b) in self.drops.iter_mut().zip(o.drops) {
+            *a += b;
+        }
+        self.table_version = self.table_version.max(o.table_version);
+    }
+
+    pub fn drop_count(&self, reason: DropReason) -> u64 {
+        self.drops[reason as usize]
+    }
+}
+
+/// The human-readable counter summary printed on exit and on SIGUSR1: one
+/// line per worker and a total, then drops by reason (non-zero only).
+pub fn summary(workers: &[&WorkerCounters]) -> String {
+    let mut out = String::new();
+    let mut total = CounterSnapshot::default();
+    for (i, w) in workers.iter().enumerate() {
+        let s = w.snapshot();
+        line(&mut out, &format!("worker {i}"), &s);
+        total.add(&s);
+    }
+    line(&mut out, "total", &total);
+    for r in DropReason::ALL {
+        let n = total.drop_count(r);
+        if n > 0 {
+            let _ = writeln!(out, "  drops {:<18} {n}", r.name());
+        }
+    }
+    out
+}
+
+fn line(out: &mut String, who: &str, s: &CounterSnapshot) {
+    let drops: u64 = s.drops.iter().sum();
+    let _ = writeln!(
+        out,
+        "  {who:<9} egress {} pkts {} bytes in {} sends | ingress {} pkts {} bytes in {} receives | icmp {} | drops {} | table v{}",
+        s.egress_packets, s.egress_bytes, s.egress_sends, s.ingress_packets, s.ingress_bytes, s.ingress_receives, s.icmp_sent, drops, s.table_version
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_are_unique() {
+        for (i, r) in DropReason::ALL.into_iter().enumerate() {
+            assert_eq!(r as usize, i, "ALL is in discriminant order");
+            assert_eq!(DropReason::from_name(r.name()), Some(r));
+        }
+    }
+
+    #[test]
+    fn summary_sums_workers() {
+        let a = WorkerCounters::default();
+        let b = WorkerCounters::default();
+        bump(&a.egress_packets, 3);
+        bump(&b.egress_packets, 4);
+        b.drop(DropReason::SpoofedSource);
+        let text = summary(&[&a, &b]);
+        assert!(text.contains("total     egress 7 pkts"), "{text}");
+        assert!(text.contains("drops spoofed_source     1"), "{text}");
+    }
+}

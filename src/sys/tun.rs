@@ -1,0 +1,53 @@
+//! The multiqueue TUN device (`IFF_TUN | IFF_NO_PI | IFF_MULTI_QUEUE`), made
+//! with `tun-rs` (the `tun` crate cannot open several queues). Each queue is
+//! handed out as an `OwnedFd`; the device is not persistent, so it disappears
+//! when the last queue closes — on a clean stop and on a crash alike.
+
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::os::fd::{AsFd, FromRawFd, IntoRawFd, OwnedFd};
+
+/// How to create the device.
+#[derive(Debug, Clone)]
+pub struct TunSpec {
+    pub name: String,
+    pub queues: usize,
+    pub mtu: u16,
+    /// Address and prefix length; the kernel adds the connected route for
+    /// the whole prefix through the device.
+    pub ipv4: (Ipv4Addr, u8),
+    pub ipv6: Option<(Ipv6Addr, u8)>,
+    pub txqueuelen: u32,
+}
+
+/// Creates the device, configures it and returns one non-blocking fd per queue.
+pub fn create_multiqueue(spec: &TunSpec) -> io::Result<Vec<OwnedFd>> {
+    if spec.queues == 0 {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "a TUN device needs at least one queue"));
+    }
+    let mut builder = tun_rs::DeviceBuilder::new()
+        .name(&spec.name)
+        .mtu(spec.mtu)
+        .ipv4(spec.ipv4.0, spec.ipv4.1, None)
+        .multi_queue(true)
+        .tx_queue_len(spec.txqueuelen)
+        .enable(true);
+    if let Some((addr, len)) = spec.ipv6 {
+        builder = builder.ipv6(addr, len);
+    }
+    let first = builder.build_sync()?;
+    let mut devices = Vec::with_capacity(spec.queues);
+    for _ in 1..spec.queues {
+        devices.push(first.try_clone()?);
+    }
+    devices.insert(0, first);
+    let mut fds = Vec::with_capacity(spec.queues);
+    for dev in devices {
+        let raw = dev.into_raw_fd();
+        // SAFETY: into_raw_fd hands over sole ownership of a valid, open fd.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        super::fd::set_nonblocking(fd.as_fd(), true)?;
+        fds.push(fd);
+    }
+    Ok(fds)
+}

@@ -1,0 +1,529 @@
+//! io_uring for one worker, with a safe interface: the ring owns every buffer
+//! the kernel may touch, tracks the state of each, and only hands a buffer to
+//! the caller while no operation is in flight on it.
+//!
+//! - TUN reads: a fixed set of buffers, each with one `READ` in flight until
+//!   it completes; the caller then forwards the packet (the buffer stays with
+//!   the `SENDMSG` until that completes) or releases it, and either way the
+//!   buffer goes back to reading.
+//! - UDP receives: one multishot `RECVMSG` over a provided-buffer ring
+//!   (re-armed when the kernel ends it, e.g. on `ENOBUFS`); each buffer comes
+//!   back to the caller and returns to the ring once every TUN `WRITE` that
+//!   points into it has completed.
+//! - UDP sends: `SENDMSG` slots (msghdr, iovecs, address, GSO cmsg) that stay
+//!   put until the send completes.
+//! - Teardown cancels everything and waits for the cancellations before the
+//!   buffers are freed; if that cannot be confirmed, the memory is leaked
+//!   rather than freed under the kernel.
+
+use std::alloc::{Layout, alloc_zeroed, dealloc};
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::{Duration, Instant};
+
+use io_uring::{IoUring, cqueue, opcode, squeue, types};
+
+use super::udp::{CMSG_SPACE_U32, SockAddrBuf, encode_gso_cmsg, gro_segment_size, parse_sockaddr};
+use crate::datapath::batch::MAX_SEGMENTS;
+
+const KIND_SHIFT: u64 = 32;
+const TUN_READ: u64 = 1;
+const UDP_SEND: u64 = 2;
+const UDP_RECV: u64 = 3;
+const TUN_WRITE: u64 = 4;
+const CANCEL: u64 = 5;
+
+fn tag(kind: u64, index: u64) -> u64 {
+    (kind << KIND_SHIFT) | index
+}
+
+/// Name space reserved per multishot receive: a sockaddr_in6 covers both families.
+const RECV_NAME_LEN: u32 = std::mem::size_of::<libc::sockaddr_in6>() as u32;
+const RECV_CONTROL_LEN: usize = 32;
+/// `io_uring_recvmsg_out` precedes name, control and payload in each buffer.
+const RECV_HEADER: usize = 16;
+const BUF_GROUP: u16 = 0;
+
+/// Sizes of the buffers and queues of one ring.
+#[derive(Debug, Clone, Copy)]
+pub struct UringSizes {
+    /// TUN reads in flight (and send slots).
+    pub tun_reads: usize,
+    pub tun_buf_size: usize,
+    /// Provided receive buffers; a power of two.
+    pub recv_bufs: u16,
+    /// Payload bytes per receive buffer (a GRO run can reach 64 KiB).
+    pub recv_buf_size: usize,
+}
+
+/// Checks that io_uring can run here with the opcodes we use; the error says
+/// why not (disabled by sysctl or seccomp, too old a kernel).
+pub fn probe() -> io::Result<()> {
+    let ring = IoUring::new(8)?;
+    let mut probe = io_uring::Probe::new();
+    ring.submitter().register_probe(&mut probe)?;
+    for (code, name) in [
+        (opcode::Read::CODE, "READ"),
+        (opcode::Write::CODE, "WRITE"),
+        (opcode::SendMsg::CODE, "SENDMSG"),
+        (opcode::RecvMsgMulti::CODE, "RECVMSG"),
+        (opcode::AsyncCancel2::CODE, "ASYNC_CANCEL"),
+    ] {
+        if !probe.is_supported(code) {
+            return Err(io::Error::new(io::ErrorKind::Unsupported, format!("io_uring lacks {name}")));
+        }
+    }
+    if !ring.params().is_feature_ext_arg() {
+        return Err(io::Error::new(io::ErrorKind::Unsupported, "io_uring lacks EXT_ARG (kernel < 5.11)"));
+    }
+    Ok(())
+}
+
+/// Page-aligned zeroed memory that is freed on drop (unless leaked).
+struct AlignedBuf {
+    ptr: *mut u8,
+    layout: Layout,
+}
+
+impl AlignedBuf {
+    fn new(len: usize) -> io::Result<AlignedBuf> {
+        let layout = Layout::from_size_align(len.max(1), 4096).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        // SAFETY: layout has non-zero size.
+        let ptr = unsafe { alloc_zeroed(layout) };
+        if ptr.is_null() {
+            return Err(io::Error::new(io::ErrorKind::OutOfMemory, "cannot allocate io_uring buffers"));
+        }
+        Ok(AlignedBuf { ptr, layout })
+    }
+}
+
+impl Drop for AlignedBuf {
+    fn drop(&mut self) {
+        if !self.ptr.is_null() {
+            // SAFETY: ptr was allocated with this layout and is freed once.
+            unsafe { dealloc(self.ptr, self.layout) }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TunBuf {
+    Reading,
+    /// Filled by a completed read; the caller holds it.
+    Held(u32),
+    Sending,
+}
+
+/// A `SENDMSG` whose memory must not move until it completes.
+#[repr(C)]
+struct SendSlot {
+    msg: libc::msghdr,
+    iov: [libc::iovec; MAX_SEGMENTS],
+    name: SockAddrBuf,
+    ctrl: [u64; CMSG_SPACE_U32 / 8],
+    bufs: [u16; MAX_SEGMENTS],
+    nbufs: u16,
+    gso: bool,
+}
+
+/// What a completion means to the caller.
+#[derive(Debug)]
+pub enum Completion {
+    /// A TUN read finished; on `Ok(len)` the caller holds `buf` and must send
+    /// it ([`UringIo::send`]) or [`UringIo::release_tun_buf`] it.
+    TunRead { buf: u16, result: io::Result<usize> },
+    /// A send finished; its buffers already went back to reading.
+    Sent { result: io::Result<usize>, packets: u16, gso: bool },
+    /// A multishot receive produced buffer `bid` (caller must
+    /// [`UringIo::finish_recv_buf`] it), or ended (`bid == None`).
+    Received { bid: Option<u16>, result: io::Result<usize> },
+    /// A TUN write finished.
+    TunWritten { result: io::Result<usize> },
+}
+
+/// A received datagram, viewed inside its provided buffer.
+pub struct RecvView<'a> {
+    pub from: Option<SocketAddr>,
+    /// Where `payload` starts within the buffer (for [`UringIo::write_to_tun`]).
+    pub payload_offset: usize,
+    pub payload: &'a [u8],
+    pub gro_segment: Option<u16>,
+    pub truncated: bool,
+}
+
+/// One worker's ring and every buffer it lends to the kernel.
+pub struct UringIo {
+    ring: IoUring,
+    tun: OwnedFd,
+    udp: OwnedFd,
+    sizes: UringSizes,
+    tun_slab: AlignedBuf,
+    tun_state: Vec<TunBuf>,
+    slots: Box<[SendSlot]>,
+    free_slots: Vec<u16>,
+    recv_ring: AlignedBuf,
+    recv_slab: AlignedBuf,
+    recv_msg: Box<libc::msghdr>,
+    /// Outstanding TUN writes per receive buffer, plus one while the caller holds it.
+    recv_refs: Vec<u16>,
+    recv_tail: u16,
+    recv_armed: bool,
+    in_flight: usize,
+    pending_cqes: Vec<(u64, i32, u32)>,
+}
+
+impl UringIo {
+    pub fn new(tun: OwnedFd, udp: OwnedFd, sizes: UringSizes) -> io::Result<UringIo> {
+        assert!(sizes.recv_bufs.is_power_of_two(), "recv_bufs must be a power of two");
+        let sq = 1024u32;
+        let cq = 16_384u32;
+        let ring = IoUring::builder().setup_cqsize(cq).setup_single_issuer().build(sq)?;
+        let n = sizes.tun_reads;
+        let recv_stride = RECV_HEADER + RECV_NAME_LEN as usize + RECV_CONTROL_LEN + sizes.recv_buf_size;
+        let recv_slab = AlignedBuf::new(usize::from(sizes.recv_bufs) * recv_stride)?;
+        let recv_ring = AlignedBuf::new(usize::from(sizes.recv_bufs) * std::mem::size_of::<types::BufRingEntry>())?;
+        // SAFETY: msghdr is plain old data; all-zero is valid.
+        let mut recv_msg: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
+        recv_msg.msg_namelen = RECV_NAME_LEN;
+        recv_msg.msg_controllen = RECV_CONTROL_LEN;
+        let slots: Box<[SendSlot]> = (0..n)
+            .map(|_| SendSlot {
+                // SAFETY: msghdr and iovec are plain old data; all-zero is valid.
+                msg: unsafe { std::mem::zeroed() },
+                // SAFETY: as above.
+                iov: unsafe { std::mem::zeroed() },
+                name: SockAddrBuf::default(),
+                ctrl: [0; CMSG_SPACE_U32 / 8],
+                bufs: [0; MAX_SEGMENTS],
+                nbufs: 0,
+                gso: false,
+            })
+            .collect();
+        let mut io = UringIo {
+            tun_slab: AlignedBuf::new(n * sizes.tun_buf_size)?,
+            tun_state: vec![TunBuf::Held(0); n],
+            free_slots: (0..n as u16).rev().collect(),
+            slots,
+            recv_ring,
+            recv_slab,
+            recv_msg,
+            recv_refs: vec![0; usize::from(sizes.recv_bufs)],
+            recv_tail: 0,
+            recv_armed: false,
+            in_flight: 0,
+            pending_cqes: Vec::with_capacity(cq as usize),
+            ring,
+            tun,
+            udp,
+            sizes,
+        };
+        // SAFETY: the ring memory is page-aligned, sized for recv_bufs entries,
+        // and lives in `io` until after the ring is torn down (see Drop).
+        unsafe {
+            io.ring.submitter().register_buf_ring_with_flags(io.recv_ring.ptr as u64, sizes.recv_bufs, BUF_GROUP, 0)?;
+        }
+        for bid in 0..sizes.recv_bufs {
+            io.provide(bid);
+        }
+        for buf in 0..n as u16 {
+            io.arm_tun_read(buf)?;
+        }
+        io.arm_recv()?;
+        Ok(io)
+    }
+
+    fn recv_stride(&self) -> usize {
+        RECV_HEADER + RECV_NAME_LEN as usize + RECV_CONTROL_LEN + self.sizes.recv_buf_size
+    }
+
+    /// Pushes an entry, submitting first when the submission queue is full.
+    ///
+    /// # Safety
+    /// Every pointer in `entry` must stay valid until its completion is reaped.
+    unsafe fn push(&mut self, entry: squeue::Entry) -> io::Result<()> {
+        loop {
+            // SAFETY: forwarded from the caller's guarantee.
+            if unsafe { self.ring.submission().push(&entry) }.is_ok() {
+                self.in_flight += 1;
+                return Ok(());
+            }
+            self.ring.submit()?;
+        }
+    }
+
+    fn arm_tun_read(&mut self, buf: u16) -> io::Result<()> {
+        let i = usize::from(buf);
+        debug_assert!(!matches!(self.tun_state[i], TunBuf::Reading | TunBuf::Sending));
+        let size = self.sizes.tun_buf_size;
+        // SAFETY: the slab holds tun_reads buffers of `size` bytes; i < tun_reads.
+        let ptr = unsafe { self.tun_slab.ptr.add(i * size) };
+        let entry = opcode::Read::new(types::Fd(self.tun.as_raw_fd()), ptr, size as u32).build().user_data(tag(TUN_READ, u64::from(buf)));
+        self.tun_state[i] = TunBuf::Reading;
+        // SAFETY: the buffer is owned by self and marked Reading, so nothing
+        // touches it until the read completes.
+        unsafe { self.push(entry) }
+    }
+
+    fn arm_recv(&mut self) -> io::Result<()> {
+        let entry = opcode::RecvMsgMulti::new(types::Fd(self.udp.as_raw_fd()), &*self.recv_msg, BUF_GROUP).build().user_data(tag(UDP_RECV, 0));
+        self.recv_armed = true;
+        // SAFETY: recv_msg is boxed and lives as long as self; the buffers
+        // come from the registered ring.
+        unsafe { self.push(entry) }
+    }
+
+    /// Returns receive buffer `bid` to the provided-buffer ring.
+    fn provide(&mut self, bid: u16) {
+        let mask = self.sizes.recv_bufs - 1;
+        let stride = self.recv_stride();
+        let base = self.recv_ring.ptr.cast::<types::BufRingEntry>();
+        // SAFETY: the index is masked into the ring; the entry memory is ours
+        // (the kernel only reads entries between head and the published tail).
+        let entry = unsafe { &mut *base.add(usize::from(self.recv_tail & mask)) };
+        // SAFETY: bid < recv_bufs, so the buffer lies within the slab.
+        entry.set_addr(unsafe { self.recv_slab.ptr.add(usize::from(bid) * stride) } as u64);
+        entry.set_len(stride as u32);
+        entry.set_bid(bid);
+        self.recv_tail = self.recv_tail.wrapping_add(1);
+        // SAFETY: the tail lives in the first entry's reserved field; publish
+        // it with release ordering so the kernel sees the entry contents.
+        unsafe {
+            let tail = types::BufRingEntry::tail(base).cast_mut();
+            (*(tail as *const AtomicU16)).store(self.recv_tail, Ordering::Release);
+        }
+    }
+
+    /// Submits queued work and waits for at least one completion or `timeout`.
+    pub fn submit_and_wait(&mut self, timeout: Duration) -> io::Result<()> {
+        if !self.recv_armed {
+            self.arm_recv()?;
+        }
+        let ts = types::Timespec::from(timeout);
+        let args = types::SubmitArgs::new().timespec(&ts);
+        match self.ring.submitter().submit_with_args(1, &args) {
+            Ok(_) => Ok(()),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME) | Some(libc::EINTR) | Some(libc::EBUSY)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Takes every available completion, does the ring's own bookkeeping
+    /// (send buffers back to reading, write references, re-arming) and
+    /// appends what the caller must act on to `out`.
+    pub fn reap(&mut self, out: &mut Vec<Completion>) -> io::Result<()> {
+        let mut cqes = std::mem::take(&mut self.pending_cqes);
+        cqes.extend(self.ring.completion().map(|c| (c.user_data(), c.result(), c.flags())));
+        for &(data, res, flags) in &cqes {
+            let more = cqueue::more(flags);
+            if !more {
+                self.in_flight -= 1;
+            }
+            let index = (data & 0xffff_ffff) as u16;
+            let result = if res < 0 { Err(io::Error::from_raw_os_error(-res)) } else { Ok(res as usize) };
+            match data >> KIND_SHIFT {
+                TUN_READ => {
+                    let i = usize::from(index);
+                    match result {
+                        Ok(len) => {
+                            self.tun_state[i] = TunBuf::Held(len as u32);
+                            out.push(Completion::TunRead { buf: index, result });
+                        }
+                        Err(e) => {
+                            self.tun_state[i] = TunBuf::Held(0);
+                            // EAGAIN/ECANCELED are not failures worth reporting.
+                            if !matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::ECANCELED)) {
+                                out.push(Completion::TunRead { buf: index, result: Err(e) });
+                            } else {
+                                self.release_tun_buf(index)?;
+                            }
+                        }
+                    }
+                }
+                UDP_SEND => {
+                    let slot = usize::from(index);
+                    let (nbufs, gso) = (self.slots[slot].nbufs, self.slots[slot].gso);
+                    for k in 0..usize::from(nbufs) {
+                        let buf = self.slots[slot].bufs[k];
+                        self.tun_state[usize::from(buf)] = TunBuf::Held(0);
+                        self.arm_tun_read(buf)?;
+                    }
+                    self.free_slots.push(index);
+                    out.push(Completion::Sent { result, packets: nbufs, gso });
+                }
+                UDP_RECV => {
+                    if !more {
+                        self.recv_armed = false;
+                    }
+                    let bid = cqueue::buffer_select(flags);
+                    if let Some(b) = bid {
+                        self.recv_refs[usize::from(b)] = 1;
+                    }
+                    out.push(Completion::Received { bid, result });
+                }
+                TUN_WRITE => {
+                    self.unref_recv(index);
+                    out.push(Completion::TunWritten { result });
+                }
+                _ => {}
+            }
+        }
+        cqes.clear();
+        self.pending_cqes = cqes;
+        Ok(())
+    }
+
+    fn unref_recv(&mut self, bid: u16) {
+        let r = &mut self.recv_refs[usize::from(bid)];
+        *r -= 1;
+        if *r == 0 {
+            self.provide(bid);
+        }
+    }
+
+    /// The packet in a held TUN buffer, mutable (for the TTL decrement).
+    pub fn tun_packet(&mut self, buf: u16) -> &mut [u8] {
+        let i = usize::from(buf);
+        let TunBuf::Held(len) = self.tun_state[i] else { return &mut [] };
+        let size = self.sizes.tun_buf_size;
+        // SAFETY: the buffer is Held: no operation is in flight on it, and the
+        // length was reported by the kernel within the buffer's size.
+        unsafe { std::slice::from_raw_parts_mut(self.tun_slab.ptr.add(i * size), (len as usize).min(size)) }
+    }
+
+    /// Gives a held TUN buffer back to reading.
+    pub fn release_tun_buf(&mut self, buf: u16) -> io::Result<()> {
+        if matches!(self.tun_state[usize::from(buf)], TunBuf::Held(_)) {
+            self.arm_tun_read(buf)?;
+        }
+        Ok(())
+    }
+
+    /// Sends held TUN buffers `bufs` (in order) to `to` with one `SENDMSG`,
+    /// as GSO segments of `segment` bytes when given. The buffers return to
+    /// reading when the send completes. `Ok(false)`: no free slot, the
+    /// caller still holds the buffers.
+    pub fn send(&mut self, to: SocketAddr, bufs: &[u16], segment: Option<u16>) -> io::Result<bool> {
+        if bufs.is_empty() || bufs.len() > MAX_SEGMENTS {
+            return Ok(false);
+        }
+        let Some(slot_index) = self.free_slots.pop() else { return Ok(false) };
+        let size = self.sizes.tun_buf_size;
+        let slot = &mut self.slots[usize::from(slot_index)];
+        for (k, &buf) in bufs.iter().enumerate() {
+            let i = usize::from(buf);
+            let TunBuf::Held(len) = self.tun_state[i] else {
+                self.free_slots.push(slot_index);
+                return Ok(false);
+            };
+            // SAFETY: buffer i lies within the slab.
+            let base = unsafe { self.tun_slab.ptr.add(i * size) };
+            slot.iov[k] = libc::iovec { iov_base: base.cast(), iov_len: len as usize };
+            slot.bufs[k] = buf;
+        }
+        for &buf in bufs {
+            self.tun_state[usize::from(buf)] = TunBuf::Sending;
+        }
+        slot.nbufs = bufs.len() as u16;
+        slot.gso = segment.is_some();
+        let namelen = slot.name.set(to);
+        slot.msg.msg_name = slot.name.as_mut_ptr().cast();
+        slot.msg.msg_namelen = namelen;
+        slot.msg.msg_iov = slot.iov.as_mut_ptr();
+        slot.msg.msg_iovlen = bufs.len();
+        match segment {
+            Some(seg) => {
+                // SAFETY: ctrl is CMSG_SPACE_U32 bytes of u64-aligned memory.
+                let ctrl = unsafe { std::slice::from_raw_parts_mut(slot.ctrl.as_mut_ptr().cast::<u8>(), CMSG_SPACE_U32) };
+                slot.msg.msg_controllen = encode_gso_cmsg(ctrl, seg);
+                slot.msg.msg_control = slot.ctrl.as_mut_ptr().cast();
+            }
+            None => {
+                slot.msg.msg_control = std::ptr::null_mut();
+                slot.msg.msg_controllen = 0;
+            }
+        }
+        let entry = opcode::SendMsg::new(types::Fd(self.udp.as_raw_fd()), &slot.msg).build().user_data(tag(UDP_SEND, u64::from(slot_index)));
+        // SAFETY: the slot is in a boxed slice that never moves and is not
+        // reused until this send completes; the buffers are marked Sending.
+        unsafe { self.push(entry)? };
+        Ok(true)
+    }
+
+    /// The datagram in receive buffer `bid`, whose completion reported `len`.
+    pub fn recv_view(&self, bid: u16, len: usize) -> Option<RecvView<'_>> {
+        let stride = self.recv_stride();
+        if usize::from(bid) >= usize::from(self.sizes.recv_bufs) || len > stride {
+            return None;
+        }
+        // SAFETY: the caller holds bid (reported by a completion, not yet
+        // finished), so the kernel is done writing its first `len` bytes.
+        let bytes = unsafe { std::slice::from_raw_parts(self.recv_slab.ptr.add(usize::from(bid) * stride), len) };
+        let out = types::RecvMsgOut::parse(bytes, &self.recv_msg).ok()?;
+        let payload_offset = out.payload_data().as_ptr() as usize - bytes.as_ptr() as usize;
+        let payload_len = out.payload_data().len();
+        Some(RecvView {
+            from: parse_sockaddr(out.name_data()),
+            payload_offset,
+            payload: &bytes[payload_offset..payload_offset + payload_len],
+            gro_segment: gro_segment_size(out.control_data()),
+            truncated: out.is_payload_truncated(),
+        })
+    }
+
+    /// Writes bytes `offset..offset + len` of held receive buffer `bid` into
+    /// the TUN; the buffer stays out of the ring until the write completes.
+    pub fn write_to_tun(&mut self, bid: u16, offset: usize, len: usize) -> io::Result<()> {
+        let stride = self.recv_stride();
+        if usize::from(bid) >= usize::from(self.sizes.recv_bufs) || offset.checked_add(len).is_none_or(|end| end > stride) {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "range outside the receive buffer"));
+        }
+        // SAFETY: bid and offset..offset+len were checked to lie within the slab.
+        let ptr = unsafe { self.recv_slab.ptr.add(usize::from(bid) * stride + offset) };
+        self.recv_refs[usize::from(bid)] += 1;
+        let entry = opcode::Write::new(types::Fd(self.tun.as_raw_fd()), ptr, len as u32).build().user_data(tag(TUN_WRITE, u64::from(bid)));
+        // SAFETY: the receive buffer is referenced (recv_refs) until this
+        // write completes, so it is neither provided back nor freed.
+        unsafe { self.push(entry) }
+    }
+
+    /// The caller is done dispatching receive buffer `bid`.
+    pub fn finish_recv_buf(&mut self, bid: u16) {
+        self.unref_recv(bid);
+    }
+
+    /// Cancels all operations and waits (bounded) until none is in flight.
+    fn cancel_all(&mut self) -> bool {
+        let entry = opcode::AsyncCancel2::new(types::CancelBuilder::any()).build().user_data(tag(CANCEL, 0));
+        // SAFETY: a cancel request references no memory.
+        if unsafe { self.push(entry) }.is_err() {
+            return false;
+        }
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while self.in_flight > 0 && Instant::now() < deadline {
+            let _ = self.ring.submitter().submit_with_args(1, &types::SubmitArgs::new().timespec(&types::Timespec::new().nsec(50_000_000)));
+            // Only bookkeeping matters now; do not re-arm anything.
+            let cqes: Vec<(u64, u32)> = self.ring.completion().map(|c| (c.user_data(), c.flags())).collect();
+            for (_, flags) in cqes {
+                if !cqueue::more(flags) {
+                    self.in_flight -= 1;
+                }
+            }
+        }
+        self.in_flight == 0
+    }
+}
+
+impl Drop for UringIo {
+    fn drop(&mut self) {
+        if !self.cancel_all() {
+            // The kernel may still write into our buffers: leak them rather
+            // than free memory under it.
+            std::mem::forget(std::mem::replace(&mut self.tun_slab, AlignedBuf { ptr: std::ptr::null_mut(), layout: Layout::new::<u8>() }));
+            std::mem::forget(std::mem::replace(&mut self.recv_slab, AlignedBuf { ptr: std::ptr::null_mut(), layout: Layout::new::<u8>() }));
+            std::mem::forget(std::mem::replace(&mut self.recv_ring, AlignedBuf { ptr: std::ptr::null_mut(), layout: Layout::new::<u8>() }));
+            log::warn!("io_uring operations still in flight at shutdown; leaking their buffers");
+        }
+    }
+}
