@@ -77,9 +77,7 @@ pub fn plan(config: &Config) -> Result<Plan, DaemonError> {
     let tun_mtu = underlay_mtu.saturating_sub(overhead);
     let min = if config.subnet6.is_some() { 1280 } else { 576 };
     if tun_mtu < min {
-        return Err(DaemonError::Config(format!(
-            "underlay MTU {underlay_mtu} leaves a TUN MTU of {tun_mtu}, below the minimum {min}"
-        )));
+        return Err(DaemonError::Config(format!("underlay MTU {underlay_mtu} leaves a TUN MTU of {tun_mtu}, below the minimum {min}")));
     }
     let (engine, engine_note) = match config.io {
         IoEngine::Uring => match sys::uring::probe() {
@@ -130,11 +128,7 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
 
     let shared = Arc::new(ArcSwap::from_pointee(table));
     let stop = Arc::new(AtomicBool::new(false));
-    let node = NodeScope {
-        own_v4: config.subnet,
-        own_v6: config.subnet6,
-        max_inner: plan.tun_mtu as usize,
-    };
+    let node = NodeScope { own_v4: config.subnet, own_v6: config.subnet6, max_inner: plan.tun_mtu as usize };
     let counters: Vec<Arc<WorkerCounters>> = (0..config.workers).map(|_| Arc::new(WorkerCounters::default())).collect();
 
     log::info!(
@@ -185,7 +179,8 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
         }
     }
 
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1]).map_err(io_err("installing signal handlers"))?;
+    let mut signals =
+        signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1]).map_err(io_err("installing signal handlers"))?;
     let mut failed = None;
     'run: loop {
         for sig in signals.pending() {

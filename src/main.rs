@@ -7,9 +7,7 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format(|buf, record| {
-            writeln!(buf, "{} {:<5} {}", buf.timestamp_millis(), record.level(), record.args())
-        })
+        .format(|buf, record| writeln!(buf, "{} {:<5} {}", buf.timestamp_millis(), record.level(), record.args()))
         .init();
     let cli = match encapd::cli::Cli::try_parse() {
         Ok(cli) => cli,

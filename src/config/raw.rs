@@ -148,11 +148,7 @@ impl RawConfig {
         };
         let port: u16 = c.int("network", "port", self.network.port, 1, 65535)?;
         let min_mtu = if public_ip.is_ipv4() { 576 } else { 1280 };
-        let underlay_mtu = self
-            .network
-            .underlay_mtu
-            .map(|m| c.int::<u32>("network", "underlay_mtu", m, min_mtu, 65535))
-            .transpose()?;
+        let underlay_mtu = self.network.underlay_mtu.map(|m| c.int::<u32>("network", "underlay_mtu", m, min_mtu, 65535)).transpose()?;
 
         let d = self.dataplane;
         let tun = d.tun.unwrap_or_else(|| DEFAULT_TUN.to_owned());
@@ -169,7 +165,12 @@ impl RawConfig {
             "mmsg" => IoEngine::Mmsg,
             "classic" => IoEngine::Classic,
             other => {
-                return Err(c.err("dataplane", "io", format!("{other:?}"), "unknown I/O engine; expected \"uring\", \"mmsg\" or \"classic\""));
+                return Err(c.err(
+                    "dataplane",
+                    "io",
+                    format!("{other:?}"),
+                    "unknown I/O engine; expected \"uring\", \"mmsg\" or \"classic\"",
+                ));
             }
         };
         let cpus = match d.cpus {

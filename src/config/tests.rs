@@ -50,8 +50,11 @@ fn rejects_bad_configs_naming_the_field() {
         (replace("[network]", "[network]\ncolour = 1"), "unknown field `colour`"),
         (GOOD.to_owned() + "[control]\nsource = \"zookeeper\"\n", "[control] source = \"zookeeper\""),
         (replace("[network]", "[network]\ncidr6 = \"fd00:96::/32\""), "[network] cidr6 = fd00:96::/32: needs [node] subnet6"),
-        (replace("subnet = \"100.96.1.0/24\"", "subnet = \"100.96.1.0/24\"\nsubnet6 = \"fd00:97::/64\"")
-            .replace("[network]", "[network]\ncidr6 = \"fd00:96::/32\""), "[node] subnet6 = fd00:97::/64"),
+        (
+            replace("subnet = \"100.96.1.0/24\"", "subnet = \"100.96.1.0/24\"\nsubnet6 = \"fd00:97::/64\"")
+                .replace("[network]", "[network]\ncidr6 = \"fd00:96::/32\""),
+            "[node] subnet6 = fd00:97::/64",
+        ),
         (replace("[node]", "[nodes]"), "unknown field `nodes`"),
         ("[node]\npublic_ip = \"198.18.0.1\"\n".to_owned(), "missing field"),
         (replace("workers = 2", "workers = 2\nbatch = 1000"), "[dataplane] batch = 1000"),

@@ -75,9 +75,8 @@ pub fn initial_table(config: &Config) -> Result<(SubnetTable, Vec<PeerSpec>), St
         Some(path) => load_peers(path, config.port).map_err(|e| e.to_string())?,
         None => Vec::new(),
     };
-    let table = SubnetTable::build(1, &config.table_scope(), &peers).map_err(|errs| {
-        errs.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
-    })?;
+    let table = SubnetTable::build(1, &config.table_scope(), &peers)
+        .map_err(|errs| errs.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))?;
     Ok((table, peers))
 }
 

@@ -60,7 +60,9 @@ mod tests {
         let ep = |n: u8| SocketAddr::from(([198, 18, 0, n], 8285));
         let mut runs = Vec::new();
         plan_runs(items.iter().map(|&(n, l)| (ep(n), l)), &mut runs);
-        runs.iter().map(|r| (r.endpoint.ip().to_string().rsplit('.').next().unwrap().parse().unwrap(), r.first, r.count, r.segment)).collect()
+        runs.iter()
+            .map(|r| (r.endpoint.ip().to_string().rsplit('.').next().unwrap().parse().unwrap(), r.first, r.count, r.segment))
+            .collect()
     }
 
     #[test]

@@ -61,6 +61,9 @@ pub fn classify_egress(packet: &mut [u8], table: &SubnetTable, node: &NodeScope)
         Ok(h) => h,
         Err(e) => return Egress::Reject { reason: parse_drop_reason(e), icmp: None },
     };
+    if !is_forwardable(header.dst) {
+        return Egress::Reject { reason: DropReason::NotForwardable, icmp: None };
+    }
     if node.is_own(header.dst) {
         // The kernel routes our own subnet to the bridge; one that reaches the
         // TUN has no container behind it, and sending it out would loop.
@@ -78,6 +81,16 @@ pub fn classify_egress(packet: &mut [u8], table: &SubnetTable, node: &NodeScope)
     }
     ip::decrement_ttl(packet, &header);
     Egress::Forward(route.endpoint)
+}
+
+/// False for destinations a router never forwards: multicast, limited
+/// broadcast, link-local, unspecified.
+#[inline]
+fn is_forwardable(dst: IpAddr) -> bool {
+    match dst {
+        IpAddr::V4(a) => !(a.is_multicast() || a.is_broadcast() || a.is_link_local() || a.is_unspecified()),
+        IpAddr::V6(a) => !(a.is_multicast() || a.is_unicast_link_local() || a.is_unspecified()),
+    }
 }
 
 /// Builds the ICMP error for a rejected egress packet into `out` (at least
@@ -124,9 +137,17 @@ mod tests {
             networks: vec!["100.96.0.0/16".parse().unwrap(), "fd00:96::/32".parse().unwrap()],
             underlay_ipv4: true,
         };
-        let peer = |s: &str, ip: &str| PeerSpec { subnet: s.parse().unwrap(), endpoint: SocketAddr::new(ip.parse().unwrap(), 8285), origin: s.into() };
-        SubnetTable::build(1, &scope, &[peer("100.96.2.0/24", "198.18.0.2"), peer("fd00:96:2::/64", "198.18.0.2"), peer("100.96.3.0/24", "198.18.0.3")])
-            .unwrap()
+        let peer = |s: &str, ip: &str| PeerSpec {
+            subnet: s.parse().unwrap(),
+            endpoint: SocketAddr::new(ip.parse().unwrap(), 8285),
+            origin: s.into(),
+        };
+        SubnetTable::build(
+            1,
+            &scope,
+            &[peer("100.96.2.0/24", "198.18.0.2"), peer("fd00:96:2::/64", "198.18.0.2"), peer("100.96.3.0/24", "198.18.0.3")],
+        )
+        .unwrap()
     }
 
     const B: &str = "198.18.0.2";
@@ -156,6 +177,10 @@ mod tests {
         assert_eq!(classify_egress(&mut p, &t, &n), reject(DropReason::LocalDestination, Some(IcmpError::Unreachable)));
         let mut p = vec![0x45, 0, 0];
         assert_eq!(classify_egress(&mut p, &t, &n), reject(DropReason::Truncated, None));
+        let mut mld = ipv6_udp("fe80::1".parse().unwrap(), "ff02::16".parse().unwrap(), 1, 10);
+        assert_eq!(classify_egress(&mut mld, &t, &n), reject(DropReason::NotForwardable, None));
+        let mut bcast = ipv4_udp([100, 96, 1, 2], [255, 255, 255, 255], 1, 10);
+        assert_eq!(classify_egress(&mut bcast, &t, &n), reject(DropReason::NotForwardable, None));
     }
 
     #[test]

@@ -85,22 +85,14 @@ impl SubnetTable {
         let networks = scope.networks.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
         for peer in peers {
             if let Some(first) = seen.insert(peer.subnet, &peer.origin) {
-                errors.push(TableError::Duplicate {
-                    origin: peer.origin.clone(),
-                    subnet: peer.subnet,
-                    first: first.to_owned(),
-                });
+                errors.push(TableError::Duplicate { origin: peer.origin.clone(), subnet: peer.subnet, first: first.to_owned() });
                 seen.insert(peer.subnet, first);
             }
             if let Some(own) = scope.own.iter().find(|own| own.overlaps(&peer.subnet)) {
                 errors.push(TableError::ClaimsOwnSubnet { origin: peer.origin.clone(), subnet: peer.subnet, own: *own });
             }
             if !scope.networks.iter().any(|n| n.covers(&peer.subnet)) {
-                errors.push(TableError::OutsideNetwork {
-                    origin: peer.origin.clone(),
-                    subnet: peer.subnet,
-                    networks: networks.clone(),
-                });
+                errors.push(TableError::OutsideNetwork { origin: peer.origin.clone(), subnet: peer.subnet, networks: networks.clone() });
             }
             if peer.endpoint.is_ipv4() != scope.underlay_ipv4 {
                 errors.push(TableError::WrongFamily {
@@ -222,11 +214,7 @@ mod tests {
     }
 
     fn peer(subnet: &str, ip: &str) -> PeerSpec {
-        PeerSpec {
-            subnet: subnet.parse().unwrap(),
-            endpoint: SocketAddr::new(ip.parse().unwrap(), 8285),
-            origin: format!("peer {subnet}"),
-        }
+        PeerSpec { subnet: subnet.parse().unwrap(), endpoint: SocketAddr::new(ip.parse().unwrap(), 8285), origin: format!("peer {subnet}") }
     }
 
     #[test]

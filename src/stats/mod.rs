@@ -30,6 +30,9 @@ pub enum DropReason {
     LocalDestination,
     /// Egress: TTL/hop limit expired here (ICMP time exceeded sent).
     TtlExpired,
+    /// Egress: multicast, broadcast or link-local destination, which a
+    /// router never forwards (e.g. the kernel's own IPv6 MLD reports).
+    NotForwardable,
     /// Egress: larger than the path MTU (ICMP fragmentation needed sent).
     TooBig,
     /// The UDP send failed (underlay down, buffer full, ...).
@@ -39,7 +42,7 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 13] = [
+    pub const ALL: [DropReason; 14] = [
         DropReason::UnknownSender,
         DropReason::SpoofedSource,
         DropReason::WrongDestination,
@@ -50,6 +53,7 @@ impl DropReason {
         DropReason::NoRoute,
         DropReason::LocalDestination,
         DropReason::TtlExpired,
+        DropReason::NotForwardable,
         DropReason::TooBig,
         DropReason::SendFailed,
         DropReason::TunWriteFailed,
@@ -68,6 +72,7 @@ impl DropReason {
             DropReason::NoRoute => "no_route",
             DropReason::LocalDestination => "local_destination",
             DropReason::TtlExpired => "ttl_expired",
+            DropReason::NotForwardable => "not_forwardable",
             DropReason::TooBig => "too_big",
             DropReason::SendFailed => "send_failed",
             DropReason::TunWriteFailed => "tun_write_failed",
@@ -185,7 +190,15 @@ fn line(out: &mut String, who: &str, s: &CounterSnapshot) {
     let _ = writeln!(
         out,
         "  {who:<9} egress {} pkts {} bytes in {} sends | ingress {} pkts {} bytes in {} receives | icmp {} | drops {} | table v{}",
-        s.egress_packets, s.egress_bytes, s.egress_sends, s.ingress_packets, s.ingress_bytes, s.ingress_receives, s.icmp_sent, drops, s.table_version
+        s.egress_packets,
+        s.egress_bytes,
+        s.egress_sends,
+        s.ingress_packets,
+        s.ingress_bytes,
+        s.ingress_receives,
+        s.icmp_sent,
+        drops,
+        s.table_version
     );
 }
 

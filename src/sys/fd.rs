@@ -69,9 +69,8 @@ impl Epoll {
     /// Waits up to `timeout_ms`; returns the tokens of ready fds.
     pub fn wait(&mut self, timeout_ms: i32) -> io::Result<impl Iterator<Item = u64> + '_> {
         // SAFETY: events has capacity for events.len() entries, which the kernel fills.
-        let n = match cvt(unsafe {
-            libc::epoll_wait(self.fd.as_raw_fd(), self.events.as_mut_ptr(), self.events.len() as i32, timeout_ms)
-        }) {
+        let n = match cvt(unsafe { libc::epoll_wait(self.fd.as_raw_fd(), self.events.as_mut_ptr(), self.events.len() as i32, timeout_ms) })
+        {
             Ok(n) => n as usize,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
             Err(e) => return Err(e),

@@ -19,9 +19,7 @@ pub const CMSG_SPACE_U32: usize = 24;
 
 fn setsockopt<T>(fd: &OwnedFd, level: libc::c_int, name: libc::c_int, value: T) -> io::Result<()> {
     // SAFETY: value lives for the call; its size is passed alongside.
-    cvt(unsafe {
-        libc::setsockopt(fd.as_raw_fd(), level, name, (&value as *const T).cast(), mem::size_of::<T>() as libc::socklen_t)
-    })?;
+    cvt(unsafe { libc::setsockopt(fd.as_raw_fd(), level, name, (&value as *const T).cast(), mem::size_of::<T>() as libc::socklen_t) })?;
     Ok(())
 }
 
@@ -124,7 +122,9 @@ impl SockAddrBuf {
 
     pub fn get(&self) -> Option<SocketAddr> {
         // SAFETY: sockaddr_storage is plain bytes of sufficient size.
-        let bytes = unsafe { std::slice::from_raw_parts((&self.0 as *const libc::sockaddr_storage).cast::<u8>(), mem::size_of::<libc::sockaddr_storage>()) };
+        let bytes = unsafe {
+            std::slice::from_raw_parts((&self.0 as *const libc::sockaddr_storage).cast::<u8>(), mem::size_of::<libc::sockaddr_storage>())
+        };
         parse_sockaddr(bytes)
     }
 }
@@ -275,7 +275,8 @@ impl MmsgReceiver {
         }
         // SAFETY: every header points into buffers owned by self, which are
         // neither moved nor freed during the call.
-        let got = cvt(unsafe { libc::recvmmsg(fd.as_raw_fd(), self.hdrs.as_mut_ptr(), n as u32, libc::MSG_DONTWAIT, std::ptr::null_mut()) })?;
+        let got =
+            cvt(unsafe { libc::recvmmsg(fd.as_raw_fd(), self.hdrs.as_mut_ptr(), n as u32, libc::MSG_DONTWAIT, std::ptr::null_mut()) })?;
         self.received = got as usize;
         Ok(self.received)
     }

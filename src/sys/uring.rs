@@ -267,7 +267,8 @@ impl UringIo {
     }
 
     fn arm_recv(&mut self) -> io::Result<()> {
-        let entry = opcode::RecvMsgMulti::new(types::Fd(self.udp.as_raw_fd()), &*self.recv_msg, BUF_GROUP).build().user_data(tag(UDP_RECV, 0));
+        let entry =
+            opcode::RecvMsgMulti::new(types::Fd(self.udp.as_raw_fd()), &*self.recv_msg, BUF_GROUP).build().user_data(tag(UDP_RECV, 0));
         self.recv_armed = true;
         // SAFETY: recv_msg is boxed and lives as long as self; the buffers
         // come from the registered ring.
@@ -444,7 +445,8 @@ impl UringIo {
                 slot.msg.msg_controllen = 0;
             }
         }
-        let entry = opcode::SendMsg::new(types::Fd(self.udp.as_raw_fd()), &slot.msg).build().user_data(tag(UDP_SEND, u64::from(slot_index)));
+        let entry =
+            opcode::SendMsg::new(types::Fd(self.udp.as_raw_fd()), &slot.msg).build().user_data(tag(UDP_SEND, u64::from(slot_index)));
         // SAFETY: the slot is in a boxed slice that never moves and is not
         // reused until this send completes; the buffers are marked Sending.
         unsafe { self.push(entry)? };

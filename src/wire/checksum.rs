@@ -11,9 +11,7 @@ pub fn accumulate(mut sum: u64, data: &[u8]) -> u64 {
     // upper half and are folded once at the end (RFC 1071 §2(B)).
     let mut chunks = data.chunks_exact(8);
     for chunk in &mut chunks {
-        let word = u64::from_be_bytes([
-            chunk[0], chunk[1], chunk[2], chunk[3], chunk[4], chunk[5], chunk[6], chunk[7],
-        ]);
+        let word = u64::from_be_bytes([chunk[0], chunk[1], chunk[2], chunk[3], chunk[4], chunk[5], chunk[6], chunk[7]]);
         let (s, carry) = sum.overflowing_add(word);
         sum = s + u64::from(carry);
     }
@@ -81,10 +79,7 @@ mod tests {
     #[test]
     fn known_ipv4_header() {
         // A captured IPv4 header whose checksum field (b861) is correct.
-        let hdr = [
-            0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0xb8, 0x61, 0xc0, 0xa8,
-            0x00, 0x01, 0xc0, 0xa8, 0x00, 0xc7,
-        ];
+        let hdr = [0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0xb8, 0x61, 0xc0, 0xa8, 0x00, 0x01, 0xc0, 0xa8, 0x00, 0xc7];
         assert_eq!(checksum(&hdr), 0);
     }
 

@@ -37,13 +37,7 @@ const ERROR_TTL: u8 = 64;
 /// same family as the offending packet (the caller picks it; see the data
 /// path's notes on why it is not a local address). Returns `None` when no
 /// error may be sent or `out` is smaller than [`MAX_ERROR_LEN`].
-pub fn build_error(
-    kind: IcmpError,
-    offending: &[u8],
-    header: &IpHeader,
-    from: IpAddr,
-    out: &mut [u8],
-) -> Option<usize> {
+pub fn build_error(kind: IcmpError, offending: &[u8], header: &IpHeader, from: IpAddr, out: &mut [u8]) -> Option<usize> {
     if out.len() < MAX_ERROR_LEN || offending.len() < header.header_len {
         return None;
     }
@@ -97,9 +91,7 @@ fn build_v4(kind: IcmpError, offending: &[u8], from: [u8; 4], to: [u8; 4], out: 
         }
     };
     let ip = &mut out[..IPV4_HEADER_LEN];
-    ip.copy_from_slice(&[
-        0x45, 0xc0, 0, 0, 0, 0, 0, 0, ERROR_TTL, PROTO_ICMP, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    ]);
+    ip.copy_from_slice(&[0x45, 0xc0, 0, 0, 0, 0, 0, 0, ERROR_TTL, PROTO_ICMP, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
     ip[2..4].copy_from_slice(&(total as u16).to_be_bytes());
     ip[12..16].copy_from_slice(&from);
     ip[16..20].copy_from_slice(&to);

@@ -64,7 +64,8 @@ pub fn run(ctx: WorkerContext) -> io::Result<()> {
             plan_runs(dests.iter().map(|&(slot, to)| (to, lens[slot])), &mut runs);
             for run in &runs {
                 let members = &dests[run.first..run.first + run.count];
-                let mut iov: [IoSlice<'_>; crate::datapath::batch::MAX_SEGMENTS] = [IoSlice::new(&[]); crate::datapath::batch::MAX_SEGMENTS];
+                let mut iov: [IoSlice<'_>; crate::datapath::batch::MAX_SEGMENTS] =
+                    [IoSlice::new(&[]); crate::datapath::batch::MAX_SEGMENTS];
                 for (k, &(slot, _)) in members.iter().enumerate() {
                     iov[k] = IoSlice::new(&bufs[slot * BUF_SIZE..slot * BUF_SIZE + lens[slot]]);
                 }
