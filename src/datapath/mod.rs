@@ -3,5 +3,6 @@
 
 pub mod batch;
 pub mod engine;
+pub mod offload;
 pub mod packet;
 pub mod worker;

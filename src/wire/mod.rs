@@ -6,3 +6,4 @@
 pub mod checksum;
 pub mod icmp;
 pub mod ip;
+pub mod virtio;

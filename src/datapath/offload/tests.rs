@@ -1,0 +1,375 @@
+use super::*;
+use crate::wire::virtio::GSO_UDP_L4;
+
+const V4_SRC: [u8; 4] = [100, 96, 1, 2];
+const V4_DST: [u8; 4] = [100, 96, 2, 3];
+
+/// A TCP packet (IPv4 or IPv6) with `payload`, 12 bytes of options
+/// (NOP NOP timestamp), valid checksums, at sequence `seq` with `flags`.
+fn tcp(v4: bool, seq: u32, flags: u8, payload: &[u8]) -> Vec<u8> {
+    let ip_len = if v4 { 20 } else { 40 };
+    let tcp_len = 32;
+    let mut p = vec![0u8; ip_len + tcp_len + payload.len()];
+    if v4 {
+        p[0] = 0x45;
+        let total = p.len() as u16;
+        p[2..4].copy_from_slice(&total.to_be_bytes());
+        p[4..6].copy_from_slice(&0x1234u16.to_be_bytes());
+        p[6] = 0x40;
+        p[8] = 64;
+        p[9] = PROTO_TCP;
+        p[12..16].copy_from_slice(&V4_SRC);
+        p[16..20].copy_from_slice(&V4_DST);
+        let c = checksum::checksum(&p[..20]);
+        p[10..12].copy_from_slice(&c.to_be_bytes());
+    } else {
+        p[0] = 0x60;
+        p[4..6].copy_from_slice(&((tcp_len + payload.len()) as u16).to_be_bytes());
+        p[6] = PROTO_TCP;
+        p[7] = 64;
+        p[8..24].copy_from_slice(&"fd00:96:1::2".parse::<std::net::Ipv6Addr>().unwrap().octets());
+        p[24..40].copy_from_slice(&"fd00:96:2::3".parse::<std::net::Ipv6Addr>().unwrap().octets());
+    }
+    let t = &mut p[ip_len..];
+    t[0..2].copy_from_slice(&40000u16.to_be_bytes());
+    t[2..4].copy_from_slice(&5201u16.to_be_bytes());
+    t[4..8].copy_from_slice(&seq.to_be_bytes());
+    t[8..12].copy_from_slice(&77u32.to_be_bytes());
+    t[12] = 8 << 4;
+    t[13] = flags;
+    t[14..16].copy_from_slice(&512u16.to_be_bytes());
+    t[20..32].copy_from_slice(&[1, 1, 8, 10, 0, 0, 0, 9, 0, 0, 0, 7]);
+    t[32..].copy_from_slice(payload);
+    fix_l4_checksum(&mut p);
+    p
+}
+
+fn udp4(payload: &[u8]) -> Vec<u8> {
+    let mut p = vec![0u8; 28 + payload.len()];
+    p[0] = 0x45;
+    let total = p.len() as u16;
+    p[2..4].copy_from_slice(&total.to_be_bytes());
+    p[8] = 64;
+    p[9] = PROTO_UDP;
+    p[12..16].copy_from_slice(&V4_SRC);
+    p[16..20].copy_from_slice(&V4_DST);
+    let c = checksum::checksum(&p[..20]);
+    p[10..12].copy_from_slice(&c.to_be_bytes());
+    p[20..22].copy_from_slice(&1111u16.to_be_bytes());
+    p[22..24].copy_from_slice(&2222u16.to_be_bytes());
+    p[24..26].copy_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    p[28..].copy_from_slice(payload);
+    fix_l4_checksum(&mut p);
+    p
+}
+
+fn fix_l4_checksum(p: &mut [u8]) {
+    let h = headers(p).unwrap();
+    let field = h.ip_len + if h.proto == PROTO_TCP { 16 } else { 6 };
+    p[field..field + 2].fill(0);
+    let (ip, l4) = p.split_at_mut(h.ip_len);
+    let c = l4_checksum(ip, &h, l4);
+    l4[field - h.ip_len..field - h.ip_len + 2].copy_from_slice(&c.to_be_bytes());
+}
+
+/// Asserts the IPv4 header checksum (if any) and the transport checksum verify.
+fn assert_checksums_valid(p: &[u8]) {
+    let h = headers(p).unwrap();
+    if h.v4 {
+        assert_eq!(checksum::checksum(&p[..h.ip_len]), 0, "IPv4 header checksum");
+        assert_eq!(usize::from(u16::from_be_bytes([p[2], p[3]])), p.len());
+    } else {
+        assert_eq!(usize::from(u16::from_be_bytes([p[4], p[5]])) + 40, p.len());
+    }
+    let mut sum = if h.v4 { checksum::accumulate(0, &p[12..20]) } else { checksum::accumulate(0, &p[8..40]) };
+    sum = checksum::accumulate(sum, &[0, h.proto]);
+    sum = checksum::accumulate(sum, &((p.len() - h.ip_len) as u32).to_be_bytes());
+    assert_eq!(checksum::finish(checksum::accumulate(sum, &p[h.ip_len..])), 0, "transport checksum");
+}
+
+/// Turns a full packet into the super-packet a TUN hands over: the
+/// transport checksum replaced by the pseudo-header partial sum.
+fn as_gso(mut pkt: Vec<u8>, gso_type: u8, gso_size: u16) -> (Vec<u8>, VnetHdr) {
+    let h = headers(&pkt).unwrap();
+    let off = if h.proto == PROTO_TCP { 16 } else { 6 };
+    let partial = pseudo_partial(&pkt, &h, pkt.len() - h.ip_len);
+    pkt[h.ip_len + off..h.ip_len + off + 2].copy_from_slice(&partial.to_be_bytes());
+    let hdr = VnetHdr {
+        flags: F_NEEDS_CSUM,
+        gso_type,
+        hdr_len: 0xdead, // never trusted
+        gso_size,
+        csum_start: h.ip_len as u16,
+        csum_offset: off as u16,
+    };
+    (pkt, hdr)
+}
+
+fn split(pkt: &[u8], hdr: &VnetHdr) -> Result<Vec<Vec<u8>>, OffloadError> {
+    let mut buf = vec![0u8; 200_000];
+    buf[7..7 + pkt.len()].copy_from_slice(pkt);
+    let s = prepare_egress(&mut buf, 7, pkt.len(), hdr)?;
+    Ok((0..s.count).map(|i| s.segment(i)).map(|(o, l)| buf[o..o + l].to_vec()).collect())
+}
+
+fn payload_pattern(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i * 7 + i / 251) as u8).collect()
+}
+
+#[test]
+fn tcp4_split_is_exact() {
+    let data = payload_pattern(2500);
+    let (pkt, hdr) = as_gso(tcp(true, 1000, TCP_ACK | TCP_PSH | TCP_FIN | TCP_CWR, &data), GSO_TCPV4, 1000);
+    let segs = split(&pkt, &hdr).unwrap();
+    assert_eq!(segs.iter().map(Vec::len).collect::<Vec<_>>(), vec![1052, 1052, 552]);
+    for (i, s) in segs.iter().enumerate() {
+        assert_checksums_valid(s);
+        assert_eq!(u16::from_be_bytes([s[4], s[5]]), 0x1234 + i as u16, "IPv4 ID");
+        assert_eq!(u32::from_be_bytes([s[24], s[25], s[26], s[27]]), 1000 + 1000 * i as u32, "sequence");
+        let flags = s[33];
+        assert_eq!(flags & (TCP_FIN | TCP_PSH) != 0, i == 2, "FIN/PSH only on the last");
+        assert_eq!(flags & TCP_CWR != 0, i == 0, "CWR only on the first");
+        assert_eq!(&s[52..], &data[i * 1000..(i * 1000 + 1000).min(2500)]);
+        assert_eq!(&s[40..52], &pkt[40..52], "options copied");
+    }
+}
+
+#[test]
+fn tcp6_split_is_exact() {
+    let data = payload_pattern(4000);
+    let (pkt, hdr) = as_gso(tcp(false, u32::MAX - 10, TCP_ACK, &data), GSO_TCPV6, 1400);
+    let segs = split(&pkt, &hdr).unwrap();
+    assert_eq!(segs.len(), 3);
+    for (i, s) in segs.iter().enumerate() {
+        assert_checksums_valid(s);
+        let seq = u32::from_be_bytes([s[44], s[45], s[46], s[47]]);
+        assert_eq!(seq, (u32::MAX - 10).wrapping_add(1400 * i as u32), "sequence wraps");
+        assert_eq!(&s[72..], &data[i * 1400..(i * 1400 + 1400).min(4000)]);
+    }
+}
+
+#[test]
+fn udp4_uso_split_is_exact() {
+    let data = payload_pattern(3000);
+    let (pkt, hdr) = as_gso(udp4(&data), GSO_UDP_L4, 1200);
+    let segs = split(&pkt, &hdr).unwrap();
+    assert_eq!(segs.iter().map(Vec::len).collect::<Vec<_>>(), vec![1228, 1228, 628]);
+    for (i, s) in segs.iter().enumerate() {
+        assert_checksums_valid(s);
+        assert_eq!(usize::from(u16::from_be_bytes([s[24], s[25]])), s.len() - 20, "UDP length");
+        assert_eq!(&s[28..], &data[i * 1200..(i * 1200 + 1200).min(3000)]);
+    }
+}
+
+#[test]
+fn size_limits() {
+    // One segment: payload fits gso_size.
+    let (pkt, hdr) = as_gso(tcp(true, 5, TCP_ACK | TCP_PSH, &payload_pattern(900)), GSO_TCPV4, 1000);
+    let segs = split(&pkt, &hdr).unwrap();
+    assert_eq!(segs.len(), 1);
+    assert_eq!(segs[0][33] & TCP_PSH, TCP_PSH);
+    assert_checksums_valid(&segs[0]);
+    // 64 full segments.
+    let (pkt, hdr) = as_gso(tcp(true, 5, TCP_ACK, &payload_pattern(64 * 1000)), GSO_TCPV4, 1000);
+    let segs = split(&pkt, &hdr).unwrap();
+    assert_eq!(segs.len(), 64);
+    assert!(segs.iter().all(|s| s.len() == 1052));
+    segs.iter().for_each(|s| assert_checksums_valid(s));
+    // Last segment short by one byte.
+    let (pkt, hdr) = as_gso(tcp(true, 5, TCP_ACK, &payload_pattern(3 * 1000 - 1)), GSO_TCPV4, 1000);
+    assert_eq!(split(&pkt, &hdr).unwrap().last().unwrap().len(), 1051);
+}
+
+#[test]
+fn malformed_virtio_headers_are_errors() {
+    let (pkt, hdr) = as_gso(tcp(true, 1, TCP_ACK, &payload_pattern(3000)), GSO_TCPV4, 1000);
+    let with = |f: &dyn Fn(&mut VnetHdr)| {
+        let mut h = hdr;
+        f(&mut h);
+        split(&pkt, &h)
+    };
+    assert_eq!(with(&|h| h.gso_size = 0), Err(OffloadError::EmptySegments));
+    assert_eq!(with(&|h| h.csum_start = 21), Err(OffloadError::ChecksumRange));
+    assert_eq!(with(&|h| h.gso_type = GSO_TCPV6), Err(OffloadError::TypeMismatch));
+    assert_eq!(with(&|h| h.gso_type = GSO_UDP_L4), Err(OffloadError::TypeMismatch));
+    assert_eq!(with(&|h| h.gso_type = 9), Err(OffloadError::UnknownType));
+    // Plain packet whose checksum offsets point past the end.
+    let mut plain = tcp(true, 1, TCP_ACK, b"abc");
+    let len = plain.len();
+    let h = VnetHdr { flags: F_NEEDS_CSUM, csum_start: 20, csum_offset: 5000, ..Default::default() };
+    assert_eq!(prepare_egress(&mut plain, 0, len, &h), Err(OffloadError::ChecksumRange));
+    // Not enough room for the split.
+    let mut small = pkt.clone();
+    let n = small.len();
+    assert_eq!(prepare_egress(&mut small, 0, n, &hdr), Err(OffloadError::TooLarge));
+    assert_eq!(prepare_egress(&mut small, 10, n, &hdr), Err(OffloadError::TooLarge));
+}
+
+#[test]
+fn partial_checksum_is_finished() {
+    let mut pkt = udp4(b"hello world");
+    let (mut partial, _) = as_gso(pkt.clone(), GSO_NONE, 0);
+    let n = partial.len();
+    let h = VnetHdr { flags: F_NEEDS_CSUM, csum_start: 20, csum_offset: 6, ..Default::default() };
+    assert_eq!(prepare_egress(&mut partial, 0, n, &h), Ok(Split::single(0, n)));
+    fix_l4_checksum(&mut pkt);
+    assert_eq!(partial, pkt);
+}
+
+/// Lays packets out back to back as a GRO receive would.
+fn batch(pkts: &[Vec<u8>]) -> (Vec<u8>, Vec<PacketRef>) {
+    let mut buf = Vec::new();
+    let mut refs = Vec::new();
+    for p in pkts {
+        refs.push(PacketRef { offset: buf.len(), len: p.len() });
+        buf.extend_from_slice(p);
+    }
+    (buf, refs)
+}
+
+/// The super-packet a group becomes: first packet whole, then the payloads.
+fn assemble(buf: &[u8], refs: &[PacketRef], plan: &CoalescePlan, g: &Group) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (k, i) in plan.members(g).enumerate() {
+        let r = refs[i];
+        let skip = if k == 0 { 0 } else { g.head };
+        out.extend_from_slice(&buf[r.offset + skip..r.offset + r.len]);
+    }
+    out
+}
+
+#[test]
+fn split_then_coalesce_round_trips() {
+    for v4 in [true, false] {
+        let data = payload_pattern(5000);
+        let (pkt, hdr) = as_gso(tcp(v4, 42, TCP_ACK | TCP_PSH, &data), if v4 { GSO_TCPV4 } else { GSO_TCPV6 }, 1300);
+        let segs = split(&pkt, &hdr).unwrap();
+        let (mut buf, refs) = batch(&segs);
+        let mut plan = CoalescePlan::default();
+        plan.plan(&buf, &refs, false);
+        assert_eq!(plan.groups().len(), 1);
+        let g = plan.groups()[0];
+        let vh = plan.finish_group(&mut buf, &refs, &g);
+        assert_eq!((vh.gso_type, vh.gso_size, vh.flags), (hdr.gso_type, 1300, F_NEEDS_CSUM));
+        assert_eq!((vh.csum_start, vh.csum_offset, usize::from(vh.hdr_len)), (hdr.csum_start, 16, if v4 { 52 } else { 72 }));
+        let mut rebuilt = assemble(&buf, &refs, &plan, &g);
+        if v4 {
+            // The IPv4 ID is the first segment's (the original's).
+            assert_eq!(rebuilt[4..6], pkt[4..6]);
+        }
+        assert_eq!(rebuilt, pkt, "coalescing undoes the split");
+        // And finishing the partial checksum gives a valid packet.
+        let n = rebuilt.len();
+        finish_partial_checksum(&mut rebuilt[..n], usize::from(vh.csum_start), 16).unwrap();
+        assert_checksums_valid(&rebuilt);
+    }
+}
+
+#[test]
+fn udp_coalesces_only_when_allowed() {
+    let a = udp4(&payload_pattern(1000));
+    let b = udp4(&payload_pattern(1000));
+    let c = udp4(&payload_pattern(300));
+    let (mut buf, refs) = batch(&[a, b, c]);
+    let mut plan = CoalescePlan::default();
+    plan.plan(&buf, &refs, false);
+    assert_eq!(plan.groups().len(), 3);
+    plan.plan(&buf, &refs, true);
+    assert_eq!(plan.groups().len(), 1);
+    let g = plan.groups()[0];
+    let vh = plan.finish_group(&mut buf, &refs, &g);
+    assert_eq!((vh.gso_type, vh.gso_size, vh.csum_offset), (GSO_UDP_L4, 1000, 6));
+    let mut rebuilt = assemble(&buf, &refs, &plan, &g);
+    assert_eq!(rebuilt.len(), 28 + 2300);
+    finish_partial_checksum(&mut rebuilt, 20, 6).unwrap();
+    assert_checksums_valid(&rebuilt);
+}
+
+#[test]
+fn never_coalesces_across_gaps_flags_or_options() {
+    let d = payload_pattern(1000);
+    let mut plan = CoalescePlan::default();
+    let groups = |pkts: &[Vec<u8>], plan: &mut CoalescePlan| {
+        let (buf, refs) = batch(pkts);
+        plan.plan(&buf, &refs, true);
+        plan.groups().iter().map(|g| g.count).collect::<Vec<_>>()
+    };
+    // Contiguous: one group.
+    assert_eq!(groups(&[tcp(true, 0, TCP_ACK, &d), tcp(true, 1000, TCP_ACK, &d), tcp(true, 2000, TCP_ACK, &d)], &mut plan), vec![3]);
+    // A gap in sequence numbers.
+    assert_eq!(groups(&[tcp(true, 0, TCP_ACK, &d), tcp(true, 1500, TCP_ACK, &d)], &mut plan), vec![1, 1]);
+    // PSH ends the run; FIN/SYN never join.
+    assert_eq!(groups(&[tcp(true, 0, TCP_ACK | TCP_PSH, &d), tcp(true, 1000, TCP_ACK, &d)], &mut plan), vec![1, 1]);
+    assert_eq!(groups(&[tcp(true, 0, TCP_ACK, &d), tcp(true, 1000, TCP_ACK | TCP_PSH, &d), tcp(true, 2000, TCP_ACK, &d)], &mut plan), vec![2, 1]);
+    assert_eq!(groups(&[tcp(true, 0, TCP_ACK, &d), tcp(true, 1000, TCP_ACK | TCP_FIN, &d)], &mut plan), vec![1, 1]);
+    // Differing options (timestamp) or ACK number.
+    let mut other_ts = tcp(true, 1000, TCP_ACK, &d);
+    other_ts[20 + 27] = 8;
+    fix_l4_checksum(&mut other_ts);
+    assert_eq!(groups(&[tcp(true, 0, TCP_ACK, &d), other_ts], &mut plan), vec![1, 1]);
+    let mut other_ack = tcp(true, 1000, TCP_ACK, &d);
+    other_ack[20 + 11] = 99;
+    assert_eq!(groups(&[tcp(true, 0, TCP_ACK, &d), other_ack], &mut plan), vec![1, 1]);
+    // A larger segment after a smaller one; a short one closes the run.
+    assert_eq!(groups(&[tcp(true, 0, TCP_ACK, &d[..500]), tcp(true, 500, TCP_ACK, &d)], &mut plan), vec![1, 1]);
+    assert_eq!(groups(&[tcp(true, 0, TCP_ACK, &d), tcp(true, 1000, TCP_ACK, &d[..10]), tcp(true, 1010, TCP_ACK, &d)], &mut plan), vec![2, 1]);
+    // Pure ACKs (no payload) stand alone.
+    assert_eq!(groups(&[tcp(true, 0, TCP_ACK, &[]), tcp(true, 0, TCP_ACK, &[])], &mut plan), vec![1, 1]);
+}
+
+#[test]
+fn interleaved_flows_coalesce_separately_in_order() {
+    let d = payload_pattern(800);
+    let flow_b = |seq| {
+        let mut p = tcp(true, seq, TCP_ACK, &d);
+        p[20..22].copy_from_slice(&40001u16.to_be_bytes());
+        fix_l4_checksum(&mut p);
+        p
+    };
+    let pkts = [tcp(true, 0, TCP_ACK, &d), flow_b(5000), tcp(true, 800, TCP_ACK, &d), flow_b(5800), tcp(true, 1600, TCP_ACK, &d)];
+    let (buf, refs) = batch(&pkts);
+    let mut plan = CoalescePlan::default();
+    plan.plan(&buf, &refs, false);
+    let members: Vec<Vec<usize>> = plan.groups().iter().map(|g| plan.members(g).collect()).collect();
+    assert_eq!(members, vec![vec![0, 2, 4], vec![1, 3]]);
+}
+
+proptest::proptest! {
+    #[test]
+    fn split_keeps_every_byte(len in 1usize..20_000, gso in 1u16..3000, v4 in proptest::bool::ANY) {
+        let data = payload_pattern(len);
+        let (pkt, hdr) = as_gso(tcp(v4, 7, TCP_ACK | TCP_PSH, &data), if v4 { GSO_TCPV4 } else { GSO_TCPV6 }, gso);
+        let segs = split(&pkt, &hdr).unwrap();
+        let head = if v4 { 52 } else { 72 };
+        proptest::prop_assert_eq!(segs.len(), len.div_ceil(usize::from(gso)));
+        let mut joined = Vec::new();
+        for s in &segs {
+            assert_checksums_valid(s);
+            joined.extend_from_slice(&s[head..]);
+        }
+        proptest::prop_assert_eq!(joined, data);
+    }
+
+    #[test]
+    fn arbitrary_input_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..400), hdr in proptest::collection::vec(proptest::num::u8::ANY, 10), cut in proptest::collection::vec(0usize..400, 0..6)) {
+        let h = VnetHdr::decode(&hdr).unwrap();
+        let mut buf = bytes.clone();
+        buf.resize(bytes.len() + 600, 0);
+        let _ = prepare_egress(&mut buf, 0, bytes.len(), &h);
+        // Coalescing any prefix-cut of the bytes as a batch.
+        let mut refs = Vec::new();
+        let mut at = 0;
+        for c in cut {
+            let end = (at + c).min(bytes.len());
+            refs.push(PacketRef { offset: at, len: end - at });
+            at = end;
+        }
+        let mut plan = CoalescePlan::default();
+        plan.plan(&bytes, &refs, true);
+        let groups: Vec<Group> = plan.groups().to_vec();
+        let mut b = bytes.clone();
+        for g in &groups {
+            let _ = plan.finish_group(&mut b, &refs, g);
+        }
+    }
+}
