@@ -123,8 +123,13 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
         ipv4: (ipv4_of(config.subnet.network()), config.cidr.len()),
         ipv6: config.subnet6.zip(config.cidr6).map(|(s, n)| (ipv6_of(s.network()), n.len())),
         txqueuelen: 10_000,
+        offload: config.offload && plan.engine != IoEngine::Classic,
     };
     let queues = sys::tun::create_multiqueue(&tun_spec).map_err(io_err(format!("creating TUN device {}", config.tun)))?;
+    if let Some(why) = &queues.refused {
+        log::warn!("{why}; running without TUN offloads");
+    }
+    let (vnet_hdr, uso) = (queues.vnet_hdr, queues.uso);
 
     let shared = Arc::new(ArcSwap::from_pointee(table));
     let stop = Arc::new(AtomicBool::new(false));
@@ -132,7 +137,7 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
     let counters: Vec<Arc<WorkerCounters>> = (0..config.workers).map(|_| Arc::new(WorkerCounters::default())).collect();
 
     log::info!(
-        "encapd {}: TUN {} ({} queues, MTU {}, {}/{}{}), UDP {bind_addr}, engine {} (GSO {}, GRO {}), {} workers on CPUs {:?}",
+        "encapd {}: TUN {} ({} queues, MTU {}, {}/{}{}), UDP {bind_addr}, engine {} (UDP GSO {}, GRO {}; TUN offloads {}), {} workers on CPUs {:?}",
         env!("CARGO_PKG_VERSION"),
         config.tun,
         config.workers,
@@ -143,6 +148,11 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
         plan.engine.name(),
         on_off(gso),
         on_off(gro),
+        match (vnet_hdr, uso) {
+            (false, _) => "off",
+            (true, false) => "csum+tso4+tso6",
+            (true, true) => "csum+tso4+tso6+uso4+uso6",
+        },
         config.workers,
         plan.cpus,
     );
@@ -151,7 +161,7 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
     let control = control::spawn(config.clone(), Arc::clone(&shared), file_peers).map_err(io_err("starting the control thread"))?;
 
     let mut handles = Vec::with_capacity(config.workers);
-    for (id, (tun, (udp, gro))) in queues.into_iter().zip(sockets).enumerate() {
+    for (id, (tun, (udp, gro))) in queues.fds.into_iter().zip(sockets).enumerate() {
         let ctx = WorkerContext {
             id,
             cpu: plan.cpus[id],
@@ -160,6 +170,8 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
             udp,
             gro,
             gso,
+            vnet_hdr,
+            uso,
             batch: config.batch,
             node: node.clone(),
             table: Arc::clone(&shared),

@@ -69,6 +69,10 @@ pub struct Config {
     pub batch: usize,
     /// SO_RCVBUF/SO_SNDBUF of each UDP socket, in bytes.
     pub socket_buffer: usize,
+    /// Use TUN segmentation offloads when the kernel grants them
+    /// (`offload = "auto"`, the default) or never (`"off"`). The `classic`
+    /// engine never uses them: it is the per-packet baseline.
+    pub offload: bool,
     pub control: ControlSource,
 }
 
@@ -150,6 +154,7 @@ impl std::fmt::Display for Config {
             None => writeln!(f, "# cpus: worker i is pinned to online core i mod cores")?,
         }
         writeln!(f, "batch = {}\nsocket_buffer = {}", self.batch, self.socket_buffer)?;
+        writeln!(f, "offload = \"{}\"", if self.offload { "auto" } else { "off" })?;
         match &self.control {
             ControlSource::File { peers } => writeln!(f, "\n[control]\nsource = \"file\"\npeers = \"{}\"", peers.display()),
         }

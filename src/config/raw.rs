@@ -49,6 +49,7 @@ struct RawDataplane {
     cpus: Option<Vec<i64>>,
     batch: Option<i64>,
     socket_buffer: Option<i64>,
+    offload: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -189,6 +190,12 @@ impl RawConfig {
         let batch = c.int("dataplane", "batch", d.batch.unwrap_or(DEFAULT_BATCH), 1, 256)?;
         let socket_buffer = c.int("dataplane", "socket_buffer", d.socket_buffer.unwrap_or(DEFAULT_SOCKET_BUFFER), 65536, 1 << 30)?;
 
+        let offload = match d.offload.as_deref().unwrap_or("auto") {
+            "auto" => true,
+            "off" => false,
+            other => return Err(c.err("dataplane", "offload", format!("{other:?}"), "expected \"auto\" or \"off\"")),
+        };
+
         let control = match self.control.source.as_deref().unwrap_or("file") {
             "file" => {
                 let peers = self.control.peers.unwrap_or_else(|| "peers.toml".to_owned());
@@ -218,6 +225,7 @@ impl RawConfig {
             cpus,
             batch,
             socket_buffer,
+            offload,
             control,
         })
     }

@@ -58,6 +58,7 @@ fn rejects_bad_configs_naming_the_field() {
         (replace("[node]", "[nodes]"), "unknown field `nodes`"),
         ("[node]\npublic_ip = \"198.18.0.1\"\n".to_owned(), "missing field"),
         (replace("workers = 2", "workers = 2\nbatch = 1000"), "[dataplane] batch = 1000"),
+        (replace("workers = 2", "workers = 2\noffload = \"on\""), "[dataplane] offload = \"on\""),
     ];
     for (text, want) in &cases {
         let err = parse(text).expect_err(want).to_string();

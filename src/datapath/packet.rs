@@ -54,9 +54,10 @@ pub fn parse_drop_reason(e: IpError) -> DropReason {
 }
 
 /// Decides the fate of one packet from the TUN; on `Forward` the packet's TTL
-/// has been decremented in place.
+/// has been decremented in place. A GSO super-packet (`gso`) is exempt from
+/// the size check: its segments are checked after the split.
 #[inline]
-pub fn classify_egress(packet: &mut [u8], table: &SubnetTable, node: &NodeScope) -> Egress {
+pub fn classify_egress(packet: &mut [u8], table: &SubnetTable, node: &NodeScope, gso: bool) -> Egress {
     let header = match ip::parse(packet) {
         Ok(h) => h,
         Err(e) => return Egress::Reject { reason: parse_drop_reason(e), icmp: None },
@@ -75,7 +76,7 @@ pub fn classify_egress(packet: &mut [u8], table: &SubnetTable, node: &NodeScope)
     let Some(route) = table.lookup(header.dst) else {
         return Egress::Reject { reason: DropReason::NoRoute, icmp: Some(IcmpError::Unreachable) };
     };
-    if packet.len() > node.max_inner {
+    if packet.len() > node.max_inner && !gso {
         let mtu = node.max_inner.min(usize::from(u16::MAX)) as u16;
         return Egress::Reject { reason: DropReason::TooBig, icmp: Some(IcmpError::TooBig { mtu }) };
     }
@@ -155,11 +156,11 @@ mod tests {
     #[test]
     fn forwards_and_decrements_ttl() {
         let mut p = ipv4_udp([100, 96, 1, 2], [100, 96, 2, 3], 64, 100);
-        assert_eq!(classify_egress(&mut p, &table(), &node()), Egress::Forward("198.18.0.2:8285".parse().unwrap()));
+        assert_eq!(classify_egress(&mut p, &table(), &node(), false), Egress::Forward("198.18.0.2:8285".parse().unwrap()));
         assert_eq!(p[8], 63);
         assert_eq!(checksum::checksum(&p[..20]), 0);
         let mut p6 = ipv6_udp("fd00:96:1::2".parse().unwrap(), "fd00:96:2::3".parse().unwrap(), 64, 10);
-        assert_eq!(classify_egress(&mut p6, &table(), &node()), Egress::Forward("198.18.0.2:8285".parse().unwrap()));
+        assert_eq!(classify_egress(&mut p6, &table(), &node(), false), Egress::Forward("198.18.0.2:8285".parse().unwrap()));
         assert_eq!(p6[7], 63);
     }
 
@@ -168,19 +169,19 @@ mod tests {
         let (t, n) = (table(), node());
         let reject = |reason, icmp| Egress::Reject { reason, icmp };
         let mut p = ipv4_udp([100, 96, 1, 2], [100, 96, 9, 9], 64, 10);
-        assert_eq!(classify_egress(&mut p, &t, &n), reject(DropReason::NoRoute, Some(IcmpError::Unreachable)));
+        assert_eq!(classify_egress(&mut p, &t, &n, false), reject(DropReason::NoRoute, Some(IcmpError::Unreachable)));
         let mut p = ipv4_udp([100, 96, 1, 2], [100, 96, 2, 3], 1, 10);
-        assert_eq!(classify_egress(&mut p, &t, &n), reject(DropReason::TtlExpired, Some(IcmpError::TimeExceeded)));
+        assert_eq!(classify_egress(&mut p, &t, &n, false), reject(DropReason::TtlExpired, Some(IcmpError::TimeExceeded)));
         let mut p = ipv4_udp([100, 96, 1, 2], [100, 96, 2, 3], 64, 1500);
-        assert_eq!(classify_egress(&mut p, &t, &n), reject(DropReason::TooBig, Some(IcmpError::TooBig { mtu: 1472 })));
+        assert_eq!(classify_egress(&mut p, &t, &n, false), reject(DropReason::TooBig, Some(IcmpError::TooBig { mtu: 1472 })));
         let mut p = ipv4_udp([100, 96, 1, 2], [100, 96, 1, 9], 64, 10);
-        assert_eq!(classify_egress(&mut p, &t, &n), reject(DropReason::LocalDestination, Some(IcmpError::Unreachable)));
+        assert_eq!(classify_egress(&mut p, &t, &n, false), reject(DropReason::LocalDestination, Some(IcmpError::Unreachable)));
         let mut p = vec![0x45, 0, 0];
-        assert_eq!(classify_egress(&mut p, &t, &n), reject(DropReason::Truncated, None));
+        assert_eq!(classify_egress(&mut p, &t, &n, false), reject(DropReason::Truncated, None));
         let mut mld = ipv6_udp("fe80::1".parse().unwrap(), "ff02::16".parse().unwrap(), 1, 10);
-        assert_eq!(classify_egress(&mut mld, &t, &n), reject(DropReason::NotForwardable, None));
+        assert_eq!(classify_egress(&mut mld, &t, &n, false), reject(DropReason::NotForwardable, None));
         let mut bcast = ipv4_udp([100, 96, 1, 2], [255, 255, 255, 255], 1, 10);
-        assert_eq!(classify_egress(&mut bcast, &t, &n), reject(DropReason::NotForwardable, None));
+        assert_eq!(classify_egress(&mut bcast, &t, &n, false), reject(DropReason::NotForwardable, None));
     }
 
     #[test]
@@ -226,7 +227,7 @@ mod tests {
             if check_ingress(B.parse().unwrap(), &data, &t, &n).is_ok() {
                 proptest::prop_assert!(ip::parse(&data).is_ok());
             }
-            let _ = classify_egress(&mut data, &t, &n);
+            let _ = classify_egress(&mut data, &t, &n, false);
         }
     }
 }

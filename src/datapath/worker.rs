@@ -30,6 +30,10 @@ pub struct WorkerContext {
     pub gro: bool,
     /// The kernel accepts UDP_SEGMENT sends.
     pub gso: bool,
+    /// TUN reads and writes carry a virtio-net header (TSO/CSUM offloads on).
+    pub vnet_hdr: bool,
+    /// The TUN also takes UDP super-packets (USO), so UDP runs may be coalesced.
+    pub uso: bool,
     pub batch: usize,
     pub node: NodeScope,
     pub table: SharedTable,

@@ -35,6 +35,8 @@ pub enum DropReason {
     NotForwardable,
     /// Egress: larger than the path MTU (ICMP fragmentation needed sent).
     TooBig,
+    /// Egress: the TUN's virtio-net header does not describe its packet.
+    BadOffloadHeader,
     /// The UDP send failed (underlay down, buffer full, ...).
     SendFailed,
     /// The write into the TUN failed.
@@ -42,7 +44,7 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 14] = [
+    pub const ALL: [DropReason; 15] = [
         DropReason::UnknownSender,
         DropReason::SpoofedSource,
         DropReason::WrongDestination,
@@ -55,6 +57,7 @@ impl DropReason {
         DropReason::TtlExpired,
         DropReason::NotForwardable,
         DropReason::TooBig,
+        DropReason::BadOffloadHeader,
         DropReason::SendFailed,
         DropReason::TunWriteFailed,
     ];
@@ -74,6 +77,7 @@ impl DropReason {
             DropReason::TtlExpired => "ttl_expired",
             DropReason::NotForwardable => "not_forwardable",
             DropReason::TooBig => "too_big",
+            DropReason::BadOffloadHeader => "bad_offload_header",
             DropReason::SendFailed => "send_failed",
             DropReason::TunWriteFailed => "tun_write_failed",
         }

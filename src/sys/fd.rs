@@ -27,6 +27,14 @@ pub fn write(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
     Ok(n as usize)
 }
 
+/// Writes the concatenation of `parts` with one `writev` (one TUN packet).
+pub fn writev(fd: BorrowedFd<'_>, parts: &[std::io::IoSlice<'_>]) -> io::Result<usize> {
+    // SAFETY: IoSlice is ABI-compatible with iovec; the kernel only reads
+    // the borrowed slices for the duration of the call.
+    let n = cvt(unsafe { libc::writev(fd.as_raw_fd(), parts.as_ptr().cast(), parts.len() as libc::c_int) })?;
+    Ok(n as usize)
+}
+
 /// Waits until either fd is readable or `timeout_ms` passes; returns the
 /// readiness of each.
 pub fn poll_readable(a: BorrowedFd<'_>, b: BorrowedFd<'_>, timeout_ms: i32) -> io::Result<(bool, bool)> {

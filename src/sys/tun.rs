@@ -18,10 +18,42 @@ pub struct TunSpec {
     pub ipv4: (Ipv4Addr, u8),
     pub ipv6: Option<(Ipv6Addr, u8)>,
     pub txqueuelen: u32,
+    /// Ask for `IFF_VNET_HDR` with TCP (and, where the kernel has them, UDP)
+    /// segmentation offloads.
+    pub offload: bool,
 }
 
-/// Creates the device, configures it and returns one non-blocking fd per queue.
-pub fn create_multiqueue(spec: &TunSpec) -> io::Result<Vec<OwnedFd>> {
+/// The queues of a created device and the offloads the kernel granted.
+#[derive(Debug)]
+pub struct TunQueues {
+    pub fds: Vec<OwnedFd>,
+    /// Every read and write carries a virtio-net header; TSO4/TSO6/CSUM on.
+    pub vnet_hdr: bool,
+    /// USO4/USO6 on as well (Linux ≥ 6.2).
+    pub uso: bool,
+    /// Why offloads were asked for but not granted.
+    pub refused: Option<String>,
+}
+
+/// Creates the device, configures it and returns one non-blocking fd per
+/// queue. When offloads are asked for but refused (EINVAL/EIO from
+/// `TUNSETOFFLOAD`), the device is created without them and `refused` says why.
+pub fn create_multiqueue(spec: &TunSpec) -> io::Result<TunQueues> {
+    if spec.offload {
+        match create(spec, true) {
+            Ok(q) => return Ok(q),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::EIO) | Some(libc::EOPNOTSUPP)) => {
+                let mut q = create(spec, false)?;
+                q.refused = Some(format!("TUN offloads refused by the kernel ({e})"));
+                return Ok(q);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    create(spec, false)
+}
+
+fn create(spec: &TunSpec, offload: bool) -> io::Result<TunQueues> {
     if spec.queues == 0 {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "a TUN device needs at least one queue"));
     }
@@ -31,11 +63,13 @@ pub fn create_multiqueue(spec: &TunSpec) -> io::Result<Vec<OwnedFd>> {
         .ipv4(spec.ipv4.0, spec.ipv4.1, None)
         .multi_queue(true)
         .tx_queue_len(spec.txqueuelen)
+        .offload(offload)
         .enable(true);
     if let Some((addr, len)) = spec.ipv6 {
         builder = builder.ipv6(addr, len);
     }
     let first = builder.build_sync()?;
+    let (vnet_hdr, uso) = (first.tcp_gso(), first.udp_gso());
     let mut devices = Vec::with_capacity(spec.queues);
     for _ in 1..spec.queues {
         devices.push(first.try_clone()?);
@@ -49,5 +83,5 @@ pub fn create_multiqueue(spec: &TunSpec) -> io::Result<Vec<OwnedFd>> {
         super::fd::set_nonblocking(fd.as_fd(), true)?;
         fds.push(fd);
     }
-    Ok(fds)
+    Ok(TunQueues { fds, vnet_hdr, uso, refused: None })
 }

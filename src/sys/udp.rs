@@ -286,6 +286,14 @@ impl MmsgReceiver {
         self.hdrs.len()
     }
 
+    /// The i-th datagram's sender, segment size and payload, mutable, with
+    /// the payload's offset in [`slot_mut`](Self::slot_mut).
+    pub fn get_mut(&mut self, i: usize) -> (Option<SocketAddr>, Option<u16>, &mut [u8]) {
+        let d = self.get(i);
+        let (from, gro, len) = (d.from, d.gro_segment, d.payload.len());
+        (from, gro, &mut self.bufs[i * self.buf_size..i * self.buf_size + len])
+    }
+
     /// The i-th datagram of the last [`recv`](Self::recv).
     pub fn get(&self, i: usize) -> Datagram<'_> {
         let h = &self.hdrs[i];

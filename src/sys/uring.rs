@@ -25,6 +25,8 @@ use std::time::{Duration, Instant};
 
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
 
+use crate::wire::virtio::VNET_HDR_LEN;
+
 use super::udp::{CMSG_SPACE_U32, SockAddrBuf, encode_gso_cmsg, gro_segment_size, parse_sockaddr};
 use crate::datapath::batch::MAX_SEGMENTS;
 
@@ -34,6 +36,8 @@ const UDP_SEND: u64 = 2;
 const UDP_RECV: u64 = 3;
 const TUN_WRITE: u64 = 4;
 const CANCEL: u64 = 5;
+/// Index field: write slot in the low 16 bits, receive buffer above.
+const TUN_WRITEV: u64 = 6;
 
 fn tag(kind: u64, index: u64) -> u64 {
     (kind << KIND_SHIFT) | index
@@ -67,6 +71,7 @@ pub fn probe() -> io::Result<()> {
     for (code, name) in [
         (opcode::Read::CODE, "READ"),
         (opcode::Write::CODE, "WRITE"),
+        (opcode::Writev::CODE, "WRITEV"),
         (opcode::SendMsg::CODE, "SENDMSG"),
         (opcode::RecvMsgMulti::CODE, "RECVMSG"),
         (opcode::AsyncCancel2::CODE, "ASYNC_CANCEL"),
@@ -108,12 +113,19 @@ impl Drop for AlignedBuf {
     }
 }
 
+/// Where a TUN buffer is in its cycle: a read in flight, or filled and held
+/// by the caller and by `sends` in-flight sends; it goes back to reading once
+/// the caller has finished with it and no send refers to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum TunBuf {
-    Reading,
-    /// Filled by a completed read; the caller holds it.
-    Held(u32),
-    Sending,
+struct TunBuf {
+    reading: bool,
+    len: u32,
+    sends: u16,
+    caller_done: bool,
+}
+
+impl TunBuf {
+    const IDLE: TunBuf = TunBuf { reading: false, len: 0, sends: 0, caller_done: true };
 }
 
 /// A `SENDMSG` whose memory must not move until it completes.
@@ -123,24 +135,35 @@ struct SendSlot {
     iov: [libc::iovec; MAX_SEGMENTS],
     name: SockAddrBuf,
     ctrl: [u64; CMSG_SPACE_U32 / 8],
+    /// Distinct TUN buffers the send refers to.
     bufs: [u16; MAX_SEGMENTS],
     nbufs: u16,
+    packets: u16,
     gso: bool,
+}
+
+/// A gathered TUN write (virtio header + pieces of one receive buffer).
+#[repr(C)]
+struct WriteSlot {
+    iov: [libc::iovec; MAX_SEGMENTS + 2],
+    hdr: [u8; VNET_HDR_LEN],
+    packets: u16,
 }
 
 /// What a completion means to the caller.
 #[derive(Debug)]
 pub enum Completion {
-    /// A TUN read finished; on `Ok(len)` the caller holds `buf` and must send
-    /// it ([`UringIo::send`]) or [`UringIo::release_tun_buf`] it.
+    /// A TUN read finished; the caller holds `buf` (see [`UringIo::tun_buf`]),
+    /// may [`UringIo::send`] pieces of it, and must then
+    /// [`UringIo::finish_tun_buf`] it.
     TunRead { buf: u16, result: io::Result<usize> },
     /// A send finished; its buffers already went back to reading.
     Sent { result: io::Result<usize>, packets: u16, gso: bool },
     /// A multishot receive produced buffer `bid` (caller must
     /// [`UringIo::finish_recv_buf`] it), or ended (`bid == None`).
     Received { bid: Option<u16>, result: io::Result<usize> },
-    /// A TUN write finished.
-    TunWritten { result: io::Result<usize> },
+    /// A TUN write of `packets` inner packets (coalesced) finished.
+    TunWritten { result: io::Result<usize>, packets: u16 },
 }
 
 /// A received datagram, viewed inside its provided buffer.
@@ -148,7 +171,7 @@ pub struct RecvView<'a> {
     pub from: Option<SocketAddr>,
     /// Where `payload` starts within the buffer (for [`UringIo::write_to_tun`]).
     pub payload_offset: usize,
-    pub payload: &'a [u8],
+    pub payload: &'a mut [u8],
     pub gro_segment: Option<u16>,
     pub truncated: bool,
 }
@@ -163,6 +186,8 @@ pub struct UringIo {
     tun_state: Vec<TunBuf>,
     slots: Box<[SendSlot]>,
     free_slots: Vec<u16>,
+    writes: Box<[WriteSlot]>,
+    free_writes: Vec<u16>,
     recv_ring: AlignedBuf,
     recv_slab: AlignedBuf,
     recv_msg: Box<libc::msghdr>,
@@ -198,14 +223,22 @@ impl UringIo {
                 ctrl: [0; CMSG_SPACE_U32 / 8],
                 bufs: [0; MAX_SEGMENTS],
                 nbufs: 0,
+                packets: 0,
                 gso: false,
             })
             .collect();
+        let write_slots = usize::from(sizes.recv_bufs) * MAX_SEGMENTS;
+        let writes: Box<[WriteSlot]> = (0..write_slots)
+            // SAFETY: iovec is plain old data; all-zero is valid.
+            .map(|_| WriteSlot { iov: unsafe { std::mem::zeroed() }, hdr: [0; VNET_HDR_LEN], packets: 0 })
+            .collect();
         let mut io = UringIo {
             tun_slab: AlignedBuf::new(n * sizes.tun_buf_size)?,
-            tun_state: vec![TunBuf::Held(0); n],
+            tun_state: vec![TunBuf::IDLE; n],
             free_slots: (0..n as u16).rev().collect(),
             slots,
+            free_writes: (0..write_slots as u16).rev().collect(),
+            writes,
             recv_ring,
             recv_slab,
             recv_msg,
@@ -255,13 +288,13 @@ impl UringIo {
 
     fn arm_tun_read(&mut self, buf: u16) -> io::Result<()> {
         let i = usize::from(buf);
-        debug_assert!(!matches!(self.tun_state[i], TunBuf::Reading | TunBuf::Sending));
+        debug_assert!(!self.tun_state[i].reading && self.tun_state[i].sends == 0);
         let size = self.sizes.tun_buf_size;
         // SAFETY: the slab holds tun_reads buffers of `size` bytes; i < tun_reads.
         let ptr = unsafe { self.tun_slab.ptr.add(i * size) };
         let entry = opcode::Read::new(types::Fd(self.tun.as_raw_fd()), ptr, size as u32).build().user_data(tag(TUN_READ, u64::from(buf)));
-        self.tun_state[i] = TunBuf::Reading;
-        // SAFETY: the buffer is owned by self and marked Reading, so nothing
+        self.tun_state[i] = TunBuf { reading: true, len: 0, sends: 0, caller_done: false };
+        // SAFETY: the buffer is owned by self and marked reading, so nothing
         // touches it until the read completes.
         unsafe { self.push(entry) }
     }
@@ -326,32 +359,29 @@ impl UringIo {
             match data >> KIND_SHIFT {
                 TUN_READ => {
                     let i = usize::from(index);
+                    self.tun_state[i].reading = false;
                     match result {
-                        Ok(len) => {
-                            self.tun_state[i] = TunBuf::Held(len as u32);
-                            out.push(Completion::TunRead { buf: index, result });
+                        // EAGAIN/ECANCELED are not failures worth reporting.
+                        Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::ECANCELED)) => {
+                            self.tun_state[i].caller_done = true;
+                            self.maybe_rearm(index)?;
                         }
-                        Err(e) => {
-                            self.tun_state[i] = TunBuf::Held(0);
-                            // EAGAIN/ECANCELED are not failures worth reporting.
-                            if !matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::ECANCELED)) {
-                                out.push(Completion::TunRead { buf: index, result: Err(e) });
-                            } else {
-                                self.release_tun_buf(index)?;
-                            }
+                        result => {
+                            self.tun_state[i].len = *result.as_ref().unwrap_or(&0) as u32;
+                            out.push(Completion::TunRead { buf: index, result });
                         }
                     }
                 }
                 UDP_SEND => {
                     let slot = usize::from(index);
-                    let (nbufs, gso) = (self.slots[slot].nbufs, self.slots[slot].gso);
+                    let (nbufs, packets, gso) = (self.slots[slot].nbufs, self.slots[slot].packets, self.slots[slot].gso);
                     for k in 0..usize::from(nbufs) {
                         let buf = self.slots[slot].bufs[k];
-                        self.tun_state[usize::from(buf)] = TunBuf::Held(0);
-                        self.arm_tun_read(buf)?;
+                        self.tun_state[usize::from(buf)].sends -= 1;
+                        self.maybe_rearm(buf)?;
                     }
                     self.free_slots.push(index);
-                    out.push(Completion::Sent { result, packets: nbufs, gso });
+                    out.push(Completion::Sent { result, packets, gso });
                 }
                 UDP_RECV => {
                     if !more {
@@ -365,7 +395,15 @@ impl UringIo {
                 }
                 TUN_WRITE => {
                     self.unref_recv(index);
-                    out.push(Completion::TunWritten { result });
+                    out.push(Completion::TunWritten { result, packets: 1 });
+                }
+                TUN_WRITEV => {
+                    let slot = (data & 0xffff) as u16;
+                    let bid = ((data >> 16) & 0xffff) as u16;
+                    self.free_writes.push(slot);
+                    self.unref_recv(bid);
+                    let packets = self.writes[usize::from(slot)].packets;
+                    out.push(Completion::TunWritten { result, packets });
                 }
                 _ => {}
             }
@@ -383,56 +421,75 @@ impl UringIo {
         }
     }
 
-    /// The packet in a held TUN buffer, mutable (for the TTL decrement).
-    pub fn tun_packet(&mut self, buf: u16) -> &mut [u8] {
-        let i = usize::from(buf);
-        let TunBuf::Held(len) = self.tun_state[i] else { return &mut [] };
-        let size = self.sizes.tun_buf_size;
-        // SAFETY: the buffer is Held: no operation is in flight on it, and the
-        // length was reported by the kernel within the buffer's size.
-        unsafe { std::slice::from_raw_parts_mut(self.tun_slab.ptr.add(i * size), (len as usize).min(size)) }
-    }
-
-    /// Gives a held TUN buffer back to reading.
-    pub fn release_tun_buf(&mut self, buf: u16) -> io::Result<()> {
-        if matches!(self.tun_state[usize::from(buf)], TunBuf::Held(_)) {
+    fn maybe_rearm(&mut self, buf: u16) -> io::Result<()> {
+        let st = self.tun_state[usize::from(buf)];
+        if !st.reading && st.sends == 0 && st.caller_done {
             self.arm_tun_read(buf)?;
         }
         Ok(())
     }
 
-    /// Sends held TUN buffers `bufs` (in order) to `to` with one `SENDMSG`,
-    /// as GSO segments of `segment` bytes when given. The buffers return to
-    /// reading when the send completes. `Ok(false)`: no free slot, the
-    /// caller still holds the buffers.
-    pub fn send(&mut self, to: SocketAddr, bufs: &[u16], segment: Option<u16>) -> io::Result<bool> {
-        if bufs.is_empty() || bufs.len() > MAX_SEGMENTS {
+    /// A held TUN buffer: its whole capacity (mutable, so a super-packet can
+    /// be split in place) and the length the read filled.
+    pub fn tun_buf(&mut self, buf: u16) -> (&mut [u8], usize) {
+        let i = usize::from(buf);
+        let st = self.tun_state[i];
+        if st.reading || st.sends > 0 || st.caller_done {
+            return (&mut [], 0);
+        }
+        let size = self.sizes.tun_buf_size;
+        // SAFETY: the buffer is held by the caller: no read or send is in
+        // flight on it, so the kernel does not touch it.
+        let whole = unsafe { std::slice::from_raw_parts_mut(self.tun_slab.ptr.add(i * size), size) };
+        (whole, (st.len as usize).min(size))
+    }
+
+    /// The caller is done with a TUN buffer; it returns to reading once
+    /// every send that refers to it has completed.
+    pub fn finish_tun_buf(&mut self, buf: u16) -> io::Result<()> {
+        let i = usize::from(buf);
+        if self.tun_state[i].reading || self.tun_state[i].caller_done {
+            return Ok(());
+        }
+        self.tun_state[i].caller_done = true;
+        self.maybe_rearm(buf)
+    }
+
+    /// Sends `pieces` — (TUN buffer, offset, length), in order, each one
+    /// packet — to `to` with one `SENDMSG`, as GSO segments of `segment`
+    /// bytes when given. `Ok(false)`: no free slot or a piece is not in a
+    /// held buffer; nothing was sent.
+    pub fn send(&mut self, to: SocketAddr, pieces: &[(u16, u32, u32)], segment: Option<u16>) -> io::Result<bool> {
+        if pieces.is_empty() || pieces.len() > MAX_SEGMENTS {
             return Ok(false);
         }
-        let Some(slot_index) = self.free_slots.pop() else { return Ok(false) };
         let size = self.sizes.tun_buf_size;
-        let slot = &mut self.slots[usize::from(slot_index)];
-        for (k, &buf) in bufs.iter().enumerate() {
-            let i = usize::from(buf);
-            let TunBuf::Held(len) = self.tun_state[i] else {
-                self.free_slots.push(slot_index);
+        for &(buf, off, len) in pieces {
+            let st = self.tun_state.get(usize::from(buf)).copied().unwrap_or(TunBuf::IDLE);
+            if st.reading || st.caller_done || off as usize + len as usize > size {
                 return Ok(false);
-            };
-            // SAFETY: buffer i lies within the slab.
-            let base = unsafe { self.tun_slab.ptr.add(i * size) };
+            }
+        }
+        let Some(slot_index) = self.free_slots.pop() else { return Ok(false) };
+        let slot = &mut self.slots[usize::from(slot_index)];
+        slot.nbufs = 0;
+        for (k, &(buf, off, len)) in pieces.iter().enumerate() {
+            // SAFETY: the piece was checked to lie within buffer `buf` of the slab.
+            let base = unsafe { self.tun_slab.ptr.add(usize::from(buf) * size + off as usize) };
             slot.iov[k] = libc::iovec { iov_base: base.cast(), iov_len: len as usize };
-            slot.bufs[k] = buf;
+            if !slot.bufs[..usize::from(slot.nbufs)].contains(&buf) {
+                slot.bufs[usize::from(slot.nbufs)] = buf;
+                slot.nbufs += 1;
+                self.tun_state[usize::from(buf)].sends += 1;
+            }
         }
-        for &buf in bufs {
-            self.tun_state[usize::from(buf)] = TunBuf::Sending;
-        }
-        slot.nbufs = bufs.len() as u16;
+        slot.packets = pieces.len() as u16;
         slot.gso = segment.is_some();
         let namelen = slot.name.set(to);
         slot.msg.msg_name = slot.name.as_mut_ptr().cast();
         slot.msg.msg_namelen = namelen;
         slot.msg.msg_iov = slot.iov.as_mut_ptr();
-        slot.msg.msg_iovlen = bufs.len();
+        slot.msg.msg_iovlen = pieces.len();
         match segment {
             Some(seg) => {
                 // SAFETY: ctrl is CMSG_SPACE_U32 bytes of u64-aligned memory.
@@ -448,30 +505,28 @@ impl UringIo {
         let entry =
             opcode::SendMsg::new(types::Fd(self.udp.as_raw_fd()), &slot.msg).build().user_data(tag(UDP_SEND, u64::from(slot_index)));
         // SAFETY: the slot is in a boxed slice that never moves and is not
-        // reused until this send completes; the buffers are marked Sending.
+        // reused until this send completes; its buffers count this send.
         unsafe { self.push(entry)? };
         Ok(true)
     }
 
     /// The datagram in receive buffer `bid`, whose completion reported `len`.
-    pub fn recv_view(&self, bid: u16, len: usize) -> Option<RecvView<'_>> {
+    pub fn recv_view(&mut self, bid: u16, len: usize) -> Option<RecvView<'_>> {
         let stride = self.recv_stride();
         if usize::from(bid) >= usize::from(self.sizes.recv_bufs) || len > stride {
             return None;
         }
         // SAFETY: the caller holds bid (reported by a completion, not yet
-        // finished), so the kernel is done writing its first `len` bytes.
-        let bytes = unsafe { std::slice::from_raw_parts(self.recv_slab.ptr.add(usize::from(bid) * stride), len) };
+        // finished), so the kernel is done writing its first `len` bytes, and
+        // no TUN write from it has been submitted yet while the caller holds
+        // this view (write_to_tun* needs &mut self, ending the borrow).
+        let bytes = unsafe { std::slice::from_raw_parts_mut(self.recv_slab.ptr.add(usize::from(bid) * stride), len) };
         let out = types::RecvMsgOut::parse(bytes, &self.recv_msg).ok()?;
         let payload_offset = out.payload_data().as_ptr() as usize - bytes.as_ptr() as usize;
         let payload_len = out.payload_data().len();
-        Some(RecvView {
-            from: parse_sockaddr(out.name_data()),
-            payload_offset,
-            payload: &bytes[payload_offset..payload_offset + payload_len],
-            gro_segment: gro_segment_size(out.control_data()),
-            truncated: out.is_payload_truncated(),
-        })
+        let (from, gro_segment, truncated) =
+            (parse_sockaddr(out.name_data()), gro_segment_size(out.control_data()), out.is_payload_truncated());
+        Some(RecvView { from, payload_offset, payload: &mut bytes[payload_offset..payload_offset + payload_len], gro_segment, truncated })
     }
 
     /// Writes bytes `offset..offset + len` of held receive buffer `bid` into
@@ -488,6 +543,50 @@ impl UringIo {
         // SAFETY: the receive buffer is referenced (recv_refs) until this
         // write completes, so it is neither provided back nor freed.
         unsafe { self.push(entry) }
+    }
+
+    /// The whole of held receive buffer `bid`, mutable (to coalesce the
+    /// packets in it); offsets match [`RecvView::payload_offset`].
+    pub fn recv_buf_mut(&mut self, bid: u16) -> &mut [u8] {
+        let stride = self.recv_stride();
+        if usize::from(bid) >= usize::from(self.sizes.recv_bufs) || self.recv_refs[usize::from(bid)] != 1 {
+            return &mut [];
+        }
+        // SAFETY: the caller holds bid and no write from it is in flight
+        // (its reference count is the caller's alone).
+        unsafe { std::slice::from_raw_parts_mut(self.recv_slab.ptr.add(usize::from(bid) * stride), stride) }
+    }
+
+    /// Writes `hdr` followed by `pieces` (offset, length) of held receive
+    /// buffer `bid` into the TUN as one packet (`WRITEV`). `Ok(false)`: no
+    /// free write slot or bad ranges; nothing was written.
+    /// `packets` is how many inner packets the write carries (for counting).
+    pub fn write_to_tun_gather(&mut self, bid: u16, hdr: [u8; VNET_HDR_LEN], pieces: &[(usize, usize)], packets: u16) -> io::Result<bool> {
+        let stride = self.recv_stride();
+        if usize::from(bid) >= usize::from(self.sizes.recv_bufs) || pieces.is_empty() || pieces.len() > MAX_SEGMENTS {
+            return Ok(false);
+        }
+        if pieces.iter().any(|&(o, l)| o.checked_add(l).is_none_or(|end| end > stride)) {
+            return Ok(false);
+        }
+        let Some(slot_index) = self.free_writes.pop() else { return Ok(false) };
+        let slot = &mut self.writes[usize::from(slot_index)];
+        slot.hdr = hdr;
+        slot.packets = packets;
+        slot.iov[0] = libc::iovec { iov_base: slot.hdr.as_mut_ptr().cast(), iov_len: VNET_HDR_LEN };
+        for (k, &(o, l)) in pieces.iter().enumerate() {
+            // SAFETY: each range was checked to lie within buffer bid.
+            let base = unsafe { self.recv_slab.ptr.add(usize::from(bid) * stride + o) };
+            slot.iov[k + 1] = libc::iovec { iov_base: base.cast(), iov_len: l };
+        }
+        self.recv_refs[usize::from(bid)] += 1;
+        let entry = opcode::Writev::new(types::Fd(self.tun.as_raw_fd()), slot.iov.as_ptr(), (pieces.len() + 1) as u32)
+            .build()
+            .user_data(tag(TUN_WRITEV, (u64::from(bid) << 16) | u64::from(slot_index)));
+        // SAFETY: the slot (boxed, never moved) is not reused and the receive
+        // buffer is referenced until this write completes.
+        unsafe { self.push(entry)? };
+        Ok(true)
     }
 
     /// The caller is done dispatching receive buffer `bid`.

@@ -30,7 +30,14 @@ impl VnetHdr {
     pub fn decode(b: &[u8]) -> Option<VnetHdr> {
         let b: &[u8; VNET_HDR_LEN] = b.get(..VNET_HDR_LEN)?.try_into().ok()?;
         let u16_at = |i: usize| u16::from_le_bytes([b[i], b[i + 1]]);
-        Some(VnetHdr { flags: b[0], gso_type: b[1], hdr_len: u16_at(2), gso_size: u16_at(4), csum_start: u16_at(6), csum_offset: u16_at(8) })
+        Some(VnetHdr {
+            flags: b[0],
+            gso_type: b[1],
+            hdr_len: u16_at(2),
+            gso_size: u16_at(4),
+            csum_start: u16_at(6),
+            csum_offset: u16_at(8),
+        })
     }
 
     pub fn encode(&self) -> [u8; VNET_HDR_LEN] {
@@ -56,7 +63,8 @@ mod tests {
 
     #[test]
     fn round_trips() {
-        let h = VnetHdr { flags: F_NEEDS_CSUM, gso_type: GSO_TCPV4 | GSO_ECN, hdr_len: 52, gso_size: 1420, csum_start: 20, csum_offset: 16 };
+        let h =
+            VnetHdr { flags: F_NEEDS_CSUM, gso_type: GSO_TCPV4 | GSO_ECN, hdr_len: 52, gso_size: 1420, csum_start: 20, csum_offset: 16 };
         let b = h.encode();
         assert_eq!(b, [1, 0x81, 52, 0, 0x8c, 0x05, 20, 0, 16, 0]);
         assert_eq!(VnetHdr::decode(&b), Some(h));

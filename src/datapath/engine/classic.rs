@@ -11,7 +11,7 @@ use crate::sys::{fd, udp};
 
 pub fn run(ctx: WorkerContext) -> io::Result<()> {
     let counters = &*ctx.counters;
-    let mut fwd = Forwarder::new(ctx.node.clone(), counters);
+    let mut fwd = Forwarder::new(ctx.node.clone(), counters, false);
     let mut replica = TableReplica::new(&ctx.table);
     let mut buf = vec![0u8; BUF_SIZE];
     let (tun, sock) = (ctx.tun.as_fd(), ctx.udp.as_fd());
@@ -21,7 +21,7 @@ pub fn run(ctx: WorkerContext) -> io::Result<()> {
             match fd::read(tun, &mut buf) {
                 Ok(n) => {
                     let table = replica.load(counters);
-                    if let Some(to) = fwd.egress(table, &mut buf[..n], tun) {
+                    if let Some(to) = fwd.egress(table, &mut buf[..n], tun, false) {
                         match udp::send_segments(sock, to, &[IoSlice::new(&buf[..n])], None) {
                             Ok(_) => {
                                 count_egress(counters, 1, n as u64);

@@ -1,38 +1,43 @@
 //! The portable batched engine, for hosts where io_uring is unavailable:
 //! epoll; TUN packets read until the queue is empty (up to a batch) and sent
 //! as GSO runs with one `sendmsg` each; UDP received with `recvmmsg` (GRO
-//! runs split by segment size) and written to the TUN one `write` each.
+//! runs split by segment size) and written to the TUN one `write` each — or,
+//! with TUN offloads, split/coalesced exactly as the `uring` engine does, one
+//! `writev` per (super-)packet.
 
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 
-use super::{BUF_SIZE, Forwarder, IDLE_WAIT, gro_segments};
-use crate::datapath::batch::{SendRun, plan_runs};
+use super::{BUF_SIZE, Forwarder, IDLE_WAIT, TUN_OFFLOAD_BUF_SIZE, drop_n, egress_one, gro_segments};
+use crate::datapath::batch::{MAX_SEGMENTS, SendRun, plan_runs};
+use crate::datapath::offload::{CoalescePlan, PacketRef};
 use crate::datapath::worker::{TableReplica, WorkerContext, count_egress, count_ingress};
-use crate::stats::{DropReason, bump};
+use crate::stats::{DropReason, WorkerCounters, bump};
 use crate::sys::{fd, udp};
+use crate::wire::virtio::{VNET_HDR_LEN, VnetHdr};
 
 const TOKEN_TUN: u64 = 1;
 const TOKEN_UDP: u64 = 2;
-/// Payload bytes per receive slot: a GRO run reaches 64 KiB.
-const RECV_BUF: usize = BUF_SIZE;
 
 pub fn run(ctx: WorkerContext) -> io::Result<()> {
     let counters = &*ctx.counters;
-    let mut fwd = Forwarder::new(ctx.node.clone(), counters);
+    let vnet = ctx.vnet_hdr;
+    let mut fwd = Forwarder::new(ctx.node.clone(), counters, vnet);
     let mut replica = TableReplica::new(&ctx.table);
     let (tun, sock) = (ctx.tun.as_fd(), ctx.udp.as_fd());
     let mut epoll = fd::Epoll::new(4)?;
     epoll.add_readable(tun, TOKEN_TUN)?;
     epoll.add_readable(sock, TOKEN_UDP)?;
     let batch = ctx.batch;
+    let buf_size = if vnet { TUN_OFFLOAD_BUF_SIZE } else { BUF_SIZE };
     // Egress: packet buffers and per-batch plans, allocated once.
-    let mut bufs = vec![0u8; batch * BUF_SIZE];
-    let mut lens: Vec<usize> = Vec::with_capacity(batch);
-    let mut dests: Vec<(usize, SocketAddr)> = Vec::with_capacity(batch);
-    let mut runs: Vec<SendRun> = Vec::with_capacity(batch);
-    let mut receiver = udp::MmsgReceiver::new(batch.min(64), RECV_BUF);
+    let mut bufs = vec![0u8; batch * buf_size];
+    let mut outgoing: Vec<(usize, usize, SocketAddr)> = Vec::with_capacity(batch * 8);
+    let mut runs: Vec<SendRun> = Vec::with_capacity(batch * 8);
+    let mut receiver = udp::MmsgReceiver::new(batch.min(64), BUF_SIZE);
+    let mut accepted: Vec<PacketRef> = Vec::with_capacity(MAX_SEGMENTS);
+    let mut coalesce = CoalescePlan::default();
     let mut gso = ctx.gso;
 
     while !ctx.should_stop() {
@@ -44,30 +49,23 @@ pub fn run(ctx: WorkerContext) -> io::Result<()> {
         }
         let table = replica.load(counters).clone();
         if tun_ready {
-            lens.clear();
-            dests.clear();
+            outgoing.clear();
             runs.clear();
-            while lens.len() < batch {
-                let slot = lens.len();
-                let buf = &mut bufs[slot * BUF_SIZE..(slot + 1) * BUF_SIZE];
-                match fd::read(tun, buf) {
-                    Ok(n) => {
-                        lens.push(n);
-                        if let Some(to) = fwd.egress(&table, &mut buf[..n], tun) {
-                            dests.push((slot, to));
-                        }
-                    }
+            for slot in 0..batch {
+                let whole = &mut bufs[slot * buf_size..(slot + 1) * buf_size];
+                let n = match fd::read(tun, whole) {
+                    Ok(n) => n,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) => return Err(io::Error::new(e.kind(), format!("TUN read: {e}"))),
-                }
+                };
+                let base = slot * buf_size;
+                egress_one(&mut fwd, &table, whole, n, vnet, ctx.node.max_inner, tun, |off, len, to| outgoing.push((base + off, len, to)));
             }
-            plan_runs(dests.iter().map(|&(slot, to)| (to, lens[slot])), &mut runs);
+            plan_runs(outgoing.iter().map(|&(_, len, to)| (to, len)), &mut runs);
             for run in &runs {
-                let members = &dests[run.first..run.first + run.count];
-                let mut iov: [IoSlice<'_>; crate::datapath::batch::MAX_SEGMENTS] =
-                    [IoSlice::new(&[]); crate::datapath::batch::MAX_SEGMENTS];
-                for (k, &(slot, _)) in members.iter().enumerate() {
-                    iov[k] = IoSlice::new(&bufs[slot * BUF_SIZE..slot * BUF_SIZE + lens[slot]]);
+                let mut iov = [IoSlice::new(&[]); MAX_SEGMENTS];
+                for (k, &(off, len, _)) in outgoing[run.first..run.first + run.count].iter().enumerate() {
+                    iov[k] = IoSlice::new(&bufs[off..off + len]);
                 }
                 let iov = &iov[..run.count];
                 let bytes: usize = iov.iter().map(|s| s.len()).sum();
@@ -84,14 +82,12 @@ pub fn run(ctx: WorkerContext) -> io::Result<()> {
                     None => send_each(sock, run.endpoint, iov),
                 };
                 match sent {
-                    Ok(_) => {
+                    Ok(()) => {
                         count_egress(counters, run.count as u64, bytes as u64);
                         bump(&counters.egress_sends, if segment.is_some() { 1 } else { run.count as u64 });
                     }
                     Err(e) => {
-                        for _ in 0..run.count {
-                            counters.drop(DropReason::SendFailed);
-                        }
+                        drop_n(counters, DropReason::SendFailed, run.count as u64);
                         fwd.warn(|| format!("worker {}: send to {} failed: {e}", ctx.id, run.endpoint));
                     }
                 }
@@ -109,20 +105,18 @@ pub fn run(ctx: WorkerContext) -> io::Result<()> {
                     }
                 };
                 for i in 0..n {
-                    let dgram = receiver.get(i);
                     bump(&counters.ingress_receives, 1);
-                    let Some(from) = dgram.from else { continue };
-                    for pkt in gro_segments(dgram.payload, dgram.gro_segment) {
+                    let (from, gro, payload) = receiver.get_mut(i);
+                    let Some(from) = from else { continue };
+                    accepted.clear();
+                    let mut offset = 0;
+                    for pkt in gro_segments(payload, gro) {
                         if fwd.ingress_ok(&table, from.ip(), pkt) {
-                            match fd::write(tun, pkt) {
-                                Ok(_) => count_ingress(counters, pkt.len() as u64),
-                                Err(e) => {
-                                    counters.drop(DropReason::TunWriteFailed);
-                                    fwd.warn(|| format!("worker {}: TUN write failed: {e}", ctx.id));
-                                }
-                            }
+                            accepted.push(PacketRef { offset, len: pkt.len() });
                         }
+                        offset += pkt.len();
                     }
+                    deliver(&mut fwd, tun, payload, &accepted, vnet, ctx.uso, &mut coalesce, counters, ctx.id);
                 }
                 if n < receiver.capacity() {
                     break;
@@ -133,8 +127,56 @@ pub fn run(ctx: WorkerContext) -> io::Result<()> {
     Ok(())
 }
 
+/// Writes the accepted packets of one receive to the TUN: as they are, or
+/// (with offloads) coalesced into super-packets behind virtio headers.
+#[allow(clippy::too_many_arguments)]
+fn deliver(
+    fwd: &mut Forwarder<'_>,
+    tun: BorrowedFd<'_>,
+    payload: &mut [u8],
+    accepted: &[PacketRef],
+    vnet: bool,
+    uso: bool,
+    coalesce: &mut CoalescePlan,
+    counters: &WorkerCounters,
+    id: usize,
+) {
+    let write = |parts: &[IoSlice<'_>], packets: usize, fwd: &mut Forwarder<'_>| match fd::writev(tun, parts) {
+        Ok(n) => {
+            // Count payload bytes, not the virtio header.
+            let n = n.saturating_sub(if vnet { VNET_HDR_LEN } else { 0 });
+            bump(&counters.ingress_packets, (packets as u64).saturating_sub(1));
+            count_ingress(counters, n as u64);
+        }
+        Err(e) => {
+            drop_n(counters, DropReason::TunWriteFailed, packets as u64);
+            fwd.warn(|| format!("worker {id}: TUN write failed: {e}"));
+        }
+    };
+    if !vnet {
+        for p in accepted {
+            write(&[IoSlice::new(&payload[p.offset..p.offset + p.len])], 1, fwd);
+        }
+        return;
+    }
+    coalesce.plan(payload, accepted, uso);
+    for gi in 0..coalesce.groups().len() {
+        let g = &coalesce.groups()[gi];
+        let hdr = coalesce.finish_group(payload, accepted, g).encode();
+        let head = usize::from(VnetHdr::decode(&hdr).map_or(0, |h| h.hdr_len));
+        let mut parts = [IoSlice::new(&[]); MAX_SEGMENTS + 1];
+        parts[0] = IoSlice::new(&hdr);
+        for (k, i) in coalesce.members(g).enumerate() {
+            let p = accepted[i];
+            let skip = if k == 0 { 0 } else { head };
+            parts[k + 1] = IoSlice::new(&payload[p.offset + skip..p.offset + p.len]);
+        }
+        write(&parts[..g.count + 1], g.count, fwd);
+    }
+}
+
 /// Sends each slice as its own datagram (no GSO, or a run of one).
-fn send_each(sock: std::os::fd::BorrowedFd<'_>, to: SocketAddr, iov: &[IoSlice<'_>]) -> io::Result<()> {
+fn send_each(sock: BorrowedFd<'_>, to: SocketAddr, iov: &[IoSlice<'_>]) -> io::Result<()> {
     for s in iov {
         udp::send_segments(sock, to, std::slice::from_ref(s), None)?;
     }

@@ -18,17 +18,23 @@ use std::net::{IpAddr, SocketAddr};
 use std::os::fd::BorrowedFd;
 use std::time::{Duration, Instant};
 
+use crate::datapath::offload::{Split, prepare_egress};
 use crate::datapath::packet::{self, Egress, NodeScope};
 use crate::route::SubnetTable;
 use crate::stats::{DropReason, WorkerCounters, bump};
 use crate::sys;
 use crate::wire::icmp;
+use crate::wire::virtio::{GSO_NONE, VNET_HDR_LEN, VnetHdr};
 
 /// How long a worker blocks waiting for I/O before checking its stop flag.
 pub const IDLE_WAIT: Duration = Duration::from_millis(100);
 /// Largest TUN packet and receive payload a buffer must hold (64 KiB
 /// super-packets, for TUN offloads and UDP GRO runs).
 pub const BUF_SIZE: usize = 65_536;
+/// A TUN read buffer with offloads: virtio header, a 64 KiB super-packet and
+/// room for the headers the in-place split adds (a segment size of 536, the
+/// IPv4 minimum MSS, needs 123 extra headers of up to 120 bytes).
+pub const TUN_OFFLOAD_BUF_SIZE: usize = 96 * 1024;
 
 /// ICMP errors per second per worker, as routers rate-limit them
 /// (RFC 1812 §4.3.2.8); with a burst allowance.
@@ -40,29 +46,34 @@ const ICMP_BURST: u32 = 100;
 pub struct Forwarder<'a> {
     pub node: NodeScope,
     pub counters: &'a WorkerCounters,
-    icmp_buf: Box<[u8; icmp::MAX_ERROR_LEN]>,
+    /// TUN reads and writes carry a virtio-net header.
+    vnet_hdr: bool,
+    /// A zeroed virtio-net header followed by room for an ICMP error.
+    icmp_buf: Box<[u8; VNET_HDR_LEN + icmp::MAX_ERROR_LEN]>,
     icmp_tokens: u32,
     icmp_refill: Instant,
     log_limit: LogLimiter,
 }
 
 impl<'a> Forwarder<'a> {
-    pub fn new(node: NodeScope, counters: &'a WorkerCounters) -> Self {
+    pub fn new(node: NodeScope, counters: &'a WorkerCounters, vnet_hdr: bool) -> Self {
         Forwarder {
             node,
             counters,
-            icmp_buf: Box::new([0; icmp::MAX_ERROR_LEN]),
+            vnet_hdr,
+            icmp_buf: Box::new([0; VNET_HDR_LEN + icmp::MAX_ERROR_LEN]),
             icmp_tokens: ICMP_BURST,
             icmp_refill: Instant::now(),
             log_limit: LogLimiter::default(),
         }
     }
 
-    /// Decides one TUN packet. Returns the peer to send it to, or handles the
-    /// rejection (count, ICMP written synchronously to `tun`) and returns None.
+    /// Decides one TUN packet (a GSO super-packet when `gso`). Returns the
+    /// peer to send it to, or handles the rejection (count, ICMP written
+    /// synchronously to `tun`) and returns None.
     #[inline]
-    pub fn egress(&mut self, table: &SubnetTable, pkt: &mut [u8], tun: BorrowedFd<'_>) -> Option<SocketAddr> {
-        match packet::classify_egress(pkt, table, &self.node) {
+    pub fn egress(&mut self, table: &SubnetTable, pkt: &mut [u8], tun: BorrowedFd<'_>, gso: bool) -> Option<SocketAddr> {
+        match packet::classify_egress(pkt, table, &self.node, gso) {
             Egress::Forward(to) => Some(to),
             Egress::Reject { reason, icmp } => {
                 self.counters.drop(reason);
@@ -88,9 +99,10 @@ impl<'a> Forwarder<'a> {
         if self.icmp_tokens == 0 {
             return;
         }
-        if let Some(n) = packet::icmp_reply(kind, offending, &mut self.icmp_buf[..]) {
+        if let Some(n) = packet::icmp_reply(kind, offending, &mut self.icmp_buf[VNET_HDR_LEN..]) {
             self.icmp_tokens -= 1;
-            match sys::fd::write(tun, &self.icmp_buf[..n]) {
+            let start = if self.vnet_hdr { 0 } else { VNET_HDR_LEN };
+            match sys::fd::write(tun, &self.icmp_buf[start..VNET_HDR_LEN + n]) {
                 Ok(_) => bump(&self.counters.icmp_sent, 1),
                 Err(e) => {
                     self.counters.drop(DropReason::TunWriteFailed);
@@ -116,6 +128,54 @@ impl<'a> Forwarder<'a> {
     pub fn warn(&mut self, message: impl FnOnce() -> String) {
         self.log_limit.warn(message);
     }
+}
+
+/// Classifies one TUN read (`len` bytes at the start of `whole`), splitting a
+/// super-packet in place, and reports each packet to send as (offset, len, peer).
+#[allow(clippy::too_many_arguments)]
+#[inline]
+pub fn egress_one(
+    fwd: &mut Forwarder<'_>,
+    table: &crate::route::SubnetTable,
+    whole: &mut [u8],
+    len: usize,
+    vnet: bool,
+    max_inner: usize,
+    tun: std::os::fd::BorrowedFd<'_>,
+    mut emit: impl FnMut(usize, usize, SocketAddr),
+) {
+    if !vnet {
+        if let Some(to) = fwd.egress(table, &mut whole[..len], tun, false) {
+            emit(0, len, to);
+        }
+        return;
+    }
+    let Some(hdr) = VnetHdr::decode(&whole[..len]) else {
+        fwd.counters.drop(DropReason::Truncated);
+        return;
+    };
+    let gso = hdr.gso_kind() != GSO_NONE;
+    let Some(to) = fwd.egress(table, &mut whole[VNET_HDR_LEN..len], tun, gso) else { return };
+    let split: Split = match prepare_egress(whole, VNET_HDR_LEN, len - VNET_HDR_LEN, &hdr) {
+        Ok(s) => s,
+        Err(_) => {
+            fwd.counters.drop(DropReason::BadOffloadHeader);
+            return;
+        }
+    };
+    if split.count > 1 && split.stride > max_inner {
+        drop_n(fwd.counters, DropReason::TooBig, split.count as u64);
+        return;
+    }
+    for i in 0..split.count {
+        let (off, n) = split.segment(i);
+        emit(off, n, to);
+    }
+}
+
+/// Adds `n` drops for `reason`.
+pub fn drop_n(counters: &WorkerCounters, reason: DropReason, n: u64) {
+    bump(&counters.drops[reason as usize], n);
 }
 
 /// Rate-limits a worker's warnings to one per second, counting the rest.

@@ -3,24 +3,35 @@
 //! `SENDMSG`s, UDP taken in with one multishot `RECVMSG` over a provided-buffer
 //! ring (GRO runs split by segment size) and written to the TUN with batched
 //! `WRITE`s. One `io_uring_enter` per loop submits everything and waits.
+//!
+//! With TUN offloads (virtio-net headers), a read may be a 64 KiB
+//! super-packet: it is split in place into MTU-sized packets that go out as
+//! GSO sends straight from the read buffer; received runs of one TCP flow are
+//! coalesced back into super-packets and written with one `WRITEV` each.
 
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsFd;
 
-use super::{BUF_SIZE, Forwarder, IDLE_WAIT, gro_segments};
+use super::{BUF_SIZE, Forwarder, IDLE_WAIT, TUN_OFFLOAD_BUF_SIZE, drop_n, egress_one, gro_segments};
 use crate::datapath::batch::{MAX_SEGMENTS, SendRun, plan_runs};
+use crate::datapath::offload::{CoalescePlan, PacketRef};
 use crate::datapath::worker::{TableReplica, WorkerContext, count_egress, count_ingress};
-use crate::stats::{DropReason, bump};
+use crate::stats::{DropReason, WorkerCounters, bump};
 use crate::sys::fd;
 use crate::sys::uring::{Completion, UringIo, UringSizes};
+use crate::wire::virtio::{VNET_HDR_LEN, VnetHdr};
 
 /// Provided receive buffers per worker (a power of two).
 const RECV_BUFS: u16 = 64;
 
+/// One packet to send: (TUN buffer, offset, length) and its peer.
+type Outgoing = ((u16, u32, u32), SocketAddr);
+
 pub fn run(ctx: WorkerContext) -> io::Result<()> {
     let counters = &*ctx.counters;
-    let mut fwd = Forwarder::new(ctx.node.clone(), counters);
+    let vnet = ctx.vnet_hdr;
+    let mut fwd = Forwarder::new(ctx.node.clone(), counters, vnet);
     let mut replica = TableReplica::new(&ctx.table);
     // io_uring waits for a blocking fd by polling it, without worker threads;
     // a non-blocking one would complete reads with EAGAIN instead.
@@ -28,15 +39,21 @@ pub fn run(ctx: WorkerContext) -> io::Result<()> {
     // A second handle on the same queue for the rare synchronous ICMP writes.
     let icmp_tun = ctx.tun.try_clone()?;
     let batch = ctx.batch;
-    let sizes = UringSizes { tun_reads: batch, tun_buf_size: BUF_SIZE, recv_bufs: RECV_BUFS, recv_buf_size: BUF_SIZE };
-    let (id, stop, mut gso) = (ctx.id, ctx.stop.clone(), ctx.gso);
+    let tun_buf_size = if vnet { TUN_OFFLOAD_BUF_SIZE } else { BUF_SIZE };
+    let sizes = UringSizes { tun_reads: batch, tun_buf_size, recv_bufs: RECV_BUFS, recv_buf_size: BUF_SIZE };
+    let (id, stop, mut gso, uso, max_inner) = (ctx.id, ctx.stop.clone(), ctx.gso, ctx.uso, ctx.node.max_inner);
     let mut io = UringIo::new(ctx.tun, ctx.udp, sizes)?;
 
     let mut completions: Vec<Completion> = Vec::with_capacity(4096);
-    let mut forwards: Vec<(u16, usize, SocketAddr)> = Vec::with_capacity(batch);
-    let mut runs: Vec<SendRun> = Vec::with_capacity(batch);
-    let mut run_bufs: Vec<u16> = Vec::with_capacity(MAX_SEGMENTS);
-    let mut accepted: Vec<(usize, usize)> = Vec::with_capacity(64);
+    let mut read_bufs: Vec<u16> = Vec::with_capacity(batch);
+    let mut outgoing: Vec<Outgoing> = Vec::with_capacity(batch * 8);
+    let mut runs: Vec<SendRun> = Vec::with_capacity(batch * 8);
+    let mut pieces: Vec<(u16, u32, u32)> = Vec::with_capacity(MAX_SEGMENTS);
+    let mut accepted: Vec<PacketRef> = Vec::with_capacity(MAX_SEGMENTS);
+    let mut coalesce = CoalescePlan::default();
+    let mut gather: Vec<(usize, usize)> = Vec::with_capacity(MAX_SEGMENTS);
+    // Per receive buffer: (header, range of `gather`, packets) of each TUN write.
+    let mut writes: Vec<(VnetHdr, usize, usize, usize)> = Vec::with_capacity(MAX_SEGMENTS);
 
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
         io.submit_and_wait(IDLE_WAIT)?;
@@ -50,15 +67,15 @@ pub fn run(ctx: WorkerContext) -> io::Result<()> {
         for c in completions.drain(..) {
             match c {
                 Completion::TunRead { buf, result: Ok(len) } => {
-                    let pkt = io.tun_packet(buf);
-                    match fwd.egress(table, pkt, icmp_tun.as_fd()) {
-                        Some(to) => forwards.push((buf, len, to)),
-                        None => io.release_tun_buf(buf)?,
-                    }
+                    read_bufs.push(buf);
+                    let (whole, _) = io.tun_buf(buf);
+                    egress_one(&mut fwd, table, whole, len, vnet, max_inner, icmp_tun.as_fd(), |off, n, to| {
+                        outgoing.push(((buf, off as u32, n as u32), to))
+                    });
                 }
                 Completion::TunRead { buf, result: Err(e) } => {
                     fwd.warn(|| format!("worker {id}: TUN read failed: {e}"));
-                    io.release_tun_buf(buf)?;
+                    io.finish_tun_buf(buf)?;
                 }
                 Completion::Sent { result, packets, gso: was_gso } => match result {
                     Ok(bytes) => {
@@ -66,9 +83,7 @@ pub fn run(ctx: WorkerContext) -> io::Result<()> {
                         bump(&counters.egress_sends, 1);
                     }
                     Err(e) => {
-                        for _ in 0..packets {
-                            counters.drop(DropReason::SendFailed);
-                        }
+                        drop_n(counters, DropReason::SendFailed, packets.into());
                         if was_gso && gso && matches!(e.raw_os_error(), Some(libc::EIO) | Some(libc::EINVAL)) {
                             log::warn!("worker {id}: UDP GSO refused ({e}); sending datagrams one by one from now on");
                             gso = false;
@@ -80,26 +95,53 @@ pub fn run(ctx: WorkerContext) -> io::Result<()> {
                 Completion::Received { bid: Some(bid), result } => {
                     bump(&counters.ingress_receives, 1);
                     accepted.clear();
+                    let mut offload_plan = false;
                     match result {
                         Ok(len) => match io.recv_view(bid, len) {
                             Some(view) if view.truncated => counters.drop(DropReason::LengthMismatch),
                             Some(view) => {
                                 if let Some(from) = view.from {
-                                    let mut offset = view.payload_offset;
+                                    let base = view.payload_offset;
+                                    let mut offset = 0;
                                     for pkt in gro_segments(view.payload, view.gro_segment) {
                                         if fwd.ingress_ok(table, from.ip(), pkt) {
-                                            accepted.push((offset, pkt.len()));
+                                            accepted.push(PacketRef { offset: base + offset, len: pkt.len() });
                                         }
                                         offset += pkt.len();
                                     }
                                 }
+                                offload_plan = vnet && accepted.len() > 1;
                             }
                             None => counters.drop(DropReason::Malformed),
                         },
                         Err(e) => fwd.warn(|| format!("worker {id}: UDP receive failed: {e}")),
                     }
-                    for &(offset, len) in &accepted {
-                        io.write_to_tun(bid, offset, len)?;
+                    if !vnet {
+                        for p in &accepted {
+                            io.write_to_tun(bid, p.offset, p.len)?;
+                        }
+                    } else if !offload_plan {
+                        for p in &accepted {
+                            write_gather(&mut io, bid, VnetHdr::default(), &[(p.offset, p.len)], 1, counters)?;
+                        }
+                    } else {
+                        let buf = io.recv_buf_mut(bid);
+                        coalesce.plan(buf, &accepted, uso);
+                        gather.clear();
+                        writes.clear();
+                        for g in coalesce.groups() {
+                            let hdr = coalesce.finish_group(buf, &accepted, g);
+                            let start = gather.len();
+                            for (k, i) in coalesce.members(g).enumerate() {
+                                let p = accepted[i];
+                                let skip = if k == 0 { 0 } else { usize::from(hdr.hdr_len) };
+                                gather.push((p.offset + skip, p.len - skip));
+                            }
+                            writes.push((hdr, start, gather.len(), g.count));
+                        }
+                        for &(hdr, a, b, count) in &writes {
+                            write_gather(&mut io, bid, hdr, &gather[a..b], count, counters)?;
+                        }
                     }
                     io.finish_recv_buf(bid);
                 }
@@ -112,44 +154,55 @@ pub fn run(ctx: WorkerContext) -> io::Result<()> {
                         fwd.warn(|| format!("worker {id}: UDP receive failed: {e}"));
                     }
                 }
-                Completion::TunWritten { result } => match result {
-                    Ok(n) => count_ingress(counters, n as u64),
+                Completion::TunWritten { result, packets } => match result {
+                    Ok(n) => {
+                        bump(&counters.ingress_packets, u64::from(packets).saturating_sub(1));
+                        count_ingress(counters, n.saturating_sub(if vnet { VNET_HDR_LEN } else { 0 }) as u64);
+                    }
                     Err(e) => {
-                        counters.drop(DropReason::TunWriteFailed);
+                        drop_n(counters, DropReason::TunWriteFailed, packets.into());
                         fwd.warn(|| format!("worker {id}: TUN write failed: {e}"));
                     }
                 },
             }
         }
-        plan_runs(forwards.iter().map(|&(_, len, to)| (to, len)), &mut runs);
+        plan_runs(outgoing.iter().map(|&((_, _, len), to)| (to, len as usize)), &mut runs);
         for run in &runs {
-            let members = &forwards[run.first..run.first + run.count];
+            let members = &outgoing[run.first..run.first + run.count];
             if gso && run.count > 1 {
-                run_bufs.clear();
-                run_bufs.extend(members.iter().map(|m| m.0));
-                if !io.send(run.endpoint, &run_bufs, Some(run.segment as u16))? {
-                    give_up(&mut io, members, counters)?;
+                pieces.clear();
+                pieces.extend(members.iter().map(|m| m.0));
+                if !io.send(run.endpoint, &pieces, Some(run.segment as u16))? {
+                    drop_n(counters, DropReason::SendFailed, run.count as u64);
                 }
             } else {
                 for m in members {
                     if !io.send(run.endpoint, &[m.0], None)? {
-                        give_up(&mut io, std::slice::from_ref(m), counters)?;
+                        counters.drop(DropReason::SendFailed);
                     }
                 }
             }
         }
-        forwards.clear();
+        for &buf in &read_bufs {
+            io.finish_tun_buf(buf)?;
+        }
+        read_bufs.clear();
+        outgoing.clear();
         runs.clear();
     }
     Ok(())
 }
 
-/// No send slot was free (cannot happen while slots = buffers, but never
-/// leak a buffer): count the packets as failed sends and read again.
-fn give_up(io: &mut UringIo, members: &[(u16, usize, SocketAddr)], counters: &crate::stats::WorkerCounters) -> io::Result<()> {
-    for m in members {
-        counters.drop(DropReason::SendFailed);
-        io.release_tun_buf(m.0)?;
+fn write_gather(
+    io: &mut UringIo,
+    bid: u16,
+    hdr: VnetHdr,
+    pieces: &[(usize, usize)],
+    packets: usize,
+    counters: &WorkerCounters,
+) -> io::Result<()> {
+    if !io.write_to_tun_gather(bid, hdr.encode(), pieces, packets as u16)? {
+        drop_n(counters, DropReason::TunWriteFailed, packets as u64);
     }
     Ok(())
 }

@@ -300,7 +300,10 @@ fn never_coalesces_across_gaps_flags_or_options() {
     assert_eq!(groups(&[tcp(true, 0, TCP_ACK, &d), tcp(true, 1500, TCP_ACK, &d)], &mut plan), vec![1, 1]);
     // PSH ends the run; FIN/SYN never join.
     assert_eq!(groups(&[tcp(true, 0, TCP_ACK | TCP_PSH, &d), tcp(true, 1000, TCP_ACK, &d)], &mut plan), vec![1, 1]);
-    assert_eq!(groups(&[tcp(true, 0, TCP_ACK, &d), tcp(true, 1000, TCP_ACK | TCP_PSH, &d), tcp(true, 2000, TCP_ACK, &d)], &mut plan), vec![2, 1]);
+    assert_eq!(
+        groups(&[tcp(true, 0, TCP_ACK, &d), tcp(true, 1000, TCP_ACK | TCP_PSH, &d), tcp(true, 2000, TCP_ACK, &d)], &mut plan),
+        vec![2, 1]
+    );
     assert_eq!(groups(&[tcp(true, 0, TCP_ACK, &d), tcp(true, 1000, TCP_ACK | TCP_FIN, &d)], &mut plan), vec![1, 1]);
     // Differing options (timestamp) or ACK number.
     let mut other_ts = tcp(true, 1000, TCP_ACK, &d);
@@ -312,7 +315,10 @@ fn never_coalesces_across_gaps_flags_or_options() {
     assert_eq!(groups(&[tcp(true, 0, TCP_ACK, &d), other_ack], &mut plan), vec![1, 1]);
     // A larger segment after a smaller one; a short one closes the run.
     assert_eq!(groups(&[tcp(true, 0, TCP_ACK, &d[..500]), tcp(true, 500, TCP_ACK, &d)], &mut plan), vec![1, 1]);
-    assert_eq!(groups(&[tcp(true, 0, TCP_ACK, &d), tcp(true, 1000, TCP_ACK, &d[..10]), tcp(true, 1010, TCP_ACK, &d)], &mut plan), vec![2, 1]);
+    assert_eq!(
+        groups(&[tcp(true, 0, TCP_ACK, &d), tcp(true, 1000, TCP_ACK, &d[..10]), tcp(true, 1010, TCP_ACK, &d)], &mut plan),
+        vec![2, 1]
+    );
     // Pure ACKs (no payload) stand alone.
     assert_eq!(groups(&[tcp(true, 0, TCP_ACK, &[]), tcp(true, 0, TCP_ACK, &[])], &mut plan), vec![1, 1]);
 }
