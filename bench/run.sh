@@ -7,7 +7,7 @@
 #
 #   --reps N       repetitions per mode (default 3); modes are interleaved
 #                  within each repetition (routing, vxlan, ..., then again)
-#   --quick        1 repetition, 3 s per iperf3 test, 200 pings
+#   --quick        3 s per iperf3 test, 200 pings, 1 repetition (unless --reps)
 #   --modes LIST   comma-separated subset of routing,vxlan,classic,mmsg,uring
 #                  (default: all five)
 #   --out DIR      result directory (default bench/runs/<UTC YYYY-MM-DD-HHMM>-<host>)
@@ -15,6 +15,7 @@
 #   --ctr-mtu N    use this container MTU in every mode instead of the
 #                  flannel-style per-backend MTU (1500 / 1450 / 1472)
 #   --no-build     do not run `cargo build --release` before encapd modes
+#   --no-sockperf  skip the sockperf UDP ping-pong latency test
 #
 # Run as root. Everything runs inside network namespaces this script creates
 # and removes on exit.
@@ -25,12 +26,14 @@ set -euo pipefail
 
 ALL_MODES=(routing vxlan classic mmsg uring)
 REPS=3
+REPS_SET=0
 QUICK=0
 MODES_ARG=""
 OUT=""
 WORKERS=2
 CTR_MTU=""
 BUILD=1
+SOCKPERF=1
 INVOCATION="$0 $*"
 
 usage() {
@@ -40,8 +43,8 @@ usage() {
 
 while (($#)); do
     case $1 in
-        --reps) REPS=${2:?--reps needs a number}; shift 2 ;;
-        --reps=*) REPS=${1#*=}; shift ;;
+        --reps) REPS=${2:?--reps needs a number}; REPS_SET=1; shift 2 ;;
+        --reps=*) REPS=${1#*=}; REPS_SET=1; shift ;;
         --quick) QUICK=1; shift ;;
         --modes) MODES_ARG=${2:?--modes needs a list}; shift 2 ;;
         --modes=*) MODES_ARG=${1#*=}; shift ;;
@@ -52,6 +55,7 @@ while (($#)); do
         --ctr-mtu) CTR_MTU=${2:?--ctr-mtu needs a number}; shift 2 ;;
         --ctr-mtu=*) CTR_MTU=${1#*=}; shift ;;
         --no-build) BUILD=0; shift ;;
+        --no-sockperf) SOCKPERF=0; shift ;;
         -h | --help) usage 0 ;;
         *) echo "unknown argument: $1" >&2; usage 2 ;;
     esac
@@ -62,13 +66,15 @@ done
 [[ -z $CTR_MTU || $CTR_MTU =~ ^[0-9]+$ ]] || ed_die "--ctr-mtu must be a number"
 
 if ((QUICK)); then
-    REPS=1
+    ((REPS_SET)) || REPS=1
     T_TCP=3
     T_UDP=3
+    T_RR=3
     PINGS=200
 else
     T_TCP=10
     T_UDP=5
+    T_RR=5
     PINGS=300
 fi
 
@@ -88,6 +94,12 @@ fi
 
 ed_require_root
 ed_ensure_pkgs ip:iproute2 bridge:iproute2 ss:iproute2 ping:iputils-ping iperf3:iperf3 python3:python3 timeout:coreutils
+if ((SOCKPERF)) && ! command -v sockperf >/dev/null 2>&1; then
+    # Optional: a back-to-back UDP ping-pong measures the path's own latency,
+    # which ping at 10 ms intervals (dominated by CPU wake-ups) does not.
+    (ed_ensure_pkgs sockperf:sockperf) || true
+    command -v sockperf >/dev/null 2>&1 || { ed_warn "sockperf unavailable; skipping the udp_rr test"; SOCKPERF=0; }
+fi
 
 need_encapd=0
 for m in "${MODES[@]}"; do
@@ -172,6 +184,15 @@ try:
         row("udp64_pps", (sent - lost) / secs, "pps")
         row("udp64_sent_pps", snt["packets"] / (snt["seconds"] or 1.0), "pps")
         row("udp64_loss", rcv["lost_percent"], "%")
+    elif kind == "udp_rr":
+        text = re.sub(r"\x1b\[[0-9;]*m", "", open(path).read())
+        p = {k: float(v) for k, v in re.findall(r"percentile ([0-9.]+) =\s*([0-9.]+)", text)}
+        avg = re.search(r"avg-rtt=([0-9.]+)", text)
+        if "50.000" not in p or not avg:
+            raise ValueError("no sockperf percentiles")
+        row("udp_rr_p50", p["50.000"], "us")
+        row("udp_rr_p99", p.get("99.000"), "us")
+        row("udp_rr_avg", float(avg.group(1)), "us")
     elif kind == "rtt":
         text = open(path).read()
         times = sorted(float(m) * 1000.0 for m in re.findall(r"time=([0-9.]+) ms", text))
@@ -191,6 +212,7 @@ except Exception as e:  # record the failure as NA, keep going
     names = {"tcp1": [("tcp1", "Gbit/s"), ("tcp1_retrans", "count")],
              "tcp4": [("tcp4", "Gbit/s"), ("tcp4_retrans", "count")],
              "udp64": [("udp64_pps", "pps"), ("udp64_sent_pps", "pps"), ("udp64_loss", "%")],
+             "udp_rr": [("udp_rr_p50", "us"), ("udp_rr_p99", "us"), ("udp_rr_avg", "us")],
              "rtt": [("rtt_p50", "us"), ("rtt_p99", "us"), ("rtt_avg", "us"),
                      ("rtt_min", "us"), ("rtt_max", "us"), ("rtt_loss", "%")]}[kind]
     for t, u in names:
@@ -239,6 +261,29 @@ rtt_test() {
     parse rtt "$mode" "$rep" "$base.txt"
 }
 
+# sockperf_test MODE REP: UDP ping-pong (64-byte messages, full RTT,
+# back-to-back) against a sockperf server in ctrB.
+sockperf_test() {
+    local mode=$1 rep=$2 base="$RAW/$1-r$2-udp_rr" spid rc=0 port=11111
+    ip netns exec "$NS_CTRB" timeout $((T_RR + 30)) sockperf server -i "$DST" -p "$port" >"$base.server.log" 2>&1 &
+    spid=$!
+    ed_track "$spid"
+    printf '%s\n' "ip netns exec <ctrB> timeout $((T_RR + 30)) sockperf server -i $DST -p $port &" >>"$CMDLOG"
+    if ed_wait_port "$NS_CTRB" "$port" 5 udp; then
+        run_logged "$base.txt" "$base.err" "$NS_CTRA" timeout $((T_RR + 20)) \
+            sockperf ping-pong -i "$DST" -p "$port" -t "$T_RR" -m 64 --full-rtt || rc=$?
+        ((rc == 0)) || ed_warn "$mode rep $rep udp_rr: sockperf exit status $rc"
+    else
+        ed_warn "$mode rep $rep udp_rr: sockperf server did not start"
+        : >"$base.txt"
+    fi
+    ed_kill_pid "$spid" 1
+    wait "$spid" 2>/dev/null || true
+    ed_untrack "$spid"
+    [[ -s $base.err ]] || rm -f "$base.err"
+    parse udp_rr "$mode" "$rep" "$base.txt"
+}
+
 mode_mtu() {
     if [[ -n $CTR_MTU ]]; then echo "$CTR_MTU"; return; fi
     case $1 in
@@ -269,7 +314,10 @@ mode_enter() {
             mkdir -p "$OUT/configs/$mode"
             cp "$dir"/*.toml "$OUT/configs/$mode/"
             printf '# setup: ip netns exec <nodeX> %s run --config configs/%s/{a,b}.toml\n' "$(ed_encapd_bin)" "$mode" >>"$CMDLOG"
-            encapd_check "$dir" 2>>"$RAW/$mode-r$rep-check.log"
+            local chk=0
+            encapd_check "$dir" 2>>"$RAW/$mode-r$rep-check.log" || chk=1
+            [[ -s $RAW/$mode-r$rep-check.log ]] || rm -f "$RAW/$mode-r$rep-check.log"
+            ((chk == 0)) || { ed_warn "$mode: encapd check failed (raw/$mode-r$rep-check.log)"; return 1; }
             encapd_start "$dir" || return 1
             ;;
     esac
@@ -307,7 +355,7 @@ mode_leave() {
 na_rows() {
     local mode=$1 rep=$2 t
     for t in tcp1:Gbit/s tcp1_retrans:count tcp4:Gbit/s tcp4_retrans:count udp64_pps:pps \
-        udp64_sent_pps:pps udp64_loss:% rtt_p50:us rtt_p99:us rtt_avg:us rtt_min:us rtt_max:us rtt_loss:%; do
+        udp64_sent_pps:pps udp64_loss:% udp_rr_p50:us udp_rr_p99:us udp_rr_avg:us rtt_p50:us rtt_p99:us rtt_avg:us rtt_min:us rtt_max:us rtt_loss:%; do
         echo "$mode,$rep,${t%%:*},NA,${t#*:}" >>"$CSV"
     done
 }
@@ -323,6 +371,7 @@ for ((rep = 1; rep <= REPS; rep++)); do
             iperf_test "$mode" "$rep" tcp4 "$T_TCP" -P 4
             iperf_test "$mode" "$rep" udp64 "$T_UDP" -u -b 0 -l 64
             rtt_test "$mode" "$rep"
+            if ((SOCKPERF)); then sockperf_test "$mode" "$rep"; fi
             ed_log "  $(awk -F, -v m="$mode" -v r="$rep" '$1==m && $2==r && ($3=="tcp1"||$3=="tcp4"||$3=="udp64_pps"||$3=="udp64_loss"||$3=="rtt_p50") {printf "%s=%s%s ", $3, $4, $5}' "$CSV")"
         else
             ed_warn "mode $mode rep $rep: setup failed, recording NA"
@@ -351,6 +400,8 @@ if ((need_encapd)); then encapd_version=$("$(ed_encapd_bin)" --version 2>/dev/nu
     echo "t_tcp=$T_TCP"
     echo "t_udp=$T_UDP"
     echo "pings=$PINGS"
+    echo "t_rr=$T_RR"
+    echo "sockperf=$( ((SOCKPERF)) && sockperf --version 2>&1 | sed -n 's/.*version \([^ ]*\).*/\1/p' | head -n1)"
     echo "workers=$WORKERS"
     echo "ctr_mtu=${CTR_MTU:-per-mode (routing $ED_UL_MTU, vxlan $ED_VX_MTU, encapd $((ED_UL_MTU - 28)))}"
     echo "kernel=$(uname -r)"
@@ -401,10 +452,13 @@ cols = [  # (test, header, scale, digits)
     ("udp64_pps", "UDP 64 B delivered kpps", 1e-3, 1),
     ("udp64_sent_pps", "sent kpps", 1e-3, 1),
     ("udp64_loss", "loss %", 1, 1),
-    ("rtt_p50", "RTT p50 µs", 1, 0),
-    ("rtt_p99", "RTT p99 µs", 1, 0),
-    ("rtt_avg", "RTT avg µs", 1, 0),
+    ("rtt_p50", "ping RTT p50 µs", 1, 0),
+    ("rtt_p99", "ping p99 µs", 1, 0),
+    ("udp_rr_p50", "UDP RR p50 µs", 1, 0),
+    ("udp_rr_p99", "UDP RR p99 µs", 1, 0),
 ]
+if not env.get("sockperf"):
+    cols = [c for c in cols if not c[0].startswith("udp_rr")]
 L = []
 L.append(f"# encapd benchmark — {env['started']} on {env['host']}")
 L.append("")
@@ -429,6 +483,9 @@ L.append(f"iperf3 -c 100.96.2.3 -p 5201 --connect-timeout 3000 -J -t {env['t_tcp
 L.append(f"iperf3 -c 100.96.2.3 -p 5201 --connect-timeout 3000 -J -t {env['t_tcp']} -P 4")
 L.append(f"iperf3 -c 100.96.2.3 -p 5201 --connect-timeout 3000 -J -t {env['t_udp']} -u -b 0 -l 64")
 L.append(f"ping -n -i 0.01 -c {env['pings']} -W 1 100.96.2.3")
+if env.get("sockperf"):
+    L.append(f"# sockperf {env['sockperf']}; server in ctrB: sockperf server -i 100.96.2.3 -p 11111")
+    L.append(f"sockperf ping-pong -i 100.96.2.3 -p 11111 -t {env['t_rr']} -m 64 --full-rtt")
 L.append("```")
 L.append("")
 L.append("Every command actually run is in `commands.log`; raw outputs in `raw/`, all values in `results.csv`.")
@@ -444,10 +501,14 @@ for m in modes:
         cells.append(fmt(None if v is None else v * s, nd))
     L.append(f"| {m} | " + " | ".join(cells) + " |")
 L.append("")
-L.append("UDP: iperf3 `-u -b 0 -l 64` (64-byte UDP payload, 92-byte IP packets); delivered = (sent − lost) / duration, as counted by the iperf3 server. RTT percentiles are nearest-rank over the individual ping replies.")
+L.append("UDP: iperf3 `-u -b 0 -l 64` (64-byte UDP payload, 92-byte IP packets); delivered = (sent − lost) / duration, as counted by the iperf3 server. "
+         "ping RTT: percentiles (nearest rank) over the individual replies of `ping -i 0.01`, which lets the CPUs idle between packets. "
+         "UDP RR: sockperf ping-pong, 64-byte messages back to back, full round trip, sockperf's own percentiles.")
 L.append("")
 
-ratio_tests = [("tcp1", "TCP 1"), ("tcp4", "TCP 4"), ("udp64_pps", "UDP 64 B pps"), ("rtt_p50", "RTT p50"), ("rtt_p99", "RTT p99")]
+ratio_tests = [("tcp1", "TCP 1"), ("tcp4", "TCP 4"), ("udp64_pps", "UDP 64 B pps"), ("rtt_p50", "ping p50"), ("rtt_p99", "ping p99")]
+if env.get("sockperf"):
+    ratio_tests += [("udp_rr_p50", "UDP RR p50"), ("udp_rr_p99", "UDP RR p99")]
 if "routing" in modes:
     L.append("## Ratios to plain routing, per repetition")
     L.append("")
@@ -480,7 +541,9 @@ def target(name, a, b, op, factor, unit_desc):
     return f"- {name}: **{'PASS' if ok else 'FAIL'}** ({unit_desc(a)} vs {unit_desc(b)}, ratio {ratio:.2f}×)"
 L.append(target("uring TCP 1 stream ≥ 4× classic", med("uring", "tcp1"), med("classic", "tcp1"), ">=", 4.0, lambda x: f"{x:.2f} Gbit/s"))
 L.append(target("uring UDP 64 B delivered rate ≥ kernel VXLAN", med("uring", "udp64_pps"), med("vxlan", "udp64_pps"), ">=", 1.0, lambda x: f"{x/1e3:.1f} kpps"))
-L.append(target("uring RTT p50 ≤ 1.5× kernel VXLAN", med("uring", "rtt_p50"), med("vxlan", "rtt_p50"), "<=", 1.5, lambda x: f"{x:.0f} µs"))
+if env.get("sockperf"):
+    L.append(target("uring RTT p50 ≤ 1.5× kernel VXLAN (sockperf UDP RR)", med("uring", "udp_rr_p50"), med("vxlan", "udp_rr_p50"), "<=", 1.5, lambda x: f"{x:.0f} µs"))
+L.append(target("uring RTT p50 ≤ 1.5× kernel VXLAN (ping)", med("uring", "rtt_p50"), med("vxlan", "rtt_p50"), "<=", 1.5, lambda x: f"{x:.0f} µs"))
 L.append("")
 L.append("Medians of the repetitions. Absolute numbers drift on a shared machine; compare modes within one run.")
 open(os.path.join(out, "summary.md"), "w").write("\n".join(L) + "\n")

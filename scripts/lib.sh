@@ -143,11 +143,13 @@ ed_untrack() {
     ED_PIDS=("${keep[@]}")
 }
 
-# ed_wait_port NS PORT [SECONDS]: wait for a TCP listener on PORT in NS.
+# ed_wait_port NS PORT [SECONDS] [tcp|udp]: wait for a listening socket on
+# PORT in NS (TCP by default).
 ed_wait_port() {
-    local ns=$1 port=$2 secs=${3:-5} i
+    local ns=$1 port=$2 secs=${3:-5} proto=${4:-tcp} i flags=-Hltn
+    [[ $proto == udp ]] && flags=-Hlun
     for ((i = 0; i < secs * 20; i++)); do
-        if ip netns exec "$ns" ss -Hltn "sport = :$port" 2>/dev/null | grep -q .; then return 0; fi
+        if ip netns exec "$ns" ss "$flags" "sport = :$port" 2>/dev/null | grep -q .; then return 0; fi
         sleep 0.05
     done
     return 1
@@ -429,8 +431,9 @@ encapd_check() {
 }
 
 # encapd_start DIR: start encapd in nodeA and nodeB (logs DIR/a.log, b.log),
-# wait for both TUN devices. Returns non-zero (after printing the logs) if
-# either daemon dies or its TUN does not appear within 5 s.
+# wait for both TUN devices (with their overlay route). Returns non-zero
+# (after printing the logs) if either daemon dies or its TUN does not appear
+# within 5 s.
 encapd_start() {
     local dir=$1 bin
     bin=$(ed_encapd_bin)
@@ -448,13 +451,14 @@ encapd_start() {
         if [[ $side == a ]]; then ns=$NS_NODEA; pid=$ENCAPD_PID_A; else ns=$NS_NODEB; pid=$ENCAPD_PID_B; fi
         local i found=0
         for ((i = 0; i < 100; i++)); do
-            if ip -n "$ns" link show dev "$ED_TUN" >/dev/null 2>&1; then found=1; break; fi
+            # Ready = the TUN exists and carries encapd's overlay route.
+            if ip -n "$ns" route show dev "$ED_TUN" 2>/dev/null | grep -q .; then found=1; break; fi
             kill -0 "$pid" 2>/dev/null || break
             sleep 0.05
         done
         if ((!found)); then
             ok=0
-            ed_warn "encapd on node $side: no $ED_TUN after 5 s (pid $pid $(kill -0 "$pid" 2>/dev/null && echo running || echo exited)); log:"
+            ed_warn "encapd on node $side: no $ED_TUN with a route after 5 s (pid $pid $(kill -0 "$pid" 2>/dev/null && echo running || echo exited)); log:"
             tail -n 20 "$dir/$side.log" >&2 || true
         fi
     done

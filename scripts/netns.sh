@@ -84,8 +84,13 @@ case $cmd in
     down)
         [[ -n $prefix ]] || ed_die "down needs --prefix P"
         ed_check_prefix "$prefix"
+        ed_ns_names "$prefix"
+        found=0
+        for ns in "$NS_CTRA" "$NS_NODEA" "$NS_NODEB" "$NS_CTRB"; do
+            if ed_ns_exists "$ns"; then found=1; fi
+        done
         ed_topo_down "$prefix"
-        ed_log "topology $prefix removed"
+        if ((found)); then ed_log "topology $prefix removed"; else ed_log "no namespaces with prefix $prefix"; fi
         ;;
     route) need_prefix; ed_topo_route "$prefix"; ed_log "plain routes added ($prefix)" ;;
     unroute) need_prefix; ed_topo_unroute "$prefix"; ed_log "plain routes removed ($prefix)" ;;
