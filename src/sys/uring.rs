@@ -2,10 +2,11 @@
 //! the kernel may touch, tracks the state of each, and only hands a buffer to
 //! the caller while no operation is in flight on it.
 //!
-//! - TUN reads: a fixed set of buffers, each with one `READ` in flight until
-//!   it completes; the caller then forwards the packet (the buffer stays with
-//!   the `SENDMSG` until that completes) or releases it, and either way the
-//!   buffer goes back to reading.
+//! - TUN reads: one multishot `READ` over a provided-buffer ring (Linux ≥ 6.7),
+//!   so a TUN queue has a single poll waiter however many buffers are free
+//!   (one plain `READ` per buffer would wake them all for every packet). The
+//!   caller forwards each packet (the buffer stays with its `SENDMSG`s until
+//!   they complete) or drops it; the buffer then returns to the ring.
 //! - UDP receives: one multishot `RECVMSG` over a provided-buffer ring
 //!   (re-armed when the kernel ends it, e.g. on `ENOBUFS`); each buffer comes
 //!   back to the caller and returns to the ring once every TUN `WRITE` that
@@ -48,7 +49,8 @@ const RECV_NAME_LEN: u32 = std::mem::size_of::<libc::sockaddr_in6>() as u32;
 const RECV_CONTROL_LEN: usize = 32;
 /// `io_uring_recvmsg_out` precedes name, control and payload in each buffer.
 const RECV_HEADER: usize = 16;
-const BUF_GROUP: u16 = 0;
+const RECV_GROUP: u16 = 0;
+const TUN_GROUP: u16 = 1;
 
 /// Sizes of the buffers and queues of one ring.
 #[derive(Debug, Clone, Copy)]
@@ -69,7 +71,7 @@ pub fn probe() -> io::Result<()> {
     let mut probe = io_uring::Probe::new();
     ring.submitter().register_probe(&mut probe)?;
     for (code, name) in [
-        (opcode::Read::CODE, "READ"),
+        (opcode::ReadMulti::CODE, "READ_MULTISHOT"),
         (opcode::Write::CODE, "WRITE"),
         (opcode::Writev::CODE, "WRITEV"),
         (opcode::SendMsg::CODE, "SENDMSG"),
@@ -104,6 +106,80 @@ impl AlignedBuf {
     }
 }
 
+impl AlignedBuf {
+    /// Forgets the memory: it will never be freed.
+    fn leak(&mut self) {
+        self.ptr = std::ptr::null_mut();
+    }
+}
+
+/// A provided-buffer ring: `entries` buffers of `stride` bytes that the
+/// kernel picks from for multishot operations of group `group`.
+struct ProvidedBuffers {
+    ring: AlignedBuf,
+    slab: AlignedBuf,
+    entries: u16,
+    stride: usize,
+    tail: u16,
+    group: u16,
+}
+
+impl ProvidedBuffers {
+    fn new(entries: u16, stride: usize, group: u16) -> io::Result<ProvidedBuffers> {
+        assert!(entries.is_power_of_two(), "a buffer ring needs a power-of-two size");
+        Ok(ProvidedBuffers {
+            ring: AlignedBuf::new(usize::from(entries) * std::mem::size_of::<types::BufRingEntry>())?,
+            slab: AlignedBuf::new(usize::from(entries) * stride)?,
+            entries,
+            stride,
+            tail: 0,
+            group,
+        })
+    }
+
+    /// Registers the ring and provides every buffer.
+    fn register(&mut self, ring: &IoUring) -> io::Result<()> {
+        // SAFETY: the ring memory is page-aligned, sized for `entries`, and
+        // outlives the registration (UringIo tears the ring down first or
+        // leaks this memory; see its Drop).
+        unsafe { ring.submitter().register_buf_ring_with_flags(self.ring.ptr as u64, self.entries, self.group, 0)? };
+        for bid in 0..self.entries {
+            self.provide(bid);
+        }
+        Ok(())
+    }
+
+    fn ptr(&self, bid: u16) -> *mut u8 {
+        debug_assert!(bid < self.entries);
+        // SAFETY: bid < entries, so the offset lies within the slab.
+        unsafe { self.slab.ptr.add(usize::from(bid) * self.stride) }
+    }
+
+    /// Returns buffer `bid` to the kernel.
+    fn provide(&mut self, bid: u16) {
+        let mask = self.entries - 1;
+        let base = self.ring.ptr.cast::<types::BufRingEntry>();
+        // SAFETY: the index is masked into the ring; the kernel only reads
+        // entries between its head and the tail we publish below.
+        let entry = unsafe { &mut *base.add(usize::from(self.tail & mask)) };
+        entry.set_addr(self.ptr(bid) as u64);
+        entry.set_len(self.stride as u32);
+        entry.set_bid(bid);
+        self.tail = self.tail.wrapping_add(1);
+        // SAFETY: the tail lives in the first entry's reserved field; publish
+        // it with release ordering so the kernel sees the entry contents.
+        unsafe {
+            let tail = types::BufRingEntry::tail(base).cast_mut();
+            (*(tail as *const AtomicU16)).store(self.tail, Ordering::Release);
+        }
+    }
+
+    fn leak(&mut self) {
+        self.ring.leak();
+        self.slab.leak();
+    }
+}
+
 impl Drop for AlignedBuf {
     fn drop(&mut self) {
         if !self.ptr.is_null() {
@@ -113,19 +189,19 @@ impl Drop for AlignedBuf {
     }
 }
 
-/// Where a TUN buffer is in its cycle: a read in flight, or filled and held
-/// by the caller and by `sends` in-flight sends; it goes back to reading once
-/// the caller has finished with it and no send refers to it.
+/// Where a TUN buffer is in its cycle: in the ring (`held == false`), or
+/// filled and held by the caller and by `sends` in-flight sends; it returns to
+/// the ring once the caller has finished with it and no send refers to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct TunBuf {
-    reading: bool,
+    held: bool,
     len: u32,
     sends: u16,
     caller_done: bool,
 }
 
 impl TunBuf {
-    const IDLE: TunBuf = TunBuf { reading: false, len: 0, sends: 0, caller_done: true };
+    const IN_RING: TunBuf = TunBuf { held: false, len: 0, sends: 0, caller_done: true };
 }
 
 /// A `SENDMSG` whose memory must not move until it completes.
@@ -156,7 +232,8 @@ pub enum Completion {
     /// A TUN read finished; the caller holds `buf` (see [`UringIo::tun_buf`]),
     /// may [`UringIo::send`] pieces of it, and must then
     /// [`UringIo::finish_tun_buf`] it.
-    TunRead { buf: u16, result: io::Result<usize> },
+    /// `buf` is `None` when the read failed without a buffer.
+    TunRead { buf: Option<u16>, result: io::Result<usize> },
     /// A send finished; its buffers already went back to reading.
     Sent { result: io::Result<usize>, packets: u16, gso: bool },
     /// A multishot receive produced buffer `bid` (caller must
@@ -182,18 +259,17 @@ pub struct UringIo {
     tun: OwnedFd,
     udp: OwnedFd,
     sizes: UringSizes,
-    tun_slab: AlignedBuf,
+    tun_bufs: ProvidedBuffers,
     tun_state: Vec<TunBuf>,
+    tun_armed: bool,
     slots: Box<[SendSlot]>,
     free_slots: Vec<u16>,
     writes: Box<[WriteSlot]>,
     free_writes: Vec<u16>,
-    recv_ring: AlignedBuf,
-    recv_slab: AlignedBuf,
+    recv_bufs: ProvidedBuffers,
     recv_msg: Box<libc::msghdr>,
     /// Outstanding TUN writes per receive buffer, plus one while the caller holds it.
     recv_refs: Vec<u16>,
-    recv_tail: u16,
     recv_armed: bool,
     in_flight: usize,
     pending_cqes: Vec<(u64, i32, u32)>,
@@ -205,10 +281,8 @@ impl UringIo {
         let sq = 1024u32;
         let cq = 16_384u32;
         let ring = IoUring::builder().setup_cqsize(cq).setup_single_issuer().build(sq)?;
-        let n = sizes.tun_reads;
+        let n = sizes.tun_reads.next_power_of_two().min(1 << 15);
         let recv_stride = RECV_HEADER + RECV_NAME_LEN as usize + RECV_CONTROL_LEN + sizes.recv_buf_size;
-        let recv_slab = AlignedBuf::new(usize::from(sizes.recv_bufs) * recv_stride)?;
-        let recv_ring = AlignedBuf::new(usize::from(sizes.recv_bufs) * std::mem::size_of::<types::BufRingEntry>())?;
         // SAFETY: msghdr is plain old data; all-zero is valid.
         let mut recv_msg: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
         recv_msg.msg_namelen = RECV_NAME_LEN;
@@ -233,17 +307,16 @@ impl UringIo {
             .map(|_| WriteSlot { iov: unsafe { std::mem::zeroed() }, hdr: [0; VNET_HDR_LEN], packets: 0 })
             .collect();
         let mut io = UringIo {
-            tun_slab: AlignedBuf::new(n * sizes.tun_buf_size)?,
-            tun_state: vec![TunBuf::IDLE; n],
+            tun_bufs: ProvidedBuffers::new(n as u16, sizes.tun_buf_size, TUN_GROUP)?,
+            tun_state: vec![TunBuf::IN_RING; n],
+            tun_armed: false,
             free_slots: (0..n as u16).rev().collect(),
             slots,
             free_writes: (0..write_slots as u16).rev().collect(),
             writes,
-            recv_ring,
-            recv_slab,
+            recv_bufs: ProvidedBuffers::new(sizes.recv_bufs, recv_stride, RECV_GROUP)?,
             recv_msg,
             recv_refs: vec![0; usize::from(sizes.recv_bufs)],
-            recv_tail: 0,
             recv_armed: false,
             in_flight: 0,
             pending_cqes: Vec::with_capacity(cq as usize),
@@ -252,17 +325,9 @@ impl UringIo {
             udp,
             sizes,
         };
-        // SAFETY: the ring memory is page-aligned, sized for recv_bufs entries,
-        // and lives in `io` until after the ring is torn down (see Drop).
-        unsafe {
-            io.ring.submitter().register_buf_ring_with_flags(io.recv_ring.ptr as u64, sizes.recv_bufs, BUF_GROUP, 0)?;
-        }
-        for bid in 0..sizes.recv_bufs {
-            io.provide(bid);
-        }
-        for buf in 0..n as u16 {
-            io.arm_tun_read(buf)?;
-        }
+        io.tun_bufs.register(&io.ring)?;
+        io.recv_bufs.register(&io.ring)?;
+        io.arm_tun_read()?;
         io.arm_recv()?;
         Ok(io)
     }
@@ -286,53 +351,30 @@ impl UringIo {
         }
     }
 
-    fn arm_tun_read(&mut self, buf: u16) -> io::Result<()> {
-        let i = usize::from(buf);
-        debug_assert!(!self.tun_state[i].reading && self.tun_state[i].sends == 0);
-        let size = self.sizes.tun_buf_size;
-        // SAFETY: the slab holds tun_reads buffers of `size` bytes; i < tun_reads.
-        let ptr = unsafe { self.tun_slab.ptr.add(i * size) };
-        let entry = opcode::Read::new(types::Fd(self.tun.as_raw_fd()), ptr, size as u32).build().user_data(tag(TUN_READ, u64::from(buf)));
-        self.tun_state[i] = TunBuf { reading: true, len: 0, sends: 0, caller_done: false };
-        // SAFETY: the buffer is owned by self and marked reading, so nothing
-        // touches it until the read completes.
+    fn arm_tun_read(&mut self) -> io::Result<()> {
+        let entry = opcode::ReadMulti::new(types::Fd(self.tun.as_raw_fd()), 0, TUN_GROUP).build().user_data(tag(TUN_READ, 0));
+        self.tun_armed = true;
+        // SAFETY: the buffers come from the registered ring, which outlives
+        // every operation (see Drop).
         unsafe { self.push(entry) }
     }
 
     fn arm_recv(&mut self) -> io::Result<()> {
         let entry =
-            opcode::RecvMsgMulti::new(types::Fd(self.udp.as_raw_fd()), &*self.recv_msg, BUF_GROUP).build().user_data(tag(UDP_RECV, 0));
+            opcode::RecvMsgMulti::new(types::Fd(self.udp.as_raw_fd()), &*self.recv_msg, RECV_GROUP).build().user_data(tag(UDP_RECV, 0));
         self.recv_armed = true;
         // SAFETY: recv_msg is boxed and lives as long as self; the buffers
         // come from the registered ring.
         unsafe { self.push(entry) }
     }
 
-    /// Returns receive buffer `bid` to the provided-buffer ring.
-    fn provide(&mut self, bid: u16) {
-        let mask = self.sizes.recv_bufs - 1;
-        let stride = self.recv_stride();
-        let base = self.recv_ring.ptr.cast::<types::BufRingEntry>();
-        // SAFETY: the index is masked into the ring; the entry memory is ours
-        // (the kernel only reads entries between head and the published tail).
-        let entry = unsafe { &mut *base.add(usize::from(self.recv_tail & mask)) };
-        // SAFETY: bid < recv_bufs, so the buffer lies within the slab.
-        entry.set_addr(unsafe { self.recv_slab.ptr.add(usize::from(bid) * stride) } as u64);
-        entry.set_len(stride as u32);
-        entry.set_bid(bid);
-        self.recv_tail = self.recv_tail.wrapping_add(1);
-        // SAFETY: the tail lives in the first entry's reserved field; publish
-        // it with release ordering so the kernel sees the entry contents.
-        unsafe {
-            let tail = types::BufRingEntry::tail(base).cast_mut();
-            (*(tail as *const AtomicU16)).store(self.recv_tail, Ordering::Release);
-        }
-    }
-
     /// Submits queued work and waits for at least one completion or `timeout`.
     pub fn submit_and_wait(&mut self, timeout: Duration) -> io::Result<()> {
         if !self.recv_armed {
             self.arm_recv()?;
+        }
+        if !self.tun_armed {
+            self.arm_tun_read()?;
         }
         let ts = types::Timespec::from(timeout);
         let args = types::SubmitArgs::new().timespec(&ts);
@@ -358,18 +400,20 @@ impl UringIo {
             let result = if res < 0 { Err(io::Error::from_raw_os_error(-res)) } else { Ok(res as usize) };
             match data >> KIND_SHIFT {
                 TUN_READ => {
-                    let i = usize::from(index);
-                    self.tun_state[i].reading = false;
-                    match result {
-                        // EAGAIN/ECANCELED are not failures worth reporting.
-                        Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::ECANCELED)) => {
-                            self.tun_state[i].caller_done = true;
-                            self.maybe_rearm(index)?;
+                    if !more {
+                        self.tun_armed = false;
+                    }
+                    match (cqueue::buffer_select(flags), result) {
+                        (Some(bid), result) if usize::from(bid) < self.tun_state.len() => {
+                            let len = *result.as_ref().unwrap_or(&0) as u32;
+                            self.tun_state[usize::from(bid)] = TunBuf { held: true, len, sends: 0, caller_done: false };
+                            out.push(Completion::TunRead { buf: Some(bid), result });
                         }
-                        result => {
-                            self.tun_state[i].len = *result.as_ref().unwrap_or(&0) as u32;
-                            out.push(Completion::TunRead { buf: index, result });
-                        }
+                        (_, Ok(_)) => {}
+                        // ENOBUFS: every buffer is busy, re-armed on the next
+                        // submit; EAGAIN/ECANCELED are not failures.
+                        (_, Err(e)) if matches!(e.raw_os_error(), Some(libc::ENOBUFS) | Some(libc::EAGAIN) | Some(libc::ECANCELED)) => {}
+                        (_, Err(e)) => out.push(Completion::TunRead { buf: None, result: Err(e) }),
                     }
                 }
                 UDP_SEND => {
@@ -378,7 +422,7 @@ impl UringIo {
                     for k in 0..usize::from(nbufs) {
                         let buf = self.slots[slot].bufs[k];
                         self.tun_state[usize::from(buf)].sends -= 1;
-                        self.maybe_rearm(buf)?;
+                        self.maybe_release(buf);
                     }
                     self.free_slots.push(index);
                     out.push(Completion::Sent { result, packets, gso });
@@ -417,42 +461,42 @@ impl UringIo {
         let r = &mut self.recv_refs[usize::from(bid)];
         *r -= 1;
         if *r == 0 {
-            self.provide(bid);
+            self.recv_bufs.provide(bid);
         }
     }
 
-    fn maybe_rearm(&mut self, buf: u16) -> io::Result<()> {
-        let st = self.tun_state[usize::from(buf)];
-        if !st.reading && st.sends == 0 && st.caller_done {
-            self.arm_tun_read(buf)?;
+    fn maybe_release(&mut self, buf: u16) {
+        let st = &mut self.tun_state[usize::from(buf)];
+        if st.held && st.sends == 0 && st.caller_done {
+            *st = TunBuf::IN_RING;
+            self.tun_bufs.provide(buf);
         }
-        Ok(())
     }
 
     /// A held TUN buffer: its whole capacity (mutable, so a super-packet can
     /// be split in place) and the length the read filled.
     pub fn tun_buf(&mut self, buf: u16) -> (&mut [u8], usize) {
-        let i = usize::from(buf);
-        let st = self.tun_state[i];
-        if st.reading || st.sends > 0 || st.caller_done {
+        let Some(st) = self.tun_state.get(usize::from(buf)).copied() else { return (&mut [], 0) };
+        if !st.held || st.sends > 0 || st.caller_done {
             return (&mut [], 0);
         }
-        let size = self.sizes.tun_buf_size;
-        // SAFETY: the buffer is held by the caller: no read or send is in
-        // flight on it, so the kernel does not touch it.
-        let whole = unsafe { std::slice::from_raw_parts_mut(self.tun_slab.ptr.add(i * size), size) };
+        let size = self.tun_bufs.stride;
+        // SAFETY: the buffer is held by the caller: the kernel has finished
+        // the read into it and no send from it is in flight.
+        let whole = unsafe { std::slice::from_raw_parts_mut(self.tun_bufs.ptr(buf), size) };
         (whole, (st.len as usize).min(size))
     }
 
-    /// The caller is done with a TUN buffer; it returns to reading once
+    /// The caller is done with a TUN buffer; it returns to the ring once
     /// every send that refers to it has completed.
-    pub fn finish_tun_buf(&mut self, buf: u16) -> io::Result<()> {
-        let i = usize::from(buf);
-        if self.tun_state[i].reading || self.tun_state[i].caller_done {
-            return Ok(());
+    pub fn finish_tun_buf(&mut self, buf: u16) {
+        if let Some(st) = self.tun_state.get_mut(usize::from(buf))
+            && st.held
+            && !st.caller_done
+        {
+            st.caller_done = true;
+            self.maybe_release(buf);
         }
-        self.tun_state[i].caller_done = true;
-        self.maybe_rearm(buf)
     }
 
     /// Sends `pieces` — (TUN buffer, offset, length), in order, each one
@@ -463,10 +507,10 @@ impl UringIo {
         if pieces.is_empty() || pieces.len() > MAX_SEGMENTS {
             return Ok(false);
         }
-        let size = self.sizes.tun_buf_size;
+        let size = self.tun_bufs.stride;
         for &(buf, off, len) in pieces {
-            let st = self.tun_state.get(usize::from(buf)).copied().unwrap_or(TunBuf::IDLE);
-            if st.reading || st.caller_done || off as usize + len as usize > size {
+            let st = self.tun_state.get(usize::from(buf)).copied().unwrap_or(TunBuf::IN_RING);
+            if !st.held || st.caller_done || off as usize + len as usize > size {
                 return Ok(false);
             }
         }
@@ -474,8 +518,8 @@ impl UringIo {
         let slot = &mut self.slots[usize::from(slot_index)];
         slot.nbufs = 0;
         for (k, &(buf, off, len)) in pieces.iter().enumerate() {
-            // SAFETY: the piece was checked to lie within buffer `buf` of the slab.
-            let base = unsafe { self.tun_slab.ptr.add(usize::from(buf) * size + off as usize) };
+            // SAFETY: the piece was checked to lie within buffer `buf`.
+            let base = unsafe { self.tun_bufs.ptr(buf).add(off as usize) };
             slot.iov[k] = libc::iovec { iov_base: base.cast(), iov_len: len as usize };
             if !slot.bufs[..usize::from(slot.nbufs)].contains(&buf) {
                 slot.bufs[usize::from(slot.nbufs)] = buf;
@@ -520,7 +564,7 @@ impl UringIo {
         // finished), so the kernel is done writing its first `len` bytes, and
         // no TUN write from it has been submitted yet while the caller holds
         // this view (write_to_tun* needs &mut self, ending the borrow).
-        let bytes = unsafe { std::slice::from_raw_parts_mut(self.recv_slab.ptr.add(usize::from(bid) * stride), len) };
+        let bytes = unsafe { std::slice::from_raw_parts_mut(self.recv_bufs.ptr(bid), len) };
         let out = types::RecvMsgOut::parse(bytes, &self.recv_msg).ok()?;
         let payload_offset = out.payload_data().as_ptr() as usize - bytes.as_ptr() as usize;
         let payload_len = out.payload_data().len();
@@ -537,7 +581,7 @@ impl UringIo {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "range outside the receive buffer"));
         }
         // SAFETY: bid and offset..offset+len were checked to lie within the slab.
-        let ptr = unsafe { self.recv_slab.ptr.add(usize::from(bid) * stride + offset) };
+        let ptr = unsafe { self.recv_bufs.ptr(bid).add(offset) };
         self.recv_refs[usize::from(bid)] += 1;
         let entry = opcode::Write::new(types::Fd(self.tun.as_raw_fd()), ptr, len as u32).build().user_data(tag(TUN_WRITE, u64::from(bid)));
         // SAFETY: the receive buffer is referenced (recv_refs) until this
@@ -554,7 +598,7 @@ impl UringIo {
         }
         // SAFETY: the caller holds bid and no write from it is in flight
         // (its reference count is the caller's alone).
-        unsafe { std::slice::from_raw_parts_mut(self.recv_slab.ptr.add(usize::from(bid) * stride), stride) }
+        unsafe { std::slice::from_raw_parts_mut(self.recv_bufs.ptr(bid), stride) }
     }
 
     /// Writes `hdr` followed by `pieces` (offset, length) of held receive
@@ -576,7 +620,7 @@ impl UringIo {
         slot.iov[0] = libc::iovec { iov_base: slot.hdr.as_mut_ptr().cast(), iov_len: VNET_HDR_LEN };
         for (k, &(o, l)) in pieces.iter().enumerate() {
             // SAFETY: each range was checked to lie within buffer bid.
-            let base = unsafe { self.recv_slab.ptr.add(usize::from(bid) * stride + o) };
+            let base = unsafe { self.recv_bufs.ptr(bid).add(o) };
             slot.iov[k + 1] = libc::iovec { iov_base: base.cast(), iov_len: l };
         }
         self.recv_refs[usize::from(bid)] += 1;
@@ -621,9 +665,8 @@ impl Drop for UringIo {
         if !self.cancel_all() {
             // The kernel may still write into our buffers: leak them rather
             // than free memory under it.
-            std::mem::forget(std::mem::replace(&mut self.tun_slab, AlignedBuf { ptr: std::ptr::null_mut(), layout: Layout::new::<u8>() }));
-            std::mem::forget(std::mem::replace(&mut self.recv_slab, AlignedBuf { ptr: std::ptr::null_mut(), layout: Layout::new::<u8>() }));
-            std::mem::forget(std::mem::replace(&mut self.recv_ring, AlignedBuf { ptr: std::ptr::null_mut(), layout: Layout::new::<u8>() }));
+            self.tun_bufs.leak();
+            self.recv_bufs.leak();
             log::warn!("io_uring operations still in flight at shutdown; leaking their buffers");
         }
     }

@@ -66,16 +66,20 @@ pub fn run(ctx: WorkerContext) -> io::Result<()> {
         let table = replica.load(counters);
         for c in completions.drain(..) {
             match c {
-                Completion::TunRead { buf, result: Ok(len) } => {
+                Completion::TunRead { buf: Some(buf), result: Ok(len) } => {
                     read_bufs.push(buf);
                     let (whole, _) = io.tun_buf(buf);
                     egress_one(&mut fwd, table, whole, len, vnet, max_inner, icmp_tun.as_fd(), |off, n, to| {
                         outgoing.push(((buf, off as u32, n as u32), to))
                     });
                 }
-                Completion::TunRead { buf, result: Err(e) } => {
-                    fwd.warn(|| format!("worker {id}: TUN read failed: {e}"));
-                    io.finish_tun_buf(buf)?;
+                Completion::TunRead { buf, result } => {
+                    if let Err(e) = result {
+                        fwd.warn(|| format!("worker {id}: TUN read failed: {e}"));
+                    }
+                    if let Some(buf) = buf {
+                        io.finish_tun_buf(buf);
+                    }
                 }
                 Completion::Sent { result, packets, gso: was_gso } => match result {
                     Ok(bytes) => {
@@ -184,7 +188,7 @@ pub fn run(ctx: WorkerContext) -> io::Result<()> {
             }
         }
         for &buf in &read_bufs {
-            io.finish_tun_buf(buf)?;
+            io.finish_tun_buf(buf);
         }
         read_bufs.clear();
         outgoing.clear();
