@@ -1,6 +1,7 @@
 //! Which host owns which container subnet: prefixes, and the immutable,
 //! longest-prefix-match [`SubnetTable`] snapshot the workers read.
 
+mod dir;
 mod prefix;
 mod table;
 

@@ -2,11 +2,11 @@
 //! owns them, built and validated by the control thread, read lock-free by
 //! every worker.
 //!
-//! Lookup is a longest-prefix match over one hash map per prefix length that
-//! occurs in the table, tried from the longest length down. An overlay table
-//! typically holds one or two lengths (all nodes get a /24), so a lookup costs
-//! one or two hash probes whatever the number of peers; the worst case is one
-//! probe per distinct length (33 for IPv4). Lookups allocate nothing.
+//! IPv4 lookup is a 16-8-8 multibit trie ([`super::dir`]): at most three
+//! array loads whatever the prefix lengths. IPv6 lookup is one hash map per
+//! prefix length present, tried from the longest down: IPv6 overlays use one
+//! or two lengths (/64, /80), so that is one or two probes. Lookups allocate
+//! nothing.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -14,7 +14,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
-use super::prefix::{Prefix, mask_v4, mask_v6};
+use super::prefix::{Prefix, mask_v6};
 
 /// One peer's claim on a subnet, as a source (the peers file, etcd) states it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,7 +71,7 @@ struct LengthLevel<K> {
 pub struct SubnetTable {
     version: u64,
     routes: Vec<Route>,
-    v4: Vec<LengthLevel<u32>>,
+    v4: super::dir::Dir4,
     v6: Vec<LengthLevel<u128>>,
     senders: FxHashSet<IpAddr>,
 }
@@ -110,17 +110,20 @@ impl SubnetTable {
 
     fn from_valid(version: u64, peers: &[PeerSpec]) -> Self {
         let mut table = SubnetTable { version, ..Default::default() };
+        let mut v4 = Vec::new();
         for (index, peer) in peers.iter().enumerate() {
             let index = index as u32;
             table.routes.push(Route { subnet: peer.subnet, endpoint: peer.endpoint });
             table.senders.insert(peer.endpoint.ip());
             match peer.subnet {
-                Prefix::V4 { addr, len } => level(&mut table.v4, len, mask_v4(len)).routes.insert(addr, index),
-                Prefix::V6 { addr, len } => level(&mut table.v6, len, mask_v6(len)).routes.insert(addr, index),
+                Prefix::V4 { addr, len } => v4.push((addr, len, index)),
+                Prefix::V6 { addr, len } => {
+                    level(&mut table.v6, len, mask_v6(len)).routes.insert(addr, index);
+                }
             };
         }
+        table.v4 = super::dir::Dir4::build(&mut v4);
         // Longest first: the first hit is the longest match.
-        table.v4.sort_by_key(|l| std::cmp::Reverse(l.len));
         table.v6.sort_by_key(|l| std::cmp::Reverse(l.len));
         table
     }
@@ -129,7 +132,7 @@ impl SubnetTable {
     #[inline]
     pub fn lookup(&self, dst: IpAddr) -> Option<&Route> {
         let index = match dst {
-            IpAddr::V4(a) => lpm(&self.v4, u32::from(a)),
+            IpAddr::V4(a) => self.v4.lookup(u32::from(a)),
             IpAddr::V6(a) => lpm(&self.v6, u128::from(a)),
         }?;
         self.routes.get(index as usize)
@@ -164,8 +167,12 @@ impl SubnetTable {
 
     /// A rough size of the table in memory, for reports.
     pub fn approx_bytes(&self) -> usize {
-        let per_route = std::mem::size_of::<Route>() + 2 * (std::mem::size_of::<u128>() + 8);
-        std::mem::size_of::<Self>() + self.routes.len() * per_route + self.senders.len() * 32
+        let v6: usize = self.v6.iter().map(|l| l.routes.capacity() * (std::mem::size_of::<u128>() + 8)).sum();
+        std::mem::size_of::<Self>()
+            + self.routes.capacity() * std::mem::size_of::<Route>()
+            + self.v4.bytes()
+            + v6
+            + self.senders.capacity() * 32
     }
 }
 
@@ -202,6 +209,7 @@ impl fmt::Display for SubnetTable {
 
 #[cfg(test)]
 mod tests {
+    use super::super::prefix::mask_v4;
     use super::*;
     use proptest::prelude::*;
 
