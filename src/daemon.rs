@@ -6,7 +6,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -15,7 +15,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use crate::config::{Config, IoEngine, encap_overhead};
 use crate::control::{self, Command};
 use crate::datapath::packet::NodeScope;
-use crate::datapath::worker::{self, WorkerContext};
+use crate::datapath::worker::{self, Lifecycle, WorkerContext};
 use crate::stats::{self, WorkerCounters};
 use crate::sys;
 
@@ -99,8 +99,15 @@ pub fn plan(config: &Config) -> Result<Plan, DaemonError> {
 
 /// Runs the daemon in the foreground until SIGINT/SIGTERM.
 pub fn run(config: Config) -> Result<(), DaemonError> {
-    let (table, file_peers) = control::initial_table(&config).map_err(DaemonError::Config)?;
+    let control::InitialTable { table, peers: file_peers, file_text } = control::initial_table(&config).map_err(DaemonError::Config)?;
     let plan = plan(&config)?;
+    let identity = match &config.user {
+        Some(user) => Some(
+            sys::privileges::resolve(user, config.group.as_deref())
+                .map_err(|e| DaemonError::Config(format!("{}: [process] user = {user:?}: {e}", config.path.display())))?,
+        ),
+        None => None,
+    };
     if let Some(note) = &plan.engine_note {
         log::warn!("{note}");
     }
@@ -132,7 +139,7 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
     let (vnet_hdr, uso) = (queues.vnet_hdr, queues.uso);
 
     let shared = Arc::new(ArcSwap::from_pointee(table));
-    let stop = Arc::new(AtomicBool::new(false));
+    let lifecycle = Arc::new(Lifecycle::default());
     let node = NodeScope { own_v4: config.subnet, own_v6: config.subnet6, max_inner: plan.tun_mtu as usize };
     let counters: Vec<Arc<WorkerCounters>> = (0..config.workers).map(|_| Arc::new(WorkerCounters::default())).collect();
 
@@ -158,8 +165,7 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
     );
     log::info!("subnet table version 1: {} routes, {} peers", shared.load().len(), shared.load().peer_count());
 
-    let control = control::spawn(config.clone(), Arc::clone(&shared), file_peers).map_err(io_err("starting the control thread"))?;
-
+    let (ready_tx, ready_rx) = crossbeam_channel::bounded(config.workers);
     let mut handles = Vec::with_capacity(config.workers);
     for (id, (tun, (udp, gro))) in queues.fds.into_iter().zip(sockets).enumerate() {
         let ctx = WorkerContext {
@@ -176,20 +182,60 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
             node: node.clone(),
             table: Arc::clone(&shared),
             counters: Arc::clone(&counters[id]),
-            stop: Arc::clone(&stop),
+            lifecycle: Arc::clone(&lifecycle),
+            ready: Some(ready_tx.clone()),
         };
         match worker::spawn(ctx) {
             Ok(h) => handles.push(h),
             Err(e) => {
-                stop.store(true, Ordering::Relaxed);
-                for h in handles {
-                    let _ = h.join();
-                }
-                control.shutdown();
+                stop_workers(&lifecycle, handles);
                 return Err(DaemonError::Io { what: "starting a worker thread".into(), source: e });
             }
         }
     }
+    drop(ready_tx);
+    // Every worker has its fds and ring (and has shed its capabilities)
+    // before the process gives up its privileges.
+    for _ in 0..config.workers {
+        if ready_rx.recv_timeout(Duration::from_secs(10)).is_err() {
+            stop_workers(&lifecycle, handles);
+            return Err(DaemonError::Io {
+                what: "starting the workers".into(),
+                source: std::io::Error::other("a worker failed during setup (see above)"),
+            });
+        }
+    }
+    // A user switch clears the capabilities of every thread; without one,
+    // each worker clears its own on its next loop iteration.
+    if identity.is_none() {
+        lifecycle.shed_caps.store(true, Ordering::Relaxed);
+    }
+    match sys::privileges::drop_privileges(identity) {
+        Ok(caps) => log::info!(
+            "privileges dropped: running as uid {} gid {}, capabilities effective {:#x} permitted {:#x}",
+            current_uid(),
+            current_gid(),
+            caps.effective,
+            caps.permitted
+        ),
+        Err(e) => {
+            stop_workers(&lifecycle, handles);
+            return Err(DaemonError::Io { what: "dropping privileges".into(), source: e });
+        }
+    }
+    // Started after the drop, the control thread (and its file watcher)
+    // inherit no capabilities.
+    let control = match control::spawn(config.clone(), Arc::clone(&shared), file_peers, file_text) {
+        Ok(c) => c,
+        Err(e) => {
+            stop_workers(&lifecycle, handles);
+            return Err(DaemonError::Io { what: "starting the control thread".into(), source: e });
+        }
+    };
+    if let Err(e) = sys::notify::notify("READY=1\nSTATUS=forwarding") {
+        log::warn!("could not notify the service manager: {e}");
+    }
+    log::info!("ready: forwarding");
 
     let mut signals =
         signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP, SIGUSR1]).map_err(io_err("installing signal handlers"))?;
@@ -216,10 +262,8 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
         std::thread::sleep(Duration::from_millis(50));
     }
 
-    stop.store(true, Ordering::Relaxed);
-    for h in handles {
-        let _ = h.join();
-    }
+    let _ = sys::notify::notify("STOPPING=1");
+    stop_workers(&lifecycle, handles);
     let control_counters = Arc::clone(&control.counters);
     control.shutdown();
     print_summary(&counters, &control_counters);
@@ -228,6 +272,21 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
         Some(id) => Err(DaemonError::WorkerFailed(id)),
         None => Ok(()),
     }
+}
+
+fn stop_workers(lifecycle: &Lifecycle, handles: Vec<std::thread::JoinHandle<std::io::Result<()>>>) {
+    lifecycle.stop.store(true, Ordering::Relaxed);
+    for h in handles {
+        let _ = h.join();
+    }
+}
+
+fn current_uid() -> u32 {
+    std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m)).unwrap_or(u32::MAX)
+}
+
+fn current_gid() -> u32 {
+    std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::gid(&m)).unwrap_or(u32::MAX)
 }
 
 fn on_off(b: bool) -> &'static str {

@@ -80,8 +80,8 @@ fn check(path: &std::path::Path) -> u8 {
             return 2;
         }
     };
-    let (table, _) = match control::initial_table(&config) {
-        Ok(t) => t,
+    let table = match control::initial_table(&config) {
+        Ok(t) => t.table,
         Err(e) => {
             eprintln!("error: {e}");
             return 2;
@@ -99,5 +99,13 @@ fn check(path: &std::path::Path) -> u8 {
         Err(e) => println!("# data path: not resolvable on this host: {e}"),
     }
     print!("\n{table}");
+    // Privileges: encapd needs root or CAP_NET_ADMIN only to set up.
+    let euid = std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m)).unwrap_or(0);
+    if config.user.is_none() && euid == 0 {
+        eprintln!(
+            "warning: without [process] user, encapd keeps running as root after setup (with no capabilities); \
+             set [process] user = \"encapd\" to run unprivileged"
+        );
+    }
     0
 }

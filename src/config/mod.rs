@@ -74,6 +74,11 @@ pub struct Config {
     /// engine never uses them: it is the per-packet baseline.
     pub offload: bool,
     pub control: ControlSource,
+    /// Switch to this user once the TUN, sockets and rings exist (and drop
+    /// every capability either way). `None`: keep the starting user.
+    pub user: Option<String>,
+    /// Group for `user` (default: the user's primary group).
+    pub group: Option<String>,
 }
 
 /// A configuration problem; the message names file, field and value.
@@ -156,7 +161,12 @@ impl std::fmt::Display for Config {
         writeln!(f, "batch = {}\nsocket_buffer = {}", self.batch, self.socket_buffer)?;
         writeln!(f, "offload = \"{}\"", if self.offload { "auto" } else { "off" })?;
         match &self.control {
-            ControlSource::File { peers } => writeln!(f, "\n[control]\nsource = \"file\"\npeers = \"{}\"", peers.display()),
+            ControlSource::File { peers } => writeln!(f, "\n[control]\nsource = \"file\"\npeers = \"{}\"", peers.display())?,
+        }
+        match (&self.user, &self.group) {
+            (Some(u), Some(g)) => writeln!(f, "\n[process]\nuser = \"{u}\"\ngroup = \"{g}\""),
+            (Some(u), None) => writeln!(f, "\n[process]\nuser = \"{u}\""),
+            _ => writeln!(f, "\n# [process] user: not set; encapd keeps the starting user (all capabilities are dropped after setup)"),
         }
     }
 }

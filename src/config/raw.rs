@@ -18,6 +18,15 @@ pub(super) struct RawConfig {
     dataplane: RawDataplane,
     #[serde(default)]
     control: RawControl,
+    #[serde(default)]
+    process: RawProcess,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProcess {
+    user: Option<String>,
+    group: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -209,6 +218,16 @@ impl RawConfig {
             other => return Err(c.err("control", "source", format!("{other:?}"), "unknown control source; expected \"file\"")),
         };
 
+        let process = self.process;
+        if let Some(u) = &process.user
+            && (u.is_empty() || u.contains('\0'))
+        {
+            return Err(c.err("process", "user", format!("{u:?}"), "must be a user name"));
+        }
+        if process.group.is_some() && process.user.is_none() {
+            return Err(c.err("process", "group", format!("{:?}", process.group.unwrap_or_default()), "needs [process] user as well"));
+        }
+
         Ok(Config {
             path: path.to_owned(),
             public_ip,
@@ -227,6 +246,8 @@ impl RawConfig {
             socket_buffer,
             offload,
             control,
+            user: process.user,
+            group: process.group,
         })
     }
 }

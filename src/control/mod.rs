@@ -12,7 +12,7 @@ use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::config::{Config, load_peers};
+use crate::config::Config;
 use crate::datapath::worker::SharedTable;
 use crate::route::{PeerSpec, Prefix, SubnetTable, TableScope};
 
@@ -68,27 +68,44 @@ struct ControlState {
     extra_peers: Vec<PeerSpec>,
 }
 
+/// The first table and what it was built from.
+pub struct InitialTable {
+    pub table: SubnetTable,
+    pub peers: Vec<PeerSpec>,
+    /// The peers-file text the table was built from.
+    pub file_text: Option<String>,
+}
+
 /// Builds the first table from the peers file; errors are for `check` and
 /// for refusing to start.
-pub fn initial_table(config: &Config) -> Result<(SubnetTable, Vec<PeerSpec>), String> {
-    let peers = match config.peers_path() {
-        Some(path) => load_peers(path, config.port).map_err(|e| e.to_string())?,
-        None => Vec::new(),
+pub fn initial_table(config: &Config) -> Result<InitialTable, String> {
+    let (peers, file_text) = match config.peers_path() {
+        Some(path) => {
+            let file = path.display().to_string();
+            let text = std::fs::read_to_string(path).map_err(|e| format!("{file}: cannot read: {e}"))?;
+            (crate::config::parse_peers(&text, &file, config.port).map_err(|e| e.to_string())?, Some(text))
+        }
+        None => (Vec::new(), None),
     };
     let table = SubnetTable::build(1, &config.table_scope(), &peers)
         .map_err(|errs| errs.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))?;
-    Ok((table, peers))
+    Ok(InitialTable { table, peers, file_text })
 }
 
-/// Starts the control thread over an already published `table`.
-pub fn spawn(config: Config, table: SharedTable, file_peers: Vec<PeerSpec>) -> std::io::Result<ControlHandle> {
+/// Starts the control thread over an already published `table`, built from
+/// `file_peers` read as `file_text`. The file is checked once more as soon as
+/// it is watched, so a change made between the first read and the start of
+/// the watch is not missed.
+pub fn spawn(config: Config, table: SharedTable, file_peers: Vec<PeerSpec>, file_text: Option<String>) -> std::io::Result<ControlHandle> {
     let (tx, rx) = crossbeam_channel::unbounded();
     let counters = Arc::new(ControlCounters::default());
     let watcher = match config.peers_path() {
         Some(path) => Some(file::PeersWatcher::start(path, tx.clone())?),
         None => None,
     };
-    let file_text = config.peers_path().and_then(|p| std::fs::read_to_string(p).ok());
+    if watcher.is_some() {
+        let _ = tx.send(Command::Reload);
+    }
     let state = ControlState {
         scope: config.table_scope(),
         config,

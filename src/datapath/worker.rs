@@ -38,7 +38,47 @@ pub struct WorkerContext {
     pub node: NodeScope,
     pub table: SharedTable,
     pub counters: Arc<WorkerCounters>,
-    pub stop: Arc<AtomicBool>,
+    pub lifecycle: Arc<Lifecycle>,
+    /// Told this worker's id once its I/O is set up (see [`announce_ready`]).
+    pub ready: Option<crossbeam_channel::Sender<usize>>,
+}
+
+/// What the main thread tells running workers.
+#[derive(Debug, Default)]
+pub struct Lifecycle {
+    /// Finish the current batch and exit.
+    pub stop: AtomicBool,
+    /// Clear this thread's capabilities (`capset` acts per thread). Only
+    /// used when the process keeps its user: a switch of user clears them
+    /// in every thread at once.
+    pub shed_caps: AtomicBool,
+}
+
+/// A worker's side of [`Lifecycle`], checked once per loop iteration.
+#[derive(Debug, Default)]
+pub struct LifecycleCheck {
+    caps_shed: bool,
+}
+
+impl LifecycleCheck {
+    /// False when the worker must stop.
+    #[inline]
+    pub fn keep_running(&mut self, l: &Lifecycle, id: usize) -> bool {
+        if !self.caps_shed && l.shed_caps.load(Ordering::Relaxed) {
+            self.caps_shed = true;
+            if let Err(e) = crate::sys::privileges::clear_thread_caps() {
+                log::warn!("worker {id}: could not clear its capabilities: {e}");
+            }
+        }
+        !l.stop.load(Ordering::Relaxed)
+    }
+}
+
+/// Called by an engine once its fds and ring exist.
+pub fn announce_ready(ready: &mut Option<crossbeam_channel::Sender<usize>>, id: usize) {
+    if let Some(tx) = ready.take() {
+        let _ = tx.send(id);
+    }
 }
 
 /// A worker's private view of the published table.
@@ -60,12 +100,6 @@ impl TableReplica {
             counters.table_version.store(version, Ordering::Relaxed);
         }
         table
-    }
-}
-
-impl WorkerContext {
-    pub fn should_stop(&self) -> bool {
-        self.stop.load(Ordering::Relaxed)
     }
 }
 

@@ -7,6 +7,8 @@
 pub mod affinity;
 pub mod fd;
 pub mod netdev;
+pub mod notify;
+pub mod privileges;
 pub mod tun;
 pub mod udp;
 pub mod uring;

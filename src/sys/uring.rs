@@ -224,6 +224,7 @@ struct WriteSlot {
     iov: [libc::iovec; MAX_SEGMENTS + 2],
     hdr: [u8; VNET_HDR_LEN],
     packets: u16,
+    inner_bytes: u32,
 }
 
 /// What a completion means to the caller.
@@ -239,8 +240,9 @@ pub enum Completion {
     /// A multishot receive produced buffer `bid` (caller must
     /// [`UringIo::finish_recv_buf`] it), or ended (`bid == None`).
     Received { bid: Option<u16>, result: io::Result<usize> },
-    /// A TUN write of `packets` inner packets (coalesced) finished.
-    TunWritten { result: io::Result<usize>, packets: u16 },
+    /// A TUN write of `packets` inner packets (coalesced) of `inner_bytes`
+    /// bytes on the wire finished.
+    TunWritten { result: io::Result<usize>, packets: u16, inner_bytes: u32 },
 }
 
 /// A received datagram, viewed inside its provided buffer.
@@ -304,7 +306,7 @@ impl UringIo {
         let write_slots = usize::from(sizes.recv_bufs) * MAX_SEGMENTS;
         let writes: Box<[WriteSlot]> = (0..write_slots)
             // SAFETY: iovec is plain old data; all-zero is valid.
-            .map(|_| WriteSlot { iov: unsafe { std::mem::zeroed() }, hdr: [0; VNET_HDR_LEN], packets: 0 })
+            .map(|_| WriteSlot { iov: unsafe { std::mem::zeroed() }, hdr: [0; VNET_HDR_LEN], packets: 0, inner_bytes: 0 })
             .collect();
         let mut io = UringIo {
             tun_bufs: ProvidedBuffers::new(n as u16, sizes.tun_buf_size, TUN_GROUP)?,
@@ -439,15 +441,16 @@ impl UringIo {
                 }
                 TUN_WRITE => {
                     self.unref_recv(index);
-                    out.push(Completion::TunWritten { result, packets: 1 });
+                    let inner_bytes = *result.as_ref().unwrap_or(&0) as u32;
+                    out.push(Completion::TunWritten { result, packets: 1, inner_bytes });
                 }
                 TUN_WRITEV => {
                     let slot = (data & 0xffff) as u16;
                     let bid = ((data >> 16) & 0xffff) as u16;
                     self.free_writes.push(slot);
                     self.unref_recv(bid);
-                    let packets = self.writes[usize::from(slot)].packets;
-                    out.push(Completion::TunWritten { result, packets });
+                    let (packets, inner_bytes) = (self.writes[usize::from(slot)].packets, self.writes[usize::from(slot)].inner_bytes);
+                    out.push(Completion::TunWritten { result, packets, inner_bytes });
                 }
                 _ => {}
             }
@@ -604,8 +607,16 @@ impl UringIo {
     /// Writes `hdr` followed by `pieces` (offset, length) of held receive
     /// buffer `bid` into the TUN as one packet (`WRITEV`). `Ok(false)`: no
     /// free write slot or bad ranges; nothing was written.
-    /// `packets` is how many inner packets the write carries (for counting).
-    pub fn write_to_tun_gather(&mut self, bid: u16, hdr: [u8; VNET_HDR_LEN], pieces: &[(usize, usize)], packets: u16) -> io::Result<bool> {
+    /// `packets` and `inner_bytes` say what the write carries, as received
+    /// (for counting: a coalesced write is shorter by the headers it merged).
+    pub fn write_to_tun_gather(
+        &mut self,
+        bid: u16,
+        hdr: [u8; VNET_HDR_LEN],
+        pieces: &[(usize, usize)],
+        packets: u16,
+        inner_bytes: u32,
+    ) -> io::Result<bool> {
         let stride = self.recv_stride();
         if usize::from(bid) >= usize::from(self.sizes.recv_bufs) || pieces.is_empty() || pieces.len() > MAX_SEGMENTS {
             return Ok(false);
@@ -617,6 +628,7 @@ impl UringIo {
         let slot = &mut self.writes[usize::from(slot_index)];
         slot.hdr = hdr;
         slot.packets = packets;
+        slot.inner_bytes = inner_bytes;
         slot.iov[0] = libc::iovec { iov_base: slot.hdr.as_mut_ptr().cast(), iov_len: VNET_HDR_LEN };
         for (k, &(o, l)) in pieces.iter().enumerate() {
             // SAFETY: each range was checked to lie within buffer bid.

@@ -5,17 +5,19 @@ use std::io::{self, IoSlice};
 use std::os::fd::AsFd;
 
 use super::{BUF_SIZE, Forwarder, IDLE_WAIT};
-use crate::datapath::worker::{TableReplica, WorkerContext, count_egress, count_ingress};
+use crate::datapath::worker::{LifecycleCheck, TableReplica, WorkerContext, announce_ready, count_egress, count_ingress};
 use crate::stats::{DropReason, bump};
 use crate::sys::{fd, udp};
 
-pub fn run(ctx: WorkerContext) -> io::Result<()> {
+pub fn run(mut ctx: WorkerContext) -> io::Result<()> {
+    announce_ready(&mut ctx.ready, ctx.id);
     let counters = &*ctx.counters;
     let mut fwd = Forwarder::new(ctx.node.clone(), counters, false);
     let mut replica = TableReplica::new(&ctx.table);
     let mut buf = vec![0u8; BUF_SIZE];
     let (tun, sock) = (ctx.tun.as_fd(), ctx.udp.as_fd());
-    while !ctx.should_stop() {
+    let mut check = LifecycleCheck::default();
+    while check.keep_running(&ctx.lifecycle, ctx.id) {
         let (tun_ready, udp_ready) = fd::poll_readable(tun, sock, IDLE_WAIT.as_millis() as i32)?;
         if tun_ready {
             match fd::read(tun, &mut buf) {

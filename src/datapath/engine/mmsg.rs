@@ -12,15 +12,15 @@ use std::os::fd::{AsFd, BorrowedFd};
 use super::{BUF_SIZE, Forwarder, IDLE_WAIT, TUN_OFFLOAD_BUF_SIZE, drop_n, egress_one, gro_segments};
 use crate::datapath::batch::{MAX_SEGMENTS, SendRun, plan_runs};
 use crate::datapath::offload::{CoalescePlan, PacketRef};
-use crate::datapath::worker::{TableReplica, WorkerContext, count_egress, count_ingress};
+use crate::datapath::worker::{LifecycleCheck, TableReplica, WorkerContext, announce_ready, count_egress, count_ingress};
 use crate::stats::{DropReason, WorkerCounters, bump};
 use crate::sys::{fd, udp};
-use crate::wire::virtio::{VNET_HDR_LEN, VnetHdr};
+use crate::wire::virtio::VnetHdr;
 
 const TOKEN_TUN: u64 = 1;
 const TOKEN_UDP: u64 = 2;
 
-pub fn run(ctx: WorkerContext) -> io::Result<()> {
+pub fn run(mut ctx: WorkerContext) -> io::Result<()> {
     let counters = &*ctx.counters;
     let vnet = ctx.vnet_hdr;
     let mut fwd = Forwarder::new(ctx.node.clone(), counters, vnet);
@@ -39,8 +39,10 @@ pub fn run(ctx: WorkerContext) -> io::Result<()> {
     let mut accepted: Vec<PacketRef> = Vec::with_capacity(MAX_SEGMENTS);
     let mut coalesce = CoalescePlan::default();
     let mut gso = ctx.gso;
+    announce_ready(&mut ctx.ready, ctx.id);
 
-    while !ctx.should_stop() {
+    let mut check = LifecycleCheck::default();
+    while check.keep_running(&ctx.lifecycle, ctx.id) {
         let mut tun_ready = false;
         let mut udp_ready = false;
         for token in epoll.wait(IDLE_WAIT.as_millis() as i32)? {
@@ -141,12 +143,11 @@ fn deliver(
     counters: &WorkerCounters,
     id: usize,
 ) {
-    let write = |parts: &[IoSlice<'_>], packets: usize, fwd: &mut Forwarder<'_>| match fd::writev(tun, parts) {
-        Ok(n) => {
-            // Count payload bytes, not the virtio header.
-            let n = n.saturating_sub(if vnet { VNET_HDR_LEN } else { 0 });
+    // Counted as received: a coalesced write is shorter by the headers it merged.
+    let write = |parts: &[IoSlice<'_>], packets: usize, inner_bytes: usize, fwd: &mut Forwarder<'_>| match fd::writev(tun, parts) {
+        Ok(_) => {
             bump(&counters.ingress_packets, (packets as u64).saturating_sub(1));
-            count_ingress(counters, n as u64);
+            count_ingress(counters, inner_bytes as u64);
         }
         Err(e) => {
             drop_n(counters, DropReason::TunWriteFailed, packets as u64);
@@ -155,7 +156,7 @@ fn deliver(
     };
     if !vnet {
         for p in accepted {
-            write(&[IoSlice::new(&payload[p.offset..p.offset + p.len])], 1, fwd);
+            write(&[IoSlice::new(&payload[p.offset..p.offset + p.len])], 1, p.len, fwd);
         }
         return;
     }
@@ -166,12 +167,14 @@ fn deliver(
         let head = usize::from(VnetHdr::decode(&hdr).map_or(0, |h| h.hdr_len));
         let mut parts = [IoSlice::new(&[]); MAX_SEGMENTS + 1];
         parts[0] = IoSlice::new(&hdr);
+        let mut inner = 0;
         for (k, i) in coalesce.members(g).enumerate() {
             let p = accepted[i];
             let skip = if k == 0 { 0 } else { head };
             parts[k + 1] = IoSlice::new(&payload[p.offset + skip..p.offset + p.len]);
+            inner += p.len;
         }
-        write(&parts[..g.count + 1], g.count, fwd);
+        write(&parts[..g.count + 1], g.count, inner, fwd);
     }
 }
 

@@ -203,14 +203,38 @@ impl LogLimiter {
     }
 }
 
-/// Splits a (possibly GRO-coalesced) payload into its datagrams.
+/// Splits a (possibly GRO-coalesced) payload into its datagrams. An empty
+/// payload is one empty datagram (which the ingress filter then counts as
+/// malformed), never nothing.
 #[inline]
-pub fn gro_segments(payload: &[u8], segment: Option<u16>) -> std::slice::Chunks<'_, u8> {
+pub fn gro_segments(payload: &[u8], segment: Option<u16>) -> GroSegments<'_> {
     let size = match segment {
         Some(s) if s > 0 => usize::from(s),
         _ => payload.len().max(1),
     };
-    payload.chunks(size)
+    GroSegments { rest: payload, size, first: true }
+}
+
+/// Iterator of [`gro_segments`].
+pub struct GroSegments<'a> {
+    rest: &'a [u8],
+    size: usize,
+    first: bool,
+}
+
+impl<'a> Iterator for GroSegments<'a> {
+    type Item = &'a [u8];
+
+    #[inline]
+    fn next(&mut self) -> Option<&'a [u8]> {
+        if self.rest.is_empty() && !std::mem::take(&mut self.first) {
+            return None;
+        }
+        self.first = false;
+        let (seg, rest) = self.rest.split_at(self.size.min(self.rest.len()));
+        self.rest = rest;
+        Some(seg)
+    }
 }
 
 #[cfg(test)]
@@ -224,6 +248,7 @@ mod tests {
         assert_eq!(parts, vec![100, 100, 50]);
         assert_eq!(gro_segments(&data, None).count(), 1);
         assert_eq!(gro_segments(&data, Some(0)).count(), 1);
-        assert_eq!(gro_segments(&[], None).count(), 0);
+        assert_eq!(gro_segments(&[], None).collect::<Vec<_>>(), vec![&[] as &[u8]], "an empty datagram is still checked");
+        assert_eq!(gro_segments(&data[..100], Some(100)).count(), 1);
     }
 }

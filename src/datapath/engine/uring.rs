@@ -16,11 +16,11 @@ use std::os::fd::AsFd;
 use super::{BUF_SIZE, Forwarder, IDLE_WAIT, TUN_OFFLOAD_BUF_SIZE, drop_n, egress_one, gro_segments};
 use crate::datapath::batch::{MAX_SEGMENTS, SendRun, plan_runs};
 use crate::datapath::offload::{CoalescePlan, PacketRef};
-use crate::datapath::worker::{TableReplica, WorkerContext, count_egress, count_ingress};
+use crate::datapath::worker::{LifecycleCheck, TableReplica, WorkerContext, announce_ready, count_egress, count_ingress};
 use crate::stats::{DropReason, WorkerCounters, bump};
 use crate::sys::fd;
 use crate::sys::uring::{Completion, UringIo, UringSizes};
-use crate::wire::virtio::{VNET_HDR_LEN, VnetHdr};
+use crate::wire::virtio::VnetHdr;
 
 /// Provided receive buffers per worker (a power of two).
 const RECV_BUFS: u16 = 64;
@@ -41,8 +41,10 @@ pub fn run(ctx: WorkerContext) -> io::Result<()> {
     let batch = ctx.batch;
     let tun_buf_size = if vnet { TUN_OFFLOAD_BUF_SIZE } else { BUF_SIZE };
     let sizes = UringSizes { tun_reads: batch, tun_buf_size, recv_bufs: RECV_BUFS, recv_buf_size: BUF_SIZE };
-    let (id, stop, mut gso, uso, max_inner) = (ctx.id, ctx.stop.clone(), ctx.gso, ctx.uso, ctx.node.max_inner);
+    let (id, lifecycle, mut gso, uso, max_inner) = (ctx.id, ctx.lifecycle.clone(), ctx.gso, ctx.uso, ctx.node.max_inner);
+    let mut ready = ctx.ready;
     let mut io = UringIo::new(ctx.tun, ctx.udp, sizes)?;
+    announce_ready(&mut ready, id);
 
     let mut completions: Vec<Completion> = Vec::with_capacity(4096);
     let mut read_bufs: Vec<u16> = Vec::with_capacity(batch);
@@ -53,9 +55,10 @@ pub fn run(ctx: WorkerContext) -> io::Result<()> {
     let mut coalesce = CoalescePlan::default();
     let mut gather: Vec<(usize, usize)> = Vec::with_capacity(MAX_SEGMENTS);
     // Per receive buffer: (header, range of `gather`, packets) of each TUN write.
-    let mut writes: Vec<(VnetHdr, usize, usize, usize)> = Vec::with_capacity(MAX_SEGMENTS);
+    let mut writes: Vec<(VnetHdr, usize, usize, usize, usize)> = Vec::with_capacity(MAX_SEGMENTS);
 
-    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+    let mut check = LifecycleCheck::default();
+    while check.keep_running(&lifecycle, id) {
         io.submit_and_wait(IDLE_WAIT)?;
         completions.clear();
         io.reap(&mut completions)?;
@@ -126,7 +129,7 @@ pub fn run(ctx: WorkerContext) -> io::Result<()> {
                         }
                     } else if !offload_plan {
                         for p in &accepted {
-                            write_gather(&mut io, bid, VnetHdr::default(), &[(p.offset, p.len)], 1, counters)?;
+                            write_gather(&mut io, bid, VnetHdr::default(), &[(p.offset, p.len)], 1, p.len, counters)?;
                         }
                     } else {
                         let buf = io.recv_buf_mut(bid);
@@ -136,15 +139,17 @@ pub fn run(ctx: WorkerContext) -> io::Result<()> {
                         for g in coalesce.groups() {
                             let hdr = coalesce.finish_group(buf, &accepted, g);
                             let start = gather.len();
+                            let mut inner = 0;
                             for (k, i) in coalesce.members(g).enumerate() {
                                 let p = accepted[i];
                                 let skip = if k == 0 { 0 } else { usize::from(hdr.hdr_len) };
                                 gather.push((p.offset + skip, p.len - skip));
+                                inner += p.len;
                             }
-                            writes.push((hdr, start, gather.len(), g.count));
+                            writes.push((hdr, start, gather.len(), g.count, inner));
                         }
-                        for &(hdr, a, b, count) in &writes {
-                            write_gather(&mut io, bid, hdr, &gather[a..b], count, counters)?;
+                        for &(hdr, a, b, count, inner) in &writes {
+                            write_gather(&mut io, bid, hdr, &gather[a..b], count, inner, counters)?;
                         }
                     }
                     io.finish_recv_buf(bid);
@@ -158,10 +163,10 @@ pub fn run(ctx: WorkerContext) -> io::Result<()> {
                         fwd.warn(|| format!("worker {id}: UDP receive failed: {e}"));
                     }
                 }
-                Completion::TunWritten { result, packets } => match result {
-                    Ok(n) => {
+                Completion::TunWritten { result, packets, inner_bytes } => match result {
+                    Ok(_) => {
                         bump(&counters.ingress_packets, u64::from(packets).saturating_sub(1));
-                        count_ingress(counters, n.saturating_sub(if vnet { VNET_HDR_LEN } else { 0 }) as u64);
+                        count_ingress(counters, u64::from(inner_bytes));
                     }
                     Err(e) => {
                         drop_n(counters, DropReason::TunWriteFailed, packets.into());
@@ -203,9 +208,10 @@ fn write_gather(
     hdr: VnetHdr,
     pieces: &[(usize, usize)],
     packets: usize,
+    inner_bytes: usize,
     counters: &WorkerCounters,
 ) -> io::Result<()> {
-    if !io.write_to_tun_gather(bid, hdr.encode(), pieces, packets as u16)? {
+    if !io.write_to_tun_gather(bid, hdr.encode(), pieces, packets as u16, inner_bytes as u32)? {
         drop_n(counters, DropReason::TunWriteFailed, packets as u64);
     }
     Ok(())

@@ -1,0 +1,219 @@
+//! The control plane under load, end to end in namespaces: the peers file is
+//! rewritten while a counted UDP stream flows, and nothing of the stream is
+//! lost; peers come and go exactly as the file says; a broken file leaves the
+//! previous table in force and counts a reload failure. Root only.
+
+mod common;
+
+use std::net::UdpSocket;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{CTR_A, CTR_B, Node, Topology, in_netns, ns_exec, require_root, wait_for};
+
+const STREAM_PORT: u16 = 9100;
+
+/// Node A's peers file: B (always), plus Y and Z when asked. Y and Z point at
+/// B's underlay address: traffic to them is forwarded (and dropped by B as not
+/// for its subnet), so "reachable" here means "routed, no ICMP unreachable".
+fn peers_text(y: bool, z: bool) -> String {
+    let mut t = String::from("[[peer]]\nsubnet = \"100.96.2.0/24\"\nsubnet6 = \"fd00:96:2::/64\"\npublic_ip = \"198.18.0.2\"\n");
+    if y {
+        t.push_str("\n[[peer]]\nsubnet = \"100.96.3.0/24\"\npublic_ip = \"198.18.0.2\"\n");
+    }
+    if z {
+        t.push_str("\n[[peer]]\nsubnet = \"100.96.4.0/24\"\npublic_ip = \"198.18.0.2\"\n");
+    }
+    t
+}
+
+/// Replaces the file atomically (write a sibling, rename over), as config
+/// managers do.
+fn replace_file(path: &Path, text: &str) {
+    let tmp = path.with_extension("toml.tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// The newest published table version in the node's log.
+fn published_version(log: &str) -> u64 {
+    log.lines()
+        .filter_map(|l| l.split("subnet table version ").nth(1))
+        .filter_map(|rest| rest.split_whitespace().next()?.trim_end_matches(':').parse().ok())
+        .max()
+        .unwrap_or(0)
+}
+
+/// True when a ping from ctrA to `dst` is answered with "unreachable" within
+/// 300 ms (no peer owns it); false when it is silently forwarded.
+fn unreachable(t: &Topology, dst: &str) -> bool {
+    let o = ns_exec(&t.ctr_a, &["ping", "-n", "-c", "1", "-W", "0.3", dst], Duration::from_secs(5));
+    o.text().to_lowercase().contains("unreachable")
+}
+
+/// Sends `count` numbered datagrams from ctrA to ctrB at `rate` per second
+/// while `during` runs; returns (sent, received, duplicates).
+fn counted_stream(ns_a: &str, ns_b: &str, count: u32, rate: u32, during: impl FnOnce()) -> (u32, u32, u32) {
+    let receiver = in_netns(ns_b, || UdpSocket::bind((CTR_B, STREAM_PORT)).unwrap());
+    // A deep receive queue: on a loaded 2-core machine the receiving thread
+    // may be descheduled for a while, and the test measures encapd, not that.
+    let bytes: libc::c_int = 16 << 20;
+    // SAFETY: setsockopt reads `bytes` for the duration of the call; the fd is open.
+    let rc = unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&receiver),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&bytes as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "SO_RCVBUFFORCE: {}", std::io::Error::last_os_error());
+    receiver.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let sender = in_netns(ns_a, || UdpSocket::bind((CTR_A, 0)).unwrap());
+    let done = Arc::new(AtomicBool::new(false));
+    let recv_thread = {
+        let done = Arc::clone(&done);
+        std::thread::spawn(move || {
+            let mut seen = vec![false; count as usize];
+            let (mut got, mut dups) = (0u32, 0u32);
+            let mut buf = [0u8; 2048];
+            let mut quiet_since: Option<Instant> = None;
+            loop {
+                match receiver.recv(&mut buf) {
+                    Ok(n) if n >= 4 => {
+                        quiet_since = None;
+                        let seq = u32::from_be_bytes(buf[..4].try_into().unwrap()) as usize;
+                        assert!(buf[4..n].iter().all(|&b| b == (seq % 251) as u8), "datagram {seq} corrupted");
+                        if seq < seen.len() && !std::mem::replace(&mut seen[seq], true) {
+                            got += 1;
+                        } else {
+                            dups += 1;
+                        }
+                    }
+                    _ => {
+                        if done.load(Ordering::Relaxed) {
+                            let since = *quiet_since.get_or_insert_with(Instant::now);
+                            if got == count || since.elapsed() > Duration::from_secs(2) {
+                                return (got, dups);
+                            }
+                        }
+                    }
+                }
+            }
+        })
+    };
+    let send_thread = std::thread::spawn(move || {
+        let start = Instant::now();
+        let mut payload = [0u8; 200];
+        for seq in 0..count {
+            let due = start + Duration::from_secs_f64(f64::from(seq) / f64::from(rate));
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            payload[..4].copy_from_slice(&seq.to_be_bytes());
+            payload[4..].fill((seq % 251) as u8);
+            sender.send_to(&payload, (CTR_B, STREAM_PORT)).unwrap();
+        }
+        count
+    });
+    during();
+    let sent = send_thread.join().unwrap();
+    done.store(true, Ordering::Relaxed);
+    let (got, dups) = recv_thread.join().unwrap();
+    (sent, got, dups)
+}
+
+#[test]
+fn peers_file_rewritten_100_times_under_load_loses_nothing() {
+    if !require_root() {
+        return;
+    }
+    let mut t = Topology::new("uring");
+    let peers = t.dir().join("a/peers.toml");
+    let log_path = t.dir().join("a/encapd.log");
+    let start_version = published_version(&t.log(Node::A));
+    let mut checked = 0;
+    let (sent, got, dups) = counted_stream(&t.ctr_a.clone(), &t.ctr_b.clone(), 50_000, 5_000, || {
+        for i in 0..100u64 {
+            let (y, z) = (i % 2 == 0, i % 3 == 0);
+            replace_file(&peers, &peers_text(y, z));
+            // Each rewrite changes the table: wait until this one is published.
+            let want = start_version + i + 1;
+            let published = wait_for(Duration::from_secs(1), || {
+                let log = std::fs::read_to_string(&log_path).ok()?;
+                (published_version(&log) >= want).then_some(())
+            });
+            assert!(published.is_some(), "rewrite {i} not applied within 1 s:\n{}", t.log(Node::A));
+            if i % 10 == 0 {
+                assert_eq!(unreachable(&t, "100.96.3.1"), !y, "rewrite {i}: Y should be {}", if y { "routed" } else { "unreachable" });
+                assert_eq!(unreachable(&t, "100.96.4.1"), !z, "rewrite {i}: Z should be {}", if z { "routed" } else { "unreachable" });
+                checked += 1;
+            } else {
+                std::thread::sleep(Duration::from_millis(40));
+            }
+        }
+    });
+    assert_eq!(checked, 10);
+    let (ca, cb) = (t.counters(Node::A), t.counters(Node::B));
+    assert_eq!((sent, got, dups), (50_000, 50_000, 0), "every datagram to X arrives exactly once\nA: {ca:?}\nB: {cb:?}");
+    let c = ca;
+    assert_eq!(c.reload_failures, 0, "no valid rewrite was rejected");
+    assert!(c.tables_published >= 100, "{c:?}");
+}
+
+#[test]
+fn broken_peers_file_keeps_the_old_table() {
+    if !require_root() {
+        return;
+    }
+    let mut t = Topology::new("uring");
+    let peers = t.dir().join("a/peers.toml");
+    let good = peers_text(true, false);
+    replace_file(&peers, &good);
+    assert!(wait_for(Duration::from_secs(2), || (!unreachable(&t, "100.96.3.1")).then_some(())).is_some(), "Y added");
+    let broken = [
+        ("bad CIDR", good.replace("100.96.3.0/24", "100.96.3.0/33")),
+        ("duplicate prefix", good.replace("100.96.3.0/24", "100.96.2.0/24")),
+        ("unknown key", good.replace("public_ip = \"198.18.0.2\"\n", "public_ip = \"198.18.0.2\"\ncolour = \"red\"\n")),
+        ("truncated TOML", good[..good.len() - 12].to_owned()),
+        ("empty file", String::new()),
+    ];
+    let (sent, got, _) = counted_stream(&t.ctr_a.clone(), &t.ctr_b.clone(), 10_000, 5_000, || {
+        for (k, (what, text)) in broken.iter().enumerate() {
+            // Written in place, the way a careless editor would.
+            std::fs::write(&peers, text).unwrap();
+            let c = t.counters_until(Node::A, Duration::from_secs(2), |c| c.reload_failures > k as u64);
+            assert_eq!(c.reload_failures, k as u64 + 1, "{what}: rejection counted");
+            assert!(t.log(Node::A).contains("rejected"), "{what}: rejection logged");
+            assert!(!unreachable(&t, "100.96.3.1"), "{what}: the old table (with Y) stays in force");
+        }
+    });
+    assert_eq!((sent, got), (10_000, 10_000), "traffic continued through every broken write");
+    // A valid file is applied again afterwards.
+    replace_file(&peers, &peers_text(false, false));
+    assert!(wait_for(Duration::from_secs(2), || unreachable(&t, "100.96.3.1").then_some(())).is_some(), "Y removed");
+}
+
+#[test]
+fn sighup_reloads_and_removed_peer_is_unreachable_at_once() {
+    if !require_root() {
+        return;
+    }
+    let mut t = Topology::new("mmsg");
+    let peers = t.dir().join("a/peers.toml");
+    replace_file(&peers, &peers_text(false, true));
+    assert!(wait_for(Duration::from_secs(1), || (!unreachable(&t, "100.96.4.1")).then_some(())).is_some(), "Z reachable within 1 s");
+    let before = t.counters(Node::A).tables_published;
+    // SIGHUP with an unchanged file publishes nothing new.
+    // SAFETY: kill has no memory-safety preconditions; the pid is our child.
+    unsafe { libc::kill(t.pid(Node::A), libc::SIGHUP) };
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(t.counters(Node::A).tables_published, before, "no-op reload publishes nothing");
+    replace_file(&peers, &peers_text(false, false));
+    let started = Instant::now();
+    assert!(wait_for(Duration::from_secs(1), || unreachable(&t, "100.96.4.1").then_some(())).is_some(), "Z unreachable within 1 s");
+    assert!(started.elapsed() < Duration::from_secs(1));
+}

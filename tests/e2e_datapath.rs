@@ -1,0 +1,665 @@
+//! End-to-end tests of the data path, run as root inside network namespaces
+//! (see `common::Topology`): ctrA ── nodeA(encapd) ══ nodeB(encapd) ── ctrB.
+//! Every scenario runs once per I/O engine (`uring`, `mmsg`, `classic`).
+//!
+//! Without root they print "skipped: needs root" and pass, unless
+//! `ENCAPD_REQUIRE_ROOT_TESTS=1`. `ENCAPD_BIN` selects another binary (e.g.
+//! target/release/encapd); `ENCAPD_TEST_TOPOLOGIES` (default 2) bounds how
+//! many topologies run at once.
+
+mod common;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::time::{Duration, Instant};
+
+use common::{
+    CTR_A, CTR_A6, CTR_B, CTR_B6, Counters, Node, Output, Prng, StreamHash, TUN, Topology, in_netns, ip, ipv4_udp, ipv6_udp, require_root,
+};
+
+fn assert_ping_ok(o: &Output, what: &str) {
+    assert!(o.ok(), "{what}: ping failed ({}):\n{}", o.status, o.text());
+    assert!(o.stdout.contains(" 0% packet loss"), "{what}: expected no loss:\n{}", o.text());
+}
+
+// ---------------------------------------------------------------------------
+// 1. ping both ways, IPv4 and IPv6
+
+fn ping(engine: &str) {
+    if !require_root() {
+        return;
+    }
+    let mut t = Topology::new(engine);
+    let before = t.counters(Node::A);
+    let args = |dst: &'static str, v6: bool| {
+        let mut a = vec!["-c", "3", "-i", "0.2", "-W", "2"];
+        if v6 {
+            a.insert(0, "-6");
+        }
+        a.push(dst);
+        a
+    };
+    // Replies start at 64 and cross three routers: the far node's kernel, the
+    // far encapd (which decrements like a router) and the near node's kernel.
+    for (ns, dst, v6, what) in [
+        (&t.ctr_a, CTR_B, false, "ctrA -> ctrB (IPv4)"),
+        (&t.ctr_b, CTR_A, false, "ctrB -> ctrA (IPv4)"),
+        (&t.ctr_a, CTR_B6, true, "ctrA -> ctrB (IPv6)"),
+        (&t.ctr_b, CTR_A6, true, "ctrB -> ctrA (IPv6)"),
+    ] {
+        let o = t.ping(ns, &args(dst, v6));
+        assert_ping_ok(&o, what);
+        let replies: Vec<&str> = o.stdout.lines().filter(|l| l.contains("bytes from")).collect();
+        assert!(
+            replies.len() == 3 && replies.iter().all(|l| l.contains("ttl=61")),
+            "{what}: expected ttl=61 in every reply:\n{}",
+            o.stdout
+        );
+    }
+    // 12 echo requests/replies crossed nodeA each way; nothing was dropped
+    // except, possibly, the kernel's own multicast chatter.
+    let after = t.counters(Node::A);
+    assert!(after.egress_pkts - before.egress_pkts >= 12, "egress counter did not count the pings: {before:?} -> {after:?}");
+    assert!(after.ingress_pkts - before.ingress_pkts >= 12, "ingress counter did not count the pings: {before:?} -> {after:?}");
+    let unexpected = filter_drops(&after);
+    assert_eq!(unexpected, 0, "unexpected drops on nodeA: {after:?}");
+}
+
+// ---------------------------------------------------------------------------
+// 2. bulk TCP: SHA-256 of what was sent equals SHA-256 of what arrived
+
+const TCP_SEED: u64 = 0x5eed_e9ca_9d00_0001;
+
+/// Streams `total` pseudo-random bytes from `from_ns` to `to` (listening in
+/// `to_ns`); returns (bytes sent, sent digest, bytes received, received digest).
+fn tcp_transfer(from_ns: &str, to_ns: &str, to: SocketAddr, total: usize) -> (usize, String, usize, String) {
+    let bind: SocketAddr = match to {
+        SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, to.port()).into(),
+        SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, to.port()).into(),
+    };
+    let listener = in_netns(to_ns, || TcpListener::bind(bind)).expect("binding the TCP receiver");
+    let mut tx = in_netns(from_ns, || TcpStream::connect_timeout(&to, Duration::from_secs(5)))
+        .unwrap_or_else(|e| panic!("connecting to {to} through the tunnel: {e}"));
+    listener.set_nonblocking(true).unwrap();
+    let mut rx = common::wait_for(Duration::from_secs(5), || listener.accept().ok().map(|(s, _)| s)).expect("accepting the connection");
+    rx.set_nonblocking(false).unwrap();
+    // A stall (not slowness) fails the test instead of hanging it.
+    rx.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    tx.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
+    tx.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(150);
+
+    std::thread::scope(|s| {
+        let sender = s.spawn(move || {
+            let mut prng = Prng::new(TCP_SEED);
+            let mut hash = StreamHash::new();
+            let mut buf = vec![0u8; 256 * 1024];
+            let mut sent = 0usize;
+            while sent < total {
+                assert!(Instant::now() < deadline, "TCP transfer exceeded its deadline after {sent} bytes sent");
+                let n = buf.len().min(total - sent);
+                prng.fill(&mut buf[..n]);
+                hash.update(&buf[..n]);
+                tx.write_all(&buf[..n]).unwrap_or_else(|e| panic!("TCP send failed after {sent} bytes: {e}"));
+                sent += n;
+            }
+            tx.shutdown(Shutdown::Write).unwrap();
+            // Keep the socket open until the receiver is done with it.
+            let mut rest = [0u8; 16];
+            let _ = tx.read(&mut rest);
+            (sent, hash.finish())
+        });
+        let receiver = s.spawn(move || {
+            let mut hash = StreamHash::new();
+            let mut buf = vec![0u8; 256 * 1024];
+            let mut got = 0usize;
+            loop {
+                assert!(Instant::now() < deadline, "TCP transfer exceeded its deadline after {got} bytes received");
+                match rx.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        hash.update(&buf[..n]);
+                        got += n;
+                    }
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(e) => panic!("TCP receive failed after {got} bytes: {e}"),
+                }
+            }
+            drop(rx);
+            (got, hash.finish())
+        });
+        let (sent, sent_hash) = sender.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
+        let (got, got_hash) = receiver.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
+        (sent, sent_hash, got, got_hash)
+    })
+}
+
+fn check_tcp(engine: &str, v6: bool, total: usize) {
+    if !require_root() {
+        return;
+    }
+    let mut t = Topology::new(engine);
+    let to: SocketAddr =
+        if v6 { (CTR_B6.parse::<Ipv6Addr>().unwrap(), 5201).into() } else { (CTR_B.parse::<Ipv4Addr>().unwrap(), 5201).into() };
+    let before = t.counters(Node::A);
+    let start = Instant::now();
+    let (sent, sent_hash, got, got_hash) = tcp_transfer(&t.ctr_a, &t.ctr_b, to, total);
+    let secs = start.elapsed().as_secs_f64();
+    eprintln!(
+        "{engine}: TCP {} {} MB in {secs:.2} s ({:.0} Mbit/s)",
+        if v6 { "IPv6" } else { "IPv4" },
+        total >> 20,
+        total as f64 * 8.0 / secs / 1e6
+    );
+    assert_eq!(sent, total);
+    assert_eq!(got, sent, "receiver got {got} bytes of {sent}");
+    assert_eq!(got_hash, sent_hash, "SHA-256 of received data differs from what was sent");
+    // The bytes really went through encapd on nodeA (not some other path).
+    let after = t.counters(Node::A);
+    assert!(
+        after.egress_bytes - before.egress_bytes >= total as u64,
+        "nodeA encapd egress bytes grew by {} only, for a {total}-byte transfer",
+        after.egress_bytes - before.egress_bytes
+    );
+}
+
+fn tcp(engine: &str) {
+    check_tcp(engine, false, 100 << 20);
+}
+
+fn tcp6(engine: &str) {
+    check_tcp(engine, true, 20 << 20);
+}
+
+// ---------------------------------------------------------------------------
+// 3. UDP datagrams of several sizes, up to the MTU, all intact
+
+const UDP_MAGIC: &[u8; 4] = b"ENCP";
+
+fn udp_payload(seq: u32, size: usize) -> Vec<u8> {
+    let mut p = vec![0u8; size];
+    p[..4].copy_from_slice(UDP_MAGIC);
+    p[4..8].copy_from_slice(&seq.to_be_bytes());
+    p[8..10].copy_from_slice(&(size as u16).to_be_bytes());
+    for (i, b) in p.iter_mut().enumerate().skip(10) {
+        *b = (seq as usize).wrapping_mul(31).wrapping_add(i.wrapping_mul(7)) as u8;
+    }
+    p
+}
+
+/// Sends `bursts` of datagrams (sizes given) from ctrA to ctrB, each burst
+/// back to back, `pause` between bursts; asserts every datagram arrives
+/// once and intact (panicking with both nodes' counters otherwise).
+fn check_udp(t: &mut Topology, v6: bool, bursts: &[Vec<usize>], pause: Duration) {
+    if let Err(e) = send_udp(t, v6, bursts, pause) {
+        panic!("{e}\nnodeA: {:?}\nnodeB: {:?}", t.counters(Node::A), t.counters(Node::B));
+    }
+}
+
+fn send_udp(t: &Topology, v6: bool, bursts: &[Vec<usize>], pause: Duration) -> Result<(), String> {
+    let (bind, dst): (SocketAddr, SocketAddr) = if v6 {
+        ((Ipv6Addr::UNSPECIFIED, 9001).into(), (CTR_B6.parse::<Ipv6Addr>().unwrap(), 9001).into())
+    } else {
+        ((Ipv4Addr::UNSPECIFIED, 9000).into(), (CTR_B.parse::<Ipv4Addr>().unwrap(), 9000).into())
+    };
+    let src: SocketAddr = if v6 { (Ipv6Addr::UNSPECIFIED, 0).into() } else { (Ipv4Addr::UNSPECIFIED, 0).into() };
+    let rx = in_netns(&t.ctr_b, || UdpSocket::bind(bind)).unwrap();
+    let tx = in_netns(&t.ctr_a, || UdpSocket::bind(src)).unwrap();
+    rx.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    common::set_rcvbuf(&rx, 16 << 20);
+    let sizes: Vec<usize> = bursts.iter().flatten().copied().collect();
+    let expected = sizes.len();
+    std::thread::scope(|s| {
+        let receiver = s.spawn(|| {
+            let mut seen = vec![false; expected];
+            let mut buf = [0u8; 65536];
+            let mut count = 0;
+            while count < expected {
+                let n = match rx.recv_from(&mut buf) {
+                    Ok((n, _)) => n,
+                    Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => break,
+                    Err(e) => panic!("UDP receive: {e}"),
+                };
+                assert!(n >= 10 && &buf[..4] == UDP_MAGIC, "foreign datagram of {n} bytes");
+                let seq = u32::from_be_bytes(buf[4..8].try_into().unwrap());
+                let size = usize::from(u16::from_be_bytes([buf[8], buf[9]]));
+                assert!((seq as usize) < expected, "datagram with unknown sequence number {seq}");
+                assert_eq!(n, size, "datagram {seq} arrived with {n} bytes instead of {size}");
+                assert!(buf[..n] == udp_payload(seq, size)[..], "datagram {seq} ({size} bytes) arrived corrupted");
+                assert!(!seen[seq as usize], "datagram {seq} arrived twice");
+                seen[seq as usize] = true;
+                count += 1;
+            }
+            seen
+        });
+        let mut seq = 0u32;
+        for burst in bursts {
+            for &size in burst {
+                let p = udp_payload(seq, size);
+                let n = tx.send_to(&p, dst).unwrap_or_else(|e| panic!("sending a {size}-byte datagram: {e}"));
+                assert_eq!(n, size);
+                seq += 1;
+            }
+            std::thread::sleep(pause);
+        }
+        let seen = receiver.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
+        let missing: Vec<String> =
+            seen.iter().enumerate().filter(|&(_, &s)| !s).map(|(i, _)| format!("#{i} ({} bytes)", sizes[i])).collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{} of {expected} datagrams lost ({}): {:?}", missing.len(), if v6 { "IPv6" } else { "IPv4" }, missing))
+        }
+    })
+}
+
+/// `per_size` datagrams of each size, one at a time.
+fn one_by_one(sizes: &[usize], per_size: usize) -> Vec<Vec<usize>> {
+    sizes.iter().flat_map(|&s| std::iter::repeat_n(vec![s], per_size)).collect()
+}
+
+fn udp(engine: &str) {
+    if !require_root() {
+        return;
+    }
+    let mut t = Topology::new(engine);
+    // TUN MTU 1472 (underlay 1500 - 28): the largest UDP payload is
+    // 1472 - 28 over IPv4 and 1472 - 48 over IPv6.
+    let mtu = tun_mtu(&t, Node::A);
+    assert_eq!(mtu, 1472, "TUN MTU on nodeA");
+    let before = t.counters(Node::A);
+    check_udp(&mut t, false, &one_by_one(&[64, 512, 1444], 200), Duration::from_micros(500));
+    check_udp(&mut t, true, &one_by_one(&[64, 512, 1424], 200), Duration::from_micros(500));
+    let after = t.counters(Node::A);
+    assert!(after.egress_pkts - before.egress_pkts >= 1200, "{before:?} -> {after:?}");
+    assert_eq!(after.drop("too_big"), 0, "an MTU-sized datagram was refused: {after:?}");
+}
+
+/// Bursts shaped to exercise batching: runs of equal sizes (sent as one
+/// GSO send, and coalesced by GRO on the far side) ending in a shorter
+/// datagram (a GSO tail) or a larger one (which must start a new run).
+fn udp_burst(engine: &str) {
+    if !require_root() {
+        return;
+    }
+    let mut t = Topology::new(engine);
+    let mut prng = Prng::new(0xb0b5);
+    let mut bursts = Vec::new();
+    let (mut packets, mut bytes) = (0u64, 0u64);
+    for v6 in [false, true] {
+        let max = if v6 { 1424 } else { 1444 };
+        bursts.clear();
+        for _ in 0..100 {
+            let size = [64, 200, 700, 1200, max][(prng.next() % 5) as usize];
+            let run = 1 + (prng.next() % 40) as usize;
+            let mut burst = vec![size; run];
+            match prng.next() % 3 {
+                0 => burst.push(size / 2),
+                1 => burst.push(max),
+                _ => {}
+            }
+            bursts.push(burst);
+        }
+        check_udp(&mut t, v6, &bursts, Duration::from_millis(3));
+        let header = if v6 { 48 } else { 28 };
+        packets += bursts.iter().flatten().count() as u64;
+        bytes += bursts.iter().flatten().map(|&s| (s + header) as u64).sum::<u64>();
+    }
+    // Both gateways counted exactly these inner packets and bytes.
+    let (a, b) = (t.counters(Node::A), t.counters(Node::B));
+    eprintln!("{engine}: udp_burst: {packets} packets, {bytes} bytes; nodeA {a:?}; nodeB {b:?}");
+    assert_eq!((a.egress_pkts, a.egress_bytes), (packets, bytes), "nodeA egress counters");
+    assert_eq!((b.ingress_pkts, b.ingress_bytes), (packets, bytes), "nodeB ingress counters");
+}
+
+fn tun_mtu(t: &Topology, node: Node) -> u32 {
+    let o = ip(t.ns_of(node), &["-o", "link", "show", TUN]);
+    let words: Vec<&str> = o.stdout.split_whitespace().collect();
+    let i = words.iter().position(|w| *w == "mtu").expect("mtu in ip link output");
+    words[i + 1].parse().unwrap()
+}
+
+// ---------------------------------------------------------------------------
+// 4. ICMP errors a router sends: time exceeded, unreachable, too big
+
+fn icmp(engine: &str) {
+    if !require_root() {
+        return;
+    }
+    let mut t = Topology::new(engine);
+    // Warm up neighbour entries so the timings below measure encapd only.
+    assert_ping_ok(&t.ping(&t.ctr_a, &["-c", "1", "-W", "2", CTR_B]), "warm-up");
+    assert_ping_ok(&t.ping(&t.ctr_a, &["-6", "-c", "1", "-W", "2", CTR_B6]), "warm-up IPv6");
+    let c0 = t.counters(Node::A);
+
+    // TTL 2: nodeA's kernel forwards it with TTL 1, encapd answers.
+    let o = t.ping(&t.ctr_a, &["-c", "1", "-W", "2", "-t", "2", CTR_B]);
+    assert!(!o.ok() && o.stdout.contains("Time to live exceeded"), "expected time exceeded:\n{}", o.text());
+    assert!(o.stdout.contains(&format!("From {CTR_B}")), "time exceeded should come from the destination address:\n{}", o.text());
+    let o = t.ping(&t.ctr_a, &["-6", "-c", "1", "-W", "2", "-t", "2", CTR_B6]);
+    assert!(!o.ok() && o.stdout.contains("Time exceeded"), "expected IPv6 time exceeded:\n{}", o.text());
+    let c1 = t.counters(Node::A);
+    assert_eq!(c1.drop("ttl_expired") - c0.drop("ttl_expired"), 2, "{c0:?} -> {c1:?}");
+
+    // No lease for the destination: unreachable, at once (no 5 s timeout).
+    for (v6, dst) in [(false, "100.96.7.7"), (true, "fd00:96:7::7")] {
+        let mut args = vec!["-c", "1", "-W", "5", dst];
+        if v6 {
+            args.insert(0, "-6");
+        }
+        let o = t.ping(&t.ctr_a, &args);
+        assert!(!o.ok() && o.stdout.to_lowercase().contains("unreachable"), "expected unreachable for {dst}:\n{}", o.text());
+        assert!(o.elapsed < Duration::from_millis(1500), "ping {dst} took {:?}: the unreachable error did not reach the sender", o.elapsed);
+    }
+    let o = t.ping(&t.ctr_a, &["-c", "2", "-W", "2", "100.96.7.7"]);
+    assert!(!o.ok() && o.stdout.contains("Unreachable"), "expected unreachable:\n{}", o.text());
+    let c2 = t.counters(Node::A);
+    assert_eq!(c2.drop("no_route") - c1.drop("no_route"), 4, "{c1:?} -> {c2:?}");
+
+    // Larger than the underlay can carry: raise the TUN MTU so the kernel
+    // hands encapd a 1500-byte packet; encapd must answer with mtu = 1472.
+    ip(&t.node_a, &["link", "set", TUN, "mtu", "1500"]);
+    let o = t.ping(&t.ctr_a, &["-M", "do", "-s", "1472", "-c", "1", "-W", "2", CTR_B]);
+    assert!(
+        !o.ok() && o.stdout.contains("Frag needed") && o.stdout.contains("mtu = 1472"),
+        "expected frag needed (mtu = 1472):\n{}",
+        o.text()
+    );
+    let o = t.ping(&t.ctr_a, &["-6", "-M", "do", "-s", "1452", "-c", "1", "-W", "2", CTR_B6]);
+    assert!(
+        !o.ok() && o.stdout.contains("Packet too big") && o.stdout.contains("mtu=1472"),
+        "expected packet too big (mtu=1472):\n{}",
+        o.text()
+    );
+    let c3 = t.counters(Node::A);
+    assert_eq!(c3.drop("too_big") - c2.drop("too_big"), 2, "{c2:?} -> {c3:?}");
+    assert!(c3.icmp - c0.icmp >= 8, "ICMP errors sent: {} -> {}", c0.icmp, c3.icmp);
+
+    // A packet that fits still goes through.
+    assert_ping_ok(&t.ping(&t.ctr_a, &["-M", "do", "-s", "1444", "-c", "1", "-W", "2", CTR_B]), "MTU-sized ping");
+}
+
+// ---------------------------------------------------------------------------
+// 5. Ingress filter: crafted datagrams from the underlay
+
+const INNER_PORT: u16 = 7777;
+
+fn inner(src: [u8; 4], dst: [u8; 4], tag: &str) -> Vec<u8> {
+    ipv4_udp(src, dst, 40000, INNER_PORT, 64, tag.as_bytes())
+}
+
+/// Sends `datagram` to nodeA's encapd from `sock` and waits until the drop
+/// counter `reason` has risen by one; asserts nothing else was counted.
+fn expect_drop(t: &mut Topology, sock: &UdpSocket, datagram: &[u8], reason: &str, case: &str) {
+    let before = t.counters(Node::A);
+    sock.send_to(datagram, (common::NODE_A_UNDERLAY, common::PORT)).unwrap_or_else(|e| panic!("{case}: send: {e}"));
+    let after = t.counters_until(Node::A, Duration::from_secs(3), |c| c.drop(reason) > before.drop(reason));
+    assert_eq!(after.drop(reason), before.drop(reason) + 1, "{case}: drop counter {reason} did not rise by 1: {before:?} -> {after:?}");
+    assert_eq!(filter_drops(&after), filter_drops(&before) + 1, "{case}: other drop counters moved too: {before:?} -> {after:?}");
+    assert_eq!(after.ingress_pkts, before.ingress_pkts, "{case}: a rejected datagram was written to the TUN");
+}
+
+/// Drops other than `not_forwardable` (the kernel's own IPv6 multicast
+/// chatter into the TUN, which arrives at any time).
+fn filter_drops(c: &Counters) -> u64 {
+    c.drops_total - c.drop("not_forwardable")
+}
+
+fn ingress_filter(engine: &str) {
+    if !require_root() {
+        return;
+    }
+    let mut t = Topology::new(engine);
+    let (a, b, nowhere, spoof) = ([100, 96, 1, 2], [100, 96, 2, 3], [100, 96, 3, 3], [100, 96, 9, 9]);
+
+    let listener = in_netns(&t.ctr_a, || UdpSocket::bind((Ipv4Addr::UNSPECIFIED, INNER_PORT))).unwrap();
+    listener.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let node_b = t.node_b.clone();
+    let from_b = in_netns(&node_b, || UdpSocket::bind((common::NODE_B_UNDERLAY, 0))).unwrap();
+    ip(&node_b, &["addr", "add", "198.18.0.66/24", "dev", "ul", "nodad"]);
+    let from_stranger = in_netns(&node_b, || UdpSocket::bind(("198.18.0.66", 0))).unwrap();
+
+    expect_drop(&mut t, &from_stranger, &inner(b, a, "BAD unknown sender"), "unknown_sender", "unknown sender");
+    expect_drop(&mut t, &from_b, &inner(spoof, a, "BAD spoofed"), "spoofed_source", "spoofed inner source");
+    expect_drop(&mut t, &from_b, &inner(b, nowhere, "BAD wrong dst"), "wrong_destination", "wrong inner destination");
+    let mut v5 = inner(b, a, "BAD version 5");
+    v5[0] = 0x55;
+    expect_drop(&mut t, &from_b, &v5, "malformed", "IP version 5");
+    let good = inner(b, a, "BAD truncated");
+    expect_drop(&mut t, &from_b, &good[..10], "truncated", "10-byte truncated packet");
+    let mut ihl4 = inner(b, a, "BAD ihl 4");
+    ihl4[0] = 0x44;
+    expect_drop(&mut t, &from_b, &ihl4, "bad_header_length", "IHL 4");
+    let mut long = inner(b, a, "BAD length");
+    let claimed = (long.len() + 8) as u16;
+    long[2..4].copy_from_slice(&claimed.to_be_bytes());
+    common::fix_ipv4_checksum(&mut long);
+    expect_drop(&mut t, &from_b, &long, "length_mismatch", "total length beyond the datagram");
+
+    // Positive control: the same kind of datagram from the right peer with
+    // a source in its subnet is delivered.
+    let before = t.counters(Node::A);
+    from_b.send_to(&inner(b, a, "GOOD"), (common::NODE_A_UNDERLAY, common::PORT)).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 2048];
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        match listener.recv_from(&mut buf) {
+            Ok((n, from)) => {
+                got.push((String::from_utf8_lossy(&buf[..n]).into_owned(), from));
+                if got.iter().any(|(p, _)| p == "GOOD") {
+                    // Linger briefly to catch anything that should not come.
+                    std::thread::sleep(Duration::from_millis(300));
+                    while let Ok((n, from)) = listener.recv_from(&mut buf) {
+                        got.push((String::from_utf8_lossy(&buf[..n]).into_owned(), from));
+                    }
+                    break;
+                }
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(e) => panic!("receive at ctrA: {e}"),
+        }
+    }
+    let payloads: Vec<&str> = got.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(payloads, ["GOOD"], "ctrA must receive the legitimate datagram and nothing else");
+    assert_eq!(got[0].1, SocketAddr::from(([100, 96, 2, 3], 40000)), "inner source preserved");
+    let after = t.counters(Node::A);
+    assert_eq!(after.ingress_pkts, before.ingress_pkts + 1, "{before:?} -> {after:?}");
+    assert_eq!(filter_drops(&after), filter_drops(&before), "{before:?} -> {after:?}");
+
+    // The same for IPv6 inner packets.
+    let (a6, b6): (Ipv6Addr, Ipv6Addr) = (CTR_A6.parse().unwrap(), CTR_B6.parse().unwrap());
+    let listener6 = in_netns(&t.ctr_a, || UdpSocket::bind((a6, INNER_PORT))).unwrap();
+    listener6.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let spoof6: Ipv6Addr = "fd00:96:9::9".parse().unwrap();
+    expect_drop(&mut t, &from_b, &ipv6_udp(spoof6, a6, 40000, INNER_PORT, 64, b"BAD spoofed6"), "spoofed_source", "spoofed IPv6 source");
+    let elsewhere6: Ipv6Addr = "fd00:96:3::3".parse().unwrap();
+    expect_drop(
+        &mut t,
+        &from_b,
+        &ipv6_udp(b6, elsewhere6, 40000, INNER_PORT, 64, b"BAD dst6"),
+        "wrong_destination",
+        "wrong IPv6 destination",
+    );
+    let mut short6 = ipv6_udp(b6, a6, 40000, INNER_PORT, 64, b"BAD length6");
+    short6.truncate(short6.len() - 2);
+    expect_drop(&mut t, &from_b, &short6, "length_mismatch", "IPv6 payload length beyond the datagram");
+    expect_drop(
+        &mut t,
+        &from_stranger,
+        &ipv6_udp(b6, a6, 40000, INNER_PORT, 64, b"BAD stranger6"),
+        "unknown_sender",
+        "IPv6 from unknown sender",
+    );
+    from_b.send_to(&ipv6_udp(b6, a6, 40000, INNER_PORT, 64, b"GOOD6"), (common::NODE_A_UNDERLAY, common::PORT)).unwrap();
+    let (n, from) = listener6.recv_from(&mut buf).expect("the legitimate IPv6 datagram was not delivered to ctrA");
+    assert_eq!(&buf[..n], b"GOOD6", "ctrA must receive the legitimate IPv6 datagram and nothing else");
+    assert_eq!(from, SocketAddr::from((b6, 40000)));
+
+    // And ordinary traffic still flows both ways.
+    assert_ping_ok(&t.ping(&t.ctr_b, &["-c", "2", "-i", "0.2", "-W", "2", CTR_A]), "ping after the filter tests");
+}
+
+/// A zero-length datagram from a peer is malformed: dropped and counted.
+fn ingress_empty_datagram(engine: &str) {
+    if !require_root() {
+        return;
+    }
+    let mut t = Topology::new(engine);
+    let node_b = t.node_b.clone();
+    let from_b = in_netns(&node_b, || UdpSocket::bind((common::NODE_B_UNDERLAY, 0))).unwrap();
+    let before = t.counters(Node::A);
+    from_b.send_to(&[], (common::NODE_A_UNDERLAY, common::PORT)).unwrap();
+    // The datagram was received...
+    let mid = t.counters_until(Node::A, Duration::from_secs(3), |c| c.ingress_receives > before.ingress_receives);
+    assert_eq!(mid.ingress_receives, before.ingress_receives + 1, "the empty datagram was not received: {before:?} -> {mid:?}");
+    // ...and must be accounted for as malformed, not vanish uncounted.
+    let after = t.counters_until(Node::A, Duration::from_secs(1), |c| c.drop("malformed") > before.drop("malformed"));
+    assert_eq!(after.drop("malformed"), before.drop("malformed") + 1, "empty datagram not counted as malformed: {before:?} -> {after:?}");
+    assert_eq!(after.ingress_pkts, before.ingress_pkts);
+    assert_ping_ok(&t.ping(&t.ctr_b, &["-c", "1", "-W", "2", CTR_A]), "ping after the empty datagram");
+}
+
+// ---------------------------------------------------------------------------
+// Peers file changes reach the workers (and bad ones are refused)
+
+/// Replaces nodeA's peers file atomically (write + rename, as config
+/// managers do).
+fn replace_peers_a(t: &Topology, text: &str) {
+    let dir = t.dir().join("a");
+    std::fs::write(dir.join("peers.toml.new"), text).unwrap();
+    std::fs::rename(dir.join("peers.toml.new"), dir.join("peers.toml")).unwrap();
+}
+
+fn wait_log(t: &Topology, node: Node, needle: &str) {
+    common::wait_for(Duration::from_secs(5), || t.log(node).contains(needle).then_some(()))
+        .unwrap_or_else(|| panic!("encapd ({node:?}) never logged {needle:?}:\n{}", t.log(node)));
+}
+
+fn peers_reload(engine: &str) {
+    if !require_root() {
+        return;
+    }
+    let mut t = Topology::new(engine);
+    let good = std::fs::read_to_string(t.dir().join("a/peers.toml")).unwrap();
+    assert_ping_ok(&t.ping(&t.ctr_a, &["-c", "1", "-W", "2", CTR_B]), "ping before any change");
+
+    // A peer claiming our own subnet: the whole change is refused.
+    let before = t.counters(Node::A);
+    replace_peers_a(&t, &format!("{good}\n[[peer]]\nsubnet = \"100.96.1.0/25\"\npublic_ip = \"198.18.0.9\"\n"));
+    let after = t.counters_until(Node::A, Duration::from_secs(5), |c| c.reload_failures > before.reload_failures);
+    assert!(after.reload_failures > before.reload_failures, "a peers file claiming our subnet was not refused: {after:?}");
+    assert_eq!(after.tables_published, 0, "a refused change published a table: {after:?}");
+    assert_ping_ok(&t.ping(&t.ctr_a, &["-c", "1", "-W", "2", CTR_B]), "ping after a refused change");
+
+    // No peers at all: B's subnet becomes unreachable, and B an unknown sender.
+    replace_peers_a(&t, "peer = []\n");
+    wait_log(&t, Node::A, "subnet table version 2 published");
+    let c0 = t.counters(Node::A);
+    let o = t.ping(&t.ctr_a, &["-c", "1", "-W", "3", CTR_B]);
+    assert!(!o.ok() && o.stdout.contains("Unreachable"), "expected unreachable once the peer is gone:\n{}", o.text());
+    let o = t.ping(&t.ctr_b, &["-c", "1", "-W", "1", CTR_A]);
+    assert!(!o.ok(), "nodeA still accepts traffic from a removed peer:\n{}", o.text());
+    let c1 = t.counters(Node::A);
+    assert!(c1.drop("no_route") > c0.drop("no_route"), "{c0:?} -> {c1:?}");
+    assert!(c1.drop("unknown_sender") > c0.drop("unknown_sender"), "{c0:?} -> {c1:?}");
+
+    // Back again.
+    replace_peers_a(&t, &good);
+    wait_log(&t, Node::A, "subnet table version 3 published");
+    assert_ping_ok(&t.ping(&t.ctr_a, &["-c", "2", "-i", "0.2", "-W", "2", CTR_B]), "ping after restoring the peer");
+    let c2 = t.counters(Node::A);
+    assert_eq!(c2.tables_published, 2, "{c2:?}");
+    assert_eq!(c2.table_version, 3, "workers still use an old table: {c2:?}");
+}
+
+// ---------------------------------------------------------------------------
+// 6. Clean stop
+
+fn clean_stop(engine: &str) {
+    if !require_root() {
+        return;
+    }
+    let mut t = Topology::new(engine);
+    assert_ping_ok(&t.ping(&t.ctr_a, &["-c", "1", "-W", "2", CTR_B]), "ping before stopping");
+    for node in [Node::A, Node::B] {
+        let start = Instant::now();
+        let status = t.stop_node(node);
+        assert_eq!(status.code(), Some(0), "encapd ({node:?}) exit status on SIGTERM: {status}\n{}", t.log(node));
+        assert!(start.elapsed() < Duration::from_secs(5));
+        let ns = t.ns_of(node).to_owned();
+        let o = common::run("ip", &["-n", &ns, "link", "show", TUN]);
+        assert!(!o.ok(), "{TUN} still exists in {ns} after encapd stopped:\n{}", o.stdout);
+        let log = t.log(node);
+        let summary: Counters = common::parse_counters(&log).expect("a final counter summary on exit");
+        assert!(summary.egress_pkts >= 1 && summary.ingress_pkts >= 1, "final summary misses the ping: {summary:?}");
+    }
+    // With both gateways gone, the overlay is down.
+    let o = t.ping(&t.ctr_a, &["-c", "1", "-W", "1", CTR_B]);
+    assert!(!o.ok(), "ping succeeded with encapd stopped:\n{}", o.text());
+}
+
+macro_rules! engine_tests {
+    ($($engine:ident),*) => {$(
+        mod $engine {
+            #[test]
+            fn ping() {
+                super::ping(stringify!($engine));
+            }
+            #[test]
+            fn tcp() {
+                super::tcp(stringify!($engine));
+            }
+            #[test]
+            fn tcp6() {
+                super::tcp6(stringify!($engine));
+            }
+            #[test]
+            fn udp() {
+                super::udp(stringify!($engine));
+            }
+            #[test]
+            fn udp_burst() {
+                super::udp_burst(stringify!($engine));
+            }
+            #[test]
+            fn icmp() {
+                super::icmp(stringify!($engine));
+            }
+            #[test]
+            fn ingress_filter() {
+                super::ingress_filter(stringify!($engine));
+            }
+            #[test]
+            fn ingress_empty_datagram() {
+                super::ingress_empty_datagram(stringify!($engine));
+            }
+            #[test]
+            fn peers_reload() {
+                super::peers_reload(stringify!($engine));
+            }
+            #[test]
+            fn clean_stop() {
+                super::clean_stop(stringify!($engine));
+            }
+        }
+    )*};
+}
+
+engine_tests!(uring, mmsg, classic);
+
+/// Runs last by name order within a single-threaded run, but is valid at any
+/// time: no namespace of a *finished* topology may remain. (Namespaces of
+/// topologies still running in other test threads are expected.)
+#[test]
+fn zz_no_namespace_leak_from_a_finished_topology() {
+    if !require_root() {
+        return;
+    }
+    let names = {
+        let t = Topology::new("classic");
+        vec![t.ctr_a.clone(), t.node_a.clone(), t.node_b.clone(), t.ctr_b.clone()]
+    };
+    let left: Vec<String> = common::our_namespaces().into_iter().filter(|ns| names.contains(ns)).collect();
+    assert!(left.is_empty(), "namespaces left after Drop: {left:?}");
+}
