@@ -342,7 +342,7 @@ fn interleaved_flows_coalesce_separately_in_order() {
 
 proptest::proptest! {
     #[test]
-    fn split_keeps_every_byte(len in 1usize..20_000, gso in 1u16..3000, v4 in proptest::bool::ANY) {
+    fn split_keeps_every_byte(len in 1usize..20_000, gso in 64u16..3000, v4 in proptest::bool::ANY) {
         let data = payload_pattern(len);
         let (pkt, hdr) = as_gso(tcp(v4, 7, TCP_ACK | TCP_PSH, &data), if v4 { GSO_TCPV4 } else { GSO_TCPV6 }, gso);
         let segs = split(&pkt, &hdr).unwrap();
