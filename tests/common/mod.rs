@@ -440,7 +440,11 @@ struct Daemon {
     child: Child,
     pid: i32,
     log: PathBuf,
+    /// "ready" lines already in the log when this daemon was started.
+    ready_before: usize,
 }
+
+const READY_LINE: &str = "ready: forwarding";
 
 fn signal(pid: i32, sig: i32) {
     // SAFETY: kill has no memory-safety preconditions; `pid` is a child we
@@ -580,30 +584,54 @@ impl Topology {
         self.dir.write("b/encapd.toml", &node_config(NODE_B_UNDERLAY, "100.96.2.0/24", "fd00:96:2::/64", &engine));
         self.dir.write("b/peers.toml", &peers_file("100.96.1.0/24", "fd00:96:1::/64", NODE_A_UNDERLAY));
         for node in [Node::A, Node::B] {
-            let ns = self.ns_of(node).to_owned();
-            let sub = if node == Node::A { "a" } else { "b" };
-            let config = self.dir.path().join(sub).join("encapd.toml");
-            let log = self.dir.path().join(sub).join("encapd.log");
-            let log_file = File::create(&log).unwrap();
-            // `ip netns exec` execs the binary: the child's pid is encapd's.
-            let child = Command::new("ip")
-                .args(["netns", "exec", &ns])
-                .arg(encapd_bin())
-                .arg("run")
-                .arg("--config")
-                .arg(&config)
-                .env("RUST_LOG", "info")
-                .stdin(Stdio::null())
-                .stdout(log_file.try_clone().unwrap())
-                .stderr(log_file)
-                .spawn()
-                .unwrap_or_else(|e| panic!("spawning encapd in {ns}: {e}"));
-            let pid = child.id() as i32;
-            self.daemons[node.index()] = Some(Daemon { child, pid, log });
+            self.spawn_daemon(node);
         }
         for node in [Node::A, Node::B] {
             self.wait_ready(node);
         }
+    }
+
+    fn spawn_daemon(&mut self, node: Node) {
+        let ns = self.ns_of(node).to_owned();
+        let sub = if node == Node::A { "a" } else { "b" };
+        let config = self.dir.path().join(sub).join("encapd.toml");
+        let log = self.dir.path().join(sub).join("encapd.log");
+        // Appended to, so a restarted daemon's log follows the first one's.
+        let log_file = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
+        // `ip netns exec` execs the binary: the child's pid is encapd's.
+        let child = Command::new("ip")
+            .args(["netns", "exec", &ns])
+            .arg(encapd_bin())
+            .arg("run")
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().unwrap())
+            .stderr(log_file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning encapd in {ns}: {e}"));
+        let pid = child.id() as i32;
+        let ready_before = std::fs::read_to_string(&log).unwrap_or_default().matches(READY_LINE).count();
+        self.daemons[node.index()] = Some(Daemon { child, pid, log, ready_before });
+    }
+
+    /// Starts the node's encapd again (after [`stop_node`](Self::stop_node)
+    /// or [`kill_node`](Self::kill_node)) with the same configuration and
+    /// waits until it forwards; returns how long that took.
+    pub fn start_node(&mut self, node: Node) -> Duration {
+        assert!(self.daemons[node.index()].is_none(), "encapd ({node:?}) is still running");
+        let started = Instant::now();
+        self.spawn_daemon(node);
+        self.wait_ready(node);
+        started.elapsed()
+    }
+
+    /// SIGKILL to the node's encapd (no clean-up of its own); returns once it is reaped.
+    pub fn kill_node(&mut self, node: Node) -> ExitStatus {
+        let mut d = self.daemons[node.index()].take().expect("daemon already stopped");
+        signal(d.pid, libc::SIGKILL);
+        d.child.wait().expect("reaping encapd")
     }
 
     fn wait_ready(&mut self, node: Node) {
@@ -617,7 +645,7 @@ impl Topology {
                 panic!("encapd in {ns} exited during start-up ({st}):\n{log}");
             }
             let log = std::fs::read_to_string(&d.log).unwrap_or_default();
-            if log.contains("ready: forwarding") && run("ip", &["-n", &ns, "link", "show", TUN]).ok() {
+            if log.matches(READY_LINE).count() > d.ready_before && run("ip", &["-n", &ns, "link", "show", TUN]).ok() {
                 // Guard against a silent fallback: the engine under test must be the one running.
                 assert!(log.contains(&format!("engine {engine} ")), "encapd in {ns} does not run the {engine} engine:\n{log}");
                 return;
