@@ -13,7 +13,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 log() { printf '[test.sh %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
 # command:package pairs the tests use.
-need=(ip:iproute2 ping:iputils-ping iperf3:iperf3 nft:nftables pgrep:procps)
+need=(ip:iproute2 ping:iputils-ping iperf3:iperf3 nft:nftables pgrep:procps ethtool:ethtool)
 missing=()
 for pair in "${need[@]}"; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
@@ -43,5 +43,7 @@ log "building (release, for the end-to-end tests)"
 cargo build --release --locked
 export ENCAPD_BIN="$PWD/target/release/encapd"
 log "cargo test (ENCAPD_REQUIRE_ROOT_TESTS=${ENCAPD_REQUIRE_ROOT_TESTS:-0})"
-cargo test --release --locked --all-targets -- --test-threads=2
+cargo test --release --locked --lib --bins --tests -- --test-threads=2
+log "benchmarks, once each (criterion --test)"
+cargo bench --locked --bench table -- --test
 log "all tests passed"

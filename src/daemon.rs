@@ -16,6 +16,9 @@ use crate::config::{Config, IoEngine, encap_overhead};
 use crate::control::{self, Command};
 use crate::datapath::packet::NodeScope;
 use crate::datapath::worker::{self, Lifecycle, WorkerContext};
+use crate::stats::exposition::{MetricsSource, StaticInfo};
+use crate::stats::latency::LatencyHub;
+use crate::stats::server::MetricsServer;
 use crate::stats::{self, WorkerCounters};
 use crate::sys;
 
@@ -155,19 +158,16 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
         plan.engine.name(),
         on_off(gso),
         on_off(gro),
-        match (vnet_hdr, uso) {
-            (false, _) => "off",
-            (true, false) => "csum+tso4+tso6",
-            (true, true) => "csum+tso4+tso6+uso4+uso6",
-        },
+        tun_offloads_name(vnet_hdr, uso),
         config.workers,
         plan.cpus,
     );
     log::info!("subnet table version 1: {} routes, {} peers", shared.load().len(), shared.load().peer_count());
 
+    let (hub, recorders) = LatencyHub::new(config.workers);
     let (ready_tx, ready_rx) = crossbeam_channel::bounded(config.workers);
     let mut handles = Vec::with_capacity(config.workers);
-    for (id, (tun, (udp, gro))) in queues.fds.into_iter().zip(sockets).enumerate() {
+    for (id, ((tun, (udp, gro)), latency)) in queues.fds.into_iter().zip(sockets).zip(recorders).enumerate() {
         let ctx = WorkerContext {
             id,
             cpu: plan.cpus[id],
@@ -183,6 +183,7 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
             table: Arc::clone(&shared),
             counters: Arc::clone(&counters[id]),
             lifecycle: Arc::clone(&lifecycle),
+            latency,
             ready: Some(ready_tx.clone()),
         };
         match worker::spawn(ctx) {
@@ -232,6 +233,39 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
             return Err(DaemonError::Io { what: "starting the control thread".into(), source: e });
         }
     };
+    let tun_offloads = tun_offloads_name(vnet_hdr, uso);
+    let metrics = match config.metrics_listen {
+        None => None,
+        Some(addr) => {
+            let source = MetricsSource {
+                workers: counters.clone(),
+                control: Arc::clone(&control.counters),
+                table: Arc::clone(&shared),
+                info: StaticInfo {
+                    engine: plan.engine.name(),
+                    tun_offloads: tun_offloads.to_owned(),
+                    udp_gso: gso,
+                    udp_gro: gro,
+                    control_source: "file",
+                    listen: Some(addr),
+                },
+            };
+            match MetricsServer::start(addr, source, hub) {
+                Ok(m) => {
+                    if !addr.ip().is_loopback() {
+                        log::warn!("metrics served on non-loopback address {} (as configured)", m.addr);
+                    }
+                    log::info!("metrics at http://{}/metrics", m.addr);
+                    Some(m)
+                }
+                Err(e) => {
+                    control.shutdown();
+                    stop_workers(&lifecycle, handles);
+                    return Err(DaemonError::Config(format!("{}: [metrics] listen = \"{addr}\": {e}", config.path.display())));
+                }
+            }
+        }
+    };
     if let Err(e) = sys::notify::notify("READY=1\nSTATUS=forwarding") {
         log::warn!("could not notify the service manager: {e}");
     }
@@ -263,6 +297,7 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
     }
 
     let _ = sys::notify::notify("STOPPING=1");
+    drop(metrics);
     stop_workers(&lifecycle, handles);
     let control_counters = Arc::clone(&control.counters);
     control.shutdown();
@@ -287,6 +322,14 @@ fn current_uid() -> u32 {
 
 fn current_gid() -> u32 {
     std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::gid(&m)).unwrap_or(u32::MAX)
+}
+
+fn tun_offloads_name(vnet_hdr: bool, uso: bool) -> &'static str {
+    match (vnet_hdr, uso) {
+        (false, _) => "off",
+        (true, false) => "csum+tso4+tso6",
+        (true, true) => "csum+tso4+tso6+uso4+uso6",
+    }
 }
 
 fn on_off(b: bool) -> &'static str {

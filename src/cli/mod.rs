@@ -3,6 +3,8 @@
 //! [`Config::load`], and every command returns an exit code
 //! (0 ok, 1 runtime failure, 2 bad configuration or usage).
 
+mod stats;
+
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
@@ -47,6 +49,22 @@ pub enum Command {
         #[arg(short, long, value_name = "PATH")]
         config: PathBuf,
     },
+    /// Show what a running daemon is doing (read from its metrics endpoint).
+    ///
+    /// Rates per direction come from two scrapes `--interval` apart; drops by
+    /// reason, table version, engine and in-gateway latency percentiles are
+    /// totals since the daemon started.
+    Stats {
+        /// The daemon's `[metrics] listen` address.
+        #[arg(long, default_value = crate::config::DEFAULT_METRICS_LISTEN)]
+        addr: std::net::SocketAddr,
+        /// Seconds between the two scrapes used for rates (0: no rates).
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Runs the parsed command and returns the process exit code.
@@ -69,6 +87,13 @@ pub fn execute(cli: Cli) -> u8 {
             }
         }
         Command::Check { config } => check(&config),
+        Command::Stats { addr, interval, json } => {
+            if !interval.is_finite() || !(0.0..=3600.0).contains(&interval) {
+                eprintln!("error: --interval {interval}: must be between 0 and 3600 seconds");
+                return 2;
+            }
+            stats::run(addr, std::time::Duration::from_secs_f64(interval), json)
+        }
     }
 }
 

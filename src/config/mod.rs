@@ -79,7 +79,12 @@ pub struct Config {
     pub user: Option<String>,
     /// Group for `user` (default: the user's primary group).
     pub group: Option<String>,
+    /// Where `/metrics` is served; `None` when `listen = "off"`.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
+
+/// Default metrics address: loopback only.
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9285";
 
 /// A configuration problem; the message names file, field and value.
 #[derive(Debug, thiserror::Error)]
@@ -162,6 +167,10 @@ impl std::fmt::Display for Config {
         writeln!(f, "offload = \"{}\"", if self.offload { "auto" } else { "off" })?;
         match &self.control {
             ControlSource::File { peers } => writeln!(f, "\n[control]\nsource = \"file\"\npeers = \"{}\"", peers.display())?,
+        }
+        match self.metrics_listen {
+            Some(a) => writeln!(f, "\n[metrics]\nlisten = \"{a}\"")?,
+            None => writeln!(f, "\n[metrics]\nlisten = \"off\"")?,
         }
         match (&self.user, &self.group) {
             (Some(u), Some(g)) => writeln!(f, "\n[process]\nuser = \"{u}\"\ngroup = \"{g}\""),

@@ -20,6 +20,14 @@ pub(super) struct RawConfig {
     control: RawControl,
     #[serde(default)]
     process: RawProcess,
+    #[serde(default)]
+    metrics: RawMetrics,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    listen: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -228,6 +236,14 @@ impl RawConfig {
             return Err(c.err("process", "group", format!("{:?}", process.group.unwrap_or_default()), "needs [process] user as well"));
         }
 
+        let metrics_listen = match self.metrics.listen.as_deref().unwrap_or(super::DEFAULT_METRICS_LISTEN) {
+            "off" => None,
+            text => Some(
+                text.parse::<std::net::SocketAddr>()
+                    .map_err(|_| c.err("metrics", "listen", format!("{text:?}"), "not an ADDRESS:PORT (or \"off\")"))?,
+            ),
+        };
+
         Ok(Config {
             path: path.to_owned(),
             public_ip,
@@ -248,6 +264,7 @@ impl RawConfig {
             control,
             user: process.user,
             group: process.group,
+            metrics_listen,
         })
     }
 }

@@ -33,10 +33,22 @@ pub enum Command {
 }
 
 /// Counters of the control plane.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ControlCounters {
     pub tables_published: AtomicU64,
     pub reload_failures: AtomicU64,
+    /// The source is readable and its last change was applied.
+    pub healthy: std::sync::atomic::AtomicBool,
+}
+
+impl Default for ControlCounters {
+    fn default() -> Self {
+        ControlCounters {
+            tables_published: AtomicU64::new(0),
+            reload_failures: AtomicU64::new(0),
+            healthy: std::sync::atomic::AtomicBool::new(true),
+        }
+    }
 }
 
 /// A running control thread.
@@ -170,11 +182,13 @@ impl ControlState {
             Ok(t) => t,
             Err(e) => {
                 self.counters.reload_failures.fetch_add(1, Ordering::Relaxed);
+                self.counters.healthy.store(false, Ordering::Relaxed);
                 log::error!("{}: cannot read peers file: {e}; keeping table version {}", path.display(), self.table.load().version());
                 return;
             }
         };
         if self.file_text.as_deref() == Some(text.as_str()) {
+            self.counters.healthy.store(true, Ordering::Relaxed);
             return;
         }
         match crate::config::parse_peers(&text, &path.display().to_string(), self.config.port) {
@@ -188,6 +202,7 @@ impl ControlState {
             }
             Err(e) => {
                 self.counters.reload_failures.fetch_add(1, Ordering::Relaxed);
+                self.counters.healthy.store(false, Ordering::Relaxed);
                 log::error!("rejected peers file change: {e}; keeping table version {}", self.table.load().version());
             }
         }
@@ -203,11 +218,13 @@ impl ControlState {
                 let (routes, peer_count) = (table.len(), table.peer_count());
                 self.table.store(Arc::new(table));
                 self.counters.tables_published.fetch_add(1, Ordering::Relaxed);
+                self.counters.healthy.store(true, Ordering::Relaxed);
                 log::info!("subnet table version {version} published ({why}): {routes} routes, {peer_count} peers");
                 true
             }
             Err(errors) => {
                 self.counters.reload_failures.fetch_add(1, Ordering::Relaxed);
+                self.counters.healthy.store(false, Ordering::Relaxed);
                 for e in &errors {
                     log::error!("rejected table change ({why}): {e}");
                 }

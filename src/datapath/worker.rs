@@ -39,6 +39,8 @@ pub struct WorkerContext {
     pub table: SharedTable,
     pub counters: Arc<WorkerCounters>,
     pub lifecycle: Arc<Lifecycle>,
+    /// Where the worker records its latency and batch histograms.
+    pub latency: crate::stats::latency::LatencyRecorder,
     /// Told this worker's id once its I/O is set up (see [`announce_ready`]).
     pub ready: Option<crossbeam_channel::Sender<usize>>,
 }

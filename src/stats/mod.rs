@@ -3,6 +3,11 @@
 //! load+store pairs, never a locked read-modify-write; readers (the summary,
 //! later the metrics endpoint) take relaxed snapshots and sum them.
 
+pub mod exposition;
+pub mod latency;
+pub mod scrape;
+pub mod server;
+
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 

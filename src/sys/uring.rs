@@ -31,7 +31,10 @@ use crate::wire::virtio::VNET_HDR_LEN;
 use super::udp::{CMSG_SPACE_U32, SockAddrBuf, encode_gso_cmsg, gro_segment_size, parse_sockaddr};
 use crate::datapath::batch::MAX_SEGMENTS;
 
-const KIND_SHIFT: u64 = 32;
+/// user_data layout: operation kind in the top byte, a caller's 16-bit tag
+/// (see [`UringIo::send`]) in bits 32..48, an index in the low 32 bits.
+const KIND_SHIFT: u64 = 56;
+const TAG_SHIFT: u64 = 32;
 const TUN_READ: u64 = 1;
 const UDP_SEND: u64 = 2;
 const UDP_RECV: u64 = 3;
@@ -42,6 +45,10 @@ const TUN_WRITEV: u64 = 6;
 
 fn tag(kind: u64, index: u64) -> u64 {
     (kind << KIND_SHIFT) | index
+}
+
+fn tagged(kind: u64, caller_tag: u16, index: u64) -> u64 {
+    (kind << KIND_SHIFT) | (u64::from(caller_tag) << TAG_SHIFT) | index
 }
 
 /// Name space reserved per multishot receive: a sockaddr_in6 covers both families.
@@ -235,14 +242,15 @@ pub enum Completion {
     /// [`UringIo::finish_tun_buf`] it.
     /// `buf` is `None` when the read failed without a buffer.
     TunRead { buf: Option<u16>, result: io::Result<usize> },
-    /// A send finished; its buffers already went back to reading.
-    Sent { result: io::Result<usize>, packets: u16, gso: bool },
+    /// A send finished; its buffers already went back to reading. `tag` is
+    /// what the caller passed to [`UringIo::send`].
+    Sent { result: io::Result<usize>, packets: u16, gso: bool, tag: u16 },
     /// A multishot receive produced buffer `bid` (caller must
     /// [`UringIo::finish_recv_buf`] it), or ended (`bid == None`).
     Received { bid: Option<u16>, result: io::Result<usize> },
     /// A TUN write of `packets` inner packets (coalesced) of `inner_bytes`
     /// bytes on the wire finished.
-    TunWritten { result: io::Result<usize>, packets: u16, inner_bytes: u32 },
+    TunWritten { result: io::Result<usize>, packets: u16, inner_bytes: u32, tag: u16 },
 }
 
 /// A received datagram, viewed inside its provided buffer.
@@ -399,6 +407,7 @@ impl UringIo {
                 self.in_flight -= 1;
             }
             let index = (data & 0xffff_ffff) as u16;
+            let caller_tag = ((data >> TAG_SHIFT) & 0xffff) as u16;
             let result = if res < 0 { Err(io::Error::from_raw_os_error(-res)) } else { Ok(res as usize) };
             match data >> KIND_SHIFT {
                 TUN_READ => {
@@ -427,7 +436,7 @@ impl UringIo {
                         self.maybe_release(buf);
                     }
                     self.free_slots.push(index);
-                    out.push(Completion::Sent { result, packets, gso });
+                    out.push(Completion::Sent { result, packets, gso, tag: caller_tag });
                 }
                 UDP_RECV => {
                     if !more {
@@ -442,7 +451,7 @@ impl UringIo {
                 TUN_WRITE => {
                     self.unref_recv(index);
                     let inner_bytes = *result.as_ref().unwrap_or(&0) as u32;
-                    out.push(Completion::TunWritten { result, packets: 1, inner_bytes });
+                    out.push(Completion::TunWritten { result, packets: 1, inner_bytes, tag: caller_tag });
                 }
                 TUN_WRITEV => {
                     let slot = (data & 0xffff) as u16;
@@ -450,7 +459,7 @@ impl UringIo {
                     self.free_writes.push(slot);
                     self.unref_recv(bid);
                     let (packets, inner_bytes) = (self.writes[usize::from(slot)].packets, self.writes[usize::from(slot)].inner_bytes);
-                    out.push(Completion::TunWritten { result, packets, inner_bytes });
+                    out.push(Completion::TunWritten { result, packets, inner_bytes, tag: caller_tag });
                 }
                 _ => {}
             }
@@ -504,9 +513,9 @@ impl UringIo {
 
     /// Sends `pieces` — (TUN buffer, offset, length), in order, each one
     /// packet — to `to` with one `SENDMSG`, as GSO segments of `segment`
-    /// bytes when given. `Ok(false)`: no free slot or a piece is not in a
-    /// held buffer; nothing was sent.
-    pub fn send(&mut self, to: SocketAddr, pieces: &[(u16, u32, u32)], segment: Option<u16>) -> io::Result<bool> {
+    /// bytes when given; `tag` comes back with the completion. `Ok(false)`: no
+    /// free slot or a piece is not in a held buffer; nothing was sent.
+    pub fn send(&mut self, to: SocketAddr, pieces: &[(u16, u32, u32)], segment: Option<u16>, tag: u16) -> io::Result<bool> {
         if pieces.is_empty() || pieces.len() > MAX_SEGMENTS {
             return Ok(false);
         }
@@ -549,8 +558,11 @@ impl UringIo {
                 slot.msg.msg_controllen = 0;
             }
         }
-        let entry =
-            opcode::SendMsg::new(types::Fd(self.udp.as_raw_fd()), &slot.msg).build().user_data(tag(UDP_SEND, u64::from(slot_index)));
+        let entry = opcode::SendMsg::new(types::Fd(self.udp.as_raw_fd()), &slot.msg).build().user_data(tagged(
+            UDP_SEND,
+            tag,
+            u64::from(slot_index),
+        ));
         // SAFETY: the slot is in a boxed slice that never moves and is not
         // reused until this send completes; its buffers count this send.
         unsafe { self.push(entry)? };
@@ -578,7 +590,7 @@ impl UringIo {
 
     /// Writes bytes `offset..offset + len` of held receive buffer `bid` into
     /// the TUN; the buffer stays out of the ring until the write completes.
-    pub fn write_to_tun(&mut self, bid: u16, offset: usize, len: usize) -> io::Result<()> {
+    pub fn write_to_tun(&mut self, bid: u16, offset: usize, len: usize, tag: u16) -> io::Result<()> {
         let stride = self.recv_stride();
         if usize::from(bid) >= usize::from(self.sizes.recv_bufs) || offset.checked_add(len).is_none_or(|end| end > stride) {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "range outside the receive buffer"));
@@ -586,7 +598,8 @@ impl UringIo {
         // SAFETY: bid and offset..offset+len were checked to lie within the slab.
         let ptr = unsafe { self.recv_bufs.ptr(bid).add(offset) };
         self.recv_refs[usize::from(bid)] += 1;
-        let entry = opcode::Write::new(types::Fd(self.tun.as_raw_fd()), ptr, len as u32).build().user_data(tag(TUN_WRITE, u64::from(bid)));
+        let entry =
+            opcode::Write::new(types::Fd(self.tun.as_raw_fd()), ptr, len as u32).build().user_data(tagged(TUN_WRITE, tag, u64::from(bid)));
         // SAFETY: the receive buffer is referenced (recv_refs) until this
         // write completes, so it is neither provided back nor freed.
         unsafe { self.push(entry) }
@@ -616,6 +629,7 @@ impl UringIo {
         pieces: &[(usize, usize)],
         packets: u16,
         inner_bytes: u32,
+        tag: u16,
     ) -> io::Result<bool> {
         let stride = self.recv_stride();
         if usize::from(bid) >= usize::from(self.sizes.recv_bufs) || pieces.is_empty() || pieces.len() > MAX_SEGMENTS {
@@ -638,7 +652,7 @@ impl UringIo {
         self.recv_refs[usize::from(bid)] += 1;
         let entry = opcode::Writev::new(types::Fd(self.tun.as_raw_fd()), slot.iov.as_ptr(), (pieces.len() + 1) as u32)
             .build()
-            .user_data(tag(TUN_WRITEV, (u64::from(bid) << 16) | u64::from(slot_index)));
+            .user_data(tagged(TUN_WRITEV, tag, (u64::from(bid) << 16) | u64::from(slot_index)));
         // SAFETY: the slot (boxed, never moved) is not reused and the receive
         // buffer is referenced until this write completes.
         unsafe { self.push(entry)? };

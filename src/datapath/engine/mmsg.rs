@@ -8,11 +8,13 @@
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, BorrowedFd};
+use std::time::Instant;
 
 use super::{BUF_SIZE, Forwarder, IDLE_WAIT, TUN_OFFLOAD_BUF_SIZE, drop_n, egress_one, gro_segments};
 use crate::datapath::batch::{MAX_SEGMENTS, SendRun, plan_runs};
 use crate::datapath::offload::{CoalescePlan, PacketRef};
 use crate::datapath::worker::{LifecycleCheck, TableReplica, WorkerContext, announce_ready, count_egress, count_ingress};
+use crate::stats::latency::Direction;
 use crate::stats::{DropReason, WorkerCounters, bump};
 use crate::sys::{fd, udp};
 use crate::wire::virtio::VnetHdr;
@@ -39,6 +41,7 @@ pub fn run(mut ctx: WorkerContext) -> io::Result<()> {
     let mut accepted: Vec<PacketRef> = Vec::with_capacity(MAX_SEGMENTS);
     let mut coalesce = CoalescePlan::default();
     let mut gso = ctx.gso;
+    let mut rec = ctx.latency;
     announce_ready(&mut ctx.ready, ctx.id);
 
     let mut check = LifecycleCheck::default();
@@ -50,9 +53,12 @@ pub fn run(mut ctx: WorkerContext) -> io::Result<()> {
             udp_ready |= token == TOKEN_UDP;
         }
         let table = replica.load(counters).clone();
+        let tun_started = Instant::now();
+        rec.maybe_flush(tun_started);
         if tun_ready {
             outgoing.clear();
             runs.clear();
+            let mut reads = 0;
             for slot in 0..batch {
                 let whole = &mut bufs[slot * buf_size..(slot + 1) * buf_size];
                 let n = match fd::read(tun, whole) {
@@ -61,8 +67,10 @@ pub fn run(mut ctx: WorkerContext) -> io::Result<()> {
                     Err(e) => return Err(io::Error::new(e.kind(), format!("TUN read: {e}"))),
                 };
                 let base = slot * buf_size;
+                reads += 1;
                 egress_one(&mut fwd, &table, whole, n, vnet, ctx.node.max_inner, tun, |off, len, to| outgoing.push((base + off, len, to)));
             }
+            rec.batch(Direction::Egress, reads);
             plan_runs(outgoing.iter().map(|&(_, len, to)| (to, len)), &mut runs);
             for run in &runs {
                 let mut iov = [IoSlice::new(&[]); MAX_SEGMENTS];
@@ -95,9 +103,15 @@ pub fn run(mut ctx: WorkerContext) -> io::Result<()> {
                 }
             }
         }
+        if tun_ready && !outgoing.is_empty() {
+            // Sends are synchronous: they are complete now.
+            rec.latency(Direction::Egress, tun_started.elapsed(), outgoing.len() as u64);
+        }
         if udp_ready {
             // Drain what is queued, a bounded number of batches per wakeup.
             for _ in 0..8 {
+                let started = Instant::now();
+                let delivered_before = counters.ingress_packets.load(std::sync::atomic::Ordering::Relaxed);
                 let n = match receiver.recv(sock) {
                     Ok(n) => n,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -119,6 +133,11 @@ pub fn run(mut ctx: WorkerContext) -> io::Result<()> {
                         offset += pkt.len();
                     }
                     deliver(&mut fwd, tun, payload, &accepted, vnet, ctx.uso, &mut coalesce, counters, ctx.id);
+                }
+                let delivered = counters.ingress_packets.load(std::sync::atomic::Ordering::Relaxed) - delivered_before;
+                rec.batch(Direction::Ingress, delivered);
+                if delivered > 0 {
+                    rec.latency(Direction::Ingress, started.elapsed(), delivered);
                 }
                 if n < receiver.capacity() {
                     break;

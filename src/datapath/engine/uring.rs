@@ -17,6 +17,7 @@ use super::{BUF_SIZE, Forwarder, IDLE_WAIT, TUN_OFFLOAD_BUF_SIZE, drop_n, egress
 use crate::datapath::batch::{MAX_SEGMENTS, SendRun, plan_runs};
 use crate::datapath::offload::{CoalescePlan, PacketRef};
 use crate::datapath::worker::{LifecycleCheck, TableReplica, WorkerContext, announce_ready, count_egress, count_ingress};
+use crate::stats::latency::Direction;
 use crate::stats::{DropReason, WorkerCounters, bump};
 use crate::sys::fd;
 use crate::sys::uring::{Completion, UringIo, UringSizes};
@@ -43,6 +44,11 @@ pub fn run(ctx: WorkerContext) -> io::Result<()> {
     let sizes = UringSizes { tun_reads: batch, tun_buf_size, recv_bufs: RECV_BUFS, recv_buf_size: BUF_SIZE };
     let (id, lifecycle, mut gso, uso, max_inner) = (ctx.id, ctx.lifecycle.clone(), ctx.gso, ctx.uso, ctx.node.max_inner);
     let mut ready = ctx.ready;
+    let mut rec = ctx.latency;
+    // Start time of each of the last 256 loop iterations, indexed by the
+    // iteration number carried as a tag through sends and TUN writes.
+    let mut iteration: u16 = 0;
+    let mut starts = [std::time::Instant::now(); 256];
     let mut io = UringIo::new(ctx.tun, ctx.udp, sizes)?;
     announce_ready(&mut ready, id);
 
@@ -63,14 +69,27 @@ pub fn run(ctx: WorkerContext) -> io::Result<()> {
         completions.clear();
         io.reap(&mut completions)?;
         if completions.is_empty() {
+            // Idle: hand over the histograms of the last busy second.
+            rec.maybe_flush(std::time::Instant::now());
             continue;
         }
         // One snapshot per batch: every packet of this batch sees one version.
         let table = replica.load(counters);
+        // One clock read per batch: when its completions were taken.
+        let now = std::time::Instant::now();
+        iteration = iteration.wrapping_add(1);
+        starts[usize::from(iteration as u8)] = now;
+        rec.maybe_flush(now);
+        let since = |tag: u16| {
+            // Only tags of the last 255 iterations are still in `starts`.
+            (iteration.wrapping_sub(tag) < 255).then(|| now.duration_since(starts[usize::from(tag as u8)]))
+        };
+        let mut tun_reads = 0u64;
         for c in completions.drain(..) {
             match c {
                 Completion::TunRead { buf: Some(buf), result: Ok(len) } => {
                     read_bufs.push(buf);
+                    tun_reads += 1;
                     let (whole, _) = io.tun_buf(buf);
                     egress_one(&mut fwd, table, whole, len, vnet, max_inner, icmp_tun.as_fd(), |off, n, to| {
                         outgoing.push(((buf, off as u32, n as u32), to))
@@ -84,10 +103,13 @@ pub fn run(ctx: WorkerContext) -> io::Result<()> {
                         io.finish_tun_buf(buf);
                     }
                 }
-                Completion::Sent { result, packets, gso: was_gso } => match result {
+                Completion::Sent { result, packets, gso: was_gso, tag } => match result {
                     Ok(bytes) => {
                         count_egress(counters, u64::from(packets), bytes as u64);
                         bump(&counters.egress_sends, 1);
+                        if let Some(elapsed) = since(tag) {
+                            rec.latency(Direction::Egress, elapsed, packets.into());
+                        }
                     }
                     Err(e) => {
                         drop_n(counters, DropReason::SendFailed, packets.into());
@@ -118,6 +140,7 @@ pub fn run(ctx: WorkerContext) -> io::Result<()> {
                                     }
                                 }
                                 offload_plan = vnet && accepted.len() > 1;
+                                rec.batch(Direction::Ingress, accepted.len() as u64);
                             }
                             None => counters.drop(DropReason::Malformed),
                         },
@@ -125,11 +148,11 @@ pub fn run(ctx: WorkerContext) -> io::Result<()> {
                     }
                     if !vnet {
                         for p in &accepted {
-                            io.write_to_tun(bid, p.offset, p.len)?;
+                            io.write_to_tun(bid, p.offset, p.len, iteration)?;
                         }
                     } else if !offload_plan {
                         for p in &accepted {
-                            write_gather(&mut io, bid, VnetHdr::default(), &[(p.offset, p.len)], 1, p.len, counters)?;
+                            write_gather(&mut io, bid, VnetHdr::default(), &[(p.offset, p.len)], (1, p.len, iteration), counters)?;
                         }
                     } else {
                         let buf = io.recv_buf_mut(bid);
@@ -149,7 +172,7 @@ pub fn run(ctx: WorkerContext) -> io::Result<()> {
                             writes.push((hdr, start, gather.len(), g.count, inner));
                         }
                         for &(hdr, a, b, count, inner) in &writes {
-                            write_gather(&mut io, bid, hdr, &gather[a..b], count, inner, counters)?;
+                            write_gather(&mut io, bid, hdr, &gather[a..b], (count, inner, iteration), counters)?;
                         }
                     }
                     io.finish_recv_buf(bid);
@@ -163,10 +186,13 @@ pub fn run(ctx: WorkerContext) -> io::Result<()> {
                         fwd.warn(|| format!("worker {id}: UDP receive failed: {e}"));
                     }
                 }
-                Completion::TunWritten { result, packets, inner_bytes } => match result {
+                Completion::TunWritten { result, packets, inner_bytes, tag } => match result {
                     Ok(_) => {
                         bump(&counters.ingress_packets, u64::from(packets).saturating_sub(1));
                         count_ingress(counters, u64::from(inner_bytes));
+                        if let Some(elapsed) = since(tag) {
+                            rec.latency(Direction::Ingress, elapsed, packets.into());
+                        }
                     }
                     Err(e) => {
                         drop_n(counters, DropReason::TunWriteFailed, packets.into());
@@ -175,18 +201,19 @@ pub fn run(ctx: WorkerContext) -> io::Result<()> {
                 },
             }
         }
+        rec.batch(Direction::Egress, tun_reads);
         plan_runs(outgoing.iter().map(|&((_, _, len), to)| (to, len as usize)), &mut runs);
         for run in &runs {
             let members = &outgoing[run.first..run.first + run.count];
             if gso && run.count > 1 {
                 pieces.clear();
                 pieces.extend(members.iter().map(|m| m.0));
-                if !io.send(run.endpoint, &pieces, Some(run.segment as u16))? {
+                if !io.send(run.endpoint, &pieces, Some(run.segment as u16), iteration)? {
                     drop_n(counters, DropReason::SendFailed, run.count as u64);
                 }
             } else {
                 for m in members {
-                    if !io.send(run.endpoint, &[m.0], None)? {
+                    if !io.send(run.endpoint, &[m.0], None, iteration)? {
                         counters.drop(DropReason::SendFailed);
                     }
                 }
@@ -207,11 +234,10 @@ fn write_gather(
     bid: u16,
     hdr: VnetHdr,
     pieces: &[(usize, usize)],
-    packets: usize,
-    inner_bytes: usize,
+    (packets, inner_bytes, tag): (usize, usize, u16),
     counters: &WorkerCounters,
 ) -> io::Result<()> {
-    if !io.write_to_tun_gather(bid, hdr.encode(), pieces, packets as u16, inner_bytes as u32)? {
+    if !io.write_to_tun_gather(bid, hdr.encode(), pieces, packets as u16, inner_bytes as u32, tag)? {
         drop_n(counters, DropReason::TunWriteFailed, packets as u64);
     }
     Ok(())

@@ -1,0 +1,223 @@
+//! Prometheus text exposition of everything the daemon counts, through the
+//! `prometheus-client` crate: a collector that encodes one scrape-time
+//! snapshot. Metric names carry their unit (`_bytes`, `_seconds`,
+//! `_packets`); counters get `_total` from the encoder.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+
+use super::latency::{Direction, LatencyHub, LatencyTotals};
+use super::{CounterSnapshot, DropReason, WorkerCounters};
+use crate::control::ControlCounters;
+use crate::datapath::worker::SharedTable;
+
+/// Facts fixed at start-up, shown as info metrics.
+#[derive(Debug, Clone)]
+pub struct StaticInfo {
+    pub engine: &'static str,
+    /// e.g. "csum+tso4+tso6" or "off".
+    pub tun_offloads: String,
+    pub udp_gso: bool,
+    pub udp_gro: bool,
+    pub control_source: &'static str,
+    pub listen: Option<SocketAddr>,
+}
+
+/// Where a scrape reads from.
+pub struct MetricsSource {
+    pub workers: Vec<Arc<WorkerCounters>>,
+    pub control: Arc<ControlCounters>,
+    pub table: SharedTable,
+    pub info: StaticInfo,
+}
+
+const LATENCY_BUCKETS_S: [f64; 18] =
+    [1e-6, 2.5e-6, 5e-6, 10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 1.0];
+const BATCH_BUCKETS: [f64; 11] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0];
+/// Quantiles exported as gauges (a Prometheus histogram cannot carry them exactly).
+pub const QUANTILES: [f64; 5] = [0.5, 0.9, 0.99, 0.999, 1.0];
+
+/// One scrape's worth of values.
+#[derive(Debug)]
+struct Scrape {
+    workers: Vec<CounterSnapshot>,
+    tables_published: u64,
+    reload_failures: u64,
+    control_healthy: bool,
+    table_version: u64,
+    routes: usize,
+    peers: usize,
+    info: StaticInfo,
+    latency: LatencyTotals,
+}
+
+/// Renders the exposition text for the current state.
+pub fn render(source: &MetricsSource, hub: &mut LatencyHub) -> String {
+    hub.collect();
+    let table = source.table.load();
+    let scrape = Scrape {
+        workers: source.workers.iter().map(|w| w.snapshot()).collect(),
+        tables_published: source.control.tables_published.load(Ordering::Relaxed),
+        reload_failures: source.control.reload_failures.load(Ordering::Relaxed),
+        control_healthy: source.control.healthy.load(Ordering::Relaxed),
+        table_version: table.version(),
+        routes: table.len(),
+        peers: table.peer_count(),
+        info: source.info.clone(),
+        latency: hub.totals(),
+    };
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(scrape));
+    let mut out = String::new();
+    // Writing into a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+    out
+}
+
+fn direction_name(d: usize) -> &'static str {
+    if d == Direction::Egress as usize { "egress" } else { "ingress" }
+}
+
+/// Per-bucket (not cumulative) counts of `h` at `bounds` (in `scale` units
+/// per histogram unit), ending with the +Inf bucket.
+fn buckets(h: &Histogram<u64>, bounds: &[f64], scale: f64) -> Vec<(f64, u64)> {
+    let mut out = Vec::with_capacity(bounds.len() + 1);
+    let mut below = 0u64;
+    for &b in bounds {
+        let upto = (b / scale) as u64;
+        let cum = if h.is_empty() { 0 } else { h.count_between(0, upto) };
+        out.push((b, cum - below.min(cum)));
+        below = cum;
+    }
+    out.push((f64::MAX, h.len().saturating_sub(below)));
+    out
+}
+
+impl Collector for Scrape {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        type Field = fn(&CounterSnapshot) -> u64;
+        let per_worker: [(&str, &str, Field); 7] = [
+            ("encapd_tx_packets", "Packets read from the TUN and sent to a peer", |s| s.egress_packets),
+            ("encapd_tx_bytes", "Bytes of inner packets sent to peers", |s| s.egress_bytes),
+            ("encapd_tx_sends", "UDP send operations (one GSO send carries many packets)", |s| s.egress_sends),
+            ("encapd_rx_packets", "Packets received from peers and written to the TUN", |s| s.ingress_packets),
+            ("encapd_rx_bytes", "Bytes of inner packets received from peers and delivered", |s| s.ingress_bytes),
+            ("encapd_rx_receives", "UDP receive completions (one GRO receive carries many datagrams)", |s| s.ingress_receives),
+            ("encapd_icmp_sent", "ICMP errors sent back to containers", |s| s.icmp_sent),
+        ];
+        for (name, help, field) in per_worker {
+            let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (w, s) in self.workers.iter().enumerate() {
+                let labels = [("worker", w.to_string())];
+                ConstCounter::new(field(s)).encode(m.encode_family(&labels)?)?;
+            }
+        }
+        let mut m = enc.encode_descriptor("encapd_drops", "Packets dropped, by worker and reason", None, MetricType::Counter)?;
+        for (w, s) in self.workers.iter().enumerate() {
+            for r in DropReason::ALL {
+                let labels = [("worker", w.to_string()), ("reason", r.name().to_owned())];
+                ConstCounter::new(s.drop_count(r)).encode(m.encode_family(&labels)?)?;
+            }
+        }
+        let mut m =
+            enc.encode_descriptor("encapd_worker_table_version", "Subnet table version each worker last used", None, MetricType::Gauge)?;
+        for (w, s) in self.workers.iter().enumerate() {
+            ConstGauge::new(s.table_version as i64).encode(m.encode_family(&[("worker", w.to_string())])?)?;
+        }
+        let gauges: [(&str, &str, i64); 4] = [
+            ("encapd_table_version", "Version of the published subnet table", self.table_version as i64),
+            ("encapd_routes", "Prefixes in the published subnet table", self.routes as i64),
+            ("encapd_peers", "Distinct peer endpoints in the published table", self.peers as i64),
+            (
+                "encapd_control_connected",
+                "1 while the control source is readable and its last change was applied",
+                i64::from(self.control_healthy),
+            ),
+        ];
+        for (name, help, v) in gauges {
+            ConstGauge::new(v).encode(enc.encode_descriptor(name, help, None, MetricType::Gauge)?)?;
+        }
+        ConstCounter::new(self.tables_published).encode(enc.encode_descriptor(
+            "encapd_tables_published",
+            "Subnet tables published after start",
+            None,
+            MetricType::Counter,
+        )?)?;
+        ConstCounter::new(self.reload_failures).encode(enc.encode_descriptor(
+            "encapd_reload_failures",
+            "Table changes rejected as invalid",
+            None,
+            MetricType::Counter,
+        )?)?;
+        let mut m = enc.encode_descriptor("encapd_engine_info", "I/O engine in use", None, MetricType::Gauge)?;
+        ConstGauge::new(1i64)
+            .encode(m.encode_family(&[("engine", self.info.engine.to_owned()), ("source", self.info.control_source.to_owned())])?)?;
+        let mut m = enc.encode_descriptor("encapd_offload_info", "Offloads in use", None, MetricType::Gauge)?;
+        let on = |b: bool| if b { "on" } else { "off" }.to_owned();
+        let labels = [("tun", self.info.tun_offloads.clone()), ("udp_gso", on(self.info.udp_gso)), ("udp_gro", on(self.info.udp_gro))];
+        ConstGauge::new(1i64).encode(m.encode_family(&labels)?)?;
+
+        let mut m = enc.encode_descriptor(
+            "encapd_gateway_latency_seconds",
+            "Time a packet spends inside encapd (read completion to send or TUN-write completion)",
+            None,
+            MetricType::Histogram,
+        )?;
+        for (d, h) in self.latency.latency.iter().enumerate() {
+            let sum = h.mean() * h.len() as f64 / 1e9;
+            let b = buckets(h, &LATENCY_BUCKETS_S, 1e-9);
+            m.encode_family(&[("direction", direction_name(d))])?.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                sum,
+                h.len(),
+                &b,
+                None,
+            )?;
+        }
+        let mut m = enc.encode_descriptor(
+            "encapd_gateway_latency_quantile_seconds",
+            "Quantiles of encapd_gateway_latency_seconds from an HdrHistogram (3 significant digits)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (d, h) in self.latency.latency.iter().enumerate() {
+            for q in QUANTILES {
+                let v = if h.is_empty() { 0.0 } else { h.value_at_quantile(q) as f64 / 1e9 };
+                let labels = [("direction", direction_name(d).to_owned()), ("quantile", format_quantile(q))];
+                ConstGauge::new(v).encode(m.encode_family(&labels)?)?;
+            }
+        }
+        let mut m = enc.encode_descriptor("encapd_batch_packets", "Packets handled per worker batch", None, MetricType::Histogram)?;
+        for (d, h) in self.latency.batch.iter().enumerate() {
+            let sum = h.mean() * h.len() as f64;
+            let b = buckets(h, &BATCH_BUCKETS, 1.0);
+            m.encode_family(&[("direction", direction_name(d))])?.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                sum,
+                h.len(),
+                &b,
+                None,
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// "0.5", "0.99", "1" — as the quantile label.
+pub fn format_quantile(q: f64) -> String {
+    let mut s = String::new();
+    let _ = write!(s, "{q}");
+    s
+}
+
+/// A tiny timeout for scrapes that poll (kept here so tests share it).
+pub const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
