@@ -204,20 +204,22 @@ fn write_case(dir: &TempDir, c: &Case) -> std::path::PathBuf {
     dir.write(&format!("{sub}/encapd.toml"), &c.config)
 }
 
+/// Both `check` and `run` refuse each bad configuration with exit code 2 and
+/// a message naming the file and the field (`run` before creating anything).
 #[test]
-fn check_rejects_bad_configs_naming_the_field() {
+fn check_and_run_reject_bad_configs_naming_the_field() {
     let dir = TempDir::new("cli-bad");
     let cases = bad_cases();
-    assert!(cases.len() >= 12);
+    assert!(cases.len() >= 20);
     let mut failures = Vec::new();
-    for c in &cases {
+    for (c, command) in cases.iter().flat_map(|c| [(c, "check"), (c, "run")]) {
         let path = write_case(&dir, c);
-        let o = check(&path);
+        let o = encapd(&[command, "--config", path.to_str().unwrap()]);
         let code = o.status.code();
         let missing: Vec<&str> = c.want.iter().copied().filter(|w| !o.stderr.contains(w)).collect();
         if code != Some(2) || !missing.is_empty() || o.stdout.contains("subnet table version") {
             failures.push(format!(
-                "case {:?}: exit {:?} (want 2), stderr lacks {missing:?}\n  stdout: {}\n  stderr: {}",
+                "{command} case {:?}: exit {:?} (want 2), stderr lacks {missing:?}\n  stdout: {}\n  stderr: {}",
                 c.name,
                 code,
                 o.stdout.trim(),
@@ -226,7 +228,7 @@ fn check_rejects_bad_configs_naming_the_field() {
         }
         // Errors name the file they are about.
         else if !o.stderr.contains(dir.path().to_str().unwrap()) {
-            failures.push(format!("case {:?}: error does not name the file: {}", c.name, o.stderr.trim()));
+            failures.push(format!("{command} case {:?}: error does not name the file: {}", c.name, o.stderr.trim()));
         }
     }
     assert!(failures.is_empty(), "{} of {} bad configs mishandled:\n{}", failures.len(), cases.len(), failures.join("\n"));
