@@ -8,6 +8,12 @@
 //! Namespaces are named `et<pid-hex>_<n>-<role>`, removed in `Drop`, and
 //! namespaces left behind by a test process that no longer exists (killed
 //! with SIGKILL, so `Drop` never ran) are removed on the next run.
+//!
+//! [`Topology::with`] varies the topology: another engine or extra
+//! `[dataplane]` lines per node, and optionally a middle namespace on the
+//! underlay whose layer-2 forwarder (a thread of the test process) can
+//! reorder frames; [`Topology::add_udp_loss`] drops tunnel datagrams at
+//! random with nftables.
 
 #![allow(dead_code)]
 
@@ -17,8 +23,8 @@ use std::io::Read;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex, Once};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, Once};
 use std::time::{Duration, Instant};
 
 /// The overlay/underlay plan of [`Topology`].
@@ -66,13 +72,23 @@ pub fn require_root() -> bool {
     if !is_root() {
         return skip_or_fail("needs root");
     }
-    for tool in ["ip", "ping", "sysctl"] {
-        let found = std::env::var_os("PATH").map(|paths| std::env::split_paths(&paths).any(|d| d.join(tool).is_file())).unwrap_or(false);
-        if !found {
+    require_tools(&["ip", "ping", "sysctl"])
+}
+
+/// True when every program in `tools` is in PATH. Otherwise prints
+/// "skipped: ..." and returns false, or panics when
+/// `ENCAPD_REQUIRE_ROOT_TESTS=1` (scripts/test.sh installs them).
+pub fn require_tools(tools: &[&str]) -> bool {
+    for tool in tools {
+        if !in_path(tool) {
             return skip_or_fail(&format!("needs `{tool}` in PATH"));
         }
     }
     true
+}
+
+fn in_path(tool: &str) -> bool {
+    std::env::var_os("PATH").map(|paths| std::env::split_paths(&paths).any(|d| d.join(tool).is_file())).unwrap_or(false)
 }
 
 // ---------------------------------------------------------------------------
@@ -279,7 +295,7 @@ fn owner_pid(ns: &str) -> Option<u32> {
     let rest = ns.strip_prefix("et")?;
     let (pid, rest) = rest.split_once('_')?;
     let (n, role) = rest.split_once('-')?;
-    if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) || !["cA", "nA", "nB", "cB"].contains(&role) {
+    if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) || !["cA", "nA", "nB", "cB", "md"].contains(&role) {
         return None;
     }
     u32::from_str_radix(pid, 16).ok()
@@ -457,25 +473,129 @@ fn wait_child(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
     wait_for(timeout, || child.try_wait().ok().flatten())
 }
 
+/// How [`Topology::with`] builds the topology.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// I/O engine of nodeA's and nodeB's encapd.
+    pub engine_a: String,
+    pub engine_b: String,
+    /// Lines appended to that node's `[dataplane]` section, e.g.
+    /// `"offload = \"off\"\n"`.
+    pub extra_a: String,
+    pub extra_b: String,
+    /// A middle namespace on the underlay (see [`Middle`]); `None`: the
+    /// nodes' underlay veths are directly connected.
+    pub middle: Option<Middle>,
+}
+
+impl Options {
+    /// Both nodes on `engine`, default configuration, direct underlay (what
+    /// [`Topology::new`] builds).
+    pub fn new(engine: &str) -> Options {
+        Options { engine_a: engine.to_owned(), engine_b: engine.to_owned(), extra_a: String::new(), extra_b: String::new(), middle: None }
+    }
+}
+
+/// A third namespace between the nodes on the underlay:
+/// `nodeA(ul 198.18.0.1/24) ── ula [mid] ulb ── (ul 198.18.0.2/24) nodeB`.
+/// A thread of the test process inside it forwards every frame received on
+/// one veth to the other (AF_PACKET), optionally reordering. GSO, TSO, UDP
+/// segmentation and transmit checksum offload are off on the middle veths
+/// and on the nodes' underlay veths, so the kernel segments encapd's UDP GSO
+/// sends before the wire and every frame fits an MTU-sized buffer (an
+/// oversized frame is counted, see [`MiddleStats::oversize`], and dropped).
+#[derive(Debug, Clone, Default)]
+pub struct Middle {
+    /// Hold back one frame in `reorder_one_in` (per direction) and send it
+    /// right after the next frame of that direction (or after 1 ms of
+    /// silence). 0: never reorder.
+    pub reorder_one_in: u32,
+    /// Turn GRO on at the receive side of nodeA's / nodeB's underlay veth
+    /// (with a 100 µs `gro_flush_timeout`), so that encapd there still
+    /// receives UDP GRO runs (and coalesces them) although frames arrive one
+    /// by one. Off: every datagram reaches the node's socket (and its
+    /// netfilter hooks) on its own.
+    pub gro_a: bool,
+    pub gro_b: bool,
+}
+
+/// What the middle forwarder has done so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MiddleStats {
+    /// Frames sent on to the other side (held-back ones included).
+    pub forwarded: u64,
+    /// Frames held back and sent after a later frame.
+    pub reordered: u64,
+    /// Frames larger than an MTU-sized buffer (dropped; should stay 0).
+    pub oversize: u64,
+    /// Sends the kernel refused (e.g. the peer veth's queue was full).
+    pub send_errors: u64,
+}
+
+#[derive(Default)]
+struct ForwarderCounters {
+    forwarded: AtomicU64,
+    reordered: AtomicU64,
+    oversize: AtomicU64,
+    send_errors: AtomicU64,
+}
+
+/// The running middle forwarder: stop flag, counters, thread.
+struct Forwarder {
+    stop: Arc<AtomicBool>,
+    counters: Arc<ForwarderCounters>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Forwarder {
+    fn stats(&self) -> MiddleStats {
+        let c = &self.counters;
+        MiddleStats {
+            forwarded: c.forwarded.load(Ordering::Relaxed),
+            reordered: c.reordered.load(Ordering::Relaxed),
+            oversize: c.oversize.load(Ordering::Relaxed),
+            send_errors: c.send_errors.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Stops the thread (it polls the flag at least every 50 ms) and joins
+    /// it; returns its panic message, if it panicked.
+    fn stop(&mut self) -> Option<String> {
+        self.stop.store(true, Ordering::Relaxed);
+        let handle = self.thread.take()?;
+        let err = handle.join().err()?;
+        Some(err.downcast_ref::<String>().cloned().or_else(|| err.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default())
+    }
+}
+
 /// ctrA ── nodeA ══ nodeB ── ctrB, one encapd per node (see the module docs).
 pub struct Topology {
+    /// nodeA's engine (the only one, unless [`Options`] gave nodeB another).
     pub engine: String,
     /// Namespace names.
     pub ctr_a: String,
     pub node_a: String,
     pub node_b: String,
     pub ctr_b: String,
+    /// The middle namespace, when [`Options::middle`] asked for one.
+    pub mid: Option<String>,
+    opts: Options,
     namespaces: Vec<String>,
     daemons: [Option<Daemon>; 2],
+    forwarder: Option<Forwarder>,
     dir: TempDir,
     _permit: Permit,
 }
 
-fn node_config(public_ip: &str, subnet: &str, subnet6: &str, engine: &str) -> String {
+fn node_config(public_ip: &str, subnet: &str, subnet6: &str, engine: &str, extra: &str) -> String {
+    let mut extra = extra.to_owned();
+    if !extra.is_empty() && !extra.ends_with('\n') {
+        extra.push('\n');
+    }
     format!(
         "[node]\npublic_ip = \"{public_ip}\"\nsubnet = \"{subnet}\"\nsubnet6 = \"{subnet6}\"\n\n\
          [network]\ncidr = \"100.96.0.0/16\"\ncidr6 = \"fd00:96::/32\"\n\n\
-         [dataplane]\nworkers = 2\nio = \"{engine}\"\n\n\
+         [dataplane]\nworkers = 2\nio = \"{engine}\"\n{extra}\n\
          [control]\nsource = \"file\"\npeers = \"peers.toml\"\n"
     )
 }
@@ -491,17 +611,26 @@ impl Topology {
     /// `engine`; returns once both are forwarding. Panics on any failure
     /// (Drop still cleans up whatever was created).
     pub fn new(engine: &str) -> Topology {
+        Topology::with(Options::new(engine))
+    }
+
+    /// Like [`new`](Self::new), with per-node engines and configuration and
+    /// an optional middle namespace (see [`Options`]).
+    pub fn with(opts: Options) -> Topology {
         let permit = Permit::acquire();
         STALE_CLEANUP.call_once(remove_stale_namespaces);
         let prefix = format!("et{:x}_{}", std::process::id(), next_id());
         let mut t = Topology {
-            engine: engine.to_owned(),
+            engine: opts.engine_a.clone(),
             ctr_a: format!("{prefix}-cA"),
             node_a: format!("{prefix}-nA"),
             node_b: format!("{prefix}-nB"),
             ctr_b: format!("{prefix}-cB"),
+            mid: opts.middle.as_ref().map(|_| format!("{prefix}-md")),
+            opts,
             namespaces: Vec::new(),
             daemons: [None, None],
+            forwarder: None,
             dir: TempDir::new(&prefix),
             _permit: permit,
         };
@@ -510,8 +639,17 @@ impl Topology {
         t
     }
 
+    /// The I/O engine of the node's encapd.
+    pub fn engine_of(&self, node: Node) -> &str {
+        match node {
+            Node::A => &self.opts.engine_a,
+            Node::B => &self.opts.engine_b,
+        }
+    }
+
     fn build_namespaces(&mut self) {
-        let all = [self.ctr_a.clone(), self.node_a.clone(), self.node_b.clone(), self.ctr_b.clone()];
+        let mut all = vec![self.ctr_a.clone(), self.node_a.clone(), self.node_b.clone(), self.ctr_b.clone()];
+        all.extend(self.mid.clone());
         for ns in &all {
             must("ip", &["netns", "add", ns]);
             self.namespaces.push(ns.clone());
@@ -519,6 +657,10 @@ impl Topology {
             let mut sysctls = vec!["net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0"];
             if ns == &self.node_a || ns == &self.node_b {
                 sysctls.extend(["net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1", "net.ipv6.conf.default.forwarding=1"]);
+            }
+            if Some(ns) == self.mid.as_ref() {
+                // A pure layer-2 box: its own stack stays silent.
+                sysctls.extend(["net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"]);
             }
             let mut args = vec!["sysctl", "-q", "-w"];
             args.extend(sysctls);
@@ -528,7 +670,15 @@ impl Topology {
         let (ca, na, nb, cb) = (&self.ctr_a, &self.node_a, &self.node_b, &self.ctr_b);
         // Every veth is created directly inside its namespaces.
         must("ip", &["link", "add", "eth0", "netns", ca, "type", "veth", "peer", "name", "vc", "netns", na]);
-        must("ip", &["link", "add", "ul", "netns", na, "type", "veth", "peer", "name", "ul", "netns", nb]);
+        match &self.mid {
+            None => {
+                must("ip", &["link", "add", "ul", "netns", na, "type", "veth", "peer", "name", "ul", "netns", nb]);
+            }
+            Some(md) => {
+                must("ip", &["link", "add", "name", "ul", "netns", na, "type", "veth", "peer", "name", "ula", "netns", md]);
+                must("ip", &["link", "add", "name", "ulb", "netns", md, "type", "veth", "peer", "name", "ul", "netns", nb]);
+            }
+        }
         must("ip", &["link", "add", "vc", "netns", nb, "type", "veth", "peer", "name", "eth0", "netns", cb]);
         let s = |v: &[&str]| v.iter().map(|l| l.to_string()).collect::<Vec<_>>();
         ip_batch(
@@ -575,13 +725,73 @@ impl Topology {
                 "route add ::/0 via fd00:96:2::1",
             ]),
         );
+        if let Some(middle) = self.opts.middle.clone() {
+            self.build_middle(&middle);
+        }
+    }
+
+    /// Brings up the middle namespace's veths, turns off the offloads that
+    /// would put frames larger than the MTU on the wire, and starts the
+    /// forwarder.
+    fn build_middle(&mut self, middle: &Middle) {
+        let md = self.mid.clone().unwrap();
+        ip_batch(&md, &["link set lo up".to_owned(), "link set ula up".to_owned(), "link set ulb up".to_owned()]);
+        let no_segmentation = ["gso", "off", "tso", "off", "tx-udp-segmentation", "off", "tx", "off"];
+        for dev in ["ula", "ulb"] {
+            ethtool_k(&md, dev, &[&no_segmentation[..], &["gro", "off"]].concat());
+        }
+        for (ns, gro) in [(self.node_a.clone(), middle.gro_a), (self.node_b.clone(), middle.gro_b)] {
+            // GRO on a veth without XDP turns on its NAPI receive path. The
+            // forwarder sends one frame per syscall, so every NAPI poll sees
+            // a single frame: GRO only merges frames when it may hold them
+            // across polls for a while (here up to 100 µs).
+            ethtool_k(&ns, "ul", &[&no_segmentation[..], &["gro", if gro { "on" } else { "off" }]].concat());
+            if gro {
+                let o = ns_exec(&ns, &["sh", "-c", "echo 100000 > /sys/class/net/ul/gro_flush_timeout"], Duration::from_secs(10));
+                assert!(o.ok(), "setting gro_flush_timeout on ul in {ns}: {}", o.text());
+            }
+        }
+        self.forwarder = Some(start_forwarder(&md, middle.reorder_one_in));
+    }
+
+    /// What the middle forwarder has done so far (panics without a middle).
+    pub fn middle_stats(&self) -> MiddleStats {
+        self.forwarder.as_ref().expect("topology without a middle namespace").stats()
+    }
+
+    /// Drops `percent` % of the tunnel datagrams (UDP to port 8285) that
+    /// reach the node's own input hook, at random (nftables `numgen`), in a
+    /// table `encapd_test_loss` with a counter (see
+    /// [`udp_loss_dropped`](Self::udp_loss_dropped)).
+    pub fn add_udp_loss(&self, node: Node, percent: u32) {
+        let ns = self.ns_of(node).to_owned();
+        let script = format!(
+            "table inet encapd_test_loss {{\n  chain input {{\n    type filter hook input priority 0; policy accept;\n    \
+             udp dport {PORT} numgen random mod 100 < {percent} counter drop\n  }}\n}}\n"
+        );
+        let path = self.dir.write(&format!("loss-{}.nft", if node == Node::A { "a" } else { "b" }), &script);
+        let o = ns_exec(&ns, &["nft", "-f", path.to_str().unwrap()], Duration::from_secs(10));
+        assert!(o.ok(), "nft -f in {ns} failed: {}\n{script}", o.text());
+    }
+
+    /// Packets the node's loss rule has dropped so far (its nftables counter).
+    pub fn udp_loss_dropped(&self, node: Node) -> u64 {
+        let ns = self.ns_of(node);
+        let o = ns_exec(ns, &["nft", "list", "table", "inet", "encapd_test_loss"], Duration::from_secs(10));
+        assert!(o.ok(), "nft list in {ns} failed: {}", o.text());
+        let line = o.stdout.lines().find(|l| l.contains("numgen") && l.contains("counter packets")).unwrap_or_else(|| {
+            panic!("no loss rule with a counter in {ns}:\n{}", o.stdout);
+        });
+        let rest = line.split("counter packets").nth(1).unwrap();
+        rest.split_whitespace().next().and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("unexpected nft counter line {line:?}"))
     }
 
     fn start_daemons(&mut self) {
-        let engine = self.engine.clone();
-        self.dir.write("a/encapd.toml", &node_config(NODE_A_UNDERLAY, "100.96.1.0/24", "fd00:96:1::/64", &engine));
+        let (ea, eb) = (self.opts.engine_a.clone(), self.opts.engine_b.clone());
+        let (xa, xb) = (self.opts.extra_a.clone(), self.opts.extra_b.clone());
+        self.dir.write("a/encapd.toml", &node_config(NODE_A_UNDERLAY, "100.96.1.0/24", "fd00:96:1::/64", &ea, &xa));
         self.dir.write("a/peers.toml", &peers_file("100.96.2.0/24", "fd00:96:2::/64", NODE_B_UNDERLAY));
-        self.dir.write("b/encapd.toml", &node_config(NODE_B_UNDERLAY, "100.96.2.0/24", "fd00:96:2::/64", &engine));
+        self.dir.write("b/encapd.toml", &node_config(NODE_B_UNDERLAY, "100.96.2.0/24", "fd00:96:2::/64", &eb, &xb));
         self.dir.write("b/peers.toml", &peers_file("100.96.1.0/24", "fd00:96:1::/64", NODE_A_UNDERLAY));
         for node in [Node::A, Node::B] {
             self.spawn_daemon(node);
@@ -636,7 +846,7 @@ impl Topology {
 
     fn wait_ready(&mut self, node: Node) {
         let ns = self.ns_of(node).to_owned();
-        let engine = self.engine.clone();
+        let engine = self.engine_of(node).to_owned();
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let d = self.daemons[node.index()].as_mut().unwrap();
@@ -739,6 +949,15 @@ impl Topology {
 impl Drop for Topology {
     fn drop(&mut self) {
         let panicking = std::thread::panicking();
+        if let Some(mut f) = self.forwarder.take() {
+            let stats = f.stats();
+            if let Some(msg) = f.stop() {
+                eprintln!("warning: the middle forwarder panicked: {msg}");
+            }
+            if panicking {
+                eprintln!("---- middle forwarder: {stats:?} ----");
+            }
+        }
         for (i, slot) in self.daemons.iter_mut().enumerate() {
             if let Some(mut d) = slot.take() {
                 signal(d.pid, libc::SIGTERM);
@@ -748,7 +967,8 @@ impl Drop for Topology {
                 }
                 if panicking {
                     let log = std::fs::read_to_string(&d.log).unwrap_or_default();
-                    eprintln!("---- encapd log, node {} ({}) ----\n{log}----", if i == 0 { "A" } else { "B" }, self.engine);
+                    let (name, engine) = if i == 0 { ("A", &self.opts.engine_a) } else { ("B", &self.opts.engine_b) };
+                    eprintln!("---- encapd log, node {name} ({engine}) ----\n{log}----");
                 }
             }
         }
@@ -758,6 +978,202 @@ impl Drop for Topology {
                 && !o.status.success()
             {
                 eprintln!("warning: ip netns del {ns}: {}", String::from_utf8_lossy(&o.stderr));
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The middle namespace's layer-2 forwarder
+
+/// `ethtool -K dev settings...` inside `ns`, verified with `ethtool -k`
+/// (a feature the driver cannot change makes ethtool fail, which panics).
+fn ethtool_k(ns: &str, dev: &str, settings: &[&str]) {
+    let mut args = vec!["ethtool", "-K", dev];
+    args.extend_from_slice(settings);
+    let o = ns_exec(ns, &args, Duration::from_secs(10));
+    assert!(o.ok(), "`ethtool -K {dev} {}` in {ns} failed: {}", settings.join(" "), o.text());
+    let shown = ns_exec(ns, &["ethtool", "-k", dev], Duration::from_secs(10));
+    assert!(shown.ok(), "ethtool -k {dev} in {ns}: {}", shown.text());
+    let long_name = |short: &str| {
+        match short {
+            "gso" => "generic-segmentation-offload",
+            "tso" => "tcp-segmentation-offload",
+            "gro" => "generic-receive-offload",
+            "tx" => "tx-checksumming",
+            other => other,
+        }
+        .to_owned()
+    };
+    for pair in settings.chunks(2) {
+        let want = format!("{}: {}", long_name(pair[0]), pair[1]);
+        assert!(
+            shown.stdout.lines().any(|l| l.trim().starts_with(&want)),
+            "{dev} in {ns}: expected `{want}` after ethtool -K:\n{}",
+            shown.stdout
+        );
+    }
+}
+
+const PACKET_OUTGOING: u8 = 4;
+const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
+/// Larger than any frame of a 1500-byte MTU; a longer one is oversize.
+const FRAME_BUF: usize = 2048;
+
+/// An AF_PACKET raw socket that receives every frame of interface `dev`
+/// (in the calling thread's namespace) and sends raw frames out of it.
+fn packet_socket(dev: &str) -> std::os::fd::OwnedFd {
+    use std::os::fd::FromRawFd;
+    let name = std::ffi::CString::new(dev).unwrap();
+    // SAFETY: `name` is a valid NUL-terminated string for the call.
+    let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    assert!(ifindex != 0, "if_nametoindex({dev}): {}", std::io::Error::last_os_error());
+    // Protocol 0 until bound: the socket receives nothing from other
+    // interfaces in between.
+    // SAFETY: plain socket(2) call; the result is checked.
+    let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK, 0) };
+    assert!(raw >= 0, "socket(AF_PACKET): {}", std::io::Error::last_os_error());
+    // SAFETY: `raw` is a fresh fd that nothing else owns.
+    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) };
+    // SAFETY: sockaddr_ll is plain data; all-zero is a valid value.
+    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    sll.sll_family = libc::AF_PACKET as u16;
+    sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
+    sll.sll_ifindex = ifindex as i32;
+    // SAFETY: `sll` is a live sockaddr_ll of the given size; the fd is open.
+    let rc = unsafe {
+        libc::bind(fd.as_raw_fd(), (&sll as *const libc::sockaddr_ll).cast(), std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t)
+    };
+    assert_eq!(rc, 0, "bind(AF_PACKET, {dev}): {}", std::io::Error::last_os_error());
+    let one: libc::c_int = 1;
+    // SAFETY: the option value points to a live c_int of the given size.
+    // Best effort: the receive loop skips outgoing frames anyway.
+    unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_PACKET,
+            PACKET_IGNORE_OUTGOING,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    set_rcvbuf(&fd, 8 << 20);
+    fd
+}
+
+/// Starts the forwarder thread inside namespace `ns` (interfaces `ula`, `ulb`);
+/// returns once its sockets are bound.
+fn start_forwarder(ns: &str, reorder_one_in: u32) -> Forwarder {
+    let stop = Arc::new(AtomicBool::new(false));
+    let counters = Arc::new(ForwarderCounters::default());
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
+    let thread = {
+        let (ns, stop, counters) = (ns.to_owned(), Arc::clone(&stop), Arc::clone(&counters));
+        std::thread::Builder::new()
+            .name(format!("l2fwd-{ns}"))
+            .spawn(move || {
+                enter_netns(&ns);
+                let socks = [packet_socket("ula"), packet_socket("ulb")];
+                let _ = ready_tx.send(());
+                forward_loop(&socks, reorder_one_in, &stop, &counters);
+            })
+            .expect("spawning the forwarder thread")
+    };
+    let mut f = Forwarder { stop, counters, thread: Some(thread) };
+    if ready_rx.recv_timeout(Duration::from_secs(10)).is_err() {
+        let msg = f.stop().unwrap_or_else(|| "not ready within 10 s".to_owned());
+        panic!("the middle forwarder in {ns} did not start: {msg}");
+    }
+    f
+}
+
+/// Sends one frame; a refused send (full queue on the far veth) is a loss.
+fn send_frame(fd: &std::os::fd::OwnedFd, frame: &[u8], counters: &ForwarderCounters) {
+    // SAFETY: `frame` is a live slice for the duration of the call.
+    let n = unsafe { libc::send(fd.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };
+    if n == frame.len() as isize {
+        counters.forwarded.fetch_add(1, Ordering::Relaxed);
+    } else {
+        counters.send_errors.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Frames received on `socks[i]` go out of `socks[1 - i]`, until `stop`.
+fn forward_loop(socks: &[std::os::fd::OwnedFd; 2], reorder_one_in: u32, stop: &AtomicBool, counters: &ForwarderCounters) {
+    let mut buf = vec![0u8; FRAME_BUF];
+    // Per direction: frames seen, and the frame held back (if any).
+    let mut seen = [0u64; 2];
+    let mut held: [Option<Vec<u8>>; 2] = [None, None];
+    while !stop.load(Ordering::Relaxed) {
+        let mut fds = [
+            libc::pollfd { fd: socks[0].as_raw_fd(), events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: socks[1].as_raw_fd(), events: libc::POLLIN, revents: 0 },
+        ];
+        // A held frame waits at most ~1 ms for a successor.
+        let timeout = if held.iter().any(Option::is_some) { 1 } else { 50 };
+        // SAFETY: `fds` is a live array of two pollfds.
+        let rc = unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout) };
+        if rc < 0 {
+            let e = std::io::Error::last_os_error();
+            assert_eq!(e.kind(), std::io::ErrorKind::Interrupted, "poll: {e}");
+            continue;
+        }
+        if rc == 0 {
+            for (dir, slot) in held.iter_mut().enumerate() {
+                if let Some(frame) = slot.take() {
+                    send_frame(&socks[1 - dir], &frame, counters);
+                    counters.reordered.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            continue;
+        }
+        for dir in 0..2 {
+            if fds[dir].revents == 0 {
+                continue;
+            }
+            // A bounded drain per wakeup keeps both directions moving.
+            for _ in 0..256 {
+                // SAFETY: sockaddr_ll is plain data; all-zero is valid.
+                let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+                let mut from_len = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+                // SAFETY: `buf` and `from` are live and as long as stated;
+                // MSG_TRUNC makes the result the frame's real length.
+                let n = unsafe {
+                    libc::recvfrom(
+                        socks[dir].as_raw_fd(),
+                        buf.as_mut_ptr().cast(),
+                        buf.len(),
+                        libc::MSG_TRUNC,
+                        (&mut from as *mut libc::sockaddr_ll).cast(),
+                        &mut from_len,
+                    )
+                };
+                if n < 0 {
+                    let e = std::io::Error::last_os_error();
+                    match e.kind() {
+                        std::io::ErrorKind::WouldBlock => break,
+                        std::io::ErrorKind::Interrupted => continue,
+                        _ => panic!("recvfrom(AF_PACKET): {e}"),
+                    }
+                }
+                if from.sll_pkttype == PACKET_OUTGOING {
+                    continue;
+                }
+                let n = n as usize;
+                if n > buf.len() {
+                    counters.oversize.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                seen[dir] += 1;
+                if reorder_one_in > 0 && held[dir].is_none() && seen[dir] % u64::from(reorder_one_in) == 0 {
+                    held[dir] = Some(buf[..n].to_vec());
+                    continue;
+                }
+                send_frame(&socks[1 - dir], &buf[..n], counters);
+                if let Some(frame) = held[dir].take() {
+                    send_frame(&socks[1 - dir], &frame, counters);
+                    counters.reordered.fetch_add(1, Ordering::Relaxed);
+                }
             }
         }
     }
@@ -1019,5 +1435,6 @@ mod tests {
         assert_eq!(owner_pid("et1a2b_3-nA"), Some(0x1a2b));
         assert_eq!(owner_pid("edf301-nodeA"), None);
         assert_eq!(owner_pid("et1a2b_3-foo"), None);
+        assert_eq!(owner_pid("et1a2b_3-md"), Some(0x1a2b));
     }
 }
