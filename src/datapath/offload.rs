@@ -85,6 +85,19 @@ fn l4_checksum(pkt_ip: &[u8], h: &Headers, l4: &[u8]) -> u16 {
     if h.proto == PROTO_UDP && c == 0 { 0xffff } else { c }
 }
 
+/// True when the transport checksum of a complete packet verifies (an IPv4
+/// UDP checksum of 0 means "none" and passes).
+fn l4_checksum_valid(pkt: &[u8], h: &Headers) -> bool {
+    let l4 = &pkt[h.ip_len..];
+    if h.v4 && h.proto == PROTO_UDP && l4[6] == 0 && l4[7] == 0 {
+        return true;
+    }
+    let mut sum = if h.v4 { checksum::accumulate(0, &pkt[12..20]) } else { checksum::accumulate(0, &pkt[8..40]) };
+    sum = checksum::accumulate(sum, &[0, h.proto]);
+    sum = checksum::accumulate(sum, &(l4.len() as u32).to_be_bytes());
+    checksum::finish(checksum::accumulate(sum, l4)) == 0
+}
+
 /// The folded pseudo-header sum (not complemented) a `NEEDS_CSUM` packet
 /// carries in its checksum field.
 fn pseudo_partial(pkt: &[u8], h: &Headers, l4_total: usize) -> u16 {
@@ -380,6 +393,15 @@ fn coalesce_key(pkt: &[u8], udp: bool) -> Option<Key> {
         if h.ip_len != 20 || frag & 0x3fff != 0 {
             return None;
         }
+    }
+    if h.proto == PROTO_UDP && !udp {
+        return None;
+    }
+    // A merged packet gets a fresh checksum from the kernel (NEEDS_CSUM), so
+    // a segment whose own checksum is wrong must never be merged: it is
+    // written as it is and the kernel drops it, as kernel GRO would.
+    if !l4_checksum_valid(pkt, &h) {
+        return None;
     }
     let l4 = &pkt[h.ip_len..];
     match h.proto {

@@ -324,6 +324,24 @@ fn never_coalesces_across_gaps_flags_or_options() {
 }
 
 #[test]
+fn segments_with_bad_checksums_are_never_merged() {
+    let d = payload_pattern(1000);
+    let mut bad = tcp(true, 1000, TCP_ACK, &d);
+    bad[60] ^= 0xff; // payload byte changed after the checksum was computed
+    let pkts = [tcp(true, 0, TCP_ACK, &d), bad, tcp(true, 2000, TCP_ACK, &d)];
+    let (buf, refs) = batch(&pkts);
+    let mut plan = CoalescePlan::default();
+    plan.plan(&buf, &refs, true);
+    let counts: Vec<usize> = plan.groups().iter().map(|g| g.count).collect();
+    assert_eq!(counts, vec![1, 1, 1], "the corrupt segment stands alone, so the kernel drops it");
+    let mut bad_udp = udp4(&d);
+    bad_udp[40] ^= 1;
+    let (buf, refs) = batch(&[udp4(&d), bad_udp, udp4(&d)]);
+    plan.plan(&buf, &refs, true);
+    assert!(plan.groups().iter().all(|g| g.count == 1 || plan.members(g).all(|i| i != 1)), "corrupt UDP never merged");
+}
+
+#[test]
 fn interleaved_flows_coalesce_separately_in_order() {
     let d = payload_pattern(800);
     let flow_b = |seq| {
