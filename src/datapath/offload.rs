@@ -69,7 +69,10 @@ fn headers(pkt: &[u8]) -> Option<Headers> {
         PROTO_UDP => 8,
         _ => return None,
     };
-    if l4_len < 8 || pkt.len() < ip_len + l4_len {
+    // A TCP header is at least 20 bytes (data offset ≥ 5); everything
+    // below assumes the fixed fields are there.
+    let min = if proto == PROTO_TCP { 20 } else { 8 };
+    if l4_len < min || pkt.len() < ip_len + l4_len {
         return None;
     }
     Some(Headers { v4, ip_len, proto, l4_len })

@@ -323,6 +323,21 @@ fn never_coalesces_across_gaps_flags_or_options() {
     assert_eq!(groups(&[tcp(true, 0, TCP_ACK, &[]), tcp(true, 0, TCP_ACK, &[])], &mut plan), vec![1, 1]);
 }
 
+/// Fuzzer finding: a TCP data offset below 5 (header shorter than 20 bytes)
+/// must be refused, not split or merged past the header.
+#[test]
+fn tcp_data_offset_below_five_is_refused() {
+    for doff in 2u8..5 {
+        let (mut pkt, hdr) = as_gso(tcp(true, 1, TCP_ACK, &payload_pattern(3000)), GSO_TCPV4, 1000);
+        pkt[32] = doff << 4;
+        assert_eq!(split(&pkt, &hdr), Err(OffloadError::TypeMismatch), "data offset {doff}");
+        let (buf, refs) = batch(&[pkt.clone(), pkt]);
+        let mut plan = CoalescePlan::default();
+        plan.plan(&buf, &refs, false);
+        assert!(plan.groups().iter().all(|g| g.count == 1), "data offset {doff} never coalesced");
+    }
+}
+
 #[test]
 fn segments_with_bad_checksums_are_never_merged() {
     let d = payload_pattern(1000);
