@@ -2,39 +2,53 @@
 # Side-by-side benchmark of encapd against plain routing and kernel VXLAN,
 # all in one run on one namespace topology (see bench/README.md).
 #
-# Usage: bench/run.sh [--reps N] [--quick] [--modes LIST] [--out DIR]
-#                     [--workers N] [--ctr-mtu N] [--no-build]
+# Usage: bench/run.sh [--quick] [--short] [--reps N] [--modes LIST] [--out DIR]
+#                     [--workers N] [--ctr-mtu N] [--no-build] [--sockperf]
+#                     [--wait-quiet SECS]
 #
-#   --reps N       repetitions per mode (default 3); modes are interleaved
-#                  within each repetition (routing, vxlan, ..., then again)
-#   --quick        3 s per iperf3 test, 200 pings, 1 repetition (unless --reps)
-#   --modes LIST   comma-separated subset of routing,vxlan,classic,mmsg,uring
-#                  (default: all five)
-#   --out DIR      result directory (default bench/runs/<UTC YYYY-MM-DD-HHMM>-<host>)
-#   --workers N    encapd [dataplane] workers (default 2)
-#   --ctr-mtu N    use this container MTU in every mode instead of the
-#                  flannel-style per-backend MTU (1500 / 1450 / 1472)
-#   --no-build     do not run `cargo build --release` before encapd modes
-#   --no-sockperf  skip the sockperf UDP ping-pong latency test
+#   --quick          1 repetition (unless --reps), short tests: TCP 2 s,
+#                    UDP 1 s, latency 1 s per load (all modes: < 3 min)
+#   --short          shortest tests (TCP, UDP, latency 1 s each), for a
+#                    CI-sized check, e.g. --quick --modes routing,uring --short
+#   --reps N         repetitions (default 3); modes are interleaved within
+#                    each repetition (routing, vxlan, ..., then again)
+#   --modes LIST     comma-separated subset of routing, vxlan, classic,
+#                    mmsg-nooffload, mmsg, uring-nooffload, uring
+#                    (default: all seven)
+#   --out DIR        result directory (default bench/runs/<UTC YYYY-MM-DD-HHMM>-<host>)
+#   --workers N      encapd [dataplane] workers (default 2)
+#   --ctr-mtu N      use this container MTU in every mode instead of the
+#                    flannel-style per-backend MTU (1500 / 1450 / 1472)
+#   --no-build       do not run `cargo build --release` first
+#   --sockperf       also run a sockperf UDP ping-pong (back to back) per mode
+#   --wait-quiet S   first wait up to S seconds for the 1-minute load average
+#                    to drop below 1.0 (the load is recorded either way)
+#
+# Exit status: 0 when every mode came up and every test produced a value;
+# 3 when the run completed but a mode's setup failed or a test recorded NA
+# (results are written either way); 1 when it cannot run at all; 2 usage.
 #
 # Run as root. Everything runs inside network namespaces this script creates
-# and removes on exit.
+# and removes on exit; nothing is configured in the root namespace.
 set -euo pipefail
 
 # shellcheck source=scripts/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib.sh"
 
-ALL_MODES=(routing vxlan classic mmsg uring)
+ALL_MODES=(routing vxlan classic mmsg-nooffload mmsg uring-nooffload uring)
+LOADS=(10 50 90)
 REPS=3
 REPS_SET=0
 QUICK=0
+SHORT=0
 MODES_ARG=""
 OUT=""
 WORKERS=2
 CTR_MTU=""
 BUILD=1
-SOCKPERF=1
-INVOCATION="$0 $*"
+SOCKPERF=0
+WAIT_QUIET=0
+INVOCATION="bench/run.sh $*"
 
 usage() {
     sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//' >&2
@@ -46,6 +60,7 @@ while (($#)); do
         --reps) REPS=${2:?--reps needs a number}; REPS_SET=1; shift 2 ;;
         --reps=*) REPS=${1#*=}; REPS_SET=1; shift ;;
         --quick) QUICK=1; shift ;;
+        --short) SHORT=1; shift ;;
         --modes) MODES_ARG=${2:?--modes needs a list}; shift 2 ;;
         --modes=*) MODES_ARG=${1#*=}; shift ;;
         --out) OUT=${2:?--out needs a directory}; shift 2 ;;
@@ -55,28 +70,29 @@ while (($#)); do
         --ctr-mtu) CTR_MTU=${2:?--ctr-mtu needs a number}; shift 2 ;;
         --ctr-mtu=*) CTR_MTU=${1#*=}; shift ;;
         --no-build) BUILD=0; shift ;;
-        --no-sockperf) SOCKPERF=0; shift ;;
+        --sockperf) SOCKPERF=1; shift ;;
+        --wait-quiet) WAIT_QUIET=${2:?--wait-quiet needs seconds}; shift 2 ;;
+        --wait-quiet=*) WAIT_QUIET=${1#*=}; shift ;;
         -h | --help) usage 0 ;;
         *) echo "unknown argument: $1" >&2; usage 2 ;;
     esac
 done
 
-[[ $REPS =~ ^[1-9][0-9]*$ ]] || ed_die "--reps must be a positive integer"
-[[ $WORKERS =~ ^[1-9][0-9]*$ ]] || ed_die "--workers must be a positive integer"
-[[ -z $CTR_MTU || $CTR_MTU =~ ^[0-9]+$ ]] || ed_die "--ctr-mtu must be a number"
+usage_error() { echo "bench/run.sh: $*" >&2; exit 2; }
+[[ $REPS =~ ^[1-9][0-9]*$ ]] || usage_error "--reps must be a positive integer"
+[[ $WORKERS =~ ^[1-9][0-9]*$ ]] || usage_error "--workers must be a positive integer"
+[[ -z $CTR_MTU || $CTR_MTU =~ ^[0-9]+$ ]] || usage_error "--ctr-mtu must be a number"
+[[ $WAIT_QUIET =~ ^[0-9]+$ ]] || usage_error "--wait-quiet must be a number of seconds"
 
-if ((QUICK)); then
-    ((REPS_SET)) || REPS=1
-    T_TCP=3
-    T_UDP=3
-    T_RR=3
-    PINGS=200
+# Test durations (seconds).
+if ((SHORT)); then
+    T_TCP=1 T_UDP=1 T_LAT=1 T_RR=1
+elif ((QUICK)); then
+    T_TCP=2 T_UDP=1 T_LAT=1 T_RR=2
 else
-    T_TCP=10
-    T_UDP=5
-    T_RR=5
-    PINGS=300
+    T_TCP=5 T_UDP=2 T_LAT=3 T_RR=3
 fi
+if ((QUICK)) && ((!REPS_SET)); then REPS=1; fi
 
 MODES=()
 if [[ -n $MODES_ARG ]]; then
@@ -84,30 +100,48 @@ if [[ -n $MODES_ARG ]]; then
     for m in "${MODES[@]}"; do
         case " ${ALL_MODES[*]} " in
             *" $m "*) ;;
-            *) ed_die "unknown mode '$m' (choose from ${ALL_MODES[*]})" ;;
+            *) usage_error "unknown mode '$m' (choose from ${ALL_MODES[*]})" ;;
         esac
     done
 else
     MODES=("${ALL_MODES[@]}")
 fi
-((${#MODES[@]})) || ed_die "no modes selected"
+((${#MODES[@]})) || usage_error "no modes selected"
 
 ed_require_root
 ed_ensure_pkgs ip:iproute2 bridge:iproute2 ss:iproute2 ping:iputils-ping iperf3:iperf3 python3:python3 timeout:coreutils
 if ((SOCKPERF)) && ! command -v sockperf >/dev/null 2>&1; then
-    # Optional: a back-to-back UDP ping-pong measures the path's own latency,
-    # which ping at 10 ms intervals (dominated by CPU wake-ups) does not.
     (ed_ensure_pkgs sockperf:sockperf) || true
     command -v sockperf >/dev/null 2>&1 || { ed_warn "sockperf unavailable; skipping the udp_rr test"; SOCKPERF=0; }
 fi
 
+# encapd-bench (the latency probe and the report renderer) is built with
+# encapd by `cargo build --release`.
+bench_bin() { printf '%s\n' "${ENCAPD_BENCH:-$ED_ROOT/target/release/encapd-bench}"; }
 need_encapd=0
 for m in "${MODES[@]}"; do
-    case $m in classic | mmsg | uring) need_encapd=1 ;; esac
+    case $m in routing | vxlan) ;; *) need_encapd=1 ;; esac
 done
+if ((BUILD)); then ed_build; fi
+[[ -x $(bench_bin) ]] || ed_die "$(bench_bin) missing (cargo build --release)"
 if ((need_encapd)); then
-    ((BUILD)) && ed_build
     [[ -x $(ed_encapd_bin) ]] || ed_die "encapd binary $(ed_encapd_bin) missing (cargo build --release)"
+fi
+
+load1() { awk '{print $1}' /proc/loadavg; }
+quiet_note=""
+if ((WAIT_QUIET > 0)); then
+    deadline=$((SECONDS + WAIT_QUIET))
+    while awk -v l="$(load1)" 'BEGIN {exit !(l >= 1.0)}' && ((SECONDS < deadline)); do
+        ed_log "waiting for a quiet machine: load average $(cut -d' ' -f1-3 /proc/loadavg)"
+        sleep 20
+    done
+    if awk -v l="$(load1)" 'BEGIN {exit !(l >= 1.0)}'; then
+        quiet_note="machine never quiet within ${WAIT_QUIET} s (1-minute load $(load1)); ran anyway"
+        ed_warn "$quiet_note"
+    else
+        quiet_note="waited $((WAIT_QUIET - (deadline - SECONDS))) s for the 1-minute load to drop below 1.0"
+    fi
 fi
 
 host=$(hostname -s 2>/dev/null || hostname)
@@ -136,6 +170,11 @@ ed_ns_names "$ED_TOPO_PREFIX"
 
 DST=$ED_CTRB_IP
 IPERF_PORT=5201
+LAT_PORT=7000
+CLK_TCK=$(getconf CLK_TCK)
+TCP_CC_DEFAULT=$(ip netns exec "$NS_CTRA" cat /proc/sys/net/ipv4/tcp_congestion_control 2>/dev/null || echo unknown)
+loadavg_start=$(cut -d' ' -f1-3 /proc/loadavg)
+FAILED_MODES=()
 
 # run_logged FILE_OUT FILE_ERR NS CMD...: record the command, run it in NS.
 run_logged() {
@@ -145,90 +184,101 @@ run_logged() {
     ip netns exec "$ns" "$@" >"$out" 2>"$err"
 }
 
+# The parser turns one raw output into results.csv rows; on any failure it
+# prints NA rows for the test, so every (mode, rep, test) has its rows.
 PARSE_PY=$(
     cat <<'PY'
-import json, math, re, sys
+import json, re, sys
 
-kind, mode, rep, path = sys.argv[1:5]
+kind, test, mode, rep, path = sys.argv[1:6]
+extra = sys.argv[6:]
 rows = []
 
-def row(test, value, unit):
+def row(name, value, unit):
     v = "NA" if value is None else ("%.6g" % value)
-    rows.append(f"{mode},{rep},{test},{v},{unit}")
+    rows.append(f"{mode},{rep},{name},{v},{unit}")
 
-def pct(sorted_vals, p):
-    # nearest-rank percentile
-    if not sorted_vals:
-        return None
-    k = max(1, math.ceil(p / 100.0 * len(sorted_vals)))
-    return sorted_vals[k - 1]
+def iperf(path):
+    d = json.load(open(path))
+    if "error" in d:
+        raise ValueError(d["error"])
+    return d["end"]
+
+NAMES = {
+    "tcp": [("", "Gbit/s"), ("_retrans", "count"), ("_cpu", "cores"), ("_cpu_per_gbps", "cores/(Gbit/s)")],
+    "udp": [("_pps", "pps"), ("_sent_pps", "pps"), ("_loss", "%")],
+    "lat": [("_p50", "us"), ("_p90", "us"), ("_p99", "us"), ("_p999", "us"), ("_max", "us"), ("_mean", "us"),
+            ("_lost", "count"), ("_loss", "%"), ("_offered_pps", "pps"), ("_achieved_pps", "pps")],
+    "udp_rr": [("_p50", "us"), ("_p99", "us"), ("_avg", "us")],
+}
 
 try:
-    if kind.startswith("tcp"):
-        d = json.load(open(path))
-        if "error" in d:
-            raise ValueError(d["error"])
-        end = d["end"]
-        row(kind, end["sum_received"]["bits_per_second"] / 1e9, "Gbit/s")
-        row(kind + "_retrans", end["sum_sent"].get("retransmits"), "count")
-    elif kind == "udp64":
-        d = json.load(open(path))
-        if "error" in d:
-            raise ValueError(d["error"])
-        end = d["end"]
+    if kind == "tcp":
+        end = iperf(path)
+        gbps = end["sum_received"]["bits_per_second"] / 1e9
+        cores = float(extra[0]) if extra and extra[0] != "NA" else None
+        row(test, gbps, "Gbit/s")
+        row(test + "_retrans", end["sum_sent"].get("retransmits"), "count")
+        row(test + "_cpu", cores, "cores")
+        row(test + "_cpu_per_gbps", cores / gbps if cores is not None and gbps > 0 else None, "cores/(Gbit/s)")
+    elif kind == "udp":
+        end = iperf(path)
         rcv = end.get("sum_received") or end["sum"]
         snt = end.get("sum_sent") or end["sum"]
         secs = rcv["seconds"] or 1.0
-        sent = rcv["packets"]
-        lost = rcv["lost_packets"]
-        row("udp64_pps", (sent - lost) / secs, "pps")
-        row("udp64_sent_pps", snt["packets"] / (snt["seconds"] or 1.0), "pps")
-        row("udp64_loss", rcv["lost_percent"], "%")
+        row(test + "_pps", (rcv["packets"] - rcv["lost_packets"]) / secs, "pps")
+        row(test + "_sent_pps", snt["packets"] / (snt["seconds"] or 1.0), "pps")
+        row(test + "_loss", rcv["lost_percent"], "%")
+    elif kind == "lat":
+        d = json.load(open(path))
+        if not d.get("count"):
+            raise ValueError("no replies")
+        for key, name in [("p50_us", "_p50"), ("p90_us", "_p90"), ("p99_us", "_p99"), ("p99.9_us", "_p999"),
+                          ("max_us", "_max"), ("mean_us", "_mean")]:
+            row(test + name, d[key], "us")
+        row(test + "_lost", d["lost"], "count")
+        row(test + "_loss", d["loss_pct"], "%")
+        row(test + "_offered_pps", d["offered_pps"], "pps")
+        row(test + "_achieved_pps", d["achieved_pps"], "pps")
     elif kind == "udp_rr":
         text = re.sub(r"\x1b\[[0-9;]*m", "", open(path).read())
         p = {k: float(v) for k, v in re.findall(r"percentile ([0-9.]+) =\s*([0-9.]+)", text)}
         avg = re.search(r"avg-rtt=([0-9.]+)", text)
         if "50.000" not in p or not avg:
             raise ValueError("no sockperf percentiles")
-        row("udp_rr_p50", p["50.000"], "us")
-        row("udp_rr_p99", p.get("99.000"), "us")
-        row("udp_rr_avg", float(avg.group(1)), "us")
-    elif kind == "rtt":
-        text = open(path).read()
-        times = sorted(float(m) * 1000.0 for m in re.findall(r"time=([0-9.]+) ms", text))
-        m = re.search(r"(\d+) packets transmitted, (\d+) received", text)
-        if not times or not m:
-            raise ValueError("no ping replies")
-        tx, rx = int(m.group(1)), int(m.group(2))
-        row("rtt_p50", pct(times, 50), "us")
-        row("rtt_p99", pct(times, 99), "us")
-        row("rtt_avg", sum(times) / len(times), "us")
-        row("rtt_min", times[0], "us")
-        row("rtt_max", times[-1], "us")
-        row("rtt_loss", 100.0 * (tx - rx) / tx if tx else None, "%")
+        row(test + "_p50", p["50.000"], "us")
+        row(test + "_p99", p.get("99.000"), "us")
+        row(test + "_avg", float(avg.group(1)), "us")
+    else:
+        raise ValueError(f"unknown kind {kind}")
 except Exception as e:  # record the failure as NA, keep going
-    print(f"parse {kind} {path}: {e}", file=sys.stderr)
+    print(f"parse {test} {path}: {e}", file=sys.stderr)
     rows = []
-    names = {"tcp1": [("tcp1", "Gbit/s"), ("tcp1_retrans", "count")],
-             "tcp4": [("tcp4", "Gbit/s"), ("tcp4_retrans", "count")],
-             "udp64": [("udp64_pps", "pps"), ("udp64_sent_pps", "pps"), ("udp64_loss", "%")],
-             "udp_rr": [("udp_rr_p50", "us"), ("udp_rr_p99", "us"), ("udp_rr_avg", "us")],
-             "rtt": [("rtt_p50", "us"), ("rtt_p99", "us"), ("rtt_avg", "us"),
-                     ("rtt_min", "us"), ("rtt_max", "us"), ("rtt_loss", "%")]}[kind]
-    for t, u in names:
-        row(t, None, u)
+    for suffix, unit in NAMES[kind]:
+        row(test + suffix, None, unit)
 print("\n".join(rows))
 PY
 )
 
 parse() { python3 -c "$PARSE_PY" "$@" >>"$CSV" || true; }
 
-# iperf_test MODE REP TEST DURATION ARGS...: one iperf3 run against a fresh
-# one-shot server in ctrB; raw JSON in raw/, parsed rows in results.csv.
+# csv_value MODE REP TEST: a value recorded earlier in this run (or NA).
+csv_value() {
+    awk -F, -v m="$1" -v r="$2" -v t="$3" '$1==m && $2==r && $3==t {v=$4} END {print (v == "" ? "NA" : v)}' "$CSV"
+}
+
+# cpu_busy: busy and total jiffies of the whole machine (user + nice +
+# system + irq + softirq; idle, iowait and steal are not busy).
+cpu_busy() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8; exit}' /proc/stat; }
+now_ns() { date +%s%N; }
+
+# iperf_test KIND MODE REP TEST DURATION ARGS...: one iperf3 run against a
+# fresh one-shot server in ctrB; raw JSON in raw/, parsed rows in results.csv.
+# For KIND tcp, the whole machine's busy CPU over the client run is recorded.
 iperf_test() {
-    local mode=$1 rep=$2 test=$3 dur=$4
-    shift 4
-    local base="$RAW/$mode-r$rep-$test" spid rc=0 i
+    local kind=$1 mode=$2 rep=$3 test=$4 dur=$5
+    shift 5
+    local base="$RAW/$mode-r$rep-$test" spid rc=0 i b0 b1 t0 t1 cores=NA
     ip netns exec "$NS_CTRB" timeout $((dur + 40)) iperf3 -s -1 -B "$DST" -p "$IPERF_PORT" >"$base.server.log" 2>&1 &
     spid=$!
     ed_track "$spid"
@@ -238,31 +288,62 @@ iperf_test() {
         ed_kill_pid "$spid"
         ed_untrack "$spid"
         echo '{"error":"iperf3 server did not start"}' >"$base.json"
-        parse "$test" "$mode" "$rep" "$base.json"
+        parse "$kind" "$test" "$mode" "$rep" "$base.json" NA
         return 0
     fi
+    b0=$(cpu_busy)
+    t0=$(now_ns)
     run_logged "$base.json" "$base.err" "$NS_CTRA" timeout $((dur + 30)) \
         iperf3 -c "$DST" -p "$IPERF_PORT" --connect-timeout 3000 -J -t "$dur" "$@" || rc=$?
+    t1=$(now_ns)
+    b1=$(cpu_busy)
+    if [[ $kind == tcp ]] && ((t1 > t0)); then
+        cores=$(awk -v b="$((b1 - b0))" -v hz="$CLK_TCK" -v ns="$((t1 - t0))" 'BEGIN {printf "%.4f", (b / hz) / (ns / 1e9)}')
+    fi
     ((rc == 0)) || ed_warn "$mode rep $rep $test: iperf3 client exit status $rc (see $base.json / $base.err)"
     for ((i = 0; i < 50; i++)); do kill -0 "$spid" 2>/dev/null || break; sleep 0.1; done
     ed_kill_pid "$spid" 1
     wait "$spid" 2>/dev/null || true
     ed_untrack "$spid"
     [[ -s $base.err ]] || rm -f "$base.err"
-    parse "$test" "$mode" "$rep" "$base.json"
+    [[ -s $base.server.log ]] || rm -f "$base.server.log"
+    parse "$kind" "$test" "$mode" "$rep" "$base.json" "$cores"
 }
 
-rtt_test() {
-    local mode=$1 rep=$2 base="$RAW/$1-r$2-rtt" rc=0
-    run_logged "$base.txt" "$base.err" "$NS_CTRA" timeout 60 \
-        ping -n -i 0.01 -c "$PINGS" -W 1 "$DST" || rc=$?
-    ((rc == 0)) || ed_warn "$mode rep $rep rtt: ping exit status $rc"
+# lat_test MODE REP LOAD: the latency probe at LOAD % of this mode's UDP
+# 64 B delivered rate measured in this repetition.
+lat_test() {
+    local mode=$1 rep=$2 load=$3 test="lat$3" base="$RAW/$1-r$2-lat$3" max rate spid rc=0
+    max=$(csv_value "$mode" "$rep" udp64_pps)
+    if [[ $max == NA ]]; then
+        ed_warn "$mode rep $rep $test: no UDP 64 B rate to derive the probe rate from"
+        echo '{}' >"$base.json"
+        parse lat "$test" "$mode" "$rep" "$base.json"
+        return 0
+    fi
+    rate=$(awk -v m="$max" -v l="$load" 'BEGIN {r = m * l / 100; if (r < 100) r = 100; printf "%d", r}')
+    ip netns exec "$NS_CTRB" "$(bench_bin)" latency server --bind "$DST:$LAT_PORT" --exit-after $((T_LAT + 30)) >/dev/null 2>"$base.server.err" &
+    spid=$!
+    ed_track "$spid"
+    printf '%s\n' "ip netns exec <ctrB> encapd-bench latency server --bind $DST:$LAT_PORT --exit-after $((T_LAT + 30)) &" >>"$CMDLOG"
+    if ed_wait_port "$NS_CTRB" "$LAT_PORT" 5 udp; then
+        run_logged "$base.out" "$base.err" "$NS_CTRA" timeout $((T_LAT + 20)) \
+            "$(bench_bin)" latency client --target "$DST:$LAT_PORT" --rate "$rate" --duration "$T_LAT" --out "$base" --json || rc=$?
+        ((rc == 0)) || ed_warn "$mode rep $rep $test: probe exit status $rc (see $base.err)"
+    else
+        ed_warn "$mode rep $rep $test: probe server did not start"
+    fi
+    [[ -s $base.json ]] || echo '{}' >"$base.json"
+    ed_kill_pid "$spid" 1
+    wait "$spid" 2>/dev/null || true
+    ed_untrack "$spid"
+    rm -f "$base.out"
     [[ -s $base.err ]] || rm -f "$base.err"
-    parse rtt "$mode" "$rep" "$base.txt"
+    [[ -s $base.server.err ]] || rm -f "$base.server.err"
+    parse lat "$test" "$mode" "$rep" "$base.json"
 }
 
-# sockperf_test MODE REP: UDP ping-pong (64-byte messages, full RTT,
-# back-to-back) against a sockperf server in ctrB.
+# sockperf_test MODE REP: UDP ping-pong (64-byte messages, back to back).
 sockperf_test() {
     local mode=$1 rep=$2 base="$RAW/$1-r$2-udp_rr" spid rc=0 port=11111
     ip netns exec "$NS_CTRB" timeout $((T_RR + 30)) sockperf server -i "$DST" -p "$port" >"$base.server.log" 2>&1 &
@@ -280,8 +361,17 @@ sockperf_test() {
     ed_kill_pid "$spid" 1
     wait "$spid" 2>/dev/null || true
     ed_untrack "$spid"
+    rm -f "$base.server.log"
     [[ -s $base.err ]] || rm -f "$base.err"
-    parse udp_rr "$mode" "$rep" "$base.txt"
+    parse udp_rr udp_rr "$mode" "$rep" "$base.txt"
+}
+
+mode_engine() {
+    case $1 in
+        classic) echo classic ;;
+        mmsg | mmsg-nooffload) echo mmsg ;;
+        uring | uring-nooffload) echo uring ;;
+    esac
 }
 
 mode_mtu() {
@@ -308,26 +398,29 @@ mode_enter() {
             echo "# setup: scripts/netns.sh vxlan (flannel.1-style vx0, VNI 1, dstport 8472)" >>"$CMDLOG"
             ed_topo_vxlan "$ED_TOPO_PREFIX"
             ;;
-        classic | mmsg | uring)
+        *)
             local dir="$WORK/$mode-r$rep"
-            encapd_write_configs "$dir" "$mode" "$WORKERS"
+            encapd_write_configs "$dir" "$(mode_engine "$mode")" "$WORKERS"
+            if [[ $mode == *-nooffload ]]; then
+                sed -i '/^io *=/a offload = "off"' "$dir/a.toml" "$dir/b.toml"
+            fi
             mkdir -p "$OUT/configs/$mode"
             cp "$dir"/*.toml "$OUT/configs/$mode/"
-            printf '# setup: ip netns exec <nodeX> %s run --config configs/%s/{a,b}.toml\n' "$(ed_encapd_bin)" "$mode" >>"$CMDLOG"
+            printf '# setup: ip netns exec <nodeX> encapd run --config configs/%s/{a,b}.toml\n' "$mode" >>"$CMDLOG"
             local chk=0
-            encapd_check "$dir" 2>>"$RAW/$mode-r$rep-check.log" || chk=1
+            encapd_check "$dir" >/dev/null 2>>"$RAW/$mode-r$rep-check.log" || chk=1
             [[ -s $RAW/$mode-r$rep-check.log ]] || rm -f "$RAW/$mode-r$rep-check.log"
             ((chk == 0)) || { ed_warn "$mode: encapd check failed (raw/$mode-r$rep-check.log)"; return 1; }
             encapd_start "$dir" || return 1
+            ed_log "  $mode: $(grep -o 'engine .*' "$dir/a.log" | head -n1 || true)"
             ;;
     esac
     local via
     via=$(ip -n "$NS_NODEA" route get "$DST" 2>/dev/null | head -n1 || true)
-    ed_log "  $mode: nodeA route to $DST: $via"
     case $mode in
-        routing) [[ $via == *"dev ul0"* ]] || { ed_warn "routing: unexpected route"; return 1; } ;;
-        vxlan) [[ $via == *"dev vx0"* ]] || { ed_warn "vxlan: unexpected route"; return 1; } ;;
-        *) [[ $via == *"dev $ED_TUN"* ]] || { ed_warn "$mode: route does not use $ED_TUN"; return 1; } ;;
+        routing) [[ $via == *"dev ul0"* ]] || { ed_warn "routing: unexpected route: $via"; return 1; } ;;
+        vxlan) [[ $via == *"dev vx0"* ]] || { ed_warn "vxlan: unexpected route: $via"; return 1; } ;;
+        *) [[ $via == *"dev $ED_TUN"* ]] || { ed_warn "$mode: route does not use $ED_TUN: $via"; return 1; } ;;
     esac
     ed_ping_ok "$NS_CTRA" "$DST" 15 || { ed_warn "$mode: no connectivity ctrA -> $DST"; return 1; }
 }
@@ -340,7 +433,7 @@ mode_leave() {
             ip -n "$NS_NODEA" -s link show dev vx0 >"$RAW/$mode-r$rep-vx0-nodeA.txt" 2>&1 || true
             ed_topo_unvxlan "$ED_TOPO_PREFIX"
             ;;
-        classic | mmsg | uring)
+        *)
             local dir="$WORK/$mode-r$rep"
             if [[ -n $ENCAPD_PID_A || -n $ENCAPD_PID_B ]]; then
                 encapd_counters
@@ -352,45 +445,63 @@ mode_leave() {
     esac
 }
 
+# All tests of one mode in one repetition.
+run_tests() {
+    local mode=$1 rep=$2 load
+    iperf_test tcp "$mode" "$rep" tcp1 "$T_TCP"
+    iperf_test tcp "$mode" "$rep" tcp1_cubic "$T_TCP" -C cubic
+    iperf_test tcp "$mode" "$rep" tcp4 "$T_TCP" -P 4
+    iperf_test tcp "$mode" "$rep" tcp4_cubic "$T_TCP" -P 4 -C cubic
+    iperf_test udp "$mode" "$rep" udp64 "$T_UDP" -u -b 0 -l 64
+    iperf_test udp "$mode" "$rep" udp512 "$T_UDP" -u -b 0 -l 512
+    iperf_test udp "$mode" "$rep" udp1400 "$T_UDP" -u -b 0 -l 1400
+    for load in "${LOADS[@]}"; do lat_test "$mode" "$rep" "$load"; done
+    if ((SOCKPERF)); then sockperf_test "$mode" "$rep"; fi
+}
+
+# NA rows for every test of a mode whose setup failed.
 na_rows() {
-    local mode=$1 rep=$2 t
-    for t in tcp1:Gbit/s tcp1_retrans:count tcp4:Gbit/s tcp4_retrans:count udp64_pps:pps \
-        udp64_sent_pps:pps udp64_loss:% udp_rr_p50:us udp_rr_p99:us udp_rr_avg:us rtt_p50:us rtt_p99:us rtt_avg:us rtt_min:us rtt_max:us rtt_loss:%; do
-        echo "$mode,$rep,${t%%:*},NA,${t#*:}" >>"$CSV"
-    done
+    local mode=$1 rep=$2 t load
+    for t in tcp1 tcp1_cubic tcp4 tcp4_cubic; do parse tcp "$t" "$mode" "$rep" /nonexistent NA 2>/dev/null; done
+    for t in udp64 udp512 udp1400; do parse udp "$t" "$mode" "$rep" /nonexistent 2>/dev/null; done
+    for load in "${LOADS[@]}"; do parse lat "lat$load" "$mode" "$rep" /nonexistent 2>/dev/null; done
+    if ((SOCKPERF)); then parse udp_rr udp_rr "$mode" "$rep" /nonexistent 2>/dev/null; fi
 }
 
 started=$(date -u +%Y-%m-%dT%H:%M:%SZ)
-t0=$SECONDS
+t_start=$SECONDS
 for ((rep = 1; rep <= REPS; rep++)); do
     for mode in "${MODES[@]}"; do
         ed_log "rep $rep/$REPS mode $mode"
         printf '\n# rep %s mode %s (container MTU %s)\n' "$rep" "$mode" "$(mode_mtu "$mode")" >>"$CMDLOG"
         if mode_enter "$mode" "$rep"; then
-            iperf_test "$mode" "$rep" tcp1 "$T_TCP"
-            iperf_test "$mode" "$rep" tcp4 "$T_TCP" -P 4
-            iperf_test "$mode" "$rep" udp64 "$T_UDP" -u -b 0 -l 64
-            rtt_test "$mode" "$rep"
-            if ((SOCKPERF)); then sockperf_test "$mode" "$rep"; fi
-            ed_log "  $(awk -F, -v m="$mode" -v r="$rep" '$1==m && $2==r && ($3=="tcp1"||$3=="tcp4"||$3=="udp64_pps"||$3=="udp64_loss"||$3=="rtt_p50") {printf "%s=%s%s ", $3, $4, $5}' "$CSV")"
+            run_tests "$mode" "$rep"
+            ed_log "  $(awk -F, -v m="$mode" -v r="$rep" '$1==m && $2==r && ($3=="tcp1"||$3=="tcp4"||$3=="udp64_pps"||$3=="lat50_p50"||$3=="tcp1_cpu_per_gbps") {printf "%s=%s%s ", $3, $4, $5}' "$CSV")"
         else
             ed_warn "mode $mode rep $rep: setup failed, recording NA"
+            FAILED_MODES+=("$mode/r$rep")
             na_rows "$mode" "$rep"
         fi
         mode_leave "$mode" "$rep"
     done
 done
-elapsed=$((SECONDS - t0))
+elapsed=$((SECONDS - t_start))
+loadavg_end=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ---------------------------------------------------------------------------
-# summary.md
+# Metadata: env.txt (key=value, read by the report) and README.md (people).
 
-git_head=$(git -C "$ED_ROOT" rev-parse --verify -q HEAD 2>/dev/null || echo "(no commit yet)")
-git_dirty=$(git -C "$ED_ROOT" status --porcelain 2>/dev/null | grep -c . || true)
+if git_head=$(git -C "$ED_ROOT" rev-parse --verify -q HEAD 2>/dev/null); then
+    git_dirty=$(git -C "$ED_ROOT" status --porcelain 2>/dev/null | grep -c . || true)
+else
+    git_head="(not a git checkout)"
+    git_dirty=""
+fi
 cpu_model=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
 encapd_version=""
 if ((need_encapd)); then encapd_version=$("$(ed_encapd_bin)" --version 2>/dev/null | head -n1 || true); fi
-
+iperf3_version=$(iperf3 --version 2>&1 | head -n1)
+mtus="routing $ED_UL_MTU, vxlan $ED_VX_MTU, encapd $((ED_UL_MTU - 28))"
 {
     echo "started=$started"
     echo "elapsed_s=$elapsed"
@@ -399,155 +510,98 @@ if ((need_encapd)); then encapd_version=$("$(ed_encapd_bin)" --version 2>/dev/nu
     echo "reps=$REPS"
     echo "t_tcp=$T_TCP"
     echo "t_udp=$T_UDP"
-    echo "pings=$PINGS"
-    echo "t_rr=$T_RR"
-    echo "sockperf=$( ((SOCKPERF)) && sockperf --version 2>&1 | sed -n 's/.*version \([^ ]*\).*/\1/p' | head -n1)"
+    echo "t_lat=$T_LAT"
+    echo "lat_loads=${LOADS[*]}"
+    echo "tcp_cc_default=$TCP_CC_DEFAULT"
     echo "workers=$WORKERS"
-    echo "ctr_mtu=${CTR_MTU:-per-mode (routing $ED_UL_MTU, vxlan $ED_VX_MTU, encapd $((ED_UL_MTU - 28)))}"
+    echo "ctr_mtu=${CTR_MTU:-per mode ($mtus)}"
     echo "kernel=$(uname -r)"
     echo "cpu=$cpu_model"
     echo "nproc=$(nproc)"
     echo "host=$host"
     echo "git_head=$git_head"
     echo "git_dirty_files=$git_dirty"
-    echo "iperf3=$(iperf3 --version 2>&1 | head -n1)"
-    echo "ping=$(ping -V 2>&1 | head -n1)"
+    echo "iperf3=$iperf3_version"
     echo "encapd=$encapd_version"
+    echo "loadavg_start=$loadavg_start"
+    echo "loadavg_end=$loadavg_end"
+    echo "quiet=$quiet_note"
+    if ((SOCKPERF)); then echo "sockperf=$(sockperf --version 2>&1 | sed -n 's/.*version \([^ ]*\).*/\1/p' | head -n1)"; fi
 } >"$OUT/env.txt"
 
-python3 - "$OUT" <<'PY'
-import csv, os, statistics, sys
+{
+    echo "# encapd benchmark run $started on $host"
+    echo
+    echo "Raw data of one \`bench/run.sh\` run; \`report.md\` is rendered from it"
+    echo "(\`encapd report DIR\`). See bench/README.md for what each test measures."
+    echo
+    echo "- command: \`$INVOCATION\` (wall time $elapsed s)"
+    echo "- kernel: \`$(uname -r)\`"
+    echo "- CPU: $cpu_model ($(nproc) CPUs)"
+    echo "- git revision: \`$git_head\`${git_dirty:+ ($git_dirty uncommitted or untracked files at run time)}"
+    echo "- iperf3: $iperf3_version; TCP default congestion control: \`$TCP_CC_DEFAULT\`"
+    [[ -z $encapd_version ]] || echo "- encapd: $encapd_version, \`workers = $WORKERS\`, configs in \`configs/<mode>/\`"
+    echo "- container MTU: ${CTR_MTU:-per mode ($mtus)}"
+    echo "- load average (1, 5, 15 min) at start: $loadavg_start; at end: $loadavg_end${quiet_note:+; $quiet_note}"
+    echo "- modes: ${MODES[*]}; $REPS repetition(s), modes interleaved within each"
+    echo
+    echo "## Commands"
+    echo
+    echo "Per mode and repetition (\`<ctrA>\`, \`<ctrB>\`: the container namespaces; a fresh"
+    echo "one-shot server in ctrB for every test). The probe rate is LOAD % of the mode's"
+    echo "\`udp64_pps\` in the same repetition (\`lat<LOAD>_offered_pps\` in results.csv)."
+    echo
+    echo '```sh'
+    echo "ip netns exec <ctrB> iperf3 -s -1 -B $DST -p $IPERF_PORT"
+    echo "ip netns exec <ctrA> iperf3 -c $DST -p $IPERF_PORT --connect-timeout 3000 -J -t $T_TCP                  # tcp1"
+    echo "ip netns exec <ctrA> iperf3 -c $DST -p $IPERF_PORT --connect-timeout 3000 -J -t $T_TCP -C cubic        # tcp1_cubic"
+    echo "ip netns exec <ctrA> iperf3 -c $DST -p $IPERF_PORT --connect-timeout 3000 -J -t $T_TCP -P 4            # tcp4"
+    echo "ip netns exec <ctrA> iperf3 -c $DST -p $IPERF_PORT --connect-timeout 3000 -J -t $T_TCP -P 4 -C cubic  # tcp4_cubic"
+    echo "ip netns exec <ctrA> iperf3 -c $DST -p $IPERF_PORT --connect-timeout 3000 -J -t $T_UDP -u -b 0 -l 64   # udp64 (also 512, 1400)"
+    echo "ip netns exec <ctrB> encapd-bench latency server --bind $DST:$LAT_PORT"
+    echo "ip netns exec <ctrA> encapd-bench latency client --target $DST:$LAT_PORT --rate RATE --duration $T_LAT --out raw/MODE-rREP-latLOAD --json"
+    echo '```'
+    echo
+    echo "CPU: \`/proc/stat\` (user + nice + system + irq + softirq jiffies of the whole"
+    echo "machine) read before and after each TCP client run; cores = busy jiffies /"
+    echo "$CLK_TCK per s / wall seconds. Every command exactly as run: \`commands.log\`."
+    echo
+    echo "## Files"
+    echo
+    echo "- \`results.csv\`: every value (\`mode,rep,test,value,unit\`; \`NA\`: failed)"
+    echo "- \`env.txt\`: the above as \`key=value\` lines (read by the report)"
+    echo "- \`raw/\`: iperf3 JSON, probe \`.hgrm\` + \`.json\`, encapd logs with counters, \`vx0\` statistics"
+    echo "- \`report.md\` and \`*.svg\`: the rendered report"
+    if ((${#FAILED_MODES[@]})); then
+        echo
+        echo "Setup failed for: ${FAILED_MODES[*]} (recorded as NA)."
+    fi
+} >"$OUT/README.md"
 
-out = sys.argv[1]
-env = {}
-for line in open(os.path.join(out, "env.txt")):
-    k, _, v = line.rstrip("\n").partition("=")
-    env[k] = v
-rows = list(csv.DictReader(open(os.path.join(out, "results.csv"))))
-modes = env["modes"].split()
-reps = int(env["reps"])
+# Keep the run folder small: drop any raw file over 1 MB.
+find "$RAW" -type f -size +1M -print -delete | sed 's/^/dropped (> 1 MB): /' >&2 || true
 
-vals = {}   # (mode, test) -> {rep: value}
-for r in rows:
-    if r["value"] == "NA":
-        continue
-    vals.setdefault((r["mode"], r["test"]), {})[int(r["rep"])] = float(r["value"])
+# ---------------------------------------------------------------------------
+# Report
 
-def med(mode, test):
-    v = list(vals.get((mode, test), {}).values())
-    return statistics.median(v) if v else None
+report_ok=0
+if [[ -x $(ed_encapd_bin) ]] && "$(ed_encapd_bin)" report --help >/dev/null 2>&1; then
+    if "$(ed_encapd_bin)" report "$OUT" >/dev/null; then report_ok=1; else ed_warn "encapd report $OUT failed"; fi
+else
+    ed_log "note: $(ed_encapd_bin) has no 'report' subcommand; rendering with encapd-bench report"
+    if "$(bench_bin)" report "$OUT" >/dev/null; then report_ok=1; else ed_warn "encapd-bench report $OUT failed"; fi
+fi
 
-def fmt(x, nd=2):
-    if x is None:
-        return "n/a"
-    if abs(x) >= 1000:
-        return f"{x:,.0f}"
-    return f"{x:.{nd}f}"
+ed_log "done in ${elapsed}s; results in $OUT"
+if ((report_ok)); then
+    # The headline: medians, ratios and targets.
+    awk '/^## Headline/ {on = 1} /^## Medians per mode/ {on = 0} on' "$OUT/report.md"
+else
+    column -s, -t <"$CSV" || cat "$CSV"
+fi
 
-cols = [  # (test, header, scale, digits)
-    ("tcp1", "TCP 1 stream Gbit/s", 1, 2),
-    ("tcp1_retrans", "retrans", 1, 0),
-    ("tcp4", "TCP 4 streams Gbit/s", 1, 2),
-    ("tcp4_retrans", "retrans", 1, 0),
-    ("udp64_pps", "UDP 64 B delivered kpps", 1e-3, 1),
-    ("udp64_sent_pps", "sent kpps", 1e-3, 1),
-    ("udp64_loss", "loss %", 1, 1),
-    ("rtt_p50", "ping RTT p50 µs", 1, 0),
-    ("rtt_p99", "ping p99 µs", 1, 0),
-    ("udp_rr_p50", "UDP RR p50 µs", 1, 0),
-    ("udp_rr_p99", "UDP RR p99 µs", 1, 0),
-]
-if not env.get("sockperf"):
-    cols = [c for c in cols if not c[0].startswith("udp_rr")]
-L = []
-L.append(f"# encapd benchmark — {env['started']} on {env['host']}")
-L.append("")
-L.append("## Environment")
-L.append("")
-L.append(f"- kernel: `{env['kernel']}`")
-L.append(f"- CPU: {env['cpu']} ({env['nproc']} CPUs)")
-L.append(f"- git HEAD: `{env['git_head']}` ({env['git_dirty_files']} uncommitted/untracked files)")
-L.append(f"- iperf3: {env['iperf3']}; ping: {env['ping']}")
-if env.get("encapd"):
-    L.append(f"- encapd: {env['encapd']}, `workers = {env['workers']}`")
-L.append(f"- container MTU: {env['ctr_mtu']}")
-L.append(f"- modes: {', '.join(modes)}; repetitions: {reps} (modes interleaved within each repetition); wall time {env['elapsed_s']} s")
-L.append("")
-L.append("## Commands")
-L.append("")
-L.append("```")
-L.append(f"{env['invocation']}")
-L.append(f"# per mode and repetition, in namespace ctrB:  iperf3 -s -1 -B 100.96.2.3 -p 5201   (fresh one-shot server per test)")
-L.append(f"# in namespace ctrA:")
-L.append(f"iperf3 -c 100.96.2.3 -p 5201 --connect-timeout 3000 -J -t {env['t_tcp']}")
-L.append(f"iperf3 -c 100.96.2.3 -p 5201 --connect-timeout 3000 -J -t {env['t_tcp']} -P 4")
-L.append(f"iperf3 -c 100.96.2.3 -p 5201 --connect-timeout 3000 -J -t {env['t_udp']} -u -b 0 -l 64")
-L.append(f"ping -n -i 0.01 -c {env['pings']} -W 1 100.96.2.3")
-if env.get("sockperf"):
-    L.append(f"# sockperf {env['sockperf']}; server in ctrB: sockperf server -i 100.96.2.3 -p 11111")
-    L.append(f"sockperf ping-pong -i 100.96.2.3 -p 11111 -t {env['t_rr']} -m 64 --full-rtt")
-L.append("```")
-L.append("")
-L.append("Every command actually run is in `commands.log`; raw outputs in `raw/`, all values in `results.csv`.")
-L.append("")
-L.append("## Medians per mode")
-L.append("")
-L.append("| mode | " + " | ".join(c[1] for c in cols) + " |")
-L.append("|---|" + "---:|" * len(cols))
-for m in modes:
-    cells = []
-    for t, _, s, nd in cols:
-        v = med(m, t)
-        cells.append(fmt(None if v is None else v * s, nd))
-    L.append(f"| {m} | " + " | ".join(cells) + " |")
-L.append("")
-L.append("UDP: iperf3 `-u -b 0 -l 64` (64-byte UDP payload, 92-byte IP packets); delivered = (sent − lost) / duration, as counted by the iperf3 server. "
-         "ping RTT: percentiles (nearest rank) over the individual replies of `ping -i 0.01`, which lets the CPUs idle between packets. "
-         "UDP RR: sockperf ping-pong, 64-byte messages back to back, full round trip, sockperf's own percentiles.")
-L.append("")
-
-ratio_tests = [("tcp1", "TCP 1"), ("tcp4", "TCP 4"), ("udp64_pps", "UDP 64 B pps"), ("rtt_p50", "ping p50"), ("rtt_p99", "ping p99")]
-if env.get("sockperf"):
-    ratio_tests += [("udp_rr_p50", "UDP RR p50"), ("udp_rr_p99", "UDP RR p99")]
-if "routing" in modes:
-    L.append("## Ratios to plain routing, per repetition")
-    L.append("")
-    L.append("Each value is mode ÷ routing from the same repetition (throughput: higher is better; RTT: lower is better).")
-    L.append("")
-    L.append("| mode | rep | " + " | ".join(h for _, h in ratio_tests) + " |")
-    L.append("|---|---:|" + "---:|" * len(ratio_tests))
-    for m in modes:
-        if m == "routing":
-            continue
-        for rep in range(1, reps + 1):
-            cells = []
-            for t, _ in ratio_tests:
-                a = vals.get((m, t), {}).get(rep)
-                b = vals.get(("routing", t), {}).get(rep)
-                cells.append(f"{a / b:.2f}×" if a is not None and b else "n/a")
-            L.append(f"| {m} | {rep} | " + " | ".join(cells) + " |")
-    L.append("")
-
-L.append("## Targets")
-L.append("")
-def target(name, a, b, op, factor, unit_desc):
-    if a is None or b is None:
-        return f"- {name}: n/a (needs both modes in the run)"
-    if op == ">=":
-        ok = a >= factor * b
-    else:
-        ok = a <= factor * b
-    ratio = a / b if b else float("nan")
-    return f"- {name}: **{'PASS' if ok else 'FAIL'}** ({unit_desc(a)} vs {unit_desc(b)}, ratio {ratio:.2f}×)"
-L.append(target("uring TCP 1 stream ≥ 4× classic", med("uring", "tcp1"), med("classic", "tcp1"), ">=", 4.0, lambda x: f"{x:.2f} Gbit/s"))
-L.append(target("uring UDP 64 B delivered rate ≥ kernel VXLAN", med("uring", "udp64_pps"), med("vxlan", "udp64_pps"), ">=", 1.0, lambda x: f"{x/1e3:.1f} kpps"))
-if env.get("sockperf"):
-    L.append(target("uring RTT p50 ≤ 1.5× kernel VXLAN (sockperf UDP RR)", med("uring", "udp_rr_p50"), med("vxlan", "udp_rr_p50"), "<=", 1.5, lambda x: f"{x:.0f} µs"))
-L.append(target("uring RTT p50 ≤ 1.5× kernel VXLAN (ping)", med("uring", "rtt_p50"), med("vxlan", "rtt_p50"), "<=", 1.5, lambda x: f"{x:.0f} µs"))
-L.append("")
-L.append("Medians of the repetitions. Absolute numbers drift on a shared machine; compare modes within one run.")
-open(os.path.join(out, "summary.md"), "w").write("\n".join(L) + "\n")
-PY
-
-ed_log "done in ${elapsed}s; summary: $OUT/summary.md"
-cat "$OUT/summary.md"
+na=$(awk -F, 'NR > 1 && $4 == "NA"' "$CSV" | wc -l)
+if ((${#FAILED_MODES[@]})) || ((na > 0)); then
+    ed_warn "incomplete run: setup failed for [${FAILED_MODES[*]}], $na NA values (see results.csv)"
+    exit 3
+fi

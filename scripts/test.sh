@@ -13,7 +13,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 log() { printf '[test.sh %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
 # command:package pairs the tests use.
-need=(ip:iproute2 ping:iputils-ping iperf3:iperf3 nft:nftables pgrep:procps ethtool:ethtool)
+need=(ip:iproute2 ping:iputils-ping iperf3:iperf3 nft:nftables pgrep:procps ethtool:ethtool protoc:protobuf-compiler etcd:etcd-server etcdctl:etcd-client)
 missing=()
 for pair in "${need[@]}"; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
@@ -46,4 +46,13 @@ log "cargo test (ENCAPD_REQUIRE_ROOT_TESTS=${ENCAPD_REQUIRE_ROOT_TESTS:-0})"
 cargo test --release --locked --lib --bins --tests -- --test-threads=2
 log "benchmarks, once each (criterion --test)"
 cargo bench --locked --bench table -- --test
+if [[ $(id -u) -eq 0 ]]; then
+    log "benchmark suite, CI-sized (routing vs uring, short tests) -> report"
+    out=$(mktemp -d /tmp/encapd-bench-ci.XXXXXX)
+    bench/run.sh --quick --modes routing,uring --reps 1 --short --no-build --out "$out"
+    [[ -s $out/report.md && -s $out/results.csv ]] || { log "bench/run.sh wrote no report"; exit 1; }
+    rm -rf "$out"
+elif [[ ${ENCAPD_REQUIRE_ROOT_TESTS:-0} == 1 ]]; then
+    log "the benchmark check needs root"; exit 1
+fi
 log "all tests passed"

@@ -49,6 +49,15 @@ pub enum Command {
         #[arg(short, long, value_name = "PATH")]
         config: PathBuf,
     },
+    /// Render a benchmark run's report (report.md and SVG charts) from its raw files.
+    ///
+    /// DIR is a folder written by `bench/run.sh` (results.csv, .hgrm files,
+    /// README.md); the report is rewritten in place, deterministically.
+    Report {
+        /// The run directory.
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
     /// Show what a running daemon is doing (read from its metrics endpoint).
     ///
     /// Rates per direction come from two scrapes `--interval` apart; drops by
@@ -87,6 +96,16 @@ pub fn execute(cli: Cli) -> u8 {
             }
         }
         Command::Check { config } => check(&config),
+        Command::Report { dir } => match crate::report::render(&dir) {
+            Ok(_) => {
+                println!("wrote {}", dir.join("report.md").display());
+                0
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                1
+            }
+        },
         Command::Stats { addr, interval, json } => {
             if !interval.is_finite() || !(0.0..=3600.0).contains(&interval) {
                 eprintln!("error: --interval {interval}: must be between 0 and 3600 seconds");
