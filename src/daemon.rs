@@ -101,9 +101,29 @@ pub fn plan(config: &Config) -> Result<Plan, DaemonError> {
 }
 
 /// Runs the daemon in the foreground until SIGINT/SIGTERM.
-pub fn run(config: Config) -> Result<(), DaemonError> {
-    let control::InitialTable { table, peers: file_peers, file_text } = control::initial_table(&config).map_err(DaemonError::Config)?;
+pub fn run(mut config: Config) -> Result<(), DaemonError> {
+    // With etcd: claim this node's subnet (and learn the network) first;
+    // everything below is built for the subnet etcd granted.
+    let etcd = match config.etcd() {
+        Some(_) => Some(control::etcd::bootstrap(&mut config).map_err(|e| match e {
+            control::etcd::BootstrapError::Config(m) => DaemonError::Config(m),
+            control::etcd::BootstrapError::Unavailable(m) => DaemonError::Io { what: "etcd".into(), source: std::io::Error::other(m) },
+        })?),
+        None => None,
+    };
+    let control::InitialTable { table, peers: file_peers, file_text } = match &etcd {
+        Some(boot) => control::InitialTable {
+            table: crate::route::SubnetTable::build(1, &config.table_scope(), &boot.peers)
+                .map_err(|errs| DaemonError::Config(errs.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")))?,
+            peers: Vec::new(),
+            file_text: None,
+        },
+        None => control::initial_table(&config).map_err(DaemonError::Config)?,
+    };
     let plan = plan(&config)?;
+    if let Some(src) = config.etcd() {
+        control::etcd::write_subnet_env(&config, plan.tun_mtu).map_err(io_err(format!("writing {}", src.subnet_env.display())))?;
+    }
     let identity = match &config.user {
         Some(user) => Some(
             sys::privileges::resolve(user, config.group.as_deref())
@@ -226,7 +246,8 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
     }
     // Started after the drop, the control thread (and its file watcher)
     // inherit no capabilities.
-    let control = match control::spawn(config.clone(), Arc::clone(&shared), file_peers, file_text) {
+    let control_source = if etcd.is_some() { "etcd" } else { "file" };
+    let control = match control::spawn(config.clone(), Arc::clone(&shared), file_peers, file_text, etcd) {
         Ok(c) => c,
         Err(e) => {
             stop_workers(&lifecycle, handles);
@@ -246,7 +267,7 @@ pub fn run(config: Config) -> Result<(), DaemonError> {
                     tun_offloads: tun_offloads.to_owned(),
                     udp_gso: gso,
                     udp_gro: gro,
-                    control_source: "file",
+                    control_source,
                     listen: Some(addr),
                 },
             };

@@ -8,11 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-// The report module is self-contained; including it by path keeps this test
-// independent of the library's module list.
-#[allow(dead_code)]
-#[path = "../src/report/mod.rs"]
-mod report;
+use encapd::report;
 
 fn sample_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/runs/sample-quick")

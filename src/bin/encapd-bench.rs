@@ -27,15 +27,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
+use encapd::report;
 use hdrhistogram::Histogram;
 use serde::Serialize;
-
-// The report code has no dependency on the rest of the crate; it is
-// included by path so that this binary does not depend on the library's
-// module list.
-#[allow(dead_code)]
-#[path = "../report/mod.rs"]
-mod report;
 
 #[derive(Debug, Parser)]
 #[command(name = "encapd-bench", version, about = "Measurement tools for encapd benchmarks: latency probe and reports")]

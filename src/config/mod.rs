@@ -46,7 +46,49 @@ impl IoEngine {
 pub enum ControlSource {
     /// A TOML peers file, watched for changes.
     File { peers: PathBuf },
+    /// flannel's lease store in etcd v3 (see `control::etcd`).
+    Etcd(Box<EtcdSource>),
 }
+
+/// `[control] source = "etcd"`: where flannel's leases live and how this
+/// node holds its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdSource {
+    /// `http://HOST:PORT` or `https://HOST:PORT`, tried in turn.
+    pub endpoints: Vec<String>,
+    /// Key prefix without a trailing `/` (default `/coreos.com/network`).
+    pub prefix: String,
+    pub ca: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// Where the subnet this node last held is remembered.
+    pub state_dir: PathBuf,
+    /// flannel's `subnet.env`, written once the lease is held.
+    pub subnet_env: PathBuf,
+    /// Renew the lease this long before it expires.
+    pub renew_margin: std::time::Duration,
+    /// TTL of the etcd lease behind this node's subnet (flannel: 24 h).
+    pub lease_ttl: std::time::Duration,
+    /// `[node] subnet`, `[network] cidr` and `port` as the file gave them
+    /// (`None`: taken from etcd). When given, etcd's values must agree.
+    pub given_subnet: Option<Prefix>,
+    pub given_cidr: Option<Prefix>,
+    pub given_port: Option<u16>,
+    /// True once `Config::subnet`, `cidr` and `port` hold etcd's values.
+    pub resolved: bool,
+}
+
+/// Default etcd key prefix (flannel's).
+pub const DEFAULT_ETCD_PREFIX: &str = "/coreos.com/network";
+/// Default path of flannel's subnet.env.
+pub const DEFAULT_SUBNET_ENV: &str = "/run/flannel/subnet.env";
+/// Default lease TTL and renewal margin, in seconds (flannel's).
+pub const DEFAULT_LEASE_TTL_S: i64 = 24 * 3600;
+pub const DEFAULT_RENEW_MARGIN_S: i64 = 3600;
+/// Placeholder for `subnet`/`cidr` the etcd source has not resolved yet.
+pub const UNRESOLVED: Prefix = Prefix::V4 { addr: 0, len: 0 };
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -138,22 +180,54 @@ impl Config {
     pub fn peers_path(&self) -> Option<&Path> {
         match &self.control {
             ControlSource::File { peers } => Some(peers),
+            ControlSource::Etcd(_) => None,
         }
     }
+
+    /// The etcd source's settings, when that is the control source.
+    pub fn etcd(&self) -> Option<&EtcdSource> {
+        match &self.control {
+            ControlSource::Etcd(e) => Some(e),
+            ControlSource::File { .. } => None,
+        }
+    }
+
+    /// False while `subnet`/`cidr`/`port` still wait for etcd's values.
+    pub fn is_resolved(&self) -> bool {
+        self.etcd().is_none_or(|e| e.resolved)
+    }
+}
+
+/// `s` as a quoted TOML string, escaped so the printed config parses back.
+fn toml_string(s: &str) -> String {
+    toml::Value::String(s.to_owned()).to_string()
 }
 
 impl std::fmt::Display for Config {
     /// The effective configuration, as TOML with every default filled in.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(f, "[node]\npublic_ip = \"{}\"\nsubnet = \"{}\"", self.public_ip, self.subnet)?;
+        let pending = self.etcd().filter(|e| !e.resolved);
+        writeln!(f, "[node]\npublic_ip = \"{}\"", self.public_ip)?;
+        match pending {
+            Some(e) if e.given_subnet.is_none() => writeln!(f, "# subnet: allocated from etcd at start (kept across restarts)")?,
+            _ => writeln!(f, "subnet = \"{}\"", self.subnet)?,
+        }
         if let Some(s) = self.subnet6 {
             writeln!(f, "subnet6 = \"{s}\"")?;
         }
-        writeln!(f, "\n[network]\ncidr = \"{}\"", self.cidr)?;
+        match pending {
+            Some(e) if e.given_cidr.is_none() => writeln!(f, "\n[network]\n# cidr: etcd's Network, read at start")?,
+            _ => writeln!(f, "\n[network]\ncidr = \"{}\"", self.cidr)?,
+        }
         if let Some(c) = self.cidr6 {
             writeln!(f, "cidr6 = \"{c}\"")?;
         }
-        writeln!(f, "backend = \"udp\"\nport = {}", self.port)?;
+        match pending {
+            Some(e) if e.given_port.is_none() => {
+                writeln!(f, "backend = \"udp\"\n# port: etcd's Backend.Port (default {}), read at start", self.port)?
+            }
+            _ => writeln!(f, "backend = \"udp\"\nport = {}", self.port)?,
+        }
         match self.underlay_mtu {
             Some(m) => writeln!(f, "underlay_mtu = {m}")?,
             None => writeln!(f, "# underlay_mtu: read from the interface holding public_ip at start")?,
@@ -166,15 +240,36 @@ impl std::fmt::Display for Config {
         writeln!(f, "batch = {}\nsocket_buffer = {}", self.batch, self.socket_buffer)?;
         writeln!(f, "offload = \"{}\"", if self.offload { "auto" } else { "off" })?;
         match &self.control {
-            ControlSource::File { peers } => writeln!(f, "\n[control]\nsource = \"file\"\npeers = \"{}\"", peers.display())?,
+            ControlSource::File { peers } => {
+                writeln!(f, "\n[control]\nsource = \"file\"\npeers = {}", toml_string(&peers.display().to_string()))?
+            }
+            ControlSource::Etcd(e) => {
+                writeln!(f, "\n[control]\nsource = \"etcd\"\nendpoints = {:?}\nprefix = {:?}", e.endpoints, e.prefix)?;
+                for (key, v) in [("ca", &e.ca), ("cert", &e.cert), ("key", &e.key)] {
+                    if let Some(p) = v {
+                        writeln!(f, "{key} = {:?}", p.display().to_string())?;
+                    }
+                }
+                if let Some(u) = &e.username {
+                    writeln!(f, "username = {u:?}\npassword = \"(hidden)\"")?;
+                }
+                writeln!(
+                    f,
+                    "state_dir = {:?}\nsubnet_env = {:?}\nlease_ttl = {}\nrenew_margin = {}",
+                    e.state_dir.display().to_string(),
+                    e.subnet_env.display().to_string(),
+                    e.lease_ttl.as_secs(),
+                    e.renew_margin.as_secs()
+                )?;
+            }
         }
         match self.metrics_listen {
             Some(a) => writeln!(f, "\n[metrics]\nlisten = \"{a}\"")?,
             None => writeln!(f, "\n[metrics]\nlisten = \"off\"")?,
         }
         match (&self.user, &self.group) {
-            (Some(u), Some(g)) => writeln!(f, "\n[process]\nuser = \"{u}\"\ngroup = \"{g}\""),
-            (Some(u), None) => writeln!(f, "\n[process]\nuser = \"{u}\""),
+            (Some(u), Some(g)) => writeln!(f, "\n[process]\nuser = {}\ngroup = {}", toml_string(u), toml_string(g)),
+            (Some(u), None) => writeln!(f, "\n[process]\nuser = {}", toml_string(u)),
             _ => writeln!(f, "\n# [process] user: not set; encapd keeps the starting user (all capabilities are dropped after setup)"),
         }
     }

@@ -6,13 +6,14 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use super::{Backend, Config, ConfigError, ControlSource, IoEngine};
+use super::{Backend, Config, ConfigError, ControlSource, EtcdSource, IoEngine};
 use crate::route::Prefix;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawConfig {
     node: RawNode,
+    #[serde(default)]
     network: RawNetwork,
     #[serde(default)]
     dataplane: RawDataplane,
@@ -41,19 +42,17 @@ struct RawProcess {
 #[serde(deny_unknown_fields)]
 struct RawNode {
     public_ip: String,
-    subnet: String,
+    subnet: Option<String>,
     subnet6: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawNetwork {
-    cidr: String,
+    cidr: Option<String>,
     cidr6: Option<String>,
-    #[serde(default = "default_backend")]
-    backend: String,
-    #[serde(default = "default_port")]
-    port: i64,
+    backend: Option<String>,
+    port: Option<i64>,
     underlay_mtu: Option<i64>,
 }
 
@@ -74,15 +73,21 @@ struct RawDataplane {
 struct RawControl {
     source: Option<String>,
     peers: Option<String>,
+    // etcd source
+    endpoints: Option<Vec<String>>,
+    prefix: Option<String>,
+    ca: Option<String>,
+    cert: Option<String>,
+    key: Option<String>,
+    username: Option<String>,
+    password: Option<String>,
+    state_dir: Option<String>,
+    subnet_env: Option<String>,
+    renew_margin: Option<i64>,
+    lease_ttl: Option<i64>,
 }
 
-fn default_backend() -> String {
-    "udp".to_owned()
-}
-
-fn default_port() -> i64 {
-    8285
-}
+const DEFAULT_PORT: i64 = 8285;
 
 /// Default TUN device name.
 pub const DEFAULT_TUN: &str = "encap0";
@@ -125,19 +130,46 @@ impl RawConfig {
         if public_ip.is_unspecified() || public_ip.is_multicast() || public_ip.is_loopback() {
             return Err(c.err("node", "public_ip", public_ip, "must be a unicast address of this host's underlay interface"));
         }
-        let subnet = c.prefix("node", "subnet", &self.node.subnet)?;
-        if !subnet.is_ipv4() {
-            return Err(c.err("node", "subnet", &self.node.subnet, "must be an IPv4 prefix (use subnet6 for IPv6)"));
-        }
-        if subnet.len() > 30 {
-            return Err(c.err("node", "subnet", subnet, "too small: need room for the TUN and container addresses (at most /30)"));
-        }
-        let cidr = c.prefix("network", "cidr", &self.network.cidr)?;
-        if !cidr.is_ipv4() {
-            return Err(c.err("network", "cidr", cidr, "must be an IPv4 prefix (use cidr6 for IPv6)"));
-        }
-        if !cidr.covers(&subnet) || cidr == subnet {
+        let etcd = self.control.source.as_deref() == Some("etcd");
+        let missing = |section: &str, key: &str| ConfigError::Syntax {
+            file: file.clone(),
+            message: format!("missing field `{key}` in [{section}] (required unless [control] source = \"etcd\")"),
+        };
+        let subnet = match self.node.subnet.as_deref() {
+            Some(text) => {
+                let subnet = c.prefix("node", "subnet", text)?;
+                if !subnet.is_ipv4() {
+                    return Err(c.err("node", "subnet", text, "must be an IPv4 prefix (use subnet6 for IPv6)"));
+                }
+                if subnet.len() > 30 {
+                    return Err(c.err("node", "subnet", subnet, "too small: need room for the TUN and container addresses (at most /30)"));
+                }
+                Some(subnet)
+            }
+            None if etcd => None,
+            None => return Err(missing("node", "subnet")),
+        };
+        let cidr = match self.network.cidr.as_deref() {
+            Some(text) => {
+                let cidr = c.prefix("network", "cidr", text)?;
+                if !cidr.is_ipv4() {
+                    return Err(c.err("network", "cidr", cidr, "must be an IPv4 prefix (use cidr6 for IPv6)"));
+                }
+                Some(cidr)
+            }
+            None if etcd => None,
+            None => return Err(missing("network", "cidr")),
+        };
+        if let (Some(subnet), Some(cidr)) = (subnet, cidr)
+            && (!cidr.covers(&subnet) || cidr == subnet)
+        {
             return Err(c.err("node", "subnet", subnet, format!("must lie inside (and be smaller than) [network] cidr {cidr}")));
+        }
+        if etcd && let Some(s) = &self.node.subnet6 {
+            return Err(c.err("node", "subnet6", format!("{s:?}"), "not supported with [control] source = \"etcd\" yet"));
+        }
+        if etcd && let Some(s) = &self.network.cidr6 {
+            return Err(c.err("network", "cidr6", format!("{s:?}"), "not supported with [control] source = \"etcd\" yet"));
         }
         let subnet6 = self.node.subnet6.as_deref().map(|s| c.prefix("node", "subnet6", s)).transpose()?;
         let cidr6 = self.network.cidr6.as_deref().map(|s| c.prefix("network", "cidr6", s)).transpose()?;
@@ -157,14 +189,15 @@ impl RawConfig {
             (Some(s), None) => return Err(c.err("node", "subnet6", s, "needs [network] cidr6 as well")),
             (None, Some(n)) => return Err(c.err("network", "cidr6", n, "needs [node] subnet6 as well")),
         }
-        let backend = match self.network.backend.as_str() {
+        let backend = match self.network.backend.as_deref().unwrap_or("udp") {
             "udp" => Backend::Udp,
             "vxlan" => {
                 return Err(c.err("network", "backend", "\"vxlan\"", "the vxlan backend is not implemented yet; use \"udp\""));
             }
             other => return Err(c.err("network", "backend", format!("{other:?}"), "unknown backend; expected \"udp\"")),
         };
-        let port: u16 = c.int("network", "port", self.network.port, 1, 65535)?;
+        let given_port: Option<u16> = self.network.port.map(|p| c.int("network", "port", p, 1, 65535)).transpose()?;
+        let port = given_port.unwrap_or(DEFAULT_PORT as u16);
         let min_mtu = if public_ip.is_ipv4() { 576 } else { 1280 };
         let underlay_mtu = self.network.underlay_mtu.map(|m| c.int::<u32>("network", "underlay_mtu", m, min_mtu, 65535)).transpose()?;
 
@@ -213,17 +246,34 @@ impl RawConfig {
             other => return Err(c.err("dataplane", "offload", format!("{other:?}"), "expected \"auto\" or \"off\"")),
         };
 
+        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         let control = match self.control.source.as_deref().unwrap_or("file") {
             "file" => {
+                let rc = &self.control;
+                let etcd_only = [
+                    ("endpoints", rc.endpoints.is_some()),
+                    ("prefix", rc.prefix.is_some()),
+                    ("ca", rc.ca.is_some()),
+                    ("cert", rc.cert.is_some()),
+                    ("key", rc.key.is_some()),
+                    ("username", rc.username.is_some()),
+                    ("password", rc.password.is_some()),
+                    ("state_dir", rc.state_dir.is_some()),
+                    ("subnet_env", rc.subnet_env.is_some()),
+                    ("renew_margin", rc.renew_margin.is_some()),
+                    ("lease_ttl", rc.lease_ttl.is_some()),
+                ];
+                if let Some((key, _)) = etcd_only.iter().find(|(_, set)| *set) {
+                    return Err(c.err("control", key, "(set)", "only meaningful with [control] source = \"etcd\""));
+                }
                 let peers = self.control.peers.unwrap_or_else(|| "peers.toml".to_owned());
                 if peers.is_empty() {
                     return Err(c.err("control", "peers", "\"\"", "must name the peers file"));
                 }
-                let dir = path.parent().unwrap_or(Path::new("."));
                 ControlSource::File { peers: dir.join(peers) }
             }
-            "etcd" => return Err(c.err("control", "source", "\"etcd\"", "the etcd source is not implemented yet; use \"file\"")),
-            other => return Err(c.err("control", "source", format!("{other:?}"), "unknown control source; expected \"file\"")),
+            "etcd" => ControlSource::Etcd(Box::new(self.control.validate_etcd(&c, dir, subnet, cidr, given_port)?)),
+            other => return Err(c.err("control", "source", format!("{other:?}"), "unknown control source; expected \"file\" or \"etcd\"")),
         };
 
         let process = self.process;
@@ -247,9 +297,9 @@ impl RawConfig {
         Ok(Config {
             path: path.to_owned(),
             public_ip,
-            subnet,
+            subnet: subnet.unwrap_or(super::UNRESOLVED),
             subnet6,
-            cidr,
+            cidr: cidr.unwrap_or(super::UNRESOLVED),
             cidr6,
             backend,
             port,
@@ -265,6 +315,119 @@ impl RawConfig {
             user: process.user,
             group: process.group,
             metrics_listen,
+        })
+    }
+}
+
+impl RawControl {
+    /// The `[control]` keys of the etcd source.
+    fn validate_etcd(
+        &self,
+        c: &Checker<'_>,
+        dir: &Path,
+        subnet: Option<Prefix>,
+        cidr: Option<Prefix>,
+        port: Option<u16>,
+    ) -> Result<EtcdSource, ConfigError> {
+        if let Some(p) = &self.peers {
+            return Err(c.err("control", "peers", format!("{p:?}"), "only meaningful with [control] source = \"file\""));
+        }
+        let endpoints = self.endpoints.clone().unwrap_or_default();
+        if endpoints.is_empty() {
+            return Err(c.err("control", "endpoints", "[]", "list at least one etcd endpoint, e.g. [\"http://127.0.0.1:2379\"]"));
+        }
+        let mut tls = false;
+        for e in &endpoints {
+            let rest = if let Some(r) = e.strip_prefix("https://") {
+                tls = true;
+                r
+            } else if let Some(r) = e.strip_prefix("http://") {
+                r
+            } else {
+                return Err(c.err("control", "endpoints", format!("{e:?}"), "must start with http:// or https://"));
+            };
+            if rest.is_empty() || rest.contains('/') && !rest.ends_with('/') {
+                return Err(c.err("control", "endpoints", format!("{e:?}"), "must be a URL of the form http(s)://HOST:PORT"));
+            }
+        }
+        let prefix = self.prefix.clone().unwrap_or_else(|| super::DEFAULT_ETCD_PREFIX.to_owned());
+        let prefix_trimmed = prefix.trim_end_matches('/').to_owned();
+        if !prefix.starts_with('/') || prefix_trimmed.is_empty() {
+            return Err(c.err("control", "prefix", format!("{prefix:?}"), "must be an absolute key path such as \"/coreos.com/network\""));
+        }
+        let file = |key: &'static str, v: &Option<String>| -> Result<Option<std::path::PathBuf>, ConfigError> {
+            match v {
+                None => Ok(None),
+                Some(s) if s.is_empty() => Err(c.err("control", key, "\"\"", "must name a file")),
+                Some(s) => Ok(Some(dir.join(s))),
+            }
+        };
+        let ca = file("ca", &self.ca)?;
+        let cert = file("cert", &self.cert)?;
+        let key = file("key", &self.key)?;
+        match (&cert, &key) {
+            (Some(_), None) => {
+                return Err(c.err("control", "cert", format!("{:?}", self.cert.as_deref().unwrap_or("")), "needs [control] key as well"));
+            }
+            (None, Some(_)) => {
+                return Err(c.err("control", "key", format!("{:?}", self.key.as_deref().unwrap_or("")), "needs [control] cert as well"));
+            }
+            _ => {}
+        }
+        if tls && ca.is_none() {
+            return Err(c.err(
+                "control",
+                "endpoints",
+                format!("{endpoints:?}"),
+                "https endpoints need [control] ca (the CA that signed etcd's certificate)",
+            ));
+        }
+        if !tls && (ca.is_some() || cert.is_some()) {
+            return Err(c.err("control", "ca", "(set)", "TLS files need https:// endpoints"));
+        }
+        match (&self.username, &self.password) {
+            (Some(u), None) => return Err(c.err("control", "username", format!("{u:?}"), "needs [control] password as well")),
+            (None, Some(_)) => return Err(c.err("control", "password", "(hidden)", "needs [control] username as well")),
+            (Some(u), Some(_)) if u.is_empty() => return Err(c.err("control", "username", "\"\"", "must not be empty")),
+            _ => {}
+        }
+        let lease_ttl: u64 = c.int("control", "lease_ttl", self.lease_ttl.unwrap_or(super::DEFAULT_LEASE_TTL_S), 10, 7 * 86400)?;
+        let renew_margin: u64 =
+            c.int("control", "renew_margin", self.renew_margin.unwrap_or(super::DEFAULT_RENEW_MARGIN_S), 1, 7 * 86400)?;
+        if renew_margin >= lease_ttl {
+            return Err(c.err(
+                "control",
+                "renew_margin",
+                renew_margin,
+                format!("must be shorter than [control] lease_ttl ({lease_ttl} s)"),
+            ));
+        }
+        let state_dir = match &self.state_dir {
+            Some(s) if s.is_empty() => return Err(c.err("control", "state_dir", "\"\"", "must name a directory")),
+            Some(s) => dir.join(s),
+            None => dir.to_owned(),
+        };
+        let subnet_env = match &self.subnet_env {
+            Some(s) if s.is_empty() => return Err(c.err("control", "subnet_env", "\"\"", "must name a file")),
+            Some(s) => dir.join(s),
+            None => std::path::PathBuf::from(super::DEFAULT_SUBNET_ENV),
+        };
+        Ok(EtcdSource {
+            endpoints,
+            prefix: prefix_trimmed,
+            ca,
+            cert,
+            key,
+            username: self.username.clone(),
+            password: self.password.clone(),
+            state_dir,
+            subnet_env,
+            renew_margin: std::time::Duration::from_secs(renew_margin),
+            lease_ttl: std::time::Duration::from_secs(lease_ttl),
+            given_subnet: subnet,
+            given_cidr: cidr,
+            given_port: port,
+            resolved: false,
         })
     }
 }

@@ -29,6 +29,16 @@ fn defaults_are_filled_in() {
     assert_eq!((again.subnet, again.cidr, again.workers, again.port), (c.subnet, c.cidr, c.workers, c.port));
 }
 
+/// Fuzzer finding: a peers path with a quote must print as valid TOML.
+#[test]
+fn effective_config_escapes_strings() {
+    let text = GOOD.to_owned() + "[control]\npeers = \"we\\\"ird\\\\path.toml\"\n[process]\nuser = \"a\\\"b\"\n";
+    let c = parse(&text).unwrap();
+    let again = parse(&c.to_string()).unwrap_or_else(|e| panic!("printed config does not parse: {e}\n{c}"));
+    assert_eq!(again.peers_path(), c.peers_path());
+    assert_eq!(again.user, c.user);
+}
+
 /// Each bad config must be rejected with a message naming the field and value.
 #[test]
 fn rejects_bad_configs_naming_the_field() {
@@ -59,6 +69,67 @@ fn rejects_bad_configs_naming_the_field() {
         ("[node]\npublic_ip = \"198.18.0.1\"\n".to_owned(), "missing field"),
         (replace("workers = 2", "workers = 2\nbatch = 1000"), "[dataplane] batch = 1000"),
         (replace("workers = 2", "workers = 2\noffload = \"on\""), "[dataplane] offload = \"on\""),
+    ];
+    for (text, want) in &cases {
+        let err = parse(text).expect_err(want).to_string();
+        assert!(err.starts_with("/etc/encapd/encapd.toml: "), "{err}");
+        assert!(err.contains(want), "want {want:?} in {err:?}");
+    }
+}
+
+const ETCD: &str = r#"
+[node]
+public_ip = "198.18.0.1"
+[dataplane]
+workers = 2
+[control]
+source = "etcd"
+endpoints = ["http://198.18.0.10:2379", "http://198.18.0.11:2379"]
+"#;
+
+#[test]
+fn etcd_source_makes_subnet_cidr_and_port_optional() {
+    let c = parse(ETCD).unwrap();
+    let e = c.etcd().unwrap();
+    assert_eq!(e.endpoints.len(), 2);
+    assert_eq!(e.prefix, "/coreos.com/network");
+    assert_eq!((e.given_subnet, e.given_cidr, e.given_port), (None, None, None));
+    assert_eq!(e.state_dir, Path::new("/etc/encapd"));
+    assert_eq!(e.subnet_env, Path::new("/run/flannel/subnet.env"));
+    assert_eq!(e.renew_margin, std::time::Duration::from_secs(3600));
+    assert!(!c.is_resolved() && c.peers_path().is_none());
+    let text = c.to_string();
+    assert!(text.contains("# subnet: allocated from etcd"), "{text}");
+    let c =
+        parse(&ETCD.replace("[dataplane]", "subnet = \"100.96.3.0/24\"\n[network]\ncidr = \"100.96.0.0/16\"\nport = 7890\n[dataplane]"))
+            .unwrap();
+    let e = c.etcd().unwrap();
+    assert_eq!(e.given_subnet, Some("100.96.3.0/24".parse().unwrap()));
+    assert_eq!(e.given_port, Some(7890));
+    assert_eq!(c.subnet, "100.96.3.0/24".parse().unwrap());
+    // The printed effective config parses back.
+    assert_eq!(parse(&c.to_string()).unwrap().etcd().unwrap().endpoints, e.endpoints);
+}
+
+#[test]
+fn etcd_source_errors_name_the_field() {
+    let cases: Vec<(String, &str)> = vec![
+        (
+            ETCD.replace("endpoints = [\"http://198.18.0.10:2379\", \"http://198.18.0.11:2379\"]", "endpoints = []"),
+            "[control] endpoints = []",
+        ),
+        (ETCD.replace("http://198.18.0.10:2379", "198.18.0.10:2379"), "[control] endpoints = \"198.18.0.10:2379\": must start with"),
+        (ETCD.replace("http://198.18.0.10", "https://198.18.0.10"), "https endpoints need [control] ca"),
+        (ETCD.to_owned() + "prefix = \"coreos.com\"\n", "[control] prefix = \"coreos.com\""),
+        (ETCD.to_owned() + "username = \"u\"\n", "[control] username = \"u\": needs [control] password"),
+        (ETCD.to_owned() + "renew_margin = 100000\n", "[control] renew_margin = 100000: must be shorter"),
+        (ETCD.to_owned() + "peers = \"p.toml\"\n", "[control] peers = \"p.toml\": only meaningful with [control] source = \"file\""),
+        (ETCD.replace("[dataplane]", "subnet6 = \"fd00::/64\"\n[dataplane]"), "[node] subnet6"),
+        (ETCD.replace("source = \"etcd\"", "source = \"file\""), "missing field `subnet` in [node]"),
+        (
+            GOOD.to_owned() + "[control]\nendpoints = [\"http://a:1\"]\n",
+            "[control] endpoints = (set): only meaningful with [control] source = \"etcd\"",
+        ),
     ];
     for (text, want) in &cases {
         let err = parse(text).expect_err(want).to_string();

@@ -4,8 +4,11 @@
 //! one atomic pointer swap. Workers never wait for it and it never waits for
 //! them; a rejected change leaves the previous table in force.
 
+pub mod etcd;
 mod file;
+pub mod flannel;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
@@ -26,10 +29,21 @@ pub enum Command {
     AddPeer(PeerSpec),
     /// Remove a peer added with `AddPeer`.
     RemovePeer(Prefix),
+    /// Several `AddPeer`/`RemovePeer` changes applied in order and published
+    /// as one table (the etcd source sends every watch response, and the
+    /// whole lease list at start and after a re-list, this way).
+    ApplyPeers { changes: Vec<PeerChange>, why: String },
     /// Reply with the current table, printed.
     DumpTable(Sender<String>),
     /// Stop the control thread.
     Shutdown,
+}
+
+/// One change in a [`Command::ApplyPeers`] batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerChange {
+    Add(PeerSpec),
+    Remove(Prefix),
 }
 
 /// Counters of the control plane.
@@ -37,6 +51,9 @@ pub enum Command {
 pub struct ControlCounters {
     pub tables_published: AtomicU64,
     pub reload_failures: AtomicU64,
+    /// Leases in etcd skipped as malformed (bad JSON, wrong types, bad key,
+    /// subnet outside the network), each distinct write counted once.
+    pub malformed_leases: AtomicU64,
     /// The source is readable and its last change was applied.
     pub healthy: std::sync::atomic::AtomicBool,
 }
@@ -46,6 +63,7 @@ impl Default for ControlCounters {
         ControlCounters {
             tables_published: AtomicU64::new(0),
             reload_failures: AtomicU64::new(0),
+            malformed_leases: AtomicU64::new(0),
             healthy: std::sync::atomic::AtomicBool::new(true),
         }
     }
@@ -57,11 +75,15 @@ pub struct ControlHandle {
     pub counters: Arc<ControlCounters>,
     thread: Option<JoinHandle<()>>,
     _watcher: Option<file::PeersWatcher>,
+    etcd: Option<etcd::EtcdHandle>,
 }
 
 impl ControlHandle {
     /// Stops the thread and waits for it.
     pub fn shutdown(mut self) {
+        if let Some(e) = self.etcd.take() {
+            e.stop();
+        }
         let _ = self.commands.send(Command::Shutdown);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -77,7 +99,8 @@ struct ControlState {
     file_peers: Vec<PeerSpec>,
     /// Text of the peers file last applied, to skip no-op reloads.
     file_text: Option<String>,
-    extra_peers: Vec<PeerSpec>,
+    /// Peers from `AddPeer`/`ApplyPeers` (the etcd source), by subnet.
+    extra_peers: BTreeMap<Prefix, PeerSpec>,
 }
 
 /// The first table and what it was built from.
@@ -107,10 +130,24 @@ pub fn initial_table(config: &Config) -> Result<InitialTable, String> {
 /// Starts the control thread over an already published `table`, built from
 /// `file_peers` read as `file_text`. The file is checked once more as soon as
 /// it is watched, so a change made between the first read and the start of
-/// the watch is not missed.
-pub fn spawn(config: Config, table: SharedTable, file_peers: Vec<PeerSpec>, file_text: Option<String>) -> std::io::Result<ControlHandle> {
+/// the watch is not missed. With the etcd source, `etcd` is what
+/// [`etcd::bootstrap`] returned: its peers are the table's, and the etcd
+/// thread goes on watching from where the bootstrap listed.
+pub fn spawn(
+    config: Config,
+    table: SharedTable,
+    file_peers: Vec<PeerSpec>,
+    file_text: Option<String>,
+    etcd: Option<etcd::Bootstrap>,
+) -> std::io::Result<ControlHandle> {
     let (tx, rx) = crossbeam_channel::unbounded();
     let counters = Arc::new(ControlCounters::default());
+    let extra_peers: BTreeMap<Prefix, PeerSpec> =
+        etcd.as_ref().map(|b| b.peers.iter().map(|p| (p.subnet, p.clone())).collect()).unwrap_or_default();
+    let etcd = match etcd {
+        Some(boot) => Some(etcd::EtcdHandle::spawn(boot, &config, tx.clone(), Arc::clone(&counters))?),
+        None => None,
+    };
     let watcher = match config.peers_path() {
         Some(path) => Some(file::PeersWatcher::start(path, tx.clone())?),
         None => None,
@@ -118,17 +155,10 @@ pub fn spawn(config: Config, table: SharedTable, file_peers: Vec<PeerSpec>, file
     if watcher.is_some() {
         let _ = tx.send(Command::Reload);
     }
-    let state = ControlState {
-        scope: config.table_scope(),
-        config,
-        table,
-        counters: Arc::clone(&counters),
-        file_peers,
-        file_text,
-        extra_peers: Vec::new(),
-    };
+    let state =
+        ControlState { scope: config.table_scope(), config, table, counters: Arc::clone(&counters), file_peers, file_text, extra_peers };
     let thread = std::thread::Builder::new().name("encapd-control".into()).spawn(move || run(state, rx))?;
-    Ok(ControlHandle { commands: tx, counters, thread: Some(thread), _watcher: watcher })
+    Ok(ControlHandle { commands: tx, counters, thread: Some(thread), _watcher: watcher, etcd })
 }
 
 fn run(mut state: ControlState, rx: Receiver<Command>) {
@@ -159,20 +189,33 @@ fn run(mut state: ControlState, rx: Receiver<Command>) {
 impl ControlState {
     fn apply(&mut self, cmd: Command) {
         match cmd {
-            Command::AddPeer(peer) => {
-                self.extra_peers.retain(|p| p.subnet != peer.subnet);
-                self.extra_peers.push(peer);
-                self.publish("add peer");
-            }
-            Command::RemovePeer(subnet) => {
-                self.extra_peers.retain(|p| p.subnet != subnet);
-                self.publish("remove peer");
-            }
+            Command::AddPeer(peer) => self.apply_peers(vec![PeerChange::Add(peer)], "add peer"),
+            Command::RemovePeer(subnet) => self.apply_peers(vec![PeerChange::Remove(subnet)], "remove peer"),
+            Command::ApplyPeers { changes, why } => self.apply_peers(changes, &why),
             Command::DumpTable(reply) => {
                 let _ = reply.send(self.table.load().to_string());
             }
             Command::Reload => self.reload_file(),
             Command::Shutdown => {}
+        }
+    }
+
+    /// Applies `changes` to the extra peers and publishes once; a table
+    /// that does not validate is not published and the changes are undone.
+    fn apply_peers(&mut self, changes: Vec<PeerChange>, why: &str) {
+        let previous = self.extra_peers.clone();
+        for change in changes {
+            match change {
+                PeerChange::Add(peer) => {
+                    self.extra_peers.insert(peer.subnet, peer);
+                }
+                PeerChange::Remove(subnet) => {
+                    self.extra_peers.remove(&subnet);
+                }
+            }
+        }
+        if !self.publish(why) {
+            self.extra_peers = previous;
         }
     }
 
@@ -212,7 +255,7 @@ impl ControlState {
     /// when it does not validate.
     fn publish(&mut self, why: &str) -> bool {
         let version = self.table.load().version() + 1;
-        let peers: Vec<PeerSpec> = self.file_peers.iter().chain(&self.extra_peers).cloned().collect();
+        let peers: Vec<PeerSpec> = self.file_peers.iter().chain(self.extra_peers.values()).cloned().collect();
         match SubnetTable::build(version, &self.scope, &peers) {
             Ok(table) => {
                 let (routes, peer_count) = (table.len(), table.peer_count());

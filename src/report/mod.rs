@@ -11,8 +11,8 @@
 //! - `raw/<mode>-r<rep>-lat<load>.hgrm`: latency percentile distributions
 //!   written by `encapd-bench latency client`, used for the latency charts.
 //!
-//! This module depends on nothing else in the crate, so the `encapd-bench`
-//! binary and the golden test can include it by path as well.
+//! `encapd report DIR` and `encapd-bench report DIR` both call [`render`].
+//! [`hgrm`] also holds the `.hgrm` writer of `encapd-bench latency`.
 
 mod charts;
 pub mod hgrm;
@@ -270,32 +270,20 @@ struct Headline {
     test: &'static str,
     header: &'static str,
     unit: &'static str,
-    /// Higher is better (throughput) or lower (latency, loss, CPU).
-    higher_better: bool,
+    /// Whether the ratio tables show this column.
     ratio: bool,
 }
 
 const HEADLINE: &[Headline] = &[
-    Headline { test: "tcp1", header: "TCP 1 stream Gbit/s", unit: "Gbit/s", higher_better: true, ratio: true },
-    Headline { test: "tcp4", header: "TCP 4 streams Gbit/s", unit: "Gbit/s", higher_better: true, ratio: true },
-    Headline { test: "udp64_pps", header: "UDP 64 B kpps", unit: "pps", higher_better: true, ratio: true },
-    Headline { test: "udp64_loss", header: "UDP 64 B loss %", unit: "%", higher_better: false, ratio: false },
-    Headline { test: "lat50_p50", header: "RTT p50 µs @50 %", unit: "us", higher_better: false, ratio: true },
-    Headline { test: "lat50_p99", header: "RTT p99 µs @50 %", unit: "us", higher_better: false, ratio: true },
-    Headline {
-        test: "tcp1_cpu_per_gbps",
-        header: "CPU cores per Gbit/s (TCP 1)",
-        unit: "cores/(Gbit/s)",
-        higher_better: false,
-        ratio: true,
-    },
-    Headline {
-        test: "tcp4_cpu_per_gbps",
-        header: "CPU cores per Gbit/s (TCP 4)",
-        unit: "cores/(Gbit/s)",
-        higher_better: false,
-        ratio: true,
-    },
+    Headline { test: "tcp1", header: "TCP 1 stream Gbit/s", unit: "Gbit/s", ratio: true },
+    Headline { test: "tcp4", header: "TCP 4 streams Gbit/s", unit: "Gbit/s", ratio: true },
+    Headline { test: "udp64_pps", header: "UDP 64 B kpps", unit: "pps", ratio: true },
+    Headline { test: "udp64_loss", header: "UDP 64 B loss %", unit: "%", ratio: false },
+    Headline { test: "lat10_p50", header: "RTT p50 µs @10 %", unit: "us", ratio: true },
+    Headline { test: "lat50_p50", header: "RTT p50 µs @50 %", unit: "us", ratio: true },
+    Headline { test: "lat50_p99", header: "RTT p99 µs @50 %", unit: "us", ratio: true },
+    Headline { test: "tcp1_cpu_per_gbps", header: "CPU cores per Gbit/s (TCP 1)", unit: "cores/(Gbit/s)", ratio: true },
+    Headline { test: "tcp4_cpu_per_gbps", header: "CPU cores per Gbit/s (TCP 4)", unit: "cores/(Gbit/s)", ratio: true },
 ];
 
 fn headline_table(run: &Run) -> String {
@@ -411,7 +399,8 @@ fn header(run: &Run, out: &mut String) {
         e("t_lat"),
         e("tcp_cc_default")
     );
-    let _ = writeln!(out, "- load average before / after: {} / {}", e("loadavg_start"), e("loadavg_end"));
+    let quiet = run.env("quiet").map(|q| format!(" ({q})")).unwrap_or_default();
+    let _ = writeln!(out, "- load average before / after: {} / {}{quiet}", e("loadavg_start"), e("loadavg_end"));
     if let Some(inv) = run.env("invocation") {
         let _ = writeln!(out, "- command: `{inv}` (every command run is in `README.md` and `commands.log`)");
     }
@@ -431,8 +420,9 @@ pub fn render(dir: &Path) -> Result<ReportSummary, ReportError> {
     out.push_str(
         "TCP: iperf3 receiver throughput with the kernel's default congestion control. \
 UDP 64 B: iperf3 `-u -b 0 -l 64`, delivered packets per second as counted by the receiver. \
-RTT: `encapd-bench latency` UDP request/response at 50 % of the mode's own UDP 64 B delivered rate \
-in the same repetition, measured from each request's intended send time (coordinated omission corrected). \
+RTT: `encapd-bench latency` UDP request/response at 10 % and 50 % of the mode's own UDP 64 B delivered rate \
+in the same repetition, measured from each request's intended send time (coordinated omission corrected); \
+requests and replies both cross the tunnel, so at 50 % the path carries about its one-way capacity and queueing shows. \
 CPU: busy CPU time of the whole machine (`/proc/stat`) during the TCP test, in cores, divided by Gbit/s.\n\n",
     );
     for base in ["routing", "vxlan"] {

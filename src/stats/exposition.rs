@@ -54,6 +54,7 @@ struct Scrape {
     workers: Vec<CounterSnapshot>,
     tables_published: u64,
     reload_failures: u64,
+    malformed_leases: u64,
     control_healthy: bool,
     table_version: u64,
     routes: usize,
@@ -70,6 +71,7 @@ pub fn render(source: &MetricsSource, hub: &mut LatencyHub) -> String {
         workers: source.workers.iter().map(|w| w.snapshot()).collect(),
         tables_published: source.control.tables_published.load(Ordering::Relaxed),
         reload_failures: source.control.reload_failures.load(Ordering::Relaxed),
+        malformed_leases: source.control.malformed_leases.load(Ordering::Relaxed),
         control_healthy: source.control.healthy.load(Ordering::Relaxed),
         table_version: table.version(),
         routes: table.len(),
@@ -160,6 +162,16 @@ impl Collector for Scrape {
             None,
             MetricType::Counter,
         )?)?;
+        // Only the etcd source has leases: under the file source this
+        // counter could never move, so it is not declared.
+        if self.info.control_source == "etcd" {
+            ConstCounter::new(self.malformed_leases).encode(enc.encode_descriptor(
+                "encapd_control_malformed_leases",
+                "etcd leases skipped as malformed (bad JSON or key, wrong types, subnet outside the network)",
+                None,
+                MetricType::Counter,
+            )?)?;
+        }
         let mut m = enc.encode_descriptor("encapd_engine_info", "I/O engine in use", None, MetricType::Gauge)?;
         ConstGauge::new(1i64)
             .encode(m.encode_family(&[("engine", self.info.engine.to_owned()), ("source", self.info.control_source.to_owned())])?)?;

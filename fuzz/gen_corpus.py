@@ -1,0 +1,224 @@
+#!/usr/bin/env python3
+"""Writes the committed seed corpora under fuzz/corpus/<target>/.
+
+Each seed is a small valid input in the format the target's doc comment
+describes. Run from anywhere: python3 fuzz/gen_corpus.py (idempotent; it only
+rewrites the seed-*.bin / seed-*.toml files it owns).
+"""
+import ipaddress
+import os
+import struct
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus")
+TCP, UDP, ICMP, ICMPV6 = 6, 17, 1, 58
+
+
+def csum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return ~s & 0xFFFF
+
+
+def a4(s):
+    return ipaddress.IPv4Address(s).packed
+
+
+def a6(s):
+    return ipaddress.IPv6Address(s).packed
+
+
+def l4_fix(src: bytes, dst: bytes, proto: int, l4: bytearray, at: int) -> bytes:
+    l4[at:at + 2] = b"\0\0"
+    pseudo = src + dst + struct.pack("!IxxxB", len(l4), proto) if len(src) == 16 else src + dst + struct.pack("!xBH", proto, len(l4))
+    c = csum(pseudo + bytes(l4))
+    if proto == UDP and c == 0:
+        c = 0xFFFF
+    l4[at:at + 2] = struct.pack("!H", c)
+    return bytes(l4)
+
+
+def tcp(sport, dport, seq, flags, payload=b"", ack=77, opts=b"\x01\x01\x08\x0a\0\0\0\x09\0\0\0\x07"):
+    doff = (20 + len(opts)) // 4
+    return bytearray(struct.pack("!HHIIBBHHH", sport, dport, seq, ack, doff << 4, flags, 512, 0, 0) + opts + payload)
+
+
+def udp(sport, dport, payload=b""):
+    return bytearray(struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload)
+
+
+def ipv4(src, dst, proto, l4: bytearray, ttl=64, ident=0x1234, frag=0x4000, fix_l4=True, partial=False):
+    s, d = a4(src), a4(dst)
+    if fix_l4 and proto in (TCP, UDP):
+        l4 = bytearray(l4_fix(s, d, proto, l4, 16 if proto == TCP else 6))
+    if partial:  # NEEDS_CSUM: the field holds the folded pseudo-header sum
+        at = 16 if proto == TCP else 6
+        l4[at:at + 2] = struct.pack("!H", ~csum(s + d + struct.pack("!xBH", proto, len(l4))) & 0xFFFF)
+    h = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(l4), ident, frag, ttl, proto, 0, s, d))
+    h[10:12] = struct.pack("!H", csum(bytes(h)))
+    return bytes(h) + bytes(l4)
+
+
+def ipv6(src, dst, proto, l4: bytearray, hop=64, fix_l4=True, partial=False):
+    s, d = a6(src), a6(dst)
+    if fix_l4 and proto in (TCP, UDP):
+        l4 = bytearray(l4_fix(s, d, proto, l4, 16 if proto == TCP else 6))
+    if proto == ICMPV6:
+        l4 = bytearray(l4_fix(s, d, proto, l4, 2))
+    if partial:
+        at = 16 if proto == TCP else 6
+        l4[at:at + 2] = struct.pack("!H", ~csum(s + d + struct.pack("!IxxxB", len(l4), proto)) & 0xFFFF)
+    return struct.pack("!IHBB16s16s", 0x60000000, len(l4), proto, hop, s, d) + bytes(l4)
+
+
+def icmp4(typ, code, rest=b"\0\0\0\0", data=b"ping"):
+    m = bytearray(struct.pack("!BBH", typ, code, 0) + rest + data)
+    m[2:4] = struct.pack("!H", csum(bytes(m)))
+    return m
+
+
+def vnet(flags=0, gso_type=0, hdr_len=0, gso_size=0, csum_start=0, csum_offset=0):
+    return struct.pack("<BBHHHH", flags, gso_type, hdr_len, gso_size, csum_start, csum_offset)
+
+
+def rec(tag, body=b""):
+    return bytes([tag]) + struct.pack("!H", len(body)) + body
+
+
+def cont(mode, n=0):
+    """offload_coalesce: next segment of the previous packet's flow."""
+    return bytes([2 | (mode << 2)]) + struct.pack("!H", n)
+
+
+PAY = bytes(range(256))
+
+
+def seeds():
+    v4u = ipv4("100.96.2.3", "100.96.1.2", UDP, udp(1234, 5678, b"hello, overlay"), ttl=63)
+    v6u = ipv6("fd00:96:2::3", "fd00:96:1::2", UDP, udp(1234, 5678, b"hello, v6"), hop=63)
+    v4t = ipv4("100.96.3.5", "100.96.1.9", TCP, tcp(40000, 80, 1000, 0x18, b"GET / HTTP/1.1\r\n\r\n"))
+    yield "ingress", "v4-udp-from-b", bytes([0, 0]) + v4u
+    yield "ingress", "v6-udp-from-b", bytes([0, 0]) + v6u
+    yield "ingress", "v4-tcp-from-c", bytes([0, 4]) + v4t
+    yield "ingress", "v4-spoofed-from-c", bytes([0, 4]) + v4u
+    yield "ingress", "v4-unknown-sender", bytes([0, 6]) + a4("198.18.0.66") + v4u
+    yield "ingress", "v6-wrong-destination", bytes([0, 0]) + ipv6("fd00:96:2::3", "fd00:96:3::2", UDP, udp(1, 2, b"x"))
+
+    out4 = ipv4("100.96.1.2", "100.96.2.3", UDP, udp(1234, 5678, b"egress payload"))
+    yield "egress", "v4-forward", bytes([0]) + out4
+    yield "egress", "v6-forward", bytes([0]) + ipv6("fd00:96:1::2", "fd00:96:2::3", UDP, udp(1234, 5678, b"egress v6"))
+    yield "egress", "v4-no-route", bytes([0]) + ipv4("100.96.1.2", "100.96.9.9", UDP, udp(1, 2, b"x"))
+    yield "egress", "v4-ttl-1", bytes([0]) + ipv4("100.96.1.2", "100.96.3.3", UDP, udp(1, 2, b"x"), ttl=1)
+    yield "egress", "v6-own-subnet", bytes([0]) + ipv6("fd00:96:1::2", "fd00:96:1::9", UDP, udp(1, 2, b"x"))
+    yield "egress", "v4-too-big", bytes([0]) + ipv4("100.96.1.2", "100.96.2.3", UDP, udp(1, 2, PAY * 6))
+    yield "egress", "v4-tcp-gso", bytes([4]) + ipv4("100.96.1.2", "100.96.2.3", TCP, tcp(40000, 5201, 1, 0x10, PAY * 8))
+    yield "egress", "v6-multicast", bytes([0]) + ipv6("fe80::1", "ff02::16", UDP, udp(1, 2, b"mld"), hop=1)
+
+    yield "icmp", "unreachable-v4-udp", bytes([0, 0, 0]) + out4
+    yield "icmp", "too-big-v4", bytes([2]) + struct.pack("!H", 1472) + ipv4("100.96.1.2", "100.96.2.3", UDP, udp(1, 2, PAY * 4))
+    yield "icmp", "time-exceeded-v6", bytes([1, 0, 0]) + ipv6("fd00:96:1::2", "fd00:96:2::3", UDP, udp(1, 2, PAY * 5), hop=1)
+    yield "icmp", "too-big-v6", bytes([2]) + struct.pack("!H", 1452) + ipv6("fd00:96:1::2", "fd00:96:2::3", TCP, tcp(1, 2, 3, 0x10, PAY * 6))
+    yield "icmp", "echo-request-v4", bytes([0, 0, 0]) + ipv4("100.96.1.2", "100.96.9.9", ICMP, icmp4(8, 0, b"\0\1\0\1"))
+    yield "icmp", "icmp-error-v4", bytes([0, 0, 0]) + ipv4("100.96.1.2", "100.96.9.9", ICMP, icmp4(3, 1, data=out4[:28]))
+    yield "icmp", "fragment-v4", bytes([1, 0, 0]) + ipv4("100.96.1.2", "100.96.9.9", UDP, udp(1, 2, b"frag"), frag=0x0010, fix_l4=False)
+    yield "icmp", "icmpv6-echo", bytes([0, 0, 0]) + ipv6("fd00:96:1::2", "fd00:96:9::9", ICMPV6, bytearray(b"\x80\0\0\0\0\1\0\1ping"))
+
+    yield "peers_file", "two-peers.toml", b"""# encapd peers
+[[peer]]
+subnet    = "100.96.2.0/24"
+public_ip = "198.18.0.2"
+subnet6   = "fd00:96:2::/64"
+
+[[peer]]
+subnet    = "100.96.3.0/24"
+public_ip = "198.18.0.3"
+port      = 9000
+"""
+    yield "peers_file", "empty-list.toml", b"peer = []\n"
+    yield "peers_file", "inline.toml", b'peer = [{ subnet = "10.1.0.0/16", public_ip = "2001:db8::7", port = 1 }]\n'
+
+    yield "config_file", "minimal.toml", b"""[node]
+public_ip = "198.18.0.1"
+subnet = "100.96.1.0/24"
+[network]
+cidr = "100.96.0.0/16"
+[dataplane]
+workers = 2
+"""
+    yield "config_file", "full.toml", b"""[node]
+public_ip = "198.18.0.1"
+subnet = "100.96.1.0/24"
+subnet6 = "fd00:96:1::/64"
+
+[network]
+cidr = "100.96.0.0/16"
+cidr6 = "fd00:96::/32"
+backend = "udp"
+port = 8285
+underlay_mtu = 1500
+
+[dataplane]
+tun = "encap0"
+workers = 2
+io = "mmsg"
+cpus = [0, 1]
+batch = 32
+socket_buffer = 4194304
+offload = "off"
+
+[control]
+source = "file"
+peers = "peers.toml"
+"""
+    yield "config_file", "ipv6-underlay.toml", b"""[node]
+public_ip = "2001:db8::1"
+subnet = "10.244.7.0/24"
+[network]
+cidr = "10.244.0.0/16"
+underlay_mtu = 9000
+[dataplane]
+io = "classic"
+workers = 1
+[control]
+peers = "/var/lib/encapd/peers.toml"
+"""
+
+    # offload_split: virtio header + packet, as the TUN reads it.
+    t4 = ipv4("100.96.1.2", "100.96.2.3", TCP, tcp(40000, 5201, 7, 0x18, PAY * 11 + PAY[:200]), partial=True, fix_l4=False)
+    yield "offload_split", "tcpv4-gso", vnet(1, 1, 52, 1000, 20, 16) + t4
+    t6 = ipv6("fd00:96:1::2", "fd00:96:2::3", TCP, tcp(40000, 5201, 0xFFFFFF00, 0x99, PAY * 9), partial=True, fix_l4=False)
+    yield "offload_split", "tcpv6-gso-ecn-cwr-fin", vnet(1, 0x84, 72, 1200, 40, 16) + t6
+    u4 = ipv4("100.96.1.2", "100.96.2.3", UDP, udp(4000, 4001, PAY * 10), partial=True, fix_l4=False)
+    yield "offload_split", "udpv4-uso", vnet(1, 5, 28, 1400, 20, 6) + u4
+    u6 = ipv6("fd00:96:1::2", "fd00:96:2::3", UDP, udp(4000, 4001, PAY * 3), partial=True, fix_l4=False)
+    yield "offload_split", "udpv6-uso", vnet(1, 5, 48, 300, 40, 6) + u6
+    p4 = ipv4("100.96.1.2", "100.96.2.3", UDP, udp(4000, 4001, b"plain"), partial=True, fix_l4=False)
+    yield "offload_split", "plain-needs-csum", vnet(1, 0, 0, 0, 20, 6) + p4
+    yield "offload_split", "plain", vnet() + out4
+
+    # offload_coalesce: flags, then records.
+    first = ipv4("100.96.2.3", "100.96.1.2", TCP, tcp(5201, 40000, 1000, 0x10, PAY * 2))
+    yield "offload_coalesce", "tcpv4-run", bytes([0]) + rec(0, first) + cont(0) + cont(0) + cont(1) + cont(0, 100)
+    first6 = ipv6("fd00:96:2::3", "fd00:96:1::2", TCP, tcp(5201, 40000, 0xFFFFFFF0, 0x10, PAY * 3))
+    yield "offload_coalesce", "tcpv6-run-gap", bytes([2]) + rec(0, first6) + cont(0) + cont(3) + cont(0) + cont(2, 50)
+    u = ipv4("100.96.2.3", "100.96.1.2", UDP, udp(4000, 4001, PAY * 4))
+    yield "offload_coalesce", "udpv4-run", bytes([1]) + rec(0, u) + cont(0) + cont(0) + cont(0, 10) + cont(0)
+    other = ipv4("100.96.2.4", "100.96.1.2", TCP, tcp(5201, 40001, 5, 0x10, PAY))
+    yield "offload_coalesce", "interleaved", bytes([4]) + rec(0, first) + rec(0, other) + bytes([3]) + cont(0) + rec(0, v4u)
+
+
+def main():
+    for target, name, data in seeds():
+        d = os.path.join(ROOT, target)
+        os.makedirs(d, exist_ok=True)
+        fname = f"seed-{name}" + ("" if name.endswith(".toml") else ".bin")
+        assert len(data) < 4096, (target, name, len(data))
+        with open(os.path.join(d, fname), "wb") as f:
+            f.write(data)
+        print(f"{target}/{fname}: {len(data)} bytes")
+
+
+if __name__ == "__main__":
+    main()
