@@ -244,19 +244,35 @@ pub fn has_short_tcp_header(pkt: &[u8]) -> bool {
     proto == Some(&PROTO_TCP) && pkt.get(ip_len + 12).is_some_and(|b| b >> 4 < 5)
 }
 
-/// Rewrites the TCP/UDP checksum of a packet with well-formed headers (see
-/// [`layout`]) so that it verifies; packets without such headers are left
-/// alone.
+/// Rewrites the TCP/UDP checksum of a packet so that the transport sum
+/// verifies. Lenient on purpose: a TCP header too short to hold the checksum
+/// field (data offset below 5) gets the sum fixed through its
+/// acknowledgment-number word instead, so the fuzzer can also build packets
+/// that are malformed in that way yet pass checksum validation. Packets
+/// that are not TCP/UDP, or too short, are left alone.
 pub fn fix_l4_checksum(pkt: &mut [u8]) {
     use encapd::wire::ip::{PROTO_TCP, PROTO_UDP};
-    let Some(l) = layout(pkt) else { return };
-    let field = l.ip_len + if l.proto == PROTO_TCP { 16 } else { 6 };
+    let (v4, ip_len, proto) = match pkt.first().map(|b| b >> 4) {
+        Some(4) if pkt.len() >= 20 => (true, usize::from(pkt[0] & 0x0f) * 4, pkt[9]),
+        Some(6) if pkt.len() >= 40 => (false, 40, pkt[6]),
+        _ => return,
+    };
+    if ip_len < 20 || ip_len > pkt.len() {
+        return;
+    }
+    let l4_len = pkt.len() - ip_len;
+    let field = match proto {
+        PROTO_UDP if l4_len >= 8 => ip_len + 6,
+        PROTO_TCP if l4_len >= 18 => ip_len + 16,
+        PROTO_TCP if l4_len >= 10 => ip_len + 8,
+        _ => return,
+    };
     pkt[field..field + 2].fill(0);
-    let mut sum = if l.v4 { checksum::accumulate(0, &pkt[12..20]) } else { checksum::accumulate(0, &pkt[8..40]) };
-    sum = checksum::accumulate(sum, &[0, l.proto]);
-    sum = checksum::accumulate(sum, &((pkt.len() - l.ip_len) as u32).to_be_bytes());
-    let mut c = checksum::finish(checksum::accumulate(sum, &pkt[l.ip_len..]));
-    if l.proto == PROTO_UDP && c == 0 {
+    let mut sum = if v4 { checksum::accumulate(0, &pkt[12..20]) } else { checksum::accumulate(0, &pkt[8..40]) };
+    sum = checksum::accumulate(sum, &[0, proto]);
+    sum = checksum::accumulate(sum, &(l4_len as u32).to_be_bytes());
+    let mut c = checksum::finish(checksum::accumulate(sum, &pkt[ip_len..]));
+    if proto == PROTO_UDP && c == 0 {
         c = 0xffff;
     }
     pkt[field..field + 2].copy_from_slice(&c.to_be_bytes());
