@@ -185,6 +185,15 @@ workers = 1
 peers = "/var/lib/encapd/peers.toml"
 """
 
+    yield "config_file", "etcd.toml", b"""[node]
+public_ip = "198.18.0.1"
+[dataplane]
+workers = 2
+[control]
+source = "etcd"
+endpoints = ["http://198.18.0.10:2379", "http://198.18.0.11:2379"]
+"""
+
     # offload_split: virtio header + packet, as the TUN reads it.
     t4 = ipv4("100.96.1.2", "100.96.2.3", TCP, tcp(40000, 5201, 7, 0x18, PAY * 11 + PAY[:200]), partial=True, fix_l4=False)
     yield "offload_split", "tcpv4-gso", vnet(1, 1, 52, 1000, 20, 16) + t4

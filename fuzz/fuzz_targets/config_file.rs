@@ -15,6 +15,19 @@ use libfuzzer_sys::fuzz_target;
 
 const FILE: &str = "/etc/encapd/encapd.toml";
 
+/// The control source with the etcd password reduced to whether one is set:
+/// the printed config shows it as "(hidden)" on purpose.
+fn comparable(c: &ControlSource) -> ControlSource {
+    match c {
+        ControlSource::Etcd(e) => {
+            let mut e = e.clone();
+            e.password = e.password.as_ref().map(|_| String::new());
+            ControlSource::Etcd(e)
+        }
+        other => other.clone(),
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
     let path = Path::new(FILE);
@@ -26,13 +39,17 @@ fuzz_target!(|data: &[u8]| {
             return;
         }
     };
-    assert!(c.subnet.is_ipv4() && c.cidr.is_ipv4());
-    assert!(c.cidr.covers(&c.subnet) && c.cidr != c.subnet, "subnet {} outside cidr {}", c.subnet, c.cidr);
-    assert!(c.subnet.len() <= 30);
-    if let (Some(s6), Some(c6)) = (c.subnet6, c.cidr6) {
-        assert!(!s6.is_ipv4() && c6.covers(&s6) && s6 != c6 && s6.len() <= 126);
-    } else {
-        assert!(c.subnet6.is_none() && c.cidr6.is_none(), "subnet6 and cidr6 come together");
+    // With the etcd source, subnet and cidr are placeholders until the lease
+    // is allocated at start; the file source states them.
+    if matches!(c.control, ControlSource::File { .. }) {
+        assert!(c.subnet.is_ipv4() && c.cidr.is_ipv4());
+        assert!(c.cidr.covers(&c.subnet) && c.cidr != c.subnet, "subnet {} outside cidr {}", c.subnet, c.cidr);
+        assert!(c.subnet.len() <= 30);
+        if let (Some(s6), Some(c6)) = (c.subnet6, c.cidr6) {
+            assert!(!s6.is_ipv4() && c6.covers(&s6) && s6 != c6 && s6.len() <= 126);
+        } else {
+            assert!(c.subnet6.is_none() && c.cidr6.is_none(), "subnet6 and cidr6 come together");
+        }
     }
     assert_ne!(c.port, 0);
     assert!((1..=256).contains(&c.workers) || c.workers == std::thread::available_parallelism().map_or(1, |n| n.get()));
@@ -48,15 +65,33 @@ fuzz_target!(|data: &[u8]| {
     }
     let scope = c.table_scope();
     assert!(!scope.own.is_empty() && !scope.networks.is_empty());
-    let ControlSource::File { peers } = &c.control;
-    assert!(c.peers_path().is_some_and(|p| p == peers));
+    match &c.control {
+        ControlSource::File { peers } => {
+            assert_eq!(c.peers_path(), Some(peers.as_path()));
+            // Known bug 2 (fuzz/regressions/config_file-peers-path-quote.bin,
+            // fixed in f9512c3): the peers path was printed without TOML escaping.
+            if skip_known_bugs() && peers.to_string_lossy().chars().any(|ch| ch == '"' || ch == '\\' || ch.is_control()) {
+                return;
+            }
+        }
+        ControlSource::Etcd(e) => {
+            assert!(c.peers_path().is_none() && c.etcd().is_some());
+            // Known bug 3 (fuzz/regressions/config_file-etcd-endpoint-debug-escape.bin):
+            // endpoints, prefix, username and the paths are printed with
+            // Rust's `{:?}`, whose `\u{1}` escapes are not TOML.
+            let odd = |t: &str| t.chars().any(|ch| ch.is_control() || !ch.is_ascii());
+            let paths = [e.ca.as_deref(), e.cert.as_deref(), e.key.as_deref(), Some(e.state_dir.as_path()), Some(e.subnet_env.as_path())];
+            let printed_with_debug = e.endpoints.iter().any(|t| odd(t))
+                || odd(&e.prefix)
+                || e.username.as_deref().is_some_and(odd)
+                || paths.into_iter().flatten().any(|p| odd(&p.to_string_lossy()));
+            if skip_known_bugs() && printed_with_debug {
+                return;
+            }
+        }
+    }
 
     // The printed effective configuration is valid and means the same.
-    // Known bug 2 (fuzz/regressions/config_file-peers-path-quote.bin): the
-    // peers path is printed without TOML escaping.
-    if skip_known_bugs() && peers.to_string_lossy().chars().any(|ch| ch == '"' || ch == '\\' || ch.is_control()) {
-        return;
-    }
     let printed = c.to_string();
     let again = Config::parse(&printed, path).unwrap_or_else(|e| panic!("printed config does not parse: {e}\n--- printed:\n{printed}"));
     assert_eq!(
@@ -65,8 +100,8 @@ fuzz_target!(|data: &[u8]| {
         "printed config parses to different [node]/[network] values:\n{printed}"
     );
     assert_eq!(
-        (&again.tun, again.workers, again.io, &again.cpus, again.batch, again.socket_buffer, again.offload, &again.control),
-        (&c.tun, c.workers, c.io, &c.cpus, c.batch, c.socket_buffer, c.offload, &c.control),
+        (&again.tun, again.workers, again.io, &again.cpus, again.batch, again.socket_buffer, again.offload, comparable(&again.control)),
+        (&c.tun, c.workers, c.io, &c.cpus, c.batch, c.socket_buffer, c.offload, comparable(&c.control)),
         "printed config parses to different [dataplane]/[control] values:\n{printed}"
     );
 });
