@@ -84,7 +84,6 @@ if ((!replay)); then
 fi
 
 if ((replay)); then
-    unset FUZZ_SKIP_KNOWN_BUGS # replay strictly
     failed=0
     for f in fuzz/regressions/*-*.bin; do
         [[ -e $f ]] || continue

@@ -10,7 +10,6 @@
 use std::path::Path;
 
 use encapd::config::{Config, ControlSource};
-use encapd_fuzz::skip_known_bugs;
 use libfuzzer_sys::fuzz_target;
 
 const FILE: &str = "/etc/encapd/encapd.toml";
@@ -68,26 +67,9 @@ fuzz_target!(|data: &[u8]| {
     match &c.control {
         ControlSource::File { peers } => {
             assert_eq!(c.peers_path(), Some(peers.as_path()));
-            // Known bug 2 (fuzz/regressions/config_file-peers-path-quote.bin,
-            // fixed in f9512c3): the peers path was printed without TOML escaping.
-            if skip_known_bugs() && peers.to_string_lossy().chars().any(|ch| ch == '"' || ch == '\\' || ch.is_control()) {
-                return;
-            }
         }
         ControlSource::Etcd(e) => {
             assert!(c.peers_path().is_none() && c.etcd().is_some());
-            // Known bug 3 (fuzz/regressions/config_file-etcd-endpoint-debug-escape.bin):
-            // endpoints, prefix, username and the paths are printed with
-            // Rust's `{:?}`, whose `\u{1}` escapes are not TOML.
-            let odd = |t: &str| t.chars().any(|ch| ch.is_control() || !ch.is_ascii());
-            let paths = [e.ca.as_deref(), e.cert.as_deref(), e.key.as_deref(), Some(e.state_dir.as_path()), Some(e.subnet_env.as_path())];
-            let printed_with_debug = e.endpoints.iter().any(|t| odd(t))
-                || odd(&e.prefix)
-                || e.username.as_deref().is_some_and(odd)
-                || paths.into_iter().flatten().any(|p| odd(&p.to_string_lossy()));
-            if skip_known_bugs() && printed_with_debug {
-                return;
-            }
         }
     }
 

@@ -222,28 +222,6 @@ impl<'a> Records<'a> {
     }
 }
 
-/// True when `FUZZ_SKIP_KNOWN_BUGS` is set: targets then skip inputs that
-/// reach a bug already reported (see fuzz/README.md, "Findings"), so a run
-/// can explore past it. Unset (the default), every target asserts strictly
-/// and the files in fuzz/regressions/ reproduce their findings.
-pub fn skip_known_bugs() -> bool {
-    static SKIP: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *SKIP.get_or_init(|| std::env::var_os("FUZZ_SKIP_KNOWN_BUGS").is_some_and(|v| !v.is_empty() && v != "0"))
-}
-
-/// Known bug 1 (fuzz/regressions/offload_*-tcp-doff2-*.bin): a TCP header
-/// whose data offset is below 5 (shorter than 20 bytes), which
-/// `datapath::offload`'s header parsing accepts.
-pub fn has_short_tcp_header(pkt: &[u8]) -> bool {
-    use encapd::wire::ip::PROTO_TCP;
-    let (ip_len, proto) = match pkt.first().map(|b| b >> 4) {
-        Some(4) => (usize::from(pkt[0] & 0x0f) * 4, pkt.get(9)),
-        Some(6) => (40, pkt.get(6)),
-        _ => return false,
-    };
-    proto == Some(&PROTO_TCP) && pkt.get(ip_len + 12).is_some_and(|b| b >> 4 < 5)
-}
-
 /// Rewrites the TCP/UDP checksum of a packet so that the transport sum
 /// verifies. Lenient on purpose: a TCP header too short to hold the checksum
 /// field (data offset below 5) gets the sum fixed through its

@@ -244,20 +244,21 @@ impl std::fmt::Display for Config {
                 writeln!(f, "\n[control]\nsource = \"file\"\npeers = {}", toml_string(&peers.display().to_string()))?
             }
             ControlSource::Etcd(e) => {
-                writeln!(f, "\n[control]\nsource = \"etcd\"\nendpoints = {:?}\nprefix = {:?}", e.endpoints, e.prefix)?;
+                let endpoints: Vec<String> = e.endpoints.iter().map(|s| toml_string(s)).collect();
+                writeln!(f, "\n[control]\nsource = \"etcd\"\nendpoints = [{}]\nprefix = {}", endpoints.join(", "), toml_string(&e.prefix))?;
                 for (key, v) in [("ca", &e.ca), ("cert", &e.cert), ("key", &e.key)] {
                     if let Some(p) = v {
-                        writeln!(f, "{key} = {:?}", p.display().to_string())?;
+                        writeln!(f, "{key} = {}", toml_string(&p.display().to_string()))?;
                     }
                 }
                 if let Some(u) = &e.username {
-                    writeln!(f, "username = {u:?}\npassword = \"(hidden)\"")?;
+                    writeln!(f, "username = {}\npassword = \"(hidden)\"", toml_string(u))?;
                 }
                 writeln!(
                     f,
-                    "state_dir = {:?}\nsubnet_env = {:?}\nlease_ttl = {}\nrenew_margin = {}",
-                    e.state_dir.display().to_string(),
-                    e.subnet_env.display().to_string(),
+                    "state_dir = {}\nsubnet_env = {}\nlease_ttl = {}\nrenew_margin = {}",
+                    toml_string(&e.state_dir.display().to_string()),
+                    toml_string(&e.subnet_env.display().to_string()),
                     e.lease_ttl.as_secs(),
                     e.renew_margin.as_secs()
                 )?;

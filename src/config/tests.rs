@@ -137,3 +137,34 @@ fn etcd_source_errors_name_the_field() {
         assert!(err.contains(want), "want {want:?} in {err:?}");
     }
 }
+
+/// Fuzzer finding (fuzz/regressions/config_file-etcd-endpoint-debug-escape.bin):
+/// etcd strings were printed with Rust's `{:?}`, which writes a control
+/// character as `\u{1}`, which is not TOML. Every etcd string must round-trip.
+#[test]
+fn effective_etcd_config_escapes_strings() {
+    let text = r#"
+[node]
+public_ip = "198.18.0.1"
+[control]
+source = "etcd"
+endpoints = ["https://198.18.0.10:2379\u0001", "https://198.18.0.11:2379\"q"]
+prefix = "/coreos.com/net\u007fwork"
+ca = "/etc/ca\u0002.pem"
+cert = "/etc/cert\\.pem"
+key = "/etc/k\"ey.pem"
+username = "us\u0003er"
+password = "pw"
+state_dir = "/var/lib/enc\tapd"
+subnet_env = "/run/flannel/sub\u001bnet.env"
+"#;
+    let c = parse(text).unwrap();
+    let printed = c.to_string();
+    let again = parse(&printed).unwrap_or_else(|e| panic!("printed config does not parse: {e}\n{printed}"));
+    let (e, a) = (c.etcd().unwrap(), again.etcd().unwrap());
+    assert_eq!(a.endpoints, e.endpoints);
+    assert_eq!(a.prefix, e.prefix);
+    assert_eq!((&a.ca, &a.cert, &a.key), (&e.ca, &e.cert, &e.key));
+    assert_eq!(a.username, e.username);
+    assert_eq!((&a.state_dir, &a.subnet_env), (&e.state_dir, &e.subnet_env));
+}
