@@ -68,9 +68,7 @@ fuzz_target!(|data: &[u8]| {
         ControlSource::File { peers } => {
             assert_eq!(c.peers_path(), Some(peers.as_path()));
         }
-        ControlSource::Etcd(e) => {
-            assert!(c.peers_path().is_none() && c.etcd().is_some());
-        }
+        ControlSource::Etcd(_) => assert!(c.peers_path().is_none() && c.etcd().is_some()),
     }
 
     // The printed effective configuration is valid and means the same.

@@ -78,14 +78,26 @@ fn headers(pkt: &[u8]) -> Option<Headers> {
     Some(Headers { v4, ip_len, proto, l4_len })
 }
 
+/// The accumulated pseudo-header (addresses, protocol, transport length)
+/// of the packet whose IP header starts `pkt_ip`.
+fn pseudo_sum(pkt_ip: &[u8], h: &Headers, l4_total: usize) -> u64 {
+    let addrs = if h.v4 { &pkt_ip[12..20] } else { &pkt_ip[8..40] };
+    let sum = checksum::accumulate(0, addrs);
+    let sum = checksum::accumulate(sum, &[0, h.proto]);
+    checksum::accumulate(sum, &(l4_total as u32).to_be_bytes())
+}
+
+/// The final transport checksum from its accumulated parts (UDP's 0 is
+/// sent as 0xffff: 0 means "no checksum").
+fn l4_final(sum: u64, h: &Headers) -> u16 {
+    let c = checksum::finish(sum);
+    if h.proto == PROTO_UDP && c == 0 { 0xffff } else { c }
+}
+
 /// Transport checksum over the pseudo-header and `l4` (whose checksum field
 /// must be zero).
 fn l4_checksum(pkt_ip: &[u8], h: &Headers, l4: &[u8]) -> u16 {
-    let mut sum = if h.v4 { checksum::accumulate(0, &pkt_ip[12..20]) } else { checksum::accumulate(0, &pkt_ip[8..40]) };
-    sum = checksum::accumulate(sum, &[0, h.proto]);
-    sum = checksum::accumulate(sum, &(l4.len() as u32).to_be_bytes());
-    let c = checksum::finish(checksum::accumulate(sum, l4));
-    if h.proto == PROTO_UDP && c == 0 { 0xffff } else { c }
+    l4_final(checksum::accumulate(pseudo_sum(pkt_ip, h, l4.len()), l4), h)
 }
 
 /// True when the transport checksum of a complete packet verifies (an IPv4
@@ -95,19 +107,13 @@ fn l4_checksum_valid(pkt: &[u8], h: &Headers) -> bool {
     if h.v4 && h.proto == PROTO_UDP && l4[6] == 0 && l4[7] == 0 {
         return true;
     }
-    let mut sum = if h.v4 { checksum::accumulate(0, &pkt[12..20]) } else { checksum::accumulate(0, &pkt[8..40]) };
-    sum = checksum::accumulate(sum, &[0, h.proto]);
-    sum = checksum::accumulate(sum, &(l4.len() as u32).to_be_bytes());
-    checksum::finish(checksum::accumulate(sum, l4)) == 0
+    checksum::finish(checksum::accumulate(pseudo_sum(pkt, h, l4.len()), l4)) == 0
 }
 
 /// The folded pseudo-header sum (not complemented) a `NEEDS_CSUM` packet
 /// carries in its checksum field.
 fn pseudo_partial(pkt: &[u8], h: &Headers, l4_total: usize) -> u16 {
-    let mut sum = if h.v4 { checksum::accumulate(0, &pkt[12..20]) } else { checksum::accumulate(0, &pkt[8..40]) };
-    sum = checksum::accumulate(sum, &[0, h.proto]);
-    sum = checksum::accumulate(sum, &(l4_total as u32).to_be_bytes());
-    !checksum::finish(sum)
+    !checksum::finish(pseudo_sum(pkt, h, l4_total))
 }
 
 /// Where the segments of a split super-packet lie in the buffer: `count`
@@ -186,6 +192,7 @@ pub fn prepare_egress(buf: &mut [u8], start: usize, len: usize, hdr: &VnetHdr) -
     for i in (0..count).rev() {
         let chunk = if i + 1 == count { payload - i * g } else { g };
         let seg = start + i * stride;
+        // Move the payload up to make room for the headers before it.
         buf.copy_within(start + head + i * g..start + head + i * g + chunk, seg + head);
         let s = &mut buf[seg..seg + head + chunk];
         s[..head].copy_from_slice(&tmpl[..head]);
@@ -199,7 +206,7 @@ pub fn prepare_egress(buf: &mut [u8], start: usize, len: usize, hdr: &VnetHdr) -
             s[4..6].copy_from_slice(&((h.l4_len + chunk) as u16).to_be_bytes());
         }
         let (ip, l4b) = s.split_at_mut(h.ip_len);
-        if h.proto == PROTO_TCP {
+        let field = if h.proto == PROTO_TCP {
             l4b[4..8].copy_from_slice(&seq0.wrapping_add((i * g) as u32).to_be_bytes());
             if i + 1 != count {
                 l4b[13] &= !(TCP_FIN | TCP_PSH);
@@ -207,15 +214,14 @@ pub fn prepare_egress(buf: &mut [u8], start: usize, len: usize, hdr: &VnetHdr) -
             if i != 0 {
                 l4b[13] &= !TCP_CWR;
             }
-            l4b[16..18].fill(0);
-            let c = l4_checksum(ip, &h, l4b);
-            l4b[16..18].copy_from_slice(&c.to_be_bytes());
+            16
         } else {
             l4b[4..6].copy_from_slice(&((8 + chunk) as u16).to_be_bytes());
-            l4b[6..8].fill(0);
-            let c = l4_checksum(ip, &h, l4b);
-            l4b[6..8].copy_from_slice(&c.to_be_bytes());
-        }
+            6
+        };
+        l4b[field..field + 2].fill(0);
+        let c = l4_checksum(ip, &h, l4b);
+        l4b[field..field + 2].copy_from_slice(&c.to_be_bytes());
     }
     Ok(Split { start, stride, count, last_len: head + (payload - (count - 1) * g) })
 }
