@@ -5,13 +5,12 @@
 
 mod common;
 
-use std::net::UdpSocket;
+use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{CTR_A, CTR_B, Node, Topology, in_netns, ns_exec, require_root, wait_for};
+use common::traffic::counted_udp_stream;
+use common::{CTR_A, CTR_B, Node, Topology, ns_exec, require_root, wait_for};
 
 const STREAM_PORT: u16 = 9100;
 
@@ -54,76 +53,11 @@ fn unreachable(t: &Topology, dst: &str) -> bool {
 }
 
 /// Sends `count` numbered datagrams from ctrA to ctrB at `rate` per second
-/// while `during` runs; returns (sent, received, duplicates).
+/// while `during` runs, checking each one's payload; returns (sent,
+/// received, duplicates).
 fn counted_stream(ns_a: &str, ns_b: &str, count: u32, rate: u32, during: impl FnOnce()) -> (u32, u32, u32) {
-    let receiver = in_netns(ns_b, || UdpSocket::bind((CTR_B, STREAM_PORT)).unwrap());
-    // A deep receive queue: on a loaded 2-core machine the receiving thread
-    // may be descheduled for a while, and the test measures encapd, not that.
-    let bytes: libc::c_int = 16 << 20;
-    // SAFETY: setsockopt reads `bytes` for the duration of the call; the fd is open.
-    let rc = unsafe {
-        libc::setsockopt(
-            std::os::fd::AsRawFd::as_raw_fd(&receiver),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUFFORCE,
-            (&bytes as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0, "SO_RCVBUFFORCE: {}", std::io::Error::last_os_error());
-    receiver.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
-    let sender = in_netns(ns_a, || UdpSocket::bind((CTR_A, 0)).unwrap());
-    let done = Arc::new(AtomicBool::new(false));
-    let recv_thread = {
-        let done = Arc::clone(&done);
-        std::thread::spawn(move || {
-            let mut seen = vec![false; count as usize];
-            let (mut got, mut dups) = (0u32, 0u32);
-            let mut buf = [0u8; 2048];
-            let mut quiet_since: Option<Instant> = None;
-            loop {
-                match receiver.recv(&mut buf) {
-                    Ok(n) if n >= 4 => {
-                        quiet_since = None;
-                        let seq = u32::from_be_bytes(buf[..4].try_into().unwrap()) as usize;
-                        assert!(buf[4..n].iter().all(|&b| b == (seq % 251) as u8), "datagram {seq} corrupted");
-                        if seq < seen.len() && !std::mem::replace(&mut seen[seq], true) {
-                            got += 1;
-                        } else {
-                            dups += 1;
-                        }
-                    }
-                    _ => {
-                        if done.load(Ordering::Relaxed) {
-                            let since = *quiet_since.get_or_insert_with(Instant::now);
-                            if got == count || since.elapsed() > Duration::from_secs(2) {
-                                return (got, dups);
-                            }
-                        }
-                    }
-                }
-            }
-        })
-    };
-    let send_thread = std::thread::spawn(move || {
-        let start = Instant::now();
-        let mut payload = [0u8; 200];
-        for seq in 0..count {
-            let due = start + Duration::from_secs_f64(f64::from(seq) / f64::from(rate));
-            if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                std::thread::sleep(wait);
-            }
-            payload[..4].copy_from_slice(&seq.to_be_bytes());
-            payload[4..].fill((seq % 251) as u8);
-            sender.send_to(&payload, (CTR_B, STREAM_PORT)).unwrap();
-        }
-        count
-    });
-    during();
-    let sent = send_thread.join().unwrap();
-    done.store(true, Ordering::Relaxed);
-    let (got, dups) = recv_thread.join().unwrap();
-    (sent, got, dups)
+    let (from, to) = (CTR_A.parse().unwrap(), SocketAddr::new(CTR_B.parse().unwrap(), STREAM_PORT));
+    counted_udp_stream(ns_a, from, ns_b, to, count, rate, true, during)
 }
 
 #[test]

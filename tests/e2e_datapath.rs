@@ -9,13 +9,12 @@
 
 mod common;
 
-use std::io::{ErrorKind, Read, Write};
-use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::io::ErrorKind;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use common::{
-    CTR_A, CTR_A6, CTR_B, CTR_B6, Counters, Node, Output, Prng, StreamHash, TUN, Topology, in_netns, ip, ipv4_udp, ipv6_udp, require_root,
-};
+use common::traffic::{Transfer, spawn_hashed_transfer, tcp_pair};
+use common::{CTR_A, CTR_A6, CTR_B, CTR_B6, Counters, Node, Output, Prng, TUN, Topology, in_netns, ip, ipv4_udp, ipv6_udp, require_root};
 
 fn assert_ping_ok(o: &Output, what: &str) {
     assert!(o.ok(), "{what}: ping failed ({}):\n{}", o.status, o.text());
@@ -71,67 +70,11 @@ fn ping(engine: &str) {
 const TCP_SEED: u64 = 0x5eed_e9ca_9d00_0001;
 
 /// Streams `total` pseudo-random bytes from `from_ns` to `to` (listening in
-/// `to_ns`); returns (bytes sent, sent digest, bytes received, received digest).
-fn tcp_transfer(from_ns: &str, to_ns: &str, to: SocketAddr, total: usize) -> (usize, String, usize, String) {
-    let bind: SocketAddr = match to {
-        SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, to.port()).into(),
-        SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, to.port()).into(),
-    };
-    let listener = in_netns(to_ns, || TcpListener::bind(bind)).expect("binding the TCP receiver");
-    let mut tx = in_netns(from_ns, || TcpStream::connect_timeout(&to, Duration::from_secs(5)))
-        .unwrap_or_else(|e| panic!("connecting to {to} through the tunnel: {e}"));
-    listener.set_nonblocking(true).unwrap();
-    let mut rx = common::wait_for(Duration::from_secs(5), || listener.accept().ok().map(|(s, _)| s)).expect("accepting the connection");
-    rx.set_nonblocking(false).unwrap();
-    // A stall (not slowness) fails the test instead of hanging it.
-    rx.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    tx.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
-    tx.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(150);
-
-    std::thread::scope(|s| {
-        let sender = s.spawn(move || {
-            let mut prng = Prng::new(TCP_SEED);
-            let mut hash = StreamHash::new();
-            let mut buf = vec![0u8; 256 * 1024];
-            let mut sent = 0usize;
-            while sent < total {
-                assert!(Instant::now() < deadline, "TCP transfer exceeded its deadline after {sent} bytes sent");
-                let n = buf.len().min(total - sent);
-                prng.fill(&mut buf[..n]);
-                hash.update(&buf[..n]);
-                tx.write_all(&buf[..n]).unwrap_or_else(|e| panic!("TCP send failed after {sent} bytes: {e}"));
-                sent += n;
-            }
-            tx.shutdown(Shutdown::Write).unwrap();
-            // Keep the socket open until the receiver is done with it.
-            let mut rest = [0u8; 16];
-            let _ = tx.read(&mut rest);
-            (sent, hash.finish())
-        });
-        let receiver = s.spawn(move || {
-            let mut hash = StreamHash::new();
-            let mut buf = vec![0u8; 256 * 1024];
-            let mut got = 0usize;
-            loop {
-                assert!(Instant::now() < deadline, "TCP transfer exceeded its deadline after {got} bytes received");
-                match rx.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => {
-                        hash.update(&buf[..n]);
-                        got += n;
-                    }
-                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                    Err(e) => panic!("TCP receive failed after {got} bytes: {e}"),
-                }
-            }
-            drop(rx);
-            (got, hash.finish())
-        });
-        let (sent, sent_hash) = sender.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
-        let (got, got_hash) = receiver.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
-        (sent, sent_hash, got, got_hash)
-    })
+/// `to_ns`); returns what each end saw.
+fn tcp_transfer(from_ns: &str, to_ns: &str, to: SocketAddr, total: usize) -> Transfer {
+    let pair = tcp_pair(from_ns, to_ns, to);
+    let (start, limit) = (Instant::now(), Duration::from_secs(150));
+    std::thread::scope(|s| spawn_hashed_transfer(s, pair, TCP_SEED, total, start, limit, String::new(), None).join())
 }
 
 fn check_tcp(engine: &str, v6: bool, total: usize) {
@@ -143,7 +86,7 @@ fn check_tcp(engine: &str, v6: bool, total: usize) {
         if v6 { (CTR_B6.parse::<Ipv6Addr>().unwrap(), 5201).into() } else { (CTR_B.parse::<Ipv4Addr>().unwrap(), 5201).into() };
     let before = t.counters(Node::A);
     let start = Instant::now();
-    let (sent, sent_hash, got, got_hash) = tcp_transfer(&t.ctr_a, &t.ctr_b, to, total);
+    let Transfer { sent, sent_hash, got, got_hash, .. } = tcp_transfer(&t.ctr_a, &t.ctr_b, to, total);
     let secs = start.elapsed().as_secs_f64();
     eprintln!(
         "{engine}: TCP {} {} MB in {secs:.2} s ({:.0} Mbit/s)",

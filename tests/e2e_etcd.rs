@@ -15,13 +15,13 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use common::traffic::counted_udp_stream;
 use common::{Prng, StreamHash, TempDir, in_netns, must, ns_exec, require_root, require_tools, run, wait_for};
 
 const PREFIX: &str = "/coreos.com/network";
@@ -520,59 +520,9 @@ fn two_nodes_allocate_discover_forward_and_follow_hand_written_leases() {
 /// Sends `count` numbered datagrams from `from` (in `ns_a`) to `to:9100` (in
 /// `ns_b`) at `rate` per second while `during` runs; returns (sent, received).
 fn counted_stream(ns_a: &str, from: &str, ns_b: &str, to: &str, count: u32, rate: u32, during: impl FnOnce()) -> (u32, u32) {
-    let to_owned = to.to_owned();
-    let receiver = in_netns(ns_b, || UdpSocket::bind((to_owned.as_str(), 9100)).unwrap());
-    common::set_rcvbuf(&receiver, 16 << 20);
-    receiver.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
-    let from_owned = from.to_owned();
-    let sender = in_netns(ns_a, || UdpSocket::bind((from_owned.as_str(), 0)).unwrap());
-    let done = Arc::new(AtomicBool::new(false));
-    let recv_thread = {
-        let done = Arc::clone(&done);
-        std::thread::spawn(move || {
-            let mut seen = vec![false; count as usize];
-            let mut got = 0u32;
-            let mut buf = [0u8; 2048];
-            let mut quiet_since: Option<Instant> = None;
-            loop {
-                match receiver.recv(&mut buf) {
-                    Ok(n) if n >= 4 => {
-                        quiet_since = None;
-                        let seq = u32::from_be_bytes(buf[..4].try_into().unwrap()) as usize;
-                        if seq < seen.len() && !std::mem::replace(&mut seen[seq], true) {
-                            got += 1;
-                        }
-                    }
-                    _ => {
-                        if done.load(Ordering::Relaxed) {
-                            let since = *quiet_since.get_or_insert_with(Instant::now);
-                            if got == count || since.elapsed() > Duration::from_secs(2) {
-                                return got;
-                            }
-                        }
-                    }
-                }
-            }
-        })
-    };
-    let to_addr: SocketAddr = format!("{to}:9100").parse().unwrap();
-    let send_thread = std::thread::spawn(move || {
-        let start = Instant::now();
-        let mut payload = [0u8; 200];
-        for seq in 0..count {
-            let due = start + Duration::from_secs_f64(f64::from(seq) / f64::from(rate));
-            if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                std::thread::sleep(wait);
-            }
-            payload[..4].copy_from_slice(&seq.to_be_bytes());
-            sender.send_to(&payload, to_addr).unwrap();
-        }
-        count
-    });
-    during();
-    let sent = send_thread.join().unwrap();
-    done.store(true, Ordering::Relaxed);
-    (sent, recv_thread.join().unwrap())
+    let (from, to) = (from.parse().unwrap(), SocketAddr::new(to.parse().unwrap(), 9100));
+    let (sent, got, _) = counted_udp_stream(ns_a, from, ns_b, to, count, rate, false, during);
+    (sent, got)
 }
 
 #[test]

@@ -12,12 +12,12 @@
 
 mod common;
 
-use std::io::{ErrorKind, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
-use common::{CTR_A, CTR_A6, CTR_B, CTR_B6, Counters, Middle, Node, Options, Prng, StreamHash, Topology, in_netns, require_root};
+use common::traffic::{Transfer, TransferThreads, spawn_hashed_transfer, tcp_pair};
+use common::{CTR_A, CTR_A6, CTR_B, CTR_B6, Counters, Middle, Node, Options, Topology, require_root};
 
 const MB: usize = 1 << 20;
 const GB: usize = 1 << 30;
@@ -29,107 +29,31 @@ const OFFLOADS_OFF: &str = "TUN offloads off";
 // ---------------------------------------------------------------------------
 // TCP flows with SHA-256 on both ends
 
-/// One finished flow.
-#[derive(Debug)]
-struct Flow {
-    sent: usize,
-    sent_hash: String,
-    got: usize,
-    got_hash: String,
-    /// When the receiver saw its first and its last byte.
-    first_byte: Instant,
-    last_byte: Instant,
-}
-
 /// Opens one TCP connection per address in `to` (listening in `to_ns`,
 /// connecting from `from_ns`), then streams `total` pseudo-random bytes over
 /// each, all flows at once (released together by a barrier). A flow that
 /// stalls for 20 s, or a run longer than `limit`, fails the test. Returns
 /// the flows and the wall-clock time of the whole run.
-fn tcp_flows(from_ns: &str, to_ns: &str, to: &[SocketAddr], total: usize, seed: u64, limit: Duration) -> (Vec<Flow>, Duration) {
-    let mut pairs = Vec::new();
-    for &dst in to {
-        let bind: SocketAddr = match dst {
-            SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, dst.port()).into(),
-            SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, dst.port()).into(),
-        };
-        let listener = in_netns(to_ns, || TcpListener::bind(bind)).unwrap_or_else(|e| panic!("binding the TCP receiver on {bind}: {e}"));
-        let tx = in_netns(from_ns, || TcpStream::connect_timeout(&dst, Duration::from_secs(5)))
-            .unwrap_or_else(|e| panic!("connecting to {dst} through the tunnel: {e}"));
-        listener.set_nonblocking(true).unwrap();
-        let rx = common::wait_for(Duration::from_secs(5), || listener.accept().ok().map(|(s, _)| s)).expect("accepting the connection");
-        rx.set_nonblocking(false).unwrap();
-        // A stall (not slowness) fails the test instead of hanging it.
-        rx.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        tx.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
-        tx.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        pairs.push((tx, rx));
-    }
+fn tcp_flows(from_ns: &str, to_ns: &str, to: &[SocketAddr], total: usize, seed: u64, limit: Duration) -> (Vec<Transfer>, Duration) {
+    let pairs: Vec<_> = to.iter().map(|&dst| tcp_pair(from_ns, to_ns, dst)).collect();
     let barrier = Barrier::new(2 * pairs.len() + 1);
     let start = Instant::now();
-    let deadline = start + limit;
     let flows = std::thread::scope(|s| {
-        let mut handles = Vec::new();
-        for (i, (mut tx, mut rx)) in pairs.into_iter().enumerate() {
-            let barrier = &barrier;
-            let sender = s.spawn(move || {
-                let mut prng = Prng::new(seed.wrapping_add(i as u64 * 0x9e37_79b9));
-                let mut hash = StreamHash::new();
-                let mut buf = vec![0u8; 256 * 1024];
-                let mut sent = 0usize;
-                barrier.wait();
-                while sent < total {
-                    assert!(Instant::now() < deadline, "flow {i}: TCP transfer exceeded {limit:?} after {sent} bytes sent");
-                    let n = buf.len().min(total - sent);
-                    prng.fill(&mut buf[..n]);
-                    hash.update(&buf[..n]);
-                    tx.write_all(&buf[..n]).unwrap_or_else(|e| panic!("flow {i}: TCP send failed after {sent} bytes: {e}"));
-                    sent += n;
-                }
-                tx.shutdown(Shutdown::Write).unwrap();
-                // Keep the socket open until the receiver is done with it.
-                let mut rest = [0u8; 16];
-                let _ = tx.read(&mut rest);
-                (sent, hash.finish())
-            });
-            let receiver = s.spawn(move || {
-                let mut hash = StreamHash::new();
-                let mut buf = vec![0u8; 256 * 1024];
-                let mut got = 0usize;
-                let mut first_byte = None;
-                barrier.wait();
-                loop {
-                    assert!(Instant::now() < deadline, "flow {i}: TCP transfer exceeded {limit:?} after {got} bytes received");
-                    match rx.read(&mut buf) {
-                        Ok(0) => break,
-                        Ok(n) => {
-                            first_byte.get_or_insert_with(Instant::now);
-                            hash.update(&buf[..n]);
-                            got += n;
-                        }
-                        Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                        Err(e) => panic!("flow {i}: TCP receive failed after {got} bytes: {e}"),
-                    }
-                }
-                let last_byte = Instant::now();
-                drop(rx);
-                (got, hash.finish(), first_byte.unwrap_or(last_byte), last_byte)
-            });
-            handles.push((sender, receiver));
-        }
+        let handles: Vec<_> = pairs
+            .into_iter()
+            .enumerate()
+            .map(|(i, pair)| {
+                let seed = seed.wrapping_add(i as u64 * 0x9e37_79b9);
+                spawn_hashed_transfer(s, pair, seed, total, start, limit, format!("flow {i}: "), Some(&barrier))
+            })
+            .collect();
         barrier.wait();
-        let mut flows = Vec::new();
-        for (sender, receiver) in handles {
-            let (sent, sent_hash) = sender.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
-            let (got, got_hash, first_byte, last_byte) = receiver.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
-            flows.push(Flow { sent, sent_hash, got, got_hash, first_byte, last_byte });
-        }
-        flows
+        handles.into_iter().map(TransferThreads::join).collect()
     });
     (flows, start.elapsed())
 }
 
-fn assert_intact(flows: &[Flow], total: usize, what: &str) {
+fn assert_intact(flows: &[Transfer], total: usize, what: &str) {
     for (i, f) in flows.iter().enumerate() {
         assert_eq!(f.sent, total, "{what}, flow {i}: sender stopped early");
         assert_eq!(f.got, f.sent, "{what}, flow {i}: receiver got {} bytes of {}", f.got, f.sent);

@@ -13,7 +13,8 @@
 //! `[dataplane]` lines per node, and optionally a middle namespace on the
 //! underlay whose layer-2 forwarder (a thread of the test process) can
 //! reorder frames; [`Topology::add_udp_loss`] drops tunnel datagrams at
-//! random with nftables.
+//! random with nftables. [`traffic`] has self-checking test traffic (a
+//! checksummed TCP transfer, a counted UDP stream).
 
 #![allow(dead_code)]
 
@@ -26,6 +27,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Once};
 use std::time::{Duration, Instant};
+
+pub mod traffic;
 
 /// The overlay/underlay plan of [`Topology`].
 pub const CTR_A: &str = "100.96.1.2";
