@@ -143,6 +143,13 @@ pub fn run(mut config: Config) -> Result<(), DaemonError> {
             .map_err(io_err(format!("binding UDP {bind_addr}")))?;
         sockets.push((fd, gro));
     }
+    // Spread a peer's flows over the workers by their inner addresses and
+    // ports; without this, one outer 4-tuple puts them all on one socket.
+    if sockets.len() > 1
+        && let Err(e) = sys::steering::steer_by_inner_flow(sockets[0].0.as_fd(), sockets.len() as u32)
+    {
+        log::warn!("cannot steer flows across the UDP sockets ({e}); the kernel's hash of the outer addresses picks the worker");
+    }
     let gso = plan.engine != IoEngine::Classic && sys::udp::supports_gso(sockets[0].0.as_fd());
     let gro = sockets.iter().all(|s| s.1);
 

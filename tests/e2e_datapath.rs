@@ -255,6 +255,54 @@ fn udp_burst(engine: &str) {
     assert_eq!((b.ingress_pkts, b.ingress_bytes), (packets, bytes), "nodeB ingress counters");
 }
 
+/// Many flows between one pair of containers spread over both workers of
+/// the receiving node (the sockets' reuseport group steers by the inner
+/// flow; every datagram has the same outer addresses and ports, so the
+/// kernel's own choice would put them all on one socket), and each flow
+/// stays on one worker.
+fn flows_spread_over_workers(engine: &str) {
+    if !require_root() {
+        return;
+    }
+    const FLOWS: u16 = 64;
+    const PER_FLOW: u64 = 20;
+    let mut t = Topology::new(engine);
+    let before = t.counters(Node::B);
+    let receiver = in_netns(&t.ctr_b, || UdpSocket::bind((CTR_B, 9300))).unwrap();
+    receiver.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    let senders: Vec<UdpSocket> = (0..FLOWS).map(|_| in_netns(&t.ctr_a, || UdpSocket::bind((CTR_A, 0))).unwrap()).collect();
+    let mut buf = [0u8; 256];
+    let mut got = 0u64;
+    for round in 0..PER_FLOW {
+        for s in &senders {
+            s.send_to(&round.to_be_bytes(), (CTR_B, 9300)).unwrap();
+        }
+        // Paced by what arrives, so no queue overflows on a busy machine.
+        for _ in 0..FLOWS {
+            match receiver.recv(&mut buf) {
+                Ok(_) => got += 1,
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => break,
+                Err(e) => panic!("receiving: {e}"),
+            }
+        }
+    }
+    let sent = u64::from(FLOWS) * PER_FLOW;
+    let after = t.counters_until(Node::B, Duration::from_secs(5), |c| c.ingress_pkts - before.ingress_pkts >= sent);
+    let per_worker: Vec<u64> = after.per_worker.iter().zip(&before.per_worker).map(|(a, b)| a.1 - b.1).collect();
+    eprintln!("{engine}: {sent} datagrams in {FLOWS} flows, {got} received; nodeB ingress per worker {per_worker:?}");
+    let total: u64 = per_worker.iter().sum();
+    assert!(total >= sent, "nodeB ingress {per_worker:?} < {sent} sent");
+    assert_eq!(per_worker.len(), 2);
+    for &n in &per_worker {
+        assert!(n >= sent / 4, "flows not spread over the workers: {per_worker:?}");
+        // Each worker carries whole flows (unless a stray packet, such as
+        // IPv6 neighbour discovery, crossed during the test).
+        if total == sent {
+            assert_eq!(n % PER_FLOW, 0, "a flow was split across workers: {per_worker:?}");
+        }
+    }
+}
+
 fn tun_mtu(t: &Topology, node: Node) -> u32 {
     let o = ip(t.ns_of(node), &["-o", "link", "show", TUN]);
     let words: Vec<&str> = o.stdout.split_whitespace().collect();
@@ -580,6 +628,10 @@ macro_rules! engine_tests {
             #[test]
             fn peers_reload() {
                 super::peers_reload(stringify!($engine));
+            }
+            #[test]
+            fn flows_spread_over_workers() {
+                super::flows_spread_over_workers(stringify!($engine));
             }
             #[test]
             fn clean_stop() {

@@ -3,8 +3,14 @@
 //! A GSO send carries segments of one size to one destination; only the last
 //! may be shorter (kernel `udp_send_skb`). [`plan_runs`] cuts the batch, in
 //! order, into maximal runs that satisfy that rule, so packets are never
-//! reordered: consecutive packets to the same peer share a send, a change of
-//! peer or a larger packet starts a new one.
+//! reordered: consecutive packets to the same peer and flow share a send, a
+//! change of peer, of flow or a larger packet starts a new one.
+//!
+//! Why the flow: the receiving node hands each arriving GSO send to one
+//! worker, chosen by the inner flow of its first datagram
+//! (`sys::steering`). A send that mixed flows would move the other flows'
+//! packets to that worker for a moment, and packets of one flow handled by
+//! two workers at once can be reordered.
 
 use std::net::SocketAddr;
 
@@ -14,6 +20,28 @@ pub const MAX_SEGMENTS: usize = 64;
 /// Bytes per GSO send: the payload of one maximal UDP datagram, with room to
 /// spare for an IPv6 header.
 pub const MAX_SEND_BYTES: usize = 65_000;
+
+/// The 16-bit flow hash of an inner packet that the receiving node's
+/// reuseport program (`sys::steering::program`) computes before taking it
+/// modulo the number of workers: inner addresses, and for TCP and UDP the
+/// ports, XORed and folded (the same for both directions of a flow). 0 for a
+/// packet too short to hold them (the program then picks socket 0).
+pub fn flow_key(pkt: &[u8]) -> u16 {
+    let word = |at: usize| pkt.get(at..at + 4).map(|w| u32::from_be_bytes([w[0], w[1], w[2], w[3]]));
+    let (addrs, proto, ports_at) = match pkt.first().map(|b| b >> 4) {
+        Some(4) => (word(12).zip(word(16)), pkt.get(9), usize::from(pkt[0] & 0x0f) * 4),
+        Some(6) => (word(20).zip(word(36)), pkt.get(6), 40),
+        _ => return 0,
+    };
+    let (Some((src, dst)), Some(&proto)) = (addrs, proto) else { return 0 };
+    let mut h = src ^ dst;
+    if proto == crate::wire::ip::PROTO_TCP || proto == crate::wire::ip::PROTO_UDP {
+        let Some(ports) = word(ports_at) else { return 0 };
+        h ^= ports;
+    }
+    let h = (h ^ (h >> 16)) & 0xffff;
+    (h ^ (h >> 8)) as u16
+}
 
 /// A run of consecutive packets sent with one call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,13 +54,18 @@ pub struct SendRun {
     pub segment: usize,
 }
 
-/// Cuts `packets` (destination, length), in order, into GSO runs appended to
-/// `runs` (which the caller clears and reuses: no allocation once warm).
-pub fn plan_runs(packets: impl IntoIterator<Item = (SocketAddr, usize)>, runs: &mut Vec<SendRun>) {
-    let mut open: Option<(SendRun, usize)> = None; // run, bytes so far
-    for (i, (endpoint, len)) in packets.into_iter().enumerate() {
-        if let Some((run, bytes)) = open.as_mut() {
-            let fits = run.endpoint == endpoint && run.count < MAX_SEGMENTS && *bytes + len <= MAX_SEND_BYTES && len <= run.segment;
+/// Cuts `packets` (destination, length, [`flow_key`]), in order, into GSO
+/// runs appended to `runs` (which the caller clears and reuses: no
+/// allocation once warm).
+pub fn plan_runs(packets: impl IntoIterator<Item = (SocketAddr, usize, u16)>, runs: &mut Vec<SendRun>) {
+    let mut open: Option<(SendRun, usize, u16)> = None; // run, bytes so far, flow
+    for (i, (endpoint, len, flow)) in packets.into_iter().enumerate() {
+        if let Some((run, bytes, run_flow)) = open.as_mut() {
+            let fits = run.endpoint == endpoint
+                && *run_flow == flow
+                && run.count < MAX_SEGMENTS
+                && *bytes + len <= MAX_SEND_BYTES
+                && len <= run.segment;
             if fits {
                 run.count += 1;
                 *bytes += len;
@@ -45,9 +78,9 @@ pub fn plan_runs(packets: impl IntoIterator<Item = (SocketAddr, usize)>, runs: &
             }
             runs.push(*run);
         }
-        open = Some((SendRun { endpoint, first: i, count: 1, segment: len }, len));
+        open = Some((SendRun { endpoint, first: i, count: 1, segment: len }, len, flow));
     }
-    if let Some((run, _)) = open {
+    if let Some((run, _, _)) = open {
         runs.push(run);
     }
 }
@@ -57,9 +90,13 @@ mod tests {
     use super::*;
 
     fn plan(items: &[(u8, usize)]) -> Vec<(u8, usize, usize, usize)> {
+        plan_flows(&items.iter().map(|&(n, l)| (n, l, 0)).collect::<Vec<_>>())
+    }
+
+    fn plan_flows(items: &[(u8, usize, u16)]) -> Vec<(u8, usize, usize, usize)> {
         let ep = |n: u8| SocketAddr::from(([198, 18, 0, n], 8285));
         let mut runs = Vec::new();
-        plan_runs(items.iter().map(|&(n, l)| (ep(n), l)), &mut runs);
+        plan_runs(items.iter().map(|&(n, l, f)| (ep(n), l, f)), &mut runs);
         runs.iter()
             .map(|r| (r.endpoint.ip().to_string().rsplit('.').next().unwrap().parse().unwrap(), r.first, r.count, r.segment))
             .collect()
@@ -73,6 +110,32 @@ mod tests {
     #[test]
     fn peer_change_or_larger_packet_starts_a_run() {
         assert_eq!(plan(&[(2, 100), (3, 100), (3, 200), (3, 200)]), vec![(2, 0, 1, 100), (3, 1, 1, 100), (3, 2, 2, 200)]);
+    }
+
+    #[test]
+    fn flow_change_starts_a_run() {
+        assert_eq!(plan_flows(&[(2, 100, 7), (2, 100, 7), (2, 100, 9), (2, 100, 7)]), vec![(2, 0, 2, 100), (2, 2, 1, 100), (2, 3, 1, 100)]);
+    }
+
+    #[test]
+    fn flow_key_is_symmetric_and_covers_ports() {
+        let pkt = |src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, proto: u8| {
+            let mut p = vec![0u8; 28];
+            p[0] = 0x45;
+            p[9] = proto;
+            p[12..16].copy_from_slice(&src);
+            p[16..20].copy_from_slice(&dst);
+            p[20..22].copy_from_slice(&sport.to_be_bytes());
+            p[22..24].copy_from_slice(&dport.to_be_bytes());
+            p
+        };
+        let (a, b) = ([100, 96, 1, 2], [100, 96, 2, 3]);
+        assert_eq!(flow_key(&pkt(a, b, 40000, 5201, 6)), flow_key(&pkt(b, a, 5201, 40000, 6)));
+        assert_ne!(flow_key(&pkt(a, b, 40000, 5201, 17)), flow_key(&pkt(a, b, 40001, 5201, 17)));
+        // ICMP: addresses only.
+        assert_eq!(flow_key(&pkt(a, b, 1, 2, 1)), flow_key(&pkt(a, b, 3, 4, 1)));
+        assert_eq!(flow_key(&[0x45, 0, 0]), 0);
+        assert_eq!(flow_key(&[]), 0);
     }
 
     #[test]

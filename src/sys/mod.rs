@@ -9,6 +9,7 @@ pub mod fd;
 pub mod netdev;
 pub mod notify;
 pub mod privileges;
+pub mod steering;
 pub mod tun;
 pub mod udp;
 pub mod uring;

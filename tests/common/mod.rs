@@ -385,6 +385,8 @@ pub struct Counters {
     pub drops: BTreeMap<String, u64>,
     pub tables_published: u64,
     pub reload_failures: u64,
+    /// Per worker, in worker order: (egress packets, ingress packets).
+    pub per_worker: Vec<(u64, u64)>,
 }
 
 impl Counters {
@@ -412,7 +414,12 @@ pub fn parse_counters(log: &str) -> Option<Counters> {
     let mut c = Counters::default();
     let mut saw_total = false;
     for line in block.lines() {
-        if let Some(rest) = line.strip_prefix("  total") {
+        if let Some(rest) = line.strip_prefix("  worker") {
+            let n = numbers(rest);
+            assert_eq!(n.len(), 10, "unexpected worker line: {line:?}");
+            assert_eq!(n[0] as usize, c.per_worker.len(), "workers out of order: {line:?}");
+            c.per_worker.push((n[1], n[4]));
+        } else if let Some(rest) = line.strip_prefix("  total") {
             let n = numbers(rest);
             assert_eq!(n.len(), 9, "unexpected total line: {line:?}");
             (c.egress_pkts, c.egress_bytes, c.egress_sends) = (n[0], n[1], n[2]);

@@ -35,7 +35,8 @@ pub fn run(mut ctx: WorkerContext) -> io::Result<()> {
     let buf_size = if vnet { TUN_OFFLOAD_BUF_SIZE } else { BUF_SIZE };
     // Egress: packet buffers and per-batch plans, allocated once.
     let mut bufs = vec![0u8; batch * buf_size];
-    let mut outgoing: Vec<(usize, usize, SocketAddr)> = Vec::with_capacity(batch * 8);
+    // (offset, length, peer, flow key) of each packet to send.
+    let mut outgoing: Vec<(usize, usize, SocketAddr, u16)> = Vec::with_capacity(batch * 8);
     let mut runs: Vec<SendRun> = Vec::with_capacity(batch * 8);
     let mut receiver = udp::MmsgReceiver::new(batch.min(64), BUF_SIZE);
     let mut accepted: Vec<PacketRef> = Vec::with_capacity(MAX_SEGMENTS);
@@ -68,13 +69,15 @@ pub fn run(mut ctx: WorkerContext) -> io::Result<()> {
                 };
                 let base = slot * buf_size;
                 reads += 1;
-                egress_one(&mut fwd, &table, whole, n, vnet, ctx.node.max_inner, tun, |off, len, to| outgoing.push((base + off, len, to)));
+                egress_one(&mut fwd, &table, whole, n, vnet, ctx.node.max_inner, tun, |off, len, to, flow| {
+                    outgoing.push((base + off, len, to, flow))
+                });
             }
             rec.batch(Direction::Egress, reads);
-            plan_runs(outgoing.iter().map(|&(_, len, to)| (to, len)), &mut runs);
+            plan_runs(outgoing.iter().map(|&(_, len, to, flow)| (to, len, flow)), &mut runs);
             for run in &runs {
                 let mut iov = [IoSlice::new(&[]); MAX_SEGMENTS];
-                for (k, &(off, len, _)) in outgoing[run.first..run.first + run.count].iter().enumerate() {
+                for (k, &(off, len, _, _)) in outgoing[run.first..run.first + run.count].iter().enumerate() {
                     iov[k] = IoSlice::new(&bufs[off..off + len]);
                 }
                 let iov = &iov[..run.count];

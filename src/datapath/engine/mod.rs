@@ -18,6 +18,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::os::fd::BorrowedFd;
 use std::time::{Duration, Instant};
 
+use crate::datapath::batch::flow_key;
 use crate::datapath::offload::{Split, prepare_egress};
 use crate::datapath::packet::{self, Egress, NodeScope};
 use crate::route::SubnetTable;
@@ -142,11 +143,11 @@ pub fn egress_one(
     vnet: bool,
     max_inner: usize,
     tun: std::os::fd::BorrowedFd<'_>,
-    mut emit: impl FnMut(usize, usize, SocketAddr),
+    mut emit: impl FnMut(usize, usize, SocketAddr, u16),
 ) {
     if !vnet {
         if let Some(to) = fwd.egress(table, &mut whole[..len], tun, false) {
-            emit(0, len, to);
+            emit(0, len, to, flow_key(&whole[..len]));
         }
         return;
     }
@@ -156,6 +157,8 @@ pub fn egress_one(
     };
     let gso = hdr.gso_kind() != GSO_NONE;
     let Some(to) = fwd.egress(table, &mut whole[VNET_HDR_LEN..len], tun, gso) else { return };
+    // Every segment of a super-packet belongs to its flow.
+    let flow = flow_key(&whole[VNET_HDR_LEN..len]);
     let split: Split = match prepare_egress(whole, VNET_HDR_LEN, len - VNET_HDR_LEN, &hdr) {
         Ok(s) => s,
         Err(_) => {
@@ -169,7 +172,7 @@ pub fn egress_one(
     }
     for i in 0..split.count {
         let (off, n) = split.segment(i);
-        emit(off, n, to);
+        emit(off, n, to, flow);
     }
 }
 

@@ -26,8 +26,8 @@ use crate::wire::virtio::VnetHdr;
 /// Provided receive buffers per worker (a power of two).
 const RECV_BUFS: u16 = 64;
 
-/// One packet to send: (TUN buffer, offset, length) and its peer.
-type Outgoing = ((u16, u32, u32), SocketAddr);
+/// One packet to send: (TUN buffer, offset, length), its peer and flow key.
+type Outgoing = ((u16, u32, u32), SocketAddr, u16);
 
 pub fn run(ctx: WorkerContext) -> io::Result<()> {
     let counters = &*ctx.counters;
@@ -91,8 +91,8 @@ pub fn run(ctx: WorkerContext) -> io::Result<()> {
                     read_bufs.push(buf);
                     tun_reads += 1;
                     let (whole, _) = io.tun_buf(buf);
-                    egress_one(&mut fwd, table, whole, len, vnet, max_inner, icmp_tun.as_fd(), |off, n, to| {
-                        outgoing.push(((buf, off as u32, n as u32), to))
+                    egress_one(&mut fwd, table, whole, len, vnet, max_inner, icmp_tun.as_fd(), |off, n, to, flow| {
+                        outgoing.push(((buf, off as u32, n as u32), to, flow))
                     });
                 }
                 Completion::TunRead { buf, result } => {
@@ -202,7 +202,7 @@ pub fn run(ctx: WorkerContext) -> io::Result<()> {
             }
         }
         rec.batch(Direction::Egress, tun_reads);
-        plan_runs(outgoing.iter().map(|&((_, _, len), to)| (to, len as usize)), &mut runs);
+        plan_runs(outgoing.iter().map(|&((_, _, len), to, flow)| (to, len as usize, flow)), &mut runs);
         for run in &runs {
             let members = &outgoing[run.first..run.first + run.count];
             if gso && run.count > 1 {

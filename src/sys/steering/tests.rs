@@ -1,0 +1,170 @@
+use super::*;
+
+/// A classic-BPF interpreter for the instructions [`program`] uses, with the
+/// kernel's semantics: a load beyond the packet ends the program with 0.
+fn run(prog: &[libc::sock_filter], pkt: &[u8]) -> u32 {
+    use libc::*;
+    let (mut a, mut x, mut mem, mut pc) = (0u32, 0u32, [0u32; 16], 0usize);
+    let byte = |at: usize| pkt.get(at).map(|&b| u32::from(b));
+    let word = |at: usize| pkt.get(at..at + 4).map(|w| u32::from_be_bytes(w.try_into().unwrap()));
+    loop {
+        let i = prog[pc];
+        let (code, k) = (u32::from(i.code), i.k);
+        pc += 1;
+        match code {
+            c if c == BPF_LD | BPF_B | BPF_ABS => match byte(k as usize) {
+                Some(v) => a = v,
+                None => return 0,
+            },
+            c if c == BPF_LD | BPF_W | BPF_ABS => match word(k as usize) {
+                Some(v) => a = v,
+                None => return 0,
+            },
+            c if c == BPF_LD | BPF_W | BPF_IND => match word((x + k) as usize) {
+                Some(v) => a = v,
+                None => return 0,
+            },
+            c if c == BPF_LDX | BPF_B | BPF_MSH => match byte(k as usize) {
+                Some(v) => x = 4 * (v & 0xf),
+                None => return 0,
+            },
+            c if c == BPF_LD | BPF_MEM => a = mem[k as usize],
+            c if c == BPF_ST => mem[k as usize] = a,
+            c if c == BPF_MISC | BPF_TAX => x = a,
+            c if c == BPF_ALU | BPF_RSH | BPF_K => a >>= k,
+            c if c == BPF_ALU | BPF_AND | BPF_K => a &= k,
+            c if c == BPF_ALU | BPF_XOR | BPF_X => a ^= x,
+            c if c == BPF_ALU | BPF_MOD | BPF_K => a %= k,
+            c if c == BPF_JMP | BPF_JA => pc += k as usize,
+            c if c == BPF_JMP | BPF_JEQ | BPF_K => pc += usize::from(if a == k { i.jt } else { i.jf }),
+            c if c == BPF_RET | BPF_A => return a,
+            c if c == BPF_RET | BPF_K => return k,
+            other => panic!("instruction {other:#x} not modelled"),
+        }
+    }
+}
+
+fn v4(proto: u8, src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16) -> Vec<u8> {
+    let mut p = vec![0u8; 40];
+    p[0] = 0x45;
+    p[9] = proto;
+    p[12..16].copy_from_slice(&src);
+    p[16..20].copy_from_slice(&dst);
+    p[20..22].copy_from_slice(&sport.to_be_bytes());
+    p[22..24].copy_from_slice(&dport.to_be_bytes());
+    p
+}
+
+fn v6(proto: u8, src_low: u32, dst_low: u32, sport: u16, dport: u16) -> Vec<u8> {
+    let mut p = vec![0u8; 60];
+    p[0] = 0x60;
+    p[6] = proto;
+    p[20..24].copy_from_slice(&src_low.to_be_bytes());
+    p[36..40].copy_from_slice(&dst_low.to_be_bytes());
+    p[40..42].copy_from_slice(&sport.to_be_bytes());
+    p[42..44].copy_from_slice(&dport.to_be_bytes());
+    p
+}
+
+/// The reference: what the program is meant to compute.
+fn reference(addr_xor: u32, ports: Option<u32>, sockets: u32) -> u32 {
+    let h = addr_xor ^ ports.unwrap_or(0);
+    let h = (h ^ (h >> 16)) & 0xffff;
+    (h ^ (h >> 8)) % sockets
+}
+
+#[test]
+fn program_computes_the_documented_hash() {
+    let (a, b) = ([100, 96, 1, 2], [100, 96, 2, 3]);
+    let xor = u32::from_be_bytes(a) ^ u32::from_be_bytes(b);
+    for sockets in [1, 2, 3, 4, 7] {
+        let prog = program(sockets);
+        for (sport, dport) in [(40000u16, 5201u16), (1, 2), (65535, 0)] {
+            let ports = Some((u32::from(sport) << 16) | u32::from(dport));
+            assert_eq!(run(&prog, &v4(6, a, b, sport, dport)), reference(xor, ports, sockets));
+            assert_eq!(run(&prog, &v4(17, a, b, sport, dport)), reference(xor, ports, sockets));
+            // Other protocols: addresses only.
+            assert_eq!(run(&prog, &v4(1, a, b, sport, dport)), reference(xor, None, sockets));
+            assert_eq!(run(&prog, &v6(6, 0x0203, 0x0305, sport, dport)), reference(0x0203 ^ 0x0305, ports, sockets));
+            assert_eq!(run(&prog, &v6(58, 0x0203, 0x0305, sport, dport)), reference(0x0203 ^ 0x0305, None, sockets));
+        }
+    }
+}
+
+#[test]
+fn v4_options_move_the_ports() {
+    let mut p = v4(6, [100, 96, 1, 2], [100, 96, 2, 3], 0, 0);
+    p[0] = 0x46; // 24-byte header: the ports start at 24
+    p[24..28].copy_from_slice(&[0x9c, 0x40, 0x14, 0x51]);
+    let plain = v4(6, [100, 96, 1, 2], [100, 96, 2, 3], 0x9c40, 0x1451);
+    for sockets in [2, 3, 5] {
+        assert_eq!(run(&program(sockets), &p), run(&program(sockets), &plain));
+    }
+}
+
+#[test]
+fn both_directions_of_a_flow_get_the_same_socket() {
+    for sockets in [2, 3, 4] {
+        let prog = program(sockets);
+        for port in 30000..30100u16 {
+            let there = v4(6, [100, 96, 1, 2], [100, 96, 2, 3], port, 5201);
+            let back = v4(6, [100, 96, 2, 3], [100, 96, 1, 2], 5201, port);
+            assert_eq!(run(&prog, &there), run(&prog, &back));
+        }
+    }
+}
+
+#[test]
+fn flows_spread_over_every_socket() {
+    for sockets in [2u32, 3, 4] {
+        let prog = program(sockets);
+        let mut seen = vec![0u32; sockets as usize];
+        for port in 40000..40064u16 {
+            let i = run(&prog, &v4(6, [100, 96, 1, 2], [100, 96, 2, 3], port, 5201));
+            seen[i as usize] += 1;
+        }
+        // Consecutive ephemeral ports: every socket gets a fair share.
+        assert!(seen.iter().all(|&n| n >= 64 / sockets / 2), "{sockets} sockets: {seen:?}");
+    }
+}
+
+#[test]
+fn non_ip_and_short_datagrams_are_handled() {
+    let prog = program(2);
+    // Not IP: the kernel's own choice.
+    assert_eq!(run(&prog, &[0x10, 0, 0, 0]), FALLBACK);
+    assert_eq!(run(&prog, &[]), 0);
+    // Too short to hold the addresses: a load fails, the program returns 0
+    // (socket 0); such a datagram is dropped by the ingress filter anyway.
+    assert_eq!(run(&prog, &[0x45, 0, 0, 0, 0, 0, 0, 0, 0, 6]), 0);
+}
+
+/// The senders' run planning (`datapath::batch::flow_key`) must agree with
+/// the program on which socket each packet reaches, including truncated
+/// packets, IPv4 options and other protocols.
+#[test]
+fn program_agrees_with_the_senders_flow_key() {
+    use crate::datapath::batch::flow_key;
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for _ in 0..20_000 {
+        let len = (next() % 72) as usize;
+        let mut pkt: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+        if let Some(first) = pkt.first_mut() {
+            *first = if next() % 2 == 0 { 0x40 | (*first & 0x0f) } else { 0x60 | (*first & 0x0f) };
+        }
+        let proto = [6u8, 17, 1, 58][(next() % 4) as usize];
+        if pkt.len() > 9 {
+            let at = if pkt[0] >> 4 == 4 { 9 } else { 6 };
+            pkt[at] = proto;
+        }
+        for sockets in [2u32, 3, 4] {
+            assert_eq!(run(&program(sockets), &pkt), u32::from(flow_key(&pkt)) % sockets, "{sockets} sockets, packet {pkt:02x?}");
+        }
+    }
+}
