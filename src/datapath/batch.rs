@@ -118,27 +118,6 @@ mod tests {
     }
 
     #[test]
-    fn flow_key_is_symmetric_and_covers_ports() {
-        let pkt = |src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, proto: u8| {
-            let mut p = vec![0u8; 28];
-            p[0] = 0x45;
-            p[9] = proto;
-            p[12..16].copy_from_slice(&src);
-            p[16..20].copy_from_slice(&dst);
-            p[20..22].copy_from_slice(&sport.to_be_bytes());
-            p[22..24].copy_from_slice(&dport.to_be_bytes());
-            p
-        };
-        let (a, b) = ([100, 96, 1, 2], [100, 96, 2, 3]);
-        assert_eq!(flow_key(&pkt(a, b, 40000, 5201, 6)), flow_key(&pkt(b, a, 5201, 40000, 6)));
-        assert_ne!(flow_key(&pkt(a, b, 40000, 5201, 17)), flow_key(&pkt(a, b, 40001, 5201, 17)));
-        // ICMP: addresses only.
-        assert_eq!(flow_key(&pkt(a, b, 1, 2, 1)), flow_key(&pkt(a, b, 3, 4, 1)));
-        assert_eq!(flow_key(&[0x45, 0, 0]), 0);
-        assert_eq!(flow_key(&[]), 0);
-    }
-
-    #[test]
     fn runs_respect_segment_and_byte_limits() {
         let many: Vec<(u8, usize)> = vec![(2, 100); MAX_SEGMENTS + 1];
         assert_eq!(plan(&many), vec![(2, 0, MAX_SEGMENTS, 100), (2, MAX_SEGMENTS, 1, 100)]);

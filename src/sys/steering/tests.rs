@@ -139,6 +139,18 @@ fn non_ip_and_short_datagrams_are_handled() {
     assert_eq!(run(&prog, &[0x45, 0, 0, 0, 0, 0, 0, 0, 0, 6]), 0);
 }
 
+#[test]
+fn flow_key_is_symmetric_and_covers_ports() {
+    use crate::datapath::batch::flow_key;
+    let (a, b) = ([100, 96, 1, 2], [100, 96, 2, 3]);
+    assert_eq!(flow_key(&v4(6, a, b, 40000, 5201)), flow_key(&v4(6, b, a, 5201, 40000)));
+    assert_ne!(flow_key(&v4(17, a, b, 40000, 5201)), flow_key(&v4(17, a, b, 40001, 5201)));
+    // ICMP: addresses only.
+    assert_eq!(flow_key(&v4(1, a, b, 1, 2)), flow_key(&v4(1, a, b, 3, 4)));
+    assert_eq!(flow_key(&[0x45, 0, 0]), 0);
+    assert_eq!(flow_key(&[]), 0);
+}
+
 /// The senders' run planning (`datapath::batch::flow_key`) must agree with
 /// the program on which socket each packet reaches, including truncated
 /// packets, IPv4 options and other protocols.
