@@ -62,7 +62,7 @@ const TUN_GROUP: u16 = 1;
 /// Sizes of the buffers and queues of one ring.
 #[derive(Debug, Clone, Copy)]
 pub struct UringSizes {
-    /// TUN reads in flight (and send slots).
+    /// TUN reads in flight (send slots: four per read).
     pub tun_reads: usize,
     pub tun_buf_size: usize,
     /// Provided receive buffers; a power of two.
@@ -285,6 +285,9 @@ pub struct UringIo {
     pending_cqes: Vec<(u64, i32, u32)>,
 }
 
+/// Send slots per TUN buffer (see [`UringIo::new`]).
+const SENDS_PER_BUFFER: usize = 4;
+
 impl UringIo {
     pub fn new(tun: OwnedFd, udp: OwnedFd, sizes: UringSizes) -> io::Result<UringIo> {
         assert!(sizes.recv_bufs.is_power_of_two(), "recv_bufs must be a power of two");
@@ -297,7 +300,12 @@ impl UringIo {
         let mut recv_msg: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
         recv_msg.msg_namelen = RECV_NAME_LEN;
         recv_msg.msg_controllen = RECV_CONTROL_LEN;
-        let slots: Box<[SendSlot]> = (0..n)
+        // A TUN buffer can need several sends: a 64 KiB super-packet cut at
+        // a small MSS has more than MAX_SEGMENTS segments, and one of full
+        // 1,472-byte segments is over MAX_SEND_BYTES. Running out of slots
+        // drops packets, so keep room for SENDS_PER_BUFFER per buffer.
+        let send_slots = (n * SENDS_PER_BUFFER).min(usize::from(u16::MAX));
+        let slots: Box<[SendSlot]> = (0..send_slots)
             .map(|_| SendSlot {
                 // SAFETY: msghdr and iovec are plain old data; all-zero is valid.
                 msg: unsafe { std::mem::zeroed() },
@@ -320,7 +328,7 @@ impl UringIo {
             tun_bufs: ProvidedBuffers::new(n as u16, sizes.tun_buf_size, TUN_GROUP)?,
             tun_state: vec![TunBuf::IN_RING; n],
             tun_armed: false,
-            free_slots: (0..n as u16).rev().collect(),
+            free_slots: (0..send_slots as u16).rev().collect(),
             slots,
             free_writes: (0..write_slots as u16).rev().collect(),
             writes,

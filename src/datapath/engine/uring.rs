@@ -210,11 +210,13 @@ pub fn run(ctx: WorkerContext) -> io::Result<()> {
                 pieces.extend(members.iter().map(|m| m.0));
                 if !io.send(run.endpoint, &pieces, Some(run.segment as u16), iteration)? {
                     drop_n(counters, DropReason::SendFailed, run.count as u64);
+                    fwd.warn(|| format!("worker {id}: no free send slot; {} packets dropped", run.count));
                 }
             } else {
                 for m in members {
                     if !io.send(run.endpoint, &[m.0], None, iteration)? {
                         counters.drop(DropReason::SendFailed);
+                        fwd.warn(|| format!("worker {id}: no free send slot; a packet dropped"));
                     }
                 }
             }
