@@ -45,7 +45,7 @@ export ENCAPD_BIN="$PWD/target/release/encapd"
 log "cargo test (ENCAPD_REQUIRE_ROOT_TESTS=${ENCAPD_REQUIRE_ROOT_TESTS:-0})"
 cargo test --release --locked --lib --bins --tests -- --test-threads=2
 log "benchmarks, once each (criterion --test)"
-cargo bench --locked --bench table -- --test
+cargo bench --locked --bench table --bench offload -- --test
 if [[ $(id -u) -eq 0 ]]; then
     log "benchmark suite, CI-sized (routing vs uring, short tests) -> report"
     out=$(mktemp -d /tmp/encapd-bench-ci.XXXXXX)
