@@ -10,6 +10,7 @@ use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use encapd::datapath::offload::{CoalescePlan, PacketRef, prepare_egress};
+use encapd::wire::build::{Packet, Tcp};
 use encapd::wire::checksum;
 use encapd::wire::virtio::{F_NEEDS_CSUM, GSO_TCPV4, VNET_HDR_LEN, VnetHdr};
 
@@ -24,33 +25,14 @@ fn data(len: usize) -> Vec<u8> {
 /// An IPv4/TCP packet (timestamps option) at `seq` with `payload`, full
 /// checksums; or, with `partial`, the pseudo-header sum a TUN hands out.
 fn tcp4(seq: u32, payload: &[u8], partial: bool) -> Vec<u8> {
-    let mut p = vec![0u8; 52 + payload.len()];
-    p[0] = 0x45;
-    let total = p.len() as u16;
-    p[2..4].copy_from_slice(&total.to_be_bytes());
-    p[6] = 0x40;
-    p[8] = 64;
-    p[9] = 6;
-    p[12..16].copy_from_slice(&[100, 96, 1, 2]);
-    p[16..20].copy_from_slice(&[100, 96, 2, 3]);
-    let c = checksum::checksum(&p[..20]);
-    p[10..12].copy_from_slice(&c.to_be_bytes());
-    let t = &mut p[20..];
-    t[0..2].copy_from_slice(&40000u16.to_be_bytes());
-    t[2..4].copy_from_slice(&5201u16.to_be_bytes());
-    t[4..8].copy_from_slice(&seq.to_be_bytes());
-    t[8..12].copy_from_slice(&77u32.to_be_bytes());
-    t[12] = 8 << 4;
-    t[13] = 0x10;
-    t[14..16].copy_from_slice(&512u16.to_be_bytes());
-    t[20..32].copy_from_slice(&[1, 1, 8, 10, 0, 0, 0, 9, 0, 0, 0, 7]);
-    t[32..].copy_from_slice(payload);
-    let l4_len = (p.len() - 20) as u16;
-    let mut pseudo = checksum::accumulate(0, &p[12..20]);
-    pseudo = checksum::accumulate(pseudo, &[0, 6]);
-    pseudo = checksum::accumulate(pseudo, &l4_len.to_be_bytes());
-    let c = if partial { !checksum::finish(pseudo) } else { checksum::finish(checksum::accumulate(pseudo, &p[20..])) };
-    p[36..38].copy_from_slice(&c.to_be_bytes());
+    let mut p = Packet::new([100, 96, 1, 2], [100, 96, 2, 3]).tcp(Tcp::new(40000, 5201).seq(seq).options(&Tcp::TIMESTAMPS), payload);
+    if partial {
+        let l4_len = (p.len() - 20) as u16;
+        let mut pseudo = checksum::accumulate(0, &p[12..20]);
+        pseudo = checksum::accumulate(pseudo, &[0, 6]);
+        pseudo = checksum::accumulate(pseudo, &l4_len.to_be_bytes());
+        p[36..38].copy_from_slice(&(!checksum::finish(pseudo)).to_be_bytes());
+    }
     p
 }
 

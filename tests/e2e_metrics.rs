@@ -126,6 +126,8 @@ fn every_declared_metric_can_change() {
     send_between(&t.ctr_b, CTR_B, &t.ctr_a, CTR_A, 50, 200);
     let o = ns_exec(&t.ctr_a, &["ping", "-c", "1", "-W", "1", "100.96.7.7"], Duration::from_secs(5));
     assert!(o.text().contains("Unreachable"), "{}", o.text());
+    // A flood of them runs the worker out of ICMP tokens (bursts of 100).
+    ns_exec(&t.ctr_a, &["ping", "-f", "-c", "500", "-W", "1", "100.96.7.7"], Duration::from_secs(10));
     let peers = t.dir().join("a/peers.toml");
     let good = std::fs::read_to_string(&peers).unwrap();
     std::fs::write(&peers, "this is not toml [").unwrap();
@@ -138,9 +140,12 @@ fn every_declared_metric_can_change() {
     let after_text = wait_for(Duration::from_secs(3), || {
         let text = scrape_text(&t, Node::A);
         let s = scrape::parse(&text).unwrap();
-        (total(&s, "encapd_table_version") >= 2.0 && total(&s, "encapd_gateway_latency_seconds_count") > 0.0).then_some(text)
+        // Both workers report version 2 (an idle one within its 100 ms wait).
+        let workers_on_v2 = total(&s, "encapd_worker_table_version") >= 4.0;
+        (total(&s, "encapd_table_version") >= 2.0 && workers_on_v2 && total(&s, "encapd_gateway_latency_seconds_count") > 0.0)
+            .then_some(text)
     })
-    .expect("the new table is published and latency recorded");
+    .expect("the new table is published, taken by both workers, and latency recorded");
     let after = series(&scrape::parse(&after_text).unwrap());
     let constant = ["encapd_engine_info", "encapd_offload_info"];
     for family in families(&after_text) {

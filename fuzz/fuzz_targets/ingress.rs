@@ -38,7 +38,7 @@ fuzz_target!(|data: &[u8]| {
             Err(IpError::BadHeaderLength) => Err(DropReason::BadHeaderLength),
             Err(IpError::LengthMismatch) => Err(DropReason::LengthMismatch),
             Ok(h) => {
-                if naive_lookup(h.src).map(|e| e.ip()) != Some(sender) {
+                if naive_lookup(h.src).map(|r| r.endpoint.ip()) != Some(sender) {
                     Err(DropReason::SpoofedSource)
                 } else if !in_own_subnets(h.dst) {
                     Err(DropReason::WrongDestination)

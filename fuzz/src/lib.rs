@@ -8,7 +8,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use encapd::datapath::packet::NodeScope;
-use encapd::route::{PeerSpec, Prefix, SubnetTable, TableScope};
+use encapd::route::{PeerSpec, Prefix, Route, SubnetTable, TableScope};
 use encapd::wire::checksum;
 
 pub const OWN_V4: &str = "100.96.1.0/24";
@@ -46,8 +46,12 @@ pub fn node() -> NodeScope {
 }
 
 /// Reference longest-prefix match over the fixed peers: a linear scan.
-pub fn naive_lookup(dst: IpAddr) -> Option<SocketAddr> {
-    peer_list().into_iter().filter(|(p, _)| p.contains(dst)).max_by_key(|(p, _)| p.len()).map(|(_, ip)| SocketAddr::new(ip, PEER_PORT))
+pub fn naive_lookup(dst: IpAddr) -> Option<Route> {
+    peer_list()
+        .into_iter()
+        .filter(|(p, _)| p.contains(dst))
+        .max_by_key(|(p, _)| p.len())
+        .map(|(subnet, ip)| Route { subnet, endpoint: SocketAddr::new(ip, PEER_PORT) })
 }
 
 /// True when `dst` lies in one of the node's own subnets (reference check).

@@ -9,7 +9,7 @@ mod raw;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-pub use peers::{PeersError, load_peers, parse_peers};
+pub use peers::{PeersError, PeersFile, load_peers, parse_peers, read_peers_text};
 
 use crate::route::{Prefix, TableScope};
 
@@ -164,7 +164,7 @@ impl Config {
 
     /// The MTU of the TUN device for a given underlay MTU.
     pub fn tun_mtu(&self, underlay_mtu: u32) -> u32 {
-        underlay_mtu - encap_overhead(self.public_ip.is_ipv4())
+        underlay_mtu.saturating_sub(encap_overhead(self.public_ip.is_ipv4()))
     }
 
     /// What a subnet table built for this node is validated against.

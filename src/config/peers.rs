@@ -46,11 +46,24 @@ struct RawPeer {
     port: Option<i64>,
 }
 
+/// A peers file as read: its text (to tell a real change from a rewrite of
+/// the same bytes) and the peers it lists.
+#[derive(Debug, Clone)]
+pub struct PeersFile {
+    pub text: String,
+    pub peers: Vec<PeerSpec>,
+}
+
 /// Reads and parses the peers file at `path`.
-pub fn load_peers(path: &Path, default_port: u16) -> Result<Vec<PeerSpec>, PeersError> {
-    let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| PeersError::Read { file: file.clone(), source })?;
-    parse_peers(&text, &file, default_port)
+pub fn load_peers(path: &Path, default_port: u16) -> Result<PeersFile, PeersError> {
+    let text = read_peers_text(path)?;
+    let peers = parse_peers(&text, &path.display().to_string(), default_port)?;
+    Ok(PeersFile { text, peers })
+}
+
+/// The text of the peers file at `path`.
+pub fn read_peers_text(path: &Path) -> Result<String, PeersError> {
+    std::fs::read_to_string(path).map_err(|source| PeersError::Read { file: path.display().to_string(), source })
 }
 
 /// Parses peers-file text; `file` names it in errors and in each entry's origin.

@@ -1,8 +1,9 @@
 //! The control thread: the one writer of the subnet table. It owns the
-//! table's sources (today the peers file), applies [`Command`]s one at a
-//! time, builds each new snapshot, validates it whole and publishes it with
-//! one atomic pointer swap. Workers never wait for it and it never waits for
-//! them; a rejected change leaves the previous table in force.
+//! table's sources (the peers file, or etcd through [`etcd`]), applies
+//! [`Command`]s one at a time, builds each new snapshot, validates it whole
+//! and publishes it with one atomic pointer swap. Workers never wait for it
+//! and it never waits for them; a rejected change leaves the previous table
+//! in force.
 
 pub mod etcd;
 mod file;
@@ -15,28 +16,36 @@ use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::config::Config;
-use crate::datapath::worker::SharedTable;
-use crate::route::{PeerSpec, Prefix, SubnetTable, TableScope};
+use crate::config::{Config, PeersError, PeersFile};
+use crate::route::{PeerSpec, Prefix, SharedTable, SubnetTable, TableError, TableScope};
 
-/// Everything that changes the table or asks about it, from any source
-/// (file watcher, signals, later etcd and an admin socket).
+/// Everything that changes the table, from any source (the file watcher,
+/// SIGHUP, the etcd watch).
 #[derive(Debug)]
 pub enum Command {
     /// Re-read the peers file.
     Reload,
-    /// Add (or replace) a peer outside the file.
-    AddPeer(PeerSpec),
-    /// Remove a peer added with `AddPeer`.
-    RemovePeer(Prefix),
-    /// Several `AddPeer`/`RemovePeer` changes applied in order and published
-    /// as one table (the etcd source sends every watch response, and the
-    /// whole lease list at start and after a re-list, this way).
+    /// Peer changes applied in order and published as one table (the etcd
+    /// source sends every watch response, and the whole lease list after a
+    /// re-list, this way).
     ApplyPeers { changes: Vec<PeerChange>, why: String },
-    /// Reply with the current table, printed.
-    DumpTable(Sender<String>),
     /// Stop the control thread.
     Shutdown,
+}
+
+/// Why a first table could not be built; each message names the file and
+/// the field or entry at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// The peers file named by the configuration cannot be read.
+    #[error("{config}: [control] peers = {path:?}: cannot read: {source}")]
+    PeersUnreadable { config: String, path: String, source: std::io::Error },
+    /// The peers file is not valid (its message names the file and entry).
+    #[error("{0}")]
+    Peers(PeersError),
+    /// The peers are valid one by one but not together.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Table(Vec<TableError>),
 }
 
 /// One change in a [`Command::ApplyPeers`] batch.
@@ -69,7 +78,8 @@ impl Default for ControlCounters {
     }
 }
 
-/// A running control thread.
+/// A running control thread; stopped (and waited for) on
+/// [`shutdown`](Self::shutdown) or drop.
 pub struct ControlHandle {
     pub commands: Sender<Command>,
     pub counters: Arc<ControlCounters>,
@@ -79,8 +89,12 @@ pub struct ControlHandle {
 }
 
 impl ControlHandle {
-    /// Stops the thread and waits for it.
+    /// Stops the thread (and the etcd source) and waits for it.
     pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
         if let Some(e) = self.etcd.take() {
             e.stop();
         }
@@ -88,6 +102,12 @@ impl ControlHandle {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+impl Drop for ControlHandle {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
@@ -99,7 +119,7 @@ struct ControlState {
     file_peers: Vec<PeerSpec>,
     /// Text of the peers file last applied, to skip no-op reloads.
     file_text: Option<String>,
-    /// Peers from `AddPeer`/`ApplyPeers` (the etcd source), by subnet.
+    /// Peers from `ApplyPeers` (the etcd source), by subnet.
     extra_peers: BTreeMap<Prefix, PeerSpec>,
 }
 
@@ -113,17 +133,20 @@ pub struct InitialTable {
 
 /// Builds the first table from the peers file; errors are for `check` and
 /// for refusing to start.
-pub fn initial_table(config: &Config) -> Result<InitialTable, String> {
+pub fn initial_table(config: &Config) -> Result<InitialTable, ControlError> {
     let (peers, file_text) = match config.peers_path() {
         Some(path) => {
-            let file = path.display().to_string();
-            let text = std::fs::read_to_string(path).map_err(|e| format!("{file}: cannot read: {e}"))?;
-            (crate::config::parse_peers(&text, &file, config.port).map_err(|e| e.to_string())?, Some(text))
+            let PeersFile { text, peers } = crate::config::load_peers(path, config.port).map_err(|e| match e {
+                PeersError::Read { file, source } => {
+                    ControlError::PeersUnreadable { config: config.path.display().to_string(), path: file, source }
+                }
+                other => ControlError::Peers(other),
+            })?;
+            (peers, Some(text))
         }
         None => (Vec::new(), None),
     };
-    let table = SubnetTable::build(1, &config.table_scope(), &peers)
-        .map_err(|errs| errs.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))?;
+    let table = SubnetTable::build(1, &config.table_scope(), &peers).map_err(ControlError::Table)?;
     Ok(InitialTable { table, peers, file_text })
 }
 
@@ -189,12 +212,7 @@ fn run(mut state: ControlState, rx: Receiver<Command>) {
 impl ControlState {
     fn apply(&mut self, cmd: Command) {
         match cmd {
-            Command::AddPeer(peer) => self.apply_peers(vec![PeerChange::Add(peer)], "add peer"),
-            Command::RemovePeer(subnet) => self.apply_peers(vec![PeerChange::Remove(subnet)], "remove peer"),
             Command::ApplyPeers { changes, why } => self.apply_peers(changes, &why),
-            Command::DumpTable(reply) => {
-                let _ = reply.send(self.table.load().to_string());
-            }
             Command::Reload => self.reload_file(),
             Command::Shutdown => {}
         }
@@ -221,12 +239,12 @@ impl ControlState {
 
     fn reload_file(&mut self) {
         let Some(path) = self.config.peers_path() else { return };
-        let text = match std::fs::read_to_string(path) {
+        let text = match crate::config::read_peers_text(path) {
             Ok(t) => t,
             Err(e) => {
                 self.counters.reload_failures.fetch_add(1, Ordering::Relaxed);
                 self.counters.healthy.store(false, Ordering::Relaxed);
-                log::error!("{}: cannot read peers file: {e}; keeping table version {}", path.display(), self.table.load().version());
+                log::error!("{e}; keeping table version {}", self.table.load().version());
                 return;
             }
         };

@@ -6,42 +6,15 @@
 //! reordered: consecutive packets to the same peer and flow share a send, a
 //! change of peer, of flow or a larger packet starts a new one.
 //!
-//! Why the flow: the receiving node hands each arriving GSO send to one
-//! worker, chosen by the inner flow of its first datagram
-//! (`sys::steering`). A send that mixed flows would move the other flows'
+//! Why the flow ([`crate::wire::flow::flow_key`]): the receiving node hands
+//! each arriving GSO send to one worker, chosen by the inner flow of its
+//! first datagram (`sys::steering`). A send that mixed flows would move the other flows'
 //! packets to that worker for a moment, and packets of one flow handled by
 //! two workers at once can be reordered.
 
 use std::net::SocketAddr;
 
-/// Segments per GSO send. The kernel's UDP_MAX_SEGMENTS is 64 on older
-/// kernels (raised to 128 later); 64 works everywhere.
-pub const MAX_SEGMENTS: usize = 64;
-/// Bytes per GSO send: the payload of one maximal UDP datagram, with room to
-/// spare for an IPv6 header.
-pub const MAX_SEND_BYTES: usize = 65_000;
-
-/// The 16-bit flow hash of an inner packet that the receiving node's
-/// reuseport program (`sys::steering::program`) computes before taking it
-/// modulo the number of workers: inner addresses, and for TCP and UDP the
-/// ports, XORed and folded (the same for both directions of a flow). 0 for a
-/// packet too short to hold them (the program then picks socket 0).
-pub fn flow_key(pkt: &[u8]) -> u16 {
-    let word = |at: usize| pkt.get(at..at + 4).map(|w| u32::from_be_bytes([w[0], w[1], w[2], w[3]]));
-    let (addrs, proto, ports_at) = match pkt.first().map(|b| b >> 4) {
-        Some(4) => (word(12).zip(word(16)), pkt.get(9), usize::from(pkt[0] & 0x0f) * 4),
-        Some(6) => (word(20).zip(word(36)), pkt.get(6), 40),
-        _ => return 0,
-    };
-    let (Some((src, dst)), Some(&proto)) = (addrs, proto) else { return 0 };
-    let mut h = src ^ dst;
-    if proto == crate::wire::ip::PROTO_TCP || proto == crate::wire::ip::PROTO_UDP {
-        let Some(ports) = word(ports_at) else { return 0 };
-        h ^= ports;
-    }
-    let h = (h ^ (h >> 16)) & 0xffff;
-    (h ^ (h >> 8)) as u16
-}
+pub use crate::sys::udp::{MAX_GSO_BYTES as MAX_SEND_BYTES, MAX_GSO_SEGMENTS as MAX_SEGMENTS};
 
 /// A run of consecutive packets sent with one call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,16 +27,24 @@ pub struct SendRun {
     pub segment: usize,
 }
 
-/// Cuts `packets` (destination, length, [`flow_key`]), in order, into GSO
-/// runs appended to `runs` (which the caller clears and reuses: no
-/// allocation once warm).
-pub fn plan_runs(packets: impl IntoIterator<Item = (SocketAddr, usize, u16)>, runs: &mut Vec<SendRun>) {
+impl SendRun {
+    /// The GSO segment size to send the run with; `None` for a single datagram.
+    pub fn gso_segment(&self) -> Option<u16> {
+        (self.count > 1).then_some(self.segment as u16)
+    }
+}
+
+/// Cuts `packets` (destination, datagram length, flow key), in order, into
+/// runs of at most `max_segments` datagrams (1 when GSO is off) appended to
+/// `runs`, which the caller clears and reuses: no allocation once warm.
+pub fn plan_runs(packets: impl IntoIterator<Item = (SocketAddr, usize, u16)>, max_segments: usize, runs: &mut Vec<SendRun>) {
+    let max_segments = max_segments.clamp(1, MAX_SEGMENTS);
     let mut open: Option<(SendRun, usize, u16)> = None; // run, bytes so far, flow
     for (i, (endpoint, len, flow)) in packets.into_iter().enumerate() {
         if let Some((run, bytes, run_flow)) = open.as_mut() {
             let fits = run.endpoint == endpoint
                 && *run_flow == flow
-                && run.count < MAX_SEGMENTS
+                && run.count < max_segments
                 && *bytes + len <= MAX_SEND_BYTES
                 && len <= run.segment;
             if fits {
@@ -96,7 +77,7 @@ mod tests {
     fn plan_flows(items: &[(u8, usize, u16)]) -> Vec<(u8, usize, usize, usize)> {
         let ep = |n: u8| SocketAddr::from(([198, 18, 0, n], 8285));
         let mut runs = Vec::new();
-        plan_runs(items.iter().map(|&(n, l, f)| (ep(n), l, f)), &mut runs);
+        plan_runs(items.iter().map(|&(n, l, f)| (ep(n), l, f)), MAX_SEGMENTS, &mut runs);
         runs.iter()
             .map(|r| (r.endpoint.ip().to_string().rsplit('.').next().unwrap().parse().unwrap(), r.first, r.count, r.segment))
             .collect()
@@ -115,6 +96,17 @@ mod tests {
     #[test]
     fn flow_change_starts_a_run() {
         assert_eq!(plan_flows(&[(2, 100, 7), (2, 100, 7), (2, 100, 9), (2, 100, 7)]), vec![(2, 0, 2, 100), (2, 2, 1, 100), (2, 3, 1, 100)]);
+    }
+
+    #[test]
+    fn without_gso_every_datagram_is_its_own_run() {
+        let ep = SocketAddr::from(([198, 18, 0, 2], 8285));
+        let mut runs = Vec::new();
+        plan_runs([(ep, 100, 0), (ep, 100, 0), (ep, 60, 0)], 1, &mut runs);
+        assert_eq!(
+            runs.iter().map(|r| (r.first, r.count, r.gso_segment())).collect::<Vec<_>>(),
+            vec![(0, 1, None), (1, 1, None), (2, 1, None)]
+        );
     }
 
     #[test]

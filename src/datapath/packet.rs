@@ -10,9 +10,9 @@
 //! reverse-path filtering. The cost: traceroute shows the destination's
 //! address at encapd's hop.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
-use crate::route::{Prefix, SubnetTable};
+use crate::route::{Prefix, Route, SubnetTable};
 use crate::stats::DropReason;
 use crate::wire::icmp::{self, IcmpError};
 use crate::wire::ip::{self, IpError, IpHeader};
@@ -37,8 +37,8 @@ impl NodeScope {
 /// What to do with a packet read from the TUN.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Egress {
-    /// Send it (TTL already decremented) to this peer endpoint.
-    Forward(SocketAddr),
+    /// Send it (TTL already decremented) along this route.
+    Forward(Route),
     /// Drop it for `reason`; answer the sender with `icmp` if given.
     Reject { reason: DropReason, icmp: Option<IcmpError> },
 }
@@ -81,7 +81,7 @@ pub fn classify_egress(packet: &mut [u8], table: &SubnetTable, node: &NodeScope,
         return Egress::Reject { reason: DropReason::TooBig, icmp: Some(IcmpError::TooBig { mtu }) };
     }
     ip::decrement_ttl(packet, &header);
-    Egress::Forward(route.endpoint)
+    Egress::Forward(*route)
 }
 
 /// False for destinations a router never forwards: multicast, limited
@@ -123,6 +123,8 @@ pub fn check_ingress(sender: IpAddr, packet: &[u8], table: &SubnetTable, node: &
 
 #[cfg(test)]
 mod tests {
+    use std::net::SocketAddr;
+
     use super::*;
     use crate::route::{PeerSpec, TableScope};
     use crate::wire::checksum;
@@ -156,11 +158,12 @@ mod tests {
     #[test]
     fn forwards_and_decrements_ttl() {
         let mut p = ipv4_udp([100, 96, 1, 2], [100, 96, 2, 3], 64, 100);
-        assert_eq!(classify_egress(&mut p, &table(), &node(), false), Egress::Forward("198.18.0.2:8285".parse().unwrap()));
+        let to_b = |subnet: &str| Egress::Forward(Route { subnet: subnet.parse().unwrap(), endpoint: "198.18.0.2:8285".parse().unwrap() });
+        assert_eq!(classify_egress(&mut p, &table(), &node(), false), to_b("100.96.2.0/24"));
         assert_eq!(p[8], 63);
         assert_eq!(checksum::checksum(&p[..20]), 0);
         let mut p6 = ipv6_udp("fd00:96:1::2".parse().unwrap(), "fd00:96:2::3".parse().unwrap(), 64, 10);
-        assert_eq!(classify_egress(&mut p6, &table(), &node(), false), Egress::Forward("198.18.0.2:8285".parse().unwrap()));
+        assert_eq!(classify_egress(&mut p6, &table(), &node(), false), to_b("fd00:96:2::/64"));
         assert_eq!(p6[7], 63);
     }
 

@@ -20,7 +20,7 @@ use prometheus_client::registry::Registry;
 use super::latency::{Direction, LatencyHub, LatencyTotals};
 use super::{CounterSnapshot, DropReason, WorkerCounters};
 use crate::control::ControlCounters;
-use crate::datapath::worker::SharedTable;
+use crate::route::SharedTable;
 
 /// Facts fixed at start-up, shown as info metrics.
 #[derive(Debug, Clone)]
@@ -109,7 +109,7 @@ fn buckets(h: &Histogram<u64>, bounds: &[f64], scale: f64) -> Vec<(f64, u64)> {
 impl Collector for Scrape {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         type Field = fn(&CounterSnapshot) -> u64;
-        let per_worker: [(&str, &str, Field); 7] = [
+        let per_worker: [(&str, &str, Field); 8] = [
             ("encapd_tx_packets", "Packets read from the TUN and sent to a peer", |s| s.egress_packets),
             ("encapd_tx_bytes", "Bytes of inner packets sent to peers", |s| s.egress_bytes),
             ("encapd_tx_sends", "UDP send operations (one GSO send carries many packets)", |s| s.egress_sends),
@@ -117,6 +117,7 @@ impl Collector for Scrape {
             ("encapd_rx_bytes", "Bytes of inner packets received from peers and delivered", |s| s.ingress_bytes),
             ("encapd_rx_receives", "UDP receive completions (one GRO receive carries many datagrams)", |s| s.ingress_receives),
             ("encapd_icmp_sent", "ICMP errors sent back to containers", |s| s.icmp_sent),
+            ("encapd_icmp_rate_limited", "ICMP errors owed but not sent: over the worker's rate limit", |s| s.icmp_rate_limited),
         ];
         for (name, help, field) in per_worker {
             let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;

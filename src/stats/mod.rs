@@ -108,6 +108,9 @@ pub struct WorkerCounters {
     /// UDP receive completions (one GRO receive carries many datagrams).
     pub ingress_receives: AtomicU64,
     pub icmp_sent: AtomicU64,
+    /// ICMP errors owed but not sent because the worker's rate limit
+    /// (1000/s, bursts of 100) was exhausted.
+    pub icmp_rate_limited: AtomicU64,
     pub drops: [AtomicU64; DropReason::ALL.len()],
     /// Version of the subnet table this worker used for its latest batch.
     pub table_version: AtomicU64,
@@ -134,6 +137,7 @@ impl WorkerCounters {
             ingress_bytes: self.ingress_bytes.load(Relaxed),
             ingress_receives: self.ingress_receives.load(Relaxed),
             icmp_sent: self.icmp_sent.load(Relaxed),
+            icmp_rate_limited: self.icmp_rate_limited.load(Relaxed),
             drops: std::array::from_fn(|i| self.drops[i].load(Relaxed)),
             table_version: self.table_version.load(Relaxed),
         }
@@ -150,6 +154,7 @@ pub struct CounterSnapshot {
     pub ingress_bytes: u64,
     pub ingress_receives: u64,
     pub icmp_sent: u64,
+    pub icmp_rate_limited: u64,
     pub drops: [u64; DropReason::ALL.len()],
     pub table_version: u64,
 }
@@ -163,6 +168,7 @@ impl CounterSnapshot {
         self.ingress_bytes += o.ingress_bytes;
         self.ingress_receives += o.ingress_receives;
         self.icmp_sent += o.icmp_sent;
+        self.icmp_rate_limited += o.icmp_rate_limited;
         for (a, b) in self.drops.iter_mut().zip(o.drops) {
             *a += b;
         }
@@ -198,7 +204,7 @@ fn line(out: &mut String, who: &str, s: &CounterSnapshot) {
     let drops: u64 = s.drops.iter().sum();
     let _ = writeln!(
         out,
-        "  {who:<9} egress {} pkts {} bytes in {} sends | ingress {} pkts {} bytes in {} receives | icmp {} | drops {} | table v{}",
+        "  {who:<9} egress {} pkts {} bytes in {} sends | ingress {} pkts {} bytes in {} receives | icmp {} ({} rate-limited) | drops {} | table v{}",
         s.egress_packets,
         s.egress_bytes,
         s.egress_sends,
@@ -206,6 +212,7 @@ fn line(out: &mut String, who: &str, s: &CounterSnapshot) {
         s.ingress_bytes,
         s.ingress_receives,
         s.icmp_sent,
+        s.icmp_rate_limited,
         drops,
         s.table_version
     );

@@ -17,6 +17,16 @@ const UDP_GRO: libc::c_int = 104;
 /// Room for one cmsg carrying a u16 (GSO size) or an int (GRO size).
 pub const CMSG_SPACE_U32: usize = 24;
 
+/// Segments per UDP GSO send. The kernel's `UDP_MAX_SEGMENTS` is 64 on
+/// older kernels (raised to 128 in 5.x); 64 works everywhere.
+pub const MAX_GSO_SEGMENTS: usize = 64;
+/// Bytes per UDP GSO send: the payload of one maximal UDP datagram, with
+/// room to spare for an IPv6 header.
+pub const MAX_GSO_BYTES: usize = 65_000;
+/// Longest encapsulation header a send may put in front of each datagram's
+/// payload (see `UringIo::send`).
+pub const MAX_ENCAP_HEADER: usize = 32;
+
 fn setsockopt<T>(fd: &OwnedFd, level: libc::c_int, name: libc::c_int, value: T) -> io::Result<()> {
     // SAFETY: value lives for the call; its size is passed alongside.
     cvt(unsafe { libc::setsockopt(fd.as_raw_fd(), level, name, (&value as *const T).cast(), mem::size_of::<T>() as libc::socklen_t) })?;

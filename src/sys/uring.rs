@@ -28,8 +28,9 @@ use io_uring::{IoUring, cqueue, opcode, squeue, types};
 
 use crate::wire::virtio::VNET_HDR_LEN;
 
-use super::udp::{CMSG_SPACE_U32, SockAddrBuf, encode_gso_cmsg, gro_segment_size, parse_sockaddr};
-use crate::datapath::batch::MAX_SEGMENTS;
+use super::udp::{
+    CMSG_SPACE_U32, MAX_ENCAP_HEADER, MAX_GSO_SEGMENTS as MAX_SEGMENTS, SockAddrBuf, encode_gso_cmsg, gro_segment_size, parse_sockaddr,
+};
 
 /// user_data layout: operation kind in the top byte, a caller's 16-bit tag
 /// (see [`UringIo::send`]) in bits 32..48, an index in the low 32 bits.
@@ -215,7 +216,10 @@ impl TunBuf {
 #[repr(C)]
 struct SendSlot {
     msg: libc::msghdr,
-    iov: [libc::iovec; MAX_SEGMENTS],
+    /// Each datagram: the encapsulation header (when there is one), then
+    /// its payload.
+    iov: [libc::iovec; 2 * MAX_SEGMENTS],
+    header: [u8; MAX_ENCAP_HEADER],
     name: SockAddrBuf,
     ctrl: [u64; CMSG_SPACE_U32 / 8],
     /// Distinct TUN buffers the send refers to.
@@ -253,12 +257,14 @@ pub enum Completion {
     TunWritten { result: io::Result<usize>, packets: u16, inner_bytes: u32, tag: u16 },
 }
 
-/// A received datagram, viewed inside its provided buffer.
+/// A received datagram, inside its provided buffer.
 pub struct RecvView<'a> {
     pub from: Option<SocketAddr>,
-    /// Where `payload` starts within the buffer (for [`UringIo::write_to_tun`]).
-    pub payload_offset: usize,
-    pub payload: &'a mut [u8],
+    /// The whole buffer (for coalescing in place); offsets into it are what
+    /// [`UringIo::write_to_tun`] and [`UringIo::write_to_tun_gather`] take.
+    pub buf: &'a mut [u8],
+    /// Where the payload lies in `buf`.
+    pub payload: std::ops::Range<usize>,
     pub gro_segment: Option<u16>,
     pub truncated: bool,
 }
@@ -311,6 +317,7 @@ impl UringIo {
                 msg: unsafe { std::mem::zeroed() },
                 // SAFETY: as above.
                 iov: unsafe { std::mem::zeroed() },
+                header: [0; MAX_ENCAP_HEADER],
                 name: SockAddrBuf::default(),
                 ctrl: [0; CMSG_SPACE_U32 / 8],
                 bufs: [0; MAX_SEGMENTS],
@@ -520,11 +527,14 @@ impl UringIo {
     }
 
     /// Sends `pieces` — (TUN buffer, offset, length), in order, each one
-    /// packet — to `to` with one `SENDMSG`, as GSO segments of `segment`
-    /// bytes when given; `tag` comes back with the completion. `Ok(false)`: no
-    /// free slot or a piece is not in a held buffer; nothing was sent.
-    pub fn send(&mut self, to: SocketAddr, pieces: &[(u16, u32, u32)], segment: Option<u16>, tag: u16) -> io::Result<bool> {
-        if pieces.is_empty() || pieces.len() > MAX_SEGMENTS {
+    /// datagram's payload, each preceded by `header` (at most
+    /// [`MAX_ENCAP_HEADER`] bytes; empty for none) — to `to` with one
+    /// `SENDMSG`, as GSO segments of `segment` bytes when given; `tag`
+    /// comes back with the completion. `Ok(false)`: no free slot, too many
+    /// pieces, a header too long or a piece not in a held buffer; nothing
+    /// was sent.
+    pub fn send(&mut self, to: SocketAddr, pieces: &[(u16, u32, u32)], header: &[u8], segment: Option<u16>, tag: u16) -> io::Result<bool> {
+        if pieces.is_empty() || pieces.len() > MAX_SEGMENTS || header.len() > MAX_ENCAP_HEADER {
             return Ok(false);
         }
         let size = self.tun_bufs.stride;
@@ -537,10 +547,17 @@ impl UringIo {
         let Some(slot_index) = self.free_slots.pop() else { return Ok(false) };
         let slot = &mut self.slots[usize::from(slot_index)];
         slot.nbufs = 0;
-        for (k, &(buf, off, len)) in pieces.iter().enumerate() {
+        slot.header[..header.len()].copy_from_slice(header);
+        let mut iovs = 0;
+        for &(buf, off, len) in pieces {
+            if !header.is_empty() {
+                slot.iov[iovs] = libc::iovec { iov_base: slot.header.as_mut_ptr().cast(), iov_len: header.len() };
+                iovs += 1;
+            }
             // SAFETY: the piece was checked to lie within buffer `buf`.
             let base = unsafe { self.tun_bufs.ptr(buf).add(off as usize) };
-            slot.iov[k] = libc::iovec { iov_base: base.cast(), iov_len: len as usize };
+            slot.iov[iovs] = libc::iovec { iov_base: base.cast(), iov_len: len as usize };
+            iovs += 1;
             if !slot.bufs[..usize::from(slot.nbufs)].contains(&buf) {
                 slot.bufs[usize::from(slot.nbufs)] = buf;
                 slot.nbufs += 1;
@@ -553,7 +570,7 @@ impl UringIo {
         slot.msg.msg_name = slot.name.as_mut_ptr().cast();
         slot.msg.msg_namelen = namelen;
         slot.msg.msg_iov = slot.iov.as_mut_ptr();
-        slot.msg.msg_iovlen = pieces.len();
+        slot.msg.msg_iovlen = iovs;
         match segment {
             Some(seg) => {
                 // SAFETY: ctrl is CMSG_SPACE_U32 bytes of u64-aligned memory.
@@ -571,8 +588,9 @@ impl UringIo {
             tag,
             u64::from(slot_index),
         ));
-        // SAFETY: the slot is in a boxed slice that never moves and is not
-        // reused until this send completes; its buffers count this send.
+        // SAFETY: the slot (header, iovecs, name, control) is in a boxed
+        // slice that never moves and is not reused until this send
+        // completes; its buffers count this send.
         unsafe { self.push(entry)? };
         Ok(true)
     }
@@ -580,20 +598,21 @@ impl UringIo {
     /// The datagram in receive buffer `bid`, whose completion reported `len`.
     pub fn recv_view(&mut self, bid: u16, len: usize) -> Option<RecvView<'_>> {
         let stride = self.recv_stride();
-        if usize::from(bid) >= usize::from(self.sizes.recv_bufs) || len > stride {
+        if usize::from(bid) >= usize::from(self.sizes.recv_bufs) || len > stride || self.recv_refs[usize::from(bid)] != 1 {
             return None;
         }
         // SAFETY: the caller holds bid (reported by a completion, not yet
-        // finished), so the kernel is done writing its first `len` bytes, and
-        // no TUN write from it has been submitted yet while the caller holds
-        // this view (write_to_tun* needs &mut self, ending the borrow).
-        let bytes = unsafe { std::slice::from_raw_parts_mut(self.recv_bufs.ptr(bid), len) };
-        let out = types::RecvMsgOut::parse(bytes, &self.recv_msg).ok()?;
-        let payload_offset = out.payload_data().as_ptr() as usize - bytes.as_ptr() as usize;
-        let payload_len = out.payload_data().len();
+        // finished) and no TUN write from it is in flight (its reference
+        // count is the caller's alone), so the kernel is done with all of
+        // it; the view borrows self mutably, so no write can be submitted
+        // from it while the view lives.
+        let buf = unsafe { std::slice::from_raw_parts_mut(self.recv_bufs.ptr(bid), stride) };
+        let out = types::RecvMsgOut::parse(&buf[..len], &self.recv_msg).ok()?;
+        let start = out.payload_data().as_ptr() as usize - buf.as_ptr() as usize;
+        let payload = start..start + out.payload_data().len();
         let (from, gro_segment, truncated) =
             (parse_sockaddr(out.name_data()), gro_segment_size(out.control_data()), out.is_payload_truncated());
-        Some(RecvView { from, payload_offset, payload: &mut bytes[payload_offset..payload_offset + payload_len], gro_segment, truncated })
+        Some(RecvView { from, buf, payload, gro_segment, truncated })
     }
 
     /// Writes bytes `offset..offset + len` of held receive buffer `bid` into
@@ -611,18 +630,6 @@ impl UringIo {
         // SAFETY: the receive buffer is referenced (recv_refs) until this
         // write completes, so it is neither provided back nor freed.
         unsafe { self.push(entry) }
-    }
-
-    /// The whole of held receive buffer `bid`, mutable (to coalesce the
-    /// packets in it); offsets match [`RecvView::payload_offset`].
-    pub fn recv_buf_mut(&mut self, bid: u16) -> &mut [u8] {
-        let stride = self.recv_stride();
-        if usize::from(bid) >= usize::from(self.sizes.recv_bufs) || self.recv_refs[usize::from(bid)] != 1 {
-            return &mut [];
-        }
-        // SAFETY: the caller holds bid and no write from it is in flight
-        // (its reference count is the caller's alone).
-        unsafe { std::slice::from_raw_parts_mut(self.recv_bufs.ptr(bid), stride) }
     }
 
     /// Writes `hdr` followed by `pieces` (offset, length) of held receive

@@ -143,34 +143,15 @@ pub fn decrement_ttl(packet: &mut [u8], header: &IpHeader) {
 pub(crate) mod tests {
     use super::*;
 
-    /// A valid IPv4/UDP packet from `src` to `dst` with `payload_len` bytes of payload.
+    /// A valid IPv4/UDP packet from `src` to `dst` with `payload_len` bytes
+    /// of payload (ports 1234 → 5678), built by [`crate::wire::build`].
     pub fn ipv4_udp(src: [u8; 4], dst: [u8; 4], ttl: u8, payload_len: usize) -> Vec<u8> {
-        let total = 28 + payload_len;
-        let mut p = vec![0u8; total];
-        p[0] = 0x45;
-        p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-        p[6] = 0x40; // DF
-        p[8] = ttl;
-        p[9] = PROTO_UDP;
-        p[12..16].copy_from_slice(&src);
-        p[16..20].copy_from_slice(&dst);
-        let c = checksum::checksum(&p[..20]);
-        p[10..12].copy_from_slice(&c.to_be_bytes());
-        p[20..22].copy_from_slice(&1234u16.to_be_bytes());
-        p[22..24].copy_from_slice(&5678u16.to_be_bytes());
-        p[24..26].copy_from_slice(&((8 + payload_len) as u16).to_be_bytes());
-        p
+        crate::wire::build::Packet::new(src, dst).ttl(ttl).udp(1234, 5678, &vec![0; payload_len])
     }
 
+    /// The IPv6 equivalent of [`ipv4_udp`].
     pub fn ipv6_udp(src: Ipv6Addr, dst: Ipv6Addr, hop: u8, payload_len: usize) -> Vec<u8> {
-        let mut p = vec![0u8; 48 + payload_len];
-        p[0] = 0x60;
-        p[4..6].copy_from_slice(&((8 + payload_len) as u16).to_be_bytes());
-        p[6] = PROTO_UDP;
-        p[7] = hop;
-        p[8..24].copy_from_slice(&src.octets());
-        p[24..40].copy_from_slice(&dst.octets());
-        p
+        crate::wire::build::Packet::new(src, dst).ttl(hop).udp(1234, 5678, &vec![0; payload_len])
     }
 
     #[test]

@@ -380,6 +380,7 @@ pub struct Counters {
     pub ingress_bytes: u64,
     pub ingress_receives: u64,
     pub icmp: u64,
+    pub icmp_rate_limited: u64,
     pub drops_total: u64,
     pub table_version: u64,
     pub drops: BTreeMap<String, u64>,
@@ -416,15 +417,15 @@ pub fn parse_counters(log: &str) -> Option<Counters> {
     for line in block.lines() {
         if let Some(rest) = line.strip_prefix("  worker") {
             let n = numbers(rest);
-            assert_eq!(n.len(), 10, "unexpected worker line: {line:?}");
+            assert_eq!(n.len(), 11, "unexpected worker line: {line:?}");
             assert_eq!(n[0] as usize, c.per_worker.len(), "workers out of order: {line:?}");
             c.per_worker.push((n[1], n[4]));
         } else if let Some(rest) = line.strip_prefix("  total") {
             let n = numbers(rest);
-            assert_eq!(n.len(), 9, "unexpected total line: {line:?}");
+            assert_eq!(n.len(), 10, "unexpected total line: {line:?}");
             (c.egress_pkts, c.egress_bytes, c.egress_sends) = (n[0], n[1], n[2]);
             (c.ingress_pkts, c.ingress_bytes, c.ingress_receives) = (n[3], n[4], n[5]);
-            (c.icmp, c.drops_total, c.table_version) = (n[6], n[7], n[8]);
+            (c.icmp, c.icmp_rate_limited, c.drops_total, c.table_version) = (n[6], n[7], n[8], n[9]);
             saw_total = true;
         } else if let Some(rest) = line.strip_prefix("  drops ") {
             let mut parts = rest.split_whitespace();
@@ -1413,13 +1414,13 @@ mod tests {
 
     #[test]
     fn parses_a_summary() {
-        let log = "noise\nencapd counters:\n  worker 0  egress 0 pkts 0 bytes in 0 sends | ingress 0 pkts 0 bytes in 0 receives | icmp 6 | drops 6 | table v1\n  \
-                   total     egress 5 pkts 460 bytes in 4 sends | ingress 3 pkts 300 bytes in 2 receives | icmp 1 | drops 7 | table v1\n  \
+        let log = "noise\nencapd counters:\n  worker 0  egress 0 pkts 0 bytes in 0 sends | ingress 0 pkts 0 bytes in 0 receives | icmp 6 (0 rate-limited) | drops 6 | table v1\n  \
+                   total     egress 5 pkts 460 bytes in 4 sends | ingress 3 pkts 300 bytes in 2 receives | icmp 1 (4 rate-limited) | drops 7 | table v1\n  \
                    drops no_route           2\n  drops ttl_expired        5\n  control   tables published 0 | reload failures 3\nmore\n";
         let c = parse_counters(log).unwrap();
         assert_eq!((c.egress_pkts, c.egress_bytes, c.egress_sends), (5, 460, 4));
         assert_eq!((c.ingress_pkts, c.ingress_bytes, c.ingress_receives), (3, 300, 2));
-        assert_eq!((c.icmp, c.drops_total, c.table_version), (1, 7, 1));
+        assert_eq!((c.icmp, c.icmp_rate_limited, c.drops_total, c.table_version), (1, 4, 7, 1));
         assert_eq!(c.drop("no_route"), 2);
         assert_eq!(c.drop("ttl_expired"), 5);
         assert_eq!(c.drop("too_big"), 0);

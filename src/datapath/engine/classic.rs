@@ -1,76 +1,79 @@
 //! The baseline engine: `poll`, then one `read`/`sendto` or `recv`/`write`
-//! per packet, as flannel's udp proxy does. No batching, no GSO, no GRO.
+//! per packet, as flannel's udp proxy does. No batching, no GSO, no GRO,
+//! no offloads; the forwarding core sees batches of one packet.
 
 use std::io::{self, IoSlice};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::time::Instant;
 
-use super::{BUF_SIZE, Forwarder, IDLE_WAIT};
-use crate::datapath::worker::{LifecycleCheck, TableReplica, WorkerContext, announce_ready, count_egress, count_ingress};
-use crate::stats::latency::Direction;
-use crate::stats::{DropReason, bump};
+use super::{BUF_SIZE, IDLE_WAIT};
+use crate::datapath::context::WorkerContext;
+use crate::datapath::core::ForwardingCore;
+use crate::datapath::format::WireFormat;
 use crate::sys::{fd, udp};
 
-pub fn run(mut ctx: WorkerContext) -> io::Result<()> {
-    announce_ready(&mut ctx.ready, ctx.id);
-    let counters = &*ctx.counters;
-    let mut fwd = Forwarder::new(ctx.node.clone(), counters, false);
-    let mut replica = TableReplica::new(&ctx.table);
+pub fn run<W: WireFormat>(mut ctx: WorkerContext, format: W) -> io::Result<()> {
+    let mut core = ForwardingCore::new(ctx.core, format, Instant::now());
     let mut buf = vec![0u8; BUF_SIZE];
-    let mut rec = ctx.latency;
     let (tun, sock) = (ctx.tun.as_fd(), ctx.udp.as_fd());
-    let mut check = LifecycleCheck::default();
-    while check.keep_running(&ctx.lifecycle, ctx.id) {
+    ctx.ready.announce();
+    while ctx.lifecycle.keep_running() {
         let (tun_ready, udp_ready) = fd::poll_readable(tun, sock, IDLE_WAIT.as_millis() as i32)?;
-        rec.maybe_flush(Instant::now());
+        if !tun_ready && !udp_ready {
+            core.idle(Instant::now());
+            continue;
+        }
         if tun_ready {
-            match fd::read(tun, &mut buf) {
-                Ok(n) => {
-                    let started = Instant::now();
-                    let table = replica.load(counters);
-                    if let Some(to) = fwd.egress(table, &mut buf[..n], tun, false) {
-                        match udp::send_segments(sock, to, &[IoSlice::new(&buf[..n])], None) {
-                            Ok(_) => {
-                                count_egress(counters, 1, n as u64);
-                                bump(&counters.egress_sends, 1);
-                                rec.latency(Direction::Egress, started.elapsed(), 1);
-                                rec.batch(Direction::Egress, 1);
-                            }
-                            Err(e) => {
-                                counters.drop(DropReason::SendFailed);
-                                fwd.warn(|| format!("worker {}: send to {to} failed: {e}", ctx.id));
-                            }
-                        }
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(io::Error::new(e.kind(), format!("TUN read: {e}"))),
-            }
+            forward_one(&mut core, tun, sock, &mut buf)?;
         }
         if udp_ready {
-            match udp::recv_from(sock, &mut buf) {
-                Ok((n, from)) => {
-                    let started = Instant::now();
-                    bump(&counters.ingress_receives, 1);
-                    let table = replica.load(counters);
-                    if fwd.ingress_ok(table, from.ip(), &buf[..n]) {
-                        match fd::write(tun, &buf[..n]) {
-                            Ok(_) => {
-                                count_ingress(counters, n as u64);
-                                rec.latency(Direction::Ingress, started.elapsed(), 1);
-                                rec.batch(Direction::Ingress, 1);
-                            }
-                            Err(e) => {
-                                counters.drop(DropReason::TunWriteFailed);
-                                fwd.warn(|| format!("worker {}: TUN write failed: {e}", ctx.id));
-                            }
-                        }
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => fwd.warn(|| format!("worker {}: UDP receive failed: {e}", ctx.id)),
-            }
+            deliver_one(&mut core, tun, sock, &mut buf);
         }
     }
     Ok(())
+}
+
+/// TUN → UDP: one read, one send.
+fn forward_one<W: WireFormat>(core: &mut ForwardingCore<W>, tun: BorrowedFd<'_>, sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<()> {
+    let n = match fd::read(tun, buf) {
+        Ok(n) => n,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+        Err(e) => return Err(io::Error::new(e.kind(), format!("TUN read: {e}"))),
+    };
+    let tag = core.begin_batch(Instant::now());
+    if let Some(icmp) = core.egress_read(0, buf, n) {
+        let result = fd::write(tun, icmp);
+        core.icmp_written(result);
+    }
+    // One read, one packet: the plan has at most one run of one datagram.
+    if core.plan_sends() > 0 {
+        let run = core.run(0);
+        let p = core.run_packets(&run)[0];
+        let header = core.header_for(&run);
+        let payload = &buf[p.offset as usize..(p.offset + p.len) as usize];
+        let result = udp::send_segments(sock, run.endpoint, &[IoSlice::new(header.as_bytes()), IoSlice::new(payload)], None);
+        core.send_done(result, 1, false, tag, Instant::now());
+    }
+    core.end_egress_batch();
+    Ok(())
+}
+
+/// UDP → TUN: one receive, one write.
+fn deliver_one<W: WireFormat>(core: &mut ForwardingCore<W>, tun: BorrowedFd<'_>, sock: BorrowedFd<'_>, buf: &mut [u8]) {
+    let (n, from) = match udp::recv_from(sock, buf) {
+        Ok(r) => r,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+        Err(e) => {
+            core.warn(|| format!("UDP receive failed: {e}"));
+            return;
+        }
+    };
+    let tag = core.begin_batch(Instant::now());
+    // One datagram, no offloads: at most one write of one piece.
+    if core.ingress_datagram(Some(from), buf, 0..n, None) > 0 {
+        let w = core.tun_write(0);
+        let piece = core.write_pieces(&w)[0];
+        let result = fd::write(tun, &buf[piece.offset..piece.offset + piece.len]);
+        core.tun_written(result, w.packets, w.inner_bytes, tag, Instant::now());
+    }
 }

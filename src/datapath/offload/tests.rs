@@ -1,4 +1,5 @@
 use super::*;
+use crate::wire::build::{Packet, Tcp, fix_transport_checksum as fix_l4_checksum};
 use crate::wire::virtio::GSO_UDP_L4;
 
 const V4_SRC: [u8; 4] = [100, 96, 1, 2];
@@ -7,69 +8,20 @@ const V4_DST: [u8; 4] = [100, 96, 2, 3];
 /// A TCP packet (IPv4 or IPv6) with `payload`, 12 bytes of options
 /// (NOP NOP timestamp), valid checksums, at sequence `seq` with `flags`.
 fn tcp(v4: bool, seq: u32, flags: u8, payload: &[u8]) -> Vec<u8> {
-    let ip_len = if v4 { 20 } else { 40 };
-    let tcp_len = 32;
-    let mut p = vec![0u8; ip_len + tcp_len + payload.len()];
+    let segment = Tcp::new(40000, 5201).seq(seq).flags(flags).options(&Tcp::TIMESTAMPS);
+    packet(v4).tcp(segment, payload)
+}
+
+fn packet(v4: bool) -> Packet {
     if v4 {
-        p[0] = 0x45;
-        let total = p.len() as u16;
-        p[2..4].copy_from_slice(&total.to_be_bytes());
-        p[4..6].copy_from_slice(&0x1234u16.to_be_bytes());
-        p[6] = 0x40;
-        p[8] = 64;
-        p[9] = PROTO_TCP;
-        p[12..16].copy_from_slice(&V4_SRC);
-        p[16..20].copy_from_slice(&V4_DST);
-        let c = checksum::checksum(&p[..20]);
-        p[10..12].copy_from_slice(&c.to_be_bytes());
+        Packet::new(V4_SRC, V4_DST)
     } else {
-        p[0] = 0x60;
-        p[4..6].copy_from_slice(&((tcp_len + payload.len()) as u16).to_be_bytes());
-        p[6] = PROTO_TCP;
-        p[7] = 64;
-        p[8..24].copy_from_slice(&"fd00:96:1::2".parse::<std::net::Ipv6Addr>().unwrap().octets());
-        p[24..40].copy_from_slice(&"fd00:96:2::3".parse::<std::net::Ipv6Addr>().unwrap().octets());
+        Packet::new("fd00:96:1::2".parse::<std::net::Ipv6Addr>().unwrap(), "fd00:96:2::3".parse::<std::net::Ipv6Addr>().unwrap())
     }
-    let t = &mut p[ip_len..];
-    t[0..2].copy_from_slice(&40000u16.to_be_bytes());
-    t[2..4].copy_from_slice(&5201u16.to_be_bytes());
-    t[4..8].copy_from_slice(&seq.to_be_bytes());
-    t[8..12].copy_from_slice(&77u32.to_be_bytes());
-    t[12] = 8 << 4;
-    t[13] = flags;
-    t[14..16].copy_from_slice(&512u16.to_be_bytes());
-    t[20..32].copy_from_slice(&[1, 1, 8, 10, 0, 0, 0, 9, 0, 0, 0, 7]);
-    t[32..].copy_from_slice(payload);
-    fix_l4_checksum(&mut p);
-    p
 }
 
 fn udp4(payload: &[u8]) -> Vec<u8> {
-    let mut p = vec![0u8; 28 + payload.len()];
-    p[0] = 0x45;
-    let total = p.len() as u16;
-    p[2..4].copy_from_slice(&total.to_be_bytes());
-    p[8] = 64;
-    p[9] = PROTO_UDP;
-    p[12..16].copy_from_slice(&V4_SRC);
-    p[16..20].copy_from_slice(&V4_DST);
-    let c = checksum::checksum(&p[..20]);
-    p[10..12].copy_from_slice(&c.to_be_bytes());
-    p[20..22].copy_from_slice(&1111u16.to_be_bytes());
-    p[22..24].copy_from_slice(&2222u16.to_be_bytes());
-    p[24..26].copy_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
-    p[28..].copy_from_slice(payload);
-    fix_l4_checksum(&mut p);
-    p
-}
-
-fn fix_l4_checksum(p: &mut [u8]) {
-    let h = headers(p).unwrap();
-    let field = h.ip_len + if h.proto == PROTO_TCP { 16 } else { 6 };
-    p[field..field + 2].fill(0);
-    let (ip, l4) = p.split_at_mut(h.ip_len);
-    let c = l4_checksum(ip, &h, l4);
-    l4[field - h.ip_len..field - h.ip_len + 2].copy_from_slice(&c.to_be_bytes());
+    packet(true).udp(1111, 2222, payload)
 }
 
 /// Asserts the IPv4 header checksum (if any) and the transport checksum verify.

@@ -141,7 +141,7 @@ fn non_ip_and_short_datagrams_are_handled() {
 
 #[test]
 fn flow_key_is_symmetric_and_covers_ports() {
-    use crate::datapath::batch::flow_key;
+    use crate::wire::flow::flow_key;
     let (a, b) = ([100, 96, 1, 2], [100, 96, 2, 3]);
     assert_eq!(flow_key(&v4(6, a, b, 40000, 5201)), flow_key(&v4(6, b, a, 5201, 40000)));
     assert_ne!(flow_key(&v4(17, a, b, 40000, 5201)), flow_key(&v4(17, a, b, 40001, 5201)));
@@ -151,12 +151,12 @@ fn flow_key_is_symmetric_and_covers_ports() {
     assert_eq!(flow_key(&[]), 0);
 }
 
-/// The senders' run planning (`datapath::batch::flow_key`) must agree with
+/// The senders' run planning (`wire::flow::flow_key`) must agree with
 /// the program on which socket each packet reaches, including truncated
 /// packets, IPv4 options and other protocols.
 #[test]
 fn program_agrees_with_the_senders_flow_key() {
-    use crate::datapath::batch::flow_key;
+    use crate::wire::flow::flow_key;
     let mut state = 0x9e37_79b9_7f4a_7c15u64;
     let mut next = move || {
         state ^= state << 13;

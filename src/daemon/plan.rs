@@ -1,0 +1,66 @@
+//! What the data path will run with, decided before anything is created:
+//! the MTUs, the I/O engine (probed), the CPU of each worker. `encapd
+//! check` prints the same plan without creating anything.
+
+use crate::config::{Config, IoEngine};
+use crate::sys;
+
+use super::DaemonError;
+
+/// The decisions [`plan`] takes.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub underlay_mtu: u32,
+    pub tun_mtu: u32,
+    pub engine: IoEngine,
+    /// Why the configured engine was replaced, if it was.
+    pub engine_note: Option<String>,
+    pub cpus: Vec<Option<usize>>,
+}
+
+/// Resolves the underlay MTU, probes io_uring and assigns CPUs.
+pub fn plan(config: &Config) -> Result<Plan, DaemonError> {
+    let underlay_mtu = underlay_mtu(config)?;
+    let tun_mtu = config.tun_mtu(underlay_mtu);
+    let min = if config.subnet6.is_some() { 1280 } else { 576 };
+    if tun_mtu < min {
+        return Err(DaemonError::Config(format!("underlay MTU {underlay_mtu} leaves a TUN MTU of {tun_mtu}, below the minimum {min}")));
+    }
+    let (engine, engine_note) = match config.io {
+        IoEngine::Uring => match sys::uring::probe() {
+            Ok(()) => (IoEngine::Uring, None),
+            Err(e) => (IoEngine::Mmsg, Some(format!("io_uring unavailable ({e}); using the mmsg engine instead"))),
+        },
+        other => (other, None),
+    };
+    Ok(Plan { underlay_mtu, tun_mtu, engine, engine_note, cpus: worker_cpus(config) })
+}
+
+/// `[network] underlay_mtu`, else the MTU of the interface holding `public_ip`.
+fn underlay_mtu(config: &Config) -> Result<u32, DaemonError> {
+    if let Some(m) = config.underlay_mtu {
+        return Ok(m);
+    }
+    let ifname = sys::netdev::interface_with_address(config.public_ip)
+        .map_err(|source| DaemonError::Io { what: "listing interfaces".into(), source })?
+        .ok_or_else(|| {
+            DaemonError::Config(format!(
+                "{}: [node] public_ip = {}: no interface in this network namespace has that address (set [network] underlay_mtu to skip this lookup)",
+                config.path.display(),
+                config.public_ip
+            ))
+        })?;
+    sys::netdev::interface_mtu(&ifname).map_err(|source| DaemonError::Io { what: format!("reading the MTU of {ifname}"), source })
+}
+
+/// `[dataplane] cpus`, else worker i on online core i mod cores.
+fn worker_cpus(config: &Config) -> Vec<Option<usize>> {
+    let online = sys::affinity::online_cpus();
+    (0..config.workers)
+        .map(|i| match &config.cpus {
+            Some(list) => Some(list[i]),
+            None if online.is_empty() => None,
+            None => Some(online[i % online.len()]),
+        })
+        .collect()
+}
