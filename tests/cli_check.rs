@@ -133,7 +133,8 @@ fn bad_cases() -> Vec<Case> {
             p,
             &["node"],
         ),
-        case("missing peers file", GOOD_NODE.to_owned(), None, &["peers.toml", "cannot read"]),
+        // Named by the config file and its field, like every other error.
+        case("missing peers file", GOOD_NODE.to_owned(), None, &["encapd.toml: [control] peers = ", "peers.toml", "cannot read"]),
         case("empty peers file", GOOD_NODE.to_owned(), Some(""), &["peers.toml", "empty"]),
         case(
             "duplicate peer subnets",

@@ -2,7 +2,8 @@
 //! [`Config`]. Kept apart so that defaults and checks live in one place.
 
 use std::net::IpAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -117,210 +118,265 @@ impl Checker<'_> {
     }
 }
 
+/// `[node]` and `[network]`, validated together (the subnets must lie in
+/// the networks).
+struct Addressing {
+    public_ip: IpAddr,
+    subnet: Option<Prefix>,
+    subnet6: Option<Prefix>,
+    cidr: Option<Prefix>,
+    cidr6: Option<Prefix>,
+    backend: Backend,
+    given_port: Option<u16>,
+    underlay_mtu: Option<u32>,
+}
+
+/// `[dataplane]`, validated.
+struct Dataplane {
+    tun: String,
+    workers: usize,
+    io: IoEngine,
+    cpus: Option<Vec<usize>>,
+    batch: usize,
+    socket_buffer: usize,
+    offload: bool,
+}
+
 impl RawConfig {
     pub(super) fn validate(self, path: &Path) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
         let c = Checker { file: &file };
-
-        let public_ip: IpAddr = self
-            .node
-            .public_ip
-            .parse()
-            .map_err(|_| c.err("node", "public_ip", format!("{:?}", self.node.public_ip), "not an IP address"))?;
-        if public_ip.is_unspecified() || public_ip.is_multicast() || public_ip.is_loopback() {
-            return Err(c.err("node", "public_ip", public_ip, "must be a unicast address of this host's underlay interface"));
-        }
         let etcd = self.control.source.as_deref() == Some("etcd");
-        let missing = |section: &str, key: &str| ConfigError::Syntax {
-            file: file.clone(),
-            message: format!("missing field `{key}` in [{section}] (required unless [control] source = \"etcd\")"),
-        };
-        let subnet = match self.node.subnet.as_deref() {
-            Some(text) => {
-                let subnet = c.prefix("node", "subnet", text)?;
-                if !subnet.is_ipv4() {
-                    return Err(c.err("node", "subnet", text, "must be an IPv4 prefix (use subnet6 for IPv6)"));
-                }
-                if subnet.len() > 30 {
-                    return Err(c.err("node", "subnet", subnet, "too small: need room for the TUN and container addresses (at most /30)"));
-                }
-                Some(subnet)
-            }
-            None if etcd => None,
-            None => return Err(missing("node", "subnet")),
-        };
-        let cidr = match self.network.cidr.as_deref() {
-            Some(text) => {
-                let cidr = c.prefix("network", "cidr", text)?;
-                if !cidr.is_ipv4() {
-                    return Err(c.err("network", "cidr", cidr, "must be an IPv4 prefix (use cidr6 for IPv6)"));
-                }
-                Some(cidr)
-            }
-            None if etcd => None,
-            None => return Err(missing("network", "cidr")),
-        };
-        if let (Some(subnet), Some(cidr)) = (subnet, cidr)
-            && (!cidr.covers(&subnet) || cidr == subnet)
-        {
-            return Err(c.err("node", "subnet", subnet, format!("must lie inside (and be smaller than) [network] cidr {cidr}")));
-        }
-        if etcd && let Some(s) = &self.node.subnet6 {
-            return Err(c.err("node", "subnet6", format!("{s:?}"), "not supported with [control] source = \"etcd\" yet"));
-        }
-        if etcd && let Some(s) = &self.network.cidr6 {
-            return Err(c.err("network", "cidr6", format!("{s:?}"), "not supported with [control] source = \"etcd\" yet"));
-        }
-        let subnet6 = self.node.subnet6.as_deref().map(|s| c.prefix("node", "subnet6", s)).transpose()?;
-        let cidr6 = self.network.cidr6.as_deref().map(|s| c.prefix("network", "cidr6", s)).transpose()?;
-        match (subnet6, cidr6) {
-            (None, None) => {}
-            (Some(s), Some(n)) => {
-                if s.is_ipv4() || s.len() > 126 {
-                    return Err(c.err("node", "subnet6", s, "must be an IPv6 prefix of at most /126"));
-                }
-                if n.is_ipv4() {
-                    return Err(c.err("network", "cidr6", n, "must be an IPv6 prefix"));
-                }
-                if !n.covers(&s) || n == s {
-                    return Err(c.err("node", "subnet6", s, format!("must lie inside (and be smaller than) [network] cidr6 {n}")));
-                }
-            }
-            (Some(s), None) => return Err(c.err("node", "subnet6", s, "needs [network] cidr6 as well")),
-            (None, Some(n)) => return Err(c.err("network", "cidr6", n, "needs [node] subnet6 as well")),
-        }
-        let backend = match self.network.backend.as_deref().unwrap_or("udp") {
-            "udp" => Backend::Udp,
-            "vxlan" => {
-                return Err(c.err("network", "backend", "\"vxlan\"", "the vxlan backend is not implemented yet; use \"udp\""));
-            }
-            other => return Err(c.err("network", "backend", format!("{other:?}"), "unknown backend; expected \"udp\"")),
-        };
-        let given_port: Option<u16> = self.network.port.map(|p| c.int("network", "port", p, 1, 65535)).transpose()?;
-        let port = given_port.unwrap_or(DEFAULT_PORT as u16);
-        let min_mtu = if public_ip.is_ipv4() { 576 } else { 1280 };
-        let underlay_mtu = self.network.underlay_mtu.map(|m| c.int::<u32>("network", "underlay_mtu", m, min_mtu, 65535)).transpose()?;
-
-        let d = self.dataplane;
-        let tun = d.tun.unwrap_or_else(|| DEFAULT_TUN.to_owned());
-        if tun.is_empty() || tun.len() > 15 || !tun.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.') {
-            return Err(c.err("dataplane", "tun", format!("{tun:?}"), "must be 1-15 characters of [A-Za-z0-9._-]"));
-        }
-        let online = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-        let workers: usize = match d.workers {
-            Some(w) => c.int("dataplane", "workers", w, 1, 256)?,
-            None => online,
-        };
-        let io = match d.io.as_deref().unwrap_or("uring") {
-            "uring" => IoEngine::Uring,
-            "mmsg" => IoEngine::Mmsg,
-            "classic" => IoEngine::Classic,
-            other => {
-                return Err(c.err(
-                    "dataplane",
-                    "io",
-                    format!("{other:?}"),
-                    "unknown I/O engine; expected \"uring\", \"mmsg\" or \"classic\"",
-                ));
-            }
-        };
-        let cpus = match d.cpus {
-            None => None,
-            Some(list) => {
-                if list.len() != workers {
-                    return Err(c.err("dataplane", "cpus", format!("{list:?}"), format!("must list one CPU per worker ({workers})")));
-                }
-                let mut cpus = Vec::with_capacity(list.len());
-                for cpu in list {
-                    cpus.push(c.int::<usize>("dataplane", "cpus", cpu, 0, 4095)?);
-                }
-                Some(cpus)
-            }
-        };
-        let batch = c.int("dataplane", "batch", d.batch.unwrap_or(DEFAULT_BATCH), 1, 256)?;
-        let socket_buffer = c.int("dataplane", "socket_buffer", d.socket_buffer.unwrap_or(DEFAULT_SOCKET_BUFFER), 65536, 1 << 30)?;
-
-        let offload = match d.offload.as_deref().unwrap_or("auto") {
-            "auto" => true,
-            "off" => false,
-            other => return Err(c.err("dataplane", "offload", format!("{other:?}"), "expected \"auto\" or \"off\"")),
-        };
-
+        let a = validate_addressing(&c, &self.node, &self.network, etcd)?;
+        let d = self.dataplane.validate(&c)?;
         let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        let control = match self.control.source.as_deref().unwrap_or("file") {
-            "file" => {
-                let rc = &self.control;
-                let etcd_only = [
-                    ("endpoints", rc.endpoints.is_some()),
-                    ("prefix", rc.prefix.is_some()),
-                    ("ca", rc.ca.is_some()),
-                    ("cert", rc.cert.is_some()),
-                    ("key", rc.key.is_some()),
-                    ("username", rc.username.is_some()),
-                    ("password", rc.password.is_some()),
-                    ("state_dir", rc.state_dir.is_some()),
-                    ("subnet_env", rc.subnet_env.is_some()),
-                    ("renew_margin", rc.renew_margin.is_some()),
-                    ("lease_ttl", rc.lease_ttl.is_some()),
-                ];
-                if let Some((key, _)) = etcd_only.iter().find(|(_, set)| *set) {
-                    return Err(c.err("control", key, "(set)", "only meaningful with [control] source = \"etcd\""));
-                }
-                let peers = self.control.peers.unwrap_or_else(|| "peers.toml".to_owned());
-                if peers.is_empty() {
-                    return Err(c.err("control", "peers", "\"\"", "must name the peers file"));
-                }
-                ControlSource::File { peers: dir.join(peers) }
-            }
-            "etcd" => ControlSource::Etcd(Box::new(self.control.validate_etcd(&c, dir, subnet, cidr, given_port)?)),
-            other => return Err(c.err("control", "source", format!("{other:?}"), "unknown control source; expected \"file\" or \"etcd\"")),
-        };
-
-        let process = self.process;
-        if let Some(u) = &process.user
-            && (u.is_empty() || u.contains('\0'))
-        {
-            return Err(c.err("process", "user", format!("{u:?}"), "must be a user name"));
-        }
-        if process.group.is_some() && process.user.is_none() {
-            return Err(c.err("process", "group", format!("{:?}", process.group.unwrap_or_default()), "needs [process] user as well"));
-        }
-
-        let metrics_listen = match self.metrics.listen.as_deref().unwrap_or(super::DEFAULT_METRICS_LISTEN) {
-            "off" => None,
-            text => Some(
-                text.parse::<std::net::SocketAddr>()
-                    .map_err(|_| c.err("metrics", "listen", format!("{text:?}"), "not an ADDRESS:PORT (or \"off\")"))?,
-            ),
-        };
-
+        let control = self.control.validate(&c, dir, &a)?;
+        let (user, group) = self.process.validate(&c)?;
+        let metrics_listen = self.metrics.validate(&c)?;
         Ok(Config {
             path: path.to_owned(),
-            public_ip,
-            subnet: subnet.unwrap_or(super::UNRESOLVED),
-            subnet6,
-            cidr: cidr.unwrap_or(super::UNRESOLVED),
-            cidr6,
-            backend,
-            port,
-            underlay_mtu,
-            tun,
-            workers,
-            io,
-            cpus,
-            batch,
-            socket_buffer,
-            offload,
+            public_ip: a.public_ip,
+            subnet: a.subnet.unwrap_or(super::UNRESOLVED),
+            subnet6: a.subnet6,
+            cidr: a.cidr.unwrap_or(super::UNRESOLVED),
+            cidr6: a.cidr6,
+            backend: a.backend,
+            port: a.given_port.unwrap_or(DEFAULT_PORT as u16),
+            underlay_mtu: a.underlay_mtu,
+            tun: d.tun,
+            workers: d.workers,
+            io: d.io,
+            cpus: d.cpus,
+            batch: d.batch,
+            socket_buffer: d.socket_buffer,
+            offload: d.offload,
             control,
-            user: process.user,
-            group: process.group,
+            user,
+            group,
             metrics_listen,
         })
     }
 }
 
+fn validate_addressing(c: &Checker<'_>, node: &RawNode, network: &RawNetwork, etcd: bool) -> Result<Addressing, ConfigError> {
+    let public_ip: IpAddr =
+        node.public_ip.parse().map_err(|_| c.err("node", "public_ip", format!("{:?}", node.public_ip), "not an IP address"))?;
+    if public_ip.is_unspecified() || public_ip.is_multicast() || public_ip.is_loopback() {
+        return Err(c.err("node", "public_ip", public_ip, "must be a unicast address of this host's underlay interface"));
+    }
+    let (subnet, cidr) = validate_ipv4_subnets(c, node, network, etcd)?;
+    let (subnet6, cidr6) = validate_ipv6_subnets(c, node, network, etcd)?;
+    let backend = match network.backend.as_deref().unwrap_or("udp") {
+        "udp" => Backend::Udp,
+        "vxlan" => {
+            return Err(c.err("network", "backend", "\"vxlan\"", "the vxlan backend is not implemented yet; use \"udp\""));
+        }
+        other => return Err(c.err("network", "backend", format!("{other:?}"), "unknown backend; expected \"udp\"")),
+    };
+    let given_port: Option<u16> = network.port.map(|p| c.int("network", "port", p, 1, 65535)).transpose()?;
+    let min_mtu = if public_ip.is_ipv4() { 576 } else { 1280 };
+    let underlay_mtu = network.underlay_mtu.map(|m| c.int::<u32>("network", "underlay_mtu", m, min_mtu, 65535)).transpose()?;
+    Ok(Addressing { public_ip, subnet, subnet6, cidr, cidr6, backend, given_port, underlay_mtu })
+}
+
+/// `[node] subnet` inside `[network] cidr`; both may be left to etcd.
+fn validate_ipv4_subnets(
+    c: &Checker<'_>,
+    node: &RawNode,
+    network: &RawNetwork,
+    etcd: bool,
+) -> Result<(Option<Prefix>, Option<Prefix>), ConfigError> {
+    let missing = |section: &str, key: &str| ConfigError::Syntax {
+        file: c.file.to_owned(),
+        message: format!("missing field `{key}` in [{section}] (required unless [control] source = \"etcd\")"),
+    };
+    let subnet = match node.subnet.as_deref() {
+        Some(text) => {
+            let subnet = c.prefix("node", "subnet", text)?;
+            if !subnet.is_ipv4() {
+                return Err(c.err("node", "subnet", text, "must be an IPv4 prefix (use subnet6 for IPv6)"));
+            }
+            if subnet.len() > 30 {
+                return Err(c.err("node", "subnet", subnet, "too small: need room for the TUN and container addresses (at most /30)"));
+            }
+            Some(subnet)
+        }
+        None if etcd => None,
+        None => return Err(missing("node", "subnet")),
+    };
+    let cidr = match network.cidr.as_deref() {
+        Some(text) => {
+            let cidr = c.prefix("network", "cidr", text)?;
+            if !cidr.is_ipv4() {
+                return Err(c.err("network", "cidr", cidr, "must be an IPv4 prefix (use cidr6 for IPv6)"));
+            }
+            Some(cidr)
+        }
+        None if etcd => None,
+        None => return Err(missing("network", "cidr")),
+    };
+    if let (Some(subnet), Some(cidr)) = (subnet, cidr)
+        && (!cidr.covers(&subnet) || cidr == subnet)
+    {
+        return Err(c.err("node", "subnet", subnet, format!("must lie inside (and be smaller than) [network] cidr {cidr}")));
+    }
+    Ok((subnet, cidr))
+}
+
+/// `[node] subnet6` inside `[network] cidr6`: both or neither (file source only).
+fn validate_ipv6_subnets(
+    c: &Checker<'_>,
+    node: &RawNode,
+    network: &RawNetwork,
+    etcd: bool,
+) -> Result<(Option<Prefix>, Option<Prefix>), ConfigError> {
+    if etcd && let Some(s) = &node.subnet6 {
+        return Err(c.err("node", "subnet6", format!("{s:?}"), "not supported with [control] source = \"etcd\" yet"));
+    }
+    if etcd && let Some(s) = &network.cidr6 {
+        return Err(c.err("network", "cidr6", format!("{s:?}"), "not supported with [control] source = \"etcd\" yet"));
+    }
+    let subnet6 = node.subnet6.as_deref().map(|s| c.prefix("node", "subnet6", s)).transpose()?;
+    let cidr6 = network.cidr6.as_deref().map(|s| c.prefix("network", "cidr6", s)).transpose()?;
+    match (subnet6, cidr6) {
+        (None, None) => {}
+        (Some(s), Some(n)) => {
+            if s.is_ipv4() || s.len() > 126 {
+                return Err(c.err("node", "subnet6", s, "must be an IPv6 prefix of at most /126"));
+            }
+            if n.is_ipv4() {
+                return Err(c.err("network", "cidr6", n, "must be an IPv6 prefix"));
+            }
+            if !n.covers(&s) || n == s {
+                return Err(c.err("node", "subnet6", s, format!("must lie inside (and be smaller than) [network] cidr6 {n}")));
+            }
+        }
+        (Some(s), None) => return Err(c.err("node", "subnet6", s, "needs [network] cidr6 as well")),
+        (None, Some(n)) => return Err(c.err("network", "cidr6", n, "needs [node] subnet6 as well")),
+    }
+    Ok((subnet6, cidr6))
+}
+
+impl RawDataplane {
+    fn validate(self, c: &Checker<'_>) -> Result<Dataplane, ConfigError> {
+        let tun = self.tun.unwrap_or_else(|| DEFAULT_TUN.to_owned());
+        if tun.is_empty() || tun.len() > 15 || !tun.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.') {
+            return Err(c.err("dataplane", "tun", format!("{tun:?}"), "must be 1-15 characters of [A-Za-z0-9._-]"));
+        }
+        let workers: usize = match self.workers {
+            Some(w) => c.int("dataplane", "workers", w, 1, 256)?,
+            None => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        };
+        let io = match self.io.as_deref().unwrap_or("uring") {
+            "uring" => IoEngine::Uring,
+            "mmsg" => IoEngine::Mmsg,
+            "classic" => IoEngine::Classic,
+            other => {
+                let expected = "unknown I/O engine; expected \"uring\", \"mmsg\" or \"classic\"";
+                return Err(c.err("dataplane", "io", format!("{other:?}"), expected));
+            }
+        };
+        let cpus = match self.cpus {
+            None => None,
+            Some(list) if list.len() != workers => {
+                return Err(c.err("dataplane", "cpus", format!("{list:?}"), format!("must list one CPU per worker ({workers})")));
+            }
+            Some(list) => Some(list.into_iter().map(|cpu| c.int::<usize>("dataplane", "cpus", cpu, 0, 4095)).collect::<Result<_, _>>()?),
+        };
+        let batch = c.int("dataplane", "batch", self.batch.unwrap_or(DEFAULT_BATCH), 1, 256)?;
+        let socket_buffer = c.int("dataplane", "socket_buffer", self.socket_buffer.unwrap_or(DEFAULT_SOCKET_BUFFER), 65536, 1 << 30)?;
+        let offload = match self.offload.as_deref().unwrap_or("auto") {
+            "auto" => true,
+            "off" => false,
+            other => return Err(c.err("dataplane", "offload", format!("{other:?}"), "expected \"auto\" or \"off\"")),
+        };
+        Ok(Dataplane { tun, workers, io, cpus, batch, socket_buffer, offload })
+    }
+}
+
+impl RawProcess {
+    /// The user to switch to and its group.
+    fn validate(self, c: &Checker<'_>) -> Result<(Option<String>, Option<String>), ConfigError> {
+        if let Some(u) = &self.user
+            && (u.is_empty() || u.contains('\0'))
+        {
+            return Err(c.err("process", "user", format!("{u:?}"), "must be a user name"));
+        }
+        if self.group.is_some() && self.user.is_none() {
+            return Err(c.err("process", "group", format!("{:?}", self.group.unwrap_or_default()), "needs [process] user as well"));
+        }
+        Ok((self.user, self.group))
+    }
+}
+
+impl RawMetrics {
+    fn validate(self, c: &Checker<'_>) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+        match self.listen.as_deref().unwrap_or(super::DEFAULT_METRICS_LISTEN) {
+            "off" => Ok(None),
+            text => text
+                .parse::<std::net::SocketAddr>()
+                .map(Some)
+                .map_err(|_| c.err("metrics", "listen", format!("{text:?}"), "not an ADDRESS:PORT (or \"off\")")),
+        }
+    }
+}
+
 impl RawControl {
-    /// The `[control]` keys of the etcd source.
+    /// `[control]`: the peers file, or etcd.
+    fn validate(self, c: &Checker<'_>, dir: &Path, a: &Addressing) -> Result<ControlSource, ConfigError> {
+        match self.source.as_deref().unwrap_or("file") {
+            "file" => self.validate_file(c, dir),
+            "etcd" => Ok(ControlSource::Etcd(Box::new(self.validate_etcd(c, dir, a.subnet, a.cidr, a.given_port)?))),
+            other => Err(c.err("control", "source", format!("{other:?}"), "unknown control source; expected \"file\" or \"etcd\"")),
+        }
+    }
+
+    /// The `[control]` keys of the file source (and no etcd key).
+    fn validate_file(self, c: &Checker<'_>, dir: &Path) -> Result<ControlSource, ConfigError> {
+        let etcd_only = [
+            ("endpoints", self.endpoints.is_some()),
+            ("prefix", self.prefix.is_some()),
+            ("ca", self.ca.is_some()),
+            ("cert", self.cert.is_some()),
+            ("key", self.key.is_some()),
+            ("username", self.username.is_some()),
+            ("password", self.password.is_some()),
+            ("state_dir", self.state_dir.is_some()),
+            ("subnet_env", self.subnet_env.is_some()),
+            ("renew_margin", self.renew_margin.is_some()),
+            ("lease_ttl", self.lease_ttl.is_some()),
+        ];
+        if let Some((key, _)) = etcd_only.iter().find(|(_, set)| *set) {
+            return Err(c.err("control", key, "(set)", "only meaningful with [control] source = \"etcd\""));
+        }
+        let peers = self.peers.unwrap_or_else(|| "peers.toml".to_owned());
+        if peers.is_empty() {
+            return Err(c.err("control", "peers", "\"\"", "must name the peers file"));
+        }
+        Ok(ControlSource::File { peers: dir.join(peers) })
+    }
+
+    /// The `[control]` keys of the etcd source (and not `peers`).
     fn validate_etcd(
         &self,
         c: &Checker<'_>,
@@ -332,6 +388,45 @@ impl RawControl {
         if let Some(p) = &self.peers {
             return Err(c.err("control", "peers", format!("{p:?}"), "only meaningful with [control] source = \"file\""));
         }
+        let (endpoints, tls) = self.etcd_endpoints(c)?;
+        let prefix = self.prefix.clone().unwrap_or_else(|| super::DEFAULT_ETCD_PREFIX.to_owned());
+        let prefix_trimmed = prefix.trim_end_matches('/').to_owned();
+        if !prefix.starts_with('/') || prefix_trimmed.is_empty() {
+            return Err(c.err("control", "prefix", format!("{prefix:?}"), "must be an absolute key path such as \"/coreos.com/network\""));
+        }
+        let (ca, cert, key) = self.tls_files(c, dir, tls, &endpoints)?;
+        match (&self.username, &self.password) {
+            (Some(u), None) => return Err(c.err("control", "username", format!("{u:?}"), "needs [control] password as well")),
+            (None, Some(_)) => return Err(c.err("control", "password", "(hidden)", "needs [control] username as well")),
+            (Some(u), Some(_)) if u.is_empty() => return Err(c.err("control", "username", "\"\"", "must not be empty")),
+            _ => {}
+        }
+        let (lease_ttl, renew_margin) = self.lease_timing(c)?;
+        Ok(EtcdSource {
+            endpoints,
+            prefix: prefix_trimmed,
+            ca,
+            cert,
+            key,
+            username: self.username.clone(),
+            password: self.password.clone(),
+            state_dir: self.state_dir(c, dir)?,
+            subnet_env: match &self.subnet_env {
+                Some(s) if s.is_empty() => return Err(c.err("control", "subnet_env", "\"\"", "must name a file")),
+                Some(s) => dir.join(s),
+                None => PathBuf::from(super::DEFAULT_SUBNET_ENV),
+            },
+            renew_margin,
+            lease_ttl,
+            given_subnet: subnet,
+            given_cidr: cidr,
+            given_port: port,
+            resolved: false,
+        })
+    }
+
+    /// The endpoints, and whether they use TLS.
+    fn etcd_endpoints(&self, c: &Checker<'_>) -> Result<(Vec<String>, bool), ConfigError> {
         let endpoints = self.endpoints.clone().unwrap_or_default();
         if endpoints.is_empty() {
             return Err(c.err("control", "endpoints", "[]", "list at least one etcd endpoint, e.g. [\"http://127.0.0.1:2379\"]"));
@@ -350,21 +445,26 @@ impl RawControl {
                 return Err(c.err("control", "endpoints", format!("{e:?}"), "must be a URL of the form http(s)://HOST:PORT"));
             }
         }
-        let prefix = self.prefix.clone().unwrap_or_else(|| super::DEFAULT_ETCD_PREFIX.to_owned());
-        let prefix_trimmed = prefix.trim_end_matches('/').to_owned();
-        if !prefix.starts_with('/') || prefix_trimmed.is_empty() {
-            return Err(c.err("control", "prefix", format!("{prefix:?}"), "must be an absolute key path such as \"/coreos.com/network\""));
-        }
-        let file = |key: &'static str, v: &Option<String>| -> Result<Option<std::path::PathBuf>, ConfigError> {
+        Ok((endpoints, tls))
+    }
+
+    /// `ca`, `cert` and `key`: a CA for https endpoints, a client cert and key together.
+    #[allow(clippy::type_complexity)]
+    fn tls_files(
+        &self,
+        c: &Checker<'_>,
+        dir: &Path,
+        tls: bool,
+        endpoints: &[String],
+    ) -> Result<(Option<PathBuf>, Option<PathBuf>, Option<PathBuf>), ConfigError> {
+        let file = |key: &'static str, v: &Option<String>| -> Result<Option<PathBuf>, ConfigError> {
             match v {
                 None => Ok(None),
                 Some(s) if s.is_empty() => Err(c.err("control", key, "\"\"", "must name a file")),
                 Some(s) => Ok(Some(dir.join(s))),
             }
         };
-        let ca = file("ca", &self.ca)?;
-        let cert = file("cert", &self.cert)?;
-        let key = file("key", &self.key)?;
+        let (ca, cert, key) = (file("ca", &self.ca)?, file("cert", &self.cert)?, file("key", &self.key)?);
         match (&cert, &key) {
             (Some(_), None) => {
                 return Err(c.err("control", "cert", format!("{:?}", self.cert.as_deref().unwrap_or("")), "needs [control] key as well"));
@@ -375,59 +475,41 @@ impl RawControl {
             _ => {}
         }
         if tls && ca.is_none() {
-            return Err(c.err(
-                "control",
-                "endpoints",
-                format!("{endpoints:?}"),
-                "https endpoints need [control] ca (the CA that signed etcd's certificate)",
-            ));
+            let why = "https endpoints need [control] ca (the CA that signed etcd's certificate)";
+            return Err(c.err("control", "endpoints", format!("{endpoints:?}"), why));
         }
         if !tls && (ca.is_some() || cert.is_some()) {
             return Err(c.err("control", "ca", "(set)", "TLS files need https:// endpoints"));
         }
-        match (&self.username, &self.password) {
-            (Some(u), None) => return Err(c.err("control", "username", format!("{u:?}"), "needs [control] password as well")),
-            (None, Some(_)) => return Err(c.err("control", "password", "(hidden)", "needs [control] username as well")),
-            (Some(u), Some(_)) if u.is_empty() => return Err(c.err("control", "username", "\"\"", "must not be empty")),
-            _ => {}
-        }
+        Ok((ca, cert, key))
+    }
+
+    /// `lease_ttl` and `renew_margin` (shorter than the TTL).
+    fn lease_timing(&self, c: &Checker<'_>) -> Result<(Duration, Duration), ConfigError> {
         let lease_ttl: u64 = c.int("control", "lease_ttl", self.lease_ttl.unwrap_or(super::DEFAULT_LEASE_TTL_S), 10, 7 * 86400)?;
         let renew_margin: u64 =
             c.int("control", "renew_margin", self.renew_margin.unwrap_or(super::DEFAULT_RENEW_MARGIN_S), 1, 7 * 86400)?;
         if renew_margin >= lease_ttl {
-            return Err(c.err(
-                "control",
-                "renew_margin",
-                renew_margin,
-                format!("must be shorter than [control] lease_ttl ({lease_ttl} s)"),
-            ));
+            let why = format!("must be shorter than [control] lease_ttl ({lease_ttl} s)");
+            return Err(c.err("control", "renew_margin", renew_margin, why));
         }
-        let state_dir = match &self.state_dir {
-            Some(s) if s.is_empty() => return Err(c.err("control", "state_dir", "\"\"", "must name a directory")),
-            Some(s) => dir.join(s),
-            None => dir.to_owned(),
-        };
-        let subnet_env = match &self.subnet_env {
-            Some(s) if s.is_empty() => return Err(c.err("control", "subnet_env", "\"\"", "must name a file")),
-            Some(s) => dir.join(s),
-            None => std::path::PathBuf::from(super::DEFAULT_SUBNET_ENV),
-        };
-        Ok(EtcdSource {
-            endpoints,
-            prefix: prefix_trimmed,
-            ca,
-            cert,
-            key,
-            username: self.username.clone(),
-            password: self.password.clone(),
-            state_dir,
-            subnet_env,
-            renew_margin: std::time::Duration::from_secs(renew_margin),
-            lease_ttl: std::time::Duration::from_secs(lease_ttl),
-            given_subnet: subnet,
-            given_cidr: cidr,
-            given_port: port,
-            resolved: false,
-        })
+        Ok((Duration::from_secs(lease_ttl), Duration::from_secs(renew_margin)))
     }
+
+    /// `state_dir`; by default the directory systemd gives the service
+    /// (`StateDirectory=` sets `$STATE_DIRECTORY`), else the config file's.
+    fn state_dir(&self, c: &Checker<'_>, dir: &Path) -> Result<PathBuf, ConfigError> {
+        match &self.state_dir {
+            Some(s) if s.is_empty() => Err(c.err("control", "state_dir", "\"\"", "must name a directory")),
+            Some(s) => Ok(dir.join(s)),
+            None => Ok(systemd_state_directory().unwrap_or_else(|| dir.to_owned())),
+        }
+    }
+}
+
+/// The first directory of `$STATE_DIRECTORY` (systemd's `StateDirectory=`).
+fn systemd_state_directory() -> Option<PathBuf> {
+    let value = std::env::var_os("STATE_DIRECTORY")?;
+    let first = value.to_str()?.split(':').next()?;
+    (!first.is_empty()).then(|| PathBuf::from(first))
 }

@@ -39,6 +39,8 @@ pub enum DaemonError {
     Config(String),
     #[error("{what}: {source}")]
     Io { what: String, source: std::io::Error },
+    #[error("{0}")]
+    Etcd(#[from] control::etcd::BootstrapError),
     #[error("worker {0} failed; stopping")]
     WorkerFailed(usize),
 }
@@ -46,7 +48,7 @@ pub enum DaemonError {
 impl DaemonError {
     pub fn exit_code(&self) -> u8 {
         match self {
-            DaemonError::Config(_) => 2,
+            DaemonError::Config(_) | DaemonError::Etcd(control::etcd::BootstrapError::Config(_)) => 2,
             _ => 1,
         }
     }
@@ -110,10 +112,7 @@ fn claim_subnet(config: &mut Config) -> Result<Option<control::etcd::Bootstrap>,
     if config.etcd().is_none() {
         return Ok(None);
     }
-    control::etcd::bootstrap(config).map(Some).map_err(|e| match e {
-        control::etcd::BootstrapError::Config(m) => DaemonError::Config(m),
-        control::etcd::BootstrapError::Unavailable(m) => DaemonError::Io { what: "etcd".into(), source: std::io::Error::other(m) },
-    })
+    Ok(Some(control::etcd::bootstrap(config)?))
 }
 
 /// The first table: etcd's leases, or the peers file (with what it was

@@ -1,0 +1,179 @@
+//! Start-up with etcd: read flannel's network config, reconcile it with the
+//! config file, and claim this node's subnet — the configured one, else the
+//! one remembered in the state file, else the one etcd still holds for our
+//! public IP, else a random free one between SubnetMin and SubnetMax — in a
+//! transaction guarded by `Version(key) == 0` (or the lease's own revision,
+//! when taking over our own lease) with a lease of `lease_ttl`.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::Path;
+
+use etcd_client::{Client, Compare, CompareOp, PutOptions, Txn, TxnOp};
+
+use super::client::{EtcdError, Listed, list_subnets, op};
+use crate::config::EtcdSource;
+use crate::control::flannel::{self, NetworkConfig};
+use crate::route::Prefix;
+
+/// The state file in `[control] state_dir`.
+pub const STATE_FILE: &str = "encapd-etcd-lease.json";
+/// Attempts at claiming before giving up (another node won every race).
+const CLAIM_RACES: usize = 5;
+
+/// Why a claim failed: the configuration disagrees with etcd (fatal), or
+/// etcd did not answer (retried).
+#[derive(Debug)]
+pub enum ClaimError {
+    Config(String),
+    Etcd(EtcdError),
+}
+
+impl From<EtcdError> for ClaimError {
+    fn from(e: EtcdError) -> Self {
+        ClaimError::Etcd(e)
+    }
+}
+
+/// What a successful claim holds.
+pub struct Claimed {
+    pub subnet: Prefix,
+    pub lease_id: i64,
+    /// The revision the leases were listed at, and the listing.
+    pub revision: i64,
+    pub listed: Vec<Listed>,
+}
+
+/// Reads `<prefix>/config` and checks it against what the config file
+/// says. `Ok(None)`: the key does not exist (yet).
+pub async fn read_network_config(client: &mut Client, src: &EtcdSource, file: &str) -> Result<Option<NetworkConfig>, ClaimError> {
+    let config_key = format!("{}/config", src.prefix);
+    let resp = op("reading the network config", client.get(config_key.as_str(), None)).await?;
+    let Some(kv) = resp.kvs().first() else { return Ok(None) };
+    let text = String::from_utf8_lossy(kv.value()).into_owned();
+    let network = NetworkConfig::parse(&text).map_err(|e| ClaimError::Config(format!("etcd {config_key}: {e}")))?;
+    if let Some(given) = src.given_cidr
+        && given != network.network
+    {
+        return Err(ClaimError::Config(format!(
+            "{file}: [network] cidr = {given}: differs from Network {} in etcd {config_key} (leave cidr out to take etcd's)",
+            network.network
+        )));
+    }
+    if let Some(given) = src.given_port
+        && given != network.port
+    {
+        return Err(ClaimError::Config(format!(
+            "{file}: [network] port = {given}: differs from Backend.Port {} in etcd {config_key} (leave port out to take etcd's)",
+            network.port
+        )));
+    }
+    Ok(Some(network))
+}
+
+/// Claims this node's subnet (see the module documentation).
+pub async fn claim_lease(
+    client: &mut Client,
+    src: &EtcdSource,
+    network: &NetworkConfig,
+    public_ip: IpAddr,
+    file: &str,
+) -> Result<Claimed, ClaimError> {
+    let subnets_prefix = format!("{}/subnets/", src.prefix);
+    let remembered = read_state(&src.state_dir, &network.network);
+    for _race in 0..CLAIM_RACES {
+        let (revision, listed) = list_subnets(client, &subnets_prefix).await?;
+        let held: HashMap<Prefix, (&Listed, Option<IpAddr>)> =
+            listed.iter().filter_map(|l| flannel::parse_lease_name(&l.name).ok().map(|(p, _)| (p, (l, holder(&l.value))))).collect();
+        let subnet = choose_subnet(src, network, &held, remembered, public_ip, file)?;
+        let key = format!("{subnets_prefix}{}", flannel::lease_name(&subnet));
+        let value = flannel::lease_value(public_ip);
+        let guard = match held.get(&subnet) {
+            Some((l, _)) => Compare::mod_revision(key.as_str(), CompareOp::Equal, l.mod_revision),
+            None => Compare::version(key.as_str(), CompareOp::Equal, 0),
+        };
+        let lease = op("granting a lease", client.lease_grant(src.lease_ttl.as_secs() as i64, None)).await?;
+        let txn =
+            Txn::new().when([guard]).and_then([TxnOp::put(key.as_str(), value.as_str(), Some(PutOptions::new().with_lease(lease.id())))]);
+        if op("claiming the subnet", client.txn(txn)).await?.succeeded() {
+            return Ok(Claimed { subnet, lease_id: lease.id(), revision, listed });
+        }
+        log::info!("etcd: {key} was claimed by another node first; choosing again");
+        let _ = op("revoking an unused lease", client.lease_revoke(lease.id())).await;
+    }
+    Err(ClaimError::Etcd(EtcdError::LostRace(CLAIM_RACES)))
+}
+
+/// Which subnet to claim, given who holds what.
+fn choose_subnet(
+    src: &EtcdSource,
+    network: &NetworkConfig,
+    held: &HashMap<Prefix, (&Listed, Option<IpAddr>)>,
+    remembered: Option<Prefix>,
+    public_ip: IpAddr,
+    file: &str,
+) -> Result<Prefix, ClaimError> {
+    let ours = |p: &Prefix| held.get(p).is_some_and(|(_, ip)| *ip == Some(public_ip));
+    let free = |p: &Prefix| !held.keys().any(|h| h.overlaps(p)) || ours(p);
+    if let Some(given) = src.given_subnet {
+        if !network.network.covers(&given) || network.network == given {
+            return Err(ClaimError::Config(format!(
+                "{file}: [node] subnet = {given}: must lie inside Network {} from etcd",
+                network.network
+            )));
+        }
+        if !free(&given) {
+            let who = held.get(&given).and_then(|(_, ip)| *ip).map(|ip| ip.to_string()).unwrap_or_else(|| "another lease".into());
+            return Err(ClaimError::Config(format!("{file}: [node] subnet = {given}: already leased in etcd to {who}")));
+        }
+        return Ok(given);
+    }
+    if let Some(r) = remembered.filter(|r| network.network.covers(r) && free(r)) {
+        return Ok(r);
+    }
+    if let Some(p) = held.iter().filter(|(_, (_, ip))| *ip == Some(public_ip)).map(|(p, _)| *p).find(|p| network.allocatable(p)) {
+        return Ok(p);
+    }
+    let taken: Vec<Prefix> = held.keys().copied().collect();
+    network.allocate(&taken, random_u64()).ok_or_else(|| {
+        ClaimError::Config(format!(
+            "etcd: no free /{} subnet left in Network {} between SubnetMin and SubnetMax",
+            network.subnet_len, network.network
+        ))
+    })
+}
+
+/// Whose a listed lease is: ours (same PublicIP), another node's, or unreadable.
+fn holder(value: &[u8]) -> Option<IpAddr> {
+    flannel::parse_lease_value(value).ok().map(|a| IpAddr::V4(a.public_ip)).or_else(|| {
+        // A lease of another backend still names its holder.
+        let v: serde_json::Value = serde_json::from_slice(value).ok()?;
+        v.get("PublicIP")?.as_str()?.parse().ok()
+    })
+}
+
+fn random_u64() -> u64 {
+    let mut buf = [0u8; 8];
+    if std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut buf)).is_ok() {
+        return u64::from_ne_bytes(buf);
+    }
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+    t ^ u64::from(std::process::id()).rotate_left(32)
+}
+
+/// The subnet this node held last time, if the state file names one in `network`.
+fn read_state(dir: &Path, network: &Prefix) -> Option<Prefix> {
+    let text = std::fs::read_to_string(dir.join(STATE_FILE)).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let net: Prefix = v.get("Network")?.as_str()?.parse().ok()?;
+    let subnet: Prefix = v.get("Subnet")?.as_str()?.parse().ok()?;
+    (net == *network).then_some(subnet)
+}
+
+/// Remembers the subnet held, so a restart claims it again.
+pub fn write_state(dir: &Path, network: &Prefix, subnet: &Prefix) {
+    let text = format!("{{\"Network\":\"{network}\",\"Subnet\":\"{subnet}\"}}\n");
+    if let Err(e) = super::write_atomically(&dir.join(STATE_FILE), &text) {
+        log::warn!("cannot remember the subnet in {}: {e}", dir.join(STATE_FILE).display());
+    }
+}

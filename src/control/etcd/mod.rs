@@ -1,0 +1,268 @@
+//! The etcd source: flannel's lease store (etcd v3) as the control plane.
+//!
+//! Start-up ([`bootstrap`], on the main thread, before the TUN exists):
+//! read `<prefix>/config`, reconcile it with the config file and claim this
+//! node's subnet ([`claim`]), and list the leases of the other nodes for the
+//! first table ([`leases`]).
+//!
+//! Then ([`EtcdHandle::spawn`], after the privilege drop) a thread with a
+//! current-thread tokio runtime keeps the table in step with etcd and the
+//! lease alive ([`watch`]); the `encapd_control_connected` gauge says
+//! whether it is connected.
+
+mod claim;
+mod client;
+mod leases;
+mod watch;
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+
+pub use self::claim::STATE_FILE;
+use self::claim::{ClaimError, Claimed, claim_lease, read_network_config, write_state};
+use self::client::Connector;
+pub use self::client::EtcdError;
+use self::leases::Leases;
+use self::watch::Watcher;
+use super::flannel::{self, NetworkConfig};
+use super::{Command, ControlCounters, PeerChange};
+use crate::config::{Config, ControlSource, EtcdSource};
+use crate::route::{PeerSpec, Prefix, TableScope};
+
+/// How long start-up waits for etcd (and for `<prefix>/config`).
+const STARTUP_WAIT: Duration = Duration::from_secs(30);
+/// Retry backoff: starts here, doubles, capped.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// How often an idle watch is asked for a progress notification; a watch
+/// silent for twice this long is re-created.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+/// At most one "etcd unreachable" log line per this interval.
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Why start-up with etcd failed: the configuration (exit 2) or etcd (exit 1).
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapError {
+    #[error("{0}")]
+    Config(String),
+    #[error("etcd ({endpoints}): no usable answer within {} s: {last}", STARTUP_WAIT.as_secs())]
+    Unavailable { endpoints: String, last: String },
+    #[error("starting the etcd client runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// What start-up established; handed to [`EtcdHandle::spawn`].
+pub struct Bootstrap {
+    connector: Connector,
+    network: NetworkConfig,
+    /// This node's lease.
+    pub subnet: Prefix,
+    lease_id: i64,
+    renew_at: Instant,
+    /// The leases of the other nodes, for the first table.
+    pub peers: Vec<PeerSpec>,
+    leases: Leases,
+    /// The revision the peers were listed at.
+    pub revision: i64,
+}
+
+/// Reads the network config and claims this node's lease; fills in
+/// `config.subnet`, `cidr` and `port` from etcd. Blocks (at most about
+/// [`STARTUP_WAIT`] while etcd is unreachable).
+pub fn bootstrap(config: &mut Config) -> Result<Bootstrap, BootstrapError> {
+    let src = match &config.control {
+        ControlSource::Etcd(e) => (**e).clone(),
+        ControlSource::File { .. } => return Err(BootstrapError::Config("bootstrap: not an etcd configuration".into())),
+    };
+    let connector = Connector::new(&src).map_err(|e| BootstrapError::Config(format!("{}: {e}", config.path.display())))?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(BootstrapError::Runtime)?;
+    let file = config.path.display().to_string();
+    let boot = runtime.block_on(claim_until_deadline(connector, src, file, config.public_ip));
+    // The runtime's threads (if any) end here, before privileges are dropped.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    let boot = boot?;
+    config.subnet = boot.subnet;
+    config.cidr = boot.network.network;
+    config.port = boot.network.port;
+    if let ControlSource::Etcd(e) = &mut config.control {
+        e.resolved = true;
+    }
+    Ok(boot)
+}
+
+/// Connects, reads the network config and claims a subnet, retrying with
+/// backoff across the endpoints until [`STARTUP_WAIT`] has passed.
+async fn claim_until_deadline(
+    mut connector: Connector,
+    src: EtcdSource,
+    file: String,
+    public_ip: IpAddr,
+) -> Result<Bootstrap, BootstrapError> {
+    let deadline = Instant::now() + STARTUP_WAIT;
+    let mut backoff = BACKOFF_MIN;
+    let mut last_error = String::new();
+    for attempt in 0.. {
+        if Instant::now() >= deadline {
+            return Err(BootstrapError::Unavailable { endpoints: src.endpoints.join(", "), last: last_error });
+        }
+        if attempt > 0 {
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+        let (mut client, endpoint) = match connector.connect().await {
+            Ok(c) => c,
+            Err(e) => {
+                last_error = e.to_string();
+                continue;
+            }
+        };
+        let claimed = match read_network_config(&mut client, &src, &file).await {
+            Ok(None) => {
+                last_error = format!("{}/config does not exist (write flannel's network config there)", src.prefix);
+                if attempt == 0 {
+                    log::warn!("etcd: {last_error}; waiting for it");
+                }
+                continue;
+            }
+            Ok(Some(network)) => claim_lease(&mut client, &src, &network, public_ip, &file).await.map(|c| (network, c)),
+            Err(e) => Err(e),
+        };
+        match claimed {
+            Ok((network, claimed)) => return Ok(established(connector, &src, network, claimed, public_ip, &endpoint)),
+            Err(ClaimError::Config(e)) => return Err(BootstrapError::Config(e)),
+            Err(ClaimError::Etcd(e)) => {
+                last_error = format!("{endpoint}: {e}");
+                log::warn!("etcd {last_error}; retrying");
+            }
+        }
+    }
+    unreachable!("the loop returns at the deadline")
+}
+
+/// The start-up state once the subnet is held: the first peers, the lease
+/// to renew, the state file written.
+fn established(
+    connector: Connector,
+    src: &EtcdSource,
+    network: NetworkConfig,
+    claimed: Claimed,
+    public_ip: IpAddr,
+    endpoint: &str,
+) -> Bootstrap {
+    let Claimed { subnet, lease_id, revision, listed } = claimed;
+    let scope = TableScope { own: vec![subnet], networks: vec![network.network], underlay_ipv4: public_ip.is_ipv4() };
+    let mut leases = Leases::new(format!("{}/subnets/", src.prefix), flannel::lease_name(&subnet), network.port, scope);
+    let peers = leases
+        .relist(&listed, None)
+        .into_iter()
+        .filter_map(|c| match c {
+            PeerChange::Add(p) => Some(p),
+            PeerChange::Remove(_) => None,
+        })
+        .collect();
+    write_state(&src.state_dir, &network.network, &subnet);
+    log::info!(
+        "etcd {endpoint}: network {} (subnets /{} from {} to {}, udp port {}); this node holds {subnet} (lease {lease_id:x}, ttl {} s)",
+        network.network,
+        network.subnet_len,
+        std::net::Ipv4Addr::from(network.subnet_min),
+        std::net::Ipv4Addr::from(network.subnet_max),
+        network.port,
+        src.lease_ttl.as_secs()
+    );
+    Bootstrap {
+        connector,
+        renew_at: Instant::now() + src.lease_ttl.saturating_sub(src.renew_margin),
+        network,
+        subnet,
+        lease_id,
+        peers,
+        leases,
+        revision,
+    }
+}
+
+/// Writes `text` to a sibling temp file and renames it over `path`
+/// (creating the directory if needed).
+pub fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Writes flannel's `subnet.env` for the claimed subnet.
+pub fn write_subnet_env(config: &Config, tun_mtu: u32) -> std::io::Result<()> {
+    let Some(src) = config.etcd() else { return Ok(()) };
+    write_atomically(&src.subnet_env, &flannel::subnet_env(&config.cidr, &config.subnet, tun_mtu))
+}
+
+/// The running etcd thread.
+pub struct EtcdHandle {
+    stop: Arc<tokio::sync::Notify>,
+    stopping: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EtcdHandle {
+    /// Starts the watch/renew thread over what [`bootstrap`] established.
+    pub fn spawn(
+        boot: Bootstrap,
+        config: &Config,
+        commands: Sender<Command>,
+        counters: Arc<ControlCounters>,
+    ) -> std::io::Result<EtcdHandle> {
+        let src = config.etcd().cloned().ok_or_else(|| std::io::Error::other("not an etcd configuration"))?;
+        let stop = Arc::new(tokio::sync::Notify::new());
+        let stopping = Arc::new(AtomicBool::new(false));
+        let public_ip = config.public_ip;
+        counters.malformed_leases.fetch_add(boot.leases.uncounted_malformed, Ordering::Relaxed);
+        let (stop2, stopping2) = (Arc::clone(&stop), Arc::clone(&stopping));
+        let thread = std::thread::Builder::new().name("encapd-etcd".into()).spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(r) => r,
+                Err(e) => {
+                    counters.healthy.store(false, Ordering::Relaxed);
+                    log::error!("etcd: cannot start the client runtime: {e}; the table stays as it is");
+                    return;
+                }
+            };
+            let mut watcher = Watcher::new(boot, src, public_ip, commands, counters, stopping2);
+            runtime.block_on(async {
+                tokio::select! {
+                    _ = stop2.notified() => {}
+                    _ = watcher.run() => {}
+                }
+            });
+        })?;
+        Ok(EtcdHandle { stop, stopping, thread: Some(thread) })
+    }
+
+    /// Stops the thread and waits for it (the lease is left to expire, as
+    /// flanneld does, so a restart finds its subnet again).
+    pub fn stop(mut self) {
+        self.stopping.store(true, Ordering::Relaxed);
+        self.stop.notify_one();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for EtcdHandle {
+    fn drop(&mut self) {
+        self.stopping.store(true, Ordering::Relaxed);
+        self.stop.notify_one();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
