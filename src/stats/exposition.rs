@@ -1,22 +1,29 @@
-//! Prometheus text exposition of everything the daemon counts, through the
+//! The Prometheus exposition of everything the daemon counts, through the
 //! `prometheus-client` crate: a collector that encodes one scrape-time
-//! snapshot. Metric names carry their unit (`_bytes`, `_seconds`,
-//! `_packets`); counters get `_total` from the encoder.
+//! snapshot, in whichever [`Format`] the scraper negotiated. Both formats
+//! come from the same collector, so they carry the same samples under the
+//! same names; only the declarations differ (OpenMetrics declares the family
+//! `encapd_tx_packets`, the classic format its sample `encapd_tx_packets_total`)
+//! and so does the notation of bucket bounds (`le="0.000001"` in OpenMetrics,
+//! Go's `le="1e-06"` in the classic format: the same number, which is all
+//! `histogram_quantile` reads).
+//!
+//! Metric names carry their unit (`_bytes`, `_seconds`, `_packets`);
+//! counters get `_total` from the encoder.
 
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
+use super::format::Format;
 use super::latency::{Direction, LatencyHub, LatencyTotals};
 use super::{CounterSnapshot, DropReason, WorkerCounters};
 use crate::control::ControlCounters;
@@ -63,8 +70,8 @@ struct Scrape {
     latency: LatencyTotals,
 }
 
-/// Renders the exposition text for the current state.
-pub fn render(source: &MetricsSource, hub: &mut LatencyHub) -> String {
+/// Renders the exposition of the current state in `format`.
+pub fn render(source: &MetricsSource, hub: &mut LatencyHub, format: Format) -> String {
     hub.collect();
     let table = source.table.load();
     let scrape = Scrape {
@@ -82,8 +89,12 @@ pub fn render(source: &MetricsSource, hub: &mut LatencyHub) -> String {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(scrape));
     let mut out = String::new();
-    // Writing into a String cannot fail.
-    let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+    // Writing into a String cannot fail, and the collector's own encoding
+    // only fails when its writer does.
+    let _ = match format {
+        Format::OpenMetrics => prometheus_client::encoding::text::encode(&mut out, &registry),
+        Format::PrometheusText => prometheus_client::encoding::prometheus_text::encode(&mut out, &registry),
+    };
     out
 }
 
@@ -97,17 +108,28 @@ fn buckets(h: &Histogram<u64>, bounds: &[f64], scale: f64) -> Vec<(f64, u64)> {
     let mut out = Vec::with_capacity(bounds.len() + 1);
     let mut below = 0u64;
     for &b in bounds {
-        let upto = (b / scale) as u64;
+        // Rounded: 7.5e-6 / 1e-9 is 7499.999... in floating point.
+        let upto = (b / scale).round() as u64;
         let cum = if h.is_empty() { 0 } else { h.count_between(0, upto) };
-        out.push((b, cum - below.min(cum)));
-        below = cum;
+        out.push((b, cum.saturating_sub(below)));
+        below = below.max(cum);
     }
-    out.push((f64::MAX, h.len().saturating_sub(below)));
+    out.push((f64::INFINITY, h.len().saturating_sub(below)));
     out
 }
 
 impl Collector for Scrape {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        self.encode_worker_counters(&mut enc)?;
+        self.encode_table_and_control(&mut enc)?;
+        self.encode_info(&mut enc)?;
+        self.encode_histograms(&mut enc)
+    }
+}
+
+impl Scrape {
+    /// Per-worker traffic counters and drops by reason.
+    fn encode_worker_counters(&self, enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         type Field = fn(&CounterSnapshot) -> u64;
         let per_worker: [(&str, &str, Field); 7] = [
             ("encapd_tx_packets", "Packets read from the TUN and sent to a peer", |s| s.egress_packets),
@@ -137,6 +159,11 @@ impl Collector for Scrape {
         for (w, s) in self.workers.iter().enumerate() {
             ConstGauge::new(s.table_version as i64).encode(m.encode_family(&[("worker", w.to_string())])?)?;
         }
+        Ok(())
+    }
+
+    /// The published table and the control plane.
+    fn encode_table_and_control(&self, enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let gauges: [(&str, &str, i64); 4] = [
             ("encapd_table_version", "Version of the published subnet table", self.table_version as i64),
             ("encapd_routes", "Prefixes in the published subnet table", self.routes as i64),
@@ -172,14 +199,20 @@ impl Collector for Scrape {
                 MetricType::Counter,
             )?)?;
         }
-        let mut m = enc.encode_descriptor("encapd_engine_info", "I/O engine in use", None, MetricType::Gauge)?;
-        ConstGauge::new(1i64)
-            .encode(m.encode_family(&[("engine", self.info.engine.to_owned()), ("source", self.info.control_source.to_owned())])?)?;
-        let mut m = enc.encode_descriptor("encapd_offload_info", "Offloads in use", None, MetricType::Gauge)?;
+        Ok(())
+    }
+
+    /// Start-up facts as info metrics (`encapd_engine_info`, `encapd_offload_info`).
+    fn encode_info(&self, enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let labels = [("engine", self.info.engine.to_owned()), ("source", self.info.control_source.to_owned())];
+        enc.encode_descriptor("encapd_engine", "I/O engine and control source in use", None, MetricType::Info)?.encode_info(&labels)?;
         let on = |b: bool| if b { "on" } else { "off" }.to_owned();
         let labels = [("tun", self.info.tun_offloads.clone()), ("udp_gso", on(self.info.udp_gso)), ("udp_gro", on(self.info.udp_gro))];
-        ConstGauge::new(1i64).encode(m.encode_family(&labels)?)?;
+        enc.encode_descriptor("encapd_offload", "Offloads in use", None, MetricType::Info)?.encode_info(&labels)
+    }
 
+    /// In-gateway latency and batch sizes, per direction.
+    fn encode_histograms(&self, enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let mut m = enc.encode_descriptor(
             "encapd_gateway_latency_seconds",
             "Time a packet spends inside encapd (read completion to send or TUN-write completion)",
@@ -189,12 +222,7 @@ impl Collector for Scrape {
         for (d, h) in self.latency.latency.iter().enumerate() {
             let sum = h.mean() * h.len() as f64 / 1e9;
             let b = buckets(h, &LATENCY_BUCKETS_S, 1e-9);
-            m.encode_family(&[("direction", direction_name(d))])?.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
-                sum,
-                h.len(),
-                &b,
-                None,
-            )?;
+            m.encode_family(&[("direction", direction_name(d))])?.encode_histogram::<NoLabelSet>(sum, h.len(), &b, None)?;
         }
         let mut m = enc.encode_descriptor(
             "encapd_gateway_latency_quantile_seconds",
@@ -213,12 +241,7 @@ impl Collector for Scrape {
         for (d, h) in self.latency.batch.iter().enumerate() {
             let sum = h.mean() * h.len() as f64;
             let b = buckets(h, &BATCH_BUCKETS, 1.0);
-            m.encode_family(&[("direction", direction_name(d))])?.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
-                sum,
-                h.len(),
-                &b,
-                None,
-            )?;
+            m.encode_family(&[("direction", direction_name(d))])?.encode_histogram::<NoLabelSet>(sum, h.len(), &b, None)?;
         }
         Ok(())
     }
@@ -226,10 +249,73 @@ impl Collector for Scrape {
 
 /// "0.5", "0.99", "1" — as the quantile label.
 pub fn format_quantile(q: f64) -> String {
-    let mut s = String::new();
-    let _ = write!(s, "{q}");
-    s
+    format!("{q}")
 }
 
-/// A tiny timeout for scrapes that poll (kept here so tests share it).
-pub const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use arc_swap::ArcSwap;
+
+    use super::*;
+    use crate::route::SubnetTable;
+    use crate::stats::bump;
+    use crate::stats::scrape::{self, Sample};
+
+    fn source(workers: usize, control_source: &'static str) -> MetricsSource {
+        MetricsSource {
+            workers: (0..workers).map(|_| Arc::new(WorkerCounters::default())).collect(),
+            control: Arc::new(ControlCounters::default()),
+            table: Arc::new(ArcSwap::from_pointee(SubnetTable::default())),
+            info: StaticInfo {
+                engine: "uring",
+                tun_offloads: "csum+tso4".into(),
+                udp_gso: true,
+                udp_gro: false,
+                control_source,
+                listen: None,
+            },
+        }
+    }
+
+    /// The samples of `text`, sorted, with `le` bounds as numbers (each
+    /// format writes them in its own float notation).
+    fn samples(text: &str) -> Vec<Sample> {
+        let mut s = scrape::parse(text).expect("parses");
+        for sample in &mut s {
+            if let Some(le) = sample.labels.get_mut("le") {
+                *le = format!("{:?}", if le == "+Inf" { f64::INFINITY } else { le.parse::<f64>().expect("numeric le") });
+            }
+        }
+        s.sort_by(|a, b| (&a.name, &a.labels).cmp(&(&b.name, &b.labels)));
+        s
+    }
+
+    #[test]
+    fn both_formats_carry_the_same_samples() {
+        let src = source(2, "etcd");
+        let (mut hub, mut recs) = LatencyHub::new(2);
+        bump(&src.workers[1].egress_packets, 7);
+        WorkerCounters::drop(&src.workers[0], DropReason::NoRoute);
+        recs[0].latency(Direction::Egress, Duration::from_micros(12), 3);
+        recs[0].maybe_flush(Instant::now() + Duration::from_secs(2));
+        let om = render(&src, &mut hub, Format::OpenMetrics);
+        let text = render(&src, &mut hub, Format::PrometheusText);
+        assert_eq!(samples(&om), samples(&text));
+        assert!(om.ends_with("# EOF\n") && !text.contains("# EOF"));
+        assert!(om.contains("# TYPE encapd_tx_packets counter\n"), "{om}");
+        assert!(text.contains("# TYPE encapd_tx_packets_total counter\n"), "{text}");
+        assert!(text.contains("encapd_tx_packets_total{worker=\"1\"} 7\n"), "{text}");
+        assert!(text.contains("# TYPE encapd_engine_info gauge\n"), "{text}");
+        assert!(om.contains("# TYPE encapd_engine info\n"), "{om}");
+        assert!(text.contains("encapd_drops_total{worker=\"0\",reason=\"no_route\"} 1\n"), "{text}");
+    }
+
+    #[test]
+    fn malformed_lease_counter_only_under_etcd() {
+        let (mut hub, _recs) = LatencyHub::new(1);
+        assert!(!render(&source(1, "file"), &mut hub, Format::PrometheusText).contains("malformed_leases"));
+        assert!(render(&source(1, "etcd"), &mut hub, Format::PrometheusText).contains("encapd_control_malformed_leases_total 0\n"));
+    }
+}

@@ -1,9 +1,10 @@
 //! Per-worker counters. Each worker owns one [`WorkerCounters`] (on its own
 //! cache line) and is its only writer, so updates are plain relaxed
 //! load+store pairs, never a locked read-modify-write; readers (the summary,
-//! later the metrics endpoint) take relaxed snapshots and sum them.
+//! the metrics endpoint) take relaxed snapshots and sum them.
 
 pub mod exposition;
+pub mod format;
 pub mod latency;
 pub mod scrape;
 pub mod server;
