@@ -9,7 +9,11 @@
 //! `histogram_quantile` reads).
 //!
 //! Metric names carry their unit (`_bytes`, `_seconds`, `_packets`);
-//! counters get `_total` from the encoder.
+//! counters get `_total` from the encoder. Latency is a histogram only:
+//! quantiles come from `histogram_quantile` over its buckets (README,
+//! "Metrics, latency and `encapd stats`"), which aggregates across workers
+//! and nodes and follows a query's time window, where quantile gauges since
+//! start-up would do neither.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -49,11 +53,22 @@ pub struct MetricsSource {
     pub info: StaticInfo,
 }
 
-const LATENCY_BUCKETS_S: [f64; 18] =
-    [1e-6, 2.5e-6, 5e-6, 10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 1.0];
-const BATCH_BUCKETS: [f64; 11] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0];
-/// Quantiles exported as gauges (a Prometheus histogram cannot carry them exactly).
-pub const QUANTILES: [f64; 5] = [0.5, 0.9, 0.99, 0.999, 1.0];
+/// Upper bounds of `encapd_gateway_latency_seconds`, 1 µs to 1 s, six per
+/// decade (1, 1.5, 2, 3, 5, 7.5): `histogram_quantile` interpolates inside a
+/// bucket, so its error is bounded by the bucket's width, here at most half a
+/// step of ×1.5. Buckets cost the workers nothing (they are read out of the
+/// HdrHistogram at scrape time), only series in Prometheus.
+pub const LATENCY_BUCKETS_S: [f64; 37] = [
+    1e-6, 1.5e-6, 2e-6, 3e-6, 5e-6, 7.5e-6, //
+    1e-5, 1.5e-5, 2e-5, 3e-5, 5e-5, 7.5e-5, //
+    1e-4, 1.5e-4, 2e-4, 3e-4, 5e-4, 7.5e-4, //
+    1e-3, 1.5e-3, 2e-3, 3e-3, 5e-3, 7.5e-3, //
+    1e-2, 1.5e-2, 2e-2, 3e-2, 5e-2, 7.5e-2, //
+    1e-1, 1.5e-1, 2e-1, 3e-1, 5e-1, 7.5e-1, //
+    1.0,
+];
+/// Upper bounds of `encapd_batch_packets`.
+pub const BATCH_BUCKETS: [f64; 11] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0];
 
 /// One scrape's worth of values.
 #[derive(Debug)]
@@ -224,19 +239,6 @@ impl Scrape {
             let b = buckets(h, &LATENCY_BUCKETS_S, 1e-9);
             m.encode_family(&[("direction", direction_name(d))])?.encode_histogram::<NoLabelSet>(sum, h.len(), &b, None)?;
         }
-        let mut m = enc.encode_descriptor(
-            "encapd_gateway_latency_quantile_seconds",
-            "Quantiles of encapd_gateway_latency_seconds from an HdrHistogram (3 significant digits)",
-            None,
-            MetricType::Gauge,
-        )?;
-        for (d, h) in self.latency.latency.iter().enumerate() {
-            for q in QUANTILES {
-                let v = if h.is_empty() { 0.0 } else { h.value_at_quantile(q) as f64 / 1e9 };
-                let labels = [("direction", direction_name(d).to_owned()), ("quantile", format_quantile(q))];
-                ConstGauge::new(v).encode(m.encode_family(&labels)?)?;
-            }
-        }
         let mut m = enc.encode_descriptor("encapd_batch_packets", "Packets handled per worker batch", None, MetricType::Histogram)?;
         for (d, h) in self.latency.batch.iter().enumerate() {
             let sum = h.mean() * h.len() as f64;
@@ -245,11 +247,6 @@ impl Scrape {
         }
         Ok(())
     }
-}
-
-/// "0.5", "0.99", "1" — as the quantile label.
-pub fn format_quantile(q: f64) -> String {
-    format!("{q}")
 }
 
 #[cfg(test)]
@@ -310,6 +307,34 @@ mod tests {
         assert!(text.contains("# TYPE encapd_engine_info gauge\n"), "{text}");
         assert!(om.contains("# TYPE encapd_engine info\n"), "{om}");
         assert!(text.contains("encapd_drops_total{worker=\"0\",reason=\"no_route\"} 1\n"), "{text}");
+        assert!(!text.contains("quantile"), "quantiles come from histogram_quantile, not gauges");
+    }
+
+    #[test]
+    fn histogram_buckets_are_cumulative_and_end_at_inf() {
+        let src = source(1, "file");
+        let (mut hub, mut recs) = LatencyHub::new(1);
+        for (us, n) in [(1, 2), (12, 3), (80, 4), (5_000_000, 1)] {
+            recs[0].latency(Direction::Ingress, Duration::from_micros(us), n);
+        }
+        recs[0].batch(Direction::Ingress, 3);
+        recs[0].maybe_flush(Instant::now() + Duration::from_secs(2));
+        let s = scrape::parse(&render(&src, &mut hub, Format::PrometheusText)).unwrap();
+        let b = scrape::buckets(&s, "encapd_gateway_latency_seconds", &[("direction", "ingress")]);
+        assert_eq!(b.len(), LATENCY_BUCKETS_S.len() + 1);
+        let at = |le: f64| b.iter().find(|(bound, _)| *bound == le).map(|(_, n)| *n);
+        assert_eq!(at(1e-6), Some(2.0));
+        assert_eq!(at(1e-5), Some(2.0));
+        assert_eq!(at(1.5e-5), Some(5.0));
+        assert_eq!(at(7.5e-5), Some(5.0));
+        assert_eq!(at(1e-4), Some(9.0));
+        assert_eq!(at(1.0), Some(9.0), "5 s is above the last finite bound");
+        assert_eq!(at(f64::INFINITY), Some(10.0));
+        assert!(b.windows(2).all(|w| w[0].1 <= w[1].1), "cumulative: {b:?}");
+        assert_eq!(scrape::sum(&s, "encapd_gateway_latency_seconds_count", &[("direction", "ingress")]), 10.0);
+        let batches = scrape::buckets(&s, "encapd_batch_packets", &[("direction", "ingress")]);
+        assert_eq!(batches.iter().find(|(le, _)| *le == 2.0).map(|b| b.1), Some(0.0));
+        assert_eq!(batches.iter().find(|(le, _)| *le == 4.0).map(|b| b.1), Some(1.0));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 pub mod exposition;
 pub mod format;
 pub mod latency;
+pub mod quantile;
 pub mod scrape;
 pub mod server;
 

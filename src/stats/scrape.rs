@@ -1,7 +1,8 @@
 //! Reading the exposition back (for `encapd stats`): a small parser for the
 //! subset encapd writes — `name{label="value",...} number` lines and `#`
 //! comments, which covers both the classic text format (what [`fetch`] asks
-//! for) and OpenMetrics — and helpers to sum samples.
+//! for) and OpenMetrics — and helpers to sum samples and gather histogram
+//! buckets.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -85,6 +86,25 @@ pub fn sum(samples: &[Sample], name: &str, filter: &[(&str, &str)]) -> f64 {
         .sum()
 }
 
+/// The cumulative buckets `(le, count)` of histogram `name` (its
+/// `name_bucket` samples) whose labels include `filter`, summed over all
+/// other labels. Samples with an `le` that is not a number are skipped.
+pub fn buckets(samples: &[Sample], name: &str, filter: &[(&str, &str)]) -> Vec<(f64, f64)> {
+    let bucket_name = format!("{name}_bucket");
+    let mut by_bound: Vec<(f64, f64)> = Vec::new();
+    for s in
+        samples.iter().filter(|s| s.name == bucket_name && filter.iter().all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v)))
+    {
+        let Some(le) = s.labels.get("le").and_then(|le| parse_value(le)) else { continue };
+        match by_bound.iter_mut().find(|(bound, _)| *bound == le) {
+            Some((_, n)) => *n += s.value,
+            None => by_bound.push((le, s.value)),
+        }
+    }
+    by_bound.sort_by(|a, b| a.0.total_cmp(&b.0));
+    by_bound
+}
+
 /// A sample value or `le` label: a number, `+Inf`, `-Inf` or `NaN`.
 fn parse_value(text: &str) -> Option<f64> {
     match text {
@@ -116,5 +136,18 @@ mod tests {
         assert_eq!(sum(&s, "a_total", &[("worker", "0")]), 5.0);
         assert!(parse("garbage").is_err());
         assert!(parse("a{x=\"1\" 2").is_err());
+    }
+
+    #[test]
+    fn gathers_histogram_buckets_over_other_labels() {
+        let text = "h_bucket{direction=\"egress\",worker=\"0\",le=\"1e-06\"} 1\n\
+                    h_bucket{direction=\"egress\",worker=\"1\",le=\"1e-06\"} 2\n\
+                    h_bucket{direction=\"egress\",worker=\"0\",le=\"+Inf\"} 4\n\
+                    h_bucket{direction=\"ingress\",le=\"+Inf\"} 9\n\
+                    h_bucket{direction=\"egress\",le=\"bogus\"} 9\n\
+                    h_count{direction=\"egress\"} 4\n";
+        let s = parse(text).unwrap();
+        assert_eq!(buckets(&s, "h", &[("direction", "egress")]), vec![(1e-6, 3.0), (f64::INFINITY, 4.0)]);
+        assert_eq!(buckets(&s, "h", &[("direction", "none")]), vec![]);
     }
 }
