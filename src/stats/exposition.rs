@@ -78,6 +78,7 @@ struct Scrape {
     reload_failures: u64,
     malformed_leases: u64,
     control_healthy: bool,
+    table_published_unix_ms: u64,
     table_version: u64,
     routes: usize,
     peers: usize,
@@ -95,6 +96,7 @@ pub fn render(source: &MetricsSource, hub: &mut LatencyHub, format: Format) -> S
         reload_failures: source.control.reload_failures.load(Ordering::Relaxed),
         malformed_leases: source.control.malformed_leases.load(Ordering::Relaxed),
         control_healthy: source.control.healthy.load(Ordering::Relaxed),
+        table_published_unix_ms: source.control.table_published_unix_ms.load(Ordering::Relaxed),
         table_version: table.version(),
         routes: table.len(),
         peers: table.peer_count(),
@@ -192,6 +194,12 @@ impl Scrape {
         for (name, help, v) in gauges {
             ConstGauge::new(v).encode(enc.encode_descriptor(name, help, None, MetricType::Gauge)?)?;
         }
+        ConstGauge::new(self.table_published_unix_ms as f64 / 1000.0).encode(enc.encode_descriptor(
+            "encapd_table_published_timestamp_seconds",
+            "Unix time the table in force was published (start-up time for the initial table)",
+            None,
+            MetricType::Gauge,
+        )?)?;
         ConstCounter::new(self.tables_published).encode(enc.encode_descriptor(
             "encapd_tables_published",
             "Subnet tables published after start",

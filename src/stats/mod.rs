@@ -115,6 +115,12 @@ pub struct WorkerCounters {
     pub table_version: AtomicU64,
 }
 
+/// Milliseconds since the Unix epoch (0 if the clock is before it), for
+/// `_timestamp_seconds` gauges. Not for the hot path: it reads the clock.
+pub fn unix_time_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
 /// Adds to a counter that only the calling thread writes.
 #[inline]
 pub fn bump(counter: &AtomicU64, n: u64) {
