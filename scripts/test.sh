@@ -13,7 +13,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 log() { printf '[test.sh %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
 # command:package pairs the tests use.
-need=(ip:iproute2 ping:iputils-ping iperf3:iperf3 nft:nftables pgrep:procps ethtool:ethtool protoc:protobuf-compiler etcd:etcd-server etcdctl:etcd-client)
+need=(ip:iproute2 ping:iputils-ping iperf3:iperf3 nft:nftables pgrep:procps ethtool:ethtool protoc:protobuf-compiler etcd:etcd-server etcdctl:etcd-client prometheus:prometheus promtool:prometheus)
 missing=()
 for pair in "${need[@]}"; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")

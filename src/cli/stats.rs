@@ -2,6 +2,11 @@
 //! engine and offloads, table version and peers, rates per direction (from
 //! two scrapes `--interval` apart), drops by reason, in-gateway latency
 //! percentiles. `--json` prints the same as one JSON object.
+//!
+//! Percentiles come from the `encapd_gateway_latency_seconds` buckets, the
+//! way `histogram_quantile` computes them: over the interval between the two
+//! scrapes, or since start-up with `--interval 0` (`count` is the number
+//! of packets they describe).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -9,8 +14,11 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::stats::DropReason;
-use crate::stats::exposition::{QUANTILES, format_quantile};
-use crate::stats::scrape::{self, Sample, label, sum};
+use crate::stats::quantile::histogram_quantile;
+use crate::stats::scrape::{self, Sample, buckets, label, sum};
+
+/// Percentiles shown, with their JSON keys.
+const PERCENTILES: [(f64, &str); 4] = [(0.5, "p50"), (0.9, "p90"), (0.99, "p99"), (0.999, "p99.9")];
 
 /// Builds the summary from a scrape (`now`) and, for rates, an earlier one
 /// taken `elapsed` before.
@@ -40,15 +48,7 @@ pub fn summarize(now: &[Sample], before: Option<(&[Sample], Duration)>) -> Value
     }
     let mut latency = serde_json::Map::new();
     for dir in ["egress", "ingress"] {
-        let mut q = serde_json::Map::new();
-        for quantile in QUANTILES {
-            let label_q = format_quantile(quantile);
-            let v = sum(now, "encapd_gateway_latency_quantile_seconds", &[("direction", dir), ("quantile", &label_q)]);
-            let key = if quantile == 1.0 { "max".to_owned() } else { format!("p{}", quantile * 100.0) };
-            q.insert(key, json!(v));
-        }
-        q.insert("count".into(), json!(sum(now, "encapd_gateway_latency_seconds_count", &[("direction", dir)]) as u64));
-        latency.insert(dir.into(), Value::Object(q));
+        latency.insert(dir.into(), latency_percentiles(now, before.map(|(b, _)| b), dir));
     }
     json!({
         "engine": label(now, "encapd_engine_info", "engine"),
@@ -67,6 +67,29 @@ pub fn summarize(now: &[Sample], before: Option<(&[Sample], Duration)>) -> Value
         "drops": Value::Object(drops),
         "latency_seconds": Value::Object(latency),
     })
+}
+
+/// Latency percentiles (seconds; `null` without observations) and the
+/// observation count of one direction, over the packets seen between
+/// `before` and `now` (or since start-up).
+fn latency_percentiles(now: &[Sample], before: Option<&[Sample]>, dir: &str) -> Value {
+    const NAME: &str = "encapd_gateway_latency_seconds";
+    let filter = [("direction", dir)];
+    let mut window = buckets(now, NAME, &filter);
+    let mut count = sum(now, &format!("{NAME}_count"), &filter);
+    if let Some(before) = before {
+        let earlier = buckets(before, NAME, &filter);
+        for (le, n) in &mut window {
+            *n -= earlier.iter().find(|(b, _)| b == le).map_or(0.0, |(_, m)| *m);
+        }
+        count -= sum(before, &format!("{NAME}_count"), &filter);
+    }
+    let mut out = serde_json::Map::new();
+    for (q, key) in PERCENTILES {
+        out.insert(key.into(), json!(histogram_quantile(q, &window)));
+    }
+    out.insert("count".into(), json!(count.max(0.0) as u64));
+    Value::Object(out)
 }
 
 /// The human-readable rendering of [`summarize`]'s output.
@@ -101,18 +124,17 @@ pub fn render_text(v: &Value) -> String {
         }
         _ => out.push_str("drops: none\n"),
     }
-    out.push_str("in-gateway latency (us):     p50      p90      p99    p99.9      max    count\n");
+    out.push_str("in-gateway latency (us):     p50      p90      p99    p99.9    count  (from histogram buckets)\n");
     for dir in ["egress", "ingress"] {
         let l = &v["latency_seconds"][dir];
-        let us = |k: &str| l[k].as_f64().unwrap_or(0.0) * 1e6;
+        let us = |k: &str| l[k].as_f64().map_or("-".to_owned(), |s| format!("{:.1}", s * 1e6));
         out.push_str(&format!(
-            "  {dir:<8}               {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>8}\n",
+            "  {dir:<8}               {:>8} {:>8} {:>8} {:>8} {:>8}\n",
             us("p50"),
             us("p90"),
             us("p99"),
             us("p99.9"),
-            us("max"),
-            l["count"]
+            l["count"].as_u64().unwrap_or(0)
         ));
     }
     out
@@ -145,4 +167,45 @@ pub fn run(addr: SocketAddr, interval: Duration, json_out: bool) -> u8 {
         print!("{}", render_text(&value));
     }
     0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An exposition with `fast` egress observations ≤ 10 µs and `slow` ones in (10, 100] µs.
+    fn scrape_with(fast: u64, slow: u64) -> Vec<Sample> {
+        let total = fast + slow;
+        let text = format!(
+            "encapd_gateway_latency_seconds_bucket{{direction=\"egress\",le=\"1e-05\"}} {fast}\n\
+             encapd_gateway_latency_seconds_bucket{{direction=\"egress\",le=\"0.0001\"}} {total}\n\
+             encapd_gateway_latency_seconds_bucket{{direction=\"egress\",le=\"+Inf\"}} {total}\n\
+             encapd_gateway_latency_seconds_count{{direction=\"egress\"}} {total}\n\
+             encapd_tx_packets_total{{worker=\"0\"}} {total}\n"
+        );
+        scrape::parse(&text).unwrap()
+    }
+
+    #[test]
+    fn percentiles_cover_the_interval_between_scrapes() {
+        // Since start-up: 100 fast, 100 slow; in the last interval only slow ones.
+        let (before, now) = (scrape_with(100, 0), scrape_with(100, 100));
+        let since_start = summarize(&now, None);
+        assert_eq!(since_start["latency_seconds"]["egress"]["p50"], json!(1e-5));
+        assert_eq!(since_start["latency_seconds"]["egress"]["count"], json!(200));
+        let recent = summarize(&now, Some((&before, Duration::from_secs(2))));
+        let p50 = recent["latency_seconds"]["egress"]["p50"].as_f64().unwrap();
+        assert!((p50 - 55e-6).abs() < 1e-9, "halfway into (10, 100] µs: {p50}");
+        assert_eq!(recent["latency_seconds"]["egress"]["count"], json!(100));
+        assert_eq!(recent["tx"]["packets_per_second"], json!(50.0));
+    }
+
+    #[test]
+    fn no_observations_show_as_null_and_dashes() {
+        let v = summarize(&scrape_with(0, 0), None);
+        assert_eq!(v["latency_seconds"]["egress"]["p99"], Value::Null);
+        assert_eq!(v["latency_seconds"]["ingress"]["p50"], Value::Null);
+        let text = render_text(&v);
+        assert!(text.contains("  egress                        -        -        -        -        0\n"), "{text}");
+    }
 }

@@ -65,6 +65,9 @@ pub struct ControlCounters {
     pub malformed_leases: AtomicU64,
     /// The source is readable and its last change was applied.
     pub healthy: std::sync::atomic::AtomicBool,
+    /// Unix time (ms) the table in force was published; until the control
+    /// thread publishes one, the time these counters were made (start-up).
+    pub table_published_unix_ms: AtomicU64,
 }
 
 impl Default for ControlCounters {
@@ -74,6 +77,7 @@ impl Default for ControlCounters {
             reload_failures: AtomicU64::new(0),
             malformed_leases: AtomicU64::new(0),
             healthy: std::sync::atomic::AtomicBool::new(true),
+            table_published_unix_ms: AtomicU64::new(crate::stats::unix_time_ms()),
         }
     }
 }
@@ -279,6 +283,7 @@ impl ControlState {
                 let (routes, peer_count) = (table.len(), table.peer_count());
                 self.table.store(Arc::new(table));
                 self.counters.tables_published.fetch_add(1, Ordering::Relaxed);
+                self.counters.table_published_unix_ms.store(crate::stats::unix_time_ms(), Ordering::Relaxed);
                 self.counters.healthy.store(true, Ordering::Relaxed);
                 log::info!("subnet table version {version} published ({why}): {routes} routes, {peer_count} peers");
                 true

@@ -1,22 +1,33 @@
-//! Prometheus text exposition of everything the daemon counts, through the
+//! The Prometheus exposition of everything the daemon counts, through the
 //! `prometheus-client` crate: a collector that encodes one scrape-time
-//! snapshot. Metric names carry their unit (`_bytes`, `_seconds`,
-//! `_packets`); counters get `_total` from the encoder.
+//! snapshot, in whichever [`Format`] the scraper negotiated. Both formats
+//! come from the same collector, so they carry the same samples under the
+//! same names; only the declarations differ (OpenMetrics declares the family
+//! `encapd_tx_packets`, the classic format its sample `encapd_tx_packets_total`)
+//! and so does the notation of bucket bounds (`le="0.000001"` in OpenMetrics,
+//! Go's `le="1e-06"` in the classic format: the same number, which is all
+//! `histogram_quantile` reads).
+//!
+//! Metric names carry their unit (`_bytes`, `_seconds`, `_packets`);
+//! counters get `_total` from the encoder. Latency is a histogram only:
+//! quantiles come from `histogram_quantile` over its buckets (README,
+//! "Metrics, latency and `encapd stats`"), which aggregates across workers
+//! and nodes and follows a query's time window, where quantile gauges since
+//! start-up would do neither.
 
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
+use super::format::Format;
 use super::latency::{Direction, LatencyHub, LatencyTotals};
 use super::{CounterSnapshot, DropReason, WorkerCounters};
 use crate::control::ControlCounters;
@@ -42,11 +53,22 @@ pub struct MetricsSource {
     pub info: StaticInfo,
 }
 
-const LATENCY_BUCKETS_S: [f64; 18] =
-    [1e-6, 2.5e-6, 5e-6, 10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 1.0];
-const BATCH_BUCKETS: [f64; 11] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0];
-/// Quantiles exported as gauges (a Prometheus histogram cannot carry them exactly).
-pub const QUANTILES: [f64; 5] = [0.5, 0.9, 0.99, 0.999, 1.0];
+/// Upper bounds of `encapd_gateway_latency_seconds`, 1 µs to 1 s, six per
+/// decade (1, 1.5, 2, 3, 5, 7.5): `histogram_quantile` interpolates inside a
+/// bucket, so its error is bounded by the bucket's width, here at most half a
+/// step of ×1.5. Buckets cost the workers nothing (they are read out of the
+/// HdrHistogram at scrape time), only series in Prometheus.
+pub const LATENCY_BUCKETS_S: [f64; 37] = [
+    1e-6, 1.5e-6, 2e-6, 3e-6, 5e-6, 7.5e-6, //
+    1e-5, 1.5e-5, 2e-5, 3e-5, 5e-5, 7.5e-5, //
+    1e-4, 1.5e-4, 2e-4, 3e-4, 5e-4, 7.5e-4, //
+    1e-3, 1.5e-3, 2e-3, 3e-3, 5e-3, 7.5e-3, //
+    1e-2, 1.5e-2, 2e-2, 3e-2, 5e-2, 7.5e-2, //
+    1e-1, 1.5e-1, 2e-1, 3e-1, 5e-1, 7.5e-1, //
+    1.0,
+];
+/// Upper bounds of `encapd_batch_packets`.
+pub const BATCH_BUCKETS: [f64; 11] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0];
 
 /// One scrape's worth of values.
 #[derive(Debug)]
@@ -56,6 +78,7 @@ struct Scrape {
     reload_failures: u64,
     malformed_leases: u64,
     control_healthy: bool,
+    table_published_unix_ms: u64,
     table_version: u64,
     routes: usize,
     peers: usize,
@@ -63,8 +86,8 @@ struct Scrape {
     latency: LatencyTotals,
 }
 
-/// Renders the exposition text for the current state.
-pub fn render(source: &MetricsSource, hub: &mut LatencyHub) -> String {
+/// Renders the exposition of the current state in `format`.
+pub fn render(source: &MetricsSource, hub: &mut LatencyHub, format: Format) -> String {
     hub.collect();
     let table = source.table.load();
     let scrape = Scrape {
@@ -73,6 +96,7 @@ pub fn render(source: &MetricsSource, hub: &mut LatencyHub) -> String {
         reload_failures: source.control.reload_failures.load(Ordering::Relaxed),
         malformed_leases: source.control.malformed_leases.load(Ordering::Relaxed),
         control_healthy: source.control.healthy.load(Ordering::Relaxed),
+        table_published_unix_ms: source.control.table_published_unix_ms.load(Ordering::Relaxed),
         table_version: table.version(),
         routes: table.len(),
         peers: table.peer_count(),
@@ -82,8 +106,12 @@ pub fn render(source: &MetricsSource, hub: &mut LatencyHub) -> String {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(scrape));
     let mut out = String::new();
-    // Writing into a String cannot fail.
-    let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+    // Writing into a String cannot fail, and the collector's own encoding
+    // only fails when its writer does.
+    let _ = match format {
+        Format::OpenMetrics => prometheus_client::encoding::text::encode(&mut out, &registry),
+        Format::PrometheusText => prometheus_client::encoding::prometheus_text::encode(&mut out, &registry),
+    };
     out
 }
 
@@ -97,17 +125,28 @@ fn buckets(h: &Histogram<u64>, bounds: &[f64], scale: f64) -> Vec<(f64, u64)> {
     let mut out = Vec::with_capacity(bounds.len() + 1);
     let mut below = 0u64;
     for &b in bounds {
-        let upto = (b / scale) as u64;
+        // Rounded: 7.5e-6 / 1e-9 is 7499.999... in floating point.
+        let upto = (b / scale).round() as u64;
         let cum = if h.is_empty() { 0 } else { h.count_between(0, upto) };
-        out.push((b, cum - below.min(cum)));
-        below = cum;
+        out.push((b, cum.saturating_sub(below)));
+        below = below.max(cum);
     }
-    out.push((f64::MAX, h.len().saturating_sub(below)));
+    out.push((f64::INFINITY, h.len().saturating_sub(below)));
     out
 }
 
 impl Collector for Scrape {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        self.encode_worker_counters(&mut enc)?;
+        self.encode_table_and_control(&mut enc)?;
+        self.encode_info(&mut enc)?;
+        self.encode_histograms(&mut enc)
+    }
+}
+
+impl Scrape {
+    /// Per-worker traffic counters and drops by reason.
+    fn encode_worker_counters(&self, enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         type Field = fn(&CounterSnapshot) -> u64;
         let per_worker: [(&str, &str, Field); 8] = [
             ("encapd_tx_packets", "Packets read from the TUN and sent to a peer", |s| s.egress_packets),
@@ -138,6 +177,11 @@ impl Collector for Scrape {
         for (w, s) in self.workers.iter().enumerate() {
             ConstGauge::new(s.table_version as i64).encode(m.encode_family(&[("worker", w.to_string())])?)?;
         }
+        Ok(())
+    }
+
+    /// The published table and the control plane.
+    fn encode_table_and_control(&self, enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let gauges: [(&str, &str, i64); 4] = [
             ("encapd_table_version", "Version of the published subnet table", self.table_version as i64),
             ("encapd_routes", "Prefixes in the published subnet table", self.routes as i64),
@@ -151,6 +195,12 @@ impl Collector for Scrape {
         for (name, help, v) in gauges {
             ConstGauge::new(v).encode(enc.encode_descriptor(name, help, None, MetricType::Gauge)?)?;
         }
+        ConstGauge::new(self.table_published_unix_ms as f64 / 1000.0).encode(enc.encode_descriptor(
+            "encapd_table_published_timestamp_seconds",
+            "Unix time the table in force was published (start-up time for the initial table)",
+            None,
+            MetricType::Gauge,
+        )?)?;
         ConstCounter::new(self.tables_published).encode(enc.encode_descriptor(
             "encapd_tables_published",
             "Subnet tables published after start",
@@ -173,14 +223,20 @@ impl Collector for Scrape {
                 MetricType::Counter,
             )?)?;
         }
-        let mut m = enc.encode_descriptor("encapd_engine_info", "I/O engine in use", None, MetricType::Gauge)?;
-        ConstGauge::new(1i64)
-            .encode(m.encode_family(&[("engine", self.info.engine.to_owned()), ("source", self.info.control_source.to_owned())])?)?;
-        let mut m = enc.encode_descriptor("encapd_offload_info", "Offloads in use", None, MetricType::Gauge)?;
+        Ok(())
+    }
+
+    /// Start-up facts as info metrics (`encapd_engine_info`, `encapd_offload_info`).
+    fn encode_info(&self, enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let labels = [("engine", self.info.engine.to_owned()), ("source", self.info.control_source.to_owned())];
+        enc.encode_descriptor("encapd_engine", "I/O engine and control source in use", None, MetricType::Info)?.encode_info(&labels)?;
         let on = |b: bool| if b { "on" } else { "off" }.to_owned();
         let labels = [("tun", self.info.tun_offloads.clone()), ("udp_gso", on(self.info.udp_gso)), ("udp_gro", on(self.info.udp_gro))];
-        ConstGauge::new(1i64).encode(m.encode_family(&labels)?)?;
+        enc.encode_descriptor("encapd_offload", "Offloads in use", None, MetricType::Info)?.encode_info(&labels)
+    }
 
+    /// In-gateway latency and batch sizes, per direction.
+    fn encode_histograms(&self, enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let mut m = enc.encode_descriptor(
             "encapd_gateway_latency_seconds",
             "Time a packet spends inside encapd (read completion to send or TUN-write completion)",
@@ -190,47 +246,110 @@ impl Collector for Scrape {
         for (d, h) in self.latency.latency.iter().enumerate() {
             let sum = h.mean() * h.len() as f64 / 1e9;
             let b = buckets(h, &LATENCY_BUCKETS_S, 1e-9);
-            m.encode_family(&[("direction", direction_name(d))])?.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
-                sum,
-                h.len(),
-                &b,
-                None,
-            )?;
-        }
-        let mut m = enc.encode_descriptor(
-            "encapd_gateway_latency_quantile_seconds",
-            "Quantiles of encapd_gateway_latency_seconds from an HdrHistogram (3 significant digits)",
-            None,
-            MetricType::Gauge,
-        )?;
-        for (d, h) in self.latency.latency.iter().enumerate() {
-            for q in QUANTILES {
-                let v = if h.is_empty() { 0.0 } else { h.value_at_quantile(q) as f64 / 1e9 };
-                let labels = [("direction", direction_name(d).to_owned()), ("quantile", format_quantile(q))];
-                ConstGauge::new(v).encode(m.encode_family(&labels)?)?;
-            }
+            m.encode_family(&[("direction", direction_name(d))])?.encode_histogram::<NoLabelSet>(sum, h.len(), &b, None)?;
         }
         let mut m = enc.encode_descriptor("encapd_batch_packets", "Packets handled per worker batch", None, MetricType::Histogram)?;
         for (d, h) in self.latency.batch.iter().enumerate() {
             let sum = h.mean() * h.len() as f64;
             let b = buckets(h, &BATCH_BUCKETS, 1.0);
-            m.encode_family(&[("direction", direction_name(d))])?.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
-                sum,
-                h.len(),
-                &b,
-                None,
-            )?;
+            m.encode_family(&[("direction", direction_name(d))])?.encode_histogram::<NoLabelSet>(sum, h.len(), &b, None)?;
         }
         Ok(())
     }
 }
 
-/// "0.5", "0.99", "1" — as the quantile label.
-pub fn format_quantile(q: f64) -> String {
-    let mut s = String::new();
-    let _ = write!(s, "{q}");
-    s
-}
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
 
-/// A tiny timeout for scrapes that poll (kept here so tests share it).
-pub const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
+    use arc_swap::ArcSwap;
+
+    use super::*;
+    use crate::route::SubnetTable;
+    use crate::stats::bump;
+    use crate::stats::scrape::{self, Sample};
+
+    fn source(workers: usize, control_source: &'static str) -> MetricsSource {
+        MetricsSource {
+            workers: (0..workers).map(|_| Arc::new(WorkerCounters::default())).collect(),
+            control: Arc::new(ControlCounters::default()),
+            table: Arc::new(ArcSwap::from_pointee(SubnetTable::default())),
+            info: StaticInfo {
+                engine: "uring",
+                tun_offloads: "csum+tso4".into(),
+                udp_gso: true,
+                udp_gro: false,
+                control_source,
+                listen: None,
+            },
+        }
+    }
+
+    /// The samples of `text`, sorted, with `le` bounds as numbers (each
+    /// format writes them in its own float notation).
+    fn samples(text: &str) -> Vec<Sample> {
+        let mut s = scrape::parse(text).expect("parses");
+        for sample in &mut s {
+            if let Some(le) = sample.labels.get_mut("le") {
+                *le = format!("{:?}", if le == "+Inf" { f64::INFINITY } else { le.parse::<f64>().expect("numeric le") });
+            }
+        }
+        s.sort_by(|a, b| (&a.name, &a.labels).cmp(&(&b.name, &b.labels)));
+        s
+    }
+
+    #[test]
+    fn both_formats_carry_the_same_samples() {
+        let src = source(2, "etcd");
+        let (mut hub, mut recs) = LatencyHub::new(2);
+        bump(&src.workers[1].egress_packets, 7);
+        WorkerCounters::drop(&src.workers[0], DropReason::NoRoute);
+        recs[0].latency(Direction::Egress, Duration::from_micros(12), 3);
+        recs[0].maybe_flush(Instant::now() + Duration::from_secs(2));
+        let om = render(&src, &mut hub, Format::OpenMetrics);
+        let text = render(&src, &mut hub, Format::PrometheusText);
+        assert_eq!(samples(&om), samples(&text));
+        assert!(om.ends_with("# EOF\n") && !text.contains("# EOF"));
+        assert!(om.contains("# TYPE encapd_tx_packets counter\n"), "{om}");
+        assert!(text.contains("# TYPE encapd_tx_packets_total counter\n"), "{text}");
+        assert!(text.contains("encapd_tx_packets_total{worker=\"1\"} 7\n"), "{text}");
+        assert!(text.contains("# TYPE encapd_engine_info gauge\n"), "{text}");
+        assert!(om.contains("# TYPE encapd_engine info\n"), "{om}");
+        assert!(text.contains("encapd_drops_total{worker=\"0\",reason=\"no_route\"} 1\n"), "{text}");
+        assert!(!text.contains("quantile"), "quantiles come from histogram_quantile, not gauges");
+    }
+
+    #[test]
+    fn histogram_buckets_are_cumulative_and_end_at_inf() {
+        let src = source(1, "file");
+        let (mut hub, mut recs) = LatencyHub::new(1);
+        for (us, n) in [(1, 2), (12, 3), (80, 4), (5_000_000, 1)] {
+            recs[0].latency(Direction::Ingress, Duration::from_micros(us), n);
+        }
+        recs[0].batch(Direction::Ingress, 3);
+        recs[0].maybe_flush(Instant::now() + Duration::from_secs(2));
+        let s = scrape::parse(&render(&src, &mut hub, Format::PrometheusText)).unwrap();
+        let b = scrape::buckets(&s, "encapd_gateway_latency_seconds", &[("direction", "ingress")]);
+        assert_eq!(b.len(), LATENCY_BUCKETS_S.len() + 1);
+        let at = |le: f64| b.iter().find(|(bound, _)| *bound == le).map(|(_, n)| *n);
+        assert_eq!(at(1e-6), Some(2.0));
+        assert_eq!(at(1e-5), Some(2.0));
+        assert_eq!(at(1.5e-5), Some(5.0));
+        assert_eq!(at(7.5e-5), Some(5.0));
+        assert_eq!(at(1e-4), Some(9.0));
+        assert_eq!(at(1.0), Some(9.0), "5 s is above the last finite bound");
+        assert_eq!(at(f64::INFINITY), Some(10.0));
+        assert!(b.windows(2).all(|w| w[0].1 <= w[1].1), "cumulative: {b:?}");
+        assert_eq!(scrape::sum(&s, "encapd_gateway_latency_seconds_count", &[("direction", "ingress")]), 10.0);
+        let batches = scrape::buckets(&s, "encapd_batch_packets", &[("direction", "ingress")]);
+        assert_eq!(batches.iter().find(|(le, _)| *le == 2.0).map(|b| b.1), Some(0.0));
+        assert_eq!(batches.iter().find(|(le, _)| *le == 4.0).map(|b| b.1), Some(1.0));
+    }
+
+    #[test]
+    fn malformed_lease_counter_only_under_etcd() {
+        let (mut hub, _recs) = LatencyHub::new(1);
+        assert!(!render(&source(1, "file"), &mut hub, Format::PrometheusText).contains("malformed_leases"));
+        assert!(render(&source(1, "etcd"), &mut hub, Format::PrometheusText).contains("encapd_control_malformed_leases_total 0\n"));
+    }
+}

@@ -1,10 +1,12 @@
 //! Per-worker counters. Each worker owns one [`WorkerCounters`] (on its own
 //! cache line) and is its only writer, so updates are plain relaxed
 //! load+store pairs, never a locked read-modify-write; readers (the summary,
-//! later the metrics endpoint) take relaxed snapshots and sum them.
+//! the metrics endpoint) take relaxed snapshots and sum them.
 
 pub mod exposition;
+pub mod format;
 pub mod latency;
+pub mod quantile;
 pub mod scrape;
 pub mod server;
 
@@ -114,6 +116,12 @@ pub struct WorkerCounters {
     pub drops: [AtomicU64; DropReason::ALL.len()],
     /// Version of the subnet table this worker used for its latest batch.
     pub table_version: AtomicU64,
+}
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it), for
+/// `_timestamp_seconds` gauges. Not for the hot path: it reads the clock.
+pub fn unix_time_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Adds to a counter that only the calling thread writes.

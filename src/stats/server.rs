@@ -1,7 +1,9 @@
 //! The metrics endpoint: a small HTTP server (`tiny_http`) on its own thread
-//! serving the Prometheus exposition at `/metrics`. It also merges the
-//! workers' latency intervals about once a second, so the histograms stay
-//! current between scrapes.
+//! serving the exposition at `/metrics`, in the format the scraper's
+//! `Accept` header asks for (see [`Format::negotiate`]: OpenMetrics for a
+//! Prometheus server, the classic text format for everything else). It also
+//! merges the workers' latency intervals about once a second, so the
+//! histograms stay current between scrapes.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,6 +12,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use super::exposition::{self, MetricsSource};
+use super::format::Format;
 use super::latency::LatencyHub;
 
 /// The running endpoint; dropping it stops the thread.
@@ -30,15 +33,7 @@ impl MetricsServer {
             while !stop_flag.load(Ordering::Relaxed) {
                 match server.recv_timeout(Duration::from_millis(500)) {
                     Ok(Some(request)) => {
-                        let path = request.url().split('?').next().unwrap_or("");
-                        let response = if request.method() == &tiny_http::Method::Get && path == "/metrics" {
-                            let body = exposition::render(&source, &mut hub);
-                            let header = tiny_http::Header::from_bytes("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-                                .expect("static header is valid");
-                            tiny_http::Response::from_string(body).with_header(header)
-                        } else {
-                            tiny_http::Response::from_string("not found: try /metrics\n").with_status_code(404)
-                        };
+                        let response = answer(&request, &source, &mut hub);
                         if let Err(e) = request.respond(response) {
                             log::debug!("metrics: response failed: {e}");
                         }
@@ -60,6 +55,46 @@ impl Drop for MetricsServer {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
+        }
+    }
+}
+
+/// The response to one request: the exposition for `GET /metrics`, 404
+/// for anything else.
+fn answer(request: &tiny_http::Request, source: &MetricsSource, hub: &mut LatencyHub) -> tiny_http::Response<std::io::Cursor<Vec<u8>>> {
+    let path = request.url().split('?').next().unwrap_or("");
+    if request.method() != &tiny_http::Method::Get || path != "/metrics" {
+        return tiny_http::Response::from_string("not found: try /metrics\n").with_status_code(404);
+    }
+    let format = Format::negotiate(accept_header(request));
+    let response = tiny_http::Response::from_string(exposition::render(source, hub, format));
+    match content_type(format) {
+        Some(header) => response.with_header(header),
+        None => response,
+    }
+}
+
+/// The request's `Accept` header, if it has one.
+fn accept_header(request: &tiny_http::Request) -> Option<&str> {
+    request.headers().iter().find(|h| h.field.equiv("Accept")).map(|h| h.value.as_str())
+}
+
+/// The `Content-Type` header of `format` (tiny_http accepts any ASCII
+/// value, so this is always `Some`; a `None` would serve the body untyped
+/// rather than panic).
+fn content_type(format: Format) -> Option<tiny_http::Header> {
+    tiny_http::Header::from_bytes("Content-Type", format.content_type()).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_content_types_are_valid_headers() {
+        for format in [Format::PrometheusText, Format::OpenMetrics] {
+            let header = content_type(format).expect("valid header");
+            assert_eq!(header.value.as_str(), format.content_type());
         }
     }
 }

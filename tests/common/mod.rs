@@ -28,6 +28,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Once};
 use std::time::{Duration, Instant};
 
+pub mod prometheus;
 pub mod traffic;
 
 /// The overlay/underlay plan of [`Topology`].
