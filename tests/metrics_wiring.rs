@@ -144,7 +144,7 @@ fn stimulus(what: &str, families: &[&'static str], labels: &[(&'static str, &str
 /// stay put), keyed by field name.
 fn worker_field_stimuli() -> BTreeMap<&'static str, Vec<Stimulus>> {
     type Field = fn(&WorkerCounters) -> &std::sync::atomic::AtomicU64;
-    let counters: [(&str, &str, Field); 8] = [
+    let counters: [(&str, &str, Field); 9] = [
         ("egress_packets", "encapd_tx_packets_total", |w| &w.egress_packets),
         ("egress_bytes", "encapd_tx_bytes_total", |w| &w.egress_bytes),
         ("egress_sends", "encapd_tx_sends_total", |w| &w.egress_sends),
@@ -152,6 +152,7 @@ fn worker_field_stimuli() -> BTreeMap<&'static str, Vec<Stimulus>> {
         ("ingress_bytes", "encapd_rx_bytes_total", |w| &w.ingress_bytes),
         ("ingress_receives", "encapd_rx_receives_total", |w| &w.ingress_receives),
         ("icmp_sent", "encapd_icmp_sent_total", |w| &w.icmp_sent),
+        ("icmp_rate_limited", "encapd_icmp_rate_limited_total", |w| &w.icmp_rate_limited),
         ("table_version", "encapd_worker_table_version", |w| &w.table_version),
     ];
     let mut out: BTreeMap<&'static str, Vec<Stimulus>> = BTreeMap::new();
