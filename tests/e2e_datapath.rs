@@ -1,6 +1,8 @@
 //! End-to-end tests of the data path, run as root inside network namespaces
 //! (see `common::Topology`): ctrA ── nodeA(encapd) ══ nodeB(encapd) ── ctrB.
-//! Every scenario runs once per I/O engine (`uring`, `mmsg`, `classic`).
+//! Every scenario runs once per I/O engine (`uring`, `mmsg`, `classic`), and
+//! once more per degraded `uring` path that older kernels take (each
+//! optional io_uring feature forced off with `[dataplane] uring_disable`).
 //!
 //! Without root they print "skipped: needs root" and pass, unless
 //! `ENCAPD_REQUIRE_ROOT_TESTS=1`. `ENCAPD_BIN` selects another binary (e.g.
@@ -14,7 +16,28 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use common::traffic::{Transfer, spawn_hashed_transfer, tcp_pair};
-use common::{CTR_A, CTR_A6, CTR_B, CTR_B6, Counters, Node, Output, Prng, TUN, Topology, in_netns, ip, ipv4_udp, ipv6_udp, require_root};
+use common::{
+    CTR_A, CTR_A6, CTR_B, CTR_B6, Counters, Node, Options, Output, Prng, TUN, Topology, in_netns, ip, ipv4_udp, ipv6_udp, require_root,
+};
+
+/// The topology for one variant: an engine name, or `uring` with the
+/// io_uring features older kernels lack forced off on both nodes (checked
+/// in nodeA's start-up log, so a variant cannot silently run the full path).
+fn topology(variant: &str) -> Topology {
+    let (disable, expect) = match variant {
+        "uring_no_multishot_read" => ("multishot_read", "multishot READ off, multishot RECVMSG on, provided-buffer rings on"),
+        "uring_no_multishot_recv" => ("multishot_recv", "multishot READ on, multishot RECVMSG off, provided-buffer rings on"),
+        "uring_no_buf_ring" => ("buf_ring", "multishot READ off, multishot RECVMSG off, provided-buffer rings off"),
+        engine => return Topology::new(engine),
+    };
+    let mut opts = Options::new("uring");
+    opts.extra_a = format!("uring_disable = [\"{disable}\"]\n");
+    opts.extra_b = opts.extra_a.clone();
+    let t = Topology::with(opts);
+    let log = t.log(Node::A);
+    assert!(log.contains(&format!("io_uring: {expect}")), "{variant}: the start-up log does not show the degraded path:\n{log}");
+    t
+}
 
 fn assert_ping_ok(o: &Output, what: &str) {
     assert!(o.ok(), "{what}: ping failed ({}):\n{}", o.status, o.text());
@@ -28,7 +51,7 @@ fn ping(engine: &str) {
     if !require_root() {
         return;
     }
-    let mut t = Topology::new(engine);
+    let mut t = topology(engine);
     let before = t.counters(Node::A);
     let args = |dst: &'static str, v6: bool| {
         let mut a = vec!["-c", "3", "-i", "0.2", "-W", "2"];
@@ -81,7 +104,7 @@ fn check_tcp(engine: &str, v6: bool, total: usize) {
     if !require_root() {
         return;
     }
-    let mut t = Topology::new(engine);
+    let mut t = topology(engine);
     let to: SocketAddr =
         if v6 { (CTR_B6.parse::<Ipv6Addr>().unwrap(), 5201).into() } else { (CTR_B.parse::<Ipv4Addr>().unwrap(), 5201).into() };
     let before = t.counters(Node::A);
@@ -205,7 +228,7 @@ fn udp(engine: &str) {
     if !require_root() {
         return;
     }
-    let mut t = Topology::new(engine);
+    let mut t = topology(engine);
     // TUN MTU 1472 (underlay 1500 - 28): the largest UDP payload is
     // 1472 - 28 over IPv4 and 1472 - 48 over IPv6.
     let mtu = tun_mtu(&t, Node::A);
@@ -225,7 +248,7 @@ fn udp_burst(engine: &str) {
     if !require_root() {
         return;
     }
-    let mut t = Topology::new(engine);
+    let mut t = topology(engine);
     let mut prng = Prng::new(0xb0b5);
     let mut bursts = Vec::new();
     let (mut packets, mut bytes) = (0u64, 0u64);
@@ -266,7 +289,7 @@ fn flows_spread_over_workers(engine: &str) {
     }
     const FLOWS: u16 = 64;
     const PER_FLOW: u64 = 20;
-    let mut t = Topology::new(engine);
+    let mut t = topology(engine);
     let before = t.counters(Node::B);
     let receiver = in_netns(&t.ctr_b, || UdpSocket::bind((CTR_B, 9300))).unwrap();
     receiver.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
@@ -317,7 +340,7 @@ fn icmp(engine: &str) {
     if !require_root() {
         return;
     }
-    let mut t = Topology::new(engine);
+    let mut t = topology(engine);
     // Warm up neighbour entries so the timings below measure encapd only.
     assert_ping_ok(&t.ping(&t.ctr_a, &["-c", "1", "-W", "2", CTR_B]), "warm-up");
     assert_ping_ok(&t.ping(&t.ctr_a, &["-6", "-c", "1", "-W", "2", CTR_B6]), "warm-up IPv6");
@@ -400,7 +423,7 @@ fn ingress_filter(engine: &str) {
     if !require_root() {
         return;
     }
-    let mut t = Topology::new(engine);
+    let mut t = topology(engine);
     let (a, b, nowhere, spoof) = ([100, 96, 1, 2], [100, 96, 2, 3], [100, 96, 3, 3], [100, 96, 9, 9]);
 
     let listener = in_netns(&t.ctr_a, || UdpSocket::bind((Ipv4Addr::UNSPECIFIED, INNER_PORT))).unwrap();
@@ -496,7 +519,7 @@ fn ingress_empty_datagram(engine: &str) {
     if !require_root() {
         return;
     }
-    let mut t = Topology::new(engine);
+    let mut t = topology(engine);
     let node_b = t.node_b.clone();
     let from_b = in_netns(&node_b, || UdpSocket::bind((common::NODE_B_UNDERLAY, 0))).unwrap();
     let before = t.counters(Node::A);
@@ -531,7 +554,7 @@ fn peers_reload(engine: &str) {
     if !require_root() {
         return;
     }
-    let mut t = Topology::new(engine);
+    let mut t = topology(engine);
     let good = std::fs::read_to_string(t.dir().join("a/peers.toml")).unwrap();
     assert_ping_ok(&t.ping(&t.ctr_a, &["-c", "1", "-W", "2", CTR_B]), "ping before any change");
 
@@ -571,12 +594,15 @@ fn clean_stop(engine: &str) {
     if !require_root() {
         return;
     }
-    let mut t = Topology::new(engine);
+    let mut t = topology(engine);
     assert_ping_ok(&t.ping(&t.ctr_a, &["-c", "1", "-W", "2", CTR_B]), "ping before stopping");
     for node in [Node::A, Node::B] {
         let start = Instant::now();
         let status = t.stop_node(node);
         assert_eq!(status.code(), Some(0), "encapd ({node:?}) exit status on SIGTERM: {status}\n{}", t.log(node));
+        // Every read and receive was cancelled and reaped before the buffers
+        // were freed (by `ASYNC_CANCEL_ANY`, or one by one without it).
+        assert!(!t.log(node).contains("still in flight at shutdown"), "io_uring teardown incomplete:\n{}", t.log(node));
         assert!(start.elapsed() < Duration::from_secs(5));
         let ns = t.ns_of(node).to_owned();
         let o = common::run("ip", &["-n", &ns, "link", "show", TUN]);
@@ -641,7 +667,7 @@ macro_rules! engine_tests {
     )*};
 }
 
-engine_tests!(uring, mmsg, classic);
+engine_tests!(uring, uring_no_multishot_read, uring_no_multishot_recv, uring_no_buf_ring, mmsg, classic);
 
 /// Runs last by name order within a single-threaded run, but is valid at any
 /// time: no namespace of a *finished* topology may remain. (Namespaces of

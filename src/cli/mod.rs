@@ -138,6 +138,9 @@ fn check(path: &std::path::Path) -> u8 {
             if let Some(note) = plan.engine_note {
                 println!("# note: {note}");
             }
+            if plan.engine == crate::config::IoEngine::Uring {
+                println!("# io_uring: {}", plan.uring.describe());
+            }
         }
         // Not fatal: `check` may run on another host than the gateway.
         Err(e) => println!("# data path: not resolvable on this host: {e}"),

@@ -115,6 +115,10 @@ pub struct Config {
     /// (`offload = "auto"`, the default) or never (`"off"`). The `classic`
     /// engine never uses them: it is the per-packet baseline.
     pub offload: bool,
+    /// io_uring features the `uring` engine must not use even where the
+    /// kernel has them (`[dataplane] uring_disable`; to work around a kernel
+    /// bug, and to test the degraded paths).
+    pub uring_disable: Vec<crate::sys::uring::UringFeature>,
     pub control: ControlSource,
     /// Switch to this user once the TUN, sockets and rings exist (and drop
     /// every capability either way). `None`: keep the starting user.
@@ -239,6 +243,8 @@ impl std::fmt::Display for Config {
         }
         writeln!(f, "batch = {}\nsocket_buffer = {}", self.batch, self.socket_buffer)?;
         writeln!(f, "offload = \"{}\"", if self.offload { "auto" } else { "off" })?;
+        let disabled: Vec<String> = self.uring_disable.iter().map(|u| toml_string(u.name())).collect();
+        writeln!(f, "uring_disable = [{}]", disabled.join(", "))?;
         match &self.control {
             ControlSource::File { peers } => {
                 writeln!(f, "\n[control]\nsource = \"file\"\npeers = {}", toml_string(&peers.display().to_string()))?

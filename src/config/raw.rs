@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use super::{Backend, Config, ConfigError, ControlSource, EtcdSource, IoEngine};
 use crate::route::Prefix;
+use crate::sys::uring::UringFeature;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -67,6 +68,7 @@ struct RawDataplane {
     batch: Option<i64>,
     socket_buffer: Option<i64>,
     offload: Option<String>,
+    uring_disable: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -140,6 +142,7 @@ struct Dataplane {
     batch: usize,
     socket_buffer: usize,
     offload: bool,
+    uring_disable: Vec<UringFeature>,
 }
 
 impl RawConfig {
@@ -170,6 +173,7 @@ impl RawConfig {
             batch: d.batch,
             socket_buffer: d.socket_buffer,
             offload: d.offload,
+            uring_disable: d.uring_disable,
             control,
             user,
             group,
@@ -310,7 +314,18 @@ impl RawDataplane {
             "off" => false,
             other => return Err(c.err("dataplane", "offload", format!("{other:?}"), "expected \"auto\" or \"off\"")),
         };
-        Ok(Dataplane { tun, workers, io, cpus, batch, socket_buffer, offload })
+        let uring_disable = self
+            .uring_disable
+            .unwrap_or_default()
+            .iter()
+            .map(|name| {
+                UringFeature::from_name(name).ok_or_else(|| {
+                    let known: Vec<&str> = UringFeature::ALL.iter().map(|f| f.name()).collect();
+                    c.err("dataplane", "uring_disable", format!("{name:?}"), format!("unknown io_uring feature; expected one of {known:?}"))
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Dataplane { tun, workers, io, cpus, batch, socket_buffer, offload, uring_disable })
     }
 }
 

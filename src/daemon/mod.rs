@@ -171,6 +171,9 @@ fn log_start(config: &Config, plan: &Plan, dataplane: &Dataplane, table: &Subnet
         config.workers,
         plan.cpus,
     );
+    if plan.engine == crate::config::IoEngine::Uring {
+        log::info!("io_uring: {}", plan.uring.describe());
+    }
     log::info!("subnet table version 1: {} routes, {} peers", table.len(), table.peer_count());
 }
 

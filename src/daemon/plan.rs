@@ -4,6 +4,7 @@
 
 use crate::config::{Config, IoEngine};
 use crate::sys;
+use crate::sys::uring::{UringFeature, UringFeatures};
 
 use super::DaemonError;
 
@@ -15,6 +16,9 @@ pub struct Plan {
     pub engine: IoEngine,
     /// Why the configured engine was replaced, if it was.
     pub engine_note: Option<String>,
+    /// The io_uring features the `uring` engine uses (what the kernel has,
+    /// less `[dataplane] uring_disable`).
+    pub uring: UringFeatures,
     pub cpus: Vec<Option<usize>>,
 }
 
@@ -26,14 +30,17 @@ pub fn plan(config: &Config) -> Result<Plan, DaemonError> {
     if tun_mtu < min {
         return Err(DaemonError::Config(format!("underlay MTU {underlay_mtu} leaves a TUN MTU of {tun_mtu}, below the minimum {min}")));
     }
-    let (engine, engine_note) = match config.io {
+    let (engine, engine_note, uring) = match config.io {
         IoEngine::Uring => match sys::uring::probe() {
-            Ok(()) => (IoEngine::Uring, None),
-            Err(e) => (IoEngine::Mmsg, Some(format!("io_uring unavailable ({e}); using the mmsg engine instead"))),
+            Ok(kernel) => (IoEngine::Uring, None, kernel.without(&config.uring_disable)),
+            Err(e) => {
+                let note = format!("io_uring unavailable ({e}); using the mmsg engine instead");
+                (IoEngine::Mmsg, Some(note), UringFeatures::ALL.without(&UringFeature::ALL))
+            }
         },
-        other => (other, None),
+        other => (other, None, UringFeatures::ALL.without(&UringFeature::ALL)),
     };
-    Ok(Plan { underlay_mtu, tun_mtu, engine, engine_note, cpus: worker_cpus(config) })
+    Ok(Plan { underlay_mtu, tun_mtu, engine, engine_note, uring, cpus: worker_cpus(config) })
 }
 
 /// `[network] underlay_mtu`, else the MTU of the interface holding `public_ip`.

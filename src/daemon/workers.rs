@@ -60,6 +60,7 @@ impl WorkerSet {
                 tun,
                 udp,
                 batch: config.batch,
+                uring: plan.uring,
                 core: CoreSetup {
                     worker: id,
                     node: node.clone(),

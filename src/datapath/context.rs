@@ -19,6 +19,8 @@ pub struct WorkerContext {
     pub udp: OwnedFd,
     /// TUN reads handled per loop iteration (in flight, with `uring`).
     pub batch: usize,
+    /// The io_uring features the `uring` engine may use.
+    pub uring: crate::sys::uring::UringFeatures,
     pub core: CoreSetup,
     pub lifecycle: std::sync::Arc<Lifecycle>,
     pub ready: ReadySignal,

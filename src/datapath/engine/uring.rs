@@ -19,8 +19,13 @@ use crate::stats::DropReason;
 use crate::sys::fd;
 use crate::sys::uring::{Completion, UringIo, UringSizes};
 
-/// Provided receive buffers per worker (a power of two).
+/// Receive buffers per worker (a power of two), with multishot RECVMSG.
 const RECV_BUFS: u16 = 64;
+/// Without multishot operations every buffer has a plain operation in
+/// flight on the fd, and each one is a poll waiter woken by every packet:
+/// keep few (a larger batch buys little and costs a herd of wakeups).
+const PLAIN_RECVS: u16 = 16;
+const PLAIN_TUN_READS: usize = 16;
 
 /// The engine's own state next to the ring: what a loop iteration collects.
 struct UringEngine {
@@ -41,10 +46,14 @@ pub fn run<W: WireFormat>(mut ctx: WorkerContext, format: W) -> io::Result<()> {
     // a non-blocking one would complete reads with EAGAIN instead.
     fd::set_nonblocking(ctx.tun.as_fd(), false)?;
     let icmp_tun = ctx.tun.try_clone()?;
-    let sizes =
-        UringSizes { tun_reads: ctx.batch, tun_buf_size: tun_buf_size(ctx.core.vnet_hdr), recv_bufs: RECV_BUFS, recv_buf_size: BUF_SIZE };
+    let sizes = UringSizes {
+        tun_reads: if ctx.uring.multishot_read { ctx.batch } else { ctx.batch.min(PLAIN_TUN_READS) },
+        tun_buf_size: tun_buf_size(ctx.core.vnet_hdr),
+        recv_bufs: if ctx.uring.multishot_recv { RECV_BUFS } else { PLAIN_RECVS },
+        recv_buf_size: BUF_SIZE,
+    };
     let mut engine = UringEngine {
-        io: UringIo::new(ctx.tun, ctx.udp, sizes)?,
+        io: UringIo::new(ctx.tun, ctx.udp, sizes, ctx.uring)?,
         icmp_tun,
         completions: Vec::with_capacity(4096),
         read_bufs: Vec::with_capacity(ctx.batch),

@@ -4,33 +4,41 @@
 //!
 //! - TUN reads: one multishot `READ` over a provided-buffer ring (Linux ≥ 6.7),
 //!   so a TUN queue has a single poll waiter however many buffers are free
-//!   (one plain `READ` per buffer would wake them all for every packet). The
-//!   caller forwards each packet (the buffer stays with its `SENDMSG`s until
-//!   they complete) or drops it; the buffer then returns to the ring.
-//! - UDP receives: one multishot `RECVMSG` over a provided-buffer ring
-//!   (re-armed when the kernel ends it, e.g. on `ENOBUFS`); each buffer comes
-//!   back to the caller and returns to the ring once every TUN `WRITE` that
-//!   points into it has completed.
+//!   (one plain `READ` per buffer would wake them all for every packet); on
+//!   older kernels, a few plain `READ`s kept in flight. The caller forwards
+//!   each packet (the buffer stays with its `SENDMSG`s until they complete)
+//!   or drops it; the buffer then returns to the ring (or gets a new read).
+//! - UDP receives: one multishot `RECVMSG` over a provided-buffer ring (6.0;
+//!   re-armed when the kernel ends it, e.g. on `ENOBUFS`), or a few plain
+//!   `RECVMSG`s, each with its own buffer; each buffer comes back to the
+//!   caller and returns to the ring (or gets a new receive) once every TUN
+//!   `WRITE` that points into it has completed.
 //! - UDP sends: `SENDMSG` slots (msghdr, iovecs, address, GSO cmsg) that stay
 //!   put until the send completes.
-//! - Teardown cancels everything and waits for the cancellations before the
-//!   buffers are freed; if that cannot be confirmed, the memory is leaked
-//!   rather than freed under the kernel.
+//! - Teardown cancels everything (`ASYNC_CANCEL_ANY` on 5.19+, else each
+//!   armed read and receive by its user data) and waits for the
+//!   cancellations before the buffers are freed; if that cannot be
+//!   confirmed, the memory is leaked rather than freed under the kernel.
+//!
+//! Which optional features to use is the caller's choice ([`UringFeatures`],
+//! from [`probe`]).
 
-use std::alloc::{Layout, alloc_zeroed, dealloc};
+mod buffers;
+mod probe;
+
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
 
-use crate::wire::virtio::VNET_HDR_LEN;
-
+use self::buffers::BufferPool;
+pub use self::probe::{UringFeature, UringFeatures, probe};
 use super::udp::{
     CMSG_SPACE_U32, MAX_ENCAP_HEADER, MAX_GSO_SEGMENTS as MAX_SEGMENTS, SockAddrBuf, encode_gso_cmsg, gro_segment_size, parse_sockaddr,
 };
+use crate::wire::virtio::VNET_HDR_LEN;
 
 /// user_data layout: operation kind in the top byte, a caller's 16-bit tag
 /// (see [`UringIo::send`]) in bits 32..48, an index in the low 32 bits.
@@ -63,138 +71,59 @@ const TUN_GROUP: u16 = 1;
 /// Sizes of the buffers and queues of one ring.
 #[derive(Debug, Clone, Copy)]
 pub struct UringSizes {
-    /// TUN reads in flight (send slots: four per read).
+    /// TUN read buffers (send slots: four per buffer); all of them are
+    /// reads in flight without multishot `READ`.
     pub tun_reads: usize,
     pub tun_buf_size: usize,
-    /// Provided receive buffers; a power of two.
+    /// Receive buffers; a power of two. All of them are receives in flight
+    /// without multishot `RECVMSG`.
     pub recv_bufs: u16,
     /// Payload bytes per receive buffer (a GRO run can reach 64 KiB).
     pub recv_buf_size: usize,
 }
 
-/// Checks that io_uring can run here with the opcodes we use; the error says
-/// why not (disabled by sysctl or seccomp, too old a kernel).
-pub fn probe() -> io::Result<()> {
-    let ring = IoUring::new(8)?;
-    let mut probe = io_uring::Probe::new();
-    ring.submitter().register_probe(&mut probe)?;
-    for (code, name) in [
-        (opcode::ReadMulti::CODE, "READ_MULTISHOT"),
-        (opcode::Write::CODE, "WRITE"),
-        (opcode::Writev::CODE, "WRITEV"),
-        (opcode::SendMsg::CODE, "SENDMSG"),
-        (opcode::RecvMsgMulti::CODE, "RECVMSG"),
-        (opcode::AsyncCancel2::CODE, "ASYNC_CANCEL"),
-    ] {
-        if !probe.is_supported(code) {
-            return Err(io::Error::new(io::ErrorKind::Unsupported, format!("io_uring lacks {name}")));
-        }
-    }
-    if !ring.params().is_feature_ext_arg() {
-        return Err(io::Error::new(io::ErrorKind::Unsupported, "io_uring lacks EXT_ARG (kernel < 5.11)"));
-    }
-    Ok(())
+/// How reads (TUN) or receives (UDP) are kept in flight.
+enum Arming {
+    /// One multishot operation over a buffer ring; `armed` while it runs.
+    Multishot { armed: bool },
+    /// One plain operation per buffer: `armed[i]` while buffer i's runs;
+    /// `to_arm` lists buffers to give a new one at the next submit.
+    Plain { armed: Vec<bool>, to_arm: Vec<u16> },
 }
 
-/// Page-aligned zeroed memory that is freed on drop (unless leaked).
-struct AlignedBuf {
-    ptr: *mut u8,
-    layout: Layout,
-}
-
-impl AlignedBuf {
-    fn new(len: usize) -> io::Result<AlignedBuf> {
-        let layout = Layout::from_size_align(len.max(1), 4096).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        // SAFETY: layout has non-zero size.
-        let ptr = unsafe { alloc_zeroed(layout) };
-        if ptr.is_null() {
-            return Err(io::Error::new(io::ErrorKind::OutOfMemory, "cannot allocate io_uring buffers"));
-        }
-        Ok(AlignedBuf { ptr, layout })
-    }
-}
-
-impl AlignedBuf {
-    /// Forgets the memory: it will never be freed.
-    fn leak(&mut self) {
-        self.ptr = std::ptr::null_mut();
-    }
-}
-
-/// A provided-buffer ring: `entries` buffers of `stride` bytes that the
-/// kernel picks from for multishot operations of group `group`.
-struct ProvidedBuffers {
-    ring: AlignedBuf,
-    slab: AlignedBuf,
-    entries: u16,
-    stride: usize,
-    tail: u16,
-    group: u16,
-}
-
-impl ProvidedBuffers {
-    fn new(entries: u16, stride: usize, group: u16) -> io::Result<ProvidedBuffers> {
-        assert!(entries.is_power_of_two(), "a buffer ring needs a power-of-two size");
-        Ok(ProvidedBuffers {
-            ring: AlignedBuf::new(usize::from(entries) * std::mem::size_of::<types::BufRingEntry>())?,
-            slab: AlignedBuf::new(usize::from(entries) * stride)?,
-            entries,
-            stride,
-            tail: 0,
-            group,
-        })
-    }
-
-    /// Registers the ring and provides every buffer.
-    fn register(&mut self, ring: &IoUring) -> io::Result<()> {
-        // SAFETY: the ring memory is page-aligned, sized for `entries`, and
-        // outlives the registration (UringIo tears the ring down first or
-        // leaks this memory; see its Drop).
-        unsafe { ring.submitter().register_buf_ring_with_flags(self.ring.ptr as u64, self.entries, self.group, 0)? };
-        for bid in 0..self.entries {
-            self.provide(bid);
-        }
-        Ok(())
-    }
-
-    fn ptr(&self, bid: u16) -> *mut u8 {
-        debug_assert!(bid < self.entries);
-        // SAFETY: bid < entries, so the offset lies within the slab.
-        unsafe { self.slab.ptr.add(usize::from(bid) * self.stride) }
-    }
-
-    /// Returns buffer `bid` to the kernel.
-    fn provide(&mut self, bid: u16) {
-        let mask = self.entries - 1;
-        let base = self.ring.ptr.cast::<types::BufRingEntry>();
-        // SAFETY: the index is masked into the ring; the kernel only reads
-        // entries between its head and the tail we publish below.
-        let entry = unsafe { &mut *base.add(usize::from(self.tail & mask)) };
-        entry.set_addr(self.ptr(bid) as u64);
-        entry.set_len(self.stride as u32);
-        entry.set_bid(bid);
-        self.tail = self.tail.wrapping_add(1);
-        // SAFETY: the tail lives in the first entry's reserved field; publish
-        // it with release ordering so the kernel sees the entry contents.
-        unsafe {
-            let tail = types::BufRingEntry::tail(base).cast_mut();
-            (*(tail as *const AtomicU16)).store(self.tail, Ordering::Release);
+impl Arming {
+    fn new(multishot: bool, buffers: u16) -> Arming {
+        if multishot {
+            Arming::Multishot { armed: false }
+        } else {
+            Arming::Plain { armed: vec![false; usize::from(buffers)], to_arm: (0..buffers).collect() }
         }
     }
 
-    fn leak(&mut self) {
-        self.ring.leak();
-        self.slab.leak();
+    /// An operation on buffer `i` (plain) or the multishot one ended.
+    fn ended(&mut self, i: u16) {
+        match self {
+            Arming::Multishot { armed } => *armed = false,
+            Arming::Plain { armed, .. } => {
+                if let Some(a) = armed.get_mut(usize::from(i)) {
+                    *a = false;
+                }
+            }
+        }
+    }
+
+    /// Buffer `i` is free again: a plain operation is queued for it.
+    fn free(&mut self, i: u16) {
+        if let Arming::Plain { to_arm, .. } = self {
+            to_arm.push(i);
+        }
     }
 }
 
-impl Drop for AlignedBuf {
-    fn drop(&mut self) {
-        if !self.ptr.is_null() {
-            // SAFETY: ptr was allocated with this layout and is freed once.
-            unsafe { dealloc(self.ptr, self.layout) }
-        }
-    }
+/// A plain `RECVMSG`'s header: name, control and payload point into its buffer.
+struct RecvSlot {
+    msg: libc::msghdr,
+    iov: libc::iovec,
 }
 
 /// Where a TUN buffer is in its cycle: in the ring (`held == false`), or
@@ -275,27 +204,67 @@ pub struct UringIo {
     tun: OwnedFd,
     udp: OwnedFd,
     sizes: UringSizes,
-    tun_bufs: ProvidedBuffers,
+    features: UringFeatures,
+    tun_bufs: BufferPool,
     tun_state: Vec<TunBuf>,
-    tun_armed: bool,
+    tun_reads: Arming,
     slots: Box<[SendSlot]>,
     free_slots: Vec<u16>,
     writes: Box<[WriteSlot]>,
     free_writes: Vec<u16>,
-    recv_bufs: ProvidedBuffers,
+    recv_bufs: BufferPool,
+    /// The multishot receive's header (name and control lengths only).
     recv_msg: Box<libc::msghdr>,
+    /// The plain receives' headers, one per buffer (empty with multishot).
+    recv_slots: Box<[RecvSlot]>,
     /// Outstanding TUN writes per receive buffer, plus one while the caller holds it.
     recv_refs: Vec<u16>,
-    recv_armed: bool,
+    recvs: Arming,
     in_flight: usize,
     pending_cqes: Vec<(u64, i32, u32)>,
 }
 
-/// Send slots per TUN buffer (see [`UringIo::new`]).
+/// Send slots per TUN buffer. A TUN buffer can need several sends: a 64 KiB
+/// super-packet cut at a small MSS has more than `MAX_SEGMENTS` segments,
+/// and one of full 1,472-byte segments is over `MAX_GSO_BYTES`. Running out
+/// of slots drops packets, so keep room for this many per buffer.
 const SENDS_PER_BUFFER: usize = 4;
 
+fn send_slot_count(tun_bufs: usize) -> usize {
+    (tun_bufs * SENDS_PER_BUFFER).min(usize::from(u16::MAX))
+}
+
+fn write_slot_count(recv_bufs: u16) -> usize {
+    usize::from(recv_bufs) * MAX_SEGMENTS
+}
+
+fn send_slots(count: usize) -> Box<[SendSlot]> {
+    (0..count)
+        .map(|_| SendSlot {
+            // SAFETY: msghdr and iovec are plain old data; all-zero is valid.
+            msg: unsafe { std::mem::zeroed() },
+            // SAFETY: as above.
+            iov: unsafe { std::mem::zeroed() },
+            header: [0; MAX_ENCAP_HEADER],
+            name: SockAddrBuf::default(),
+            ctrl: [0; CMSG_SPACE_U32 / 8],
+            bufs: [0; MAX_SEGMENTS],
+            nbufs: 0,
+            packets: 0,
+            gso: false,
+        })
+        .collect()
+}
+
+fn write_slots(count: usize) -> Box<[WriteSlot]> {
+    (0..count)
+        // SAFETY: iovec is plain old data; all-zero is valid.
+        .map(|_| WriteSlot { iov: unsafe { std::mem::zeroed() }, hdr: [0; VNET_HDR_LEN], packets: 0, inner_bytes: 0 })
+        .collect()
+}
+
 impl UringIo {
-    pub fn new(tun: OwnedFd, udp: OwnedFd, sizes: UringSizes) -> io::Result<UringIo> {
+    pub fn new(tun: OwnedFd, udp: OwnedFd, sizes: UringSizes, features: UringFeatures) -> io::Result<UringIo> {
         assert!(sizes.recv_bufs.is_power_of_two(), "recv_bufs must be a power of two");
         let sq = 1024u32;
         let cq = 16_384u32;
@@ -306,55 +275,54 @@ impl UringIo {
         let mut recv_msg: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
         recv_msg.msg_namelen = RECV_NAME_LEN;
         recv_msg.msg_controllen = RECV_CONTROL_LEN;
-        // A TUN buffer can need several sends: a 64 KiB super-packet cut at
-        // a small MSS has more than MAX_SEGMENTS segments, and one of full
-        // 1,472-byte segments is over MAX_SEND_BYTES. Running out of slots
-        // drops packets, so keep room for SENDS_PER_BUFFER per buffer.
-        let send_slots = (n * SENDS_PER_BUFFER).min(usize::from(u16::MAX));
-        let slots: Box<[SendSlot]> = (0..send_slots)
-            .map(|_| SendSlot {
-                // SAFETY: msghdr and iovec are plain old data; all-zero is valid.
-                msg: unsafe { std::mem::zeroed() },
-                // SAFETY: as above.
-                iov: unsafe { std::mem::zeroed() },
-                header: [0; MAX_ENCAP_HEADER],
-                name: SockAddrBuf::default(),
-                ctrl: [0; CMSG_SPACE_U32 / 8],
-                bufs: [0; MAX_SEGMENTS],
-                nbufs: 0,
-                packets: 0,
-                gso: false,
-            })
-            .collect();
-        let write_slots = usize::from(sizes.recv_bufs) * MAX_SEGMENTS;
-        let writes: Box<[WriteSlot]> = (0..write_slots)
-            // SAFETY: iovec is plain old data; all-zero is valid.
-            .map(|_| WriteSlot { iov: unsafe { std::mem::zeroed() }, hdr: [0; VNET_HDR_LEN], packets: 0, inner_bytes: 0 })
-            .collect();
         let mut io = UringIo {
-            tun_bufs: ProvidedBuffers::new(n as u16, sizes.tun_buf_size, TUN_GROUP)?,
+            tun_bufs: BufferPool::new(n as u16, sizes.tun_buf_size, TUN_GROUP)?,
             tun_state: vec![TunBuf::IN_RING; n],
-            tun_armed: false,
-            free_slots: (0..send_slots as u16).rev().collect(),
-            slots,
-            free_writes: (0..write_slots as u16).rev().collect(),
-            writes,
-            recv_bufs: ProvidedBuffers::new(sizes.recv_bufs, recv_stride, RECV_GROUP)?,
+            tun_reads: Arming::new(features.multishot_read, n as u16),
+            free_slots: (0..send_slot_count(n) as u16).rev().collect(),
+            slots: send_slots(send_slot_count(n)),
+            free_writes: (0..write_slot_count(sizes.recv_bufs) as u16).rev().collect(),
+            writes: write_slots(write_slot_count(sizes.recv_bufs)),
+            recv_bufs: BufferPool::new(sizes.recv_bufs, recv_stride, RECV_GROUP)?,
             recv_msg,
+            recv_slots: Box::new([]),
             recv_refs: vec![0; usize::from(sizes.recv_bufs)],
-            recv_armed: false,
+            recvs: Arming::new(features.multishot_recv, sizes.recv_bufs),
             in_flight: 0,
             pending_cqes: Vec::with_capacity(cq as usize),
             ring,
             tun,
             udp,
             sizes,
+            features,
         };
-        io.tun_bufs.register(&io.ring)?;
-        io.recv_bufs.register(&io.ring)?;
-        io.arm_tun_read()?;
-        io.arm_recv()?;
+        if features.multishot_read {
+            io.tun_bufs.register(&io.ring)?;
+        }
+        if features.multishot_recv {
+            io.recv_bufs.register(&io.ring)?;
+        } else {
+            io.recv_slots = (0..sizes.recv_bufs).map(|bid| io.plain_recv_slot(bid)).collect();
+        }
+        io.arm()?;
         Ok(io)
+    }
+
+    /// The header of the plain receive into buffer `bid`, laid out like a
+    /// multishot one's: name, control, then payload.
+    fn plain_recv_slot(&self, bid: u16) -> RecvSlot {
+        let base = self.recv_bufs.ptr(bid);
+        // SAFETY: msghdr is plain old data; all-zero is valid.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        // SAFETY: all three offsets lie within buffer bid (stride = header +
+        // name + control + payload).
+        unsafe {
+            msg.msg_name = base.add(RECV_HEADER).cast();
+            msg.msg_control = base.add(RECV_HEADER + RECV_NAME_LEN as usize).cast();
+        }
+        // SAFETY: as above.
+        let payload = unsafe { base.add(RECV_HEADER + RECV_NAME_LEN as usize + RECV_CONTROL_LEN) };
+        RecvSlot { msg, iov: libc::iovec { iov_base: payload.cast(), iov_len: self.sizes.recv_buf_size } }
     }
 
     fn recv_stride(&self) -> usize {
@@ -376,31 +344,66 @@ impl UringIo {
         }
     }
 
-    fn arm_tun_read(&mut self) -> io::Result<()> {
-        let entry = opcode::ReadMulti::new(types::Fd(self.tun.as_raw_fd()), 0, TUN_GROUP).build().user_data(tag(TUN_READ, 0));
-        self.tun_armed = true;
-        // SAFETY: the buffers come from the registered ring, which outlives
-        // every operation (see Drop).
-        unsafe { self.push(entry) }
-    }
-
-    fn arm_recv(&mut self) -> io::Result<()> {
-        let entry =
-            opcode::RecvMsgMulti::new(types::Fd(self.udp.as_raw_fd()), &*self.recv_msg, RECV_GROUP).build().user_data(tag(UDP_RECV, 0));
-        self.recv_armed = true;
-        // SAFETY: recv_msg is boxed and lives as long as self; the buffers
-        // come from the registered ring.
-        unsafe { self.push(entry) }
+    /// Puts every read and receive that should run but does not in flight.
+    fn arm(&mut self) -> io::Result<()> {
+        match &mut self.tun_reads {
+            Arming::Multishot { armed: false } => {
+                let entry = opcode::ReadMulti::new(types::Fd(self.tun.as_raw_fd()), 0, TUN_GROUP).build().user_data(tag(TUN_READ, 0));
+                self.tun_reads = Arming::Multishot { armed: true };
+                // SAFETY: the buffers come from the registered ring, which
+                // outlives every operation (see Drop).
+                unsafe { self.push(entry)? };
+            }
+            Arming::Multishot { armed: true } => {}
+            Arming::Plain { to_arm, armed } => {
+                let fd = types::Fd(self.tun.as_raw_fd());
+                let bufs: Vec<u16> = to_arm.drain(..).filter(|&b| !std::mem::replace(&mut armed[usize::from(b)], true)).collect();
+                for buf in bufs {
+                    let entry = opcode::Read::new(fd, self.tun_bufs.ptr(buf), self.tun_bufs.stride as u32)
+                        .build()
+                        .user_data(tag(TUN_READ, u64::from(buf)));
+                    // SAFETY: buffer `buf` is in no one's hands (not held by
+                    // the caller, no send from it in flight) until this read
+                    // completes; the slab outlives every operation.
+                    unsafe { self.push(entry)? };
+                }
+            }
+        }
+        match &mut self.recvs {
+            Arming::Multishot { armed: false } => {
+                let entry = opcode::RecvMsgMulti::new(types::Fd(self.udp.as_raw_fd()), &*self.recv_msg, RECV_GROUP)
+                    .build()
+                    .user_data(tag(UDP_RECV, 0));
+                self.recvs = Arming::Multishot { armed: true };
+                // SAFETY: recv_msg is boxed and lives as long as self; the
+                // buffers come from the registered ring.
+                unsafe { self.push(entry)? };
+            }
+            Arming::Multishot { armed: true } => {}
+            Arming::Plain { to_arm, armed } => {
+                let bids: Vec<u16> = to_arm.drain(..).filter(|&b| !std::mem::replace(&mut armed[usize::from(b)], true)).collect();
+                for bid in bids {
+                    let slot = &mut self.recv_slots[usize::from(bid)];
+                    slot.msg.msg_namelen = RECV_NAME_LEN;
+                    slot.msg.msg_controllen = RECV_CONTROL_LEN;
+                    slot.msg.msg_flags = 0;
+                    slot.msg.msg_iov = &mut slot.iov;
+                    slot.msg.msg_iovlen = 1;
+                    let entry = opcode::RecvMsg::new(types::Fd(self.udp.as_raw_fd()), &mut slot.msg)
+                        .build()
+                        .user_data(tag(UDP_RECV, u64::from(bid)));
+                    // SAFETY: the slot (boxed slice, never moved) and its
+                    // buffer are nobody else's until this receive completes.
+                    unsafe { self.push(entry)? };
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Submits queued work and waits for at least one completion or `timeout`.
     pub fn submit_and_wait(&mut self, timeout: Duration) -> io::Result<()> {
-        if !self.recv_armed {
-            self.arm_recv()?;
-        }
-        if !self.tun_armed {
-            self.arm_tun_read()?;
-        }
+        self.arm()?;
         let ts = types::Timespec::from(timeout);
         let args = types::SubmitArgs::new().timespec(&ts);
         match self.ring.submitter().submit_with_args(1, &args) {
@@ -425,23 +428,7 @@ impl UringIo {
             let caller_tag = ((data >> TAG_SHIFT) & 0xffff) as u16;
             let result = if res < 0 { Err(io::Error::from_raw_os_error(-res)) } else { Ok(res as usize) };
             match data >> KIND_SHIFT {
-                TUN_READ => {
-                    if !more {
-                        self.tun_armed = false;
-                    }
-                    match (cqueue::buffer_select(flags), result) {
-                        (Some(bid), result) if usize::from(bid) < self.tun_state.len() => {
-                            let len = *result.as_ref().unwrap_or(&0) as u32;
-                            self.tun_state[usize::from(bid)] = TunBuf { held: true, len, sends: 0, caller_done: false };
-                            out.push(Completion::TunRead { buf: Some(bid), result });
-                        }
-                        (_, Ok(_)) => {}
-                        // ENOBUFS: every buffer is busy, re-armed on the next
-                        // submit; EAGAIN/ECANCELED are not failures.
-                        (_, Err(e)) if matches!(e.raw_os_error(), Some(libc::ENOBUFS) | Some(libc::EAGAIN) | Some(libc::ECANCELED)) => {}
-                        (_, Err(e)) => out.push(Completion::TunRead { buf: None, result: Err(e) }),
-                    }
-                }
+                TUN_READ => self.reaped_read(index, more, flags, result, out),
                 UDP_SEND => {
                     let slot = usize::from(index);
                     let (nbufs, packets, gso) = (self.slots[slot].nbufs, self.slots[slot].packets, self.slots[slot].gso);
@@ -453,16 +440,7 @@ impl UringIo {
                     self.free_slots.push(index);
                     out.push(Completion::Sent { result, packets, gso, tag: caller_tag });
                 }
-                UDP_RECV => {
-                    if !more {
-                        self.recv_armed = false;
-                    }
-                    let bid = cqueue::buffer_select(flags);
-                    if let Some(b) = bid {
-                        self.recv_refs[usize::from(b)] = 1;
-                    }
-                    out.push(Completion::Received { bid, result });
-                }
+                UDP_RECV => self.reaped_receive(index, more, flags, result, out),
                 TUN_WRITE => {
                     self.unref_recv(index);
                     let inner_bytes = *result.as_ref().unwrap_or(&0) as u32;
@@ -484,11 +462,71 @@ impl UringIo {
         Ok(())
     }
 
+    /// A TUN read completion: multishot (the buffer is in the flags) or plain
+    /// (the buffer is the index).
+    fn reaped_read(&mut self, index: u16, more: bool, flags: u32, result: io::Result<usize>, out: &mut Vec<Completion>) {
+        let buf = match self.tun_reads {
+            Arming::Multishot { .. } => cqueue::buffer_select(flags),
+            Arming::Plain { .. } => Some(index),
+        };
+        if !more {
+            self.tun_reads.ended(index);
+        }
+        match (buf, result) {
+            (Some(buf), Ok(len)) if usize::from(buf) < self.tun_state.len() => {
+                self.tun_state[usize::from(buf)] = TunBuf { held: true, len: len as u32, sends: 0, caller_done: false };
+                out.push(Completion::TunRead { buf: Some(buf), result: Ok(len) });
+            }
+            (buf, result) => {
+                // A plain read that failed keeps its buffer: read into it again.
+                if let (Arming::Plain { .. }, Some(buf)) = (&self.tun_reads, buf) {
+                    self.tun_reads.free(buf);
+                }
+                match result {
+                    Ok(_) => {}
+                    // ENOBUFS: every buffer is busy, re-armed on the next
+                    // submit; EAGAIN/ECANCELED are not failures.
+                    Err(e) if matches!(e.raw_os_error(), Some(libc::ENOBUFS) | Some(libc::EAGAIN) | Some(libc::ECANCELED)) => {}
+                    Err(e) => out.push(Completion::TunRead { buf: None, result: Err(e) }),
+                }
+            }
+        }
+    }
+
+    /// A UDP receive completion: multishot (the buffer is in the flags, and
+    /// the end of the operation is reported) or plain (the buffer is the index).
+    fn reaped_receive(&mut self, index: u16, more: bool, flags: u32, result: io::Result<usize>, out: &mut Vec<Completion>) {
+        match self.recvs {
+            Arming::Multishot { .. } => {
+                if !more {
+                    self.recvs.ended(index);
+                }
+                let bid = cqueue::buffer_select(flags);
+                if let Some(b) = bid {
+                    self.recv_refs[usize::from(b)] = 1;
+                }
+                out.push(Completion::Received { bid, result });
+            }
+            Arming::Plain { .. } => {
+                self.recvs.ended(index);
+                if result.is_ok() {
+                    self.recv_refs[usize::from(index)] = 1;
+                    out.push(Completion::Received { bid: Some(index), result });
+                } else {
+                    // Nothing was received into it: receive into it again.
+                    self.recvs.free(index);
+                    out.push(Completion::Received { bid: None, result });
+                }
+            }
+        }
+    }
+
     fn unref_recv(&mut self, bid: u16) {
         let r = &mut self.recv_refs[usize::from(bid)];
         *r -= 1;
         if *r == 0 {
             self.recv_bufs.provide(bid);
+            self.recvs.free(bid);
         }
     }
 
@@ -497,6 +535,7 @@ impl UringIo {
         if st.held && st.sends == 0 && st.caller_done {
             *st = TunBuf::IN_RING;
             self.tun_bufs.provide(buf);
+            self.tun_reads.free(buf);
         }
     }
 
@@ -607,6 +646,20 @@ impl UringIo {
         // it; the view borrows self mutably, so no write can be submitted
         // from it while the view lives.
         let buf = unsafe { std::slice::from_raw_parts_mut(self.recv_bufs.ptr(bid), stride) };
+        if let Some(slot) = self.recv_slots.get(usize::from(bid)) {
+            // A plain receive: the kernel wrote the lengths and flags back
+            // into the slot's header; name, control, payload sit in `buf`.
+            let name_at = RECV_HEADER;
+            let control_at = name_at + RECV_NAME_LEN as usize;
+            let payload_at = control_at + RECV_CONTROL_LEN;
+            let namelen = (slot.msg.msg_namelen as usize).min(RECV_NAME_LEN as usize);
+            let controllen = slot.msg.msg_controllen.min(RECV_CONTROL_LEN);
+            let from = parse_sockaddr(&buf[name_at..name_at + namelen]);
+            let gro_segment = gro_segment_size(&buf[control_at..control_at + controllen]);
+            let truncated = slot.msg.msg_flags & libc::MSG_TRUNC != 0;
+            let payload = payload_at..payload_at + len.min(self.sizes.recv_buf_size);
+            return Some(RecvView { from, buf, payload, gro_segment, truncated });
+        }
         let out = types::RecvMsgOut::parse(&buf[..len], &self.recv_msg).ok()?;
         let start = out.payload_data().as_ptr() as usize - buf.as_ptr() as usize;
         let payload = start..start + out.payload_data().len();
@@ -681,9 +734,7 @@ impl UringIo {
 
     /// Cancels all operations and waits (bounded) until none is in flight.
     fn cancel_all(&mut self) -> bool {
-        let entry = opcode::AsyncCancel2::new(types::CancelBuilder::any()).build().user_data(tag(CANCEL, 0));
-        // SAFETY: a cancel request references no memory.
-        if unsafe { self.push(entry) }.is_err() {
+        if !self.push_cancellations() {
             return false;
         }
         let deadline = Instant::now() + Duration::from_secs(2);
@@ -698,6 +749,28 @@ impl UringIo {
             }
         }
         self.in_flight == 0
+    }
+
+    /// Asks the kernel to cancel everything that could wait forever: with
+    /// `ASYNC_CANCEL_ANY` (5.19, which every kernel with buffer rings has)
+    /// in one request, else each armed read and receive by its user data
+    /// (sends and writes complete on their own).
+    fn push_cancellations(&mut self) -> bool {
+        let mut targets = Vec::new();
+        if self.features.buf_ring {
+            let entry = opcode::AsyncCancel2::new(types::CancelBuilder::any()).build().user_data(tag(CANCEL, 0));
+            targets.push(entry);
+        } else {
+            for (kind, arming) in [(TUN_READ, &self.tun_reads), (UDP_RECV, &self.recvs)] {
+                if let Arming::Plain { armed, .. } = arming {
+                    for (i, _) in armed.iter().enumerate().filter(|(_, a)| **a) {
+                        targets.push(opcode::AsyncCancel::new(tag(kind, i as u64)).build().user_data(tag(CANCEL, 0)));
+                    }
+                }
+            }
+        }
+        // SAFETY: a cancel request references no memory.
+        targets.into_iter().all(|entry| unsafe { self.push(entry) }.is_ok())
     }
 }
 
