@@ -276,7 +276,11 @@ ed_require_provenance() {
     ((${#dirty[@]} == 0)) || problems+=("${#dirty[@]} uncommitted file(s): ${dirty[*]:0:8}")
     for bin in "$@"; do
         built=$(ed_bin_commit "$bin")
-        [[ -n $head && $built == "$head" ]] || problems+=("$bin was built from '$built', not from HEAD ${head:-(none)} (rebuild: cargo build --release)")
+        if [[ $built == "not reported" ]]; then
+            problems+=("$bin does not say which commit it was built from (its --version lacks \"(git COMMIT)\")")
+        elif [[ -z $head || $built != "$head" ]]; then
+            problems+=("$bin was built from '$built', not from HEAD ${head:-(none)} (rebuild: cargo build --release)")
+        fi
     done
     ((${#problems[@]} == 0)) && return 0
     local p

@@ -94,7 +94,12 @@ pub const LATENCY_LOSS_LIMIT_PCT: f64 = 1.0;
 
 impl Run {
     pub(crate) fn env(&self, key: &str) -> Option<&str> {
-        self.env.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str()).filter(|v| !v.is_empty())
+        self.env_recorded(key).filter(|v| !v.is_empty())
+    }
+
+    /// A key's value even when empty (an empty list is a recorded value).
+    fn env_recorded(&self, key: &str) -> Option<&str> {
+        self.env.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 
     pub(crate) fn per_rep(&self, mode: &str, test: &str) -> Option<&BTreeMap<u32, f64>> {
@@ -506,21 +511,23 @@ fn header(run: &Run, out: &mut String) {
 /// it says it was built from (runs before these were recorded say so).
 pub(crate) fn provenance(run: &Run) -> Vec<String> {
     let head = run.env("git_head").unwrap_or("n/a");
-    let tree = match (run.env("git_uncommitted"), run.env("git_dirty_files")) {
+    // bench/run.sh writes git_uncommitted (empty when clean) since it
+    // records provenance; before, only a count of changed files.
+    let recorded = run.env_recorded("git_uncommitted").is_some();
+    let tree = match (run.env_recorded("git_uncommitted"), run.env("git_dirty_files")) {
+        (Some(""), _) => "clean".to_string(),
         (Some(files), _) => {
             let files: Vec<&str> = files.split_whitespace().collect();
             format!("{} uncommitted: {}", files.len(), files.join(", "))
         }
-        // bench/run.sh writes git_uncommitted (empty when clean) since it
-        // records provenance; before, only a count of changed files.
         (None, Some(count)) => format!("{count} uncommitted or untracked files; not listed"),
-        (None, None) if run.env("encapd_sha256").is_some() => "clean".into(),
         (None, None) => "uncommitted files not recorded".into(),
     };
     let mut lines = vec![format!("git revision `{head}` ({tree})")];
     for (name, key) in [("encapd", "encapd"), ("encapd-bench", "encapd_bench")] {
         let line = match (run.env(&format!("{key}_sha256")), run.env(&format!("{key}_build"))) {
             (Some(sha), build) => format!("{name} binary sha256 `{sha}`, built from `{}`", build.unwrap_or("unknown")),
+            (None, _) if recorded => format!("{name} binary: not used by this run"),
             (None, _) => format!("{name} binary: not recorded (the run predates provenance records)"),
         };
         lines.push(line);
@@ -708,6 +715,35 @@ mod tests {
         assert_eq!(run.median("m", "t"), Some(2.0));
         assert_eq!(run.median_rep("m", "t"), Some(2));
         assert_eq!(run.median("m", "x"), None);
+    }
+
+    fn run_with_env(pairs: &[(&str, &str)]) -> Run {
+        Run { env: pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), ..Run::default() }
+    }
+
+    #[test]
+    fn provenance_says_what_was_recorded() {
+        let sha = "a".repeat(64);
+        let clean = run_with_env(&[
+            ("git_head", "c0ffee"),
+            ("git_dirty_files", "0"),
+            ("git_uncommitted", ""),
+            ("encapd_bench_sha256", &sha),
+            ("encapd_bench_build", "c0ffee"),
+        ]);
+        assert_eq!(
+            provenance(&clean),
+            [
+                "git revision `c0ffee` (clean)".to_string(),
+                "encapd binary: not used by this run".to_string(),
+                format!("encapd-bench binary sha256 `{sha}`, built from `c0ffee`"),
+            ]
+        );
+        let dirty = run_with_env(&[("git_head", "c0ffee"), ("git_uncommitted", "README.md src/x.rs")]);
+        assert_eq!(provenance(&dirty)[0], "git revision `c0ffee` (2 uncommitted: README.md, src/x.rs)");
+        let old = run_with_env(&[("git_head", "c0ffee"), ("git_dirty_files", "3")]);
+        assert_eq!(provenance(&old)[0], "git revision `c0ffee` (3 uncommitted or untracked files; not listed)");
+        assert_eq!(provenance(&old)[1], "encapd binary: not recorded (the run predates provenance records)");
     }
 
     #[test]
