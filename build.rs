@@ -34,8 +34,10 @@ fn main() {
             checkout.describe(&inputs).unwrap_or_else(|| "unknown".into())
         }
         None => {
-            // Not a checkout: nothing can change the answer but this file.
-            println!("cargo:rerun-if-changed=build.rs");
+            // Not a checkout: nothing changes the answer short of the tree
+            // becoming one; watch the manifest (an absolute path: the
+            // script's own path differs between the packages sharing it).
+            println!("cargo:rerun-if-changed={}", package.join("Cargo.toml").display());
             "unknown".into()
         }
     };
