@@ -51,7 +51,8 @@ case $OFFLOAD in auto | off) ;; *) ed_die "--offload must be auto or off" ;; esa
 [[ $SECONDS_LOAD =~ ^[1-9][0-9]*$ && $SECONDS_LOAD -le 120 ]] || ed_die "--seconds must be 1..120"
 
 ed_require_root
-ed_ensure_pkgs ip:iproute2 bridge:iproute2 iperf3:iperf3 perf:linux-perf timeout:coreutils python3:python3
+if [[ $MODE == encapd ]] && ((BUILD)); then ed_need_pkgs @build; fi
+ed_need_pkgs @run @profile
 if [[ $MODE == encapd ]] && ((BUILD)); then ed_build; fi
 label=$MODE
 [[ $MODE == encapd ]] && label=$IO-offload-$OFFLOAD
@@ -85,7 +86,9 @@ sleep 1.5
 # Thread IDs of our two daemons: the encapd threads that belong to this run.
 ours=""
 if [[ $MODE == encapd ]]; then
-    ours=$(ls "/proc/$ENCAPD_PID_A/task" "/proc/$ENCAPD_PID_B/task" 2>/dev/null | grep -E '^[0-9]+$' | tr '\n' ',')
+    for task in "/proc/$ENCAPD_PID_A"/task/* "/proc/$ENCAPD_PID_B"/task/*; do
+        [[ -e $task ]] && ours+="${task##*/},"
+    done
 fi
 RECORD=$((SECONDS_LOAD - 2))
 ed_log "recording $RECORD s system-wide"

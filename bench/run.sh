@@ -15,7 +15,10 @@
 #   --modes LIST     comma-separated subset of routing, vxlan, classic,
 #                    mmsg-nooffload, mmsg, uring-nooffload, uring
 #                    (default: all seven)
-#   --out DIR        result directory (default bench/runs/<UTC YYYY-MM-DD-HHMM>-<host>)
+#   --out DIR        result directory (default bench/runs/<UTC YYYY-MM-DD-HHMM>-<host>);
+#                    under bench/runs/ only from a clean checkout with
+#                    binaries built from HEAD (else exit 1): experiments
+#                    go elsewhere, e.g. --out /tmp/bench
 #   --workers N      encapd [dataplane] workers (default 2)
 #   --ctr-mtu N      use this container MTU in every mode instead of the
 #                    flannel-style per-backend MTU (1500 / 1450 / 1472)
@@ -27,6 +30,10 @@
 # Exit status: 0 when every mode came up and every test produced a value;
 # 3 when the run completed but a mode's setup failed or a test recorded NA
 # (results are written either way); 1 when it cannot run at all; 2 usage.
+#
+# Provenance: env.txt and report.md record the commit, the uncommitted
+# files and the sha256 of encapd and encapd-bench with the commit each says
+# it was built from (`--version`).
 #
 # Run as root. Everything runs inside network namespaces this script creates
 # and removes on exit; nothing is configured in the root namespace.
@@ -109,14 +116,13 @@ fi
 ((${#MODES[@]})) || usage_error "no modes selected"
 
 ed_require_root
-ed_ensure_pkgs ip:iproute2 bridge:iproute2 ss:iproute2 ping:iputils-ping iperf3:iperf3 python3:python3 timeout:coreutils
-if ((SOCKPERF)) && ! command -v sockperf >/dev/null 2>&1; then
-    (ed_ensure_pkgs sockperf:sockperf) || true
-    command -v sockperf >/dev/null 2>&1 || { ed_warn "sockperf unavailable; skipping the udp_rr test"; SOCKPERF=0; }
-fi
+pkgs=(@run git)
+((BUILD)) && pkgs+=(@build)
+((SOCKPERF)) && pkgs+=(sockperf)
+ed_need_pkgs "${pkgs[@]}"
 
-# encapd-bench (the latency probe and the report renderer) is built with
-# encapd by `cargo build --release`.
+# encapd-bench (the latency probe and the report renderer, bench/tool) is
+# built with encapd by `cargo build --release`.
 bench_bin() { printf '%s\n' "${ENCAPD_BENCH:-$ED_ROOT/target/release/encapd-bench}"; }
 need_encapd=0
 for m in "${MODES[@]}"; do
@@ -124,9 +130,25 @@ for m in "${MODES[@]}"; do
 done
 if ((BUILD)); then ed_build; fi
 [[ -x $(bench_bin) ]] || ed_die "$(bench_bin) missing (cargo build --release)"
+BINS=(encapd_bench="$(bench_bin)")
 if ((need_encapd)); then
     [[ -x $(ed_encapd_bin) ]] || ed_die "encapd binary $(ed_encapd_bin) missing (cargo build --release)"
+    BINS+=(encapd="$(ed_encapd_bin)")
 fi
+
+host=$(hostname -s 2>/dev/null || hostname)
+if [[ -z $OUT ]]; then
+    OUT="$ED_ROOT/bench/runs/$(date -u +%Y-%m-%d-%H%M)-$host"
+    base=$OUT
+    n=2
+    while [[ -e $OUT ]]; do OUT="$base-$n"; n=$((n + 1)); done
+fi
+# Results under bench/runs/ are committed as evidence: they must name a
+# clean commit and binaries built from it. Checked before the run (a long
+# run must not be wasted) and its state recorded now, before anything
+# could change it.
+if ed_under_runs "$OUT"; then ed_require_provenance "${BINS[@]#*=}"; fi
+PROVENANCE=$(ed_provenance_env "${BINS[@]}")
 
 load1() { awk '{print $1}' /proc/loadavg; }
 quiet_note=""
@@ -144,13 +166,6 @@ if ((WAIT_QUIET > 0)); then
     fi
 fi
 
-host=$(hostname -s 2>/dev/null || hostname)
-if [[ -z $OUT ]]; then
-    OUT="$ED_ROOT/bench/runs/$(date -u +%Y-%m-%d-%H%M)-$host"
-    base=$OUT
-    n=2
-    while [[ -e $OUT ]]; do OUT="$base-$n"; n=$((n + 1)); done
-fi
 mkdir -p "$OUT/raw"
 OUT=$(cd "$OUT" && pwd)
 RAW=$OUT/raw
@@ -206,6 +221,8 @@ def iperf(path):
 
 NAMES = {
     "tcp": [("", "Gbit/s"), ("_retrans", "count"), ("_cpu", "cores"), ("_cpu_per_gbps", "cores/(Gbit/s)")],
+    "encapd": [("_encapd_cpu", "cores"), ("_encapd_cpu_per_gbps", "cores/(Gbit/s)"),
+               ("_encapd_cs_vol_per_gb", "per GB"), ("_encapd_cs_invol_per_gb", "per GB")],
     "udp": [("_pps", "pps"), ("_sent_pps", "pps"), ("_loss", "%")],
     "lat": [("_p50", "us"), ("_p90", "us"), ("_p99", "us"), ("_p999", "us"), ("_max", "us"), ("_mean", "us"),
             ("_lost", "count"), ("_loss", "%"), ("_offered_pps", "pps"), ("_achieved_pps", "pps")],
@@ -214,13 +231,24 @@ NAMES = {
 
 try:
     if kind == "tcp":
+        # extra: whole-machine cores, then (encapd modes only) encapd's
+        # cores, voluntary and involuntary context switches over the test.
         end = iperf(path)
         gbps = end["sum_received"]["bits_per_second"] / 1e9
-        cores = float(extra[0]) if extra and extra[0] != "NA" else None
+        gb = end["sum_received"]["bytes"] / 1e9
+        num = lambda v: None if v == "NA" else float(v)
+        per = lambda v, d: v / d if v is not None and d > 0 else None
+        cores = num(extra[0]) if extra else None
         row(test, gbps, "Gbit/s")
         row(test + "_retrans", end["sum_sent"].get("retransmits"), "count")
         row(test + "_cpu", cores, "cores")
-        row(test + "_cpu_per_gbps", cores / gbps if cores is not None and gbps > 0 else None, "cores/(Gbit/s)")
+        row(test + "_cpu_per_gbps", per(cores, gbps), "cores/(Gbit/s)")
+        if len(extra) == 4:
+            ecores, vol, invol = (num(v) for v in extra[1:])
+            row(test + "_encapd_cpu", ecores, "cores")
+            row(test + "_encapd_cpu_per_gbps", per(ecores, gbps), "cores/(Gbit/s)")
+            row(test + "_encapd_cs_vol_per_gb", per(vol, gb), "per GB")
+            row(test + "_encapd_cs_invol_per_gb", per(invol, gb), "per GB")
     elif kind == "udp":
         end = iperf(path)
         rcv = end.get("sum_received") or end["sum"]
@@ -254,7 +282,7 @@ try:
 except Exception as e:  # record the failure as NA, keep going
     print(f"parse {test} {path}: {e}", file=sys.stderr)
     rows = []
-    for suffix, unit in NAMES[kind]:
+    for suffix, unit in NAMES[kind] + (NAMES["encapd"] if kind == "tcp" and len(extra) == 4 else []):
         row(test + suffix, None, unit)
 print("\n".join(rows))
 PY
@@ -272,13 +300,45 @@ csv_value() {
 cpu_busy() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8; exit}' /proc/stat; }
 now_ns() { date +%s%N; }
 
+# encapd_sample: "TICKS VOLUNTARY INVOLUNTARY" for both running encapd
+# processes together, "-" when this mode runs none, "NA" when one is gone.
+# TICKS: user + system time of every thread, /proc/PID/stat fields 14 and
+# 15 (counted after the ")" that ends the command name, which may hold
+# spaces). Context switches: summed over /proc/PID/task/*/status, as the
+# process's own status line counts its main thread only. `ip netns exec`
+# execs encapd, so the PIDs are encapd's.
+encapd_sample() {
+    local pid stat fields ticks=0 cs=(0 0)
+    [[ -n $ENCAPD_PID_A || -n $ENCAPD_PID_B ]] || { echo -; return; }
+    for pid in "$ENCAPD_PID_A" "$ENCAPD_PID_B"; do
+        stat=$(cat "/proc/$pid/stat" 2>/dev/null) || { echo NA; return; }
+        read -r -a fields <<<"${stat##*) }"
+        ticks=$((ticks + fields[11] + fields[12]))
+        read -r -a cs < <(cat "/proc/$pid"/task/*/status 2>/dev/null |
+            awk -v v="${cs[0]}" -v n="${cs[1]}" '/^voluntary_ctxt_switches/ {v += $2} /^nonvoluntary_ctxt_switches/ {n += $2} END {print v, n}')
+    done
+    echo "$ticks ${cs[0]} ${cs[1]}"
+}
+
+# encapd_delta BEFORE AFTER WALL_NS: "CORES VOLUNTARY INVOLUNTARY" over the
+# test (or the parser's NA/not-applicable arguments).
+encapd_delta() {
+    local a b
+    read -r -a a <<<"$1"
+    read -r -a b <<<"$2"
+    if [[ ${a[0]} == - ]]; then return; fi
+    if [[ ${a[0]} == NA || ${b[0]} == NA ]]; then echo "NA NA NA"; return; fi
+    awk -v t="$((b[0] - a[0]))" -v hz="$CLK_TCK" -v ns="$3" -v v="$((b[1] - a[1]))" -v n="$((b[2] - a[2]))" \
+        'BEGIN {printf "%.4f %d %d\n", (t / hz) / (ns / 1e9), v, n}'
+}
+
 # iperf_test KIND MODE REP TEST DURATION ARGS...: one iperf3 run against a
 # fresh one-shot server in ctrB; raw JSON in raw/, parsed rows in results.csv.
 # For KIND tcp, the whole machine's busy CPU over the client run is recorded.
 iperf_test() {
     local kind=$1 mode=$2 rep=$3 test=$4 dur=$5
     shift 5
-    local base="$RAW/$mode-r$rep-$test" spid rc=0 i b0 b1 t0 t1 cores=NA
+    local base="$RAW/$mode-r$rep-$test" spid rc=0 i b0 b1 t0 t1 e0 e1 cores=NA encapd=()
     ip netns exec "$NS_CTRB" timeout $((dur + 40)) iperf3 -s -1 -B "$DST" -p "$IPERF_PORT" >"$base.server.log" 2>&1 &
     spid=$!
     ed_track "$spid"
@@ -291,14 +351,17 @@ iperf_test() {
         parse "$kind" "$test" "$mode" "$rep" "$base.json" NA
         return 0
     fi
+    e0=$(encapd_sample)
     b0=$(cpu_busy)
     t0=$(now_ns)
     run_logged "$base.json" "$base.err" "$NS_CTRA" timeout $((dur + 30)) \
         iperf3 -c "$DST" -p "$IPERF_PORT" --connect-timeout 3000 -J -t "$dur" "$@" || rc=$?
     t1=$(now_ns)
     b1=$(cpu_busy)
+    e1=$(encapd_sample)
     if [[ $kind == tcp ]] && ((t1 > t0)); then
         cores=$(awk -v b="$((b1 - b0))" -v hz="$CLK_TCK" -v ns="$((t1 - t0))" 'BEGIN {printf "%.4f", (b / hz) / (ns / 1e9)}')
+        read -r -a encapd < <(encapd_delta "$e0" "$e1" "$((t1 - t0))") || true
     fi
     ((rc == 0)) || ed_warn "$mode rep $rep $test: iperf3 client exit status $rc (see $base.json / $base.err)"
     for ((i = 0; i < 50; i++)); do kill -0 "$spid" 2>/dev/null || break; sleep 0.1; done
@@ -307,7 +370,7 @@ iperf_test() {
     ed_untrack "$spid"
     [[ -s $base.err ]] || rm -f "$base.err"
     [[ -s $base.server.log ]] || rm -f "$base.server.log"
-    parse "$kind" "$test" "$mode" "$rep" "$base.json" "$cores"
+    parse "$kind" "$test" "$mode" "$rep" "$base.json" "$cores" "${encapd[@]}"
 }
 
 # lat_test MODE REP LOAD: the latency probe at LOAD % of this mode's UDP
@@ -462,7 +525,9 @@ run_tests() {
 # NA rows for every test of a mode whose setup failed.
 na_rows() {
     local mode=$1 rep=$2 t load
-    for t in tcp1 tcp1_cubic tcp4 tcp4_cubic; do parse tcp "$t" "$mode" "$rep" /nonexistent NA 2>/dev/null; done
+    local encapd=()
+    [[ -n $(mode_engine "$mode") ]] && encapd=(NA NA NA)
+    for t in tcp1 tcp1_cubic tcp4 tcp4_cubic; do parse tcp "$t" "$mode" "$rep" /nonexistent NA "${encapd[@]}" 2>/dev/null; done
     for t in udp64 udp512 udp1400; do parse udp "$t" "$mode" "$rep" /nonexistent 2>/dev/null; done
     for load in "${LOADS[@]}"; do parse lat "lat$load" "$mode" "$rep" /nonexistent 2>/dev/null; done
     if ((SOCKPERF)); then parse udp_rr udp_rr "$mode" "$rep" /nonexistent 2>/dev/null; fi
@@ -491,12 +556,13 @@ loadavg_end=$(cut -d' ' -f1-3 /proc/loadavg)
 # ---------------------------------------------------------------------------
 # Metadata: env.txt (key=value, read by the report) and README.md (people).
 
-if git_head=$(git -C "$ED_ROOT" rev-parse --verify -q HEAD 2>/dev/null); then
-    git_dirty=$(git -C "$ED_ROOT" status --porcelain 2>/dev/null | grep -c . || true)
-else
-    git_head="(not a git checkout)"
-    git_dirty=""
-fi
+git_head=$(awk -F= '$1 == "git_head" {print $2}' <<<"$PROVENANCE")
+git_uncommitted=$(awk -F= '$1 == "git_uncommitted" {print $2}' <<<"$PROVENANCE")
+# The binaries must be the ones recorded before the run.
+for pair in "${BINS[@]}"; do
+    sha=$(sha256sum "${pair#*=}" 2>/dev/null | cut -d' ' -f1)
+    grep -qx "${pair%%=*}_sha256=$sha" <<<"$PROVENANCE" || ed_warn "${pair#*=} changed during the run (sha256 now $sha)"
+done
 cpu_model=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
 encapd_version=""
 if ((need_encapd)); then encapd_version=$("$(ed_encapd_bin)" --version 2>/dev/null | head -n1 || true); fi
@@ -519,8 +585,7 @@ mtus="routing $ED_UL_MTU, vxlan $ED_VX_MTU, encapd $((ED_UL_MTU - 28))"
     echo "cpu=$cpu_model"
     echo "nproc=$(nproc)"
     echo "host=$host"
-    echo "git_head=$git_head"
-    echo "git_dirty_files=$git_dirty"
+    printf '%s\n' "$PROVENANCE"
     echo "iperf3=$iperf3_version"
     echo "encapd=$encapd_version"
     echo "loadavg_start=$loadavg_start"
@@ -533,12 +598,15 @@ mtus="routing $ED_UL_MTU, vxlan $ED_VX_MTU, encapd $((ED_UL_MTU - 28))"
     echo "# encapd benchmark run $started on $host"
     echo
     echo "Raw data of one \`bench/run.sh\` run; \`report.md\` is rendered from it"
-    echo "(\`encapd report DIR\`). See bench/README.md for what each test measures."
+    echo "(\`encapd-bench report DIR\`). See bench/README.md for what each test measures."
     echo
     echo "- command: \`$INVOCATION\` (wall time $elapsed s)"
     echo "- kernel: \`$(uname -r)\`"
     echo "- CPU: $cpu_model ($(nproc) CPUs)"
-    echo "- git revision: \`$git_head\`${git_dirty:+ ($git_dirty uncommitted or untracked files at run time)}"
+    echo "- git revision: \`${git_head:-not a git checkout}\`; uncommitted at start: ${git_uncommitted:-none}"
+    for pair in "${BINS[@]}"; do
+        echo "- \`${pair#*=}\`: sha256 \`$(awk -F= -v k="${pair%%=*}_sha256" '$1 == k {print $2}' <<<"$PROVENANCE")\`, built from \`$(awk -F= -v k="${pair%%=*}_build" '$1 == k {print $2}' <<<"$PROVENANCE")\`"
+    done
     echo "- iperf3: $iperf3_version; TCP default congestion control: \`$TCP_CC_DEFAULT\`"
     [[ -z $encapd_version ]] || echo "- encapd: $encapd_version, \`workers = $WORKERS\`, configs in \`configs/<mode>/\`"
     echo "- container MTU: ${CTR_MTU:-per mode ($mtus)}"
@@ -564,7 +632,10 @@ mtus="routing $ED_UL_MTU, vxlan $ED_VX_MTU, encapd $((ED_UL_MTU - 28))"
     echo
     echo "CPU: \`/proc/stat\` (user + nice + system + irq + softirq jiffies of the whole"
     echo "machine) read before and after each TCP client run; cores = busy jiffies /"
-    echo "$CLK_TCK per s / wall seconds. Every command exactly as run: \`commands.log\`."
+    echo "$CLK_TCK per s / wall seconds. encapd's own CPU over the same run: utime + stime"
+    echo "of both encapd processes (\`/proc/PID/stat\`), and their threads' voluntary and"
+    echo "involuntary context switches (\`/proc/PID/task/*/status\`) per GB received."
+    echo "Every command exactly as run: \`commands.log\`."
     echo
     echo "## Files"
     echo
@@ -585,12 +656,7 @@ find "$RAW" -type f -size +1M -print -delete | sed 's/^/dropped (> 1 MB): /' >&2
 # Report
 
 report_ok=0
-if [[ -x $(ed_encapd_bin) ]] && "$(ed_encapd_bin)" report --help >/dev/null 2>&1; then
-    if "$(ed_encapd_bin)" report "$OUT" >/dev/null; then report_ok=1; else ed_warn "encapd report $OUT failed"; fi
-else
-    ed_log "note: $(ed_encapd_bin) has no 'report' subcommand; rendering with encapd-bench report"
-    if "$(bench_bin)" report "$OUT" >/dev/null; then report_ok=1; else ed_warn "encapd-bench report $OUT failed"; fi
-fi
+if "$(bench_bin)" report "$OUT" >/dev/null; then report_ok=1; else ed_warn "encapd-bench report $OUT failed"; fi
 
 ed_log "done in ${elapsed}s; results in $OUT"
 if ((report_ok)); then

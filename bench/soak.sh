@@ -8,7 +8,9 @@
 #
 #   --minutes N    how long to drive load (default 30)
 #   --io ENGINE    encapd I/O engine: uring (default), mmsg or classic
-#   --out DIR      result directory (default bench/runs/<UTC YYYY-MM-DD-HHMM>-soak-<host>)
+#   --out DIR      result directory (default bench/runs/<UTC YYYY-MM-DD-HHMM>-soak-<host>);
+#                  under bench/runs/ only from a clean checkout with encapd
+#                  built from HEAD (else exit 1); experiments: --out /tmp/...
 #   --rate BPS     iperf3 UDP offered rate, iperf3 syntax (default 500M)
 #   --slice S      length of one iperf3 run = the sampling period (default 10)
 #   --workers N    encapd [dataplane] workers (default 2)
@@ -23,8 +25,9 @@
 #     then sample RSS, open fds and threads of both encapd processes, and
 #     the kernel counters where UDP load is lost (ctrA's veth, nodeA's TUN
 #     queue, nodeB's and ctrB's UDP receive buffers);
-#   - writes OUT/soak.csv (one row per slice) and OUT/summary.txt, keeps the
-#     encapd logs and iperf3 JSON in OUT.
+#   - writes OUT/soak.csv (one row per slice), OUT/summary.txt and
+#     OUT/provenance.txt (commit, uncommitted files, encapd's sha256 and the
+#     commit it was built from), keeps the encapd logs and iperf3 JSON in OUT.
 #
 # The summary gives first/last/max RSS, fds and threads per node, the mean
 # throughput of the first and the last 5 minutes (of the first and last half
@@ -80,8 +83,12 @@ done
 case $IO in uring | mmsg | classic) ;; *) echo "--io must be uring, mmsg or classic" >&2; exit 2 ;; esac
 
 ed_require_root
-ed_ensure_pkgs ip:iproute2 ss:iproute2 ping:iputils-ping iperf3:iperf3 python3:python3 timeout:coreutils
-((BUILD)) && ed_build
+if ((BUILD)); then
+    ed_need_pkgs @build @run
+    ed_build
+else
+    ed_need_pkgs @run
+fi
 [[ -x $(ed_encapd_bin) ]] || ed_die "encapd binary $(ed_encapd_bin) missing (cargo build --release)"
 
 host=$(hostname -s 2>/dev/null || hostname)
@@ -91,8 +98,10 @@ if [[ -z $OUT ]]; then
     n=2
     while [[ -e $OUT ]]; do OUT="$base-$n"; n=$((n + 1)); done
 fi
+if ed_under_runs "$OUT"; then ed_require_provenance "$(ed_encapd_bin)"; fi
 mkdir -p "$OUT/iperf3"
 OUT=$(cd "$OUT" && pwd)
+ed_provenance_env encapd="$(ed_encapd_bin)" >"$OUT/provenance.txt"
 CSV=$OUT/soak.csv
 CONF=$OUT/encapd
 

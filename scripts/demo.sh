@@ -36,8 +36,8 @@ fi
 
 ed_require_root
 section "prerequisites"
-ed_ensure_pkgs ip:iproute2 bridge:iproute2 ss:iproute2 ping:iputils-ping iperf3:iperf3 timeout:coreutils
-echo "ip, ping, iperf3: ok ($(iperf3 --version 2>&1 | head -n1))"
+if ((BUILD)); then ed_need_pkgs @build @run; else ed_need_pkgs @run; fi
+echo "Debian packages: ok ($(iperf3 --version 2>&1 | head -n1))"
 
 if ((BUILD)); then
     section "cargo build --release"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the cargo-fuzz targets in fuzz/ (see fuzz/README.md):
 #   scripts/fuzz.sh [--merge] [SECONDS_PER_TARGET] [TARGET...]
-#   scripts/fuzz.sh --replay       # run fuzz/regressions/TARGET-*.bin once
+#   scripts/fuzz.sh --replay       # run fuzz/regressions/ and the seeds once
 # Default: every target for 60 s each, one after the other, at low priority.
 #
 # New corpus entries go to a scratch directory (fuzz/scratch/TARGET, or
@@ -9,8 +9,11 @@
 # seeds in fuzz/corpus/TARGET are only read. With --merge, the scratch
 # entries that add coverage are merged into fuzz/corpus/TARGET afterwards.
 #
-# --replay runs each saved finding in fuzz/regressions/ through its target
-# and exits 1 while any of them still fails (0 once all are fixed).
+# --replay runs each saved finding in fuzz/regressions/ (and every seed)
+# through its target's checks and exits 1 while any of them still fails (0
+# once all are fixed). It needs neither cargo-fuzz nor a sanitizer build:
+# it is `cargo test -p encapd-fuzz --test replay`, which scripts/test.sh
+# runs too.
 #
 # Prints one summary line per target (executions, seconds, crash file if
 # any) and exits 1 if any target found a crash, timeout or OOM; the input
@@ -20,7 +23,10 @@
 # the code under test is safe Rust), FUZZ_JOBS (targets run at once, 1),
 # FUZZ_ARGS (extra libFuzzer flags).
 set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+# shellcheck source=scripts/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$ED_ROOT"
 
 log() { printf '[fuzz.sh %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 usage() {
@@ -50,18 +56,21 @@ for arg in "$@"; do
     esac
 done
 
-if ! command -v cargo >/dev/null; then
-    for c in "$HOME/.cargo/bin/cargo" /usr/local/cargo/bin/cargo; do
-        [[ -x $c ]] && PATH="$(dirname "$c"):$PATH" && break
-    done
+ed_need_cargo
+if ((replay)); then
+    ed_need_pkgs @build
+    exec cargo test --release --locked -p encapd-fuzz --test replay -- --nocapture
 fi
-command -v cargo >/dev/null || { log "cargo not found"; exit 1; }
+ed_need_pkgs @build @fuzz
 if ! cargo fuzz --version >/dev/null 2>&1; then
     log "installing cargo-fuzz (about 2 minutes)"
     cargo install --locked cargo-fuzz
 fi
 # cargo-fuzz passes -Z sanitizer flags; let the stable toolchain accept them.
 export RUSTC_BOOTSTRAP=1
+# The workspace's release profile uses LTO, which gains a fuzzer nothing and
+# is known to break sanitizer-coverage links (cargo-fuzz issue 384).
+export CARGO_PROFILE_RELEASE_LTO=false
 
 all=$(cargo fuzz list --fuzz-dir fuzz)
 if [[ ${#targets[@]} -eq 0 ]]; then
@@ -74,32 +83,14 @@ done
 sanitizer=${FUZZ_SANITIZER:-address}
 scratch_root=${FUZZ_SCRATCH:-fuzz/scratch}
 jobs=${FUZZ_JOBS:-1}
-build=(--fuzz-dir fuzz --sanitizer "$sanitizer")
+# The fuzz binaries need the libfuzzer feature (off for the workspace's
+# plain builds and tests).
+build=(--fuzz-dir fuzz --sanitizer "$sanitizer" --features libfuzzer)
 
-if ((!replay)); then
-    log "building ${#targets[@]} target(s) (sanitizer: $sanitizer)"
-    for t in "${targets[@]}"; do
-        nice cargo fuzz build "${build[@]}" "$t"
-    done
-fi
-
-if ((replay)); then
-    failed=0
-    for f in fuzz/regressions/*-*.bin; do
-        [[ -e $f ]] || continue
-        t=$(basename "$f")
-        t=${t%%-*}
-        nice cargo fuzz build "${build[@]}" "$t" >/dev/null 2>&1 || { log "cannot build $t"; exit 1; }
-        if out=$(cargo fuzz run "${build[@]}" "$t" "$f" -- -runs=1 2>&1); then
-            printf 'fuzz.sh: %-45s passes (fixed)\n' "$f"
-        else
-            failed=1
-            printf 'fuzz.sh: %-45s FAILS\n' "$f"
-            grep -m1 -A1 "panicked at" <<<"$out" | sed 's/^/          /' || true
-        fi
-    done
-    exit "$failed"
-fi
+log "building ${#targets[@]} target(s) (sanitizer: $sanitizer)"
+for t in "${targets[@]}"; do
+    nice cargo fuzz build "${build[@]}" "$t"
+done
 
 logs=$(mktemp -d)
 trap 'rm -rf "$logs"' EXIT

@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Shared helpers for scripts/netns.sh, scripts/demo.sh and bench/run.sh.
+# Shared helpers for scripts/*.sh and bench/*.sh.
 #
 # Source it from a script that runs with `set -euo pipefail`. Nothing here
 # touches the root network namespace: every link, address, route, sysctl and
@@ -17,7 +17,8 @@
 
 ED_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
-# Fixed addressing plan (see /work/shared/DESIGN.md).
+# Fixed addressing plan (the README's test topology): underlay from the
+# benchmarking range 198.18.0.0/15, overlay from 100.96.0.0/12.
 ED_A_UL=198.18.0.1
 ED_B_UL=198.18.0.2
 ED_A_SUB=100.96.1.0/24
@@ -80,40 +81,232 @@ ed_in() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
 
 ed_sysctl() { local ns=$1; shift; local kv; for kv in "$@"; do ip netns exec "$ns" sysctl -qw "$kv" >/dev/null; done; }
 
-# ed_ensure_pkgs CMD:PKG...: install the Debian packages whose commands are
-# missing; runs apt-get update at most once, and only if something is missing.
-ed_ensure_pkgs() {
-    local pair missing=()
-    for pair in "$@"; do
-        command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
-    done
+# ---------------------------------------------------------------------------
+# What the project needs from Debian
+#
+# The one list, by purpose. Every script that builds or runs anything asks
+# for the groups it uses (ed_need_pkgs @build @run ...), and test.sh checks
+# after its install step that every listed package is there (.ci/run fails
+# naming the missing ones). A group is checked by package with dpkg-query,
+# never by a command being on PATH: a command can be present while the
+# files it needs are not. That is how a fresh machine failed: `protoc`
+# (protobuf-compiler) was installed, but google/protobuf/descriptor.proto
+# ships in libprotobuf-dev, which is only a Recommends of protobuf-compiler
+# and so is left out by --no-install-recommends.
+#
+# Why a system protoc and not a vendored one: etcd-client's build script
+# hands its .proto files to tonic-prost-build / prost-build, which runs
+# $PROTOC (else `protoc` on PATH) with $PROTOC_INCLUDE added to the include
+# path. It has no vendored-protoc feature, and a crate cannot set a
+# variable for another crate's build script, so the protoc-bin-vendored
+# crate (Google's prebuilt binaries and well-known .proto files, shipped on
+# crates.io) would only help a build started with PROTOC and PROTOC_INCLUDE
+# pointing into ~/.cargo/registry/src/<index-hash>/protoc-bin-vendored-*/:
+# a path no config file can name, so plain `cargo build` would still fail,
+# and the project would run an executable downloaded from crates.io
+# instead of Debian's signed one. protobuf-src builds protoc from source
+# (minutes of C++ with cmake). Two Debian packages are simpler than either,
+# so they stay.
+ED_PKGS_BUILD=(
+    git               # build.rs embeds the commit; bench/run.sh records it
+    gcc libc6-dev     # ring (rustls, for etcd TLS) compiles C and assembly
+    protobuf-compiler # protoc, for etcd-client's build script
+    libprotobuf-dev   # google/protobuf/*.proto that etcd's .proto files import
+)
+ED_PKGS_RUN=(
+    iproute2     # ip, ss, bridge, tc: namespaces, veths, routes, VXLAN
+    iputils-ping # ping
+    iperf3       # the demo's and the benchmarks' load
+    procps       # sysctl, pgrep
+    coreutils    # timeout, sha256sum
+    python3      # result parsers of bench/run.sh and bench/soak.sh
+)
+ED_PKGS_TEST=(
+    etcd-server etcd-client     # the etcd control source's end-to-end tests
+    nftables                    # loss on the underlay (numgen random)
+    ethtool                     # offload settings of the veths
+    sockperf                    # UDP ping-pong (bench/run.sh --sockperf)
+    prometheus                  # promtool and the server, for the metrics tests
+    containernetworking-plugins # CNI bridge/host-local, for the CNI tests
+    systemd                     # systemd-analyze verify dist/encapd.service
+    shellcheck                  # the scripts stay shellcheck-clean
+)
+ED_PKGS_FUZZ=(g++) # libFuzzer is C++ (libfuzzer-sys builds it)
+ED_PKGS_PROFILE=(linux-perf)
+ED_APT_UPDATED=0
+
+# ed_pkgs @GROUP|PKG...: the packages named, groups expanded (@build, @run,
+# @test, @fuzz, @profile), one per line, sorted, without duplicates.
+ed_pkgs() {
+    local a
+    for a in "$@"; do
+        case $a in
+            @build) printf '%s\n' "${ED_PKGS_BUILD[@]}" ;;
+            @run) printf '%s\n' "${ED_PKGS_RUN[@]}" ;;
+            @test) printf '%s\n' "${ED_PKGS_TEST[@]}" ;;
+            @fuzz) printf '%s\n' "${ED_PKGS_FUZZ[@]}" ;;
+            @profile) printf '%s\n' "${ED_PKGS_PROFILE[@]}" ;;
+            @*) ed_die "unknown package group $a" ;;
+            *) printf '%s\n' "$a" ;;
+        esac
+    done | sort -u
+}
+
+ed_pkg_installed() {
+    [[ $(dpkg-query -W -f='${Status}' "$1" 2>/dev/null) == "install ok installed" ]]
+}
+
+# ed_missing_pkgs @GROUP|PKG...: the packages that are not installed.
+ed_missing_pkgs() {
+    local p
+    while read -r p; do
+        ed_pkg_installed "$p" || printf '%s\n' "$p"
+    done < <(ed_pkgs "$@")
+}
+
+# ed_need_pkgs @GROUP|PKG...: install what is missing (root only), with at
+# most one `apt-get update` per run and without Recommends (every package
+# the project needs is listed, so nothing may depend on a Recommends).
+ed_need_pkgs() {
+    local missing=()
+    mapfile -t missing < <(ed_missing_pkgs "$@")
     ((${#missing[@]})) || return 0
-    command -v apt-get >/dev/null 2>&1 || ed_die "missing packages ${missing[*]} and no apt-get to install them"
-    mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
-    ed_log "installing missing packages: ${missing[*]}"
+    [[ $(id -u) -eq 0 ]] || ed_die "missing Debian packages: ${missing[*]} (run as root to install them)"
+    command -v apt-get >/dev/null 2>&1 || ed_die "missing Debian packages ${missing[*]} and no apt-get to install them"
+    ed_log "installing missing Debian packages: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -q >/dev/null || ed_die "apt-get update failed"
+    if ((!ED_APT_UPDATED)); then
+        apt-get update -q >/dev/null || ed_die "apt-get update failed"
+        ED_APT_UPDATED=1
+    fi
     apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null || ed_die "apt-get install ${missing[*]} failed"
-    for pair in "$@"; do
-        command -v "${pair%%:*}" >/dev/null 2>&1 || ed_die "'${pair%%:*}' still missing after installing ${pair#*:}"
-    done
+    ed_verify_pkgs "$@"
 }
 
-# ed_find_cargo: print the cargo binary (PATH, then ~/.cargo/bin).
-ed_find_cargo() {
+# ed_verify_pkgs @GROUP|PKG...: fail naming every package that is missing.
+ed_verify_pkgs() {
+    local missing=()
+    mapfile -t missing < <(ed_missing_pkgs "$@")
+    ((${#missing[@]} == 0)) || ed_die "Debian packages not installed: ${missing[*]}"
+}
+
+# ed_need_rust_components: rustfmt and clippy, each added if it is missing.
+ed_need_rust_components() {
     local c
-    for c in "$(command -v cargo 2>/dev/null || true)" "${CARGO_HOME:-$HOME/.cargo}/bin/cargo" /root/.cargo/bin/cargo; do
-        if [[ -n $c && -x $c ]]; then printf '%s\n' "$c"; return 0; fi
+    for c in rustfmt clippy; do
+        if command -v rustup >/dev/null 2>&1; then
+            rustup component list --installed 2>/dev/null | grep -q "^$c" && continue
+            ed_log "adding rustup component $c"
+            rustup component add "$c" >/dev/null || ed_die "rustup component add $c failed"
+        else
+            # A distribution toolchain: its own packages provide these.
+            cargo "${c/rustfmt/fmt}" --version >/dev/null 2>&1 || ed_die "cargo ${c/rustfmt/fmt} missing and no rustup to add $c"
+        fi
     done
-    return 1
 }
 
-# ed_build: cargo build --release in the repository root.
+# ed_need_cargo: put cargo (PATH, else ~/.cargo/bin, where rustup puts it
+# and where sudo's reset PATH does not look) on PATH, or fail.
+ed_need_cargo() {
+    local c
+    command -v cargo >/dev/null 2>&1 && return 0
+    for c in "${CARGO_HOME:-$HOME/.cargo}/bin/cargo" /root/.cargo/bin/cargo /usr/local/cargo/bin/cargo; do
+        if [[ -x $c ]]; then
+            PATH="$(dirname "$c"):$PATH"
+            export PATH
+            return 0
+        fi
+    done
+    ed_die "cargo not found (install Rust: https://rustup.rs)"
+}
+
+# ed_build: cargo build --release in the repository root (the workspace's
+# default members: target/release/encapd and target/release/encapd-bench).
 ed_build() {
-    local cargo
-    cargo=$(ed_find_cargo) || ed_die "cargo not found (install Rust: https://rustup.rs)"
+    ed_need_cargo
     ed_log "building: cargo build --release"
-    (cd "$ED_ROOT" && "$cargo" build --release) || ed_die "cargo build --release failed"
+    (cd "$ED_ROOT" && cargo build --release) || ed_die "cargo build --release failed"
+}
+
+# ---------------------------------------------------------------------------
+# Provenance: what code a result comes from
+
+# ed_git ARGS...: git in this checkout, never rewriting the index (a plain
+# `git status` may refresh it, which would make cargo re-run build.rs).
+ed_git() { git -C "$ED_ROOT" --no-optional-locks "$@"; }
+
+# ed_git_head: HEAD's full hash (empty outside a checkout).
+ed_git_head() { ed_git rev-parse --verify -q HEAD 2>/dev/null || true; }
+
+# ed_git_uncommitted: modified, staged and untracked files, one per line.
+ed_git_uncommitted() { ed_git status --porcelain --untracked-files=all 2>/dev/null | cut -c4- || true; }
+
+# ed_bin_commit BIN: the commit BIN says it was built from: its --version
+# line ends in "(git COMMIT)", COMMIT being a full hash with "-dirty" when
+# its sources differed from it, or "unknown" (build.rs). Prints
+# "not reported" for a binary that does not say.
+ed_bin_commit() {
+    local v
+    v=$("$1" --version 2>/dev/null | head -n 1) || true
+    if [[ $v =~ \(git\ ([0-9a-f]{40}(-dirty)?|unknown)\)$ ]]; then
+        printf '%s\n' "${BASH_REMATCH[1]}"
+    else
+        printf 'not reported\n'
+    fi
+}
+
+# ed_under_runs DIR: true when DIR lies under this checkout's bench/runs/,
+# where results are committed as evidence.
+ed_under_runs() {
+    local dir runs
+    dir=$(realpath -m -- "$1")
+    runs=$(realpath -m -- "$ED_ROOT/bench/runs")
+    [[ $dir == "$runs"/* ]]
+}
+
+# ed_require_provenance BIN...: for a result written under bench/runs/: the
+# checkout is clean and every BIN says it was built from HEAD without
+# uncommitted changes. Otherwise dies, naming each problem; experiments go
+# elsewhere (--out /tmp/...).
+ed_require_provenance() {
+    local head bin built problems=() dirty=()
+    head=$(ed_git_head)
+    [[ -n $head ]] || problems+=("$ED_ROOT is not a git checkout with a commit")
+    mapfile -t dirty < <(ed_git_uncommitted)
+    ((${#dirty[@]} == 0)) || problems+=("${#dirty[@]} uncommitted file(s): ${dirty[*]:0:8}")
+    for bin in "$@"; do
+        built=$(ed_bin_commit "$bin")
+        if [[ $built == "not reported" ]]; then
+            problems+=("$bin does not say which commit it was built from (its --version lacks \"(git COMMIT)\")")
+        elif [[ -z $head || $built != "$head" ]]; then
+            problems+=("$bin was built from '$built', not from HEAD ${head:-(none)} (rebuild: cargo build --release)")
+        fi
+    done
+    ((${#problems[@]} == 0)) && return 0
+    local p
+    for p in "${problems[@]}"; do ed_warn "$p"; done
+    ed_die "refusing to write under bench/runs/: a committed result must name a clean commit and binaries built from it; commit and rebuild, or write an experiment elsewhere with --out /tmp/DIR"
+}
+
+# ed_provenance_env BIN_KEY=BIN...: key=value lines recording the commit,
+# the uncommitted files, and each binary's sha256 and build commit (keys
+# <KEY>_sha256, <KEY>_build; "not found" when the binary is missing).
+ed_provenance_env() {
+    local files=() pair key bin
+    mapfile -t files < <(ed_git_uncommitted)
+    echo "git_head=$(ed_git_head)"
+    echo "git_dirty_files=${#files[@]}"
+    echo "git_uncommitted=${files[*]}"
+    for pair in "$@"; do
+        key=${pair%%=*}
+        bin=${pair#*=}
+        if [[ -x $bin ]]; then
+            echo "${key}_sha256=$(sha256sum "$bin" | cut -d' ' -f1)"
+            echo "${key}_build=$(ed_bin_commit "$bin")"
+        else
+            echo "${key}_sha256=not found"
+        fi
+    done
 }
 
 ed_encapd_bin() { printf '%s\n' "${ENCAPD:-$ED_ROOT/target/release/encapd}"; }

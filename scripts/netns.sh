@@ -49,7 +49,7 @@ case $cmd in
 esac
 
 ed_require_root
-ed_ensure_pkgs ip:iproute2 bridge:iproute2 ss:iproute2 ping:iputils-ping
+ed_need_pkgs iproute2 iputils-ping
 
 need_prefix() {
     [[ -n $prefix ]] || ed_die "$cmd needs --prefix P (as printed by 'up')"

@@ -1,9 +1,12 @@
-//! Fixtures and independent checkers shared by the fuzz targets.
+//! The fuzz targets ([`targets`]), and the fixtures and independent checkers
+//! they share.
 //!
 //! The checkers here deliberately do not reuse encapd's own helpers beyond
 //! `wire::checksum` (whose correctness is covered by a proptest against an
 //! RFC 1071 reference), so a target compares encapd's answer with a second
 //! opinion rather than with itself.
+
+pub mod targets;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 

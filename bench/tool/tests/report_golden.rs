@@ -1,17 +1,19 @@
-//! Golden test of the benchmark report: rendering the committed sample run
-//! `bench/runs/sample-quick/` must reproduce its `expected-report.md` byte
-//! for byte, write every chart the report embeds as well-formed SVG, and be
-//! deterministic (two renders of the same input are byte-identical).
+//! Golden test of the benchmark report: rendering the sample run
+//! `tests/fixtures/sample-quick/` (a trimmed real `bench/run.sh --quick`
+//! run) must reproduce its `expected-report.md` byte for byte, write every
+//! chart the report embeds as well-formed SVG, and be deterministic (two
+//! renders of the same input are byte-identical).
 //!
 //! After an intended change to the report, regenerate the expectation with
-//! `ENCAPD_UPDATE_GOLDEN=1 cargo test --test report_golden` and review the diff.
+//! `ENCAPD_UPDATE_GOLDEN=1 cargo test -p encapd-bench --test report_golden`
+//! and review the diff.
 
 use std::path::{Path, PathBuf};
 
-use encapd::report;
+use encapd_bench::report;
 
 fn sample_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/runs/sample-quick")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sample-quick")
 }
 
 /// A fresh, empty temporary directory (removed by the guard).
@@ -124,6 +126,31 @@ fn summary_lists_modes_and_targets() {
     assert_eq!(s.targets.len(), 7);
     assert!(s.targets.iter().all(|(_, v)| v.is_some()), "every target computable from a complete run: {:?}", s.targets);
     assert!(s.headline.lines().count() == 2 + s.modes.len(), "{}", s.headline);
+}
+
+/// A latency figure measured over more than 1 % lost replies is marked,
+/// its ratios are `n/c`, and the latency target is not decided on it; the
+/// loss stands next to every headline RTT figure.
+#[test]
+fn latency_over_lost_replies_is_not_comparable() {
+    let tmp = TempDir::new("lossy");
+    copy_inputs(&sample_dir(), &tmp.0);
+    let csv = tmp.0.join("results.csv");
+    let text = std::fs::read_to_string(&csv).unwrap();
+    assert!(text.contains("uring,1,lat50_loss,0,%"), "the fixture changed");
+    std::fs::write(&csv, text.replace("uring,1,lat50_loss,0,%", "uring,1,lat50_loss,2.5,%")).unwrap();
+    let s = report::render(&tmp.0).unwrap();
+    let md = std::fs::read_to_string(&s.report).unwrap();
+    let uring = md.lines().find(|l| l.starts_with("| uring | ")).unwrap();
+    assert!(uring.contains("8279 (2.50 % lost) †"), "{uring}");
+    assert!(uring.contains("164 (0.00 % lost) |"), "the 10 % load had no loss: {uring}");
+    let ratio = md.lines().skip_while(|l| !l.starts_with("### Ratios of medians to vxlan")).find(|l| l.starts_with("| uring |")).unwrap();
+    assert!(ratio.contains("| n/c |"), "{ratio}");
+    let (_, verdict) = s.targets.iter().find(|(name, _)| name.contains("RTT p50")).unwrap();
+    assert_eq!(*verdict, None, "{:?}", s.targets);
+    assert!(md.contains("not comparable: uring lost 2.50 % of the replies"), "target detail");
+    let svg = std::fs::read_to_string(tmp.0.join("latency-50.svg")).unwrap();
+    assert!(svg.contains("uring (2.50 % lost) †"), "latency chart legend");
 }
 
 #[test]

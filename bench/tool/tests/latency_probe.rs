@@ -1,6 +1,9 @@
 //! `encapd-bench latency` on loopback (no root needed): a server that holds
 //! every reply for 2 ms must show up as a 2 ms median RTT, with no loss, and
-//! the client's files must be a well-formed `.hgrm` and JSON summary.
+//! the client's files must be a well-formed `.hgrm` and JSON summary; a
+//! server that stalls once must show up in the percentiles with every
+//! request queued behind the stall (the correction for coordinated
+//! omission), which the uncorrected closed-loop measurement misses.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -20,8 +23,13 @@ impl Drop for Server {
 
 /// Starts a server on an ephemeral loopback port; returns it and its address.
 fn server(hold_ms: u64) -> (Server, String) {
+    server_with(&["--hold-ms", &hold_ms.to_string()])
+}
+
+fn server_with(extra: &[&str]) -> (Server, String) {
     let mut child = Command::new(BIN)
-        .args(["latency", "server", "--bind", "127.0.0.1:0", "--hold-ms", &hold_ms.to_string(), "--exit-after", "60"])
+        .args(["latency", "server", "--bind", "127.0.0.1:0", "--exit-after", "60"])
+        .args(extra)
         .stdout(Stdio::piped())
         .spawn()
         .expect("start encapd-bench latency server");
@@ -39,13 +47,49 @@ fn temp_prefix(name: &str) -> PathBuf {
 
 /// Runs the client against `addr`; returns the stdout JSON summary.
 fn probe(addr: &str, prefix: &std::path::Path) -> serde_json::Value {
-    let out = Command::new(BIN)
-        .args(["latency", "client", "--target", addr, "--rate", "500", "--duration", "2", "--json", "--out"])
-        .arg(prefix)
-        .output()
-        .expect("run client");
+    client(&["--target", addr, "--rate", "500", "--duration", "2", "--out", prefix.to_str().unwrap()])
+}
+
+/// Runs the client with `args` (and --json); returns its JSON summary.
+fn client(args: &[&str]) -> serde_json::Value {
+    let out = Command::new(BIN).args(["latency", "client", "--json"]).args(args).output().expect("run client");
     assert!(out.status.success(), "client failed: {}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).expect("JSON summary on stdout")
+}
+
+/// The server stops reading once for 200 ms while the client sends 1,000
+/// requests/s for 3 s. About 200 requests arrive during the stall and wait
+/// for its end, from 200 ms down to nothing, so about 100 (3 % of 3,000)
+/// take more than 100 ms: the corrected p99 lies above 100 ms while p90
+/// does not. The closed-loop client, which waits for each reply before the
+/// next request and times it from its actual send, sees the stall once:
+/// its max shows it, its p99 does not. That is what the correction is for,
+/// and the test fails without it.
+#[test]
+fn a_stall_shows_every_request_queued_behind_it() {
+    const STALL_MS: f64 = 200.0;
+    let (_server, addr) = server_with(&["--stall-ms", "200", "--stall-after", "1"]);
+    let args = ["--target", addr.as_str(), "--rate", "1000", "--duration", "3"];
+    let open = client(&args);
+    let f = |s: &serde_json::Value, k: &str| s[k].as_f64().unwrap_or_else(|| panic!("{k} missing in {s}"));
+    assert_eq!(open["coordinated_omission_corrected"], true, "{open}");
+    assert_eq!(f(&open, "lost"), 0.0, "{open}");
+    assert!(f(&open, "max_us") >= 0.9 * STALL_MS * 1e3, "the stall is not in the distribution: {open}");
+    assert!(
+        f(&open, "p99_us") >= STALL_MS / 2.0 * 1e3,
+        "the ~100 requests queued more than 100 ms behind the stall do not reach p99: {open}"
+    );
+    assert!(f(&open, "p90_us") < STALL_MS / 2.0 * 1e3, "more than the stall's queue is slow (load {}): {open}", loadavg());
+
+    let (_server, addr) = server_with(&["--stall-ms", "200", "--stall-after", "1"]);
+    let args = ["--target", addr.as_str(), "--rate", "1000", "--duration", "3", "--closed-loop"];
+    let closed = client(&args);
+    assert_eq!(closed["coordinated_omission_corrected"], false, "{closed}");
+    assert!(f(&closed, "max_us") >= 0.9 * STALL_MS * 1e3, "the closed loop did not meet the stall at all: {closed}");
+    assert!(
+        f(&closed, "p99_us") < STALL_MS / 2.0 * 1e3,
+        "the uncorrected measurement shows the queue too, so this test could not tell a missing correction: {closed}"
+    );
 }
 
 #[test]
@@ -108,12 +152,7 @@ fn unanswered_requests_count_as_lost() {
     // A bound socket that never answers.
     let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let addr = silent.local_addr().unwrap().to_string();
-    let out = Command::new(BIN)
-        .args(["latency", "client", "--target", &addr, "--rate", "200", "--duration", "0.5", "--grace", "0.2", "--json"])
-        .output()
-        .expect("run client");
-    assert!(out.status.success(), "client failed: {}", String::from_utf8_lossy(&out.stderr));
-    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let summary = client(&["--target", &addr, "--rate", "200", "--duration", "0.5", "--grace", "0.2"]);
     assert_eq!(summary["sent"], 100, "{summary}");
     assert_eq!(summary["lost"], 100, "{summary}");
     assert_eq!(summary["count"], 0, "{summary}");

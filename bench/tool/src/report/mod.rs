@@ -1,0 +1,758 @@
+//! Benchmark reports: [`render`] turns a run directory written by
+//! `bench/run.sh` into `report.md` plus SVG charts, deterministically (the
+//! same input gives byte-identical output: no timestamps, no paths, fixed
+//! ordering).
+//!
+//! A run directory holds:
+//! - `results.csv`: `mode,rep,test,value,unit`, one row per measured value
+//!   (`NA` when a test failed); the only required file;
+//! - `env.txt`: `key=value` lines describing the run (kernel, CPU, git
+//!   revision, durations, …), used for the report's header;
+//! - `raw/<mode>-r<rep>-lat<load>.hgrm`: latency percentile distributions
+//!   written by `encapd-bench latency client`, used for the latency charts.
+//!
+//! `encapd-bench report DIR` calls [`render`]; [`readme`] turns a run into
+//! the README's performance block. [`hgrm`] also holds the `.hgrm` writer
+//! of `encapd-bench latency`.
+
+mod charts;
+pub mod hgrm;
+pub mod readme;
+
+use std::collections::BTreeMap;
+use std::fmt::{self, Write as _};
+use std::path::{Path, PathBuf};
+
+/// What [`render`] wrote.
+#[derive(Debug, Clone)]
+pub struct ReportSummary {
+    /// `DIR/report.md`.
+    pub report: PathBuf,
+    /// Every chart written, in the order the report embeds them.
+    pub charts: Vec<PathBuf>,
+    /// Modes in report order.
+    pub modes: Vec<String>,
+    /// The targets and how they fared (`None`: not computable from the run).
+    pub targets: Vec<(String, Option<bool>)>,
+    /// The headline table as Markdown (also part of `report.md`).
+    pub headline: String,
+}
+
+/// Why a report could not be rendered.
+#[derive(Debug)]
+pub enum ReportError {
+    /// Reading or writing a file failed.
+    Io { path: PathBuf, source: std::io::Error },
+    /// `results.csv` (or another input) is malformed.
+    Parse { path: PathBuf, line: usize, message: String },
+    /// `results.csv` holds no rows.
+    NoData { path: PathBuf },
+    /// Drawing a chart failed.
+    Chart { name: String, message: String },
+}
+
+impl fmt::Display for ReportError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReportError::Io { path, source } => write!(f, "{}: {source}", path.display()),
+            ReportError::Parse { path, line, message } => write!(f, "{}:{line}: {message}", path.display()),
+            ReportError::NoData { path } => write!(f, "{}: no result rows", path.display()),
+            ReportError::Chart { name, message } => write!(f, "chart {name}: {message}"),
+        }
+    }
+}
+
+impl std::error::Error for ReportError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ReportError::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ReportError + '_ {
+    move |source| ReportError::Io { path: path.to_path_buf(), source }
+}
+
+/// Everything read from a run directory.
+#[derive(Debug, Default)]
+pub(crate) struct Run {
+    env: Vec<(String, String)>,
+    pub(crate) modes: Vec<String>,
+    pub(crate) reps: Vec<u32>,
+    tests: Vec<String>,
+    units: BTreeMap<String, String>,
+    /// (mode, test) -> rep -> value; NA values are absent.
+    values: BTreeMap<(String, String), BTreeMap<u32, f64>>,
+}
+
+/// Replies lost above which a latency percentile is not comparable: a
+/// lost reply is missing from the distribution, and when more than 1 % are
+/// missing, the tail the percentiles claim to describe is not measured.
+pub const LATENCY_LOSS_LIMIT_PCT: f64 = 1.0;
+
+impl Run {
+    pub(crate) fn env(&self, key: &str) -> Option<&str> {
+        self.env_recorded(key).filter(|v| !v.is_empty())
+    }
+
+    /// A key's value even when empty (an empty list is a recorded value).
+    fn env_recorded(&self, key: &str) -> Option<&str> {
+        self.env.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    pub(crate) fn per_rep(&self, mode: &str, test: &str) -> Option<&BTreeMap<u32, f64>> {
+        self.values.get(&(mode.to_string(), test.to_string()))
+    }
+
+    pub(crate) fn value(&self, mode: &str, rep: u32, test: &str) -> Option<f64> {
+        self.per_rep(mode, test).and_then(|m| m.get(&rep).copied())
+    }
+
+    /// Median over the repetitions with a value (mean of the middle two for
+    /// an even count).
+    pub(crate) fn median(&self, mode: &str, test: &str) -> Option<f64> {
+        let mut v: Vec<f64> = self.per_rep(mode, test)?.values().copied().collect();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        Some(if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 })
+    }
+
+    /// The repetition whose value of `test` is the (lower) median; ties go
+    /// to the earlier repetition.
+    pub(crate) fn median_rep(&self, mode: &str, test: &str) -> Option<u32> {
+        self.median_reps(mode, test).first().copied()
+    }
+
+    /// The repetitions the median of `test` is made of: the middle one, or
+    /// the middle two for an even count (lower first); ties by repetition.
+    fn median_reps(&self, mode: &str, test: &str) -> Vec<u32> {
+        let Some(values) = self.per_rep(mode, test) else { return Vec::new() };
+        let mut v: Vec<(f64, u32)> = values.iter().map(|(&r, &x)| (x, r)).collect();
+        v.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        match v.len() {
+            0 => Vec::new(),
+            n if n % 2 == 1 => vec![v[n / 2].1],
+            n => vec![v[n / 2 - 1].1, v[n / 2].1],
+        }
+    }
+
+    /// For a latency result (`lat<N>_p50`, `_p99`, `_max`, ...): the replies
+    /// lost, in %, in the repetition(s) its median comes from (the highest
+    /// when two). None for other tests or when the loss was not recorded.
+    pub(crate) fn loss_behind(&self, mode: &str, test: &str) -> Option<f64> {
+        let load = latency_load(test)?;
+        let loss = format!("lat{load}_loss");
+        self.median_reps(mode, test).iter().filter_map(|&r| self.value(mode, r, &loss)).max_by(f64::total_cmp)
+    }
+
+    /// Whether the median of `test` was measured over more than
+    /// [`LATENCY_LOSS_LIMIT_PCT`] lost replies.
+    pub(crate) fn not_comparable(&self, mode: &str, test: &str) -> bool {
+        self.loss_behind(mode, test).is_some_and(|l| l > LATENCY_LOSS_LIMIT_PCT)
+    }
+
+    /// The same for one repetition's value.
+    fn rep_not_comparable(&self, mode: &str, rep: u32, test: &str) -> bool {
+        latency_load(test).and_then(|load| self.value(mode, rep, &format!("lat{load}_loss"))).is_some_and(|l| l > LATENCY_LOSS_LIMIT_PCT)
+    }
+
+    fn has(&self, mode: &str) -> bool {
+        self.modes.iter().any(|m| m == mode)
+    }
+
+    /// Latency loads present (`lat<N>_p50` tests), ascending.
+    pub(crate) fn latency_loads(&self) -> Vec<u32> {
+        let mut loads: Vec<u32> = self.tests.iter().filter_map(|t| t.strip_prefix("lat")?.strip_suffix("_p50")?.parse().ok()).collect();
+        loads.sort_unstable();
+        loads.dedup();
+        loads
+    }
+}
+
+/// `lat<N>_<stat>` where the stat is one of the probe's RTT figures: N.
+fn latency_load(test: &str) -> Option<u32> {
+    const RTT: [&str; 6] = ["p50", "p90", "p99", "p999", "max", "mean"];
+    let (load, stat) = test.strip_prefix("lat")?.split_once('_')?;
+    RTT.contains(&stat).then(|| load.parse().ok()).flatten()
+}
+
+fn read_env(path: &Path) -> Result<Vec<(String, String)>, ReportError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_err(path)(e)),
+    };
+    Ok(text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect())
+}
+
+fn read_run(dir: &Path) -> Result<Run, ReportError> {
+    let mut run = Run { env: read_env(&dir.join("env.txt"))?, ..Run::default() };
+    let path = dir.join("results.csv");
+    let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
+    let perr = |line: usize, message: String| ReportError::Parse { path: path.clone(), line, message };
+    let mut lines = text.lines().enumerate();
+    match lines.next() {
+        Some((_, h)) if h.trim() == "mode,rep,test,value,unit" => {}
+        other => return Err(perr(1, format!("expected header `mode,rep,test,value,unit`, got {:?}", other.map(|o| o.1)))),
+    }
+    let mut seen_modes = Vec::new();
+    let mut rows = 0;
+    for (i, line) in lines {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let f: Vec<&str> = line.split(',').map(str::trim).collect();
+        if f.len() != 5 {
+            return Err(perr(i + 1, format!("expected 5 fields, got {}", f.len())));
+        }
+        let (mode, test, unit) = (f[0].to_string(), f[2].to_string(), f[4].to_string());
+        if mode.is_empty() || test.is_empty() {
+            return Err(perr(i + 1, "empty mode or test".into()));
+        }
+        let rep: u32 = f[1].parse().map_err(|_| perr(i + 1, format!("bad repetition {:?}", f[1])))?;
+        let value = match f[3] {
+            "NA" | "" => None,
+            v => Some(v.parse::<f64>().ok().filter(|x| x.is_finite()).ok_or_else(|| perr(i + 1, format!("bad value {v:?}")))?),
+        };
+        rows += 1;
+        if !seen_modes.contains(&mode) {
+            seen_modes.push(mode.clone());
+        }
+        if !run.reps.contains(&rep) {
+            run.reps.push(rep);
+        }
+        if !run.tests.contains(&test) {
+            run.tests.push(test.clone());
+        }
+        run.units.entry(test.clone()).or_insert(unit);
+        let slot = run.values.entry((mode, test)).or_default();
+        if let Some(v) = value {
+            slot.insert(rep, v);
+        }
+    }
+    if rows == 0 {
+        return Err(ReportError::NoData { path });
+    }
+    run.reps.sort_unstable();
+    // Mode order: as the run lists them (env `modes`), then any others in
+    // order of appearance.
+    let listed: Vec<String> = run.env("modes").map(|m| m.split_whitespace().map(String::from).collect()).unwrap_or_default();
+    run.modes = listed.into_iter().filter(|m| seen_modes.contains(m)).collect();
+    for m in seen_modes {
+        if !run.modes.contains(&m) {
+            run.modes.push(m);
+        }
+    }
+    run.tests = order_tests(run.tests);
+    Ok(run)
+}
+
+/// Known tests first, in a fixed order, then unknown ones by name.
+fn order_tests(mut tests: Vec<String>) -> Vec<String> {
+    const FAMILIES: [&str; 7] = ["tcp1", "tcp1_cubic", "tcp4", "tcp4_cubic", "udp64", "udp512", "udp1400"];
+    const SUFFIXES: [&str; 11] = [
+        "",
+        "_retrans",
+        "_cpu",
+        "_cpu_per_gbps",
+        "_encapd_cpu",
+        "_encapd_cpu_per_gbps",
+        "_encapd_cs_vol_per_gb",
+        "_encapd_cs_invol_per_gb",
+        "_pps",
+        "_sent_pps",
+        "_loss",
+    ];
+    const LAT: [&str; 10] = ["p50", "p90", "p99", "p999", "max", "mean", "lost", "loss", "offered_pps", "achieved_pps"];
+    let rank = |t: &str| -> (usize, usize, usize) {
+        for (fi, fam) in FAMILIES.iter().enumerate() {
+            if let Some(si) = t.strip_prefix(fam).and_then(|suffix| SUFFIXES.iter().position(|s| *s == suffix)) {
+                return (fi, 0, si);
+            }
+        }
+        if let Some((load, suffix)) = t.strip_prefix("lat").and_then(|r| r.split_once('_'))
+            && let Ok(load) = load.parse::<usize>()
+            && let Some(si) = LAT.iter().position(|s| *s == suffix)
+        {
+            return (FAMILIES.len(), load, si);
+        }
+        (usize::MAX, 0, 0)
+    };
+    tests.sort_by(|a, b| rank(a).cmp(&rank(b)).then_with(|| a.cmp(b)));
+    tests
+}
+
+/// Display unit and formatted value for a raw unit.
+fn display_unit(unit: &str) -> &str {
+    match unit {
+        "pps" => "kpps",
+        "us" => "µs",
+        other => other,
+    }
+}
+
+fn fmt_value(v: f64, unit: &str) -> String {
+    match unit {
+        "Gbit/s" | "cores" => format!("{v:.2}"),
+        "pps" => format!("{:.1}", v / 1e3),
+        "%" => format!("{v:.2}"),
+        "us" if v < 100.0 => format!("{v:.1}"),
+        "us" | "count" | "per GB" => format!("{v:.0}"),
+        "cores/(Gbit/s)" => format!("{v:.3}"),
+        _ => format!("{v:.3}"),
+    }
+}
+
+fn fmt_opt(v: Option<f64>, unit: &str) -> String {
+    v.map(|v| fmt_value(v, unit)).unwrap_or_else(|| "n/a".into())
+}
+
+/// Marks a latency figure measured over too many lost replies.
+const NOT_COMPARABLE_MARK: &str = " †";
+
+/// A median as a table cell: latency figures carry the loss behind them
+/// (`with_loss`) and the not-comparable mark.
+fn fmt_median(run: &Run, mode: &str, test: &str, unit: &str, with_loss: bool) -> String {
+    let Some(v) = run.median(mode, test) else { return "n/a".into() };
+    let mut cell = fmt_value(v, unit);
+    if with_loss && let Some(loss) = run.loss_behind(mode, test) {
+        let _ = write!(cell, " ({loss:.2} % lost)");
+    }
+    if run.not_comparable(mode, test) {
+        cell.push_str(NOT_COMPARABLE_MARK);
+    }
+    cell
+}
+
+/// What the mark means, for the notes under a table that uses it.
+const NOT_COMPARABLE_NOTE: &str = "†: measured over more than 1 % lost replies (a lost reply is missing from the distribution), \
+so the figure is not comparable with the others.";
+
+/// A ratio of medians; `n/c` when either side is not comparable.
+fn ratio_cell(run: &Run, mode: &str, base: &str, test: &str) -> String {
+    if run.not_comparable(mode, test) || run.not_comparable(base, test) {
+        return "n/c".into();
+    }
+    fmt_ratio(run.median(mode, test), run.median(base, test))
+}
+
+fn fmt_ratio(a: Option<f64>, b: Option<f64>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) if b != 0.0 => format!("{:.2}×", a / b),
+        _ => "n/a".into(),
+    }
+}
+
+/// A column of the headline table.
+struct Headline {
+    test: &'static str,
+    header: &'static str,
+    unit: &'static str,
+    /// Whether the ratio tables show this column.
+    ratio: bool,
+}
+
+const HEADLINE: &[Headline] = &[
+    Headline { test: "tcp1", header: "TCP 1 stream Gbit/s", unit: "Gbit/s", ratio: true },
+    Headline { test: "tcp4", header: "TCP 4 streams Gbit/s", unit: "Gbit/s", ratio: true },
+    Headline { test: "udp64_pps", header: "UDP 64 B kpps", unit: "pps", ratio: true },
+    Headline { test: "udp64_loss", header: "UDP 64 B loss %", unit: "%", ratio: false },
+    Headline { test: "lat10_p50", header: "RTT p50 µs @10 %", unit: "us", ratio: true },
+    Headline { test: "lat50_p50", header: "RTT p50 µs @50 %", unit: "us", ratio: true },
+    Headline { test: "lat50_p99", header: "RTT p99 µs @50 %", unit: "us", ratio: true },
+    Headline { test: "tcp1_cpu_per_gbps", header: "CPU cores per Gbit/s, whole machine (TCP 1)", unit: "cores/(Gbit/s)", ratio: true },
+    // No ratios: routing and vxlan, the bases, run no encapd.
+    Headline { test: "tcp1_encapd_cpu_per_gbps", header: "encapd CPU cores per Gbit/s (TCP 1)", unit: "cores/(Gbit/s)", ratio: false },
+    Headline { test: "tcp4_cpu_per_gbps", header: "CPU cores per Gbit/s, whole machine (TCP 4)", unit: "cores/(Gbit/s)", ratio: true },
+    Headline { test: "tcp4_encapd_cpu_per_gbps", header: "encapd CPU cores per Gbit/s (TCP 4)", unit: "cores/(Gbit/s)", ratio: false },
+];
+
+fn headline_table(run: &Run) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "| mode | {} |", HEADLINE.iter().map(|h| h.header).collect::<Vec<_>>().join(" | "));
+    let _ = writeln!(s, "|---|{}", "---:|".repeat(HEADLINE.len()));
+    for m in &run.modes {
+        let cells: Vec<String> = HEADLINE.iter().map(|h| fmt_median(run, m, h.test, h.unit, true)).collect();
+        let _ = writeln!(s, "| {m} | {} |", cells.join(" | "));
+    }
+    s
+}
+
+fn ratio_table(run: &Run, base: &str) -> String {
+    let cols: Vec<&Headline> = HEADLINE.iter().filter(|h| h.ratio).collect();
+    let mut s = String::new();
+    let _ = writeln!(s, "| mode | {} |", cols.iter().map(|h| h.header).collect::<Vec<_>>().join(" | "));
+    let _ = writeln!(s, "|---|{}", "---:|".repeat(cols.len()));
+    for m in run.modes.iter().filter(|m| *m != base) {
+        let cells: Vec<String> = cols.iter().map(|h| ratio_cell(run, m, base, h.test)).collect();
+        let _ = writeln!(s, "| {m} | {} |", cells.join(" | "));
+    }
+    s
+}
+
+struct Target {
+    name: String,
+    verdict: Option<bool>,
+    detail: String,
+}
+
+/// `a op factor × b` on medians, with a readable detail.
+fn target(run: &Run, name: &str, a: (&str, &str), b: (&str, &str), at_least: bool, factor: f64) -> Target {
+    let unit = run.units.get(a.1).map(String::as_str).unwrap_or("");
+    for (mode, test) in [a, b] {
+        if run.not_comparable(mode, test) {
+            let lost = run.loss_behind(mode, test).unwrap_or(f64::NAN);
+            let detail = format!("not comparable: {mode} lost {lost:.2} % of the replies behind its {test} (more than 1 %)");
+            return Target { name: name.into(), verdict: None, detail };
+        }
+    }
+    let (va, vb) = (run.median(a.0, a.1), run.median(b.0, b.1));
+    match (va, vb) {
+        (Some(x), Some(y)) if y != 0.0 => {
+            let ok = if at_least { x >= factor * y } else { x <= factor * y };
+            let u = display_unit(unit);
+            Target {
+                name: name.into(),
+                verdict: Some(ok),
+                detail: format!("{} {} {u} vs {} {} {u}: {:.2}×", a.0, fmt_value(x, unit), b.0, fmt_value(y, unit), x / y),
+            }
+        }
+        _ => Target { name: name.into(), verdict: None, detail: format!("needs {} of `{}` and `{}`", a.1, a.0, b.0) },
+    }
+}
+
+fn targets(run: &Run) -> Vec<Target> {
+    let u = "uring";
+    vec![
+        target(run, "uring TCP 1 stream ≥ 4× classic", (u, "tcp1"), ("classic", "tcp1"), true, 4.0),
+        target(run, "uring (offloads) TCP 1 stream ≥ 1.0× kernel VXLAN", (u, "tcp1"), ("vxlan", "tcp1"), true, 1.0),
+        target(run, "uring (offloads) TCP 4 streams ≥ 1.0× kernel VXLAN", (u, "tcp4"), ("vxlan", "tcp4"), true, 1.0),
+        target(run, "uring UDP 64 B delivered rate ≥ kernel VXLAN", (u, "udp64_pps"), ("vxlan", "udp64_pps"), true, 1.0),
+        target(run, "uring RTT p50 at 50 % load ≤ 1.5× kernel VXLAN", (u, "lat50_p50"), ("vxlan", "lat50_p50"), false, 1.5),
+        target(
+            run,
+            "uring CPU per Gbit/s, whole machine (TCP 1 stream) ≤ kernel VXLAN",
+            (u, "tcp1_cpu_per_gbps"),
+            ("vxlan", "tcp1_cpu_per_gbps"),
+            false,
+            1.0,
+        ),
+        target(
+            run,
+            "uring CPU per Gbit/s, whole machine (TCP 4 streams) ≤ kernel VXLAN",
+            (u, "tcp4_cpu_per_gbps"),
+            ("vxlan", "tcp4_cpu_per_gbps"),
+            false,
+            1.0,
+        ),
+    ]
+}
+
+/// Per-repetition ratios to routing: these columns.
+const REP_RATIOS: &[(&str, &str)] = &[
+    ("tcp1", "TCP 1"),
+    ("tcp1_cubic", "TCP 1 cubic"),
+    ("tcp4", "TCP 4"),
+    ("tcp4_cubic", "TCP 4 cubic"),
+    ("udp64_pps", "UDP 64 B"),
+    ("udp512_pps", "UDP 512 B"),
+    ("udp1400_pps", "UDP 1400 B"),
+    ("lat50_p50", "p50 @50 %"),
+    ("lat50_p99", "p99 @50 %"),
+    ("tcp1_cpu_per_gbps", "CPU/Gbit TCP 1"),
+    ("tcp4_cpu_per_gbps", "CPU/Gbit TCP 4"),
+];
+
+fn header(run: &Run, out: &mut String) {
+    let e = |k: &str| run.env(k).unwrap_or("n/a").to_string();
+    let _ = writeln!(out, "# encapd benchmark report: {} on {}", e("started"), e("host"));
+    out.push('\n');
+    let _ = writeln!(out, "- kernel `{}`; CPU {} ({} CPUs)", e("kernel"), e("cpu"), e("nproc"));
+    for line in provenance(run) {
+        let _ = writeln!(out, "- {line}");
+    }
+    let _ = writeln!(out, "- {}; encapd `workers = {}`", e("iperf3"), e("workers"));
+    let reps = run.reps.len();
+    let _ = writeln!(
+        out,
+        "- modes: {}; {reps} repetition{} (modes interleaved within each), wall time {} s",
+        run.modes.join(", "),
+        if reps == 1 { "" } else { "s" },
+        e("elapsed_s")
+    );
+    let _ = writeln!(
+        out,
+        "- durations: TCP {} s, UDP {} s, latency probe {} s per load; TCP default congestion control `{}`",
+        e("t_tcp"),
+        e("t_udp"),
+        e("t_lat"),
+        e("tcp_cc_default")
+    );
+    let quiet = run.env("quiet").map(|q| format!(" ({q})")).unwrap_or_default();
+    let _ = writeln!(out, "- load average before / after: {} / {}{quiet}", e("loadavg_start"), e("loadavg_end"));
+    if let Some(inv) = run.env("invocation") {
+        let _ = writeln!(out, "- command: `{inv}` (every command run is in `README.md` and `commands.log`)");
+    }
+    out.push('\n');
+}
+
+/// Where the run's code came from, as `env.txt` recorded it: the checked-out
+/// commit and what was uncommitted, then each binary's sha256 and the commit
+/// it says it was built from (runs before these were recorded say so).
+pub(crate) fn provenance(run: &Run) -> Vec<String> {
+    let head = run.env("git_head").unwrap_or("n/a");
+    // bench/run.sh writes git_uncommitted (empty when clean) since it
+    // records provenance; before, only a count of changed files.
+    let recorded = run.env_recorded("git_uncommitted").is_some();
+    let tree = match (run.env_recorded("git_uncommitted"), run.env("git_dirty_files")) {
+        (Some(""), _) => "clean".to_string(),
+        (Some(files), _) => {
+            let files: Vec<&str> = files.split_whitespace().collect();
+            format!("{} uncommitted: {}", files.len(), files.join(", "))
+        }
+        (None, Some(count)) => format!("{count} uncommitted or untracked files; not listed"),
+        (None, None) => "uncommitted files not recorded".into(),
+    };
+    let mut lines = vec![format!("git revision `{head}` ({tree})")];
+    for (name, key) in [("encapd", "encapd"), ("encapd-bench", "encapd_bench")] {
+        let line = match (run.env(&format!("{key}_sha256")), run.env(&format!("{key}_build"))) {
+            (Some(sha), build) => format!("{name} binary sha256 `{sha}`, built from `{}`", build.unwrap_or("unknown")),
+            (None, _) if recorded => format!("{name} binary: not used by this run"),
+            (None, _) => format!("{name} binary: not recorded (the run predates provenance records)"),
+        };
+        lines.push(line);
+    }
+    lines
+}
+
+/// What the headline's figures are, under its table.
+const HEADLINE_NOTE: &str = "TCP: iperf3 receiver throughput with the kernel's default congestion control. \
+UDP 64 B: iperf3 `-u -b 0 -l 64`, delivered packets per second as counted by the receiver. \
+RTT: `encapd-bench latency` UDP request/response at 10 % and 50 % of the mode's own UDP 64 B delivered rate \
+in the same repetition, measured from each request's intended send time (coordinated omission corrected); \
+requests and replies both cross the tunnel, so at 50 % the path carries about its one-way capacity and queueing shows. \
+Each RTT figure is followed by the replies lost in the repetition(s) its median comes from. \
+CPU, whole machine: busy CPU time of the whole machine (`/proc/stat`: both gateways, iperf3 at both ends, the kernel's \
+forwarding, and anything else that ran) during the TCP test, in cores, divided by Gbit/s. \
+encapd CPU: user + system time of both encapd processes (`/proc/PID/stat`) over the same test, in cores, divided by Gbit/s \
+(n/a for routing and vxlan, which run no encapd).";
+
+/// Renders `dir/report.md` and its SVG charts from the run data in `dir`.
+pub fn render(dir: &Path) -> Result<ReportSummary, ReportError> {
+    let run = read_run(dir)?;
+    let mut out = String::new();
+    header(&run, &mut out);
+    let headline = headline_section(&run, &mut out);
+    let targets = targets(&run);
+    targets_section(&targets, &mut out);
+    cost_section(&run, &mut out);
+    medians_section(&run, &mut out);
+    rep_ratios_section(&run, &mut out);
+
+    out.push_str("## Charts\n\n");
+    let charts = charts::write_all(dir, &run)?;
+    for c in &charts {
+        let _ = writeln!(out, "### {}\n\n![{}]({})\n\n{}\n", c.title, c.title, c.file, c.note);
+    }
+    out.push_str("Absolute numbers drift on a shared machine; compare modes within one run.\n");
+
+    let report = dir.join("report.md");
+    std::fs::write(&report, &out).map_err(io_err(&report))?;
+    Ok(ReportSummary {
+        report,
+        charts: charts.iter().map(|c| dir.join(&c.file)).collect(),
+        modes: run.modes.clone(),
+        targets: targets.into_iter().map(|t| (t.name, t.verdict)).collect(),
+        headline,
+    })
+}
+
+/// The headline table, its notes and the ratio tables; returns the table.
+fn headline_section(run: &Run, out: &mut String) -> String {
+    out.push_str("## Headline (medians)\n\n");
+    let headline = headline_table(run);
+    out.push_str(&headline);
+    out.push('\n');
+    out.push_str(HEADLINE_NOTE);
+    out.push_str("\n\n");
+    out.push_str(NOT_COMPARABLE_NOTE);
+    out.push_str(" Ratios involving such a figure are `n/c`.\n\n");
+    for base in ["routing", "vxlan"] {
+        if run.has(base) && run.modes.len() > 1 {
+            let _ = writeln!(out, "### Ratios of medians to {base}\n");
+            out.push_str(&ratio_table(run, base));
+            out.push('\n');
+        }
+    }
+    headline
+}
+
+fn targets_section(targets: &[Target], out: &mut String) {
+    out.push_str("## Targets\n\n");
+    for t in targets {
+        let v = match t.verdict {
+            Some(true) => "**PASS**",
+            Some(false) => "**FAIL**",
+            None => "n/a",
+        };
+        let _ = writeln!(out, "- {}: {v} ({})", t.name, t.detail);
+    }
+    out.push('\n');
+}
+
+/// What each mode's TCP tests cost: the whole machine's CPU and encapd's
+/// own (CPU and context switches), so that the cost of each engine shows.
+fn cost_section(run: &Run, out: &mut String) {
+    out.push_str("## CPU and context switches (medians)\n\n");
+    let cols: [(&str, &str, &str); 7] = [
+        ("", "Gbit/s", "Gbit/s"),
+        ("_cpu", "whole machine, cores", "cores"),
+        ("_cpu_per_gbps", "whole machine, cores per Gbit/s", "cores/(Gbit/s)"),
+        ("_encapd_cpu", "encapd, cores", "cores"),
+        ("_encapd_cpu_per_gbps", "encapd, cores per Gbit/s", "cores/(Gbit/s)"),
+        ("_encapd_cs_vol_per_gb", "encapd voluntary context switches per GB", "per GB"),
+        ("_encapd_cs_invol_per_gb", "encapd involuntary context switches per GB", "per GB"),
+    ];
+    let _ = writeln!(out, "| mode | test | {} |", cols.iter().map(|c| c.1).collect::<Vec<_>>().join(" | "));
+    let _ = writeln!(out, "|---|---|{}", "---:|".repeat(cols.len()));
+    for test in ["tcp1", "tcp4"] {
+        for m in &run.modes {
+            let cells: Vec<String> =
+                cols.iter().map(|(suffix, _, unit)| fmt_opt(run.median(m, &format!("{test}{suffix}")), unit)).collect();
+            let _ = writeln!(out, "| {m} | {test} | {} |", cells.join(" | "));
+        }
+    }
+    out.push('\n');
+    out.push_str(
+        "Whole machine: `/proc/stat` busy time, everything that ran (see above). encapd: both encapd processes only, \
+`/proc/PID/stat` user + system time; context switches summed over every thread (`/proc/PID/task/*/status`, \
+`voluntary_ctxt_switches`: a thread waited, e.g. for packets; `nonvoluntary_ctxt_switches`: it was preempted), \
+per GB (10⁹ bytes) that iperf3 received. n/a: not measured (routing and vxlan run no encapd; runs before these \
+figures were recorded).\n\n",
+    );
+}
+
+/// Every test's median: tests as rows, modes as columns.
+fn medians_section(run: &Run, out: &mut String) {
+    out.push_str("## Medians per mode and test\n\n");
+    let _ = writeln!(out, "| test | unit | {} |", run.modes.join(" | "));
+    let _ = writeln!(out, "|---|---|{}", "---:|".repeat(run.modes.len()));
+    for t in &run.tests {
+        let unit = run.units.get(t).map(String::as_str).unwrap_or("");
+        let cells: Vec<String> = run.modes.iter().map(|m| fmt_median(run, m, t, unit, false)).collect();
+        let _ = writeln!(out, "| {t} | {} | {} |", display_unit(unit), cells.join(" | "));
+    }
+    out.push('\n');
+    out.push_str(
+        "`_retrans`: TCP retransmits (sender); `_cpu`: busy cores during the test; `_sent_pps`: iperf3 send rate; \
+`lat<N>_*`: probe at N % of the mode's UDP 64 B delivered rate (`_offered_pps` requested, `_achieved_pps` sent, \
+`_lost` replies not back within 1 s, `_loss` in %). `n/a`: not measured or failed. ",
+    );
+    out.push_str(NOT_COMPARABLE_NOTE);
+    out.push_str("\n\n");
+}
+
+/// Each mode ÷ routing within every repetition.
+fn rep_ratios_section(run: &Run, out: &mut String) {
+    if !run.has("routing") || run.modes.len() < 2 {
+        return;
+    }
+    out.push_str("## Ratios to plain routing, per repetition\n\n");
+    out.push_str(
+        "Each cell is mode ÷ routing within the same repetition (throughput: higher is better; RTT and CPU: lower is better; \
+`n/c`: a latency figure over more than 1 % lost replies on either side).\n\n",
+    );
+    let cols: Vec<&(&str, &str)> = REP_RATIOS.iter().filter(|(t, _)| run.tests.iter().any(|x| x == t)).collect();
+    let _ = writeln!(out, "| mode | rep | {} |", cols.iter().map(|c| c.1).collect::<Vec<_>>().join(" | "));
+    let _ = writeln!(out, "|---|---:|{}", "---:|".repeat(cols.len()));
+    for m in run.modes.iter().filter(|m| *m != "routing") {
+        for &rep in &run.reps {
+            let cell = |t: &str| {
+                if run.rep_not_comparable(m, rep, t) || run.rep_not_comparable("routing", rep, t) {
+                    "n/c".to_string()
+                } else {
+                    fmt_ratio(run.value(m, rep, t), run.value("routing", rep, t))
+                }
+            };
+            let cells: Vec<String> = cols.iter().map(|(t, _)| cell(t)).collect();
+            let _ = writeln!(out, "| {m} | {rep} | {} |", cells.join(" | "));
+        }
+    }
+    out.push('\n');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_order_is_fixed() {
+        let t = |v: &[&str]| order_tests(v.iter().map(|s| s.to_string()).collect());
+        assert_eq!(
+            t(&["zzz", "lat90_p50", "udp64_pps", "lat10_loss", "lat10_p99", "tcp4", "tcp1_cpu", "tcp1", "lat10_p50", "aaa"]),
+            ["tcp1", "tcp1_cpu", "tcp4", "udp64_pps", "lat10_p50", "lat10_p99", "lat10_loss", "lat90_p50", "aaa", "zzz"]
+        );
+    }
+
+    #[test]
+    fn medians_and_median_rep() {
+        let mut run = Run::default();
+        let key = ("m".to_string(), "t".to_string());
+        run.values.insert(key.clone(), BTreeMap::from([(1, 3.0), (2, 1.0), (3, 2.0)]));
+        assert_eq!(run.median("m", "t"), Some(2.0));
+        assert_eq!(run.median_rep("m", "t"), Some(3));
+        run.values.insert(key, BTreeMap::from([(1, 3.0), (2, 1.0)]));
+        assert_eq!(run.median("m", "t"), Some(2.0));
+        assert_eq!(run.median_rep("m", "t"), Some(2));
+        assert_eq!(run.median("m", "x"), None);
+    }
+
+    fn run_with_env(pairs: &[(&str, &str)]) -> Run {
+        Run { env: pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), ..Run::default() }
+    }
+
+    #[test]
+    fn provenance_says_what_was_recorded() {
+        let sha = "a".repeat(64);
+        let clean = run_with_env(&[
+            ("git_head", "c0ffee"),
+            ("git_dirty_files", "0"),
+            ("git_uncommitted", ""),
+            ("encapd_bench_sha256", &sha),
+            ("encapd_bench_build", "c0ffee"),
+        ]);
+        assert_eq!(
+            provenance(&clean),
+            [
+                "git revision `c0ffee` (clean)".to_string(),
+                "encapd binary: not used by this run".to_string(),
+                format!("encapd-bench binary sha256 `{sha}`, built from `c0ffee`"),
+            ]
+        );
+        let dirty = run_with_env(&[("git_head", "c0ffee"), ("git_uncommitted", "README.md src/x.rs")]);
+        assert_eq!(provenance(&dirty)[0], "git revision `c0ffee` (2 uncommitted: README.md, src/x.rs)");
+        let old = run_with_env(&[("git_head", "c0ffee"), ("git_dirty_files", "3")]);
+        assert_eq!(provenance(&old)[0], "git revision `c0ffee` (3 uncommitted or untracked files; not listed)");
+        assert_eq!(provenance(&old)[1], "encapd binary: not recorded (the run predates provenance records)");
+    }
+
+    #[test]
+    fn values_format_by_unit() {
+        assert_eq!(fmt_value(12.345, "Gbit/s"), "12.35");
+        assert_eq!(fmt_value(65432.0, "pps"), "65.4");
+        assert_eq!(fmt_value(42.26, "us"), "42.3");
+        assert_eq!(fmt_value(1234.6, "us"), "1235");
+        assert_eq!(fmt_ratio(Some(1.0), Some(4.0)), "0.25×");
+        assert_eq!(fmt_ratio(Some(1.0), None), "n/a");
+    }
+}

@@ -1,0 +1,294 @@
+//! The README's performance figures, generated from a benchmark run so that
+//! they cannot drift from the evidence: [`block`] renders the Markdown that
+//! sits between [`BEGIN`] and [`END`] in README.md, [`newest_committed_run`]
+//! says which run it must come from, and `tests/readme_perf.rs` fails when
+//! the README's block differs from what that run renders.
+//!
+//! **The newest committed run** is, among the directories
+//! `bench/runs/<name>/` whose `results.csv` and `env.txt` git tracks, those
+//! whose name starts with the UTC start time `YYYY-MM-DD-HHMM-` (what
+//! `bench/run.sh` names them) and that are **full runs**, the one whose name
+//! sorts last (the name starts with the time, so the last is the newest; a
+//! second run in the same minute gets a `-2` suffix and sorts after). A full
+//! run measured every mode (`routing vxlan classic mmsg-nooffload mmsg
+//! uring-nooffload uring`) in at least 3 repetitions with the full test
+//! durations (TCP 5 s, UDP 2 s, latency 3 s per load), as `env.txt` records:
+//! what `bench/run.sh` does without `--quick`, `--short` or `--modes`.
+//! "Tracked" means in git's index, so `git add` is enough to make a new run
+//! the README's source before the commit that adds both. Outside a git
+//! checkout (an exported tree holds committed files only) every run
+//! directory present counts.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::{ReportError, Run, fmt_median, provenance, ratio_cell, read_run, targets};
+
+/// The line that opens the generated block in README.md.
+pub const BEGIN: &str = "<!-- perf:begin -->";
+/// The line that closes it.
+pub const END: &str = "<!-- perf:end -->";
+
+/// Where benchmark runs live, relative to the repository root.
+pub const RUNS_DIR: &str = "bench/runs";
+
+/// The modes a full run measures, in `bench/run.sh`'s order.
+pub const ALL_MODES: [&str; 7] = ["routing", "vxlan", "classic", "mmsg-nooffload", "mmsg", "uring-nooffload", "uring"];
+
+/// Whether `env.txt` (as key=value pairs) describes a full run.
+pub fn is_full_run(env: &[(String, String)]) -> bool {
+    let get = |k: &str| env.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+    let num = |k: &str| get(k).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let modes: BTreeSet<&str> = get("modes").unwrap_or("").split_whitespace().collect();
+    ALL_MODES.iter().all(|m| modes.contains(m)) && num("reps") >= 3.0 && num("t_tcp") >= 5.0 && num("t_udp") >= 2.0 && num("t_lat") >= 3.0
+}
+
+/// A run directory name that starts with `YYYY-MM-DD-HHMM-`.
+fn is_dated(name: &str) -> bool {
+    let b = name.as_bytes();
+    let digits = |r: std::ops::Range<usize>| b.get(r).is_some_and(|s| s.iter().all(u8::is_ascii_digit));
+    b.len() > 16
+        && digits(0..4)
+        && b[4] == b'-'
+        && digits(5..7)
+        && b[7] == b'-'
+        && digits(8..10)
+        && b[10] == b'-'
+        && digits(11..15)
+        && b[15] == b'-'
+}
+
+/// Run directories (names under `bench/runs/`) whose `results.csv` and
+/// `env.txt` git tracks; None when `repo` is not the top of a git checkout.
+fn tracked_runs(repo: &Path) -> Option<BTreeSet<String>> {
+    let top = git(repo, &["rev-parse", "--show-toplevel"])?;
+    if std::fs::canonicalize(top.trim()).ok()? != std::fs::canonicalize(repo).ok()? {
+        return None;
+    }
+    let files = git(repo, &["ls-files", "--", RUNS_DIR])?;
+    let mut found: std::collections::BTreeMap<String, u8> = Default::default();
+    for f in files.lines() {
+        let Some(rest) = f.strip_prefix(RUNS_DIR).and_then(|r| r.strip_prefix('/')) else { continue };
+        match rest.split_once('/') {
+            Some((name, "results.csv")) => *found.entry(name.to_string()).or_default() |= 1,
+            Some((name, "env.txt")) => *found.entry(name.to_string()).or_default() |= 2,
+            _ => {}
+        }
+    }
+    Some(found.into_iter().filter(|&(_, bits)| bits == 3).map(|(name, _)| name).collect())
+}
+
+/// Run directories present on disk (for a tree outside git).
+fn present_runs(repo: &Path) -> BTreeSet<String> {
+    let Ok(entries) = std::fs::read_dir(repo.join(RUNS_DIR)) else { return BTreeSet::new() };
+    entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().join("results.csv").is_file() && e.path().join("env.txt").is_file())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect()
+}
+
+/// The newest committed full run (see the module documentation), as a
+/// path relative to `repo` (`bench/runs/<name>`).
+pub fn newest_committed_run(repo: &Path) -> Result<PathBuf, String> {
+    let candidates = tracked_runs(repo).unwrap_or_else(|| present_runs(repo));
+    for name in candidates.iter().rev().filter(|n| is_dated(n)) {
+        let dir = repo.join(RUNS_DIR).join(name);
+        let env = super::read_env(&dir.join("env.txt")).map_err(|e| e.to_string())?;
+        if is_full_run(&env) {
+            return Ok(Path::new(RUNS_DIR).join(name));
+        }
+    }
+    Err(format!("no committed full run under {}", repo.join(RUNS_DIR).display()))
+}
+
+/// How the README names each mode.
+fn mode_label(mode: &str) -> String {
+    match mode {
+        "routing" => "plain routing".into(),
+        "vxlan" => "kernel VXLAN (flannel.1 style)".into(),
+        "classic" => "encapd `classic` (one syscall per packet, flannel style)".into(),
+        "mmsg-nooffload" => "encapd `mmsg`, offloads off".into(),
+        "mmsg" => "encapd `mmsg`, offloads on".into(),
+        "uring-nooffload" => "encapd `uring`, offloads off".into(),
+        "uring" => "encapd `uring`, offloads on (the default)".into(),
+        other => format!("`{other}`"),
+    }
+}
+
+/// The README's columns: (test, header, unit).
+const COLUMNS: [(&str, &str, &str); 7] = [
+    ("tcp1", "TCP 1 stream Gbit/s", "Gbit/s"),
+    ("tcp4", "TCP 4 streams Gbit/s", "Gbit/s"),
+    ("udp64_pps", "UDP 64 B delivered kpps", "pps"),
+    ("lat50_p50", "RTT p50 µs at 50 % load (replies lost)", "us"),
+    ("tcp1_cpu_per_gbps", "CPU cores per Gbit/s, whole machine (TCP 1)", "cores/(Gbit/s)"),
+    ("tcp1_encapd_cpu_per_gbps", "encapd's own CPU cores per Gbit/s (TCP 1)", "cores/(Gbit/s)"),
+    ("tcp1_encapd_cs_vol_per_gb", "encapd context switches per GB, voluntary / involuntary (TCP 1)", "per GB"),
+];
+
+fn table(run: &Run, out: &mut String) {
+    let _ = writeln!(out, "| mode | {} |", COLUMNS.iter().map(|c| c.1).collect::<Vec<_>>().join(" | "));
+    let _ = writeln!(out, "|---|{}", "---:|".repeat(COLUMNS.len()));
+    for m in &run.modes {
+        let cells: Vec<String> = COLUMNS
+            .iter()
+            .map(|&(test, _, unit)| {
+                let cell = fmt_median(run, m, test, unit, true);
+                if test == "tcp1_encapd_cs_vol_per_gb" && cell != "n/a" {
+                    format!("{cell} / {}", fmt_median(run, m, "tcp1_encapd_cs_invol_per_gb", unit, false))
+                } else {
+                    cell
+                }
+            })
+            .collect();
+        let _ = writeln!(out, "| {} | {} |", mode_label(m), cells.join(" | "));
+    }
+}
+
+/// The ratios the README states, computed from the medians.
+fn findings(run: &Run, out: &mut String) {
+    let r = |mode: &str, base: &str, test: &str| ratio_cell(run, mode, base, test);
+    let _ = writeln!(
+        out,
+        "- `uring` with offloads moves **{}** what the flannel-style `classic` baseline moves on one TCP stream, and {} its \
+         64-byte packet rate.",
+        r("uring", "classic", "tcp1"),
+        r("uring", "classic", "udp64_pps"),
+    );
+    let _ = writeln!(
+        out,
+        "- Against kernel VXLAN, `uring` reaches **{}** on one TCP stream, {} on four and {} of its 64-byte packet rate; its \
+         RTT p50 at 50 % load is {} VXLAN's, at {} VXLAN's whole-machine CPU per Gbit/s (TCP 1).",
+        r("uring", "vxlan", "tcp1"),
+        r("uring", "vxlan", "tcp4"),
+        r("uring", "vxlan", "udp64_pps"),
+        r("uring", "vxlan", "lat50_p50"),
+        r("uring", "vxlan", "tcp1_cpu_per_gbps"),
+    );
+    let t = targets(run);
+    let met = t.iter().filter(|t| t.verdict == Some(true)).count();
+    let _ = writeln!(out, "- Targets ([bench/README.md](bench/README.md#targets)): {met} of {} met.", t.len());
+    for t in &t {
+        let v = match t.verdict {
+            Some(true) => "met",
+            Some(false) => "**not met**",
+            None => "not decidable",
+        };
+        let _ = writeln!(out, "  - {}: {v} ({})", t.name, t.detail);
+    }
+}
+
+/// The block for the run in `repo/run_dir` (`run_dir` relative to `repo`,
+/// as the README links it), markers included, ending with a newline.
+pub fn block(repo: &Path, run_dir: &Path) -> Result<String, ReportError> {
+    let run = read_run(&repo.join(run_dir))?;
+    let dir = run_dir.to_string_lossy();
+    let e = |k: &str| run.env(k).unwrap_or("n/a").to_string();
+    let mut out = String::new();
+    let _ = writeln!(out, "{BEGIN}");
+    let _ = writeln!(
+        out,
+        "<!-- Generated from {dir} by `encapd-bench readme --update README.md`; do not edit by hand \
+         (tests/readme_perf.rs in bench/tool fails when this block and the newest committed full run disagree). -->"
+    );
+    let reps = run.reps.len();
+    let _ = writeln!(
+        out,
+        "Run [{dir}]({dir}/report.md), started {} on `{}`: {} modes side by side, {reps} repetition{}, medians; \
+         load average before / after {} / {}.",
+        e("started"),
+        e("host"),
+        run.modes.len(),
+        if reps == 1 { "" } else { "s" },
+        e("loadavg_start"),
+        e("loadavg_end"),
+    );
+    let _ = writeln!(out, "Provenance: {}.\n", provenance(&run).join("; "));
+    table(&run, &mut out);
+    out.push_str(
+        "\nWhole machine: both gateways, iperf3 at both ends and the kernel share the two cores, so this is what the \
+         whole data path costs. encapd's own: user + system time of the two encapd processes (`/proc/PID/stat`), and \
+         their threads' context switches per GB received. n/a: not applicable (no encapd) or not recorded by this run. \
+         † (if shown): over more than 1 % lost replies, not comparable. How each figure is measured: \
+         [bench/README.md](bench/README.md).\n\n",
+    );
+    findings(&run, &mut out);
+    let charts =
+        [("throughput.svg", "throughput per mode"), ("latency-50.svg", "RTT percentiles at 50 % load"), ("cpu.svg", "CPU per Gbit/s")];
+    let present: Vec<_> = charts.iter().filter(|(f, _)| repo.join(run_dir).join(f).is_file()).collect();
+    if !present.is_empty() {
+        out.push('\n');
+    }
+    for (file, alt) in present {
+        let _ = writeln!(out, "![{alt}]({dir}/{file})");
+    }
+    let _ = writeln!(out, "{END}");
+    Ok(out)
+}
+
+/// The block in `readme` (markers included, with the newline after END).
+pub fn extract(readme: &str) -> Option<&str> {
+    let start = readme.find(BEGIN)?;
+    let end = start + readme[start..].find(END)? + END.len();
+    let end = if readme[end..].starts_with('\n') { end + 1 } else { end };
+    Some(&readme[start..end])
+}
+
+/// `readme` with its block replaced by `block`.
+pub fn replace(readme: &str, block: &str) -> Option<String> {
+    let old = extract(readme)?;
+    let start = readme.find(old)?;
+    Some(format!("{}{block}{}", &readme[..start], &readme[start + old.len()..]))
+}
+
+fn git(dir: &Path, args: &[&str]) -> Option<String> {
+    let out = Command::new("git").arg("-C").arg(dir).args(args).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn full_runs_are_recognised() {
+        let all = "routing vxlan classic mmsg-nooffload mmsg uring-nooffload uring";
+        let full = [("modes", all), ("reps", "3"), ("t_tcp", "5"), ("t_udp", "2"), ("t_lat", "3")];
+        assert!(is_full_run(&env(&full)));
+        let mut quick = full;
+        quick[2] = ("t_tcp", "2");
+        assert!(!is_full_run(&env(&quick)), "--quick durations");
+        let mut few = full;
+        few[0] = ("modes", "routing uring");
+        assert!(!is_full_run(&env(&few)), "--modes subset");
+        let mut once = full;
+        once[1] = ("reps", "1");
+        assert!(!is_full_run(&env(&once)), "one repetition");
+        assert!(!is_full_run(&env(&[])));
+    }
+
+    #[test]
+    fn dated_names() {
+        assert!(is_dated("2026-11-28-0712-vm"));
+        assert!(is_dated("2026-11-28-0712-vm-2"));
+        assert!(!is_dated("sample-quick"));
+        assert!(!is_dated("2026-11-28-712-vm"));
+        assert!(!is_dated("2026-11-28-0712-"));
+    }
+
+    #[test]
+    fn block_is_found_and_replaced() {
+        let readme = format!("# x\n\ntext\n{BEGIN}\nold\n{END}\nafter\n");
+        assert_eq!(extract(&readme), Some(format!("{BEGIN}\nold\n{END}\n").as_str()));
+        let new = format!("{BEGIN}\nnew\n{END}\n");
+        assert_eq!(replace(&readme, &new).unwrap(), format!("# x\n\ntext\n{BEGIN}\nnew\n{END}\nafter\n"));
+        assert_eq!(extract("no markers"), None);
+    }
+}
