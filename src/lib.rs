@@ -10,7 +10,6 @@
 //! - [`datapath`]: the pinned workers and their I/O engines.
 //! - [`control`]: the control thread that builds and publishes subnet tables.
 //! - [`stats`]: per-worker counters, latency histograms, metrics endpoint.
-//! - [`report`]: benchmark reports (tables and SVG charts) from a run's raw files.
 //! - [`config`], [`cli`], [`daemon`]: configuration, command line, lifecycle.
 
 #![deny(unsafe_code)]
@@ -20,7 +19,6 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod datapath;
-pub mod report;
 pub mod route;
 pub mod stats;
 #[allow(unsafe_code)]

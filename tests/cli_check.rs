@@ -293,6 +293,8 @@ fn usage() {
     let o = encapd(&["--version"]);
     assert_eq!(o.status.code(), Some(0), "{}", o.text());
     assert!(o.stdout.contains(env!("CARGO_PKG_VERSION")), "{}", o.stdout);
+    // The commit the binary was built from (benchmark runs record it).
+    assert!(o.stdout.contains("(git "), "{}", o.stdout);
     let o = encapd(&["check", "--help"]);
     assert_eq!(o.status.code(), Some(0), "{}", o.text());
     let o = encapd(&["bogus"]);

@@ -15,7 +15,7 @@ use crate::{control, daemon};
 #[derive(Debug, Parser)]
 #[command(
     name = "encapd",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (git ", env!("ENCAPD_GIT_COMMIT"), ")"),
     about = "Userspace encapsulation gateway for container overlay networks",
     long_about = "encapd carries container IP packets between hosts inside UDP datagrams, \
 wire-compatible with flannel's udp backend (raw IP in UDP, port 8285), with pinned \
@@ -48,15 +48,6 @@ pub enum Command {
         /// Path to the TOML configuration file.
         #[arg(short, long, value_name = "PATH")]
         config: PathBuf,
-    },
-    /// Render a benchmark run's report (report.md and SVG charts) from its raw files.
-    ///
-    /// DIR is a folder written by `bench/run.sh` (results.csv, .hgrm files,
-    /// README.md); the report is rewritten in place, deterministically.
-    Report {
-        /// The run directory.
-        #[arg(value_name = "DIR")]
-        dir: PathBuf,
     },
     /// Show what a running daemon is doing (read from its metrics endpoint).
     ///
@@ -96,16 +87,6 @@ pub fn execute(cli: Cli) -> u8 {
             }
         }
         Command::Check { config } => check(&config),
-        Command::Report { dir } => match crate::report::render(&dir) {
-            Ok(_) => {
-                println!("wrote {}", dir.join("report.md").display());
-                0
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                1
-            }
-        },
         Command::Stats { addr, interval, json } => {
             if !interval.is_finite() || !(0.0..=3600.0).contains(&interval) {
                 eprintln!("error: --interval {interval}: must be between 0 and 3600 seconds");
