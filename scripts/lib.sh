@@ -573,6 +573,10 @@ encapd_write_configs() {
 }
 
 _encapd_conf() {
+    # subnet.env beside the config (subnet-a.env / subnet-b.env), never the
+    # host's /run/flannel.
+    local side=${6#peers-}
+    side=${side%.toml}
     cat <<EOF
 [node]
 public_ip = "$1"
@@ -593,6 +597,7 @@ io      = "$4"
 [control]
 source = "file"
 peers  = "$6"
+subnet_env = "subnet-$side.env"
 EOF
 }
 

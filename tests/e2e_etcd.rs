@@ -643,7 +643,7 @@ fn malformed_leases_are_skipped_counted_and_harmless() {
     for (name, _) in bad {
         assert!(log.contains(&format!("skipping lease {PREFIX}/subnets/{name} ")), "no log line for {name}:\n{log}");
     }
-    assert_eq!(log.matches("subnets/100.96.213.0-24: backend \"vxlan\"").count(), 1, "{log}");
+    assert_eq!(log.matches("subnets/100.96.213.0-24: its holder runs the \"vxlan\" backend").count(), 1, "{log}");
     assert!(net.alive(N::A) && net.alive(N::B), "daemons still running");
     assert!(net.ping_ok(&net.ctr_a, &ctr_b), "still routing");
     assert!(!net.unreachable("100.96.214.1"), "the dual-stack lease is routed");

@@ -21,6 +21,7 @@ fn table(version: u64) -> SubnetTable {
     let routes = 1 + (version % 50) as u32;
     let peers: Vec<PeerSpec> = (0..routes)
         .map(|i| PeerSpec {
+            vtep_mac: None,
             subnet: Prefix::containing(IpAddr::from([100, 64 + (i / 256) as u8, (i % 256) as u8, 0]), 24).unwrap(),
             endpoint: SocketAddr::new(IpAddr::from([198, 18, 0, 2]), (version % 65_536) as u16),
             origin: String::new(),

@@ -9,16 +9,57 @@ mod raw;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-pub use peers::{PeersError, PeersFile, load_peers, parse_peers, read_peers_text};
+pub use peers::{PeerDefaults, PeersError, PeersFile, load_peers, parse_peers, read_peers_text};
 
 use crate::route::{Prefix, TableScope};
+use crate::wire::vxlan::Mac;
 
 /// Wire format spoken with peers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     /// flannel's udp backend: the raw inner IP packet is the UDP payload.
     Udp,
+    /// flannel's vxlan backend, as a kernel VTEP speaks it.
+    Vxlan(VxlanSettings),
 }
+
+/// `[network] backend = "vxlan"`: this node's VTEP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VxlanSettings {
+    /// `[network] vni` (flannel's default 1).
+    pub vni: u32,
+    /// `[node] vtep_mac`, or one derived from `public_ip` (stable across restarts).
+    pub vtep_mac: Mac,
+}
+
+impl Backend {
+    /// flannel's name for it (`Backend.Type`, `BackendType`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Backend::Udp => "udp",
+            Backend::Vxlan(_) => "vxlan",
+        }
+    }
+
+    /// flannel's default port for it.
+    pub fn default_port(&self) -> u16 {
+        match self {
+            Backend::Udp => DEFAULT_UDP_PORT,
+            Backend::Vxlan(_) => crate::wire::vxlan::FLANNEL_PORT,
+        }
+    }
+
+    /// Bytes this backend puts inside the UDP payload in front of each packet.
+    pub fn header_len(&self) -> u32 {
+        match self {
+            Backend::Udp => 0,
+            Backend::Vxlan(_) => crate::wire::vxlan::HEADER_LEN as u32,
+        }
+    }
+}
+
+/// flannel's udp backend port.
+pub const DEFAULT_UDP_PORT: u16 = 8285;
 
 /// How the workers do their I/O.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,8 +106,6 @@ pub struct EtcdSource {
     pub password: Option<String>,
     /// Where the subnet this node last held is remembered.
     pub state_dir: PathBuf,
-    /// flannel's `subnet.env`, written once the lease is held.
-    pub subnet_env: PathBuf,
     /// Renew the lease this long before it expires.
     pub renew_margin: std::time::Duration,
     /// TTL of the etcd lease behind this node's subnet (flannel: 24 h).
@@ -76,6 +115,8 @@ pub struct EtcdSource {
     pub given_subnet: Option<Prefix>,
     pub given_cidr: Option<Prefix>,
     pub given_port: Option<u16>,
+    /// `[network] vni` as the file gave it (vxlan; `None`: etcd's).
+    pub given_vni: Option<u32>,
     /// True once `Config::subnet`, `cidr` and `port` hold etcd's values.
     pub resolved: bool,
 }
@@ -127,6 +168,9 @@ pub struct Config {
     pub group: Option<String>,
     /// Where `/metrics` is served; `None` when `listen = "off"`.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// flannel's `subnet.env` (for the CNI plugin), written once the node's
+    /// subnet is known; `None` when `[control] subnet_env = "off"`.
+    pub subnet_env: Option<PathBuf>,
 }
 
 /// Default metrics address: loopback only.
@@ -145,9 +189,11 @@ pub enum ConfigError {
     Peers(#[from] PeersError),
 }
 
-/// Bytes of encapsulation overhead per packet: outer IP + UDP headers.
-pub fn encap_overhead(underlay_ipv4: bool) -> u32 {
-    if underlay_ipv4 { 20 + 8 } else { 40 + 8 }
+/// Bytes of encapsulation overhead per packet: outer IP + UDP headers, and
+/// what the backend puts in front of the packet (VXLAN: 22).
+pub fn encap_overhead(underlay_ipv4: bool, backend: &Backend) -> u32 {
+    let outer = if underlay_ipv4 { 20 + 8 } else { 40 + 8 };
+    outer + backend.header_len()
 }
 
 impl Config {
@@ -168,7 +214,7 @@ impl Config {
 
     /// The MTU of the TUN device for a given underlay MTU.
     pub fn tun_mtu(&self, underlay_mtu: u32) -> u32 {
-        underlay_mtu.saturating_sub(encap_overhead(self.public_ip.is_ipv4()))
+        underlay_mtu.saturating_sub(encap_overhead(self.public_ip.is_ipv4(), &self.backend))
     }
 
     /// What a subnet table built for this node is validated against.
@@ -178,6 +224,11 @@ impl Config {
             networks: std::iter::once(self.cidr).chain(self.cidr6).collect(),
             underlay_ipv4: self.public_ip.is_ipv4(),
         }
+    }
+
+    /// What every peer gets unless its entry says otherwise.
+    pub fn peer_defaults(&self) -> PeerDefaults {
+        PeerDefaults { port: self.port, vxlan: matches!(self.backend, Backend::Vxlan(_)) }
     }
 
     /// The peers file path, when the control source is a file.
@@ -219,6 +270,9 @@ impl std::fmt::Display for Config {
         if let Some(s) = self.subnet6 {
             writeln!(f, "subnet6 = \"{s}\"")?;
         }
+        if let Backend::Vxlan(v) = &self.backend {
+            writeln!(f, "vtep_mac = \"{}\"", v.vtep_mac)?;
+        }
         match pending {
             Some(e) if e.given_cidr.is_none() => writeln!(f, "\n[network]\n# cidr: etcd's Network, read at start")?,
             _ => writeln!(f, "\n[network]\ncidr = \"{}\"", self.cidr)?,
@@ -226,11 +280,13 @@ impl std::fmt::Display for Config {
         if let Some(c) = self.cidr6 {
             writeln!(f, "cidr6 = \"{c}\"")?;
         }
+        writeln!(f, "backend = \"{}\"", self.backend.name())?;
+        if let Backend::Vxlan(v) = &self.backend {
+            writeln!(f, "vni = {}", v.vni)?;
+        }
         match pending {
-            Some(e) if e.given_port.is_none() => {
-                writeln!(f, "backend = \"udp\"\n# port: etcd's Backend.Port (default {}), read at start", self.port)?
-            }
-            _ => writeln!(f, "backend = \"udp\"\nport = {}", self.port)?,
+            Some(e) if e.given_port.is_none() => writeln!(f, "# port: etcd's Backend.Port (default {}), read at start", self.port)?,
+            _ => writeln!(f, "port = {}", self.port)?,
         }
         match self.underlay_mtu {
             Some(m) => writeln!(f, "underlay_mtu = {m}")?,
@@ -262,13 +318,16 @@ impl std::fmt::Display for Config {
                 }
                 writeln!(
                     f,
-                    "state_dir = {}\nsubnet_env = {}\nlease_ttl = {}\nrenew_margin = {}",
+                    "state_dir = {}\nlease_ttl = {}\nrenew_margin = {}",
                     toml_string(&e.state_dir.display().to_string()),
-                    toml_string(&e.subnet_env.display().to_string()),
                     e.lease_ttl.as_secs(),
                     e.renew_margin.as_secs()
                 )?;
             }
+        }
+        match &self.subnet_env {
+            Some(p) => writeln!(f, "subnet_env = {}", toml_string(&p.display().to_string()))?,
+            None => writeln!(f, "subnet_env = \"off\"")?,
         }
         match self.metrics_listen {
             Some(a) => writeln!(f, "\n[metrics]\nlisten = \"{a}\"")?,

@@ -11,6 +11,11 @@
 //!
 //! A file with no peers must say so (`peer = []`): a zero-length file is far
 //! more often a write caught half-way than an intent, so it is rejected.
+//!
+//! With the vxlan backend every peer names its VTEP MAC (`vtep_mac`, the
+//! inner Ethernet destination a kernel VTEP checks); with the udp backend
+//! none may, because a peer with a VTEP speaks VXLAN and a udp node cannot
+//! reach it: the file is refused rather than traffic mis-sent.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
@@ -18,6 +23,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use crate::route::{PeerSpec, Prefix};
+use crate::wire::vxlan::Mac;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PeersError {
@@ -29,6 +35,8 @@ pub enum PeersError {
     Empty { file: String },
     #[error("{file}: peer #{index}: {field} = {value:?}: {reason}")]
     Entry { file: String, index: usize, field: &'static str, value: String, reason: String },
+    #[error("{file}: peer #{index}: {field} is missing: {reason}")]
+    Missing { file: String, index: usize, field: &'static str, reason: String },
 }
 
 #[derive(Debug, Deserialize)]
@@ -44,6 +52,16 @@ struct RawPeer {
     subnet6: Option<String>,
     public_ip: String,
     port: Option<i64>,
+    vtep_mac: Option<String>,
+}
+
+/// What the node's configuration says about every peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerDefaults {
+    /// `[network] port`: the port of a peer that names none.
+    pub port: u16,
+    /// The node runs the vxlan backend: every peer needs a `vtep_mac`.
+    pub vxlan: bool,
 }
 
 /// A peers file as read: its text (to tell a real change from a rewrite of
@@ -55,9 +73,9 @@ pub struct PeersFile {
 }
 
 /// Reads and parses the peers file at `path`.
-pub fn load_peers(path: &Path, default_port: u16) -> Result<PeersFile, PeersError> {
+pub fn load_peers(path: &Path, defaults: PeerDefaults) -> Result<PeersFile, PeersError> {
     let text = read_peers_text(path)?;
-    let peers = parse_peers(&text, &path.display().to_string(), default_port)?;
+    let peers = parse_peers(&text, &path.display().to_string(), defaults)?;
     Ok(PeersFile { text, peers })
 }
 
@@ -67,7 +85,7 @@ pub fn read_peers_text(path: &Path) -> Result<String, PeersError> {
 }
 
 /// Parses peers-file text; `file` names it in errors and in each entry's origin.
-pub fn parse_peers(text: &str, file: &str, default_port: u16) -> Result<Vec<PeerSpec>, PeersError> {
+pub fn parse_peers(text: &str, file: &str, defaults: PeerDefaults) -> Result<Vec<PeerSpec>, PeersError> {
     if text.trim().is_empty() {
         return Err(PeersError::Empty { file: file.to_owned() });
     }
@@ -88,7 +106,7 @@ pub fn parse_peers(text: &str, file: &str, default_port: u16) -> Result<Vec<Peer
             return Err(entry("public_ip", &p.public_ip, "must be a unicast address".into()));
         }
         let port = match p.port {
-            None => default_port,
+            None => defaults.port,
             Some(port) => u16::try_from(port)
                 .ok()
                 .filter(|&p| p != 0)
@@ -100,13 +118,31 @@ pub fn parse_peers(text: &str, file: &str, default_port: u16) -> Result<Vec<Peer
         if !subnet.is_ipv4() {
             return Err(entry("subnet", &p.subnet, "must be an IPv4 prefix (use subnet6 for IPv6)".into()));
         }
-        out.push(PeerSpec { subnet, endpoint, origin: origin.clone() });
+        let vtep_mac = match (&p.vtep_mac, defaults.vxlan) {
+            (Some(text), true) => {
+                let mac: Mac = text.parse().map_err(|e: crate::wire::vxlan::MacError| entry("vtep_mac", text, e.to_string()))?;
+                if mac.is_group() {
+                    return Err(entry("vtep_mac", text, "must be a unicast MAC (the first byte even)".into()));
+                }
+                Some(mac)
+            }
+            (None, true) => {
+                let reason = "the vxlan backend needs each peer's VTEP MAC (flannel's VtepMAC)".into();
+                return Err(PeersError::Missing { file: file.to_owned(), index, field: "vtep_mac", reason });
+            }
+            (Some(text), false) => {
+                let why = "a peer with a VTEP runs the vxlan backend, which this udp node cannot reach (set [network] backend = \"vxlan\" or remove the peer)";
+                return Err(entry("vtep_mac", text, why.into()));
+            }
+            (None, false) => None,
+        };
+        out.push(PeerSpec { vtep_mac, subnet, endpoint, origin: origin.clone() });
         if let Some(s6) = p.subnet6 {
             let subnet6: Prefix = s6.parse().map_err(|e: crate::route::PrefixError| entry("subnet6", &s6, e.to_string()))?;
             if subnet6.is_ipv4() {
                 return Err(entry("subnet6", &s6, "must be an IPv6 prefix".into()));
             }
-            out.push(PeerSpec { subnet: subnet6, endpoint, origin });
+            out.push(PeerSpec { vtep_mac, subnet: subnet6, endpoint, origin });
         }
     }
     Ok(out)
@@ -116,12 +152,32 @@ pub fn parse_peers(text: &str, file: &str, default_port: u16) -> Result<Vec<Peer
 mod tests {
     use super::*;
 
+    const UDP: PeerDefaults = PeerDefaults { port: 8285, vxlan: false };
+    const VXLAN: PeerDefaults = PeerDefaults { port: 8472, vxlan: true };
+
+    #[test]
+    fn vxlan_peers_name_their_vtep_and_udp_peers_do_not() {
+        let one = |mac: &str| format!("[[peer]]\nsubnet = \"100.96.2.0/24\"\npublic_ip = \"198.18.0.2\"\n{mac}");
+        let peers = parse_peers(&one("vtep_mac = \"c6:d2:32:6f:8f:44\"\n"), "p", VXLAN).unwrap();
+        assert_eq!(peers[0].vtep_mac, Some("c6:d2:32:6f:8f:44".parse().unwrap()));
+        assert_eq!(peers[0].endpoint.port(), 8472);
+        for (text, defaults, want) in [
+            (one(""), VXLAN, "p: peer #1: vtep_mac is missing: the vxlan backend"),
+            (one("vtep_mac = \"c6:d2:32:6f:8f\"\n"), VXLAN, "p: peer #1: vtep_mac = \"c6:d2:32:6f:8f\": not a MAC address"),
+            (one("vtep_mac = \"ff:ff:ff:ff:ff:ff\"\n"), VXLAN, "must be a unicast MAC"),
+            (one("vtep_mac = \"c6:d2:32:6f:8f:44\"\n"), UDP, "this udp node cannot reach"),
+        ] {
+            let e = parse_peers(&text, "p", defaults).unwrap_err().to_string();
+            assert!(e.contains(want), "{e} lacks {want}");
+        }
+    }
+
     #[test]
     fn parses_peers_with_defaults() {
         let peers = parse_peers(
             "[[peer]]\nsubnet = \"100.96.2.0/24\"\npublic_ip = \"198.18.0.2\"\n\n[[peer]]\nsubnet = \"100.96.3.0/24\"\npublic_ip = \"198.18.0.3\"\nport = 9000\nsubnet6 = \"fd00:96:3::/64\"\n",
             "peers.toml",
-            8285,
+            UDP,
         )
         .unwrap();
         assert_eq!(peers.len(), 3);
@@ -129,7 +185,7 @@ mod tests {
         assert_eq!(peers[1].endpoint, "198.18.0.3:9000".parse().unwrap());
         assert_eq!(peers[2].subnet, "fd00:96:3::/64".parse().unwrap());
         assert_eq!(peers[2].origin, "peers.toml: peer #2");
-        assert!(parse_peers("peer = []", "p", 1).unwrap().is_empty());
+        assert!(parse_peers("peer = []", "p", UDP).unwrap().is_empty());
     }
 
     #[test]
@@ -146,7 +202,7 @@ mod tests {
             ("[[peer]]\nsubnet = \"fd00::/64\"\npublic_ip = \"198.18.0.2\"\n", "use subnet6"),
         ];
         for (text, want) in cases {
-            let err = parse_peers(text, "peers.toml", 8285).unwrap_err().to_string();
+            let err = parse_peers(text, "peers.toml", UDP).unwrap_err().to_string();
             assert!(err.starts_with("peers.toml"), "{err}");
             assert!(err.contains(want), "{text:?}: {err}");
         }

@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{Backend, Config, ConfigError, ControlSource, EtcdSource, IoEngine};
+use super::{Backend, Config, ConfigError, ControlSource, EtcdSource, IoEngine, VxlanSettings};
 use crate::route::Prefix;
 use crate::sys::uring::UringFeature;
+use crate::wire::vxlan::{Mac, MacError};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -46,6 +47,7 @@ struct RawNode {
     public_ip: String,
     subnet: Option<String>,
     subnet6: Option<String>,
+    vtep_mac: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -54,6 +56,7 @@ struct RawNetwork {
     cidr: Option<String>,
     cidr6: Option<String>,
     backend: Option<String>,
+    vni: Option<i64>,
     port: Option<i64>,
     underlay_mtu: Option<i64>,
 }
@@ -89,8 +92,6 @@ struct RawControl {
     renew_margin: Option<i64>,
     lease_ttl: Option<i64>,
 }
-
-const DEFAULT_PORT: i64 = 8285;
 
 /// Default TUN device name.
 pub const DEFAULT_TUN: &str = "encap0";
@@ -130,6 +131,8 @@ struct Addressing {
     cidr6: Option<Prefix>,
     backend: Backend,
     given_port: Option<u16>,
+    /// `[network] vni` as written (vxlan).
+    given_vni: Option<u32>,
     underlay_mtu: Option<u32>,
 }
 
@@ -153,6 +156,7 @@ impl RawConfig {
         let a = validate_addressing(&c, &self.node, &self.network, etcd)?;
         let d = self.dataplane.validate(&c)?;
         let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let subnet_env = self.control.subnet_env(&c, dir)?;
         let control = self.control.validate(&c, dir, &a)?;
         let (user, group) = self.process.validate(&c)?;
         let metrics_listen = self.metrics.validate(&c)?;
@@ -164,7 +168,7 @@ impl RawConfig {
             cidr: a.cidr.unwrap_or(super::UNRESOLVED),
             cidr6: a.cidr6,
             backend: a.backend,
-            port: a.given_port.unwrap_or(DEFAULT_PORT as u16),
+            port: a.given_port.unwrap_or(a.backend.default_port()),
             underlay_mtu: a.underlay_mtu,
             tun: d.tun,
             workers: d.workers,
@@ -178,6 +182,7 @@ impl RawConfig {
             user,
             group,
             metrics_listen,
+            subnet_env,
         })
     }
 }
@@ -190,17 +195,47 @@ fn validate_addressing(c: &Checker<'_>, node: &RawNode, network: &RawNetwork, et
     }
     let (subnet, cidr) = validate_ipv4_subnets(c, node, network, etcd)?;
     let (subnet6, cidr6) = validate_ipv6_subnets(c, node, network, etcd)?;
-    let backend = match network.backend.as_deref().unwrap_or("udp") {
-        "udp" => Backend::Udp,
-        "vxlan" => {
-            return Err(c.err("network", "backend", "\"vxlan\"", "the vxlan backend is not implemented yet; use \"udp\""));
-        }
-        other => return Err(c.err("network", "backend", format!("{other:?}"), "unknown backend; expected \"udp\"")),
-    };
+    let backend = validate_backend(c, node, network, public_ip)?;
     let given_port: Option<u16> = network.port.map(|p| c.int("network", "port", p, 1, 65535)).transpose()?;
     let min_mtu = if public_ip.is_ipv4() { 576 } else { 1280 };
     let underlay_mtu = network.underlay_mtu.map(|m| c.int::<u32>("network", "underlay_mtu", m, min_mtu, 65535)).transpose()?;
-    Ok(Addressing { public_ip, subnet, subnet6, cidr, cidr6, backend, given_port, underlay_mtu })
+    let given_vni = network.vni.and_then(|v| u32::try_from(v).ok());
+    Ok(Addressing { public_ip, subnet, subnet6, cidr, cidr6, backend, given_port, given_vni, underlay_mtu })
+}
+
+/// `[network] backend` (and `vni`, `[node] vtep_mac` for vxlan).
+fn validate_backend(c: &Checker<'_>, node: &RawNode, network: &RawNetwork, public_ip: IpAddr) -> Result<Backend, ConfigError> {
+    match network.backend.as_deref().unwrap_or("udp") {
+        "udp" => {
+            if let Some(v) = network.vni {
+                return Err(c.err("network", "vni", v, "only meaningful with backend = \"vxlan\""));
+            }
+            if let Some(m) = &node.vtep_mac {
+                return Err(c.err("node", "vtep_mac", format!("{m:?}"), "only meaningful with [network] backend = \"vxlan\""));
+            }
+            Ok(Backend::Udp)
+        }
+        "vxlan" => {
+            let vni = c.int("network", "vni", network.vni.unwrap_or(1), 0, (1 << 24) - 1)?;
+            let vtep_mac = match &node.vtep_mac {
+                None => Mac::derived_from(public_ip),
+                Some(text) => {
+                    let mac: Mac = text.parse().map_err(|e: MacError| c.err("node", "vtep_mac", format!("{text:?}"), e.to_string()))?;
+                    if mac.is_group() || mac == Mac::default() {
+                        return Err(c.err(
+                            "node",
+                            "vtep_mac",
+                            format!("{text:?}"),
+                            "must be a unicast MAC (first byte even, not all zero)",
+                        ));
+                    }
+                    mac
+                }
+            };
+            Ok(Backend::Vxlan(VxlanSettings { vni, vtep_mac }))
+        }
+        other => Err(c.err("network", "backend", format!("{other:?}"), "unknown backend; expected \"udp\" or \"vxlan\"")),
+    }
 }
 
 /// `[node] subnet` inside `[network] cidr`; both may be left to etcd.
@@ -361,7 +396,11 @@ impl RawControl {
     fn validate(self, c: &Checker<'_>, dir: &Path, a: &Addressing) -> Result<ControlSource, ConfigError> {
         match self.source.as_deref().unwrap_or("file") {
             "file" => self.validate_file(c, dir),
-            "etcd" => Ok(ControlSource::Etcd(Box::new(self.validate_etcd(c, dir, a.subnet, a.cidr, a.given_port)?))),
+            "etcd" => {
+                let mut etcd = self.validate_etcd(c, dir, a.subnet, a.cidr, a.given_port)?;
+                etcd.given_vni = a.given_vni;
+                Ok(ControlSource::Etcd(Box::new(etcd)))
+            }
             other => Err(c.err("control", "source", format!("{other:?}"), "unknown control source; expected \"file\" or \"etcd\"")),
         }
     }
@@ -377,7 +416,6 @@ impl RawControl {
             ("username", self.username.is_some()),
             ("password", self.password.is_some()),
             ("state_dir", self.state_dir.is_some()),
-            ("subnet_env", self.subnet_env.is_some()),
             ("renew_margin", self.renew_margin.is_some()),
             ("lease_ttl", self.lease_ttl.is_some()),
         ];
@@ -426,16 +464,12 @@ impl RawControl {
             username: self.username.clone(),
             password: self.password.clone(),
             state_dir: self.state_dir(c, dir)?,
-            subnet_env: match &self.subnet_env {
-                Some(s) if s.is_empty() => return Err(c.err("control", "subnet_env", "\"\"", "must name a file")),
-                Some(s) => dir.join(s),
-                None => PathBuf::from(super::DEFAULT_SUBNET_ENV),
-            },
             renew_margin,
             lease_ttl,
             given_subnet: subnet,
             given_cidr: cidr,
             given_port: port,
+            given_vni: None,
             resolved: false,
         })
     }
@@ -497,6 +531,17 @@ impl RawControl {
             return Err(c.err("control", "ca", "(set)", "TLS files need https:// endpoints"));
         }
         Ok((ca, cert, key))
+    }
+
+    /// `subnet_env`: flannel's file for the CNI plugin (default
+    /// /run/flannel/subnet.env, as flanneld; "off" writes none).
+    fn subnet_env(&self, c: &Checker<'_>, dir: &Path) -> Result<Option<PathBuf>, ConfigError> {
+        match self.subnet_env.as_deref() {
+            None => Ok(Some(PathBuf::from(super::DEFAULT_SUBNET_ENV))),
+            Some("off") => Ok(None),
+            Some("") => Err(c.err("control", "subnet_env", "\"\"", "must name a file (or \"off\")")),
+            Some(s) => Ok(Some(dir.join(s))),
+        }
     }
 
     /// `lease_ttl` and `renew_margin` (shorter than the TTL).

@@ -95,7 +95,7 @@ fn etcd_source_makes_subnet_cidr_and_port_optional() {
     assert_eq!(e.prefix, "/coreos.com/network");
     assert_eq!((e.given_subnet, e.given_cidr, e.given_port), (None, None, None));
     assert_eq!(e.state_dir, Path::new("/etc/encapd"));
-    assert_eq!(e.subnet_env, Path::new("/run/flannel/subnet.env"));
+    assert_eq!(c.subnet_env.as_deref(), Some(Path::new("/run/flannel/subnet.env")));
     assert_eq!(e.renew_margin, std::time::Duration::from_secs(3600));
     assert!(!c.is_resolved() && c.peers_path().is_none());
     let text = c.to_string();
@@ -166,5 +166,41 @@ subnet_env = "/run/flannel/sub\u001bnet.env"
     assert_eq!(a.prefix, e.prefix);
     assert_eq!((&a.ca, &a.cert, &a.key), (&e.ca, &e.cert, &e.key));
     assert_eq!(a.username, e.username);
-    assert_eq!((&a.state_dir, &a.subnet_env), (&e.state_dir, &e.subnet_env));
+    assert_eq!(a.state_dir, e.state_dir);
+    assert_eq!(again.subnet_env, c.subnet_env);
+}
+
+#[test]
+fn vxlan_backend_defaults_and_errors() {
+    let vx = GOOD.replace("[dataplane]", "backend = \"vxlan\"\n[dataplane]");
+    let c = parse(&vx).unwrap_or_else(|e| panic!("{e}\n{vx}"));
+    let Backend::Vxlan(v) = c.backend else { panic!("{:?}", c.backend) };
+    assert_eq!((v.vni, c.port), (1, 8472), "flannel's (and the kernel's) defaults");
+    assert_eq!(v.vtep_mac, crate::wire::vxlan::Mac::derived_from(c.public_ip), "stable across restarts");
+    assert_eq!(c.tun_mtu(1500), 1450, "VXLAN costs 50 bytes");
+    let again = parse(&c.to_string()).unwrap();
+    assert_eq!((again.backend, again.port), (c.backend, c.port));
+    let with_mac = |mac: &str| vx.replace("subnet = \"100.96.1.0/24\"", &format!("subnet = \"100.96.1.0/24\"\nvtep_mac = \"{mac}\""));
+    let Backend::Vxlan(v) = parse(&with_mac("02:00:c6:12:00:07")).unwrap().backend else { panic!() };
+    assert_eq!(v.vtep_mac.to_string(), "02:00:c6:12:00:07");
+    for (edit, want) in [
+        (vx.replace("[dataplane]", "vni = 16777216\n[dataplane]"), "[network] vni = 16777216"),
+        (with_mac("02:00:c6"), "[node] vtep_mac = \"02:00:c6\""),
+        (with_mac("01:00:5e:00:00:01"), "unicast"),
+        (GOOD.replace("[dataplane]", "vni = 1\n[dataplane]"), "[network] vni = 1: only meaningful with backend = \"vxlan\""),
+        (GOOD.replace("[dataplane]", "backend = \"geneve\"\n[dataplane]"), "unknown backend"),
+    ] {
+        let e = parse(&edit).unwrap_err().to_string();
+        assert!(e.contains(want), "{e} lacks {want}\n{edit}");
+    }
+}
+
+#[test]
+fn subnet_env_in_file_mode_defaults_to_flannels_and_can_be_off() {
+    let c = parse(GOOD).unwrap();
+    assert_eq!(c.subnet_env.as_deref(), Some(Path::new("/run/flannel/subnet.env")));
+    let off = parse(&(GOOD.to_owned() + "[control]\nsubnet_env = \"off\"\n")).unwrap();
+    assert_eq!(off.subnet_env, None);
+    let here = parse(&(GOOD.to_owned() + "[control]\nsubnet_env = \"run/subnet.env\"\n")).unwrap();
+    assert_eq!(here.subnet_env.as_deref(), Some(Path::new("/etc/encapd/run/subnet.env")));
 }

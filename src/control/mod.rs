@@ -127,6 +127,14 @@ struct ControlState {
     extra_peers: BTreeMap<Prefix, PeerSpec>,
 }
 
+/// Writes flannel's `subnet.env` for this node (when configured): what the
+/// CNI plugin wires pods with. Atomic: a reader sees the old or the new file.
+pub fn write_subnet_env(config: &Config, tun_mtu: u32) -> std::io::Result<()> {
+    let Some(path) = &config.subnet_env else { return Ok(()) };
+    let v6 = config.cidr6.zip(config.subnet6);
+    etcd::write_atomically(path, &flannel::subnet_env(&config.cidr, &config.subnet, v6, tun_mtu))
+}
+
 /// The first table and what it was built from.
 pub struct InitialTable {
     pub table: SubnetTable,
@@ -140,7 +148,7 @@ pub struct InitialTable {
 pub fn initial_table(config: &Config) -> Result<InitialTable, ControlError> {
     let (peers, file_text) = match config.peers_path() {
         Some(path) => {
-            let PeersFile { text, peers } = crate::config::load_peers(path, config.port).map_err(|e| match e {
+            let PeersFile { text, peers } = crate::config::load_peers(path, config.peer_defaults()).map_err(|e| match e {
                 PeersError::Read { file, source } => {
                     ControlError::PeersUnreadable { config: config.path.display().to_string(), path: file, source }
                 }
@@ -256,7 +264,7 @@ impl ControlState {
             self.counters.healthy.store(true, Ordering::Relaxed);
             return;
         }
-        match crate::config::parse_peers(&text, &path.display().to_string(), self.config.port) {
+        match crate::config::parse_peers(&text, &path.display().to_string(), self.config.peer_defaults()) {
             Ok(peers) => {
                 let previous = std::mem::replace(&mut self.file_peers, peers);
                 if self.publish("peers file changed") {

@@ -8,12 +8,18 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsFd, OwnedFd};
 
 use super::{DaemonError, Plan};
-use crate::config::{Config, IoEngine};
+use crate::config::{Backend, Config, IoEngine};
 use crate::sys;
+
+/// Source ports per worker that a VXLAN node spreads its flows over.
+const VXLAN_SOURCE_PORTS: usize = 8;
 
 /// The fds the workers take over, and what the kernel granted.
 pub struct Dataplane {
     pub sockets: Vec<OwnedFd>,
+    /// Per worker, the sockets it sends from (VXLAN: one per source port;
+    /// empty: it sends from its receiving socket).
+    pub senders: Vec<Vec<OwnedFd>>,
     pub tun_queues: Vec<OwnedFd>,
     /// The kernel accepts UDP GSO sends.
     pub gso: bool,
@@ -30,8 +36,9 @@ impl Dataplane {
         let batched = plan.engine != IoEngine::Classic;
         let (sockets, gro) = bind_sockets(config, batched)?;
         let gso = batched && sys::udp::supports_gso(sockets[0].as_fd());
+        let senders = bind_senders(config)?;
         let queues = create_tun(config, plan, batched)?;
-        Ok(Dataplane { sockets, tun_queues: queues.fds, gso, gro, vnet_hdr: queues.vnet_hdr, uso: queues.uso })
+        Ok(Dataplane { sockets, senders, tun_queues: queues.fds, gso, gro, vnet_hdr: queues.vnet_hdr, uso: queues.uso })
     }
 
     /// The TUN offloads in use, as the log and the metrics name them.
@@ -58,11 +65,29 @@ fn bind_sockets(config: &Config, gro: bool) -> Result<(Vec<OwnedFd>, bool), Daem
     // Spread a peer's flows over the workers by their inner addresses and
     // ports; without this, one outer 4-tuple puts them all on one socket.
     if sockets.len() > 1
-        && let Err(e) = sys::steering::steer_by_inner_flow(sockets[0].as_fd(), sockets.len() as u32)
+        && let Err(e) = sys::steering::steer_by_inner_flow(sockets[0].as_fd(), sockets.len() as u32, config.backend.header_len())
     {
         log::warn!("cannot steer flows across the UDP sockets ({e}); the kernel's hash of the outer addresses picks the worker");
     }
     Ok((sockets, gro && all_gro))
+}
+
+/// VXLAN senders: RFC 7348 §5 asks for a source port derived from the inner
+/// flow, so that underlay ECMP and the receiver's RSS spread flows; a
+/// socket bound to each port, picked by flow hash, does that without raw
+/// sockets. flannel's udp format sends from its listening port, as flanneld.
+fn bind_senders(config: &Config) -> Result<Vec<Vec<OwnedFd>>, DaemonError> {
+    if !matches!(config.backend, Backend::Vxlan(_)) {
+        return Ok((0..config.workers).map(|_| Vec::new()).collect());
+    }
+    (0..config.workers)
+        .map(|_| {
+            (0..VXLAN_SOURCE_PORTS)
+                .map(|_| sys::udp::bind_sender(config.public_ip, config.socket_buffer))
+                .collect::<std::io::Result<Vec<_>>>()
+                .map_err(|source| DaemonError::Io { what: format!("binding VXLAN source ports on {}", config.public_ip), source })
+        })
+        .collect()
 }
 
 fn create_tun(config: &Config, plan: &Plan, offload: bool) -> Result<sys::tun::TunQueues, DaemonError> {

@@ -60,12 +60,10 @@ pub fn run(mut config: Config) -> Result<(), DaemonError> {
     let etcd = claim_subnet(&mut config)?;
     let (table, file_peers, file_text) = first_table(&config, etcd.as_ref())?;
     let plan = plan(&config)?;
-    if config.etcd().is_some() {
-        control::etcd::write_subnet_env(&config, plan.tun_mtu).map_err(|source| DaemonError::Io {
-            what: format!("writing {}", config.etcd().map(|e| e.subnet_env.display().to_string()).unwrap_or_default()),
-            source,
-        })?;
-    }
+    control::write_subnet_env(&config, plan.tun_mtu).map_err(|source| DaemonError::Io {
+        what: format!("writing {}", config.subnet_env.as_deref().map(|p| p.display().to_string()).unwrap_or_default()),
+        source,
+    })?;
     let identity = resolve_identity(&config)?;
     if let Some(note) = &plan.engine_note {
         log::warn!("{note}");

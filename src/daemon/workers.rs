@@ -50,8 +50,8 @@ impl WorkerSet {
         let (ready_tx, ready) = crossbeam_channel::bounded(config.workers);
         let mut set = WorkerSet { lifecycle: Arc::new(Lifecycle::default()), handles: Vec::with_capacity(config.workers), ready };
         let node = NodeScope { own_v4: config.subnet, own_v6: config.subnet6, max_inner: plan.tun_mtu as usize };
-        let fds = dataplane.tun_queues.into_iter().zip(dataplane.sockets);
-        for (id, ((tun, udp), latency)) in fds.zip(recorders).enumerate() {
+        let fds = dataplane.tun_queues.into_iter().zip(dataplane.sockets).zip(dataplane.senders);
+        for (id, (((tun, udp), senders), latency)) in fds.zip(recorders).enumerate() {
             let ctx = WorkerContext {
                 id,
                 cpu: plan.cpus[id],
@@ -59,6 +59,7 @@ impl WorkerSet {
                 backend: config.backend,
                 tun,
                 udp,
+                senders,
                 batch: config.batch,
                 uring: plan.uring,
                 core: CoreSetup {

@@ -17,6 +17,9 @@ pub struct WorkerContext {
     /// This worker's TUN queue and UDP socket.
     pub tun: OwnedFd,
     pub udp: OwnedFd,
+    /// Sockets to send from, one per source port, picked by flow (VXLAN);
+    /// empty: send from `udp`.
+    pub senders: Vec<OwnedFd>,
     /// TUN reads handled per loop iteration (in flight, with `uring`).
     pub batch: usize,
     /// The io_uring features the `uring` engine may use.

@@ -35,6 +35,14 @@ const TCP_CWR: u8 = 0x80;
 const MAX_HEADERS: usize = 60 + 60;
 /// Most segments merged into one TUN write (as kernel GRO).
 pub const MAX_COALESCE: usize = 64;
+/// Largest TUN packet and receive payload a buffer must hold (64 KiB
+/// super-packets, for TUN offloads and UDP GRO runs).
+pub const BUF_SIZE: usize = 65_536;
+/// A buffer a super-packet is split in: virtio header, a 64 KiB
+/// super-packet and room for the headers the in-place split adds (a segment
+/// size of 536, the IPv4 minimum MSS, needs 123 extra headers of up to 120
+/// bytes).
+pub const TUN_OFFLOAD_BUF_SIZE: usize = 96 * 1024;
 
 /// Finishes a `NEEDS_CSUM` checksum: the field at `start + offset` holds
 /// the pseudo-header sum; the sum over `pkt[start..]` completes it.
@@ -231,6 +239,82 @@ pub fn prepare_egress(buf: &mut [u8], start: usize, len: usize, hdr: &VnetHdr) -
 pub struct PacketRef {
     pub offset: usize,
     pub len: usize,
+}
+
+/// Completes the transport checksum of a received packet that carries only
+/// its pseudo-header sum, as a kernel VTEP's packets do when they crossed
+/// veth (the skb stayed `CHECKSUM_PARTIAL` from the sending socket on, and
+/// a UDP socket hands it over as it is). Returns true when it did.
+///
+/// A packet whose checksum verifies, or that is not TCP or UDP, is left
+/// alone; so is one whose checksum field is neither right nor exactly the
+/// pseudo-header sum (it is corrupt: the kernel will drop it). Taking a
+/// field equal to the pseudo-header sum for "partial" misreads a corrupt
+/// packet with probability 2^-16, the strength of the checksum itself.
+pub fn complete_partial_checksum(pkt: &mut [u8]) -> bool {
+    let Some(h) = headers(pkt) else { return false };
+    if h.v4 && u16::from_be_bytes([pkt[6], pkt[7]]) & 0x3fff != 0 {
+        return false; // a fragment: its checksum covers the whole datagram
+    }
+    if l4_checksum_valid(pkt, &h) {
+        return false;
+    }
+    let field = h.ip_len + if h.proto == PROTO_TCP { 16 } else { 6 };
+    let l4_total = pkt.len() - h.ip_len;
+    if pkt[field..field + 2] != pseudo_partial(pkt, &h, l4_total).to_be_bytes() {
+        return false;
+    }
+    pkt[field..field + 2].fill(0);
+    let (ip, l4) = pkt.split_at_mut(h.ip_len);
+    let c = l4_checksum(ip, &h, l4);
+    l4[field - h.ip_len..field - h.ip_len + 2].copy_from_slice(&c.to_be_bytes());
+    true
+}
+
+/// The virtio-net header that hands `pkt`, one inner TCP super-packet, to
+/// the TUN to be cut into segments of at most `max_packet` bytes by the
+/// kernel: what a kernel VTEP's TSO packet is when it crossed veth
+/// unsegmented and a UDP socket delivered it whole. (The socket says
+/// nothing about its segment size — the UDP_GRO size describes UDP GSO
+/// only — so the segments are cut to fit our MTU, which the receiver's
+/// MSS, derived from that MTU, admits.) The transport checksum field is set
+/// to the pseudo-header sum, which the kernel completes per segment
+/// (`NEEDS_CSUM`). `None` when it is not TCP — a UDP super-packet's
+/// datagram boundaries are unknown, so it cannot be cut — or a fragment,
+/// or has no room for a segment.
+pub fn super_packet_header(pkt: &mut [u8], max_packet: usize) -> Option<VnetHdr> {
+    let h = headers(pkt)?;
+    if h.proto != PROTO_TCP || (h.v4 && u16::from_be_bytes([pkt[6], pkt[7]]) & 0x3fff != 0) {
+        return None;
+    }
+    let head = h.ip_len + h.l4_len;
+    if max_packet <= head || pkt.len() <= head || head > MAX_HEADERS {
+        return None;
+    }
+    let partial = pseudo_partial(pkt, &h, pkt.len() - h.ip_len);
+    pkt[h.ip_len + 16..h.ip_len + 18].copy_from_slice(&partial.to_be_bytes());
+    Some(VnetHdr {
+        flags: F_NEEDS_CSUM,
+        gso_type: if h.v4 { GSO_TCPV4 } else { GSO_TCPV6 },
+        hdr_len: head as u16,
+        gso_size: (max_packet - head).min(usize::from(u16::MAX)) as u16,
+        csum_start: h.ip_len as u16,
+        csum_offset: 16,
+    })
+}
+
+/// Whether `datagram` (one UDP payload behind `header_len` bytes of
+/// encapsulation) is one inner packet longer than `max_packet`: a GSO
+/// super-packet delivered unsegmented. Its IP total length spans the whole
+/// payload (a run of datagrams is cut by the UDP_GRO size before this).
+pub fn is_super_packet(datagram: &[u8], header_len: usize, max_packet: usize) -> bool {
+    let Some(inner) = datagram.get(header_len..) else { return false };
+    let total = match inner.first().map(|b| b >> 4) {
+        Some(4) if inner.len() >= 20 => usize::from(u16::from_be_bytes([inner[2], inner[3]])),
+        Some(6) if inner.len() >= 40 => 40 + usize::from(u16::from_be_bytes([inner[4], inner[5]])),
+        _ => return false,
+    };
+    total == inner.len() && total > max_packet
 }
 
 /// A run of packets to be written to the TUN as one (super-)packet.

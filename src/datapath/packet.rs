@@ -141,6 +141,7 @@ mod tests {
             underlay_ipv4: true,
         };
         let peer = |s: &str, ip: &str| PeerSpec {
+            vtep_mac: None,
             subnet: s.parse().unwrap(),
             endpoint: SocketAddr::new(ip.parse().unwrap(), 8285),
             origin: s.into(),
@@ -158,7 +159,9 @@ mod tests {
     #[test]
     fn forwards_and_decrements_ttl() {
         let mut p = ipv4_udp([100, 96, 1, 2], [100, 96, 2, 3], 64, 100);
-        let to_b = |subnet: &str| Egress::Forward(Route { subnet: subnet.parse().unwrap(), endpoint: "198.18.0.2:8285".parse().unwrap() });
+        let to_b = |subnet: &str| {
+            Egress::Forward(Route { vtep_mac: None, subnet: subnet.parse().unwrap(), endpoint: "198.18.0.2:8285".parse().unwrap() })
+        };
         assert_eq!(classify_egress(&mut p, &table(), &node(), false), to_b("100.96.2.0/24"));
         assert_eq!(p[8], 63);
         assert_eq!(checksum::checksum(&p[..20]), 0);

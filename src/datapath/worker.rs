@@ -9,6 +9,7 @@ use std::thread::JoinHandle;
 use super::context::WorkerContext;
 use super::engine;
 use super::format::flannel_udp::FlannelUdp;
+use super::format::vxlan::Vxlan;
 use crate::config::{Backend, IoEngine};
 
 /// Starts a named worker thread; it pins itself and runs its engine until
@@ -23,6 +24,7 @@ pub fn spawn(ctx: WorkerContext) -> std::io::Result<JoinHandle<std::io::Result<(
         let id = ctx.id;
         let result = match ctx.backend {
             Backend::Udp => run_engine(ctx, FlannelUdp),
+            Backend::Vxlan(v) => run_engine(ctx, Vxlan { vni: v.vni, mac: v.vtep_mac }),
         };
         if let Err(e) = &result {
             log::error!("worker {id} stopped: {e}");

@@ -15,6 +15,7 @@ use std::net::{IpAddr, SocketAddr};
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::prefix::{Prefix, mask_v6};
+use crate::wire::vxlan::Mac;
 
 /// One peer's claim on a subnet, as a source (the peers file, etcd) states it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +23,8 @@ pub struct PeerSpec {
     pub subnet: Prefix,
     /// Where the peer's encapd (or flanneld) listens on the underlay.
     pub endpoint: SocketAddr,
+    /// The peer's VTEP MAC (VXLAN backend: the inner Ethernet destination).
+    pub vtep_mac: Option<Mac>,
     /// Where the claim came from, for error messages ("peers.toml: peer #3").
     pub origin: String,
 }
@@ -32,6 +35,8 @@ pub struct PeerSpec {
 pub struct Route {
     pub subnet: Prefix,
     pub endpoint: SocketAddr,
+    /// The peer's VTEP MAC (VXLAN backend).
+    pub vtep_mac: Option<Mac>,
 }
 
 /// The node-local facts a table is validated against.
@@ -113,7 +118,7 @@ impl SubnetTable {
         let mut v4 = Vec::new();
         for (index, peer) in peers.iter().enumerate() {
             let index = index as u32;
-            table.routes.push(Route { subnet: peer.subnet, endpoint: peer.endpoint });
+            table.routes.push(Route { subnet: peer.subnet, endpoint: peer.endpoint, vtep_mac: peer.vtep_mac });
             table.senders.insert(peer.endpoint.ip());
             match peer.subnet {
                 Prefix::V4 { addr, len } => v4.push((addr, len, index)),
@@ -222,7 +227,12 @@ mod tests {
     }
 
     fn peer(subnet: &str, ip: &str) -> PeerSpec {
-        PeerSpec { subnet: subnet.parse().unwrap(), endpoint: SocketAddr::new(ip.parse().unwrap(), 8285), origin: format!("peer {subnet}") }
+        PeerSpec {
+            vtep_mac: None,
+            subnet: subnet.parse().unwrap(),
+            endpoint: SocketAddr::new(ip.parse().unwrap(), 8285),
+            origin: format!("peer {subnet}"),
+        }
     }
 
     #[test]
@@ -285,7 +295,7 @@ mod tests {
                 let subnet = Prefix::V4 { addr: (base | off) & mask_v4(len), len };
                 if peers.iter().any(|p| p.subnet == subnet) { continue; }
                 let endpoint = SocketAddr::new(IpAddr::from([198, 18, (i >> 8) as u8, i as u8]), 8285);
-                peers.push(PeerSpec { subnet, endpoint, origin: String::new() });
+                peers.push(PeerSpec { vtep_mac: None, subnet, endpoint, origin: String::new() });
             }
             let scope = TableScope { own: vec![], networks: vec!["100.96.0.0/12".parse().unwrap()], underlay_ipv4: true };
             let table = SubnetTable::build(1, &scope, &peers).unwrap();
@@ -305,7 +315,7 @@ mod tests {
                 let subnet = Prefix::V6 { addr: spread(off) & mask_v6(len), len };
                 if peers.iter().any(|p| p.subnet == subnet) { continue; }
                 let endpoint = SocketAddr::new(IpAddr::from([198, 18, (i >> 8) as u8, i as u8]), 8285);
-                peers.push(PeerSpec { subnet, endpoint, origin: String::new() });
+                peers.push(PeerSpec { vtep_mac: None, subnet, endpoint, origin: String::new() });
             }
             let scope = TableScope { own: vec![], networks: vec!["fd00::/8".parse().unwrap()], underlay_ipv4: true };
             let table = SubnetTable::build(1, &scope, &peers).unwrap();

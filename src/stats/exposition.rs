@@ -148,7 +148,7 @@ impl Scrape {
     /// Per-worker traffic counters and drops by reason.
     fn encode_worker_counters(&self, enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         type Field = fn(&CounterSnapshot) -> u64;
-        let per_worker: [(&str, &str, Field); 8] = [
+        let per_worker: [(&str, &str, Field); 9] = [
             ("encapd_tx_packets", "Packets read from the TUN and sent to a peer", |s| s.egress_packets),
             ("encapd_tx_bytes", "Bytes of inner packets sent to peers", |s| s.egress_bytes),
             ("encapd_tx_sends", "UDP send operations (one GSO send carries many packets)", |s| s.egress_sends),
@@ -157,6 +157,7 @@ impl Scrape {
             ("encapd_rx_receives", "UDP receive completions (one GRO receive carries many datagrams)", |s| s.ingress_receives),
             ("encapd_icmp_sent", "ICMP errors sent back to containers", |s| s.icmp_sent),
             ("encapd_icmp_rate_limited", "ICMP errors owed but not sent: over the worker's rate limit", |s| s.icmp_rate_limited),
+            ("encapd_arp_replies", "ARP requests from peer VTEPs answered (vxlan backend)", |s| s.arp_replies),
         ];
         for (name, help, field) in per_worker {
             let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;

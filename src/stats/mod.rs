@@ -48,10 +48,20 @@ pub enum DropReason {
     SendFailed,
     /// The write into the TUN failed.
     TunWriteFailed,
+    /// Ingress (vxlan): shorter than the VXLAN and Ethernet headers, or
+    /// VXLAN flags without the VNI bit.
+    BadVxlanHeader,
+    /// Ingress (vxlan): a VNI other than ours.
+    WrongVni,
+    /// Ingress (vxlan): an inner Ethernet destination other than our VTEP
+    /// MAC (broadcast is accepted for ARP only).
+    WrongMac,
+    /// Ingress (vxlan): neither IPv4, IPv6 nor an ARP request.
+    UnsupportedFrame,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 15] = [
+    pub const ALL: [DropReason; 19] = [
         DropReason::UnknownSender,
         DropReason::SpoofedSource,
         DropReason::WrongDestination,
@@ -67,6 +77,10 @@ impl DropReason {
         DropReason::BadOffloadHeader,
         DropReason::SendFailed,
         DropReason::TunWriteFailed,
+        DropReason::BadVxlanHeader,
+        DropReason::WrongVni,
+        DropReason::WrongMac,
+        DropReason::UnsupportedFrame,
     ];
 
     /// The label used in logs and metrics.
@@ -87,6 +101,10 @@ impl DropReason {
             DropReason::BadOffloadHeader => "bad_offload_header",
             DropReason::SendFailed => "send_failed",
             DropReason::TunWriteFailed => "tun_write_failed",
+            DropReason::BadVxlanHeader => "bad_vxlan_header",
+            DropReason::WrongVni => "wrong_vni",
+            DropReason::WrongMac => "wrong_mac",
+            DropReason::UnsupportedFrame => "unsupported_frame",
         }
     }
 
@@ -113,6 +131,8 @@ pub struct WorkerCounters {
     /// ICMP errors owed but not sent because the worker's rate limit
     /// (1000/s, bursts of 100) was exhausted.
     pub icmp_rate_limited: AtomicU64,
+    /// ARP requests from peer VTEPs answered (vxlan backend).
+    pub arp_replies: AtomicU64,
     pub drops: [AtomicU64; DropReason::ALL.len()],
     /// Version of the subnet table this worker used for its latest batch.
     pub table_version: AtomicU64,
@@ -146,6 +166,7 @@ impl WorkerCounters {
             ingress_receives: self.ingress_receives.load(Relaxed),
             icmp_sent: self.icmp_sent.load(Relaxed),
             icmp_rate_limited: self.icmp_rate_limited.load(Relaxed),
+            arp_replies: self.arp_replies.load(Relaxed),
             drops: std::array::from_fn(|i| self.drops[i].load(Relaxed)),
             table_version: self.table_version.load(Relaxed),
         }
@@ -163,6 +184,7 @@ pub struct CounterSnapshot {
     pub ingress_receives: u64,
     pub icmp_sent: u64,
     pub icmp_rate_limited: u64,
+    pub arp_replies: u64,
     pub drops: [u64; DropReason::ALL.len()],
     pub table_version: u64,
 }
@@ -177,6 +199,7 @@ impl CounterSnapshot {
         self.ingress_receives += o.ingress_receives;
         self.icmp_sent += o.icmp_sent;
         self.icmp_rate_limited += o.icmp_rate_limited;
+        self.arp_replies += o.arp_replies;
         for (a, b) in self.drops.iter_mut().zip(o.drops) {
             *a += b;
         }

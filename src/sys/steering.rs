@@ -37,10 +37,28 @@ const fn jump(code: u32, k: u32, jt: u8, jf: u8) -> libc::sock_filter {
     libc::sock_filter { code: code as u16, jt, jf, k }
 }
 
-/// The steering program for a group of `sockets` sockets (≥ 1). Offsets
-/// are into the inner IP packet. Jump offsets count instructions after the
-/// jump; the labels in the comments name the targets.
-pub fn program(sockets: u32) -> Vec<libc::sock_filter> {
+/// The steering program for a group of `sockets` sockets (≥ 1), for inner
+/// IP packets `inner_offset` bytes into the UDP payload (0 for flannel's
+/// udp format, 22 behind VXLAN and Ethernet headers).
+pub fn program(sockets: u32, inner_offset: u32) -> Vec<libc::sock_filter> {
+    let mut prog = program_at_zero(sockets);
+    // Every packet load (absolute, indexed, or the IHL load) moves by the offset.
+    for i in &mut prog {
+        let code = u32::from(i.code);
+        let class = code & 0x07;
+        let mode = code & 0xe0;
+        let load = class == libc::BPF_LD || class == libc::BPF_LDX;
+        if load && (mode == libc::BPF_ABS || mode == libc::BPF_IND || mode == libc::BPF_MSH) {
+            i.k += inner_offset;
+        }
+    }
+    prog
+}
+
+/// [`program`] for inner packets at the start of the payload. Jump offsets
+/// count instructions after the jump; the labels in the comments name the
+/// targets.
+fn program_at_zero(sockets: u32) -> Vec<libc::sock_filter> {
     use libc::{
         BPF_A, BPF_ABS, BPF_ALU, BPF_AND, BPF_B, BPF_IND, BPF_JA, BPF_JEQ, BPF_JMP, BPF_K, BPF_LD, BPF_LDX, BPF_MEM, BPF_MISC, BPF_MOD,
         BPF_MSH, BPF_RET, BPF_RSH, BPF_ST, BPF_TAX, BPF_W, BPF_X, BPF_XOR,
@@ -107,8 +125,8 @@ pub fn program(sockets: u32) -> Vec<libc::sock_filter> {
 /// Attaches [`program`] to the reuseport group `fd` belongs to (any member
 /// will do; the program is the group's). Sockets are numbered in the order
 /// they joined the group.
-pub fn steer_by_inner_flow(fd: BorrowedFd<'_>, sockets: u32) -> io::Result<()> {
-    let mut prog = program(sockets);
+pub fn steer_by_inner_flow(fd: BorrowedFd<'_>, sockets: u32, inner_offset: u32) -> io::Result<()> {
+    let mut prog = program(sockets, inner_offset);
     let fprog = libc::sock_fprog { len: prog.len() as u16, filter: prog.as_mut_ptr() };
     // SAFETY: fprog points at `prog`, which outlives the call; the kernel
     // copies the program before returning.

@@ -45,12 +45,18 @@ pub struct UdpOptions {
 /// Receives that must not block pass `MSG_DONTWAIT`.
 /// Returns the socket and whether GRO was enabled.
 pub fn bind(addr: SocketAddr, opts: UdpOptions) -> io::Result<(OwnedFd, bool)> {
+    bind_with(addr, opts, true)
+}
+
+fn bind_with(addr: SocketAddr, opts: UdpOptions, reuseport: bool) -> io::Result<(OwnedFd, bool)> {
     let family = if addr.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
     // SAFETY: plain socket(); the fd is wrapped in OwnedFd at once.
     let raw = cvt(unsafe { libc::socket(family, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
     // SAFETY: raw is a fresh fd nobody else owns.
     let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-    setsockopt(&fd, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1 as libc::c_int)?;
+    if reuseport {
+        setsockopt(&fd, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1 as libc::c_int)?;
+    }
     let bytes = opts.buffer_bytes.min(i32::MAX as usize) as libc::c_int;
     // The FORCE variants ignore net.core.{r,w}mem_max but need CAP_NET_ADMIN;
     // fall back to the capped ones when they are refused.
@@ -66,6 +72,14 @@ pub fn bind(addr: SocketAddr, opts: UdpOptions) -> io::Result<(OwnedFd, bool)> {
     // SAFETY: storage holds a valid sockaddr of `len` bytes for the family.
     cvt(unsafe { libc::bind(fd.as_raw_fd(), storage.as_ptr(), len) })?;
     Ok((fd, gro))
+}
+
+/// Creates a UDP socket that only sends: bound to `ip` and a port the kernel
+/// picks, so that a peer sees traffic from it come from that port (VXLAN
+/// spreads flows over source ports, RFC 7348 §5).
+pub fn bind_sender(ip: IpAddr, buffer_bytes: usize) -> io::Result<OwnedFd> {
+    let (fd, _) = bind_with(SocketAddr::new(ip, 0), UdpOptions { buffer_bytes, gro: false }, false)?;
+    Ok(fd)
 }
 
 /// True when the kernel accepts the `UDP_SEGMENT` option on this socket.

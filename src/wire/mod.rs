@@ -10,3 +10,4 @@ pub mod flow;
 pub mod icmp;
 pub mod ip;
 pub mod virtio;
+pub mod vxlan;

@@ -4,11 +4,16 @@
 //! entry's IPv6 one) and builds into a `SubnetTable` whose longest-prefix
 //! lookups, probed at every subnet's edges, agree with a linear scan.
 //!
-//! Input: the peers file text (invalid UTF-8 is skipped).
+//! With the vxlan backend, every accepted entry has a unicast VTEP MAC; with
+//! udp, none has one.
+//!
+//! Input: the peers file text (invalid UTF-8 is skipped). The backend is
+//! vxlan when the text mentions `vtep_mac` an odd number of times, so both
+//! kinds are explored from the same corpus.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use encapd::config::parse_peers;
+use encapd::config::{PeerDefaults, parse_peers};
 use encapd::route::{Prefix, SubnetTable, TableScope};
 
 const FILE: &str = "fuzz/peers.toml";
@@ -30,7 +35,8 @@ fn probes(p: &Prefix) -> Vec<IpAddr> {
 /// One input, as libFuzzer hands it over (panics on a finding).
 pub fn run(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else { return };
-    let peers = match parse_peers(text, FILE, 8285) {
+    let vxlan = text.matches("vtep_mac").count() % 2 == 1;
+    let peers = match parse_peers(text, FILE, PeerDefaults { port: 8285, vxlan }) {
         Ok(p) => p,
         Err(e) => {
             let msg = e.to_string();
@@ -43,6 +49,10 @@ pub fn run(data: &[u8]) {
         assert_ne!(p.endpoint.port(), 0, "{}: port 0 accepted", p.origin);
         assert!(!p.endpoint.ip().is_unspecified() && !p.endpoint.ip().is_multicast(), "{}: non-unicast endpoint", p.origin);
         assert!(p.origin.starts_with(FILE) && p.origin.contains(": peer #"), "origin {:?}", p.origin);
+        match p.vtep_mac {
+            Some(mac) => assert!(vxlan && !mac.is_group(), "{}: VTEP MAC {mac} accepted (vxlan {vxlan})", p.origin),
+            None => assert!(!vxlan, "{}: a vxlan peer without a VTEP MAC", p.origin),
+        }
         if p.subnet.is_ipv4() {
             last_v4_origin = Some(&p.origin);
         } else {

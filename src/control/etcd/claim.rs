@@ -12,9 +12,10 @@ use std::path::Path;
 use etcd_client::{Client, Compare, CompareOp, PutOptions, Txn, TxnOp};
 
 use super::client::{EtcdError, Listed, list_subnets, op};
-use crate::config::EtcdSource;
-use crate::control::flannel::{self, NetworkConfig};
+use crate::config::{Backend, EtcdSource};
+use crate::control::flannel::{self, FlannelBackend, NetworkConfig};
 use crate::route::Prefix;
+use crate::wire::vxlan::Mac;
 
 /// The state file in `[control] state_dir`.
 pub const STATE_FILE: &str = "encapd-etcd-lease.json";
@@ -35,6 +36,13 @@ impl From<EtcdError> for ClaimError {
     }
 }
 
+/// Who holds a lease: this node's public IP and, for vxlan, its VTEP MAC.
+#[derive(Debug, Clone, Copy)]
+pub struct LeaseHolder {
+    pub public_ip: IpAddr,
+    pub vtep_mac: Option<Mac>,
+}
+
 /// What a successful claim holds.
 pub struct Claimed {
     pub subnet: Prefix,
@@ -45,8 +53,13 @@ pub struct Claimed {
 }
 
 /// Reads `<prefix>/config` and checks it against what the config file
-/// says. `Ok(None)`: the key does not exist (yet).
-pub async fn read_network_config(client: &mut Client, src: &EtcdSource, file: &str) -> Result<Option<NetworkConfig>, ClaimError> {
+/// says (`ours`: its backend). `Ok(None)`: the key does not exist (yet).
+pub async fn read_network_config(
+    client: &mut Client,
+    src: &EtcdSource,
+    ours: &Backend,
+    file: &str,
+) -> Result<Option<NetworkConfig>, ClaimError> {
     let config_key = format!("{}/config", src.prefix);
     let resp = op("reading the network config", client.get(config_key.as_str(), None)).await?;
     let Some(kv) = resp.kvs().first() else { return Ok(None) };
@@ -68,6 +81,20 @@ pub async fn read_network_config(client: &mut Client, src: &EtcdSource, file: &s
             network.port
         )));
     }
+    if network.backend.name() != ours.name() {
+        return Err(ClaimError::Config(format!(
+            "{file}: [network] backend = {:?}: etcd {config_key} has Backend.Type {:?}; a node of one backend cannot talk to the others",
+            ours.name(),
+            network.backend.name()
+        )));
+    }
+    if let (FlannelBackend::Vxlan { vni }, Some(given)) = (network.backend, src.given_vni)
+        && vni != given
+    {
+        return Err(ClaimError::Config(format!(
+            "{file}: [network] vni = {given}: differs from Backend.VNI {vni} in etcd {config_key} (leave vni out to take etcd's)"
+        )));
+    }
     Ok(Some(network))
 }
 
@@ -76,9 +103,10 @@ pub async fn claim_lease(
     client: &mut Client,
     src: &EtcdSource,
     network: &NetworkConfig,
-    public_ip: IpAddr,
+    node: &LeaseHolder,
     file: &str,
 ) -> Result<Claimed, ClaimError> {
+    let public_ip = node.public_ip;
     let subnets_prefix = format!("{}/subnets/", src.prefix);
     let remembered = read_state(&src.state_dir, &network.network);
     for _race in 0..CLAIM_RACES {
@@ -87,7 +115,7 @@ pub async fn claim_lease(
             listed.iter().filter_map(|l| flannel::parse_lease_name(&l.name).ok().map(|(p, _)| (p, (l, holder(&l.value))))).collect();
         let subnet = choose_subnet(src, network, &held, remembered, public_ip, file)?;
         let key = format!("{subnets_prefix}{}", flannel::lease_name(&subnet));
-        let value = flannel::lease_value(public_ip);
+        let value = flannel::lease_value(public_ip, network.backend, node.vtep_mac);
         let guard = match held.get(&subnet) {
             Some((l, _)) => Compare::mod_revision(key.as_str(), CompareOp::Equal, l.mod_revision),
             None => Compare::version(key.as_str(), CompareOp::Equal, 0),

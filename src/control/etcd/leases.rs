@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 
 use super::client::Listed;
-use crate::control::flannel::{self, Skip};
+use crate::control::flannel::{self, LeaseExpect, Skip};
 use crate::control::{ControlCounters, PeerChange};
 use crate::route::{Prefix, TableScope};
 
@@ -15,7 +15,7 @@ use crate::route::{Prefix, TableScope};
 pub struct Leases {
     pub subnets_prefix: String,
     pub own_name: String,
-    port: u16,
+    expect: LeaseExpect,
     scope: TableScope,
     /// Routed leases: key name → subnet.
     routed: HashMap<String, Prefix>,
@@ -30,11 +30,11 @@ pub struct Leases {
 }
 
 impl Leases {
-    pub fn new(subnets_prefix: String, own_name: String, port: u16, scope: TableScope) -> Leases {
+    pub fn new(subnets_prefix: String, own_name: String, expect: LeaseExpect, scope: TableScope) -> Leases {
         Leases {
             subnets_prefix,
             own_name,
-            port,
+            expect,
             scope,
             routed: HashMap::new(),
             by_subnet: HashMap::new(),
@@ -54,7 +54,7 @@ impl Leases {
         if name == self.own_name {
             return;
         }
-        let skip = match flannel::lease_peer(name, value, self.port, &self.scope) {
+        let skip = match flannel::lease_peer(name, value, self.expect, &self.scope) {
             Ok(peer) => match self.by_subnet.get(&peer.subnet) {
                 Some(other) if other != name => Skip::Malformed(format!("subnet {} is already routed by lease {other}", peer.subnet)),
                 _ => {
@@ -78,7 +78,7 @@ impl Leases {
                     log::warn!("etcd: skipping lease {}{name} (revision {mod_revision}): {why}", self.subnets_prefix);
                 }
             }
-            Skip::Backend(_) => {
+            Skip::Backend { .. } => {
                 if self.backend_logged.insert(name.to_owned()) {
                     log::warn!("etcd: skipping lease {}{name}: {skip}", self.subnets_prefix);
                 }

@@ -15,7 +15,6 @@ mod client;
 mod leases;
 mod watch;
 
-use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,14 +24,14 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 
 pub use self::claim::STATE_FILE;
-use self::claim::{ClaimError, Claimed, claim_lease, read_network_config, write_state};
+use self::claim::{ClaimError, Claimed, LeaseHolder, claim_lease, read_network_config, write_state};
 use self::client::Connector;
 pub use self::client::EtcdError;
 use self::leases::Leases;
 use self::watch::Watcher;
-use super::flannel::{self, NetworkConfig};
+use super::flannel::{self, FlannelBackend, LeaseExpect, NetworkConfig};
 use super::{Command, ControlCounters, PeerChange};
-use crate::config::{Config, ControlSource, EtcdSource};
+use crate::config::{Backend, Config, ControlSource, EtcdSource, VxlanSettings};
 use crate::route::{PeerSpec, Prefix, TableScope};
 
 /// How long start-up waits for etcd (and for `<prefix>/config`).
@@ -70,6 +69,8 @@ pub struct Bootstrap {
     leases: Leases,
     /// The revision the peers were listed at.
     pub revision: i64,
+    /// The value of this node's lease, as written (renewals write it again).
+    own_value: String,
 }
 
 /// Reads the network config and claims this node's lease; fills in
@@ -83,13 +84,21 @@ pub fn bootstrap(config: &mut Config) -> Result<Bootstrap, BootstrapError> {
     let connector = Connector::new(&src).map_err(|e| BootstrapError::Config(format!("{}: {e}", config.path.display())))?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(BootstrapError::Runtime)?;
     let file = config.path.display().to_string();
-    let boot = runtime.block_on(claim_until_deadline(connector, src, file, config.public_ip));
+    let vtep_mac = match config.backend {
+        Backend::Vxlan(v) => Some(v.vtep_mac),
+        Backend::Udp => None,
+    };
+    let holder = LeaseHolder { public_ip: config.public_ip, vtep_mac };
+    let boot = runtime.block_on(claim_until_deadline(connector, src, file, holder, config.backend));
     // The runtime's threads (if any) end here, before privileges are dropped.
     runtime.shutdown_timeout(Duration::from_secs(1));
     let boot = boot?;
     config.subnet = boot.subnet;
     config.cidr = boot.network.network;
     config.port = boot.network.port;
+    if let (Backend::Vxlan(v), FlannelBackend::Vxlan { vni }) = (config.backend, boot.network.backend) {
+        config.backend = Backend::Vxlan(VxlanSettings { vni, vtep_mac: v.vtep_mac });
+    }
     if let ControlSource::Etcd(e) = &mut config.control {
         e.resolved = true;
     }
@@ -102,7 +111,8 @@ async fn claim_until_deadline(
     mut connector: Connector,
     src: EtcdSource,
     file: String,
-    public_ip: IpAddr,
+    holder: LeaseHolder,
+    ours: Backend,
 ) -> Result<Bootstrap, BootstrapError> {
     let deadline = Instant::now() + STARTUP_WAIT;
     let mut backoff = BACKOFF_MIN;
@@ -122,7 +132,7 @@ async fn claim_until_deadline(
                 continue;
             }
         };
-        let claimed = match read_network_config(&mut client, &src, &file).await {
+        let claimed = match read_network_config(&mut client, &src, &ours, &file).await {
             Ok(None) => {
                 last_error = format!("{}/config does not exist (write flannel's network config there)", src.prefix);
                 if attempt == 0 {
@@ -130,11 +140,11 @@ async fn claim_until_deadline(
                 }
                 continue;
             }
-            Ok(Some(network)) => claim_lease(&mut client, &src, &network, public_ip, &file).await.map(|c| (network, c)),
+            Ok(Some(network)) => claim_lease(&mut client, &src, &network, &holder, &file).await.map(|c| (network, c)),
             Err(e) => Err(e),
         };
         match claimed {
-            Ok((network, claimed)) => return Ok(established(connector, &src, network, claimed, public_ip, &endpoint)),
+            Ok((network, claimed)) => return Ok(established(connector, &src, network, claimed, holder, &endpoint)),
             Err(ClaimError::Config(e)) => return Err(BootstrapError::Config(e)),
             Err(ClaimError::Etcd(e)) => {
                 last_error = format!("{endpoint}: {e}");
@@ -152,12 +162,13 @@ fn established(
     src: &EtcdSource,
     network: NetworkConfig,
     claimed: Claimed,
-    public_ip: IpAddr,
+    holder: LeaseHolder,
     endpoint: &str,
 ) -> Bootstrap {
     let Claimed { subnet, lease_id, revision, listed } = claimed;
-    let scope = TableScope { own: vec![subnet], networks: vec![network.network], underlay_ipv4: public_ip.is_ipv4() };
-    let mut leases = Leases::new(format!("{}/subnets/", src.prefix), flannel::lease_name(&subnet), network.port, scope);
+    let scope = TableScope { own: vec![subnet], networks: vec![network.network], underlay_ipv4: holder.public_ip.is_ipv4() };
+    let expect = LeaseExpect { backend: network.backend, port: network.port };
+    let mut leases = Leases::new(format!("{}/subnets/", src.prefix), flannel::lease_name(&subnet), expect, scope);
     let peers = leases
         .relist(&listed, None)
         .into_iter()
@@ -168,16 +179,18 @@ fn established(
         .collect();
     write_state(&src.state_dir, &network.network, &subnet);
     log::info!(
-        "etcd {endpoint}: network {} (subnets /{} from {} to {}, udp port {}); this node holds {subnet} (lease {lease_id:x}, ttl {} s)",
+        "etcd {endpoint}: network {} (subnets /{} from {} to {}, {} backend, port {}); this node holds {subnet} (lease {lease_id:x}, ttl {} s)",
         network.network,
         network.subnet_len,
         std::net::Ipv4Addr::from(network.subnet_min),
         std::net::Ipv4Addr::from(network.subnet_max),
+        network.backend.name(),
         network.port,
         src.lease_ttl.as_secs()
     );
     Bootstrap {
         connector,
+        own_value: flannel::lease_value(holder.public_ip, network.backend, holder.vtep_mac),
         renew_at: Instant::now() + src.lease_ttl.saturating_sub(src.renew_margin),
         network,
         subnet,
@@ -189,20 +202,20 @@ fn established(
 }
 
 /// Writes `text` to a sibling temp file and renames it over `path`
-/// (creating the directory if needed).
+/// (creating the directory if needed), so a reader sees the old file or the
+/// new one. The temp file's name carries our PID: two processes writing the
+/// same path never share one (the last rename wins, whole).
 pub fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
-    let tmp = path.with_extension("tmp");
+    let mut name = path.file_name().unwrap_or_default().to_owned();
+    name.push(format!(".{}.tmp", std::process::id()));
+    let tmp = path.with_file_name(name);
     std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, path)
-}
-
-/// Writes flannel's `subnet.env` for the claimed subnet.
-pub fn write_subnet_env(config: &Config, tun_mtu: u32) -> std::io::Result<()> {
-    let Some(src) = config.etcd() else { return Ok(()) };
-    write_atomically(&src.subnet_env, &flannel::subnet_env(&config.cidr, &config.subnet, tun_mtu))
+    std::fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
 }
 
 /// The running etcd thread.
@@ -223,7 +236,6 @@ impl EtcdHandle {
         let src = config.etcd().cloned().ok_or_else(|| std::io::Error::other("not an etcd configuration"))?;
         let stop = Arc::new(tokio::sync::Notify::new());
         let stopping = Arc::new(AtomicBool::new(false));
-        let public_ip = config.public_ip;
         counters.malformed_leases.fetch_add(boot.leases.uncounted_malformed, Ordering::Relaxed);
         let (stop2, stopping2) = (Arc::clone(&stop), Arc::clone(&stopping));
         let thread = std::thread::Builder::new().name("encapd-etcd".into()).spawn(move || {
@@ -235,7 +247,7 @@ impl EtcdHandle {
                     return;
                 }
             };
-            let mut watcher = Watcher::new(boot, src, public_ip, commands, counters, stopping2);
+            let mut watcher = Watcher::new(boot, src, commands, counters, stopping2);
             runtime.block_on(async {
                 tokio::select! {
                     _ = stop2.notified() => {}

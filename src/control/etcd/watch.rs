@@ -6,7 +6,6 @@
 //! mark the source unhealthy, keep the last table and retry with capped
 //! backoff across every endpoint, resuming from the last revision seen.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -52,7 +51,6 @@ impl Watcher {
     pub fn new(
         boot: Bootstrap,
         src: EtcdSource,
-        public_ip: IpAddr,
         commands: Sender<Command>,
         counters: Arc<ControlCounters>,
         stopping: Arc<AtomicBool>,
@@ -62,7 +60,7 @@ impl Watcher {
             connector: boot.connector,
             subnet: boot.subnet,
             own_key,
-            own_value: flannel::lease_value(public_ip),
+            own_value: boot.own_value.clone(),
             lease_id: boot.lease_id,
             renew_at: boot.renew_at,
             leases: boot.leases,

@@ -153,6 +153,12 @@ impl<W: WireFormat> ForwardingCore<W> {
         &self.egress.outgoing[run.first..run.first + run.count]
     }
 
+    /// The flow of `run` (one run, one flow): picks the sender socket.
+    #[inline]
+    pub fn run_flow(&self, run: &SendRun) -> u16 {
+        self.egress.outgoing[run.first].flow
+    }
+
     /// The encapsulation header in front of every packet of `run`.
     #[inline]
     pub fn header_for(&self, run: &SendRun) -> EncapHeader {

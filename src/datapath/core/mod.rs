@@ -32,7 +32,7 @@ use std::time::Instant;
 pub use clock::{BatchClock, BatchTag};
 pub use egress::{Outgoing, SendOutcome};
 pub use icmp::{ICMP_BURST, ICMP_PER_SECOND, IcmpResponder, IcmpVerdict};
-pub use ingress::{GroSegments, Piece, TunWrite, gro_segments};
+pub use ingress::{GroSegments, Piece, Reply, TunWrite, gro_segments};
 pub use log_limit::LogLimiter;
 
 use self::egress::EgressBatch;

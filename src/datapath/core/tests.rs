@@ -17,8 +17,10 @@ const B: &str = "198.18.0.2:8285";
 fn table(version: u64, peers: &[(&str, &str)]) -> SubnetTable {
     let scope =
         TableScope { own: vec!["100.96.1.0/24".parse().unwrap()], networks: vec!["100.96.0.0/16".parse().unwrap()], underlay_ipv4: true };
-    let peers: Vec<PeerSpec> =
-        peers.iter().map(|(s, e)| PeerSpec { subnet: s.parse().unwrap(), endpoint: e.parse().unwrap(), origin: (*s).into() }).collect();
+    let peers: Vec<PeerSpec> = peers
+        .iter()
+        .map(|(s, e)| PeerSpec { vtep_mac: None, subnet: s.parse().unwrap(), endpoint: e.parse().unwrap(), origin: (*s).into() })
+        .collect();
     SubnetTable::build(version, &scope, &peers).unwrap()
 }
 

@@ -3,7 +3,7 @@
 //! no offloads; the forwarding core sees batches of one packet.
 
 use std::io::{self, IoSlice};
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::Instant;
 
 use super::{BUF_SIZE, IDLE_WAIT};
@@ -16,6 +16,7 @@ pub fn run<W: WireFormat>(mut ctx: WorkerContext, format: W) -> io::Result<()> {
     let mut core = ForwardingCore::new(ctx.core, format, Instant::now());
     let mut buf = vec![0u8; BUF_SIZE];
     let (tun, sock) = (ctx.tun.as_fd(), ctx.udp.as_fd());
+    let senders = std::mem::take(&mut ctx.senders);
     ctx.ready.announce();
     while ctx.lifecycle.keep_running() {
         let (tun_ready, udp_ready) = fd::poll_readable(tun, sock, IDLE_WAIT.as_millis() as i32)?;
@@ -24,7 +25,7 @@ pub fn run<W: WireFormat>(mut ctx: WorkerContext, format: W) -> io::Result<()> {
             continue;
         }
         if tun_ready {
-            forward_one(&mut core, tun, sock, &mut buf)?;
+            forward_one(&mut core, tun, (&ctx.udp, &senders), &mut buf)?;
         }
         if udp_ready {
             deliver_one(&mut core, tun, sock, &mut buf);
@@ -34,7 +35,12 @@ pub fn run<W: WireFormat>(mut ctx: WorkerContext, format: W) -> io::Result<()> {
 }
 
 /// TUN → UDP: one read, one send.
-fn forward_one<W: WireFormat>(core: &mut ForwardingCore<W>, tun: BorrowedFd<'_>, sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<()> {
+fn forward_one<W: WireFormat>(
+    core: &mut ForwardingCore<W>,
+    tun: BorrowedFd<'_>,
+    (udp, senders): (&OwnedFd, &[OwnedFd]),
+    buf: &mut [u8],
+) -> io::Result<()> {
     let n = match fd::read(tun, buf) {
         Ok(n) => n,
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
@@ -50,6 +56,7 @@ fn forward_one<W: WireFormat>(core: &mut ForwardingCore<W>, tun: BorrowedFd<'_>,
         let run = core.run(0);
         let p = core.run_packets(&run)[0];
         let header = core.header_for(&run);
+        let sock = super::mmsg::sender(udp, senders, p.flow);
         let payload = &buf[p.offset as usize..(p.offset + p.len) as usize];
         let result = udp::send_segments(sock, run.endpoint, &[IoSlice::new(header.as_bytes()), IoSlice::new(payload)], None);
         core.send_done(result, 1, false, tag, Instant::now());
@@ -70,7 +77,10 @@ fn deliver_one<W: WireFormat>(core: &mut ForwardingCore<W>, tun: BorrowedFd<'_>,
     };
     let tag = core.begin_batch(Instant::now());
     // One datagram, no offloads: at most one write of one piece.
-    if core.ingress_datagram(Some(from), buf, 0..n, None) > 0 {
+    let writes = core.ingress_datagram(Some(from), buf, 0..n, None);
+    super::send_replies(core, sock);
+    super::write_pending(core, tun);
+    if writes > 0 {
         let w = core.tun_write(0);
         let piece = core.write_pieces(&w)[0];
         let result = fd::write(tun, &buf[piece.offset..piece.offset + piece.len]);

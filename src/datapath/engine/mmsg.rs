@@ -27,6 +27,8 @@ const RECV_ROUNDS: usize = 8;
 struct MmsgIo {
     tun: OwnedFd,
     udp: OwnedFd,
+    /// Sockets to send from, picked by flow (empty: send from `udp`).
+    senders: Vec<OwnedFd>,
     epoll: fd::Epoll,
     /// `batch` TUN read buffers of `buf_size` bytes, back to back.
     tun_bufs: Vec<u8>,
@@ -43,6 +45,7 @@ pub fn run<W: WireFormat>(mut ctx: WorkerContext, format: W) -> io::Result<()> {
     let mut io = MmsgIo {
         tun: ctx.tun,
         udp: ctx.udp,
+        senders: ctx.senders,
         epoll,
         tun_bufs: vec![0u8; ctx.batch * buf_size],
         buf_size,
@@ -104,9 +107,9 @@ impl MmsgIo {
     /// one datagram at a time.
     fn send_planned<W: WireFormat>(&mut self, core: &mut ForwardingCore<W>) {
         let tag = core.batch_tag();
-        let sock = self.udp.as_fd();
         for i in 0..core.plan_sends() {
             let run = core.run(i);
+            let sock = sender(&self.udp, &self.senders, core.run_flow(&run));
             let header = core.header_for(&run);
             let mut iov = [IoSlice::new(&[]); 2 * MAX_SEGMENTS];
             let n = gather(&mut iov, header.as_bytes(), core.run_packets(&run).iter().map(|p| self.packet(p.buf, p.offset, p.len)));
@@ -141,11 +144,21 @@ impl MmsgIo {
                 let (from, gro, payload) = self.receiver.get_mut(i);
                 let len = payload.len();
                 write_planned(core, tun, from, payload, len, gro);
+                super::send_replies(core, sock);
+                super::write_pending(core, tun);
             }
             if n < self.receiver.capacity() {
                 break;
             }
         }
+    }
+}
+
+/// The socket to send a flow's packets from.
+pub(super) fn sender<'a>(udp: &'a OwnedFd, senders: &'a [OwnedFd], flow: u16) -> BorrowedFd<'a> {
+    match senders.len() {
+        0 => udp.as_fd(),
+        n => senders[usize::from(flow) % n].as_fd(),
     }
 }
 

@@ -17,19 +17,39 @@ pub mod classic;
 pub mod mmsg;
 pub mod uring;
 
+use std::io::IoSlice;
+use std::os::fd::BorrowedFd;
 use std::time::Duration;
+
+use crate::datapath::core::ForwardingCore;
+use crate::datapath::format::WireFormat;
+use crate::sys::udp;
 
 /// How long a worker blocks waiting for I/O before checking its stop flag.
 pub const IDLE_WAIT: Duration = Duration::from_millis(100);
-/// Largest TUN packet and receive payload a buffer must hold (64 KiB
-/// super-packets, for TUN offloads and UDP GRO runs).
-pub const BUF_SIZE: usize = 65_536;
-/// A TUN read buffer with offloads: virtio header, a 64 KiB super-packet and
-/// room for the headers the in-place split adds (a segment size of 536, the
-/// IPv4 minimum MSS, needs 123 extra headers of up to 120 bytes).
-pub const TUN_OFFLOAD_BUF_SIZE: usize = 96 * 1024;
+pub use crate::datapath::offload::{BUF_SIZE, TUN_OFFLOAD_BUF_SIZE};
 
 /// The TUN read buffer size for a TUN with (`vnet_hdr`) or without offloads.
 pub fn tun_buf_size(vnet_hdr: bool) -> usize {
     if vnet_hdr { TUN_OFFLOAD_BUF_SIZE } else { BUF_SIZE }
+}
+
+/// Writes the packets the core cut itself from the datagram it just
+/// received (rare: an inner super-packet without TUN offloads), one
+/// synchronous `write` each.
+pub fn write_pending<W: WireFormat>(core: &mut ForwardingCore<W>, tun: BorrowedFd<'_>) {
+    for i in 0..core.pending_writes() {
+        let result = crate::sys::fd::write(tun, core.pending_write(i));
+        core.pending_written(result, std::time::Instant::now());
+    }
+}
+
+/// Sends the replies the core has for the datagram it just received (ARP
+/// replies to a peer VTEP; rare), one synchronous `sendmsg` each.
+pub fn send_replies<W: WireFormat>(core: &mut ForwardingCore<W>, sock: BorrowedFd<'_>) {
+    for i in 0..core.replies() {
+        let reply = core.reply(i);
+        let result = udp::send_segments(sock, reply.to, &[IoSlice::new(reply.as_bytes())], None);
+        core.reply_sent(result);
+    }
 }

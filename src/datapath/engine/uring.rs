@@ -17,7 +17,7 @@ use crate::datapath::core::{BatchTag, ForwardingCore, SendOutcome};
 use crate::datapath::format::WireFormat;
 use crate::stats::DropReason;
 use crate::sys::fd;
-use crate::sys::uring::{Completion, UringIo, UringSizes};
+use crate::sys::uring::{Completion, Send, UringIo, UringSizes};
 
 /// Receive buffers per worker (a power of two), with multishot RECVMSG.
 const RECV_BUFS: u16 = 64;
@@ -53,7 +53,7 @@ pub fn run<W: WireFormat>(mut ctx: WorkerContext, format: W) -> io::Result<()> {
         recv_buf_size: BUF_SIZE,
     };
     let mut engine = UringEngine {
-        io: UringIo::new(ctx.tun, ctx.udp, sizes, ctx.uring)?,
+        io: UringIo::new(ctx.tun, ctx.udp, ctx.senders, sizes, ctx.uring)?,
         icmp_tun,
         completions: Vec::with_capacity(4096),
         read_bufs: Vec::with_capacity(ctx.batch),
@@ -161,6 +161,8 @@ impl UringEngine {
                 0
             }
         };
+        super::send_replies(core, self.io.udp_fd());
+        super::write_pending(core, self.icmp_tun.as_fd());
         for i in 0..writes {
             let w = core.tun_write(i);
             self.gather.clear();
@@ -190,8 +192,14 @@ impl UringEngine {
             let header = core.header_for(&run);
             self.pieces.clear();
             self.pieces.extend(core.run_packets(&run).iter().map(|p| (p.buf as u16, p.offset, p.len)));
-            let segment = run.gso_segment();
-            if !self.io.send(run.endpoint, &self.pieces, header.as_bytes(), segment, tag)? {
+            let send = Send {
+                to: run.endpoint,
+                pieces: &self.pieces,
+                header: header.as_bytes(),
+                segment: run.gso_segment(),
+                via: usize::from(core.run_flow(&run)),
+            };
+            if !self.io.send(send, tag)? {
                 core.send_abandoned(run.count, "no free send slot");
             }
         }

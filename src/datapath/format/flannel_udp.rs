@@ -3,11 +3,10 @@
 //! 8285). Whether the payload is a well-formed IP packet is the ingress
 //! filter's question, asked the same way for every format.
 
-use std::ops::Range;
-
-use super::{EncapHeader, WireFormat};
+use super::{EncapHeader, Unwrapped, WireFormat};
 use crate::route::Route;
 use crate::stats::DropReason;
+use crate::wire::vxlan::Arp;
 
 /// Raw IP in UDP.
 #[derive(Debug, Clone, Copy, Default)]
@@ -15,6 +14,8 @@ pub struct FlannelUdp;
 
 impl WireFormat for FlannelUdp {
     const HEADER_LEN: usize = 0;
+    /// flanneld and encapd always send full checksums.
+    const PARTIAL_CHECKSUMS: bool = false;
 
     #[inline]
     fn header(&self, _route: &Route) -> EncapHeader {
@@ -22,7 +23,11 @@ impl WireFormat for FlannelUdp {
     }
 
     #[inline]
-    fn inner(&self, datagram: &[u8]) -> Result<Range<usize>, DropReason> {
-        Ok(0..datagram.len())
+    fn unwrap(&self, datagram: &[u8]) -> Result<Unwrapped, DropReason> {
+        Ok(Unwrapped::Packet(0..datagram.len()))
+    }
+
+    fn arp_reply(&self, _request: &Arp, _out: &mut [u8]) -> Option<usize> {
+        None
     }
 }

@@ -5,14 +5,28 @@
 //! GSO runs, coalescing, counting) is the same for every format.
 //!
 //! Formats: [`flannel_udp`] (flannel's udp backend: the UDP payload is the
-//! inner packet, nothing in front).
+//! inner packet, nothing in front) and [`vxlan`] (flannel's vxlan backend, as
+//! a kernel VTEP speaks it: VXLAN and Ethernet headers in front, and ARP
+//! between VTEPs).
 
 pub mod flannel_udp;
+pub mod vxlan;
 
 use std::ops::Range;
 
 use crate::route::Route;
 use crate::stats::DropReason;
+use crate::wire::vxlan::Arp;
+
+/// What one received datagram holds, once unwrapped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unwrapped {
+    /// An inner IP packet, at this range of the datagram.
+    Packet(Range<usize>),
+    /// A peer VTEP asks which MAC an address has (VXLAN): the core checks
+    /// who asks and for what, and answers with [`WireFormat::arp_reply`].
+    ArpRequest(Arp),
+}
 
 /// Most bytes a format puts in front of an inner packet (what the send
 /// paths of `sys` leave room for).
@@ -55,10 +69,23 @@ pub trait WireFormat {
     /// Bytes in front of every inner packet inside the UDP payload.
     const HEADER_LEN: usize;
 
+    /// Peers may send inner packets whose transport checksum holds only the
+    /// pseudo-header sum (a kernel VTEP whose packets crossed veth); the
+    /// core completes those on receive.
+    const PARTIAL_CHECKSUMS: bool;
+
     /// The header for packets sent along `route`.
     fn header(&self, route: &Route) -> EncapHeader;
 
-    /// Where the inner packet lies within one received datagram (not a GRO
-    /// run: one datagram), or why the datagram is dropped.
-    fn inner(&self, datagram: &[u8]) -> Result<Range<usize>, DropReason>;
+    /// What one received datagram (not a GRO run: one datagram) holds, or
+    /// why it is dropped.
+    fn unwrap(&self, datagram: &[u8]) -> Result<Unwrapped, DropReason>;
+
+    /// The datagram answering `request` with this node's VTEP MAC, written
+    /// into `out` (at least [`MAX_REPLY`] bytes); its length. `None` for a
+    /// format without address resolution.
+    fn arp_reply(&self, request: &Arp, out: &mut [u8]) -> Option<usize>;
 }
+
+/// Room for the longest reply a format builds (VXLAN + Ethernet + ARP).
+pub const MAX_REPLY: usize = 64;

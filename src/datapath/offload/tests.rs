@@ -364,3 +364,57 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn a_partial_checksum_from_a_kernel_vtep_is_completed_and_nothing_else_is_touched() {
+    for v4 in [true, false] {
+        let full = tcp(v4, 1000, TCP_ACK, &payload_pattern(700));
+        let h = headers(&full).unwrap();
+        let field = h.ip_len + 16;
+        let mut partial = full.clone();
+        let pseudo = pseudo_partial(&partial, &h, partial.len() - h.ip_len);
+        partial[field..field + 2].copy_from_slice(&pseudo.to_be_bytes());
+        assert!(complete_partial_checksum(&mut partial));
+        assert_eq!(partial, full, "completed exactly as the sender would have");
+        let mut again = full.clone();
+        assert!(!complete_partial_checksum(&mut again), "a full checksum is left alone");
+        let mut corrupt = full.clone();
+        corrupt[h.ip_len + 40] ^= 0x01;
+        let before = corrupt.clone();
+        assert!(!complete_partial_checksum(&mut corrupt), "a corrupt packet is not 'fixed'");
+        assert_eq!(corrupt, before);
+    }
+    let mut udp = udp4(&payload_pattern(100));
+    let h = headers(&udp).unwrap();
+    let pseudo = pseudo_partial(&udp, &h, udp.len() - 20);
+    udp[26..28].copy_from_slice(&pseudo.to_be_bytes());
+    assert!(complete_partial_checksum(&mut udp));
+    assert_checksums_valid(&udp);
+}
+
+#[test]
+fn a_kernel_super_packet_is_recognised_and_handed_to_the_tun_for_cutting() {
+    let payload = payload_pattern(20_000);
+    let pkt = tcp(true, 5000, TCP_ACK, &payload);
+    let mut datagram = vec![0x08u8; 22];
+    datagram.extend_from_slice(&pkt);
+    assert!(is_super_packet(&datagram, 22, 1450));
+    assert!(!is_super_packet(&datagram[..datagram.len() - 1], 22, 1450), "a total length that does not span the payload");
+    let small = tcp(true, 5000, TCP_ACK, &payload[..1000]);
+    let mut one = vec![0x08u8; 22];
+    one.extend_from_slice(&small);
+    assert!(!is_super_packet(&one, 22, 1450), "one ordinary packet");
+    let mut inner = pkt.clone();
+    let hdr = super_packet_header(&mut inner, 1450).unwrap();
+    // 20 IP + 32 TCP: segments of 1,398 bytes fill a 1,450-byte MTU.
+    assert_eq!((hdr.gso_type, hdr.gso_size, hdr.csum_start, hdr.csum_offset, hdr.flags), (GSO_TCPV4, 1398, 20, 16, F_NEEDS_CSUM));
+    // What the kernel does with it: the same segments a TSO split makes.
+    let segments = split(&inner, &hdr).unwrap();
+    assert_eq!(segments.len(), 20_000usize.div_ceil(1398));
+    for s in &segments {
+        assert!(s.len() <= 1450);
+        assert_checksums_valid(s);
+    }
+    let mut udp = udp4(&payload[..5000]);
+    assert!(super_packet_header(&mut udp, 1450).is_none(), "a UDP super-packet's datagram boundaries are unknown");
+}

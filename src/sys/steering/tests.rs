@@ -78,7 +78,7 @@ fn program_computes_the_documented_hash() {
     let (a, b) = ([100, 96, 1, 2], [100, 96, 2, 3]);
     let xor = u32::from_be_bytes(a) ^ u32::from_be_bytes(b);
     for sockets in [1, 2, 3, 4, 7] {
-        let prog = program(sockets);
+        let prog = program(sockets, 0);
         for (sport, dport) in [(40000u16, 5201u16), (1, 2), (65535, 0)] {
             let ports = Some((u32::from(sport) << 16) | u32::from(dport));
             assert_eq!(run(&prog, &v4(6, a, b, sport, dport)), reference(xor, ports, sockets));
@@ -98,14 +98,14 @@ fn v4_options_move_the_ports() {
     p[24..28].copy_from_slice(&[0x9c, 0x40, 0x14, 0x51]);
     let plain = v4(6, [100, 96, 1, 2], [100, 96, 2, 3], 0x9c40, 0x1451);
     for sockets in [2, 3, 5] {
-        assert_eq!(run(&program(sockets), &p), run(&program(sockets), &plain));
+        assert_eq!(run(&program(sockets, 0), &p), run(&program(sockets, 0), &plain));
     }
 }
 
 #[test]
 fn both_directions_of_a_flow_get_the_same_socket() {
     for sockets in [2, 3, 4] {
-        let prog = program(sockets);
+        let prog = program(sockets, 0);
         for port in 30000..30100u16 {
             let there = v4(6, [100, 96, 1, 2], [100, 96, 2, 3], port, 5201);
             let back = v4(6, [100, 96, 2, 3], [100, 96, 1, 2], 5201, port);
@@ -117,7 +117,7 @@ fn both_directions_of_a_flow_get_the_same_socket() {
 #[test]
 fn flows_spread_over_every_socket() {
     for sockets in [2u32, 3, 4] {
-        let prog = program(sockets);
+        let prog = program(sockets, 0);
         let mut seen = vec![0u32; sockets as usize];
         for port in 40000..40064u16 {
             let i = run(&prog, &v4(6, [100, 96, 1, 2], [100, 96, 2, 3], port, 5201));
@@ -130,7 +130,7 @@ fn flows_spread_over_every_socket() {
 
 #[test]
 fn non_ip_and_short_datagrams_are_handled() {
-    let prog = program(2);
+    let prog = program(2, 0);
     // Not IP: the kernel's own choice.
     assert_eq!(run(&prog, &[0x10, 0, 0, 0]), FALLBACK);
     assert_eq!(run(&prog, &[]), 0);
@@ -176,7 +176,14 @@ fn program_agrees_with_the_senders_flow_key() {
             pkt[at] = proto;
         }
         for sockets in [2u32, 3, 4] {
-            assert_eq!(run(&program(sockets), &pkt), u32::from(flow_key(&pkt)) % sockets, "{sockets} sockets, packet {pkt:02x?}");
+            assert_eq!(run(&program(sockets, 0), &pkt), u32::from(flow_key(&pkt)) % sockets, "{sockets} sockets, packet {pkt:02x?}");
+            // Behind VXLAN and Ethernet headers (whatever they hold), the same choice.
+            let mut behind = vec![0x5a; 22];
+            behind.extend_from_slice(&pkt);
+            let want = if pkt.is_empty() { 0 } else { u32::from(flow_key(&pkt)) % sockets };
+            if !pkt.is_empty() {
+                assert_eq!(run(&program(sockets, 22), &behind), want, "{sockets} sockets, VXLAN packet {pkt:02x?}");
+            }
         }
     }
 }

@@ -167,6 +167,20 @@ struct WriteSlot {
     inner_bytes: u32,
 }
 
+/// One `SENDMSG` to submit (see [`UringIo::send`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Send<'a> {
+    pub to: SocketAddr,
+    /// (TUN buffer, offset, length) of each datagram's payload, in order.
+    pub pieces: &'a [(u16, u32, u32)],
+    /// Put in front of each payload (empty for none).
+    pub header: &'a [u8],
+    /// GSO segment size, for a run of several datagrams.
+    pub segment: Option<u16>,
+    /// Which sender socket (modulo their number).
+    pub via: usize,
+}
+
 /// What a completion means to the caller.
 #[derive(Debug)]
 pub enum Completion {
@@ -203,6 +217,9 @@ pub struct UringIo {
     ring: IoUring,
     tun: OwnedFd,
     udp: OwnedFd,
+    /// Extra sockets to send from (each bound to its own source port); a
+    /// send names one by index, or sends from `udp`.
+    senders: Vec<OwnedFd>,
     sizes: UringSizes,
     features: UringFeatures,
     tun_bufs: BufferPool,
@@ -264,7 +281,7 @@ fn write_slots(count: usize) -> Box<[WriteSlot]> {
 }
 
 impl UringIo {
-    pub fn new(tun: OwnedFd, udp: OwnedFd, sizes: UringSizes, features: UringFeatures) -> io::Result<UringIo> {
+    pub fn new(tun: OwnedFd, udp: OwnedFd, senders: Vec<OwnedFd>, sizes: UringSizes, features: UringFeatures) -> io::Result<UringIo> {
         assert!(sizes.recv_bufs.is_power_of_two(), "recv_bufs must be a power of two");
         let sq = 1024u32;
         let cq = 16_384u32;
@@ -293,6 +310,7 @@ impl UringIo {
             ring,
             tun,
             udp,
+            senders,
             sizes,
             features,
         };
@@ -568,11 +586,13 @@ impl UringIo {
     /// Sends `pieces` — (TUN buffer, offset, length), in order, each one
     /// datagram's payload, each preceded by `header` (at most
     /// [`MAX_ENCAP_HEADER`] bytes; empty for none) — to `to` with one
-    /// `SENDMSG`, as GSO segments of `segment` bytes when given; `tag`
-    /// comes back with the completion. `Ok(false)`: no free slot, too many
-    /// pieces, a header too long or a piece not in a held buffer; nothing
-    /// was sent.
-    pub fn send(&mut self, to: SocketAddr, pieces: &[(u16, u32, u32)], header: &[u8], segment: Option<u16>, tag: u16) -> io::Result<bool> {
+    /// `SENDMSG` from sender socket `via` (or the receiving socket, when
+    /// there are no senders), as GSO segments of `segment` bytes when given;
+    /// `tag` comes back with the completion. `Ok(false)`: no free slot, too
+    /// many pieces, a header too long or a piece not in a held buffer;
+    /// nothing was sent.
+    pub fn send(&mut self, send: Send<'_>, tag: u16) -> io::Result<bool> {
+        let Send { to, pieces, header, segment, via } = send;
         if pieces.is_empty() || pieces.len() > MAX_SEGMENTS || header.len() > MAX_ENCAP_HEADER {
             return Ok(false);
         }
@@ -622,16 +642,23 @@ impl UringIo {
                 slot.msg.msg_controllen = 0;
             }
         }
-        let entry = opcode::SendMsg::new(types::Fd(self.udp.as_raw_fd()), &slot.msg).build().user_data(tagged(
-            UDP_SEND,
-            tag,
-            u64::from(slot_index),
-        ));
+        let fd = match self.senders.len() {
+            0 => self.udp.as_raw_fd(),
+            n => self.senders[via % n].as_raw_fd(),
+        };
+        let entry = opcode::SendMsg::new(types::Fd(fd), &slot.msg).build().user_data(tagged(UDP_SEND, tag, u64::from(slot_index)));
         // SAFETY: the slot (header, iovecs, name, control) is in a boxed
         // slice that never moves and is not reused until this send
         // completes; its buffers count this send.
         unsafe { self.push(entry)? };
         Ok(true)
+    }
+
+    /// The UDP socket, for the rare synchronous send outside the ring (a
+    /// reply the caller must send before the receive buffer is reused).
+    pub fn udp_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.udp.as_fd()
     }
 
     /// The datagram in receive buffer `bid`, whose completion reported `len`.
