@@ -6,11 +6,11 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::traffic::counted_udp_stream;
-use common::{CTR_A, CTR_B, Node, Topology, ns_exec, require_root, wait_for};
+use common::topology::replace_file;
+use common::traffic::{StreamResult, counted_udp_stream};
+use common::{CTR_A, CTR_B, Node, Topology, require_root, wait_for};
 
 const STREAM_PORT: u16 = 9100;
 
@@ -28,14 +28,6 @@ fn peers_text(y: bool, z: bool) -> String {
     t
 }
 
-/// Replaces the file atomically (write a sibling, rename over), as config
-/// managers do.
-fn replace_file(path: &Path, text: &str) {
-    let tmp = path.with_extension("toml.tmp");
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
-}
-
 /// The newest published table version in the node's log.
 fn published_version(log: &str) -> u64 {
     log.lines()
@@ -45,19 +37,11 @@ fn published_version(log: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// True when a ping from ctrA to `dst` is answered with "unreachable" within
-/// 300 ms (no peer owns it); false when it is silently forwarded.
-fn unreachable(t: &Topology, dst: &str) -> bool {
-    let o = ns_exec(&t.ctr_a, &["ping", "-n", "-c", "1", "-W", "0.3", dst], Duration::from_secs(5));
-    o.text().to_lowercase().contains("unreachable")
-}
-
 /// Sends `count` numbered datagrams from ctrA to ctrB at `rate` per second
-/// while `during` runs, checking each one's payload; returns (sent,
-/// received, duplicates).
-fn counted_stream(ns_a: &str, ns_b: &str, count: u32, rate: u32, during: impl FnOnce()) -> (u32, u32, u32) {
+/// while `during` runs.
+fn counted_stream(ns_a: &str, ns_b: &str, count: u32, rate: u32, during: impl FnOnce()) -> StreamResult {
     let (from, to) = (CTR_A.parse().unwrap(), SocketAddr::new(CTR_B.parse().unwrap(), STREAM_PORT));
-    counted_udp_stream(ns_a, from, ns_b, to, count, rate, true, during)
+    counted_udp_stream(ns_a, from, ns_b, to, count, rate, during)
 }
 
 #[test]
@@ -70,7 +54,7 @@ fn peers_file_rewritten_100_times_under_load_loses_nothing() {
     let log_path = t.dir().join("a/encapd.log");
     let start_version = published_version(&t.log(Node::A));
     let mut checked = 0;
-    let (sent, got, dups) = counted_stream(&t.ctr_a.clone(), &t.ctr_b.clone(), 50_000, 5_000, || {
+    let r = counted_stream(&t.ctr_a.clone(), &t.ctr_b.clone(), 50_000, 5_000, || {
         for i in 0..100u64 {
             let (y, z) = (i % 2 == 0, i % 3 == 0);
             replace_file(&peers, &peers_text(y, z));
@@ -82,8 +66,8 @@ fn peers_file_rewritten_100_times_under_load_loses_nothing() {
             });
             assert!(published.is_some(), "rewrite {i} not applied within 1 s:\n{}", t.log(Node::A));
             if i % 10 == 0 {
-                assert_eq!(unreachable(&t, "100.96.3.1"), !y, "rewrite {i}: Y should be {}", if y { "routed" } else { "unreachable" });
-                assert_eq!(unreachable(&t, "100.96.4.1"), !z, "rewrite {i}: Z should be {}", if z { "routed" } else { "unreachable" });
+                assert_eq!(t.unreachable("100.96.3.1"), !y, "rewrite {i}: Y should be {}", if y { "routed" } else { "unreachable" });
+                assert_eq!(t.unreachable("100.96.4.1"), !z, "rewrite {i}: Z should be {}", if z { "routed" } else { "unreachable" });
                 checked += 1;
             } else {
                 std::thread::sleep(Duration::from_millis(40));
@@ -92,7 +76,11 @@ fn peers_file_rewritten_100_times_under_load_loses_nothing() {
     });
     assert_eq!(checked, 10);
     let (ca, cb) = (t.counters(Node::A), t.counters(Node::B));
-    assert_eq!((sent, got, dups), (50_000, 50_000, 0), "every datagram to X arrives exactly once\nA: {ca:?}\nB: {cb:?}");
+    assert_eq!(
+        (r.sent, r.unique, r.dups, r.foreign),
+        (50_000, 50_000, 0, 0),
+        "every datagram to X arrives exactly once, intact\nA: {ca:?}\nB: {cb:?}"
+    );
     let c = ca;
     assert_eq!(c.reload_failures, 0, "no valid rewrite was rejected");
     assert!(c.tables_published >= 100, "{c:?}");
@@ -106,8 +94,8 @@ fn broken_peers_file_keeps_the_old_table() {
     let mut t = Topology::new("uring");
     let peers = t.dir().join("a/peers.toml");
     let good = peers_text(true, false);
-    replace_file(&peers, &good);
-    assert!(wait_for(Duration::from_secs(2), || (!unreachable(&t, "100.96.3.1")).then_some(())).is_some(), "Y added");
+    t.replace_peers(Node::A, &good);
+    assert!(t.wait_unreachable("100.96.3.1", false, Duration::from_secs(2)), "Y added");
     let broken = [
         ("bad CIDR", good.replace("100.96.3.0/24", "100.96.3.0/33")),
         ("duplicate prefix", good.replace("100.96.3.0/24", "100.96.2.0/24")),
@@ -115,20 +103,20 @@ fn broken_peers_file_keeps_the_old_table() {
         ("truncated TOML", good[..good.len() - 12].to_owned()),
         ("empty file", String::new()),
     ];
-    let (sent, got, _) = counted_stream(&t.ctr_a.clone(), &t.ctr_b.clone(), 10_000, 5_000, || {
+    let r = counted_stream(&t.ctr_a.clone(), &t.ctr_b.clone(), 10_000, 5_000, || {
         for (k, (what, text)) in broken.iter().enumerate() {
             // Written in place, the way a careless editor would.
             std::fs::write(&peers, text).unwrap();
             let c = t.counters_until(Node::A, Duration::from_secs(2), |c| c.reload_failures > k as u64);
             assert_eq!(c.reload_failures, k as u64 + 1, "{what}: rejection counted");
             assert!(t.log(Node::A).contains("rejected"), "{what}: rejection logged");
-            assert!(!unreachable(&t, "100.96.3.1"), "{what}: the old table (with Y) stays in force");
+            assert!(!t.unreachable("100.96.3.1"), "{what}: the old table (with Y) stays in force");
         }
     });
-    assert_eq!((sent, got), (10_000, 10_000), "traffic continued through every broken write");
+    assert_eq!((r.sent, r.unique), (10_000, 10_000), "traffic continued through every broken write");
     // A valid file is applied again afterwards.
-    replace_file(&peers, &peers_text(false, false));
-    assert!(wait_for(Duration::from_secs(2), || unreachable(&t, "100.96.3.1").then_some(())).is_some(), "Y removed");
+    t.replace_peers(Node::A, &peers_text(false, false));
+    assert!(t.wait_unreachable("100.96.3.1", true, Duration::from_secs(2)), "Y removed");
 }
 
 #[test]
@@ -137,17 +125,15 @@ fn sighup_reloads_and_removed_peer_is_unreachable_at_once() {
         return;
     }
     let mut t = Topology::new("mmsg");
-    let peers = t.dir().join("a/peers.toml");
-    replace_file(&peers, &peers_text(false, true));
-    assert!(wait_for(Duration::from_secs(1), || (!unreachable(&t, "100.96.4.1")).then_some(())).is_some(), "Z reachable within 1 s");
+    t.replace_peers(Node::A, &peers_text(false, true));
+    assert!(t.wait_unreachable("100.96.4.1", false, Duration::from_secs(1)), "Z reachable within 1 s");
     let before = t.counters(Node::A).tables_published;
     // SIGHUP with an unchanged file publishes nothing new.
-    // SAFETY: kill has no memory-safety preconditions; the pid is our child.
-    unsafe { libc::kill(t.pid(Node::A), libc::SIGHUP) };
+    t.signal(Node::A, libc::SIGHUP);
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(t.counters(Node::A).tables_published, before, "no-op reload publishes nothing");
-    replace_file(&peers, &peers_text(false, false));
+    t.replace_peers(Node::A, &peers_text(false, false));
     let started = Instant::now();
-    assert!(wait_for(Duration::from_secs(1), || unreachable(&t, "100.96.4.1").then_some(())).is_some(), "Z unreachable within 1 s");
+    assert!(t.wait_unreachable("100.96.4.1", true, Duration::from_secs(1)), "Z unreachable within 1 s");
     assert!(started.elapsed() < Duration::from_secs(1));
 }
