@@ -6,7 +6,10 @@
 //! written by hand in flanneld's JSON is routed within 1 s and unrouted
 //! within 1 s of its deletion; a restarted node gets its subnet back; an
 //! etcd outage under a counted stream loses nothing; a three-member cluster
-//! survives a member; malformed leases are skipped and counted. Root only.
+//! survives a member; malformed leases are skipped and counted; a node cut
+//! off while its watched revision is compacted lists the leases again; a
+//! short-lived lease is renewed before it expires; SIGHUP and SIGUSR1 while
+//! start-up still waits for etcd do not kill encapd. Root only.
 //!
 //! `bench_etcd_propagation` (ignored; run by bench/etcd_propagation.sh)
 //! measures put-to-table latency over 1,000 puts and the start-up load of
@@ -18,8 +21,8 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use common::cmd::{TempDir, time_until};
-use common::counters::{METRICS, metric_value, scrape};
-use common::encapd::{Encapd, print_log_if_panicking};
+use common::counters::{METRICS, SUMMARY_HEADER, metric_value, scrape};
+use common::encapd::{Encapd, READY_LINE, print_log_if_panicking};
 use common::etcd::EtcdCluster;
 use common::netns::Permit;
 use common::topology::unreachable_from;
@@ -394,6 +397,209 @@ fn malformed_leases_are_skipped_counted_and_harmless() {
     net.start(Node::A, Some("100.96.1.0/24"));
     assert_eq!(net.metric(Node::A, "encapd_control_malformed_leases_total"), Some(bad.len() as f64));
     assert!(net.wait_ping(&net.wiring.ctr_a, &ctr_b), "routing after the restart");
+}
+
+/// SIGHUP and SIGUSR1 are caught from encapd's first moment, so that
+/// neither kills it while start-up still waits for etcd (up to 30 s):
+/// node A is signalled while etcd is unreachable, node B while etcd is up
+/// but has no network config yet. Both stay alive, become ready once the
+/// config is written, serve the SIGUSR1 they were sent (a counter summary
+/// follows the ready line) and forward. SIGTERM keeps its default action
+/// until ready: it ends a waiting start-up at once. (Before the fix the
+/// handlers were installed only once ready, and the default action of
+/// SIGHUP or SIGUSR1 ended the process.)
+#[test]
+fn sighup_and_sigusr1_during_start_up_do_not_kill_it() {
+    if !ready() {
+        return;
+    }
+    use std::os::unix::process::ExitStatusExt;
+    let mut net = Net::without_etcd();
+    net.write_config(Node::A, Some("100.96.1.0/24"), "");
+    net.write_config(Node::B, Some("100.96.2.0/24"), "");
+
+    // SIGTERM during start-up: the default action, at once.
+    net.spawn(Node::A);
+    net.daemon(Node::A).wait_exec(Duration::from_secs(5));
+    net.daemon(Node::A).signal(libc::SIGTERM);
+    let ended = wait_for(Duration::from_secs(2), || net.daemon(Node::A).exited());
+    assert_eq!(ended.and_then(|st| st.signal()), Some(libc::SIGTERM), "SIGTERM during start-up:\n{}", net.log(Node::A));
+    net.daemons[Node::A.index()] = None;
+
+    // etcd unreachable: A retries, and is signalled meanwhile.
+    net.spawn(Node::A);
+    net.daemon(Node::A).wait_exec(Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(300));
+    signal_start_up(&mut net, Node::A, "while etcd was unreachable");
+
+    // etcd up without the network config: B says it waits for it, and is
+    // signalled meanwhile (A too, again).
+    net.start_etcd(1);
+    net.spawn(Node::B);
+    let waiting = wait_for(Duration::from_secs(10), || net.log(Node::B).contains("config does not exist").then_some(()));
+    assert!(waiting.is_some(), "B does not say it waits for the network config:\n{}", net.log(Node::B));
+    signal_start_up(&mut net, Node::B, "while the network config was missing");
+    signal_start_up(&mut net, Node::A, "while the network config was missing");
+
+    // The config appears: both finish starting, and serve the SIGUSR1 they kept.
+    net.etcdctl(&["put", &format!("{PREFIX}/config"), NETWORK_CONFIG]);
+    for node in [Node::A, Node::B] {
+        net.wait_ready(node);
+        let served = wait_for(Duration::from_secs(3), || {
+            let log = net.log(node);
+            let ready_at = log.rfind(READY_LINE)?;
+            log[ready_at..].contains(SUMMARY_HEADER).then_some(())
+        });
+        assert!(served.is_some(), "{node:?}: the SIGUSR1 sent during start-up was not served once ready:\n{}", net.log(node));
+    }
+    let ctr_a = net.attach_container(Node::A);
+    let ctr_b = net.attach_container(Node::B);
+    assert!(net.wait_ping(&net.wiring.ctr_a, &ctr_b), "ping A -> B after the signalled start-up");
+    assert!(net.ping_ok(&net.wiring.ctr_b, &ctr_a), "ping B -> A");
+}
+
+/// Sends SIGHUP and SIGUSR1 to the node's encapd, still starting, and
+/// checks a second later that it neither died nor became ready.
+fn signal_start_up(net: &mut Net, node: Node, when: &str) {
+    for sig in [libc::SIGHUP, libc::SIGUSR1] {
+        net.daemon(node).signal(sig);
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let d = net.daemon(node);
+    assert_eq!(d.exited(), None, "{node:?}: SIGHUP and SIGUSR1 {when} ended encapd:\n{}", d.log());
+    assert!(!d.is_ready(), "{node:?} ready {when}");
+}
+
+/// Cuts the node off etcd (nftables in its namespace: its packets to the
+/// client port are refused with a TCP reset, etcd's answers dropped), or
+/// joins it again.
+fn cut_off_etcd(net: &Net, node: Node, cut: bool) {
+    let ns = net.wiring.node_ns(node);
+    let o = if cut {
+        let rules = format!(
+            "table inet encapd_test_cut {{\n  chain output {{\n    type filter hook output priority 0; policy accept;\n    \
+             ip daddr {NODE_A_UNDERLAY} tcp dport 2379 reject with tcp reset\n  }}\n  chain input {{\n    \
+             type filter hook input priority 0; policy accept;\n    ip saddr {NODE_A_UNDERLAY} tcp sport 2379 drop\n  }}\n}}\n"
+        );
+        let path = net.dir.write(&format!("cut-{}.nft", node.sub()), &rules);
+        ns_exec(ns, &["nft", "-f", path.to_str().unwrap()], Duration::from_secs(10))
+    } else {
+        ns_exec(ns, &["nft", "delete", "table", "inet", "encapd_test_cut"], Duration::from_secs(10))
+    };
+    assert!(o.ok(), "nft in {ns}: {}", o.text());
+}
+
+/// etcd's current revision.
+fn revision(net: &Net) -> i64 {
+    let v = net.etcd.as_ref().expect("etcd").etcdctl_json(&["get", &format!("{PREFIX}/config")]);
+    v["header"]["revision"].as_i64().unwrap_or_else(|| panic!("no revision in {v}"))
+}
+
+/// A node whose watch resumes from a revision etcd has compacted lists the
+/// leases again: node B is cut off etcd, a lease it routes is deleted and
+/// another written meanwhile, and the history is compacted past the
+/// revision B watched; once B is back, etcd refuses its watch as compacted,
+/// B lists again, routes the new lease and no longer the deleted one.
+/// Node A, connected throughout, follows the same changes from its watch.
+#[test]
+fn a_node_cut_off_during_a_compaction_lists_the_leases_again() {
+    if !ready() || !require_tools(&["nft"]) {
+        return;
+    }
+    let (net, _, ctr_b) = Net::forwarding();
+    // X and Y point at A's underlay address: B forwards to them, so
+    // "routed" means no ICMP unreachable at ctrB.
+    let (x_key, x_addr) = (format!("{PREFIX}/subnets/100.96.230.0-24"), "100.96.230.1");
+    let (y_key, y_addr) = (format!("{PREFIX}/subnets/100.96.231.0-24"), "100.96.231.1");
+    net.etcdctl(&["put", &x_key, &udp_lease(NODE_A_UNDERLAY)]);
+    let routed = time_until(Duration::from_secs(5), || net.metric(Node::B, "encapd_routes") == Some(2.0));
+    assert!(routed.is_some(), "B does not route X before the cut:\n{}", net.log(Node::B));
+
+    cut_off_etcd(&net, Node::B, true);
+    let gone = time_until(Duration::from_secs(10), || net.metric(Node::B, "encapd_control_connected") == Some(0.0));
+    assert!(gone.is_some(), "B still connected to etcd after the cut:\n{}", net.log(Node::B));
+    net.etcdctl(&["del", &x_key]);
+    net.etcdctl(&["put", &y_key, &udp_lease(NODE_A_UNDERLAY)]);
+    net.etcdctl(&["put", &y_key, &udp_lease(NODE_A_UNDERLAY)]);
+    let rev = revision(&net);
+    net.etcdctl(&["compact", &rev.to_string()]);
+    assert!(!net.log(Node::B).contains("was compacted"), "B saw a compaction while cut off");
+    // B still routes the old set meanwhile.
+    assert!(!unreachable_from(&net.wiring.ctr_b, x_addr), "B dropped X while cut off");
+
+    cut_off_etcd(&net, Node::B, false);
+    // Routed now: Y (written while B was away) but no longer X (deleted
+    // meanwhile). The watch cannot deliver those events any more: they
+    // were compacted away, so only a new listing can.
+    let caught_up =
+        time_until(Duration::from_secs(15), || !unreachable_from(&net.wiring.ctr_b, y_addr) && unreachable_from(&net.wiring.ctr_b, x_addr));
+    assert!(caught_up.is_some(), "B did not catch up with the leases after the compaction:\n{}", net.log(Node::B));
+    assert!(net.log(Node::B).contains("was compacted"), "B does not say its revision was compacted:\n{}", net.log(Node::B));
+    let connected = time_until(Duration::from_secs(5), || net.metric(Node::B, "encapd_control_connected") == Some(1.0));
+    assert!(connected.is_some(), "B not connected again:\n{}", net.log(Node::B));
+    assert_eq!(net.metric(Node::B, "encapd_routes"), Some(2.0), "B routes A and Y");
+    assert!(!net.log(Node::A).contains("was compacted"), "A, never cut off, had no reason to list again");
+    assert!(!net.unreachable(y_addr) && net.unreachable(x_addr), "A follows X and Y from its watch");
+    assert!(net.wait_ping(&net.wiring.ctr_a, &ctr_b), "ping after the re-list");
+    eprintln!("compaction at revision {rev}: B caught up {caught_up:?} after it was joined again");
+}
+
+/// The lease ID of `key` (`None` when the key does not exist).
+fn lease_of(net: &Net, key: &str) -> Option<i64> {
+    let v = net.etcd.as_ref().expect("etcd").etcdctl_json(&["get", key]);
+    v["kvs"].as_array()?.first().map(|kv| kv["lease"].as_i64().unwrap_or(0))
+}
+
+/// A short lease (`lease_ttl` 10 s, `renew_margin` 7 s: renewed every 3 s)
+/// keeps the node's key alive past its first TTL: the key never
+/// disappears, its lease ID changes with every renewal, the first lease is
+/// gone (revoked), the log says "renewed", and node B routes A throughout.
+#[test]
+fn a_short_lease_is_renewed_before_it_expires() {
+    if !ready() {
+        return;
+    }
+    let mut net = Net::new(1);
+    net.write_config(Node::A, Some("100.96.1.0/24"), "lease_ttl = 10\nrenew_margin = 7\n");
+    net.spawn(Node::A);
+    net.wait_ready(Node::A);
+    let claimed = Instant::now();
+    let key = format!("{PREFIX}/subnets/100.96.1.0-24");
+    let first = lease_of(&net, &key).expect("A's lease key after start-up");
+    assert_ne!(first, 0, "A's key has no lease");
+    net.start(Node::B, Some("100.96.2.0/24"));
+    let ctr_a = net.attach_container(Node::A);
+    net.attach_container(Node::B);
+
+    // Watch past the first lease's expiry (10 s after the claim, plus margin).
+    let mut leases = vec![first];
+    let mut missing = 0;
+    let mut b_lost_a = 0;
+    while claimed.elapsed() < Duration::from_secs(14) {
+        match lease_of(&net, &key) {
+            Some(id) if leases.last() != Some(&id) => leases.push(id),
+            Some(_) => {}
+            None => missing += 1,
+        }
+        if net.metric(Node::B, "encapd_routes") != Some(1.0) {
+            b_lost_a += 1;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let renewed = net.log(Node::A).matches("renewed").count();
+    eprintln!("leases of {key} over 14 s: {leases:x?}; 'renewed' logged {renewed} times");
+    assert_eq!(missing, 0, "A's key disappeared (its lease expired) in {missing} samples:\n{}", net.log(Node::A));
+    assert!(
+        leases.len() >= 3,
+        "the lease was renewed {} times in 14 s (every 3 s expected): {leases:x?}\n{}",
+        leases.len() - 1,
+        net.log(Node::A)
+    );
+    assert!(renewed >= 2, "the log says \"renewed\" {renewed} times:\n{}", net.log(Node::A));
+    let old = net.etcdctl(&["lease", "timetolive", &format!("{first:x}")]);
+    assert!(old.contains("already expired"), "the first lease outlived its renewal: {old}");
+    assert_eq!(b_lost_a, 0, "B stopped routing A in {b_lost_a} samples during the renewals");
+    assert!(net.wait_ping(&net.wiring.ctr_b, &ctr_a), "ping B -> A after the renewals");
 }
 
 /// Benchmark, run by bench/etcd_propagation.sh: put → table change latency
