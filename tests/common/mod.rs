@@ -11,6 +11,7 @@
 //! - [`counters`]: what encapd reports (SIGUSR1 summary, `/metrics`).
 //! - [`topology`]: the two-node topology with the peers-file source.
 //! - [`etcd`]: a real etcd cluster in a namespace.
+//! - [`notify`]: a service manager's notification socket, to see READY=1.
 //! - [`packets`]: crafted packets (encapd's builder) and their sockets.
 //! - [`traffic`]: self-checking TCP transfers and UDP streams.
 //! - [`data`]: deterministic test data and its SHA-256.
@@ -39,6 +40,7 @@ pub mod env;
 pub mod etcd;
 pub mod middle;
 pub mod netns;
+pub mod notify;
 pub mod packets;
 pub mod process;
 pub mod prometheus;
