@@ -11,8 +11,10 @@ mod common;
 
 use std::io::ErrorKind;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
+use common::counters::metric_sum;
 use common::packets::{Packet, fix_ipv4_header_checksum, udp_socket};
 use common::traffic::{Transfer, hashed_transfer};
 use common::{
@@ -367,6 +369,113 @@ fn icmp(engine: &str) {
     assert_ping_ok(&t.ping(&t.ctr_a, &["-M", "do", "-s", "1444", "-c", "1", "-W", "2", CTR_B]), "MTU-sized ping");
 }
 
+/// Datagrams of the flood that earn ICMP errors: more than the limit lets
+/// through (a burst of 100, then 1,000/s per worker) in the time they take.
+const FLOOD: u32 = 5_000;
+const UNROUTED: Ipv4Addr = Ipv4Addr::new(100, 96, 7, 7);
+
+/// A raw ICMP socket in `ns`: it receives a copy of every ICMP message
+/// addressed there. (std has no raw-socket type; `UdpSocket`'s `recv` and
+/// read timeout are plain socket calls that work on any datagram socket.)
+fn icmp_listener(ns: &str) -> UdpSocket {
+    let fd = in_netns(ns, || {
+        // SAFETY: plain socket(2) call; the result is checked before use.
+        let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::IPPROTO_ICMP) };
+        assert!(raw >= 0, "socket(SOCK_RAW, IPPROTO_ICMP): {}", std::io::Error::last_os_error());
+        // SAFETY: `raw` is a fresh fd that nothing else owns.
+        unsafe { OwnedFd::from_raw_fd(raw) }
+    });
+    let sock = UdpSocket::from(fd);
+    set_rcvbuf(&sock, 8 << 20);
+    sock.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    sock
+}
+
+/// Destination-unreachable errors about packets to `dst` that arrive at
+/// `sock`, until none has come for 500 ms.
+fn count_unreachables(sock: &UdpSocket, dst: Ipv4Addr) -> u64 {
+    let mut buf = [0u8; 2048];
+    let mut n = 0;
+    while let Ok(len) = sock.recv(&mut buf) {
+        // IP header, ICMP type/code/checksum/unused, then the offending
+        // packet's IP header (its destination at bytes 16..20).
+        let p = &buf[..len];
+        let ihl = usize::from(p[0] & 0x0f) * 4;
+        let quoted_dst = ihl + 8 + 16;
+        if p.len() >= quoted_dst + 4 && p[ihl] == 3 && p[quoted_dst..quoted_dst + 4] == dst.octets() {
+            n += 1;
+        }
+    }
+    n
+}
+
+/// nodeA's ICMP figures from `/metrics`, per worker: (errors sent,
+/// errors over the rate limit), and the `no_route` drops (each of which
+/// earned an error).
+fn icmp_figures(t: &Topology) -> (Vec<(f64, f64)>, f64) {
+    let text = t.scrape(Node::A);
+    let per_worker = ["0", "1"]
+        .map(|w| {
+            let sent = metric_sum(&text, "encapd_icmp_sent_total", &[("worker", w)]);
+            (sent, metric_sum(&text, "encapd_icmp_rate_limited_total", &[("worker", w)]))
+        })
+        .to_vec();
+    (per_worker, metric_sum(&text, "encapd_drops_total", &[("reason", "no_route")]))
+}
+
+/// ICMP errors are rate-limited per worker (a bucket of 100, refilled at
+/// 1,000/s), and every error the limit holds back is counted: a flood of
+/// datagrams from ctrA to an overlay address no peer owns earns one error
+/// each; at most the limit is sent (per worker: 100 + 1,000/s over the
+/// time between the two readings), the sender receives every one sent,
+/// and sent + rate-limited = the datagrams that earned one (the
+/// `no_route` drops). The SIGUSR1 summary says the same as `/metrics`.
+fn icmp_rate_limit(engine: &str) {
+    if !require_root() {
+        return;
+    }
+    let mut t = Topology::new(engine);
+    let listener = icmp_listener(&t.ctr_a);
+    let tx = udp_socket(&t.ctr_a, CTR_A);
+    // Idle for longer than a bucket takes to fill (100 ms).
+    std::thread::sleep(Duration::from_millis(300));
+    let window = Instant::now();
+    let (w0, no_route0) = icmp_figures(&t);
+    let flood_start = Instant::now();
+    for seq in 0..FLOOD {
+        // One flow, as fast as the socket takes them; a refused send (an
+        // error reported back on the socket) just sends nothing.
+        let _ = tx.send_to(&seq.to_be_bytes(), (UNROUTED, 9));
+    }
+    let flood_time = flood_start.elapsed();
+    let received = count_unreachables(&listener, UNROUTED);
+    let (w1, no_route1) = icmp_figures(&t);
+    let window = window.elapsed();
+    let per_worker: Vec<(u64, u64)> = w1.iter().zip(&w0).map(|(a, b)| ((a.0 - b.0) as u64, (a.1 - b.1) as u64)).collect();
+    let earned = (no_route1 - no_route0) as u64;
+    let sent: u64 = per_worker.iter().map(|w| w.0).sum();
+    let limited: u64 = per_worker.iter().map(|w| w.1).sum();
+    eprintln!(
+        "{engine}: {FLOOD} datagrams to {UNROUTED} in {:.0} ms; {earned} earned an ICMP error: {sent} sent, {limited} rate-limited \
+         (per worker sent/limited {per_worker:?}) within {:.0} ms; {received} received by the sender",
+        flood_time.as_secs_f64() * 1e3,
+        window.as_secs_f64() * 1e3
+    );
+    assert!(earned >= u64::from(FLOOD) / 2, "only {earned} of {FLOOD} datagrams reached encapd");
+    assert_eq!(sent + limited, earned, "every datagram that earned an ICMP error was answered or counted as rate-limited");
+    let bound = 100 + (window.as_secs_f64() * 1000.0).ceil() as u64;
+    for (w, &(w_sent, _)) in per_worker.iter().enumerate() {
+        assert!(w_sent <= bound, "worker {w} sent {w_sent} ICMP errors in {window:?} (limit {bound})");
+    }
+    assert!(sent >= 100, "the burst of 100 was not sent: {sent}");
+    assert!(limited > 0, "the flood never reached the limit: {sent} sent");
+    assert_eq!(received, sent, "ICMP errors sent by encapd vs received by the sender");
+    let c = t.counters(Node::A);
+    let (w2, _) = icmp_figures(&t);
+    let total = |i: usize| w2.iter().map(|w| if i == 0 { w.0 } else { w.1 }).sum::<f64>() as u64;
+    assert_eq!((c.icmp, c.icmp_rate_limited), (total(0), total(1)), "the SIGUSR1 summary vs /metrics");
+}
+
 // ---------------------------------------------------------------------------
 // 5. Ingress filter: crafted datagrams from the underlay
 
@@ -596,6 +705,10 @@ macro_rules! engine_tests {
             #[test]
             fn icmp() {
                 super::icmp(stringify!($engine));
+            }
+            #[test]
+            fn icmp_rate_limit() {
+                super::icmp_rate_limit(stringify!($engine));
             }
             #[test]
             fn ingress_filter() {
