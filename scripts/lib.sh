@@ -831,9 +831,15 @@ _ed_cni() {
 }
 
 # ed_cni_add NODE_NS POD_NS SUBNET_ENV DATADIR: create the pod's namespace
-# and attach it with CNI ADD; prints the pod's IPv4 address.
+# and attach it with CNI ADD; prints the pod's IPv4 address. The node's
+# bridge is made first, with a MAC of its own: a Linux bridge without one
+# takes its lowest port's MAC and changes it when that port goes, under
+# the other pods' ARP caches (the bridge plugin uses the bridge it finds).
 ed_cni_add() {
     local node=$1 pod=$2 result
+    if ! ip -n "$node" link show cni0 >/dev/null 2>&1; then
+        ip -n "$node" link add cni0 address "02:00:64:60:$(od -An -N2 -tx1 /dev/urandom | tr -d ' \n' | sed 's/../&:/;s/:$//')" type bridge
+    fi
     _ed_ns_up "$pod"
     result=$(_ed_cni "$node" "$pod" ADD "$3" "$4") || ed_die "CNI ADD of $pod on $node failed: $result"
     python3 -c 'import json, sys; r = json.load(sys.stdin); print(next(i["address"].split("/")[0] for i in r["ips"] if ":" not in i["address"]))' <<<"$result"

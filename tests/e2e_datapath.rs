@@ -16,7 +16,6 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-
 use common::counters::metric_sum;
 use common::packets::{Packet, fix_ipv4_header_checksum, udp_socket};
 use common::traffic::{Transfer, hashed_transfer};

@@ -11,6 +11,8 @@
 //! - [`counters`]: what encapd reports (SIGUSR1 summary, `/metrics`).
 //! - [`topology`]: the two-node topology with the peers-file source.
 //! - [`etcd`]: a real etcd cluster in a namespace.
+//! - [`fleet`]: N nodes on a bridged underlay, encapd or kernel VTEPs, pods.
+//! - [`cni`]: pods attached with the standard CNI plugins from subnet.env.
 //! - [`notify`]: a service manager's notification socket, to see READY=1.
 //! - [`packets`]: crafted packets (encapd's builder) and their sockets.
 //! - [`traffic`]: self-checking TCP transfers and UDP streams.
@@ -33,11 +35,13 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod cmd;
+pub mod cni;
 pub mod counters;
 pub mod data;
 pub mod encapd;
 pub mod env;
 pub mod etcd;
+pub mod fleet;
 pub mod middle;
 pub mod netns;
 pub mod notify;

@@ -21,8 +21,16 @@ use std::time::Duration;
 
 use super::cmd::{Output, must, run, run_cmd, run_cmd_with_input, unique_id};
 
-/// The roles a namespace name may end in (see [`Namespaces::name`]).
+/// The roles a namespace name may end in (see [`Namespaces::name`]): the
+/// two-node topology's, and a fleet's (`ful` the underlay, `fn3` a node,
+/// `fp3x1` a pod).
 const ROLES: [&str; 5] = ["cA", "nA", "nB", "cB", "md"];
+
+fn is_role(role: &str) -> bool {
+    let fleet =
+        |kind: &str| role.strip_prefix(kind).is_some_and(|r| !r.is_empty() && r.len() <= 6 && r.bytes().all(|b| b.is_ascii_alphanumeric()));
+    ROLES.contains(&role) || role == "ful" || fleet("fn") || fleet("fp")
+}
 
 static STALE_CLEANUP: Once = Once::new();
 
@@ -48,7 +56,7 @@ impl Namespaces {
 
     /// The namespace name for `role` (one of `cA`, `nA`, `nB`, `cB`, `md`).
     pub fn name(&self, role: &str) -> String {
-        assert!(ROLES.contains(&role), "unknown namespace role {role:?}");
+        assert!(is_role(role), "unknown namespace role {role:?}");
         format!("{}-{role}", self.prefix)
     }
 
@@ -144,7 +152,7 @@ fn owner_pid(ns: &str) -> Option<u32> {
     let rest = ns.strip_prefix("et")?;
     let (pid, rest) = rest.split_once('_')?;
     let (n, role) = rest.split_once('-')?;
-    if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) || !ROLES.contains(&role) {
+    if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) || !is_role(role) {
         return None;
     }
     u32::from_str_radix(pid, 16).ok()
@@ -216,6 +224,10 @@ mod tests {
         assert_eq!(owner_pid("et1a2b_3-md"), Some(0x1a2b));
         assert_eq!(owner_pid("edf301-nodeA"), None);
         assert_eq!(owner_pid("et1a2b_3-foo"), None);
+        assert_eq!(owner_pid("et1a2b_3-fn12"), Some(0x1a2b));
+        assert_eq!(owner_pid("et1a2b_3-fp12x1"), Some(0x1a2b));
+        assert_eq!(owner_pid("et1a2b_3-ful"), Some(0x1a2b));
+        assert_eq!(owner_pid("et1a2b_3-f"), None);
         assert_eq!(owner_pid("et1a2b_-nA"), None);
     }
 }
