@@ -11,14 +11,17 @@
 //!   kernel VTEP that lost its neighbour entry asks with ARP and is
 //!   answered;
 //! - pods: two per node attached by the CNI plugins reach the other node's
-//!   pods, and a CNI DEL removes one while another pod's stream continues.
+//!   pods, and a CNI DEL removes one while another pod's stream continues;
+//! - with etcd: a kernel VTEP whose lease is written in flanneld's exact
+//!   vxlan JSON is found and reached, and encapd's own lease reads back in
+//!   the same schema.
 
 mod common;
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use common::fleet::{Fleet, Kind, Pod, VNI};
+use common::fleet::{ETCD_PREFIX, Fleet, FleetOptions, Kind, Pod, VNI};
 use common::packets::{Packet, udp_socket};
 use common::traffic::{UdpStream, hashed_transfer};
 use common::{in_netns, ip, require_root};
@@ -205,4 +208,38 @@ fn pods_attached_by_cni_reach_each_other_and_leave_cleanly() {
         let again = fleet.add_pod(0);
         assert!(fleet.ping_ok(&again.ns, v4(&b[1])), "{backend}: a pod added after the delete reaches the other node");
     }
+}
+
+#[test]
+fn with_etcd_a_kernel_vteps_flanneld_lease_is_found_and_ours_reads_back() {
+    if !require_root() || !common::require_tools(&["bridge", "etcd", "etcdctl"]) {
+        return;
+    }
+    let mut options = FleetOptions::new(&[ENCAPD_VXLAN, Kind::KernelVtep], 1);
+    options.etcd_members = Some(1);
+    let mut fleet = Fleet::with(options);
+    // encapd's own lease, in flanneld's vxlan schema, key for key.
+    let etcd = fleet.etcd.as_ref().unwrap();
+    let key = format!("{ETCD_PREFIX}/subnets/100.96.1.0-24");
+    let value = etcd.etcdctl(&["get", &key, "--print-value-only"]);
+    let lease: serde_json::Value = serde_json::from_str(value.trim()).unwrap_or_else(|e| panic!("{key}: {e}: {value}"));
+    let keys: Vec<&String> = lease.as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["BackendData", "BackendType", "PublicIP", "PublicIPv6"], "{value}");
+    assert_eq!(lease["PublicIP"], "198.18.0.1");
+    assert!(lease["PublicIPv6"].is_null());
+    assert_eq!(lease["BackendType"], "vxlan");
+    assert_eq!(lease["BackendData"]["VNI"], VNI);
+    assert_eq!(lease["BackendData"]["VtepMAC"], fleet.nodes[0].mac.as_str());
+    let written = std::fs::read_to_string(&fleet.nodes[0].subnet_env).unwrap();
+    assert!(written.contains("FLANNEL_SUBNET=100.96.1.1/24") && written.contains("FLANNEL_MTU=1450"), "{written}");
+
+    // The kernel VTEP's lease does not exist yet: its pod is unreachable.
+    let (a, b) = (fleet.add_pod(0), fleet.add_pod(1));
+    assert!(!fleet.ping_ok(&a.ns, v4(&b)), "reached a node without a lease");
+    fleet.put_flanneld_lease(1);
+    let reached = common::time_until(Duration::from_secs(5), || fleet.ping_ok(&a.ns, v4(&b)));
+    assert!(reached.is_some(), "the kernel VTEP's lease was not routed:\n{}", fleet.encapd(0).log());
+    assert!(fleet.ping_ok(&b.ns, v4(&a)), "and back");
+    let routes = fleet.metric(0, "encapd_routes", &[]);
+    assert_eq!(routes, 1.0, "one route, to the kernel VTEP");
 }

@@ -12,8 +12,12 @@
 //!
 //! Node i (from 0) has underlay address 198.18.0.(i+1)/24, subnets
 //! 100.96.(i+1).0/24 and fd00:96:(i+1)::/64, VTEP MAC 02:00:c6:12:00:(i+1).
-//! Everything lives in namespaces of the fleet's own, removed on drop with
-//! every process in them (encapd stopped by pid first).
+//! The control source is a peers file per node, or (with
+//! [`FleetOptions::etcd_members`]) flannel's lease store in a real etcd
+//! cluster on the underlay (198.18.0.254), IPv4 only (encapd's etcd source
+//! has no IPv6 yet). Everything lives in namespaces of the fleet's own,
+//! removed on drop with every process in them (encapd and etcd stopped by
+//! pid first).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
@@ -22,6 +26,7 @@ use std::time::Duration;
 use super::cmd::{TempDir, must};
 use super::cni::{self, PodAddrs};
 use super::encapd::{Encapd, print_log_if_panicking};
+use super::etcd::EtcdCluster;
 use super::netns::{Namespaces, Permit, ip, ip_batch, ns_exec};
 
 /// What runs on a node.
@@ -56,11 +61,39 @@ pub struct Pod {
     pub addrs: PodAddrs,
 }
 
+/// How [`Fleet::with`] builds a fleet.
+#[derive(Debug, Clone)]
+pub struct FleetOptions {
+    pub kinds: Vec<Kind>,
+    /// Workers per encapd.
+    pub workers: usize,
+    /// `Some(n)`: an etcd cluster of n members on the underlay is every
+    /// encapd's control source (flannel's lease layout), and each node's
+    /// configured subnet is claimed there.
+    pub etcd_members: Option<usize>,
+    /// `[control]` lines added to every encapd's configuration (etcd
+    /// settings such as `lease_ttl`).
+    pub control_extra: String,
+}
+
+impl FleetOptions {
+    pub fn new(kinds: &[Kind], workers: usize) -> FleetOptions {
+        FleetOptions { kinds: kinds.to_vec(), workers, etcd_members: None, control_extra: String::new() }
+    }
+}
+
+/// Where the fleet's etcd listens (on the underlay bridge).
+pub const ETCD_HOST: &str = "198.18.0.254";
+/// flannel's key prefix.
+pub const ETCD_PREFIX: &str = "/coreos.com/network";
+
 /// The fleet; see the module documentation.
 pub struct Fleet {
-    // Dropped in this order: encapd processes, then namespaces.
+    // Dropped in this order: encapd processes, etcd, then namespaces.
     daemons: Vec<Option<Encapd>>,
+    pub etcd: Option<EtcdCluster>,
     ns: Namespaces,
+    options: FleetOptions,
     pub underlay: String,
     pub nodes: Vec<FleetNode>,
     pub dir: TempDir,
@@ -79,25 +112,66 @@ impl Fleet {
     /// Brings up one node per `kinds` entry and starts every encapd (each
     /// with `workers` workers); waits until all are ready.
     pub fn new(kinds: &[Kind], workers: usize) -> Fleet {
+        Fleet::with(FleetOptions::new(kinds, workers))
+    }
+
+    /// A fleet as `options` say; every encapd is ready when this returns.
+    pub fn with(options: FleetOptions) -> Fleet {
+        let kinds = options.kinds.clone();
         assert!(!kinds.is_empty() && kinds.len() < 250, "1 to 249 nodes");
         let permit = Permit::acquire();
         let mut ns = Namespaces::new();
         let dir = TempDir::new(&format!("fleet-{}", ns.prefix()));
         let underlay = ns.add("ful", &[]);
-        ip_batch(&underlay, &["link set lo up", "link add br0 type bridge", "link set br0 up"]);
+        ip_batch(
+            &underlay,
+            &["link set lo up", "link add br0 type bridge", "link set br0 up", &format!("addr add {ETCD_HOST}/24 dev br0")],
+        );
         let nodes: Vec<FleetNode> = kinds.iter().enumerate().map(|(i, &kind)| add_node(&mut ns, &underlay, &dir, i, kind)).collect();
-        let mut fleet = Fleet { daemons: Vec::new(), ns, underlay, nodes, dir, pods: 0, _permit: permit };
+        let etcd = options.etcd_members.map(|members| start_etcd(&underlay, members, &kinds));
+        let mut fleet = Fleet { daemons: Vec::new(), etcd, ns, options, underlay, nodes, dir, pods: 0, _permit: permit };
         for i in 0..fleet.nodes.len() {
-            match fleet.nodes[i].kind {
-                Kind::KernelVtep => fleet.configure_kernel_vtep(i),
-                Kind::Encapd { .. } => {}
+            if fleet.nodes[i].kind == Kind::KernelVtep {
+                fleet.configure_kernel_vtep(i);
             }
         }
-        fleet.daemons = (0..fleet.nodes.len()).map(|i| fleet.start_encapd(i, workers)).collect();
+        fleet.daemons = (0..fleet.nodes.len()).map(|i| fleet.start_encapd(i)).collect();
         for d in fleet.daemons.iter_mut().flatten() {
-            d.wait_ready(Duration::from_secs(15));
+            d.wait_ready(Duration::from_secs(40));
         }
         fleet
+    }
+
+    /// Dual-stack (the peers-file source) or IPv4 only (etcd).
+    fn dual_stack(&self) -> bool {
+        self.options.etcd_members.is_none()
+    }
+
+    /// Writes node `i`'s lease in etcd exactly as flanneld's vxlan backend
+    /// writes its own (for a kernel VTEP node, which has no flanneld here).
+    pub fn put_flanneld_lease(&self, i: usize) {
+        let etcd = self.etcd.as_ref().expect("a fleet with etcd");
+        let n = &self.nodes[i];
+        let key = format!("{ETCD_PREFIX}/subnets/{}", n.subnet.replace('/', "-"));
+        let value = format!(
+            r#"{{"PublicIP":"{}","PublicIPv6":null,"BackendType":"vxlan","BackendData":{{"VNI":{VNI},"VtepMAC":"{}"}}}}"#,
+            n.ip, n.mac
+        );
+        etcd.etcdctl(&["put", &key, &value]);
+    }
+
+    /// Stops node `i`'s encapd (SIGTERM); returns its exit status.
+    pub fn stop_encapd(&mut self, i: usize) -> std::process::ExitStatus {
+        self.daemons[i].take().expect("encapd running").stop()
+    }
+
+    /// Starts node `i`'s encapd again (same configuration) and waits until ready.
+    pub fn restart_encapd(&mut self, i: usize) {
+        assert!(self.daemons[i].is_none(), "node {i}'s encapd is running");
+        self.daemons[i] = self.start_encapd(i);
+        if let Some(d) = self.daemons[i].as_mut() {
+            d.wait_ready(Duration::from_secs(40));
+        }
     }
 
     /// The encapd of node `i` (panics for a kernel VTEP node).
@@ -151,18 +225,30 @@ impl Fleet {
         SocketAddr::new(IpAddr::V4(self.nodes[i].ip), VXLAN_PORT)
     }
 
-    fn start_encapd(&self, i: usize, workers: usize) -> Option<Encapd> {
+    fn start_encapd(&self, i: usize) -> Option<Encapd> {
         let Kind::Encapd { backend, engine } = self.nodes[i].kind else { return None };
         let node = &self.nodes[i];
         let sub = self.dir.path().join(format!("node{i}"));
         let vxlan = backend == "vxlan";
-        let (vtep, port) = if vxlan { (format!("vtep_mac = \"{}\"\n", node.mac), VXLAN_PORT) } else { (String::new(), 8285) };
+        let vtep = if vxlan { format!("vtep_mac = \"{}\"\n", node.mac) } else { String::new() };
+        let (v6_node, v6_net) = if self.dual_stack() {
+            (format!("subnet6 = \"{}\"\n", node.subnet6), format!("cidr6 = \"{NETWORK6}\"\n"))
+        } else {
+            (String::new(), String::new())
+        };
+        let control = match &self.etcd {
+            None => "source = \"file\"\npeers = \"peers.toml\"\n".to_owned(),
+            Some(etcd) => {
+                let eps: Vec<String> = etcd.endpoints().iter().map(|e| format!("\"{e}\"")).collect();
+                format!("source = \"etcd\"\nendpoints = [{}]\nstate_dir = \"state\"\n", eps.join(", "))
+            }
+        };
         let config = format!(
-            "[node]\npublic_ip = \"{}\"\nsubnet = \"{}\"\nsubnet6 = \"{}\"\n{vtep}\n\
-             [network]\ncidr = \"{NETWORK}\"\ncidr6 = \"{NETWORK6}\"\nbackend = \"{backend}\"\nport = {port}\n\n\
-             [dataplane]\nworkers = {workers}\nio = \"{engine}\"\n\n\
-             [control]\nsource = \"file\"\npeers = \"peers.toml\"\nsubnet_env = \"subnet.env\"\n",
-            node.ip, node.subnet, node.subnet6
+            "[node]\npublic_ip = \"{}\"\nsubnet = \"{}\"\n{v6_node}{vtep}\n\
+             [network]\ncidr = \"{NETWORK}\"\n{v6_net}backend = \"{backend}\"\n\n\
+             [dataplane]\nworkers = {}\nio = \"{engine}\"\n\n\
+             [control]\n{control}subnet_env = \"subnet.env\"\n{}\n",
+            node.ip, node.subnet, self.options.workers, self.options.control_extra
         );
         std::fs::write(sub.join("encapd.toml"), config).unwrap();
         std::fs::write(sub.join("peers.toml"), self.peers_file(i, vxlan)).unwrap();
@@ -179,7 +265,10 @@ impl Fleet {
             if is_vtep != vxlan {
                 continue;
             }
-            text += &format!("[[peer]]\nsubnet = \"{}\"\nsubnet6 = \"{}\"\npublic_ip = \"{}\"\n", n.subnet, n.subnet6, n.ip);
+            text += &format!("[[peer]]\nsubnet = \"{}\"\npublic_ip = \"{}\"\n", n.subnet, n.ip);
+            if self.dual_stack() {
+                text += &format!("subnet6 = \"{}\"\n", n.subnet6);
+            }
             if vxlan {
                 text += &format!("vtep_mac = \"{}\"\n", n.mac);
             }
@@ -195,23 +284,29 @@ impl Fleet {
             format!("link add flannel.1 address {} type vxlan id {VNI} local {} dev ul dstport {VXLAN_PORT} nolearning", n.mac, n.ip),
             "link set flannel.1 mtu 1450".into(),
             format!("addr add {}/32 dev flannel.1", network_address(&n.subnet)),
-            format!("addr add {}/128 dev flannel.1 nodad", network_address(&n.subnet6)),
             "link set flannel.1 up".into(),
         ];
+        if self.dual_stack() {
+            lines.push(format!("addr add {}/128 dev flannel.1 nodad", network_address(&n.subnet6)));
+        }
         let peers: Vec<&FleetNode> =
             self.nodes.iter().filter(|p| p.ns != n.ns && !matches!(p.kind, Kind::Encapd { backend: "udp", .. })).collect();
         for peer in &peers {
-            lines.extend(kernel_routes_to(peer));
+            lines.extend(kernel_routes_to(peer, self.dual_stack()));
         }
         let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
         ip_batch(&n.ns, &refs);
         for peer in &peers {
             kernel_fdb_to(&n.ns, peer);
         }
+        let v6 = if self.dual_stack() {
+            format!("FLANNEL_IPV6_NETWORK={NETWORK6}\nFLANNEL_IPV6_SUBNET={}/64\n", first_address(&n.subnet6))
+        } else {
+            String::new()
+        };
         let env = format!(
-            "FLANNEL_NETWORK={NETWORK}\nFLANNEL_SUBNET={}/24\nFLANNEL_IPV6_NETWORK={NETWORK6}\nFLANNEL_IPV6_SUBNET={}/64\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n",
-            first_address(&n.subnet),
-            first_address(&n.subnet6)
+            "FLANNEL_NETWORK={NETWORK}\nFLANNEL_SUBNET={}/24\n{v6}FLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n",
+            first_address(&n.subnet)
         );
         std::fs::write(&n.subnet_env, env).unwrap();
     }
@@ -220,14 +315,17 @@ impl Fleet {
 /// What flanneld installs on a kernel VTEP for one peer VTEP (`ip` batch
 /// lines): the route `via <peer .0> onlink` and the permanent neighbour
 /// entry of that `.0`, IPv4 and IPv6. The FDB entry is [`kernel_fdb_to`].
-pub fn kernel_routes_to(peer: &FleetNode) -> Vec<String> {
+pub fn kernel_routes_to(peer: &FleetNode, dual_stack: bool) -> Vec<String> {
     let (gw, gw6) = (network_address(&peer.subnet), network_address(&peer.subnet6));
-    vec![
+    let mut lines = vec![
         format!("neigh replace {gw} lladdr {} dev flannel.1 nud permanent", peer.mac),
-        format!("neigh replace {gw6} lladdr {} dev flannel.1 nud permanent", peer.mac),
         format!("route add {} via {gw} dev flannel.1 onlink", peer.subnet),
-        format!("route add {} via {gw6} dev flannel.1 onlink", peer.subnet6),
-    ]
+    ];
+    if dual_stack {
+        lines.push(format!("neigh replace {gw6} lladdr {} dev flannel.1 nud permanent", peer.mac));
+        lines.push(format!("route add {} via {gw6} dev flannel.1 onlink", peer.subnet6));
+    }
+    lines
 }
 
 /// The FDB entry flanneld installs on kernel VTEP `ns` for a peer: its MAC
@@ -274,6 +372,16 @@ fn add_node(ns: &mut Namespaces, underlay: &str, dir: &TempDir, i: usize, kind: 
         mac: format!("02:00:c6:12:00:{:02x}", i + 1),
         subnet_env: sub.join("subnet.env"),
     }
+}
+
+/// An etcd cluster on the underlay with flannel's network config for the
+/// fleet's backend (vxlan if any node is a VTEP).
+fn start_etcd(underlay: &str, members: usize, kinds: &[Kind]) -> EtcdCluster {
+    let etcd = EtcdCluster::start(underlay, ETCD_HOST, members);
+    let vxlan = kinds.iter().any(|k| matches!(k, Kind::KernelVtep | Kind::Encapd { backend: "vxlan", .. }));
+    let backend = if vxlan { format!(r#"{{"Type":"vxlan","VNI":{VNI}}}"#) } else { r#"{"Type":"udp"}"#.into() };
+    etcd.etcdctl(&["put", &format!("{ETCD_PREFIX}/config"), &format!(r#"{{"Network":"{NETWORK}","Backend":{backend}}}"#)]);
+    etcd
 }
 
 /// `100.96.3.0/24` -> `100.96.3.0`.
