@@ -615,7 +615,8 @@ _encapd_conf() {
         port=8472
     fi
     # subnet.env beside the config (subnet-a.env / subnet-b.env), never the
-    # host's /run/flannel.
+    # host's /run/flannel. ED_DATAPLANE_EXTRA: more [dataplane] lines, for
+    # experiments (e.g. "busy_poll_us = 50").
     cat <<EOF
 [node]
 public_ip = "$2"
@@ -633,6 +634,7 @@ port    = $port
 tun     = "$ED_TUN"
 workers = $6
 io      = "$5"
+${ED_DATAPLANE_EXTRA:-}
 
 [control]
 source = "file"

@@ -25,21 +25,31 @@ use common::{
 };
 
 /// The topology for one variant: an engine name, or `uring` with the
-/// io_uring features older kernels lack forced off on both nodes (checked
-/// in nodeA's start-up log, so a variant cannot silently run the full path).
+/// io_uring features older kernels lack forced off, or busy polling on, on
+/// both nodes (checked in nodeA's start-up log, so a variant cannot
+/// silently run the full path).
 fn topology(variant: &str) -> Topology {
     let (disable, expect) = match variant {
-        "uring_no_multishot_read" => ("multishot_read", "multishot READ off, multishot RECVMSG on, provided-buffer rings on"),
-        "uring_no_multishot_recv" => ("multishot_recv", "multishot READ on, multishot RECVMSG off, provided-buffer rings on"),
-        "uring_no_buf_ring" => ("buf_ring", "multishot READ off, multishot RECVMSG off, provided-buffer rings off"),
+        "uring_no_multishot_read" => {
+            ("uring_disable = [\"multishot_read\"]", "io_uring: multishot READ off, multishot RECVMSG on, provided-buffer rings on")
+        }
+        "uring_no_multishot_recv" => {
+            ("uring_disable = [\"multishot_recv\"]", "io_uring: multishot READ on, multishot RECVMSG off, provided-buffer rings on")
+        }
+        // A kernel older than 5.19 lacks both.
+        "uring_no_buf_ring" => (
+            "uring_disable = [\"buf_ring\", \"coop_taskrun\"]",
+            "io_uring: multishot READ off, multishot RECVMSG off, provided-buffer rings off, cooperative task work off",
+        ),
+        "uring_busy_poll" => ("busy_poll_us = 200", "busy polling: each worker polls for 200 µs"),
         engine => return Topology::new(engine),
     };
     let mut opts = Options::new("uring");
-    opts.extra_a = format!("uring_disable = [\"{disable}\"]\n");
+    opts.extra_a = format!("{disable}\n");
     opts.extra_b = opts.extra_a.clone();
     let t = Topology::with(opts);
     let log = t.log(Node::A);
-    assert!(log.contains(&format!("io_uring: {expect}")), "{variant}: the start-up log does not show the degraded path:\n{log}");
+    assert!(log.contains(expect), "{variant}: the start-up log does not show the path under test:\n{log}");
     t
 }
 
@@ -758,7 +768,7 @@ macro_rules! engine_tests {
     )*};
 }
 
-engine_tests!(uring, uring_no_multishot_read, uring_no_multishot_recv, uring_no_buf_ring, mmsg, classic);
+engine_tests!(uring, uring_no_multishot_read, uring_no_multishot_recv, uring_no_buf_ring, uring_busy_poll, mmsg, classic);
 
 /// Runs last by name order within a single-threaded run, but is valid at any
 /// time: no namespace of a *finished* topology may remain. (Namespaces of

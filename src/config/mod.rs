@@ -160,6 +160,11 @@ pub struct Config {
     /// kernel has them (`[dataplane] uring_disable`; to work around a kernel
     /// bug, and to test the degraded paths).
     pub uring_disable: Vec<crate::sys::uring::UringFeature>,
+    /// How long (µs) a `uring` worker keeps polling its completion queue
+    /// after the last completion before it sleeps in the kernel; 0: never
+    /// polls. Polling trades CPU for the wakeup of a sleeping thread on the
+    /// path of every packet of a quiet flow (docs/performance.md).
+    pub busy_poll_us: u32,
     pub control: ControlSource,
     /// Switch to this user once the TUN, sockets and rings exist (and drop
     /// every capability either way). `None`: keep the starting user.
@@ -301,6 +306,7 @@ impl std::fmt::Display for Config {
         writeln!(f, "offload = \"{}\"", if self.offload { "auto" } else { "off" })?;
         let disabled: Vec<String> = self.uring_disable.iter().map(|u| toml_string(u.name())).collect();
         writeln!(f, "uring_disable = [{}]", disabled.join(", "))?;
+        writeln!(f, "busy_poll_us = {}", self.busy_poll_us)?;
         match &self.control {
             ControlSource::File { peers } => {
                 writeln!(f, "\n[control]\nsource = \"file\"\npeers = {}", toml_string(&peers.display().to_string()))?

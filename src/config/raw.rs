@@ -72,6 +72,7 @@ struct RawDataplane {
     socket_buffer: Option<i64>,
     offload: Option<String>,
     uring_disable: Option<Vec<String>>,
+    busy_poll_us: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -97,6 +98,10 @@ struct RawControl {
 pub const DEFAULT_TUN: &str = "encap0";
 /// Default per-loop batch: TUN reads kept in flight per worker.
 pub const DEFAULT_BATCH: i64 = 64;
+/// Default `[dataplane] busy_poll_us`: off until a committed benchmark run
+/// shows it pays on a machine that also runs the applications
+/// (docs/performance.md).
+pub const DEFAULT_BUSY_POLL_US: i64 = 0;
 /// Default UDP socket buffer size: enough for a few ms at 10 Gbit/s.
 pub const DEFAULT_SOCKET_BUFFER: i64 = 4 << 20;
 
@@ -146,6 +151,7 @@ struct Dataplane {
     socket_buffer: usize,
     offload: bool,
     uring_disable: Vec<UringFeature>,
+    busy_poll_us: u32,
 }
 
 impl RawConfig {
@@ -178,6 +184,7 @@ impl RawConfig {
             socket_buffer: d.socket_buffer,
             offload: d.offload,
             uring_disable: d.uring_disable,
+            busy_poll_us: d.busy_poll_us,
             control,
             user,
             group,
@@ -360,7 +367,8 @@ impl RawDataplane {
                 })
             })
             .collect::<Result<_, _>>()?;
-        Ok(Dataplane { tun, workers, io, cpus, batch, socket_buffer, offload, uring_disable })
+        let busy_poll_us = c.int("dataplane", "busy_poll_us", self.busy_poll_us.unwrap_or(DEFAULT_BUSY_POLL_US), 0, 10_000)?;
+        Ok(Dataplane { tun, workers, io, cpus, batch, socket_buffer, offload, uring_disable, busy_poll_us })
     }
 }
 

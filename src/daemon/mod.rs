@@ -171,6 +171,10 @@ fn log_start(config: &Config, plan: &Plan, dataplane: &Dataplane, table: &Subnet
     );
     if plan.engine == crate::config::IoEngine::Uring {
         log::info!("io_uring: {}", plan.uring.describe());
+        match config.busy_poll_us {
+            0 => log::info!("busy polling: off (workers sleep in the kernel when idle)"),
+            us => log::info!("busy polling: each worker polls for {us} µs after its last completion before it sleeps"),
+        }
     }
     log::info!("subnet table version 1: {} routes, {} peers", table.len(), table.peer_count());
 }

@@ -62,6 +62,7 @@ impl WorkerSet {
                 senders,
                 batch: config.batch,
                 uring: plan.uring,
+                busy_poll: std::time::Duration::from_micros(u64::from(config.busy_poll_us)),
                 core: CoreSetup {
                     worker: id,
                     node: node.clone(),

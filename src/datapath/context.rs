@@ -24,6 +24,9 @@ pub struct WorkerContext {
     pub batch: usize,
     /// The io_uring features the `uring` engine may use.
     pub uring: crate::sys::uring::UringFeatures,
+    /// Poll for completions this long after the last one before sleeping
+    /// (`uring`; zero: sleep at once).
+    pub busy_poll: std::time::Duration,
     pub core: CoreSetup,
     pub lifecycle: std::sync::Arc<Lifecycle>,
     pub ready: ReadySignal,

@@ -62,14 +62,25 @@ pub fn run<W: WireFormat>(mut ctx: WorkerContext, format: W) -> io::Result<()> {
     };
     let mut core = ForwardingCore::new(ctx.core, format, Instant::now());
     ctx.ready.announce();
+    // Adaptive busy polling: after a completion the worker keeps polling
+    // for `busy_poll` before it sleeps, so the next packet of a quiet flow
+    // does not wait for a sleeping thread to be woken; an idle worker
+    // sleeps after one `busy_poll` of nothing.
+    let mut last_work = Instant::now();
     while ctx.lifecycle.keep_running() {
-        engine.io.submit_and_wait(IDLE_WAIT)?;
+        let poll_until = last_work + ctx.busy_poll;
+        if ctx.busy_poll.is_zero() || Instant::now() >= poll_until {
+            engine.io.submit_and_wait(IDLE_WAIT)?;
+        } else {
+            engine.io.submit_and_poll(poll_until, IDLE_WAIT)?;
+        }
         engine.reap()?;
         let now = Instant::now();
         if engine.completions.is_empty() {
             core.idle(now);
             continue;
         }
+        last_work = now;
         let tag = core.begin_batch(now);
         engine.handle_completions(&mut core, tag, now)?;
         engine.send_planned(&mut core, tag)?;

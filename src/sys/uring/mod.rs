@@ -285,7 +285,12 @@ impl UringIo {
         assert!(sizes.recv_bufs.is_power_of_two(), "recv_bufs must be a power of two");
         let sq = 1024u32;
         let cq = 16_384u32;
-        let ring = IoUring::builder().setup_cqsize(cq).setup_single_issuer().build(sq)?;
+        let mut builder = IoUring::builder();
+        builder.setup_cqsize(cq).setup_single_issuer();
+        if features.coop_taskrun {
+            builder.setup_coop_taskrun();
+        }
+        let ring = builder.build(sq)?;
         let n = sizes.tun_reads.next_power_of_two().min(1 << 15);
         let recv_stride = RECV_HEADER + RECV_NAME_LEN as usize + RECV_CONTROL_LEN + sizes.recv_buf_size;
         // SAFETY: msghdr is plain old data; all-zero is valid.
@@ -428,6 +433,31 @@ impl UringIo {
             Ok(_) => Ok(()),
             Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME) | Some(libc::EINTR) | Some(libc::EBUSY)) => Ok(()),
             Err(e) => Err(e),
+        }
+    }
+
+    /// Submits queued work, then polls the completion queue without
+    /// sleeping until a completion is there or `until` passes; past it,
+    /// waits in the kernel like [`submit_and_wait`](Self::submit_and_wait).
+    ///
+    /// Every poll enters the kernel (an `io_uring_enter` that submits
+    /// nothing): completions whose work runs as task work (a read woken by
+    /// a TUN packet) are only finished there under `COOP_TASKRUN`.
+    pub fn submit_and_poll(&mut self, until: std::time::Instant, timeout: Duration) -> io::Result<()> {
+        self.arm()?;
+        loop {
+            match self.ring.submit() {
+                Ok(_) => {}
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR) | Some(libc::EBUSY)) => {}
+                Err(e) => return Err(e),
+            }
+            if !self.pending_cqes.is_empty() || !self.ring.completion().is_empty() {
+                return Ok(());
+            }
+            if std::time::Instant::now() >= until {
+                return self.submit_and_wait(timeout);
+            }
+            std::hint::spin_loop();
         }
     }
 

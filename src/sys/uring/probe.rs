@@ -11,6 +11,7 @@
 //! | provided-buffer rings | 5.19 | neither multishot operation; cancel by operation at shutdown |
 //! | multishot `RECVMSG` | 6.0 | a few plain `RECVMSG`s kept in flight, each with its own buffer |
 //! | multishot `READ` | 6.7 | a few plain `READ`s kept in flight on the TUN queue |
+//! | `COOP_TASKRUN` | 5.19 | completions interrupt the worker (an IPI) instead of waiting for its next `io_uring_enter` |
 
 use std::io;
 use std::net::UdpSocket;
@@ -27,16 +28,19 @@ pub enum UringFeature {
     BufRing,
     MultishotRecv,
     MultishotRead,
+    CoopTaskrun,
 }
 
 impl UringFeature {
-    pub const ALL: [UringFeature; 3] = [UringFeature::BufRing, UringFeature::MultishotRecv, UringFeature::MultishotRead];
+    pub const ALL: [UringFeature; 4] =
+        [UringFeature::BufRing, UringFeature::MultishotRecv, UringFeature::MultishotRead, UringFeature::CoopTaskrun];
 
     pub fn name(self) -> &'static str {
         match self {
             UringFeature::BufRing => "buf_ring",
             UringFeature::MultishotRecv => "multishot_recv",
             UringFeature::MultishotRead => "multishot_read",
+            UringFeature::CoopTaskrun => "coop_taskrun",
         }
     }
 
@@ -54,11 +58,17 @@ pub struct UringFeatures {
     pub multishot_recv: bool,
     /// Multishot `READ` over a buffer ring (6.7).
     pub multishot_read: bool,
+    /// `IORING_SETUP_COOP_TASKRUN` (5.19): the kernel runs the work that
+    /// completes an operation (a TUN read woken by a packet) when the worker
+    /// next enters the ring, which it does once per loop iteration anyway,
+    /// instead of interrupting it. Fewer interruptions and context switches
+    /// under load (docs/performance.md).
+    pub coop_taskrun: bool,
 }
 
 impl UringFeatures {
     /// Every feature (what a current kernel has).
-    pub const ALL: UringFeatures = UringFeatures { buf_ring: true, multishot_recv: true, multishot_read: true };
+    pub const ALL: UringFeatures = UringFeatures { buf_ring: true, multishot_recv: true, multishot_read: true, coop_taskrun: true };
 
     /// These features without `disabled` (and without what depends on them).
     pub fn without(self, disabled: &[UringFeature]) -> UringFeatures {
@@ -68,6 +78,7 @@ impl UringFeatures {
                 UringFeature::BufRing => f.buf_ring = false,
                 UringFeature::MultishotRecv => f.multishot_recv = false,
                 UringFeature::MultishotRead => f.multishot_read = false,
+                UringFeature::CoopTaskrun => f.coop_taskrun = false,
             }
         }
         // Both multishot operations pick their buffers from a ring.
@@ -80,10 +91,11 @@ impl UringFeatures {
     pub fn describe(&self) -> String {
         let on = |b: bool| if b { "on" } else { "off" };
         format!(
-            "multishot READ {}, multishot RECVMSG {}, provided-buffer rings {}",
+            "multishot READ {}, multishot RECVMSG {}, provided-buffer rings {}, cooperative task work {}",
             on(self.multishot_read),
             on(self.multishot_recv),
-            on(self.buf_ring)
+            on(self.buf_ring),
+            on(self.coop_taskrun)
         )
     }
 }
@@ -116,7 +128,8 @@ pub fn probe() -> io::Result<UringFeatures> {
     // No opcode tells multishot RECVMSG (a flag of RECVMSG, 6.0) apart:
     // try it. A kernel with READ_MULTISHOT (6.7) has it for sure.
     let multishot_recv = buf_ring && (multishot_read || has_multishot_recv());
-    Ok(UringFeatures { buf_ring, multishot_recv, multishot_read })
+    let coop_taskrun = IoUring::<io_uring::squeue::Entry, io_uring::cqueue::Entry>::builder().setup_coop_taskrun().build(4).is_ok();
+    Ok(UringFeatures { buf_ring, multishot_recv, multishot_read, coop_taskrun })
 }
 
 /// Whether a provided-buffer ring can be registered (Linux ≥ 5.19).
@@ -192,9 +205,9 @@ mod tests {
     #[test]
     fn disabling_the_ring_disables_both_multishot_operations() {
         let f = UringFeatures::ALL.without(&[UringFeature::BufRing]);
-        assert_eq!(f, UringFeatures { buf_ring: false, multishot_recv: false, multishot_read: false });
+        assert_eq!(f, UringFeatures { buf_ring: false, multishot_recv: false, multishot_read: false, coop_taskrun: true });
         let f = UringFeatures::ALL.without(&[UringFeature::MultishotRead]);
-        assert_eq!(f, UringFeatures { buf_ring: true, multishot_recv: true, multishot_read: false });
+        assert_eq!(f, UringFeatures { buf_ring: true, multishot_recv: true, multishot_read: false, coop_taskrun: true });
         for feature in UringFeature::ALL {
             assert_eq!(UringFeature::from_name(feature.name()), Some(feature));
         }
