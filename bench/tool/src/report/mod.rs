@@ -825,7 +825,7 @@ fn cost_section(run: &Run, out: &mut String) {
     }
     out.push('\n');
     out.push_str(
-        "Whole machine: `/proc/stat` busy time, everything that ran (see above). encapd: both encapd processes only, \
+        "Whole machine: `/proc/stat` busy time, everything that ran (see above). encapd: the encapd processes only (both nodes', nodeA's alone in encapd-vxlan-mixed), \
 `/proc/PID/stat` user + system time; context switches summed over every thread (`/proc/PID/task/*/status`, \
 `voluntary_ctxt_switches`: a thread waited, e.g. for packets; `nonvoluntary_ctxt_switches`: it was preempted), \
 per GB (10⁹ bytes) that iperf3 received. n/a: not measured (routing and vxlan-kernel run no encapd; encapd-vxlan-mixed runs one, on nodeA; runs before these \
