@@ -11,10 +11,12 @@
 #   --short          shortest tests (TCP, UDP, latency 1 s each), for a
 #                    CI-sized check, e.g. --quick --modes routing,uring --short
 #   --reps N         repetitions (default 3); modes are interleaved within
-#                    each repetition (routing, vxlan, ..., then again)
-#   --modes LIST     comma-separated subset of routing, vxlan, classic,
-#                    mmsg-nooffload, mmsg, uring-nooffload, uring
-#                    (default: all seven)
+#                    each repetition (routing, vxlan-kernel, ..., then again)
+#   --modes LIST     comma-separated subset of routing, vxlan-kernel,
+#                    classic, mmsg-nooffload, mmsg, uring-nooffload, uring
+#                    (the udp backend against routing and kernel VXLAN),
+#                    encapd-vxlan, encapd-vxlan-mixed (the vxlan backend)
+#                    (default: all nine; `vxlan` is accepted for vxlan-kernel)
 #   --out DIR        result directory (default bench/runs/<UTC YYYY-MM-DD-HHMM>-<host>);
 #                    under bench/runs/ only from a clean checkout with
 #                    binaries built from HEAD (else exit 1): experiments
@@ -42,7 +44,11 @@ set -euo pipefail
 # shellcheck source=scripts/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/../scripts/lib.sh"
 
-ALL_MODES=(routing vxlan classic mmsg-nooffload mmsg uring-nooffload uring)
+# vxlan-kernel: kernel VXLAN <-> kernel VXLAN, both configured as flannel
+# configures flannel.1 (it was called `vxlan` before the vxlan backend).
+# encapd-vxlan: encapd's vxlan backend on both nodes; encapd-vxlan-mixed:
+# encapd's vxlan backend on nodeA, a flannel.1-style kernel VTEP on nodeB.
+ALL_MODES=(routing vxlan-kernel classic mmsg-nooffload mmsg uring-nooffload uring encapd-vxlan encapd-vxlan-mixed)
 LOADS=(10 50 90)
 REPS=3
 REPS_SET=0
@@ -104,6 +110,10 @@ if ((QUICK)) && ((!REPS_SET)); then REPS=1; fi
 MODES=()
 if [[ -n $MODES_ARG ]]; then
     IFS=, read -r -a MODES <<<"$MODES_ARG"
+    for i in "${!MODES[@]}"; do
+        # The kernel pair's name before the vxlan backend's modes existed.
+        if [[ ${MODES[i]} == vxlan ]]; then MODES[i]=vxlan-kernel; fi
+    done
     for m in "${MODES[@]}"; do
         case " ${ALL_MODES[*]} " in
             *" $m "*) ;;
@@ -126,7 +136,7 @@ ed_need_pkgs "${pkgs[@]}"
 bench_bin() { printf '%s\n' "${ENCAPD_BENCH:-$ED_ROOT/target/release/encapd-bench}"; }
 need_encapd=0
 for m in "${MODES[@]}"; do
-    case $m in routing | vxlan) ;; *) need_encapd=1 ;; esac
+    case $m in routing | vxlan-kernel) ;; *) need_encapd=1 ;; esac
 done
 if ((BUILD)); then ed_build; fi
 [[ -x $(bench_bin) ]] || ed_die "$(bench_bin) missing (cargo build --release)"
@@ -300,8 +310,9 @@ csv_value() {
 cpu_busy() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8; exit}' /proc/stat; }
 now_ns() { date +%s%N; }
 
-# encapd_sample: "TICKS VOLUNTARY INVOLUNTARY" for both running encapd
-# processes together, "-" when this mode runs none, "NA" when one is gone.
+# encapd_sample: "TICKS VOLUNTARY INVOLUNTARY" for the running encapd
+# processes together (both nodes', or nodeA's alone in encapd-vxlan-mixed),
+# "-" when this mode runs none, "NA" when one is gone.
 # TICKS: user + system time of every thread, /proc/PID/stat fields 14 and
 # 15 (counted after the ")" that ends the command name, which may hold
 # spaces). Context switches: summed over /proc/PID/task/*/status, as the
@@ -311,6 +322,7 @@ encapd_sample() {
     local pid stat fields ticks=0 cs=(0 0)
     [[ -n $ENCAPD_PID_A || -n $ENCAPD_PID_B ]] || { echo -; return; }
     for pid in "$ENCAPD_PID_A" "$ENCAPD_PID_B"; do
+        [[ -n $pid ]] || continue
         stat=$(cat "/proc/$pid/stat" 2>/dev/null) || { echo NA; return; }
         read -r -a fields <<<"${stat##*) }"
         ticks=$((ticks + fields[11] + fields[12]))
@@ -429,11 +441,20 @@ sockperf_test() {
     parse udp_rr udp_rr "$mode" "$rep" "$base.txt"
 }
 
+# mode_engine MODE: encapd's io engine in MODE (empty: no encapd).
 mode_engine() {
     case $1 in
         classic) echo classic ;;
         mmsg | mmsg-nooffload) echo mmsg ;;
-        uring | uring-nooffload) echo uring ;;
+        uring | uring-nooffload | encapd-vxlan | encapd-vxlan-mixed) echo uring ;;
+    esac
+}
+
+# mode_backend MODE: encapd's backend (wire format) in MODE.
+mode_backend() {
+    case $1 in
+        encapd-vxlan | encapd-vxlan-mixed) echo vxlan ;;
+        *) echo udp ;;
     esac
 }
 
@@ -441,9 +462,31 @@ mode_mtu() {
     if [[ -n $CTR_MTU ]]; then echo "$CTR_MTU"; return; fi
     case $1 in
         routing) echo "$ED_UL_MTU" ;;
-        vxlan) echo "$ED_VX_MTU" ;;
+        vxlan-kernel | encapd-vxlan | encapd-vxlan-mixed) echo "$ED_VX_MTU" ;;
         *) echo $((ED_UL_MTU - 28)) ;;
     esac
+}
+
+# vtep_mac NS: the MAC of the kernel VTEP vx0 in NS.
+vtep_mac() { ip -n "$1" link show dev vx0 | awk '/link\/ether/ {print $2; exit}'; }
+
+# encapd_start_a DIR: start encapd in nodeA only (log DIR/a.log), as
+# encapd_start does for both nodes; non-zero if it dies or its TUN (with
+# the overlay route) does not appear within 5 s.
+encapd_start_a() {
+    local dir=$1 i
+    : >"$dir/a.log"
+    ip netns exec "$NS_NODEA" "$(ed_encapd_bin)" run --config "$dir/a.toml" 2>>"$dir/a.log" &
+    ENCAPD_PID_A=$!
+    ed_track "$ENCAPD_PID_A"
+    for ((i = 0; i < 100; i++)); do
+        if ip -n "$NS_NODEA" route show dev "$ED_TUN" 2>/dev/null | grep -q .; then return 0; fi
+        kill -0 "$ENCAPD_PID_A" 2>/dev/null || break
+        sleep 0.05
+    done
+    ed_warn "encapd on node a: no $ED_TUN with a route after 5 s (pid $ENCAPD_PID_A); log:"
+    tail -n 20 "$dir/a.log" >&2 || true
+    return 1
 }
 
 # mode_enter MODE REP: configure the data path; non-zero if it does not pass
@@ -457,34 +500,76 @@ mode_enter() {
             echo "# setup: scripts/netns.sh route (plain routes via the underlay)" >>"$CMDLOG"
             ed_topo_route "$ED_TOPO_PREFIX"
             ;;
-        vxlan)
+        vxlan-kernel)
             echo "# setup: scripts/netns.sh vxlan (flannel.1-style vx0, VNI 1, dstport 8472)" >>"$CMDLOG"
             ed_topo_vxlan "$ED_TOPO_PREFIX"
             ;;
         *)
-            local dir="$WORK/$mode-r$rep"
-            encapd_write_configs "$dir" "$(mode_engine "$mode")" "$WORKERS"
+            local dir="$WORK/$mode-r$rep" sides=(a b)
+            encapd_write_configs "$dir" "$(mode_engine "$mode")" "$WORKERS" "$(mode_backend "$mode")"
             if [[ $mode == *-nooffload ]]; then
                 sed -i '/^io *=/a offload = "off"' "$dir/a.toml" "$dir/b.toml"
             fi
+            if [[ $mode == encapd-vxlan-mixed ]]; then
+                # Both nodes get flannel.1-style kernel VTEPs (as in
+                # vxlan-kernel); then encapd takes nodeA's place, with
+                # nodeA's VTEP MAC, so that nodeB's kernel VTEP, its FDB,
+                # neighbour and route are left exactly as flannel set them
+                # up for a kernel peer (an encapd node joining a flannel
+                # cluster in place of one of its nodes).
+                local mac_a mac_b
+                echo "# setup: scripts/netns.sh vxlan (flannel.1-style vx0 on both nodes), then nodeA's vx0 deleted" >>"$CMDLOG"
+                ed_topo_vxlan "$ED_TOPO_PREFIX"
+                mac_a=$(vtep_mac "$NS_NODEA")
+                mac_b=$(vtep_mac "$NS_NODEB")
+                ip -n "$NS_NODEA" link del vx0
+                printf 'ip -n <nodeA> link del vx0   # its VTEP MAC %s goes to encapd; nodeB vx0 MAC %s\n' "$mac_a" "$mac_b" >>"$CMDLOG"
+                sed -i "s/\"$ED_A_MAC\"/\"$mac_a\"/" "$dir/a.toml"
+                sed -i "s/\"$ED_B_MAC\"/\"$mac_b\"/" "$dir/peers-a.toml"
+                if ! grep -q "\"$mac_a\"" "$dir/a.toml" || ! grep -q "\"$mac_b\"" "$dir/peers-a.toml"; then
+                    ed_warn "$mode: could not set the kernel VTEP MACs in the encapd config"
+                    return 1
+                fi
+                rm -f "$dir/b.toml" "$dir/peers-b.toml"
+                sides=(a)
+            fi
             mkdir -p "$OUT/configs/$mode"
             cp "$dir"/*.toml "$OUT/configs/$mode/"
-            printf '# setup: ip netns exec <nodeX> encapd run --config configs/%s/{a,b}.toml\n' "$mode" >>"$CMDLOG"
-            local chk=0
-            encapd_check "$dir" >/dev/null 2>>"$RAW/$mode-r$rep-check.log" || chk=1
+            if ((${#sides[@]} == 2)); then
+                printf '# setup: ip netns exec <nodeX> encapd run --config configs/%s/{a,b}.toml\n' "$mode" >>"$CMDLOG"
+            else
+                printf '# setup: ip netns exec <nodeA> encapd run --config configs/%s/a.toml\n' "$mode" >>"$CMDLOG"
+            fi
+            local chk=0 side
+            if ((${#sides[@]} == 2)); then
+                encapd_check "$dir" >/dev/null 2>>"$RAW/$mode-r$rep-check.log" || chk=1
+            else
+                ip netns exec "$NS_NODEA" "$(ed_encapd_bin)" check --config "$dir/a.toml" >/dev/null 2>>"$RAW/$mode-r$rep-check.log" || chk=1
+            fi
             [[ -s $RAW/$mode-r$rep-check.log ]] || rm -f "$RAW/$mode-r$rep-check.log"
             ((chk == 0)) || { ed_warn "$mode: encapd check failed (raw/$mode-r$rep-check.log)"; return 1; }
-            encapd_start "$dir" || return 1
-            ed_log "  $mode: $(grep -o 'engine .*' "$dir/a.log" | head -n1 || true)"
+            if ((${#sides[@]} == 2)); then
+                encapd_start "$dir" || return 1
+            else
+                encapd_start_a "$dir" || return 1
+            fi
+            for side in "${sides[@]}"; do
+                ed_log "  $mode node $side: $(grep -o 'engine .*' "$dir/$side.log" | head -n1 || true)"
+            done
             ;;
     esac
-    local via
+    local via via_b
     via=$(ip -n "$NS_NODEA" route get "$DST" 2>/dev/null | head -n1 || true)
+    via_b=$(ip -n "$NS_NODEB" route get "$ED_CTRA_IP" 2>/dev/null | head -n1 || true)
     case $mode in
         routing) [[ $via == *"dev ul0"* ]] || { ed_warn "routing: unexpected route: $via"; return 1; } ;;
-        vxlan) [[ $via == *"dev vx0"* ]] || { ed_warn "vxlan: unexpected route: $via"; return 1; } ;;
+        vxlan-kernel) [[ $via == *"dev vx0"* ]] || { ed_warn "vxlan-kernel: unexpected route: $via"; return 1; } ;;
         *) [[ $via == *"dev $ED_TUN"* ]] || { ed_warn "$mode: route does not use $ED_TUN: $via"; return 1; } ;;
     esac
+    if [[ $mode == encapd-vxlan-mixed && $via_b != *"dev vx0"* ]]; then
+        ed_warn "$mode: nodeB's route back does not use its kernel VTEP vx0: $via_b"
+        return 1
+    fi
     ed_ping_ok "$NS_CTRA" "$DST" 15 || { ed_warn "$mode: no connectivity ctrA -> $DST"; return 1; }
 }
 
@@ -492,7 +577,7 @@ mode_leave() {
     local mode=$1 rep=$2
     case $mode in
         routing) ed_topo_unroute "$ED_TOPO_PREFIX" ;;
-        vxlan)
+        vxlan-kernel)
             ip -n "$NS_NODEA" -s link show dev vx0 >"$RAW/$mode-r$rep-vx0-nodeA.txt" 2>&1 || true
             ed_topo_unvxlan "$ED_TOPO_PREFIX"
             ;;
@@ -504,6 +589,10 @@ mode_leave() {
             fi
             cp "$dir/a.log" "$RAW/$mode-r$rep-encapd-nodeA.log" 2>/dev/null || true
             cp "$dir/b.log" "$RAW/$mode-r$rep-encapd-nodeB.log" 2>/dev/null || true
+            if [[ $mode == encapd-vxlan-mixed ]]; then
+                ip -n "$NS_NODEB" -s link show dev vx0 >"$RAW/$mode-r$rep-vx0-nodeB.txt" 2>&1 || true
+                ed_topo_unvxlan "$ED_TOPO_PREFIX"
+            fi
             ;;
     esac
 }
@@ -567,7 +656,7 @@ cpu_model=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
 encapd_version=""
 if ((need_encapd)); then encapd_version=$("$(ed_encapd_bin)" --version 2>/dev/null | head -n1 || true); fi
 iperf3_version=$(iperf3 --version 2>&1 | head -n1)
-mtus="routing $ED_UL_MTU, vxlan $ED_VX_MTU, encapd $((ED_UL_MTU - 28))"
+mtus="routing $ED_UL_MTU, vxlan-kernel and encapd vxlan backend $ED_VX_MTU, encapd udp backend $((ED_UL_MTU - 28))"
 {
     echo "started=$started"
     echo "elapsed_s=$elapsed"

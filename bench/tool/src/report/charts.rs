@@ -26,12 +26,14 @@ const FONT: &str = "sans-serif";
 fn mode_color(mode: &str, index: usize) -> RGBColor {
     match mode {
         "routing" => RGBColor(90, 90, 90),
-        "vxlan" => RGBColor(31, 119, 180),
+        super::KERNEL_VXLAN => RGBColor(31, 119, 180),
         "classic" => RGBColor(214, 39, 40),
         "mmsg-nooffload" => RGBColor(255, 187, 120),
         "mmsg" => RGBColor(255, 127, 14),
         "uring-nooffload" => RGBColor(152, 223, 138),
         "uring" => RGBColor(44, 160, 44),
+        super::ENCAPD_VXLAN => RGBColor(148, 103, 189),
+        super::ENCAPD_VXLAN_MIXED => RGBColor(227, 119, 194),
         _ => SERIES[index % SERIES.len()],
     }
 }
@@ -239,7 +241,7 @@ fn latency_chart(dir: &Path, run: &Run, load: u32, title: &str) -> Result<(Strin
     let mut sources = Vec::new();
     for (i, mode) in run.modes.iter().enumerate() {
         let Some(rep) = run.median_rep(mode, &test) else { continue };
-        let path = dir.join("raw").join(format!("{mode}-r{rep}-lat{load}.hgrm"));
+        let path = dir.join("raw").join(format!("{}-r{rep}-lat{load}.hgrm", run.recorded_name(mode)));
         let Ok(text) = std::fs::read_to_string(&path) else { continue };
         let d = hgrm::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
         let pts: Vec<(f64, f64)> =

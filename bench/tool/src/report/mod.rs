@@ -75,11 +75,34 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ReportError + '_ {
     move |source| ReportError::Io { path: path.to_path_buf(), source }
 }
 
+/// Kernel VXLAN ↔ kernel VXLAN, both set up as flannel sets up `flannel.1`:
+/// the base every encapd mode is compared with.
+pub const KERNEL_VXLAN: &str = "vxlan-kernel";
+/// What runs before the vxlan backend's modes called [`KERNEL_VXLAN`]; read
+/// as that mode.
+pub const KERNEL_VXLAN_OLD_NAME: &str = "vxlan";
+/// encapd's vxlan backend on both nodes (`uring`, offloads on).
+pub const ENCAPD_VXLAN: &str = "encapd-vxlan";
+/// encapd's vxlan backend on nodeA, a `flannel.1`-style kernel VTEP on nodeB.
+pub const ENCAPD_VXLAN_MIXED: &str = "encapd-vxlan-mixed";
+/// The udp backend's headline mode (`uring`, offloads on): the vxlan
+/// backend is held to the ratios to kernel VXLAN that it reaches.
+pub const UDP_HEADLINE: &str = "uring";
+
+/// A mode's name as the report uses it (runs before the vxlan backend's
+/// modes called the kernel pair `vxlan`).
+pub fn canonical_mode(mode: &str) -> &str {
+    if mode == KERNEL_VXLAN_OLD_NAME { KERNEL_VXLAN } else { mode }
+}
+
 /// Everything read from a run directory.
 #[derive(Debug, Default)]
 pub(crate) struct Run {
     env: Vec<(String, String)>,
     pub(crate) modes: Vec<String>,
+    /// Modes whose files (`raw/<mode>-r<rep>-*`) carry another name than the
+    /// mode's (a run before the rename of `vxlan`): mode -> recorded name.
+    recorded_names: BTreeMap<String, String>,
     pub(crate) reps: Vec<u32>,
     tests: Vec<String>,
     units: BTreeMap<String, String>,
@@ -165,6 +188,16 @@ impl Run {
         self.modes.iter().any(|m| m == mode)
     }
 
+    /// The name `mode` has in the run's file names (`raw/<name>-r<rep>-*`).
+    pub(crate) fn recorded_name<'a>(&'a self, mode: &'a str) -> &'a str {
+        self.recorded_names.get(mode).map(String::as_str).unwrap_or(mode)
+    }
+
+    /// Whether the run measured the vxlan backend (either of its modes).
+    pub(crate) fn has_vxlan_backend(&self) -> bool {
+        self.has(ENCAPD_VXLAN) || self.has(ENCAPD_VXLAN_MIXED)
+    }
+
     /// Latency loads present (`lat<N>_p50` tests), ascending.
     pub(crate) fn latency_loads(&self) -> Vec<u32> {
         let mut loads: Vec<u32> = self.tests.iter().filter_map(|t| t.strip_prefix("lat")?.strip_suffix("_p50")?.parse().ok()).collect();
@@ -215,7 +248,10 @@ fn read_run(dir: &Path) -> Result<Run, ReportError> {
         if f.len() != 5 {
             return Err(perr(i + 1, format!("expected 5 fields, got {}", f.len())));
         }
-        let (mode, test, unit) = (f[0].to_string(), f[2].to_string(), f[4].to_string());
+        let (mode, test, unit) = (canonical_mode(f[0]).to_string(), f[2].to_string(), f[4].to_string());
+        if mode != f[0] {
+            run.recorded_names.insert(mode.clone(), f[0].to_string());
+        }
         if mode.is_empty() || test.is_empty() {
             return Err(perr(i + 1, "empty mode or test".into()));
         }
@@ -246,7 +282,8 @@ fn read_run(dir: &Path) -> Result<Run, ReportError> {
     run.reps.sort_unstable();
     // Mode order: as the run lists them (env `modes`), then any others in
     // order of appearance.
-    let listed: Vec<String> = run.env("modes").map(|m| m.split_whitespace().map(String::from).collect()).unwrap_or_default();
+    let listed: Vec<String> =
+        run.env("modes").map(|m| m.split_whitespace().map(|m| canonical_mode(m).to_string()).collect()).unwrap_or_default();
     run.modes = listed.into_iter().filter(|m| seen_modes.contains(m)).collect();
     for m in seen_modes {
         if !run.modes.contains(&m) {
@@ -371,7 +408,7 @@ const HEADLINE: &[Headline] = &[
     Headline { test: "lat50_p50", header: "RTT p50 µs @50 %", unit: "us", ratio: true },
     Headline { test: "lat50_p99", header: "RTT p99 µs @50 %", unit: "us", ratio: true },
     Headline { test: "tcp1_cpu_per_gbps", header: "CPU cores per Gbit/s, whole machine (TCP 1)", unit: "cores/(Gbit/s)", ratio: true },
-    // No ratios: routing and vxlan, the bases, run no encapd.
+    // No ratios: routing and vxlan-kernel, the bases, run no encapd.
     Headline { test: "tcp1_encapd_cpu_per_gbps", header: "encapd CPU cores per Gbit/s (TCP 1)", unit: "cores/(Gbit/s)", ratio: false },
     Headline { test: "tcp4_cpu_per_gbps", header: "CPU cores per Gbit/s, whole machine (TCP 4)", unit: "cores/(Gbit/s)", ratio: true },
     Headline { test: "tcp4_encapd_cpu_per_gbps", header: "encapd CPU cores per Gbit/s (TCP 4)", unit: "cores/(Gbit/s)", ratio: false },
@@ -432,18 +469,19 @@ fn target(run: &Run, name: &str, a: (&str, &str), b: (&str, &str), at_least: boo
 }
 
 fn targets(run: &Run) -> Vec<Target> {
-    let u = "uring";
-    vec![
+    let u = UDP_HEADLINE;
+    let k = KERNEL_VXLAN;
+    let mut t = vec![
         target(run, "uring TCP 1 stream ≥ 4× classic", (u, "tcp1"), ("classic", "tcp1"), true, 4.0),
-        target(run, "uring (offloads) TCP 1 stream ≥ 1.0× kernel VXLAN", (u, "tcp1"), ("vxlan", "tcp1"), true, 1.0),
-        target(run, "uring (offloads) TCP 4 streams ≥ 1.0× kernel VXLAN", (u, "tcp4"), ("vxlan", "tcp4"), true, 1.0),
-        target(run, "uring UDP 64 B delivered rate ≥ kernel VXLAN", (u, "udp64_pps"), ("vxlan", "udp64_pps"), true, 1.0),
-        target(run, "uring RTT p50 at 50 % load ≤ 1.5× kernel VXLAN", (u, "lat50_p50"), ("vxlan", "lat50_p50"), false, 1.5),
+        target(run, "uring (offloads) TCP 1 stream ≥ 1.0× kernel VXLAN", (u, "tcp1"), (k, "tcp1"), true, 1.0),
+        target(run, "uring (offloads) TCP 4 streams ≥ 1.0× kernel VXLAN", (u, "tcp4"), (k, "tcp4"), true, 1.0),
+        target(run, "uring UDP 64 B delivered rate ≥ kernel VXLAN", (u, "udp64_pps"), (k, "udp64_pps"), true, 1.0),
+        target(run, "uring RTT p50 at 50 % load ≤ 1.5× kernel VXLAN", (u, "lat50_p50"), (k, "lat50_p50"), false, 1.5),
         target(
             run,
             "uring CPU per Gbit/s, whole machine (TCP 1 stream) ≤ kernel VXLAN",
             (u, "tcp1_cpu_per_gbps"),
-            ("vxlan", "tcp1_cpu_per_gbps"),
+            (k, "tcp1_cpu_per_gbps"),
             false,
             1.0,
         ),
@@ -451,12 +489,157 @@ fn targets(run: &Run) -> Vec<Target> {
             run,
             "uring CPU per Gbit/s, whole machine (TCP 4 streams) ≤ kernel VXLAN",
             (u, "tcp4_cpu_per_gbps"),
-            ("vxlan", "tcp4_cpu_per_gbps"),
+            (k, "tcp4_cpu_per_gbps"),
             false,
             1.0,
         ),
-    ]
+    ];
+    if run.has_vxlan_backend() {
+        for &(test, what) in VXLAN_TARGET_TESTS {
+            t.push(same_ratio_target(
+                run,
+                &format!("encapd-vxlan {what}: ratio to vxlan-kernel at least as good as the udp backend's (uring)"),
+                test,
+            ));
+        }
+        for &(test, what) in VXLAN_TARGET_TESTS {
+            t.push(mixed_target(
+                run,
+                &format!("encapd-vxlan-mixed {what}: no worse than the slower of vxlan-kernel and encapd-vxlan"),
+                test,
+            ));
+        }
+    }
+    t
 }
+
+/// The tests the vxlan backend's targets compare (issue 14): (test, name).
+const VXLAN_TARGET_TESTS: &[(&str, &str)] =
+    &[("tcp1", "TCP 1 stream"), ("tcp4", "TCP 4 streams"), ("udp64_pps", "UDP 64 B delivered rate"), ("lat50_p50", "RTT p50 at 50 % load")];
+
+/// Whether more is better for `test` (throughput, packet rates) or less
+/// (latency, CPU, loss, retransmits).
+fn higher_is_better(test: &str) -> bool {
+    !(test.starts_with("lat")
+        || test.starts_with("udp_rr")
+        || test.contains("cpu")
+        || test.ends_with("_loss")
+        || test.ends_with("_retrans")
+        || test.ends_with("_per_gb"))
+}
+
+/// The first of `cells` (mode, test) whose median is not comparable, as a
+/// target's detail.
+fn not_comparable_detail(run: &Run, cells: &[(&str, &str)]) -> Option<String> {
+    cells.iter().find(|(m, t)| run.not_comparable(m, t)).map(|&(mode, test)| {
+        let lost = run.loss_behind(mode, test).unwrap_or(f64::NAN);
+        format!("not comparable: {mode} lost {lost:.2} % of the replies behind its {test} (more than 1 %)")
+    })
+}
+
+/// encapd-vxlan ÷ vxlan-kernel at least as good as uring ÷ vxlan-kernel
+/// (the udp backend's ratio) on `test`.
+fn same_ratio_target(run: &Run, name: &str, test: &str) -> Target {
+    let (e, u, k) = (ENCAPD_VXLAN, UDP_HEADLINE, KERNEL_VXLAN);
+    if let Some(detail) = not_comparable_detail(run, &[(e, test), (u, test), (k, test)]) {
+        return Target { name: name.into(), verdict: None, detail };
+    }
+    match (run.median(e, test), run.median(u, test), run.median(k, test)) {
+        (Some(ev), Some(uv), Some(kv)) if kv != 0.0 => {
+            let (re, ru) = (ev / kv, uv / kv);
+            let ok = if higher_is_better(test) { re >= ru } else { re <= ru };
+            let unit = run.units.get(test).map(String::as_str).unwrap_or("");
+            let detail = format!("{e} {:.2}× vs {u} {:.2}× of {k} ({} {})", re, ru, fmt_value(kv, unit), display_unit(unit));
+            Target { name: name.into(), verdict: Some(ok), detail }
+        }
+        _ => Target { name: name.into(), verdict: None, detail: format!("needs {test} of `{e}`, `{u}` and `{k}`") },
+    }
+}
+
+/// The slower (worse) of two modes on `test`, by median: (mode, median).
+fn slower_of<'a>(run: &Run, a: &'a str, b: &'a str, test: &str) -> Option<(&'a str, f64)> {
+    let (va, vb) = (run.median(a, test)?, run.median(b, test)?);
+    let a_worse = if higher_is_better(test) { va <= vb } else { va >= vb };
+    Some(if a_worse { (a, va) } else { (b, vb) })
+}
+
+/// encapd-vxlan-mixed no worse than the slower of vxlan-kernel and
+/// encapd-vxlan on `test`.
+fn mixed_target(run: &Run, name: &str, test: &str) -> Target {
+    let (m, k, e) = (ENCAPD_VXLAN_MIXED, KERNEL_VXLAN, ENCAPD_VXLAN);
+    if let Some(detail) = not_comparable_detail(run, &[(m, test), (k, test), (e, test)]) {
+        return Target { name: name.into(), verdict: None, detail };
+    }
+    match (run.median(m, test), slower_of(run, k, e, test)) {
+        (Some(mv), Some((slow, sv))) if sv != 0.0 => {
+            let ok = if higher_is_better(test) { mv >= sv } else { mv <= sv };
+            let unit = run.units.get(test).map(String::as_str).unwrap_or("");
+            let u = display_unit(unit);
+            let detail = format!("{m} {} {u} vs {slow} (the slower) {} {u}: {:.2}×", fmt_value(mv, unit), fmt_value(sv, unit), mv / sv);
+            Target { name: name.into(), verdict: Some(ok), detail }
+        }
+        _ => Target { name: name.into(), verdict: None, detail: format!("needs {test} of `{m}`, `{k}` and `{e}`") },
+    }
+}
+
+/// The vxlan backend's table: rows (test, header).
+const VXLAN_ROWS: &[(&str, &str)] = &[
+    ("tcp1", "TCP 1 stream Gbit/s"),
+    ("tcp4", "TCP 4 streams Gbit/s"),
+    ("udp64_pps", "UDP 64 B delivered kpps"),
+    ("lat10_p50", "RTT p50 µs @10 %"),
+    ("lat50_p50", "RTT p50 µs @50 %"),
+    ("lat50_p99", "RTT p99 µs @50 %"),
+    ("udp_rr_p50", "UDP ping-pong p50 µs (sockperf)"),
+    ("tcp1_cpu_per_gbps", "CPU cores per Gbit/s, whole machine (TCP 1)"),
+    ("tcp4_cpu_per_gbps", "CPU cores per Gbit/s, whole machine (TCP 4)"),
+];
+
+/// The vxlan backend against the kernel: medians of the three VXLAN modes,
+/// encapd-vxlan ÷ vxlan-kernel next to the udp backend's uring ÷
+/// vxlan-kernel, and the mixed pair ÷ the slower of the two. Empty when the
+/// run did not measure the vxlan backend.
+pub(crate) fn vxlan_table(run: &Run) -> String {
+    let (k, e, m, u) = (KERNEL_VXLAN, ENCAPD_VXLAN, ENCAPD_VXLAN_MIXED, UDP_HEADLINE);
+    if !run.has_vxlan_backend() {
+        return String::new();
+    }
+    let mut s = String::new();
+    let _ = writeln!(s, "| test | {k} | {e} | {m} | {e} ÷ {k} | udp backend: {u} ÷ {k} | {m} ÷ the slower of {k} and {e} |");
+    s.push_str("|---|---:|---:|---:|---:|---:|---:|\n");
+    for &(test, header) in VXLAN_ROWS {
+        if !run.tests.iter().any(|t| t == test) {
+            continue;
+        }
+        let unit = run.units.get(test).map(String::as_str).unwrap_or("");
+        let mixed = match slower_of(run, k, e, test) {
+            Some((slow, _)) => {
+                let r = ratio_cell(run, m, slow, test);
+                if r.ends_with('×') { format!("{r} (of {slow})") } else { r }
+            }
+            None => "n/a".into(),
+        };
+        let _ = writeln!(
+            s,
+            "| {header} | {} | {} | {} | {} | {} | {mixed} |",
+            fmt_median(run, k, test, unit, false),
+            fmt_median(run, e, test, unit, false),
+            fmt_median(run, m, test, unit, false),
+            ratio_cell(run, e, k, test),
+            ratio_cell(run, u, k, test),
+        );
+    }
+    s
+}
+
+/// What the vxlan table compares, under it.
+const VXLAN_NOTE: &str = "vxlan-kernel: kernel VXLAN on both nodes, set up as flannel sets up `flannel.1` (VNI 1, port 8472, \
+`nolearning`, static neighbour and FDB entries, route `via <peer .0> onlink`). encapd-vxlan: encapd's `vxlan` backend on both \
+nodes (`uring`, offloads on, as the udp backend's headline `uring`). encapd-vxlan-mixed: encapd's `vxlan` backend on nodeA \
+(the clients' side: it encapsulates the TCP data and the UDP load) and nodeB's flannel.1-style kernel VTEP left as flannel set \
+it up for a kernel peer (encapd took over nodeA's VTEP MAC). Target: encapd-vxlan at the same ratios to vxlan-kernel as the \
+udp backend's `uring` reaches, and the mixed pair no worse than the slower of the two (throughput: the lower; RTT and CPU: the \
+higher).";
 
 /// Per-repetition ratios to routing: these columns.
 const REP_RATIOS: &[(&str, &str)] = &[
@@ -545,7 +728,7 @@ Each RTT figure is followed by the replies lost in the repetition(s) its median 
 CPU, whole machine: busy CPU time of the whole machine (`/proc/stat`: both gateways, iperf3 at both ends, the kernel's \
 forwarding, and anything else that ran) during the TCP test, in cores, divided by Gbit/s. \
 encapd CPU: user + system time of both encapd processes (`/proc/PID/stat`) over the same test, in cores, divided by Gbit/s \
-(n/a for routing and vxlan, which run no encapd).";
+(n/a for routing and vxlan-kernel, which run no encapd; for encapd-vxlan-mixed, nodeA's encapd alone).";
 
 /// Renders `dir/report.md` and its SVG charts from the run data in `dir`.
 pub fn render(dir: &Path) -> Result<ReportSummary, ReportError> {
@@ -587,12 +770,20 @@ fn headline_section(run: &Run, out: &mut String) -> String {
     out.push_str("\n\n");
     out.push_str(NOT_COMPARABLE_NOTE);
     out.push_str(" Ratios involving such a figure are `n/c`.\n\n");
-    for base in ["routing", "vxlan"] {
+    for base in ["routing", KERNEL_VXLAN] {
         if run.has(base) && run.modes.len() > 1 {
             let _ = writeln!(out, "### Ratios of medians to {base}\n");
             out.push_str(&ratio_table(run, base));
             out.push('\n');
         }
+    }
+    let vxlan = vxlan_table(run);
+    if !vxlan.is_empty() {
+        out.push_str("### The vxlan backend against kernel VXLAN (medians)\n\n");
+        out.push_str(&vxlan);
+        out.push('\n');
+        out.push_str(VXLAN_NOTE);
+        out.push_str("\n\n");
     }
     headline
 }
@@ -634,10 +825,10 @@ fn cost_section(run: &Run, out: &mut String) {
     }
     out.push('\n');
     out.push_str(
-        "Whole machine: `/proc/stat` busy time, everything that ran (see above). encapd: both encapd processes only, \
+        "Whole machine: `/proc/stat` busy time, everything that ran (see above). encapd: the encapd processes only (both nodes', nodeA's alone in encapd-vxlan-mixed), \
 `/proc/PID/stat` user + system time; context switches summed over every thread (`/proc/PID/task/*/status`, \
 `voluntary_ctxt_switches`: a thread waited, e.g. for packets; `nonvoluntary_ctxt_switches`: it was preempted), \
-per GB (10⁹ bytes) that iperf3 received. n/a: not measured (routing and vxlan run no encapd; runs before these \
+per GB (10⁹ bytes) that iperf3 received. n/a: not measured (routing and vxlan-kernel run no encapd; encapd-vxlan-mixed runs one, on nodeA; runs before these \
 figures were recorded).\n\n",
     );
 }
@@ -744,6 +935,74 @@ mod tests {
         let old = run_with_env(&[("git_head", "c0ffee"), ("git_dirty_files", "3")]);
         assert_eq!(provenance(&old)[0], "git revision `c0ffee` (3 uncommitted or untracked files; not listed)");
         assert_eq!(provenance(&old)[1], "encapd binary: not recorded (the run predates provenance records)");
+    }
+
+    /// A run of the vxlan modes and uring with one repetition: (mode, test, value).
+    fn run_of(values: &[(&str, &str, f64)]) -> Run {
+        let mut run = Run { reps: vec![1], ..Run::default() };
+        for &(mode, test, v) in values {
+            if !run.modes.iter().any(|m| m == mode) {
+                run.modes.push(mode.to_string());
+            }
+            if !run.tests.iter().any(|t| t == test) {
+                run.tests.push(test.to_string());
+            }
+            let unit = if test.starts_with("tcp") {
+                "Gbit/s"
+            } else if test.starts_with("lat") {
+                "us"
+            } else {
+                "pps"
+            };
+            run.units.insert(test.to_string(), unit.to_string());
+            run.values.insert((mode.to_string(), test.to_string()), BTreeMap::from([(1, v)]));
+        }
+        run
+    }
+
+    #[test]
+    fn old_kernel_vxlan_name_is_read_as_vxlan_kernel() {
+        assert_eq!(canonical_mode("vxlan"), KERNEL_VXLAN);
+        assert_eq!(canonical_mode("encapd-vxlan"), "encapd-vxlan");
+        let dir = std::env::temp_dir().join(format!("encapd-report-oldname-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("env.txt"), "modes=routing vxlan\n").unwrap();
+        std::fs::write(dir.join("results.csv"), "mode,rep,test,value,unit\nvxlan,1,tcp1,10,Gbit/s\nrouting,1,tcp1,20,Gbit/s\n").unwrap();
+        let run = read_run(&dir).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(run.modes, ["routing", KERNEL_VXLAN]);
+        assert_eq!(run.median(KERNEL_VXLAN, "tcp1"), Some(10.0));
+        assert_eq!(run.recorded_name(KERNEL_VXLAN), "vxlan");
+        assert_eq!(run.recorded_name("routing"), "routing");
+    }
+
+    #[test]
+    fn vxlan_backend_is_compared_with_the_kernel_pair_and_the_udp_ratio() {
+        let run = run_of(&[
+            (KERNEL_VXLAN, "tcp1", 10.0),
+            (ENCAPD_VXLAN, "tcp1", 6.0),
+            (ENCAPD_VXLAN_MIXED, "tcp1", 5.0),
+            (UDP_HEADLINE, "tcp1", 5.0),
+            (KERNEL_VXLAN, "lat50_p50", 50.0),
+            (ENCAPD_VXLAN, "lat50_p50", 100.0),
+            (ENCAPD_VXLAN_MIXED, "lat50_p50", 90.0),
+            (UDP_HEADLINE, "lat50_p50", 150.0),
+        ]);
+        let table = vxlan_table(&run);
+        assert!(table.contains("| TCP 1 stream Gbit/s | 10.00 | 6.00 | 5.00 | 0.60× | 0.50× | 0.83× (of encapd-vxlan) |"), "{table}");
+        assert!(table.contains("| RTT p50 µs @50 % | 50.0 | 100 | 90.0 | 2.00× | 3.00× | 0.90× (of encapd-vxlan) |"), "{table}");
+        assert!(!table.contains("TCP 4"), "rows only for measured tests:\n{table}");
+        let t = targets(&run);
+        let verdict = |prefix: &str| t.iter().find(|t| t.name.starts_with(prefix)).map(|t| t.verdict);
+        assert_eq!(verdict("encapd-vxlan TCP 1 stream"), Some(Some(true)), "0.60× ≥ 0.50×");
+        assert_eq!(verdict("encapd-vxlan RTT p50"), Some(Some(true)), "2.00× ≤ 3.00×");
+        assert_eq!(verdict("encapd-vxlan-mixed TCP 1 stream"), Some(Some(false)), "5 < 6 (encapd-vxlan, the slower)");
+        assert_eq!(verdict("encapd-vxlan-mixed RTT p50"), Some(Some(true)), "90 ≤ 100");
+        assert_eq!(verdict("encapd-vxlan TCP 4 streams"), Some(None), "not measured");
+        // A run without the vxlan backend has neither the table nor its targets.
+        let udp_only = run_of(&[(KERNEL_VXLAN, "tcp1", 10.0), (UDP_HEADLINE, "tcp1", 5.0)]);
+        assert!(vxlan_table(&udp_only).is_empty());
+        assert!(targets(&udp_only).iter().all(|t| !t.name.contains("encapd-vxlan")));
     }
 
     #[test]

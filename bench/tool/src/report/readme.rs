@@ -10,10 +10,15 @@
 //! `bench/run.sh` names them) and that are **full runs**, the one whose name
 //! sorts last (the name starts with the time, so the last is the newest; a
 //! second run in the same minute gets a `-2` suffix and sorts after). A full
-//! run measured every mode (`routing vxlan classic mmsg-nooffload mmsg
-//! uring-nooffload uring`) in at least 3 repetitions with the full test
-//! durations (TCP 5 s, UDP 2 s, latency 3 s per load), as `env.txt` records:
-//! what `bench/run.sh` does without `--quick`, `--short` or `--modes`.
+//! run measured at least the udp backend's comparison ([`ALL_MODES`]:
+//! `routing vxlan-kernel classic mmsg-nooffload mmsg uring-nooffload uring`,
+//! the kernel pair named `vxlan` in runs before the vxlan backend) in at
+//! least 3 repetitions with the full test durations (TCP 5 s, UDP 2 s,
+//! latency 3 s per load), as `env.txt` records: what `bench/run.sh` does
+//! without `--quick`, `--short` or `--modes`. Since the vxlan backend that
+//! default run also measures [`VXLAN_BACKEND_MODES`], and the block shows
+//! them (rows, and a finding on their ratios) when the run has them; runs
+//! before it still qualify.
 //! "Tracked" means in git's index, so `git add` is enough to make a new run
 //! the README's source before the commit that adds both. Outside a git
 //! checkout (an exported tree holds committed files only) every run
@@ -24,7 +29,10 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::{ReportError, Run, fmt_median, provenance, ratio_cell, read_run, targets};
+use super::{
+    ENCAPD_VXLAN, ENCAPD_VXLAN_MIXED, KERNEL_VXLAN, ReportError, Run, UDP_HEADLINE, canonical_mode, fmt_median, provenance, ratio_cell,
+    read_run, slower_of, targets,
+};
 
 /// The line that opens the generated block in README.md.
 pub const BEGIN: &str = "<!-- perf:begin -->";
@@ -34,14 +42,18 @@ pub const END: &str = "<!-- perf:end -->";
 /// Where benchmark runs live, relative to the repository root.
 pub const RUNS_DIR: &str = "bench/runs";
 
-/// The modes a full run measures, in `bench/run.sh`'s order.
-pub const ALL_MODES: [&str; 7] = ["routing", "vxlan", "classic", "mmsg-nooffload", "mmsg", "uring-nooffload", "uring"];
+/// The modes a full run must have measured, in `bench/run.sh`'s order.
+pub const ALL_MODES: [&str; 7] = ["routing", KERNEL_VXLAN, "classic", "mmsg-nooffload", "mmsg", "uring-nooffload", "uring"];
+
+/// The vxlan backend's modes, which `bench/run.sh`'s default run measures
+/// after [`ALL_MODES`] (runs before the vxlan backend did not).
+pub const VXLAN_BACKEND_MODES: [&str; 2] = [ENCAPD_VXLAN, ENCAPD_VXLAN_MIXED];
 
 /// Whether `env.txt` (as key=value pairs) describes a full run.
 pub fn is_full_run(env: &[(String, String)]) -> bool {
     let get = |k: &str| env.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
     let num = |k: &str| get(k).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    let modes: BTreeSet<&str> = get("modes").unwrap_or("").split_whitespace().collect();
+    let modes: BTreeSet<&str> = get("modes").unwrap_or("").split_whitespace().map(canonical_mode).collect();
     ALL_MODES.iter().all(|m| modes.contains(m)) && num("reps") >= 3.0 && num("t_tcp") >= 5.0 && num("t_udp") >= 2.0 && num("t_lat") >= 3.0
 }
 
@@ -108,12 +120,14 @@ pub fn newest_committed_run(repo: &Path) -> Result<PathBuf, String> {
 fn mode_label(mode: &str) -> String {
     match mode {
         "routing" => "plain routing".into(),
-        "vxlan" => "kernel VXLAN (flannel.1 style)".into(),
+        KERNEL_VXLAN => "kernel VXLAN ↔ kernel VXLAN (both flannel.1 style)".into(),
         "classic" => "encapd `classic` (one syscall per packet, flannel style)".into(),
         "mmsg-nooffload" => "encapd `mmsg`, offloads off".into(),
         "mmsg" => "encapd `mmsg`, offloads on".into(),
         "uring-nooffload" => "encapd `uring`, offloads off".into(),
         "uring" => "encapd `uring`, offloads on (the default)".into(),
+        ENCAPD_VXLAN => "encapd `vxlan` backend ↔ encapd `vxlan` (`uring`, offloads on)".into(),
+        ENCAPD_VXLAN_MIXED => "encapd `vxlan` backend ↔ kernel VTEP (flannel.1 style)".into(),
         other => format!("`{other}`"),
     }
 }
@@ -162,12 +176,45 @@ fn findings(run: &Run, out: &mut String) {
         out,
         "- Against kernel VXLAN, `uring` reaches **{}** on one TCP stream, {} on four and {} of its 64-byte packet rate; its \
          RTT p50 at 50 % load is {} VXLAN's, at {} VXLAN's whole-machine CPU per Gbit/s (TCP 1).",
-        r("uring", "vxlan", "tcp1"),
-        r("uring", "vxlan", "tcp4"),
-        r("uring", "vxlan", "udp64_pps"),
-        r("uring", "vxlan", "lat50_p50"),
-        r("uring", "vxlan", "tcp1_cpu_per_gbps"),
+        r("uring", KERNEL_VXLAN, "tcp1"),
+        r("uring", KERNEL_VXLAN, "tcp4"),
+        r("uring", KERNEL_VXLAN, "udp64_pps"),
+        r("uring", KERNEL_VXLAN, "lat50_p50"),
+        r("uring", KERNEL_VXLAN, "tcp1_cpu_per_gbps"),
     );
+    if run.modes.iter().any(|m| m == ENCAPD_VXLAN) {
+        let (e, u, k) = (ENCAPD_VXLAN, UDP_HEADLINE, KERNEL_VXLAN);
+        let _ = writeln!(
+            out,
+            "- The `vxlan` backend against kernel VXLAN ↔ kernel VXLAN: encapd ↔ encapd reaches **{}** on one TCP stream \
+             (the udp backend's `uring`: {}), {} on four ({}), {} of the 64-byte packet rate ({}), and an RTT p50 at 50 % \
+             load of {} ({}).",
+            r(e, k, "tcp1"),
+            r(u, k, "tcp1"),
+            r(e, k, "tcp4"),
+            r(u, k, "tcp4"),
+            r(e, k, "udp64_pps"),
+            r(u, k, "udp64_pps"),
+            r(e, k, "lat50_p50"),
+            r(u, k, "lat50_p50"),
+        );
+    }
+    if run.modes.iter().any(|m| m == ENCAPD_VXLAN_MIXED) {
+        let m = ENCAPD_VXLAN_MIXED;
+        let of_slower = |test: &str| match slower_of(run, KERNEL_VXLAN, ENCAPD_VXLAN, test) {
+            Some((slow, _)) => format!("{} (of {slow})", r(m, slow, test)),
+            None => "n/a".into(),
+        };
+        let _ = writeln!(
+            out,
+            "- encapd `vxlan` ↔ a flannel.1-style kernel VTEP, against the slower of the two pairs: {} on one TCP stream, {} \
+             on four, {} of the 64-byte packet rate, RTT p50 at 50 % load {}.",
+            of_slower("tcp1"),
+            of_slower("tcp4"),
+            of_slower("udp64_pps"),
+            of_slower("lat50_p50"),
+        );
+    }
     let t = targets(run);
     let met = t.iter().filter(|t| t.verdict == Some(true)).count();
     let _ = writeln!(out, "- Targets ([bench/README.md](bench/README.md#targets)): {met} of {} met.", t.len());
@@ -210,7 +257,7 @@ pub fn block(repo: &Path, run_dir: &Path) -> Result<String, ReportError> {
     table(&run, &mut out);
     out.push_str(
         "\nWhole machine: both gateways, iperf3 at both ends and the kernel share the two cores, so this is what the \
-         whole data path costs. encapd's own: user + system time of the two encapd processes (`/proc/PID/stat`), and \
+         whole data path costs. encapd's own: user + system time of the encapd processes (both nodes', nodeA's alone in the mixed pair; `/proc/PID/stat`), and \
          their threads' context switches per GB received. n/a: not applicable (no encapd) or not recorded by this run. \
          † (if shown): over more than 1 % lost replies, not comparable. How each figure is measured: \
          [bench/README.md](bench/README.md).\n\n",
@@ -259,9 +306,15 @@ mod tests {
 
     #[test]
     fn full_runs_are_recognised() {
-        let all = "routing vxlan classic mmsg-nooffload mmsg uring-nooffload uring";
+        let all = "routing vxlan-kernel classic mmsg-nooffload mmsg uring-nooffload uring encapd-vxlan encapd-vxlan-mixed";
         let full = [("modes", all), ("reps", "3"), ("t_tcp", "5"), ("t_udp", "2"), ("t_lat", "3")];
         assert!(is_full_run(&env(&full)));
+        let mut before_vxlan_backend = full;
+        before_vxlan_backend[0] = ("modes", "routing vxlan classic mmsg-nooffload mmsg uring-nooffload uring");
+        assert!(is_full_run(&env(&before_vxlan_backend)), "a full run from before the vxlan backend's modes");
+        let mut no_kernel = full;
+        no_kernel[0] = ("modes", "routing classic mmsg-nooffload mmsg uring-nooffload uring encapd-vxlan encapd-vxlan-mixed");
+        assert!(!is_full_run(&env(&no_kernel)), "no kernel VXLAN");
         let mut quick = full;
         quick[2] = ("t_tcp", "2");
         assert!(!is_full_run(&env(&quick)), "--quick durations");
