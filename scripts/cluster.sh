@@ -422,11 +422,13 @@ do_check() {
 join_node() {
     local k=$1 samples=$2 cpid line rc=0 cout=$WORK/converge.out log
     log=$(node_log "$k" $((NODE_GEN[k] + 1)))
+    rm -f "$WORK/join.start"
     python3 "$TOOL" converge --nodes "$(nodes_but "$k")" --routes $((NODES - 1)) --timeout 60 \
-        --since-log "$log" --label join --samples "$samples" >"$cout" &
+        --since-log "$log" --start-file "$WORK/join.start" --label join --samples "$samples" >"$cout" &
     cpid=$!
     ed_track "$cpid"
     sleep 0.2
+    date +%s.%N >"$WORK/join.start"
     encapd_start "$k"
     encapd_wait_ready "$k" 60 || fail "node $k did not start again"
     wait "$cpid" || rc=$?
@@ -475,7 +477,7 @@ do_join_leave() {
     ((rc == 0)) || fail "leave (lease expiry) of node $k: $line"
     join_node "$k" "$samples"
     local ev
-    for ev in join leave-delete leave-expiry; do
+    for ev in join join-start leave-delete leave-expiry; do
         line=$(tool stats "$samples" --label "$ev" | tail -n 1)
         figs_from STATS "$line" "${ev//-/_}"
     done

@@ -170,13 +170,20 @@ def cmd_converge(a):
         if t0 is None:
             print(f"CONVERGE error=no_event_in_log log={a.since_log}")
             return 1
+    if a.samples:
+        # Also relative to a second reference (e.g. the joining process's
+        # start), under LABEL-start.
+        refs = [(a.label, t0)]
+        if a.start_file and os.path.exists(a.start_file):
+            with open(a.start_file) as f:
+                refs.append((a.label + "-start", parse_time(f.read().strip())))
+        with open(a.samples, "a") as f:
+            for label, ref in refs:
+                for ns in nodes:
+                    if ns in published:
+                        f.write(f"{label} {ns} {(published[ns] - ref) * 1000:.3f} {(observed[ns] - ref) * 1000:.3f}\n")
     published = {ns: (ts - t0) * 1000 for ns, ts in published.items()}
     observed = {ns: (ts - t0) * 1000 for ns, ts in observed.items()}
-    if a.samples:
-        with open(a.samples, "a") as f:
-            for ns in nodes:
-                if ns in published:
-                    f.write(f"{a.label} {ns} {published[ns]:.3f} {observed[ns]:.3f}\n")
     for ns in sorted(pending):
         log(f"converge: {ns} did not reach {a.routes} routes within {a.timeout} s ({errors.get(ns, 'no error')})")
     print(f"CONVERGE event={a.label} nodes={len(nodes)} converged={len(published)} "
@@ -190,7 +197,7 @@ def cmd_stats(a):
         with open(a.file) as f:
             for line in f:
                 parts = line.split()
-                if len(parts) == 4 and (not a.label or parts[0].startswith(a.label)):
+                if len(parts) == 4 and (not a.label or parts[0] == a.label):
                     pub.append(float(parts[2]))
                     obs.append(float(parts[3]))
     except FileNotFoundError:
@@ -548,6 +555,7 @@ def main():
     c.add_argument("--since", help="event time (Unix seconds or RFC 3339)")
     c.add_argument("--since-log", help="the event is the first line of this log containing --since-match (time first)")
     c.add_argument("--since-match", default="this node holds")
+    c.add_argument("--start-file", help="a file holding a second reference time for --samples (LABEL-start lines)")
     c.add_argument("--delete-key", help="delete this etcd key (the event) first")
     c.add_argument("--etcd", help="NS=http://HOST:PORT of an etcd member, for --delete-key")
     c.add_argument("--metrics", default="127.0.0.1:9285")
