@@ -573,8 +573,8 @@ encapd_write_configs() {
 }
 
 _encapd_conf() {
-    # subnet.env beside the config (subnet-a.env / subnet-b.env), never the
-    # host's /run/flannel.
+    # subnet.env and the control socket beside the config (subnet-a.env,
+    # a.sock), never in the host's /run.
     local side=${6#peers-}
     side=${side%.toml}
     cat <<EOF
@@ -598,6 +598,9 @@ io      = "$4"
 source = "file"
 peers  = "$6"
 subnet_env = "subnet-$side.env"
+
+[process]
+control_socket = "$side.sock"
 EOF
 }
 

@@ -262,7 +262,7 @@ impl Net {
         format!(
             "[node]\npublic_ip = \"{}\"\n{subnet}\n[dataplane]\nworkers = 1\n\n\
              [control]\nsource = \"etcd\"\nendpoints = [{eps}]\nstate_dir = \"state\"\nsubnet_env = \"subnet.env\"\n\n\
-             [metrics]\nlisten = \"{METRICS}\"\n",
+             [metrics]\nlisten = \"{METRICS}\"\n\n[process]\ncontrol_socket = \"encapd.sock\"\n",
             node.ip()
         )
     }

@@ -608,7 +608,8 @@ fn node_config(public_ip: &str, subnet: &str, subnet6: &str, engine: &str, extra
         "[node]\npublic_ip = \"{public_ip}\"\nsubnet = \"{subnet}\"\nsubnet6 = \"{subnet6}\"\n\n\
          [network]\ncidr = \"100.96.0.0/16\"\ncidr6 = \"fd00:96::/32\"\n\n\
          [dataplane]\nworkers = 2\nio = \"{engine}\"\n{extra}\n\
-         [control]\nsource = \"file\"\npeers = \"peers.toml\"\nsubnet_env = \"subnet.env\"\n"
+         [control]\nsource = \"file\"\npeers = \"peers.toml\"\nsubnet_env = \"subnet.env\"\n\n\
+         [process]\ncontrol_socket = \"encapd.sock\"\n"
     )
 }
 
