@@ -1,23 +1,27 @@
 #!/usr/bin/env bash
-# encapd demo: build, bring up a two-node topology in network namespaces,
-# run encapd on both nodes, ping and iperf3 between the containers, print
-# the counters, tear everything down. About half a minute; run as root.
+# encapd demo: build, bring up two nodes in network namespaces, run encapd
+# on both, attach a pod to each node as a Kubernetes node does (flannel's
+# subnet.env -> CNI bridge + host-local), ping and iperf3 between the pods,
+# print the counters, tear everything down. About half a minute; as root.
 #
-#   ctrA 100.96.1.2 ── nodeA [encapd] 198.18.0.1 ══ UDP 8285 ══ 198.18.0.2 [encapd] nodeB ── ctrB 100.96.2.3
+#   podA ── cni0 nodeA [encapd] 198.18.0.1 ══ UDP 8285 (udp) / 8472 (vxlan) ══ 198.18.0.2 [encapd] nodeB cni0 ── podB
 #
-# Usage: scripts/demo.sh [--io uring|mmsg|classic] [--workers N] [--no-build]
+# Usage: scripts/demo.sh [--backend udp|vxlan] [--io uring|mmsg|classic] [--workers N] [--no-build]
 set -euo pipefail
 
 # shellcheck source=scripts/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 IO=uring
+BACKEND=udp
 WORKERS=2
 BUILD=1
 while (($#)); do
     case $1 in
         --io) IO=${2:?--io needs a value}; shift 2 ;;
         --io=*) IO=${1#*=}; shift ;;
+        --backend) BACKEND=${2:?--backend needs a value}; shift 2 ;;
+        --backend=*) BACKEND=${1#*=}; shift ;;
         --workers) WORKERS=${2:?--workers needs a number}; shift 2 ;;
         --workers=*) WORKERS=${1#*=}; shift ;;
         --no-build) BUILD=0; shift ;;
@@ -26,6 +30,7 @@ while (($#)); do
     esac
 done
 case $IO in uring | mmsg | classic) ;; *) ed_die "--io must be uring, mmsg or classic" ;; esac
+case $BACKEND in udp | vxlan) ;; *) ed_die "--backend must be udp or vxlan" ;; esac
 [[ $WORKERS =~ ^[1-9][0-9]*$ ]] || ed_die "--workers must be a positive integer"
 
 if [[ -t 1 ]]; then
@@ -51,15 +56,13 @@ ed_mktemp_dir
 DIR=$ED_TMP
 ED_TOPO_PREFIX=$(ed_rand_prefix)
 
-section "topology (namespaces ${ED_TOPO_PREFIX}{ctrA,nodeA,nodeB,ctrB})"
-ed_topo_up "$ED_TOPO_PREFIX"
+section "topology (namespaces ${ED_TOPO_PREFIX}{nodeA,nodeB,podA,podB})"
+ed_topo_nodes_up "$ED_TOPO_PREFIX"
 ed_ns_names "$ED_TOPO_PREFIX"
-# Containers get the backend MTU, as flannel's CNI does (underlay 1500 - 28).
-ed_topo_set_ctr_mtu "$ED_TOPO_PREFIX" $((ED_UL_MTU - 28))
-echo "ctrA $ED_CTRA_IP $ED_CTRA_IP6 -- nodeA $ED_A_UL == underlay == $ED_B_UL nodeB -- ctrB $ED_CTRB_IP $ED_CTRB_IP6"
+echo "nodeA $ED_A_UL == underlay == $ED_B_UL nodeB"
 
-section "encapd (io = $IO, workers = $WORKERS) on nodeA and nodeB"
-encapd_write_configs "$DIR" "$IO" "$WORKERS"
+section "encapd (backend = $BACKEND, io = $IO, workers = $WORKERS) on nodeA and nodeB"
+encapd_write_configs "$DIR" "$IO" "$WORKERS" "$BACKEND"
 echo "--- $DIR/a.toml"
 cat "$DIR/a.toml"
 echo "--- $DIR/peers-a.toml"
@@ -71,7 +74,17 @@ fi
 echo "encapd running: nodeA pid $ENCAPD_PID_A, nodeB pid $ENCAPD_PID_B"
 ip -n "$NS_NODEA" -br addr show dev "$ED_TUN" | sed 's/^/nodeA: /'
 ip -n "$NS_NODEA" route show dev "$ED_TUN" | sed 's/^/nodeA route: /'
-ip -n "$NS_NODEA" -6 route show dev "$ED_TUN" | grep -v '^fe80' | sed 's/^/nodeA route: /' || true
+
+section "pods, attached with the CNI bridge plugin from encapd's subnet.env"
+echo "--- $DIR/subnet-a.env (written by encapd on nodeA)"
+cat "$DIR/subnet-a.env"
+POD_A=${ED_TOPO_PREFIX}podA
+POD_B=${ED_TOPO_PREFIX}podB
+mkdir -p "$DIR/cni-a" "$DIR/cni-b"
+IP_A=$(ed_cni_add "$NS_NODEA" "$POD_A" "$DIR/subnet-a.env" "$DIR/cni-a")
+IP_B=$(ed_cni_add "$NS_NODEB" "$POD_B" "$DIR/subnet-b.env" "$DIR/cni-b")
+echo "podA $IP_A on nodeA (cni0 $(ip -n "$NS_NODEA" -br -4 addr show dev cni0 | awk '{print $3}')), podB $IP_B on nodeB"
+ip -n "$POD_A" route | sed 's/^/podA route: /'
 
 show_logs() {
     local side
@@ -81,27 +94,28 @@ show_logs() {
     done
 }
 
-section "ping ctrA -> ctrB (IPv4)"
+section "ping podA -> podB (IPv4)"
 ping_rc=0
-ip netns exec "$NS_CTRA" timeout 20 ping -n -c 5 -W 2 "$ED_CTRB_IP" | tee "$DIR/ping4.txt" || ping_rc=$?
+ip netns exec "$POD_A" timeout 20 ping -n -c 5 -W 2 "$IP_B" | tee "$DIR/ping4.txt" || ping_rc=$?
 if ((ping_rc)); then
     show_logs 30
     ed_die "IPv4 ping through encapd failed"
 fi
 
-section "ping ctrA -> ctrB (IPv6)"
-ip netns exec "$NS_CTRA" timeout 15 ping -6 -n -c 3 -W 2 "$ED_CTRB_IP6" | tee "$DIR/ping6.txt" || ping_rc=$?
+section "ping podA -> podB (IPv6)"
+IP6_B=$(ip -n "$POD_B" -6 -br addr show dev eth0 scope global | awk '{sub(/\/.*/, "", $3); print $3}')
+ip netns exec "$POD_A" timeout 15 ping -6 -n -c 3 -W 2 "$IP6_B" | tee "$DIR/ping6.txt" || ping_rc=$?
 if ((ping_rc)); then
     show_logs 30
     ed_die "IPv6 ping through encapd failed"
 fi
 
-section "iperf3 TCP ctrA -> ctrB, 10 s"
-ip netns exec "$NS_CTRB" timeout 40 iperf3 -s -1 -B "$ED_CTRB_IP" >"$DIR/iperf3-server.log" 2>&1 &
+section "iperf3 TCP podA -> podB, 10 s"
+ip netns exec "$POD_B" timeout 40 iperf3 -s -1 -B "$IP_B" >"$DIR/iperf3-server.log" 2>&1 &
 ed_track "$!"
-ed_wait_port "$NS_CTRB" 5201 5 || ed_die "iperf3 server did not start in ctrB"
+ed_wait_port "$POD_B" 5201 5 || ed_die "iperf3 server did not start in podB"
 iperf_rc=0
-ip netns exec "$NS_CTRA" timeout 30 iperf3 -c "$ED_CTRB_IP" -t 10 --connect-timeout 3000 | tee "$DIR/iperf3.txt" || iperf_rc=$?
+ip netns exec "$POD_A" timeout 30 iperf3 -c "$IP_B" -t 10 --connect-timeout 3000 | tee "$DIR/iperf3.txt" || iperf_rc=$?
 
 section "counters (SIGUSR1)"
 encapd_counters
@@ -117,6 +131,9 @@ echo "IPv6 ping rtt min/avg/max/mdev: ${rtt6:-n/a}"
 echo "iperf3 TCP throughput (receiver): ${tput:-n/a} (retransmits: ${retr:-n/a})"
 
 section "teardown"
+ed_cni_del "$NS_NODEA" "$POD_A" "$DIR/subnet-a.env" "$DIR/cni-a"
+ed_cni_del "$NS_NODEB" "$POD_B" "$DIR/subnet-b.env" "$DIR/cni-b"
+echo "pods deleted (CNI DEL)"
 stop_rc=0
 encapd_stop || stop_rc=$?
 echo "encapd stopped (clean exit: $([[ $stop_rc -eq 0 ]] && echo yes || echo no))"

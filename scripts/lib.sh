@@ -120,6 +120,7 @@ ED_PKGS_RUN=(
     procps       # sysctl, pgrep
     coreutils    # timeout, sha256sum
     python3      # result parsers of bench/run.sh and bench/soak.sh
+    containernetworking-plugins # CNI bridge + host-local: the demo's pods, as a Kubernetes node wires them
 )
 ED_PKGS_TEST=(
     etcd-server etcd-client     # the etcd control source's end-to-end tests
@@ -127,7 +128,6 @@ ED_PKGS_TEST=(
     ethtool                     # offload settings of the veths
     sockperf                    # UDP ping-pong (bench/run.sh --sockperf)
     prometheus                  # promtool and the server, for the metrics tests
-    containernetworking-plugins # CNI bridge/host-local, for the CNI tests
     systemd                     # systemd-analyze verify dist/encapd.service
     shellcheck                  # the scripts stay shellcheck-clean
 )
@@ -365,41 +365,69 @@ ed_wait_link() {
 # ---------------------------------------------------------------------------
 # Topology
 
-# ed_topo_up PREFIX: create the four namespaces and links. Fails (leaving the
-# partial topology for the caller's cleanup) if a namespace already exists.
-ed_topo_up() {
-    local p=$1 ns
-    ed_check_prefix "$p"
-    ed_ns_names "$p"
-    for ns in "$NS_CTRA" "$NS_NODEA" "$NS_NODEB" "$NS_CTRB"; do
+# _ed_ns_up NS...: create namespaces with loopback up, DAD and reverse-path
+# filtering off (so links created in them inherit that).
+_ed_ns_up() {
+    local ns
+    for ns in "$@"; do
         ed_ns_exists "$ns" && ed_die "namespace $ns already exists; pick another --prefix"
     done
-    for ns in "$NS_CTRA" "$NS_NODEA" "$NS_NODEB" "$NS_CTRB"; do
+    for ns in "$@"; do
         ip netns add "$ns"
-        # Defaults first, so links created below inherit them.
         ed_sysctl "$ns" net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0 \
             net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0
         ip -n "$ns" link set lo up
     done
+}
+
+# _ed_nodes_up PREFIX: nodeA and nodeB (routers) and the underlay veth
+# between them.
+_ed_nodes_up() {
+    local ns
+    ed_ns_names "$1"
+    _ed_ns_up "$NS_NODEA" "$NS_NODEB"
     for ns in "$NS_NODEA" "$NS_NODEB"; do
         ed_sysctl "$ns" net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1 net.ipv6.conf.default.forwarding=1
     done
+    # Created inside nodeA with its peer placed directly in nodeB: nothing
+    # ever appears in the root namespace.
+    ip -n "$NS_NODEA" link add ul0 mtu "$ED_UL_MTU" type veth peer name ul0 netns "$NS_NODEB"
+    ip -n "$NS_NODEB" link set ul0 mtu "$ED_UL_MTU"
+    ip -n "$NS_NODEA" addr add "$ED_A_UL/24" dev ul0
+    ip -n "$NS_NODEB" addr add "$ED_B_UL/24" dev ul0
+    for ns in "$NS_NODEA" "$NS_NODEB"; do
+        ip -n "$ns" link set ul0 up
+        ed_sysctl "$ns" net.ipv4.conf.ul0.rp_filter=0
+    done
+}
+
+# ed_topo_nodes_up PREFIX: the two nodes and their underlay only; pods are
+# attached later with ed_cni_add, as a Kubernetes node attaches them.
+ed_topo_nodes_up() {
+    ed_check_prefix "$1"
+    _ed_nodes_up "$1"
+    ip netns exec "$NS_NODEA" ping -n -c 1 -W 3 "$ED_B_UL" >/dev/null 2>&1 || ed_warn "topology settle: the underlay ping failed"
+}
+
+# ed_topo_up PREFIX: create the four namespaces and links. Fails (leaving the
+# partial topology for the caller's cleanup) if a namespace already exists.
+ed_topo_up() {
+    local p=$1
+    ed_check_prefix "$p"
+    ed_ns_names "$p"
+    _ed_ns_up "$NS_CTRA" "$NS_CTRB"
+    _ed_nodes_up "$p"
 
     # Every veth is created inside a namespace with its peer placed directly
     # in the other one: nothing ever appears in the root namespace.
     ip -n "$NS_NODEA" link add vc0 type veth peer name eth0 netns "$NS_CTRA"
-    ip -n "$NS_NODEA" link add ul0 mtu "$ED_UL_MTU" type veth peer name ul0 netns "$NS_NODEB"
     ip -n "$NS_NODEB" link add vc0 type veth peer name eth0 netns "$NS_CTRB"
-    ip -n "$NS_NODEB" link set ul0 mtu "$ED_UL_MTU"
 
     # ctrA <-> nodeA
     ip -n "$NS_CTRA" addr add "$ED_CTRA_IP/24" dev eth0
     ip -n "$NS_CTRA" addr add "$ED_CTRA_IP6/64" dev eth0 nodad
     ip -n "$NS_NODEA" addr add "$ED_A_GW/24" dev vc0
     ip -n "$NS_NODEA" addr add "$ED_A_GW6/64" dev vc0 nodad
-    # nodeA <-> nodeB underlay (IPv4 only)
-    ip -n "$NS_NODEA" addr add "$ED_A_UL/24" dev ul0
-    ip -n "$NS_NODEB" addr add "$ED_B_UL/24" dev ul0
     # nodeB <-> ctrB
     ip -n "$NS_NODEB" addr add "$ED_B_GW/24" dev vc0
     ip -n "$NS_NODEB" addr add "$ED_B_GW6/64" dev vc0 nodad
@@ -409,8 +437,7 @@ ed_topo_up() {
     for ns in "$NS_CTRA" "$NS_CTRB"; do ip -n "$ns" link set eth0 up; done
     for ns in "$NS_NODEA" "$NS_NODEB"; do
         ip -n "$ns" link set vc0 up
-        ip -n "$ns" link set ul0 up
-        ed_sysctl "$ns" net.ipv4.conf.vc0.rp_filter=0 net.ipv4.conf.ul0.rp_filter=0
+        ed_sysctl "$ns" net.ipv4.conf.vc0.rp_filter=0
     done
     ip -n "$NS_CTRA" route add default via "$ED_A_GW"
     ip -n "$NS_CTRA" -6 route add default via "$ED_A_GW6"
@@ -436,12 +463,13 @@ ed_topo_settle() {
     done
 }
 
-# ed_topo_down PREFIX: kill every process left in our namespaces, delete them.
+# ed_topo_down PREFIX: kill every process left in our namespaces (every
+# namespace whose name starts with PREFIX: the prefix is this run's own),
+# delete them.
 ed_topo_down() {
     local p=$1 ns pid pids
     ed_check_prefix "$p"
-    ed_ns_names "$p"
-    for ns in "$NS_CTRA" "$NS_NODEA" "$NS_NODEB" "$NS_CTRB"; do
+    for ns in $(ip netns list | awk -v p="$p" 'index($1, p) == 1 {print $1}'); do
         ed_ns_exists "$ns" || continue
         # The namespace is ours, so every process in it is ours too.
         pids=$(ip netns pids "$ns" 2>/dev/null || true)
@@ -563,40 +591,52 @@ ed_ping_ok() {
 # encapd
 
 # encapd_write_configs DIR IO [WORKERS]: a.toml/b.toml and their peers files.
+# VTEP MACs of the two nodes with the vxlan backend (what encapd would
+# derive from their public IPs; written out so the configs say them).
+ED_A_MAC=02:00:c6:12:00:01
+ED_B_MAC=02:00:c6:12:00:02
+
+# encapd_write_configs DIR IO [WORKERS] [BACKEND]: a.toml/b.toml and their
+# peers files (BACKEND udp, the default, or vxlan).
 encapd_write_configs() {
-    local dir=$1 io=$2 workers=${3:-2}
+    local dir=$1 io=$2 workers=${3:-2} backend=${4:-udp}
     mkdir -p "$dir"
-    _encapd_conf "$ED_A_UL" "$ED_A_SUB" "$ED_A_SUB6" "$io" "$workers" peers-a.toml >"$dir/a.toml"
-    _encapd_conf "$ED_B_UL" "$ED_B_SUB" "$ED_B_SUB6" "$io" "$workers" peers-b.toml >"$dir/b.toml"
-    _encapd_peers "$ED_B_SUB" "$ED_B_SUB6" "$ED_B_UL" >"$dir/peers-a.toml"
-    _encapd_peers "$ED_A_SUB" "$ED_A_SUB6" "$ED_A_UL" >"$dir/peers-b.toml"
+    _encapd_conf a "$ED_A_UL" "$ED_A_SUB" "$ED_A_SUB6" "$io" "$workers" "$backend" "$ED_A_MAC" >"$dir/a.toml"
+    _encapd_conf b "$ED_B_UL" "$ED_B_SUB" "$ED_B_SUB6" "$io" "$workers" "$backend" "$ED_B_MAC" >"$dir/b.toml"
+    _encapd_peers "$ED_B_SUB" "$ED_B_SUB6" "$ED_B_UL" "$backend" "$ED_B_MAC" >"$dir/peers-a.toml"
+    _encapd_peers "$ED_A_SUB" "$ED_A_SUB6" "$ED_A_UL" "$backend" "$ED_A_MAC" >"$dir/peers-b.toml"
 }
 
+# _encapd_conf SIDE PUBLIC_IP SUBNET SUBNET6 IO WORKERS BACKEND VTEP_MAC
 _encapd_conf() {
+    local side=$1 vtep="" port=$ED_PORT
+    if [[ $7 == vxlan ]]; then
+        vtep="vtep_mac  = \"$8\""
+        port=8472
+    fi
     # subnet.env and the control socket beside the config (subnet-a.env,
     # a.sock), never in the host's /run.
-    local side=${6#peers-}
-    side=${side%.toml}
     cat <<EOF
 [node]
-public_ip = "$1"
-subnet    = "$2"
-subnet6   = "$3"
+public_ip = "$2"
+subnet    = "$3"
+subnet6   = "$4"
+$vtep
 
 [network]
 cidr    = "$ED_NET"
 cidr6   = "$ED_NET6"
-backend = "udp"
-port    = $ED_PORT
+backend = "$7"
+port    = $port
 
 [dataplane]
 tun     = "$ED_TUN"
-workers = $5
-io      = "$4"
+workers = $6
+io      = "$5"
 
 [control]
 source = "file"
-peers  = "$6"
+peers  = "peers-$side.toml"
 subnet_env = "subnet-$side.env"
 
 [process]
@@ -604,6 +644,7 @@ control_socket = "$side.sock"
 EOF
 }
 
+# _encapd_peers SUBNET SUBNET6 PUBLIC_IP BACKEND VTEP_MAC
 _encapd_peers() {
     cat <<EOF
 [[peer]]
@@ -611,6 +652,7 @@ subnet    = "$1"
 subnet6   = "$2"
 public_ip = "$3"
 EOF
+    if [[ $4 == vxlan ]]; then echo "vtep_mac  = \"$5\""; fi
 }
 
 ENCAPD_PID_A=""
@@ -738,4 +780,76 @@ ed_install_traps() {
     trap 'ed_cleanup' EXIT
     trap 'exit 130' INT
     trap 'exit 143' TERM
+}
+
+# ---------------------------------------------------------------------------
+# Pods, wired as a Kubernetes node wires them: flannel's CNI plugin reads
+# subnet.env and delegates to the standard `bridge` plugin with
+# `host-local` IPAM (Debian's containernetworking-plugins). The delegate
+# configuration below is what flannel's plugin builds (flannel-io/cni-plugin,
+# with kube-flannel's `hairpinMode` and `isDefaultGateway`): bridge `cni0`
+# with the gateway on it, `ipMasq` the opposite of FLANNEL_IPMASQ, MTU from
+# FLANNEL_MTU, the node's subnet(s) as the IPAM range(s) and a route to
+# FLANNEL_NETWORK (and FLANNEL_IPV6_NETWORK). One addition: host-local keeps
+# its allocations in DATADIR instead of the host's /var/lib/cni, so that
+# runs never share (or leave behind) state outside their temp dirs.
+
+ED_CNI_PATH=/usr/lib/cni
+
+# ed_cni_conf SUBNET_ENV DATADIR: the delegate's JSON on stdout.
+ed_cni_conf() {
+    python3 - "$1" "$2" <<'PY'
+import ipaddress, json, sys
+
+env = dict(line.strip().split("=", 1) for line in open(sys.argv[1]) if "=" in line)
+net = lambda key: str(ipaddress.ip_interface(env[key]).network)
+ranges, routes = [[{"subnet": net("FLANNEL_SUBNET")}]], [{"dst": env["FLANNEL_NETWORK"]}]
+if "FLANNEL_IPV6_SUBNET" in env:
+    ranges.append([{"subnet": net("FLANNEL_IPV6_SUBNET")}])
+    routes.append({"dst": env["FLANNEL_IPV6_NETWORK"]})
+print(json.dumps({
+    "cniVersion": "0.3.1",
+    "name": "cbr0",
+    "type": "bridge",
+    "bridge": "cni0",
+    "isGateway": True,
+    "isDefaultGateway": True,
+    "hairpinMode": True,
+    "ipMasq": env.get("FLANNEL_IPMASQ", "false") != "true",
+    "mtu": int(env["FLANNEL_MTU"]),
+    "ipam": {"type": "host-local", "ranges": ranges, "routes": routes, "dataDir": sys.argv[2]},
+}))
+PY
+}
+
+# _ed_cni NODE_NS POD_NS COMMAND SUBNET_ENV DATADIR: run the bridge plugin
+# in the node's namespace for the pod's, as a container runtime does
+# (CNI_* in the environment, the configuration on stdin); its result (JSON)
+# on stdout.
+_ed_cni() {
+    local node=$1 pod=$2 cmd=$3 env=$4 data=$5
+    ed_cni_conf "$env" "$data" |
+        ip netns exec "$node" env CNI_COMMAND="$cmd" CNI_CONTAINERID="$pod" CNI_NETNS="/var/run/netns/$pod" \
+            CNI_IFNAME=eth0 CNI_PATH="$ED_CNI_PATH" "$ED_CNI_PATH/bridge"
+}
+
+# ed_cni_add NODE_NS POD_NS SUBNET_ENV DATADIR: create the pod's namespace
+# and attach it with CNI ADD; prints the pod's IPv4 address. The node's
+# bridge is made first, with a MAC of its own: a Linux bridge without one
+# takes its lowest port's MAC and changes it when that port goes, under
+# the other pods' ARP caches (the bridge plugin uses the bridge it finds).
+ed_cni_add() {
+    local node=$1 pod=$2 result
+    if ! ip -n "$node" link show cni0 >/dev/null 2>&1; then
+        ip -n "$node" link add cni0 address "02:00:64:60:$(od -An -N2 -tx1 /dev/urandom | tr -d ' \n' | sed 's/../&:/;s/:$//')" type bridge
+    fi
+    _ed_ns_up "$pod"
+    result=$(_ed_cni "$node" "$pod" ADD "$3" "$4") || ed_die "CNI ADD of $pod on $node failed: $result"
+    python3 -c 'import json, sys; r = json.load(sys.stdin); print(next(i["address"].split("/")[0] for i in r["ips"] if ":" not in i["address"]))' <<<"$result"
+}
+
+# ed_cni_del NODE_NS POD_NS SUBNET_ENV DATADIR: CNI DEL, then the namespace goes.
+ed_cni_del() {
+    _ed_cni "$1" "$2" DEL "$3" "$4" >/dev/null || ed_warn "CNI DEL of $2 on $1 failed"
+    ip netns del "$2" 2>/dev/null || true
 }

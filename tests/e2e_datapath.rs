@@ -13,11 +13,15 @@ mod common;
 
 use std::io::ErrorKind;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use common::traffic::{Transfer, spawn_hashed_transfer, tcp_pair};
+use common::counters::metric_sum;
+use common::packets::{Packet, fix_ipv4_header_checksum, udp_socket};
+use common::traffic::{Transfer, hashed_transfer};
 use common::{
-    CTR_A, CTR_A6, CTR_B, CTR_B6, Counters, Node, Options, Output, Prng, TUN, Topology, in_netns, ip, ipv4_udp, ipv6_udp, require_root,
+    CTR_A, CTR_A6, CTR_B, CTR_B6, Counters, ENCAPD_A, NODE_B_UNDERLAY, Node, Options, Output, Prng, TUN, Topology, in_netns, ip,
+    require_root, set_rcvbuf,
 };
 
 /// The topology for one variant: an engine name, or `uring` with the
@@ -92,14 +96,6 @@ fn ping(engine: &str) {
 
 const TCP_SEED: u64 = 0x5eed_e9ca_9d00_0001;
 
-/// Streams `total` pseudo-random bytes from `from_ns` to `to` (listening in
-/// `to_ns`); returns what each end saw.
-fn tcp_transfer(from_ns: &str, to_ns: &str, to: SocketAddr, total: usize) -> Transfer {
-    let pair = tcp_pair(from_ns, to_ns, to);
-    let (start, limit) = (Instant::now(), Duration::from_secs(150));
-    std::thread::scope(|s| spawn_hashed_transfer(s, pair, TCP_SEED, total, start, limit, String::new(), None).join())
-}
-
 fn check_tcp(engine: &str, v6: bool, total: usize) {
     if !require_root() {
         return;
@@ -109,7 +105,8 @@ fn check_tcp(engine: &str, v6: bool, total: usize) {
         if v6 { (CTR_B6.parse::<Ipv6Addr>().unwrap(), 5201).into() } else { (CTR_B.parse::<Ipv4Addr>().unwrap(), 5201).into() };
     let before = t.counters(Node::A);
     let start = Instant::now();
-    let Transfer { sent, sent_hash, got, got_hash, .. } = tcp_transfer(&t.ctr_a, &t.ctr_b, to, total);
+    let Transfer { sent, sent_hash, got, got_hash, .. } =
+        hashed_transfer(&t.ctr_a, &t.ctr_b, to, TCP_SEED, total, Duration::from_secs(150));
     let secs = start.elapsed().as_secs_f64();
     eprintln!(
         "{engine}: TCP {} {} MB in {secs:.2} s ({:.0} Mbit/s)",
@@ -172,7 +169,7 @@ fn send_udp(t: &Topology, v6: bool, bursts: &[Vec<usize>], pause: Duration) -> R
     let rx = in_netns(&t.ctr_b, || UdpSocket::bind(bind)).unwrap();
     let tx = in_netns(&t.ctr_a, || UdpSocket::bind(src)).unwrap();
     rx.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-    common::set_rcvbuf(&rx, 16 << 20);
+    set_rcvbuf(&rx, 16 << 20);
     let sizes: Vec<usize> = bursts.iter().flatten().copied().collect();
     let expected = sizes.len();
     std::thread::scope(|s| {
@@ -293,7 +290,7 @@ fn flows_spread_over_workers(engine: &str) {
     let before = t.counters(Node::B);
     let receiver = in_netns(&t.ctr_b, || UdpSocket::bind((CTR_B, 9300))).unwrap();
     receiver.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
-    let senders: Vec<UdpSocket> = (0..FLOWS).map(|_| in_netns(&t.ctr_a, || UdpSocket::bind((CTR_A, 0))).unwrap()).collect();
+    let senders: Vec<UdpSocket> = (0..FLOWS).map(|_| udp_socket(&t.ctr_a, CTR_A)).collect();
     let mut buf = [0u8; 256];
     let mut got = 0u64;
     for round in 0..PER_FLOW {
@@ -393,20 +390,131 @@ fn icmp(engine: &str) {
     assert_ping_ok(&t.ping(&t.ctr_a, &["-M", "do", "-s", "1444", "-c", "1", "-W", "2", CTR_B]), "MTU-sized ping");
 }
 
+/// Datagrams of the flood that earn ICMP errors: more than the limit lets
+/// through (a burst of 100, then 1,000/s per worker) in the time they take.
+const FLOOD: u32 = 5_000;
+const UNROUTED: Ipv4Addr = Ipv4Addr::new(100, 96, 7, 7);
+
+/// A raw ICMP socket in `ns`: it receives a copy of every ICMP message
+/// addressed there. (std has no raw-socket type; `UdpSocket`'s `recv` and
+/// read timeout are plain socket calls that work on any datagram socket.)
+fn icmp_listener(ns: &str) -> UdpSocket {
+    let fd = in_netns(ns, || {
+        // SAFETY: plain socket(2) call; the result is checked before use.
+        let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::IPPROTO_ICMP) };
+        assert!(raw >= 0, "socket(SOCK_RAW, IPPROTO_ICMP): {}", std::io::Error::last_os_error());
+        // SAFETY: `raw` is a fresh fd that nothing else owns.
+        unsafe { OwnedFd::from_raw_fd(raw) }
+    });
+    let sock = UdpSocket::from(fd);
+    set_rcvbuf(&sock, 8 << 20);
+    sock.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    sock
+}
+
+/// Destination-unreachable errors about packets to `dst` that arrive at
+/// `sock`, until none has come for 500 ms.
+fn count_unreachables(sock: &UdpSocket, dst: Ipv4Addr) -> u64 {
+    let mut buf = [0u8; 2048];
+    let mut n = 0;
+    while let Ok(len) = sock.recv(&mut buf) {
+        // IP header, ICMP type/code/checksum/unused, then the offending
+        // packet's IP header (its destination at bytes 16..20).
+        let p = &buf[..len];
+        let ihl = usize::from(p[0] & 0x0f) * 4;
+        let quoted_dst = ihl + 8 + 16;
+        if p.len() >= quoted_dst + 4 && p[ihl] == 3 && p[quoted_dst..quoted_dst + 4] == dst.octets() {
+            n += 1;
+        }
+    }
+    n
+}
+
+/// nodeA's ICMP figures from `/metrics`, per worker: (errors sent,
+/// errors over the rate limit), and the `no_route` drops (each of which
+/// earned an error).
+fn icmp_figures(t: &Topology) -> (Vec<(f64, f64)>, f64) {
+    let text = t.scrape(Node::A);
+    let per_worker = ["0", "1"]
+        .map(|w| {
+            let sent = metric_sum(&text, "encapd_icmp_sent_total", &[("worker", w)]);
+            (sent, metric_sum(&text, "encapd_icmp_rate_limited_total", &[("worker", w)]))
+        })
+        .to_vec();
+    (per_worker, metric_sum(&text, "encapd_drops_total", &[("reason", "no_route")]))
+}
+
+/// ICMP errors are rate-limited per worker (a bucket of 100, refilled at
+/// 1,000/s), and every error the limit holds back is counted: a flood of
+/// datagrams from ctrA to an overlay address no peer owns earns one error
+/// each; at most the limit is sent (per worker: 100 + 1,000/s over the
+/// time between the two readings), the sender receives every one sent,
+/// and sent + rate-limited = the datagrams that earned one (the
+/// `no_route` drops). The SIGUSR1 summary says the same as `/metrics`.
+fn icmp_rate_limit(engine: &str) {
+    if !require_root() {
+        return;
+    }
+    let mut t = topology(engine);
+    let listener = icmp_listener(&t.ctr_a);
+    let tx = udp_socket(&t.ctr_a, CTR_A);
+    // Idle for longer than a bucket takes to fill (100 ms).
+    std::thread::sleep(Duration::from_millis(300));
+    let window = Instant::now();
+    let (w0, no_route0) = icmp_figures(&t);
+    let flood_start = Instant::now();
+    for seq in 0..FLOOD {
+        // One flow, as fast as the socket takes them; a refused send (an
+        // error reported back on the socket) just sends nothing.
+        let _ = tx.send_to(&seq.to_be_bytes(), (UNROUTED, 9));
+    }
+    let flood_time = flood_start.elapsed();
+    let received = count_unreachables(&listener, UNROUTED);
+    let (w1, no_route1) = icmp_figures(&t);
+    let window = window.elapsed();
+    let per_worker: Vec<(u64, u64)> = w1.iter().zip(&w0).map(|(a, b)| ((a.0 - b.0) as u64, (a.1 - b.1) as u64)).collect();
+    let earned = (no_route1 - no_route0) as u64;
+    let sent: u64 = per_worker.iter().map(|w| w.0).sum();
+    let limited: u64 = per_worker.iter().map(|w| w.1).sum();
+    eprintln!(
+        "{engine}: {FLOOD} datagrams to {UNROUTED} in {:.0} ms; {earned} earned an ICMP error: {sent} sent, {limited} rate-limited \
+         (per worker sent/limited {per_worker:?}) within {:.0} ms; {received} received by the sender",
+        flood_time.as_secs_f64() * 1e3,
+        window.as_secs_f64() * 1e3
+    );
+    assert!(earned >= u64::from(FLOOD) / 2, "only {earned} of {FLOOD} datagrams reached encapd");
+    assert_eq!(sent + limited, earned, "every datagram that earned an ICMP error was answered or counted as rate-limited");
+    let bound = 100 + (window.as_secs_f64() * 1000.0).ceil() as u64;
+    for (w, &(w_sent, _)) in per_worker.iter().enumerate() {
+        assert!(w_sent <= bound, "worker {w} sent {w_sent} ICMP errors in {window:?} (limit {bound})");
+    }
+    assert!(sent >= 100, "the burst of 100 was not sent: {sent}");
+    assert!(limited > 0, "the flood never reached the limit: {sent} sent");
+    assert_eq!(received, sent, "ICMP errors sent by encapd vs received by the sender");
+    let c = t.counters(Node::A);
+    let (w2, _) = icmp_figures(&t);
+    let total = |i: usize| w2.iter().map(|w| if i == 0 { w.0 } else { w.1 }).sum::<f64>() as u64;
+    assert_eq!((c.icmp, c.icmp_rate_limited), (total(0), total(1)), "the SIGUSR1 summary vs /metrics");
+}
+
 // ---------------------------------------------------------------------------
 // 5. Ingress filter: crafted datagrams from the underlay
 
 const INNER_PORT: u16 = 7777;
 
 fn inner(src: [u8; 4], dst: [u8; 4], tag: &str) -> Vec<u8> {
-    ipv4_udp(src, dst, 40000, INNER_PORT, 64, tag.as_bytes())
+    Packet::new(src, dst).udp(40000, INNER_PORT, tag.as_bytes())
+}
+
+fn inner6(src: Ipv6Addr, dst: Ipv6Addr, tag: &str) -> Vec<u8> {
+    Packet::new(src, dst).udp(40000, INNER_PORT, tag.as_bytes())
 }
 
 /// Sends `datagram` to nodeA's encapd from `sock` and waits until the drop
 /// counter `reason` has risen by one; asserts nothing else was counted.
 fn expect_drop(t: &mut Topology, sock: &UdpSocket, datagram: &[u8], reason: &str, case: &str) {
     let before = t.counters(Node::A);
-    sock.send_to(datagram, (common::NODE_A_UNDERLAY, common::PORT)).unwrap_or_else(|e| panic!("{case}: send: {e}"));
+    sock.send_to(datagram, ENCAPD_A).unwrap_or_else(|e| panic!("{case}: send: {e}"));
     let after = t.counters_until(Node::A, Duration::from_secs(3), |c| c.drop(reason) > before.drop(reason));
     assert_eq!(after.drop(reason), before.drop(reason) + 1, "{case}: drop counter {reason} did not rise by 1: {before:?} -> {after:?}");
     assert_eq!(filter_drops(&after), filter_drops(&before) + 1, "{case}: other drop counters moved too: {before:?} -> {after:?}");
@@ -429,9 +537,9 @@ fn ingress_filter(engine: &str) {
     let listener = in_netns(&t.ctr_a, || UdpSocket::bind((Ipv4Addr::UNSPECIFIED, INNER_PORT))).unwrap();
     listener.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
     let node_b = t.node_b.clone();
-    let from_b = in_netns(&node_b, || UdpSocket::bind((common::NODE_B_UNDERLAY, 0))).unwrap();
+    let from_b = udp_socket(&node_b, NODE_B_UNDERLAY);
     ip(&node_b, &["addr", "add", "198.18.0.66/24", "dev", "ul", "nodad"]);
-    let from_stranger = in_netns(&node_b, || UdpSocket::bind(("198.18.0.66", 0))).unwrap();
+    let from_stranger = udp_socket(&node_b, "198.18.0.66");
 
     expect_drop(&mut t, &from_stranger, &inner(b, a, "BAD unknown sender"), "unknown_sender", "unknown sender");
     expect_drop(&mut t, &from_b, &inner(spoof, a, "BAD spoofed"), "spoofed_source", "spoofed inner source");
@@ -447,13 +555,13 @@ fn ingress_filter(engine: &str) {
     let mut long = inner(b, a, "BAD length");
     let claimed = (long.len() + 8) as u16;
     long[2..4].copy_from_slice(&claimed.to_be_bytes());
-    common::fix_ipv4_checksum(&mut long);
+    fix_ipv4_header_checksum(&mut long);
     expect_drop(&mut t, &from_b, &long, "length_mismatch", "total length beyond the datagram");
 
     // Positive control: the same kind of datagram from the right peer with
     // a source in its subnet is delivered.
     let before = t.counters(Node::A);
-    from_b.send_to(&inner(b, a, "GOOD"), (common::NODE_A_UNDERLAY, common::PORT)).unwrap();
+    from_b.send_to(&inner(b, a, "GOOD"), ENCAPD_A).unwrap();
     let mut got = Vec::new();
     let mut buf = [0u8; 2048];
     let deadline = Instant::now() + Duration::from_secs(3);
@@ -486,26 +594,14 @@ fn ingress_filter(engine: &str) {
     let listener6 = in_netns(&t.ctr_a, || UdpSocket::bind((a6, INNER_PORT))).unwrap();
     listener6.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
     let spoof6: Ipv6Addr = "fd00:96:9::9".parse().unwrap();
-    expect_drop(&mut t, &from_b, &ipv6_udp(spoof6, a6, 40000, INNER_PORT, 64, b"BAD spoofed6"), "spoofed_source", "spoofed IPv6 source");
+    expect_drop(&mut t, &from_b, &inner6(spoof6, a6, "BAD spoofed6"), "spoofed_source", "spoofed IPv6 source");
     let elsewhere6: Ipv6Addr = "fd00:96:3::3".parse().unwrap();
-    expect_drop(
-        &mut t,
-        &from_b,
-        &ipv6_udp(b6, elsewhere6, 40000, INNER_PORT, 64, b"BAD dst6"),
-        "wrong_destination",
-        "wrong IPv6 destination",
-    );
-    let mut short6 = ipv6_udp(b6, a6, 40000, INNER_PORT, 64, b"BAD length6");
+    expect_drop(&mut t, &from_b, &inner6(b6, elsewhere6, "BAD dst6"), "wrong_destination", "wrong IPv6 destination");
+    let mut short6 = inner6(b6, a6, "BAD length6");
     short6.truncate(short6.len() - 2);
     expect_drop(&mut t, &from_b, &short6, "length_mismatch", "IPv6 payload length beyond the datagram");
-    expect_drop(
-        &mut t,
-        &from_stranger,
-        &ipv6_udp(b6, a6, 40000, INNER_PORT, 64, b"BAD stranger6"),
-        "unknown_sender",
-        "IPv6 from unknown sender",
-    );
-    from_b.send_to(&ipv6_udp(b6, a6, 40000, INNER_PORT, 64, b"GOOD6"), (common::NODE_A_UNDERLAY, common::PORT)).unwrap();
+    expect_drop(&mut t, &from_stranger, &inner6(b6, a6, "BAD stranger6"), "unknown_sender", "IPv6 from unknown sender");
+    from_b.send_to(&inner6(b6, a6, "GOOD6"), ENCAPD_A).unwrap();
     let (n, from) = listener6.recv_from(&mut buf).expect("the legitimate IPv6 datagram was not delivered to ctrA");
     assert_eq!(&buf[..n], b"GOOD6", "ctrA must receive the legitimate IPv6 datagram and nothing else");
     assert_eq!(from, SocketAddr::from((b6, 40000)));
@@ -520,10 +616,9 @@ fn ingress_empty_datagram(engine: &str) {
         return;
     }
     let mut t = topology(engine);
-    let node_b = t.node_b.clone();
-    let from_b = in_netns(&node_b, || UdpSocket::bind((common::NODE_B_UNDERLAY, 0))).unwrap();
+    let from_b = udp_socket(&t.node_b, NODE_B_UNDERLAY);
     let before = t.counters(Node::A);
-    from_b.send_to(&[], (common::NODE_A_UNDERLAY, common::PORT)).unwrap();
+    from_b.send_to(&[], ENCAPD_A).unwrap();
     // The datagram was received...
     let mid = t.counters_until(Node::A, Duration::from_secs(3), |c| c.ingress_receives > before.ingress_receives);
     assert_eq!(mid.ingress_receives, before.ingress_receives + 1, "the empty datagram was not received: {before:?} -> {mid:?}");
@@ -536,14 +631,6 @@ fn ingress_empty_datagram(engine: &str) {
 
 // ---------------------------------------------------------------------------
 // Peers file changes reach the workers (and bad ones are refused)
-
-/// Replaces nodeA's peers file atomically (write + rename, as config
-/// managers do).
-fn replace_peers_a(t: &Topology, text: &str) {
-    let dir = t.dir().join("a");
-    std::fs::write(dir.join("peers.toml.new"), text).unwrap();
-    std::fs::rename(dir.join("peers.toml.new"), dir.join("peers.toml")).unwrap();
-}
 
 fn wait_log(t: &Topology, node: Node, needle: &str) {
     common::wait_for(Duration::from_secs(5), || t.log(node).contains(needle).then_some(()))
@@ -560,14 +647,14 @@ fn peers_reload(engine: &str) {
 
     // A peer claiming our own subnet: the whole change is refused.
     let before = t.counters(Node::A);
-    replace_peers_a(&t, &format!("{good}\n[[peer]]\nsubnet = \"100.96.1.0/25\"\npublic_ip = \"198.18.0.9\"\n"));
+    t.replace_peers(Node::A, &format!("{good}\n[[peer]]\nsubnet = \"100.96.1.0/25\"\npublic_ip = \"198.18.0.9\"\n"));
     let after = t.counters_until(Node::A, Duration::from_secs(5), |c| c.reload_failures > before.reload_failures);
     assert!(after.reload_failures > before.reload_failures, "a peers file claiming our subnet was not refused: {after:?}");
     assert_eq!(after.tables_published, 0, "a refused change published a table: {after:?}");
     assert_ping_ok(&t.ping(&t.ctr_a, &["-c", "1", "-W", "2", CTR_B]), "ping after a refused change");
 
     // No peers at all: B's subnet becomes unreachable, and B an unknown sender.
-    replace_peers_a(&t, "peer = []\n");
+    t.replace_peers(Node::A, "peer = []\n");
     wait_log(&t, Node::A, "subnet table version 2 published");
     let c0 = t.counters(Node::A);
     let o = t.ping(&t.ctr_a, &["-c", "1", "-W", "3", CTR_B]);
@@ -579,7 +666,7 @@ fn peers_reload(engine: &str) {
     assert!(c1.drop("unknown_sender") > c0.drop("unknown_sender"), "{c0:?} -> {c1:?}");
 
     // Back again.
-    replace_peers_a(&t, &good);
+    t.replace_peers(Node::A, &good);
     wait_log(&t, Node::A, "subnet table version 3 published");
     assert_ping_ok(&t.ping(&t.ctr_a, &["-c", "2", "-i", "0.2", "-W", "2", CTR_B]), "ping after restoring the peer");
     let c2 = t.counters(Node::A);
@@ -642,6 +729,10 @@ macro_rules! engine_tests {
             #[test]
             fn icmp() {
                 super::icmp(stringify!($engine));
+            }
+            #[test]
+            fn icmp_rate_limit() {
+                super::icmp_rate_limit(stringify!($engine));
             }
             #[test]
             fn ingress_filter() {

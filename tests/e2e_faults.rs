@@ -18,9 +18,8 @@
 //!    port while a legitimate stream flows; nothing hostile gets through,
 //!    every drop reason is counted, RSS stays flat, and the legitimate loss
 //!    is no worse than kernel VXLAN's under the same flood.
-//! 6. `coalesced_ingress_keeps_bad_inner_checksums_bad` (ignored: it fails
-//!    on a known encapd bug): corrupt inner checksums must not be turned
-//!    into valid ones by ingress coalescing.
+//! 6. `coalesced_ingress_keeps_bad_inner_checksums_bad`: corrupt inner
+//!    checksums must not be turned into valid ones by ingress coalescing.
 //!
 //! Tests that measure timing or loss (3 and 5) take an exclusive lock so
 //! that no other test of this file runs beside them on a small machine; the
@@ -32,17 +31,17 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::ErrorKind;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
-use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use common::packets::{Packet, Tcp, fix_ipv4_header_checksum, transport_checksum_ok, udp_socket};
+use common::traffic::{StreamResult, UdpStream};
 use common::{
-    CTR_A, CTR_B, Counters, NODE_A_UNDERLAY, NODE_B_UNDERLAY, Node, PORT, Prng, TUN, Topology, fix_ipv4_checksum, in_netns, ip, ipv4_udp,
-    ipv6_udp, ns_exec, require_root, run, set_rcvbuf, wait_for,
+    CTR_A, CTR_B, Counters, ENCAPD_A, NODE_A_UNDERLAY, NODE_B_UNDERLAY, Node, PORT, Prng, TUN, Topology, in_netns, ip, netns_pids, ns_exec,
+    require_root, run, set_rcvbuf, wait_for,
 };
 
 // ---------------------------------------------------------------------------
@@ -96,11 +95,6 @@ fn tun_devices(ns: &str) -> Vec<String> {
     o.stdout.lines().filter_map(|l| l.split(':').nth(1)).map(|n| n.trim().split('@').next().unwrap_or("").to_owned()).collect()
 }
 
-/// Pids of the processes in namespace `ns`.
-fn netns_pids(ns: &str) -> Vec<i32> {
-    run("ip", &["netns", "pids", ns]).stdout.split_whitespace().filter_map(|p| p.parse().ok()).collect()
-}
-
 /// Drop counters that say something went wrong (the kernel's own IPv6
 /// multicast chatter into the TUN, `not_forwardable`, arrives at any time).
 fn real_drops(c: &Counters) -> u64 {
@@ -130,195 +124,12 @@ fn ping_within(t: &Topology, ns: &str, dst: &str, within: Duration) -> Option<Du
 }
 
 // ---------------------------------------------------------------------------
-// A counted, paced UDP stream with sequence numbers
+// The legitimate stream (see `common::traffic::UdpStream`)
 
-const STREAM_MAGIC: &[u8; 4] = b"LGIT";
-const STREAM_PAYLOAD: usize = 200;
-
-fn stream_payload(seq: u32, buf: &mut [u8; STREAM_PAYLOAD]) {
-    buf[..4].copy_from_slice(STREAM_MAGIC);
-    buf[4..8].copy_from_slice(&seq.to_be_bytes());
-    buf[8..].fill((seq % 251) as u8);
-}
-
-fn is_stream_payload(p: &[u8]) -> Option<u32> {
-    if p.len() != STREAM_PAYLOAD || &p[..4] != STREAM_MAGIC {
-        return None;
-    }
-    let seq = u32::from_be_bytes(p[4..8].try_into().unwrap());
-    p[8..].iter().all(|&b| b == (seq % 251) as u8).then_some(seq)
-}
-
-#[derive(Default)]
-struct StreamShared {
-    /// (sequence number, arrival time) of every stream datagram received.
-    arrivals: Mutex<Vec<(u32, Instant)>>,
-    /// Datagrams at the stream's port that are not stream datagrams.
-    foreign: AtomicU64,
-    /// Sequence numbers handed to the kernel so far (= the next one).
-    sent: AtomicU32,
-    send_errors: AtomicU64,
-    stop_tx: AtomicBool,
-    stop_rx: AtomicBool,
-}
-
-/// Sends numbered datagrams from `from_ns` to `to` (received in `to_ns`) at
-/// `rate` per second until stopped (or `max` datagrams), recording when
-/// each one arrives.
-struct Stream {
-    shared: Arc<StreamShared>,
-    tx: Option<JoinHandle<()>>,
-    rx: Option<JoinHandle<()>>,
-}
-
-#[derive(Debug)]
-struct StreamResult {
-    sent: u32,
-    unique: u32,
-    dups: u32,
-    foreign: u64,
-    send_errors: u64,
-    arrivals: Vec<(u32, Instant)>,
-}
-
-impl StreamResult {
-    fn lost(&self) -> u32 {
-        self.sent - self.unique
-    }
-
-    fn loss_pct(&self) -> f64 {
-        if self.sent == 0 { 0.0 } else { 100.0 * f64::from(self.lost()) / f64::from(self.sent) }
-    }
-}
-
-impl Stream {
-    fn start(from_ns: &str, to_ns: &str, to: SocketAddr, rate: u32, max: u32) -> Stream {
-        let receiver = in_netns(to_ns, || UdpSocket::bind(to)).unwrap_or_else(|e| panic!("binding the stream receiver {to}: {e}"));
-        set_rcvbuf(&receiver, 16 << 20);
-        receiver.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
-        let sender = in_netns(from_ns, || UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))).unwrap();
-        let shared = Arc::new(StreamShared::default());
-        let rx = {
-            let shared = Arc::clone(&shared);
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 2048];
-                while !shared.stop_rx.load(Ordering::Relaxed) {
-                    match receiver.recv(&mut buf) {
-                        Ok(n) => match is_stream_payload(&buf[..n]) {
-                            Some(seq) => shared.arrivals.lock().unwrap().push((seq, Instant::now())),
-                            None => {
-                                shared.foreign.fetch_add(1, Ordering::Relaxed);
-                            }
-                        },
-                        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {}
-                        Err(e) => panic!("stream receive: {e}"),
-                    }
-                }
-            })
-        };
-        let tx = {
-            let shared = Arc::clone(&shared);
-            std::thread::spawn(move || {
-                let start = Instant::now();
-                let mut payload = [0u8; STREAM_PAYLOAD];
-                for seq in 0..max {
-                    if shared.stop_tx.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    let due = start + Duration::from_secs_f64(f64::from(seq) / f64::from(rate));
-                    if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                        std::thread::sleep(wait);
-                    }
-                    stream_payload(seq, &mut payload);
-                    if sender.send_to(&payload, to).is_err() {
-                        shared.send_errors.fetch_add(1, Ordering::Relaxed);
-                    }
-                    shared.sent.store(seq + 1, Ordering::Relaxed);
-                }
-            })
-        };
-        Stream { shared, tx: Some(tx), rx: Some(rx) }
-    }
-
-    fn sent(&self) -> u32 {
-        self.shared.sent.load(Ordering::Relaxed)
-    }
-
-    fn received(&self) -> usize {
-        self.shared.arrivals.lock().unwrap().len()
-    }
-
-    /// The earliest arrival of a datagram numbered `seq` or later.
-    fn first_arrival_from(&self, seq: u32) -> Option<Instant> {
-        self.shared.arrivals.lock().unwrap().iter().filter(|&&(s, _)| s >= seq).map(|&(_, t)| t).min()
-    }
-
-    /// The latest arrival of a datagram numbered below `seq`.
-    fn last_arrival_before(&self, seq: u32) -> Option<Instant> {
-        self.shared.arrivals.lock().unwrap().iter().filter(|&&(s, _)| s < seq).map(|&(_, t)| t).max()
-    }
-
-    /// Waits until the stream is flowing (`n` datagrams arrived).
-    fn wait_flowing(&self, n: usize, timeout: Duration) -> bool {
-        wait_for(timeout, || (self.received() >= n).then_some(())).is_some()
-    }
-
-    /// Stops sending, lets the last datagrams arrive, and reports.
-    fn finish(mut self) -> StreamResult {
-        self.shared.stop_tx.store(true, Ordering::Relaxed);
-        if let Some(tx) = self.tx.take() {
-            tx.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
-        }
-        // Quiet for 500 ms (at most 3 s): everything in flight has landed.
-        let deadline = Instant::now() + Duration::from_secs(3);
-        let mut last = self.received();
-        loop {
-            std::thread::sleep(Duration::from_millis(500));
-            let now = self.received();
-            if now == last || Instant::now() > deadline {
-                break;
-            }
-            last = now;
-        }
-        self.shared.stop_rx.store(true, Ordering::Relaxed);
-        if let Some(rx) = self.rx.take() {
-            rx.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
-        }
-        let sent = self.sent();
-        let arrivals = std::mem::take(&mut *self.shared.arrivals.lock().unwrap());
-        let mut seen = vec![false; sent as usize];
-        let (mut unique, mut dups) = (0u32, 0u32);
-        for &(seq, _) in &arrivals {
-            match seen.get_mut(seq as usize) {
-                Some(s) if !*s => {
-                    *s = true;
-                    unique += 1;
-                }
-                _ => dups += 1,
-            }
-        }
-        StreamResult {
-            sent,
-            unique,
-            dups,
-            foreign: self.shared.foreign.load(Ordering::Relaxed),
-            send_errors: self.shared.send_errors.load(Ordering::Relaxed),
-            arrivals,
-        }
-    }
-}
-
-impl Drop for Stream {
-    fn drop(&mut self) {
-        self.shared.stop_tx.store(true, Ordering::Relaxed);
-        self.shared.stop_rx.store(true, Ordering::Relaxed);
-        if let Some(tx) = self.tx.take() {
-            let _ = tx.join();
-        }
-        if let Some(rx) = self.rx.take() {
-            let _ = rx.join();
-        }
-    }
+/// A stream from `from_ns` (any address there) to `to` at `rate` per
+/// second, at most `max` datagrams.
+fn stream(from_ns: &str, to_ns: &str, to: SocketAddr, rate: u32, max: u32) -> UdpStream {
+    UdpStream::start(from_ns, IpAddr::V4(Ipv4Addr::UNSPECIFIED), to_ns, to, rate, max)
 }
 
 fn ctr_b_addr(port: u16) -> SocketAddr {
@@ -334,7 +145,7 @@ fn ctr_a_addr(port: u16) -> SocketAddr {
 
 /// Waits for the stream to arrive again after a restart that began when
 /// datagram `seq` was next to be sent; returns the gap from `spawned`.
-fn resume_gap(s: &Stream, seq: u32, spawned: Instant, within: Duration) -> Option<Duration> {
+fn resume_gap(s: &UdpStream, seq: u32, spawned: Instant, within: Duration) -> Option<Duration> {
     wait_for(within, || s.first_arrival_from(seq)).map(|t| t.saturating_duration_since(spawned))
 }
 
@@ -353,7 +164,7 @@ fn kill9_under_load_then_restart() {
     let _slot = shared_slot();
     let mut t = Topology::new("uring");
     let node_a = t.node_a.clone();
-    let s = Stream::start(&t.ctr_a, &t.ctr_b, ctr_b_addr(9201), 5_000, 5_000 * 60);
+    let s = stream(&t.ctr_a, &t.ctr_b, ctr_b_addr(9201), 5_000, 5_000 * 60);
     assert!(s.wait_flowing(2_500, Duration::from_secs(5)), "the stream does not flow before the kill ({} arrived)", s.received());
 
     // SIGKILL: no clean-up of encapd's own; the kernel must remove the TUN.
@@ -463,7 +274,7 @@ fn underlay_link_down_5s_recovers() {
     let mut t = Topology::new("uring");
     let node_a = t.node_a.clone();
     let rate = 2_000;
-    let s = Stream::start(&t.ctr_a, &t.ctr_b, ctr_b_addr(9202), rate, rate * 60);
+    let s = stream(&t.ctr_a, &t.ctr_b, ctr_b_addr(9202), rate, rate * 60);
     assert!(s.wait_flowing(1_000, Duration::from_secs(5)), "the stream does not flow ({} arrived)", s.received());
     let c0 = t.counters(Node::A);
     let lines0 = send_failed_lines(&t.log(Node::A)).len();
@@ -831,19 +642,6 @@ fn peers_text(y: bool) -> String {
     t
 }
 
-fn replace_file(path: &Path, text: &str) {
-    let tmp = path.with_extension("toml.tmp");
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
-}
-
-/// True when a ping from ctrA to `dst` is answered "unreachable" (no peer
-/// owns it); false when it is forwarded (Y points at nodeB, which drops it).
-fn unreachable(t: &Topology, dst: &str) -> bool {
-    let o = ns_exec(&t.ctr_a, &["ping", "-n", "-c", "1", "-W", "0.3", dst], Duration::from_secs(5));
-    o.text().to_lowercase().contains("unreachable")
-}
-
 /// 1,000 rename-replaces of nodeA's peers file in 30 s (alternately with and
 /// without Y = 100.96.3.0/24 at 198.18.0.2) while a 1,000 pps stream flows:
 /// the final table matches the final file, no reload is rejected, the
@@ -856,18 +654,17 @@ fn peers_file_churn_1000_changes_no_leak() {
     }
     let _slot = shared_slot();
     let mut t = Topology::new("uring");
-    let peers = t.dir().join("a/peers.toml");
     let pid = t.pid(Node::A);
     // Settle (first reload allocations, thread start-up) before the baseline.
     for i in 0..10 {
-        replace_file(&peers, &peers_text(i % 2 == 0));
+        t.replace_peers(Node::A, &peers_text(i % 2 == 0));
         std::thread::sleep(Duration::from_millis(30));
     }
-    replace_file(&peers, &peers_text(false));
+    t.replace_peers(Node::A, &peers_text(false));
     std::thread::sleep(Duration::from_millis(500));
     let before = proc_stats(pid);
     let c0 = t.counters(Node::A);
-    let s = Stream::start(&t.ctr_a, &t.ctr_b, ctr_b_addr(9203), 1_000, 1_000 * 120);
+    let s = stream(&t.ctr_a, &t.ctr_b, ctr_b_addr(9203), 1_000, 1_000 * 120);
 
     const CHANGES: u32 = 1_000;
     let pace = Duration::from_millis(30);
@@ -876,7 +673,7 @@ fn peers_file_churn_1000_changes_no_leak() {
     for i in 0..CHANGES {
         // Alternate: Y present on even changes, absent on odd ones; the last
         // change (999) removes it.
-        replace_file(&peers, &peers_text(i % 2 == 0));
+        t.replace_peers(Node::A, &peers_text(i % 2 == 0));
         if i % 100 == 99 {
             let p = proc_stats(pid);
             peak = ProcStats { rss_kib: peak.rss_kib.max(p.rss_kib), fds: peak.fds.max(p.fds), threads: peak.threads.max(p.threads) };
@@ -887,7 +684,9 @@ fn peers_file_churn_1000_changes_no_leak() {
     }
     let churn = start.elapsed();
     assert!(churn < Duration::from_secs(60), "1,000 changes took {churn:?}");
-    let final_ok = wait_for(Duration::from_secs(3), || unreachable(&t, "100.96.3.1").then_some(()));
+    // Y points at nodeB, which drops what reaches it: "routed" means no
+    // ICMP unreachable.
+    let final_ok = t.wait_unreachable("100.96.3.1", true, Duration::from_secs(3));
     let r = s.finish();
     std::thread::sleep(Duration::from_secs(1));
     let after = proc_stats(pid);
@@ -912,7 +711,7 @@ fn peers_file_churn_1000_changes_no_leak() {
         r.sent,
         r.lost()
     );
-    assert!(final_ok.is_some(), "Y is absent from the final peers file but 100.96.3.1 is still routed");
+    assert!(final_ok, "Y is absent from the final peers file but 100.96.3.1 is still routed");
     assert_eq!(c1.reload_failures, 0, "a rename-replaced peers file was rejected");
     assert!(c1.tables_published > c0.tables_published, "no table was published during the churn");
     assert!(after.rss_kib <= before.rss_kib + 8 * 1024, "RSS grew by {} KiB over 1,000 reloads", after.rss_kib - before.rss_kib);
@@ -921,9 +720,8 @@ fn peers_file_churn_1000_changes_no_leak() {
     assert_eq!(r.foreign, 0);
     assert_eq!(r.lost(), 0, "datagrams to nodeB's subnet were lost while the peers file churned");
     // Still live: the file watcher works after 1,000 changes.
-    replace_file(&peers, &peers_text(true));
-    let routed = wait_for(Duration::from_secs(3), || (!unreachable(&t, "100.96.3.1")).then_some(()));
-    assert!(routed.is_some(), "adding Y after the churn was not applied");
+    t.replace_peers(Node::A, &peers_text(true));
+    assert!(t.wait_unreachable("100.96.3.1", false, Duration::from_secs(3)), "adding Y after the churn was not applied");
 }
 
 // ---------------------------------------------------------------------------
@@ -977,7 +775,7 @@ fn hostile_inner(kind: Hostile, rng: &mut Prng) -> Vec<u8> {
     let tag = b"HOSTILE flood datagram";
     let valid = |rng: &mut Prng| {
         let sport = 1024 + (rng.next() % 60000) as u16;
-        ipv4_udp(B_IP, A_IP, sport, HOSTILE_PORT, 64, tag)
+        Packet::new(B_IP, A_IP).udp(sport, HOSTILE_PORT, tag)
     };
     match kind {
         Hostile::Random => {
@@ -993,7 +791,7 @@ fn hostile_inner(kind: Hostile, rng: &mut Prng) -> Vec<u8> {
             p
         }
         Hostile::Truncated if r & 0x10000 != 0 => {
-            let mut p = ipv6_udp(B_IP6.into(), A_IP6.into(), 40000, HOSTILE_PORT, 64, tag);
+            let mut p = Packet::new(B_IP6, A_IP6).udp(40000, HOSTILE_PORT, tag);
             p.truncate(1 + (r % 39) as usize);
             p
         }
@@ -1009,11 +807,11 @@ fn hostile_inner(kind: Hostile, rng: &mut Prng) -> Vec<u8> {
                 1 => p[0] = 0x4f,                                   // 60-byte header in a 50-byte packet
                 _ => p[2..4].copy_from_slice(&12u16.to_be_bytes()), // total length below the header
             }
-            fix_ipv4_checksum(&mut p);
+            fix_ipv4_header_checksum(&mut p);
             p
         }
         Hostile::LengthMismatch if r & 0x10000 != 0 => {
-            let mut p = ipv6_udp(B_IP6.into(), A_IP6.into(), 40000, HOSTILE_PORT, 64, tag);
+            let mut p = Packet::new(B_IP6, A_IP6).udp(40000, HOSTILE_PORT, tag);
             let len = (p.len() - 40) as u16;
             let claimed = if r & 1 == 0 { len + 1 + (r >> 8) as u16 % 1000 } else { len - 1 - (r >> 8) as u16 % 8 };
             p[4..6].copy_from_slice(&claimed.to_be_bytes());
@@ -1024,11 +822,11 @@ fn hostile_inner(kind: Hostile, rng: &mut Prng) -> Vec<u8> {
             let len = p.len() as u16;
             let claimed = if r & 1 == 0 { len + 1 + (r >> 8) as u16 % 1000 } else { len - 1 - (r >> 8) as u16 % 20 };
             p[2..4].copy_from_slice(&claimed.to_be_bytes());
-            fix_ipv4_checksum(&mut p);
+            fix_ipv4_header_checksum(&mut p);
             p
         }
         Hostile::Oversized => {
-            let mut p = ipv4_udp(B_IP, A_IP, 40000, HOSTILE_PORT, 64, &vec![0x5a; 1400]);
+            let mut p = Packet::new(B_IP, A_IP).udp(40000, HOSTILE_PORT, &[0x5a; 1400]);
             p.resize(2000 + (r % 7000) as usize, 0xa5);
             p
         }
@@ -1036,7 +834,7 @@ fn hostile_inner(kind: Hostile, rng: &mut Prng) -> Vec<u8> {
             let mut src = [0u8; 16];
             src[..6].copy_from_slice(&[0xfd, 0x00, 0x00, 0x96, 0x00, 1 + (r >> 8) as u8 % 2 * 8]); // fd00:96:1:: or fd00:96:9::
             src[15] = (r >> 24) as u8;
-            ipv6_udp(src.into(), A_IP6.into(), 40000, HOSTILE_PORT, 64, tag)
+            Packet::new(src, A_IP6).udp(40000, HOSTILE_PORT, tag)
         }
         Hostile::Spoofed => {
             let src = match r % 4 {
@@ -1045,10 +843,10 @@ fn hostile_inner(kind: Hostile, rng: &mut Prng) -> Vec<u8> {
                 2 => [10, (r >> 8) as u8, (r >> 16) as u8, 1], // outside the overlay
                 _ => [198, 18, 0, 2],                          // the peer's underlay address
             };
-            ipv4_udp(src, A_IP, 40000, HOSTILE_PORT, 64, tag)
+            Packet::new(src, A_IP).udp(40000, HOSTILE_PORT, tag)
         }
         Hostile::UnknownSender => valid(rng),
-        Hostile::Foreign => ipv4_udp(B_IP, [100, 96, 9, 9], 40000, HOSTILE_PORT, 64, tag),
+        Hostile::Foreign => Packet::new(B_IP, [100, 96, 9, 9]).udp(40000, HOSTILE_PORT, tag),
     }
 }
 
@@ -1091,8 +889,8 @@ fn hostile_name(k: Hostile) -> &'static str {
 /// `secs`, cycling through every hostile category. With `vxlan_macs`, the
 /// crafted inner packets are wrapped in VXLAN + Ethernet (random bytes stay raw).
 fn flood(node_b: &str, target: SocketAddr, pps: u64, secs: Duration, threads: u64, vxlan_macs: Option<([u8; 6], [u8; 6])>) -> FloodStats {
-    let peer = in_netns(node_b, || UdpSocket::bind((NODE_B_UNDERLAY, 0))).unwrap();
-    let stranger = in_netns(node_b, || UdpSocket::bind((STRANGER, 0))).unwrap();
+    let peer = udp_socket(node_b, NODE_B_UNDERLAY);
+    let stranger = udp_socket(node_b, STRANGER);
     let per_thread = (pps / threads).max(1);
     let start = Instant::now();
     let results: Vec<FloodStats> = std::thread::scope(|sc| {
@@ -1270,7 +1068,7 @@ fn flood_phase(
 ) -> Phase {
     let sink = Sink::start(&t.ctr_a, HOSTILE_PORT);
     let legit_rate = 2_000;
-    let s = Stream::start(&t.ctr_b, &t.ctr_a, ctr_a_addr(LEGIT_PORT), legit_rate, legit_rate * (secs.as_secs() as u32 + 5));
+    let s = stream(&t.ctr_b, &t.ctr_a, ctr_a_addr(LEGIT_PORT), legit_rate, legit_rate * (secs.as_secs() as u32 + 5));
     assert!(s.wait_flowing(200, Duration::from_secs(5)), "the legitimate stream does not flow before the flood");
     let running = AtomicBool::new(true);
     let rcvbuf_before = snmp(&t.node_a).get("Udp.RcvbufErrors").copied().unwrap_or(0);
@@ -1407,28 +1205,12 @@ fn hostile_flood_vs_kernel_vxlan() {
 // ---------------------------------------------------------------------------
 // 6. Bad inner checksums must stay bad through ingress coalescing
 
-/// An IPv4/TCP segment (ACK, window 512) with a valid IP header checksum
-/// and a deliberately wrong TCP checksum.
-fn ipv4_tcp_bad_checksum(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, seq: u32, payload: &[u8]) -> Vec<u8> {
-    let total = 40 + payload.len();
-    let mut p = vec![0u8; total];
-    p[0] = 0x45;
-    p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-    p[6] = 0x40;
-    p[8] = 64;
-    p[9] = 6;
-    p[12..16].copy_from_slice(&src);
-    p[16..20].copy_from_slice(&dst);
-    fix_ipv4_checksum(&mut p);
-    p[20..22].copy_from_slice(&sport.to_be_bytes());
-    p[22..24].copy_from_slice(&dport.to_be_bytes());
-    p[24..28].copy_from_slice(&seq.to_be_bytes());
-    p[28..32].copy_from_slice(&1u32.to_be_bytes());
-    p[32] = 5 << 4;
-    p[33] = 0x10;
-    p[34..36].copy_from_slice(&512u16.to_be_bytes());
-    p[36..38].copy_from_slice(&0x1234u16.to_be_bytes());
-    p[40..].copy_from_slice(payload);
+/// `p` (a complete IPv4 packet of the builder) with its transport
+/// checksum deliberately wrong: the low byte of the right one flipped.
+fn break_transport_checksum(mut p: Vec<u8>) -> Vec<u8> {
+    let field = 20 + if p[9] == 6 { 16 } else { 6 };
+    p[field + 1] ^= 0xff;
+    assert!(!transport_checksum_ok(&p));
     p
 }
 
@@ -1450,7 +1232,7 @@ fn send_gso_train(sock: &UdpSocket, packets: &[Vec<u8>]) {
     };
     assert_eq!(rc, 0, "UDP_SEGMENT: {}", std::io::Error::last_os_error());
     let train: Vec<u8> = packets.concat();
-    sock.send_to(&train, (NODE_A_UNDERLAY, PORT)).expect("sending a GSO train");
+    sock.send_to(&train, ENCAPD_A).expect("sending a GSO train");
 }
 
 /// Sent one by one: (datagrams delivered, Udp.InCsumErrors, Tcp.InCsumErrors).
@@ -1464,17 +1246,13 @@ fn corrupt_checksums_through(engine: &str) -> (OneByOne, AsTrains) {
     assert!(ping_within(&t, &t.ctr_b, CTR_A, Duration::from_secs(3)).is_some(), "ping before the test");
     let rx = in_netns(&t.ctr_a, || UdpSocket::bind(ctr_a_addr(7788))).unwrap();
     rx.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
-    let single = in_netns(&t.node_b, || UdpSocket::bind((NODE_B_UNDERLAY, 0))).unwrap();
-    let gso = in_netns(&t.node_b, || UdpSocket::bind((NODE_B_UNDERLAY, 0))).unwrap();
-    let bad_udp: Vec<Vec<u8>> = (0..8u8)
-        .map(|i| {
-            let mut p = ipv4_udp(B_IP, A_IP, 40001, 7788, 64, &[b'U', i, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
-            let good = u16::from_be_bytes([p[26], p[27]]);
-            p[26..28].copy_from_slice(&(good ^ 0x00ff).to_be_bytes());
-            p
-        })
-        .collect();
-    let bad_tcp: Vec<Vec<u8>> = (0..8u32).map(|i| ipv4_tcp_bad_checksum(B_IP, A_IP, 40002, 5555, 1000 + i * 100, &[b'T'; 100])).collect();
+    let single = udp_socket(&t.node_b, NODE_B_UNDERLAY);
+    let gso = udp_socket(&t.node_b, NODE_B_UNDERLAY);
+    let inner = Packet::new(B_IP, A_IP);
+    let bad_udp: Vec<Vec<u8>> =
+        (0..8u8).map(|i| break_transport_checksum(inner.udp(40001, 7788, &[b'U', i, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]))).collect();
+    let bad_tcp: Vec<Vec<u8>> =
+        (0..8u32).map(|i| break_transport_checksum(inner.tcp(Tcp::new(40002, 5555).seq(1000 + i * 100).ack(1), &[b'T'; 100]))).collect();
     let drain = || {
         let mut buf = [0u8; 2048];
         let mut n = 0;
@@ -1489,7 +1267,7 @@ fn corrupt_checksums_through(engine: &str) -> (OneByOne, AsTrains) {
     // Control: one by one, every corrupt packet is caught by ctrA's kernel.
     let (u0, t0, r0) = (csum("Udp"), csum("Tcp"), rsts());
     for p in bad_udp.iter().chain(&bad_tcp) {
-        single.send_to(p, (NODE_A_UNDERLAY, PORT)).unwrap();
+        single.send_to(p, ENCAPD_A).unwrap();
     }
     let got_single = drain();
     let (u1, t1, r1) = (csum("Udp"), csum("Tcp"), rsts());
@@ -1523,7 +1301,8 @@ fn corrupt_checksums_through(engine: &str) -> (OneByOne, AsTrains) {
 /// GSO train each (what an encapd peer's batched sends look like after
 /// GRO), they are delivered: the UDP datagrams reach the application, and
 /// ctrA's TCP answers the merged segment with a RST instead of counting a
-/// checksum error. Ignored until encapd is fixed (see the test report).
+/// checksum error. (Found by this test and fixed in encapd: ingress
+/// coalescing now checks every segment's checksum before merging.)
 #[test]
 fn coalesced_ingress_keeps_bad_inner_checksums_bad() {
     if !require_root() {

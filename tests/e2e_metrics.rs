@@ -7,17 +7,15 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::UdpSocket;
 use std::time::Duration;
 
+use common::counters::METRICS;
 use common::{CTR_A, CTR_B, Node, Topology, in_netns, ns_exec, require_root, wait_for};
 use encapd::stats::scrape::{self, Sample};
 
-const METRICS: &str = "127.0.0.1:9285";
-
 fn scrape_text(t: &Topology, node: Node) -> String {
-    let addr: SocketAddr = METRICS.parse().unwrap();
-    in_netns(t.ns_of(node), || scrape::fetch(addr)).expect("GET /metrics")
+    common::counters::scrape(t.ns_of(node)).expect("GET /metrics")
 }
 
 fn samples(t: &Topology, node: Node) -> Vec<Sample> {

@@ -22,14 +22,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use common::counters::METRICS;
+use common::packets::Packet;
 use common::prometheus::{PrometheusServer, encode, sample_value};
 use common::{CTR_A, CTR_B, NODE_A_UNDERLAY, NODE_B_UNDERLAY, PORT, Topology, in_netns, require_root, require_tools, run_cmd, set_rcvbuf};
 use encapd::stats::format::PROMETHEUS_SCRAPE_ACCEPT;
 use encapd::stats::scrape;
 use serde_json::Value;
 
-/// encapd's default metrics address, on each node namespace's loopback.
-const METRICS: &str = "127.0.0.1:9285";
 /// What `$__rate_interval` becomes when the test runs the dashboard's
 /// queries (Prometheus scrapes every second here).
 const RATE_INTERVAL: &str = "10s";
@@ -323,7 +323,7 @@ fn prometheus_scrapes_encapd_as_intended() {
         paced_sender(&t.ctr_b, CTR_B.parse().unwrap(), SocketAddr::from(([100, 96, 1, 2], 9400)), RX_RATE, TRAFFIC, |_| vec![2u8; 200]);
     let no_route =
         paced_sender(&t.ctr_a, CTR_A.parse().unwrap(), SocketAddr::from(([100, 96, 7, 7], 9400)), DROP_RATE, TRAFFIC, |_| vec![3u8; 64]);
-    let spoofed_packet = common::ipv4_udp([100, 96, 9, 9], [100, 96, 1, 2], 5000, 9400, 64, &[4u8; 64]);
+    let spoofed_packet = Packet::new([100, 96, 9, 9], [100, 96, 1, 2]).udp(5000, 9400, &[4u8; 64]);
     let underlay_a = SocketAddr::new(NODE_A_UNDERLAY.parse().unwrap(), PORT);
     let spoofed =
         paced_sender(&t.node_b, NODE_B_UNDERLAY.parse().unwrap(), underlay_a, DROP_RATE, TRAFFIC, move |_| spoofed_packet.clone());

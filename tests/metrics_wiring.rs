@@ -20,12 +20,13 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{SocketAddr, UdpSocket};
+use std::net::UdpSocket;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use common::packets::{Packet, fix_ipv4_header_checksum, udp_socket};
 use encapd::control::ControlCounters;
 use encapd::route::{PeerSpec, Prefix, SubnetTable, TableScope};
 use encapd::stats::exposition::{MetricsSource, StaticInfo, render};
@@ -284,7 +285,6 @@ fn debug_fields_reads_a_derived_debug() {
 // ---------------------------------------------------------------------------
 // 2. The daemon side, in namespaces
 
-const METRICS: &str = "127.0.0.1:9285";
 /// The drop reasons no test can provoke from outside the daemon, and why.
 const UNPROVOKABLE: [(DropReason, &str); 1] = [(
     DropReason::BadOffloadHeader,
@@ -295,8 +295,7 @@ const UNPROVOKABLE: [(DropReason, &str); 1] = [(
 const VXLAN_ONLY: [DropReason; 4] = [DropReason::BadVxlanHeader, DropReason::WrongVni, DropReason::WrongMac, DropReason::UnsupportedFrame];
 
 fn drops_on_a(t: &common::Topology, reason: DropReason) -> f64 {
-    let addr: SocketAddr = METRICS.parse().unwrap();
-    let text = common::in_netns(&t.node_a, || scrape::fetch(addr)).expect("GET /metrics on nodeA");
+    let text = common::counters::scrape(&t.node_a).expect("GET /metrics on nodeA");
     scrape::sum(&scrape::parse(&text).expect("parses"), "encapd_drops_total", &[("reason", reason.name())])
 }
 
@@ -313,14 +312,14 @@ struct Senders {
 }
 
 fn inner(src: [u8; 4], dst: [u8; 4]) -> Vec<u8> {
-    common::ipv4_udp(src, dst, 40000, 7777, 64, b"metrics wiring")
+    Packet::new(src, dst).udp(40000, 7777, b"metrics wiring")
 }
 
 /// Makes encapd on nodeA drop one (or a few) packets for `reason`. The
 /// match has no catch-all: a new reason does not compile until it has a
 /// way to be provoked here (or is listed in [`UNPROVOKABLE`]).
 fn provoke(t: &common::Topology, s: &Senders, reason: DropReason) {
-    let to_a = (common::NODE_A_UNDERLAY, common::PORT);
+    let to_a = common::ENCAPD_A;
     let (a, b) = ([100, 96, 1, 2], [100, 96, 2, 3]);
     let send = |sock: &UdpSocket, datagram: &[u8], to: (&str, u16)| {
         sock.send_to(datagram, to).unwrap_or_else(|e| panic!("{}: send to {to:?}: {e}", reason.name()));
@@ -340,7 +339,7 @@ fn provoke(t: &common::Topology, s: &Senders, reason: DropReason) {
             let mut p = inner(b, a);
             let claimed = (p.len() + 8) as u16;
             p[2..4].copy_from_slice(&claimed.to_be_bytes());
-            common::fix_ipv4_checksum(&mut p);
+            fix_ipv4_header_checksum(&mut p);
             send(&s.peer, &p, to_a);
         }
         DropReason::NoRoute => send(&s.container, b"no route", ("100.96.7.7", 9)),
@@ -398,12 +397,11 @@ fn every_drop_reason_is_counted_by_a_running_daemon() {
     common::ip(&t.node_b, &["addr", "add", "198.18.0.66/24", "dev", "ul", "nodad"]);
     common::ip(&t.node_a, &["route", "add", "100.96.1.200/32", "dev", common::TUN]);
     common::ip(&t.node_a, &["route", "add", "239.1.2.3/32", "dev", common::TUN]);
-    let bind = |ns: &str, addr: &str| common::in_netns(ns, || UdpSocket::bind((addr, 0))).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
     let senders = Senders {
-        peer: bind(&t.node_b, common::NODE_B_UNDERLAY),
-        stranger: bind(&t.node_b, "198.18.0.66"),
-        container: bind(&t.ctr_a, common::CTR_A),
-        node: bind(&t.node_a, "0.0.0.0"),
+        peer: udp_socket(&t.node_b, common::NODE_B_UNDERLAY),
+        stranger: udp_socket(&t.node_b, "198.18.0.66"),
+        container: udp_socket(&t.ctr_a, common::CTR_A),
+        node: udp_socket(&t.node_a, "0.0.0.0"),
     };
     // Neighbours resolved, so that nothing below waits for ARP.
     let o = t.ping(&t.ctr_a, &["-c", "1", "-W", "2", common::CTR_B]);

@@ -11,10 +11,12 @@ pub mod flannel;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender};
+
+pub use crate::stats::ControlCounters;
 
 use crate::config::{Config, PeersError, PeersFile};
 use crate::route::{PeerSpec, Prefix, SharedTable, SubnetTable, TableError, TableScope};
@@ -53,33 +55,6 @@ pub enum ControlError {
 pub enum PeerChange {
     Add(PeerSpec),
     Remove(Prefix),
-}
-
-/// Counters of the control plane.
-#[derive(Debug)]
-pub struct ControlCounters {
-    pub tables_published: AtomicU64,
-    pub reload_failures: AtomicU64,
-    /// Leases in etcd skipped as malformed (bad JSON, wrong types, bad key,
-    /// subnet outside the network), each distinct write counted once.
-    pub malformed_leases: AtomicU64,
-    /// The source is readable and its last change was applied.
-    pub healthy: std::sync::atomic::AtomicBool,
-    /// Unix time (ms) the table in force was published; until the control
-    /// thread publishes one, the time these counters were made (start-up).
-    pub table_published_unix_ms: AtomicU64,
-}
-
-impl Default for ControlCounters {
-    fn default() -> Self {
-        ControlCounters {
-            tables_published: AtomicU64::new(0),
-            reload_failures: AtomicU64::new(0),
-            malformed_leases: AtomicU64::new(0),
-            healthy: std::sync::atomic::AtomicBool::new(true),
-            table_published_unix_ms: AtomicU64::new(crate::stats::unix_time_ms()),
-        }
-    }
 }
 
 /// A running control thread; stopped (and waited for) on

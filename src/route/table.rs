@@ -206,7 +206,10 @@ impl fmt::Display for SubnetTable {
         let mut routes: Vec<&Route> = self.routes.iter().collect();
         routes.sort_by_key(|r| r.subnet);
         for r in routes {
-            writeln!(f, "  {:<24} -> {}", r.subnet.to_string(), r.endpoint)?;
+            match r.vtep_mac {
+                Some(mac) => writeln!(f, "  {:<24} -> {} (VTEP {mac})", r.subnet.to_string(), r.endpoint)?,
+                None => writeln!(f, "  {:<24} -> {}", r.subnet.to_string(), r.endpoint)?,
+            }
         }
         Ok(())
     }

@@ -29,8 +29,7 @@ use prometheus_client::registry::Registry;
 
 use super::format::Format;
 use super::latency::{Direction, LatencyHub, LatencyTotals};
-use super::{CounterSnapshot, DropReason, WorkerCounters};
-use crate::control::ControlCounters;
+use super::{ControlCounters, CounterSnapshot, DropReason, WorkerCounters};
 use crate::route::SharedTable;
 
 /// Facts fixed at start-up, shown as info metrics.

@@ -13,7 +13,7 @@ pub mod scrape;
 pub mod server;
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 /// Why a packet was not forwarded. One counter each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,6 +112,34 @@ impl DropReason {
 
     pub fn from_name(name: &str) -> Option<DropReason> {
         Self::ALL.into_iter().find(|r| r.name() == name)
+    }
+}
+
+/// Counters of the control plane (written by the control thread and the
+/// etcd source, read by the metrics endpoint and the summary).
+#[derive(Debug)]
+pub struct ControlCounters {
+    pub tables_published: AtomicU64,
+    pub reload_failures: AtomicU64,
+    /// Leases in etcd skipped as malformed (bad JSON, wrong types, bad key,
+    /// subnet outside the network), each distinct write counted once.
+    pub malformed_leases: AtomicU64,
+    /// The source is readable and its last change was applied.
+    pub healthy: AtomicBool,
+    /// Unix time (ms) the table in force was published; until the control
+    /// thread publishes one, the time these counters were made (start-up).
+    pub table_published_unix_ms: AtomicU64,
+}
+
+impl Default for ControlCounters {
+    fn default() -> Self {
+        ControlCounters {
+            tables_published: AtomicU64::new(0),
+            reload_failures: AtomicU64::new(0),
+            malformed_leases: AtomicU64::new(0),
+            healthy: AtomicBool::new(true),
+            table_published_unix_ms: AtomicU64::new(unix_time_ms()),
+        }
     }
 }
 

@@ -5,7 +5,7 @@
 //! when the [`PrometheusServer`] is dropped, on every exit path. A server
 //! left behind by a test process killed with SIGKILL sits in one of that
 //! process's namespaces, which the next run removes with everything in it
-//! (see the module docs of `common`).
+//! (see [`super::netns`]).
 //!
 //! [`PrometheusServer::query`] and [`PrometheusServer::api`] talk to its
 //! HTTP API with a minimal HTTP/1.0 client (no client crate needed).
@@ -18,7 +18,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{TempDir, in_netns, wait_for};
+use super::cmd::{TempDir, wait_for};
+use super::netns::in_netns;
+use super::process::stop_child;
 
 /// Where the server listens, inside its namespace.
 const LISTEN: &str = "127.0.0.1:9090";
@@ -118,16 +120,8 @@ impl PrometheusServer {
 
 impl Drop for PrometheusServer {
     fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let pid = self.child.id() as i32;
-            // SAFETY: kill has no memory-safety preconditions; `pid` is our
-            // child, not yet reaped, so it names the Prometheus we started.
-            unsafe { libc::kill(pid, libc::SIGTERM) };
-            if wait_for(Duration::from_secs(10), || self.child.try_wait().ok().flatten()).is_none() {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-            }
-        }
+        // SIGTERM by pid (its own clean shutdown), SIGKILL after 10 s.
+        let _ = stop_child(&mut self.child, Duration::from_secs(10));
         if std::thread::panicking() {
             eprintln!("---- prometheus log ----\n{}----", self.log());
         }

@@ -1,15 +1,20 @@
 //! Test traffic that checks itself end to end: a SHA-256-checksummed one-way
-//! TCP transfer ([`tcp_pair`], [`spawn_hashed_transfer`]) and a paced stream of numbered
-//! UDP datagrams ([`counted_udp_stream`]).
+//! TCP transfer ([`tcp_pair`], [`spawn_hashed_transfer`]) and a paced stream
+//! of numbered UDP datagrams ([`UdpStream`], [`counted_udp_stream`]) that
+//! records when each one arrived and tells lost, duplicated and foreign
+//! datagrams apart. Every send and receive is bounded in time.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Barrier};
-use std::thread::{Scope, ScopedJoinHandle};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Barrier, Mutex};
+use std::thread::{JoinHandle, Scope, ScopedJoinHandle};
 use std::time::{Duration, Instant};
 
-use super::{Prng, StreamHash, in_netns, set_rcvbuf, wait_for};
+use super::cmd::wait_for;
+use super::data::{Prng, StreamHash};
+use super::netns::in_netns;
 
 // ---------------------------------------------------------------------------
 // Checksummed TCP transfer
@@ -147,23 +152,251 @@ pub fn spawn_hashed_transfer<'scope>(
     TransferThreads { sender, receiver }
 }
 
+/// One transfer of `total` bytes of `Prng::new(seed)` from `from_ns` to
+/// `to` (listening in `to_ns`) that must finish within `limit`; returns
+/// what both ends saw (the caller asserts it was intact).
+pub fn hashed_transfer(from_ns: &str, to_ns: &str, to: SocketAddr, seed: u64, total: usize, limit: Duration) -> Transfer {
+    let pair = tcp_pair(from_ns, to_ns, to);
+    let start = Instant::now();
+    std::thread::scope(|s| spawn_hashed_transfer(s, pair, seed, total, start, limit, String::new(), None).join())
+}
+
 // ---------------------------------------------------------------------------
 // Paced, numbered UDP stream
 
-/// Sends `count` datagrams of 200 bytes from `from` (port chosen by the
-/// kernel, in namespace `from_ns`) to `to` (bound in `to_ns`), paced at
-/// `rate` per second, while `during` runs on the calling thread; returns
-/// `(sent, received, duplicates)` once the sender is done and the receiver
-/// has everything or has heard nothing for 2 s.
-///
-/// Each datagram carries its sequence number (0..count, 4 bytes big-endian)
-/// and then 196 bytes of `seq % 251`. `received` counts distinct sequence
-/// numbers; `duplicates` counts repeats and numbers out of range. With
-/// `check_payload`, the receiver panics ("datagram N corrupted") on a
-/// datagram whose filler bytes differ (re-raised here). The receiving socket
-/// gets a 16 MiB buffer: on a loaded 2-core machine its thread may be
-/// descheduled for a while, and the tests measure encapd, not that.
-#[allow(clippy::too_many_arguments)] // one stream's knobs; two call sites
+const STREAM_MAGIC: &[u8; 4] = b"LGIT";
+const STREAM_PAYLOAD: usize = 200;
+
+/// Datagram `seq` of a stream: magic, sequence number, then `seq % 251`.
+fn stream_payload(seq: u32, buf: &mut [u8; STREAM_PAYLOAD]) {
+    buf[..4].copy_from_slice(STREAM_MAGIC);
+    buf[4..8].copy_from_slice(&seq.to_be_bytes());
+    buf[8..].fill((seq % 251) as u8);
+}
+
+/// The sequence number of an intact stream datagram; `None` for anything
+/// else (another sender's datagram, or a corrupted one).
+fn is_stream_payload(p: &[u8]) -> Option<u32> {
+    if p.len() != STREAM_PAYLOAD || &p[..4] != STREAM_MAGIC {
+        return None;
+    }
+    let seq = u32::from_be_bytes(p[4..8].try_into().unwrap());
+    p[8..].iter().all(|&b| b == (seq % 251) as u8).then_some(seq)
+}
+
+#[derive(Default)]
+struct StreamShared {
+    /// (sequence number, arrival time) of every stream datagram received.
+    arrivals: Mutex<Vec<(u32, Instant)>>,
+    /// Datagrams at the stream's port that are not intact stream datagrams.
+    foreign: AtomicU64,
+    /// Sequence numbers handed to the kernel so far (= the next one).
+    sent: AtomicU32,
+    send_errors: AtomicU64,
+    stop_tx: AtomicBool,
+    stop_rx: AtomicBool,
+}
+
+/// A running stream: numbered 200-byte datagrams from `from` (port chosen
+/// by the kernel, in `from_ns`) to `to` (bound in `to_ns`), paced at
+/// `rate` per second until stopped or `max` were sent, with the arrival
+/// time of each one recorded. The receiving socket gets a 16 MiB buffer:
+/// on a loaded 2-core machine its thread may be descheduled for a while,
+/// and the tests measure encapd, not that. Both threads stop on drop.
+pub struct UdpStream {
+    shared: Arc<StreamShared>,
+    max: u32,
+    tx: Option<JoinHandle<()>>,
+    rx: Option<JoinHandle<()>>,
+}
+
+/// What a finished [`UdpStream`] saw.
+#[derive(Debug)]
+pub struct StreamResult {
+    /// Datagrams handed to the kernel (a refused send counts here and in
+    /// `send_errors`).
+    pub sent: u32,
+    /// Distinct sequence numbers that arrived intact.
+    pub unique: u32,
+    /// Repeated or out-of-range sequence numbers.
+    pub dups: u32,
+    /// Datagrams at the stream's port that were not intact stream datagrams.
+    pub foreign: u64,
+    pub send_errors: u64,
+    /// (sequence number, arrival time) of every stream datagram, in order of arrival.
+    pub arrivals: Vec<(u32, Instant)>,
+}
+
+impl StreamResult {
+    pub fn lost(&self) -> u32 {
+        self.sent - self.unique
+    }
+
+    pub fn loss_pct(&self) -> f64 {
+        if self.sent == 0 { 0.0 } else { 100.0 * f64::from(self.lost()) / f64::from(self.sent) }
+    }
+}
+
+impl UdpStream {
+    /// Starts the receiver and the sender (see the type's docs).
+    pub fn start(from_ns: &str, from: IpAddr, to_ns: &str, to: SocketAddr, rate: u32, max: u32) -> UdpStream {
+        let receiver = in_netns(to_ns, || UdpSocket::bind(to)).unwrap_or_else(|e| panic!("binding the stream receiver {to}: {e}"));
+        set_rcvbuf(&receiver, 16 << 20);
+        receiver.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        let sender = in_netns(from_ns, || UdpSocket::bind((from, 0))).unwrap_or_else(|e| panic!("binding the stream sender {from}: {e}"));
+        let shared = Arc::new(StreamShared::default());
+        let rx = {
+            let shared = Arc::clone(&shared);
+            std::thread::spawn(move || receive_stream(&receiver, &shared))
+        };
+        let tx = {
+            let shared = Arc::clone(&shared);
+            std::thread::spawn(move || send_stream(&sender, to, rate, max, &shared))
+        };
+        UdpStream { shared, max, tx: Some(tx), rx: Some(rx) }
+    }
+
+    /// Datagrams sent so far (= the sequence number of the next one).
+    pub fn sent(&self) -> u32 {
+        self.shared.sent.load(Ordering::Relaxed)
+    }
+
+    /// Stream datagrams received so far (duplicates included).
+    pub fn received(&self) -> usize {
+        self.shared.arrivals.lock().unwrap().len()
+    }
+
+    /// The earliest arrival of a datagram numbered `seq` or later.
+    pub fn first_arrival_from(&self, seq: u32) -> Option<Instant> {
+        self.shared.arrivals.lock().unwrap().iter().filter(|&&(s, _)| s >= seq).map(|&(_, t)| t).min()
+    }
+
+    /// The latest arrival of a datagram numbered below `seq`.
+    pub fn last_arrival_before(&self, seq: u32) -> Option<Instant> {
+        self.shared.arrivals.lock().unwrap().iter().filter(|&&(s, _)| s < seq).map(|&(_, t)| t).max()
+    }
+
+    /// Waits until the stream is flowing (`n` datagrams arrived).
+    pub fn wait_flowing(&self, n: usize, timeout: Duration) -> bool {
+        wait_for(timeout, || (self.received() >= n).then_some(())).is_some()
+    }
+
+    /// Stops sending now, lets the last datagrams arrive (see
+    /// [`complete`](Self::complete)), and reports.
+    pub fn finish(mut self) -> StreamResult {
+        self.shared.stop_tx.store(true, Ordering::Relaxed);
+        self.join_sender();
+        self.settle_and_report()
+    }
+
+    /// Lets the sender send all `max` datagrams, then reports like
+    /// [`finish`](Self::finish).
+    pub fn complete(mut self) -> StreamResult {
+        self.join_sender();
+        self.settle_and_report()
+    }
+
+    fn join_sender(&mut self) {
+        if let Some(tx) = self.tx.take() {
+            tx.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
+        }
+    }
+
+    fn settle_and_report(mut self) -> StreamResult {
+        // Everything there, or quiet for 1 s (at most 5 s): what was in
+        // flight has landed, even if the receiving thread was descheduled
+        // for a while on a busy machine.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut last = self.received();
+        while last < self.sent() as usize && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_secs(1));
+            let now = self.received();
+            if now == last {
+                break;
+            }
+            last = now;
+        }
+        self.shared.stop_rx.store(true, Ordering::Relaxed);
+        if let Some(rx) = self.rx.take() {
+            rx.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
+        }
+        let sent = self.sent();
+        debug_assert!(sent <= self.max);
+        let arrivals = std::mem::take(&mut *self.shared.arrivals.lock().unwrap());
+        let mut seen = vec![false; sent as usize];
+        let (mut unique, mut dups) = (0u32, 0u32);
+        for &(seq, _) in &arrivals {
+            match seen.get_mut(seq as usize) {
+                Some(s) if !*s => {
+                    *s = true;
+                    unique += 1;
+                }
+                _ => dups += 1,
+            }
+        }
+        StreamResult {
+            sent,
+            unique,
+            dups,
+            foreign: self.shared.foreign.load(Ordering::Relaxed),
+            send_errors: self.shared.send_errors.load(Ordering::Relaxed),
+            arrivals,
+        }
+    }
+}
+
+impl Drop for UdpStream {
+    fn drop(&mut self) {
+        self.shared.stop_tx.store(true, Ordering::Relaxed);
+        self.shared.stop_rx.store(true, Ordering::Relaxed);
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.join();
+        }
+        if let Some(rx) = self.rx.take() {
+            let _ = rx.join();
+        }
+    }
+}
+
+fn send_stream(sender: &UdpSocket, to: SocketAddr, rate: u32, max: u32, shared: &StreamShared) {
+    let start = Instant::now();
+    let mut payload = [0u8; STREAM_PAYLOAD];
+    for seq in 0..max {
+        if shared.stop_tx.load(Ordering::Relaxed) {
+            break;
+        }
+        let due = start + Duration::from_secs_f64(f64::from(seq) / f64::from(rate));
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        stream_payload(seq, &mut payload);
+        if sender.send_to(&payload, to).is_err() {
+            shared.send_errors.fetch_add(1, Ordering::Relaxed);
+        }
+        shared.sent.store(seq + 1, Ordering::Relaxed);
+    }
+}
+
+fn receive_stream(receiver: &UdpSocket, shared: &StreamShared) {
+    let mut buf = [0u8; 2048];
+    while !shared.stop_rx.load(Ordering::Relaxed) {
+        match receiver.recv(&mut buf) {
+            Ok(n) => match is_stream_payload(&buf[..n]) {
+                Some(seq) => shared.arrivals.lock().unwrap().push((seq, Instant::now())),
+                None => {
+                    shared.foreign.fetch_add(1, Ordering::Relaxed);
+                }
+            },
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {}
+            Err(e) => panic!("stream receive: {e}"),
+        }
+    }
+}
+
+/// Sends `count` stream datagrams from `from` (in `from_ns`) to `to` (in
+/// `to_ns`) at `rate` per second while `during` runs on the calling
+/// thread; returns once all were sent and have arrived (or nothing came
+/// for 1 s).
 pub fn counted_udp_stream(
     from_ns: &str,
     from: IpAddr,
@@ -171,64 +404,31 @@ pub fn counted_udp_stream(
     to: SocketAddr,
     count: u32,
     rate: u32,
-    check_payload: bool,
     during: impl FnOnce(),
-) -> (u32, u32, u32) {
-    let receiver = in_netns(to_ns, || UdpSocket::bind(to).unwrap());
-    set_rcvbuf(&receiver, 16 << 20);
-    receiver.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
-    let sender = in_netns(from_ns, || UdpSocket::bind((from, 0)).unwrap());
-    let done = Arc::new(AtomicBool::new(false));
-    let recv_thread = {
-        let done = Arc::clone(&done);
-        std::thread::spawn(move || {
-            let mut seen = vec![false; count as usize];
-            let (mut got, mut dups) = (0u32, 0u32);
-            let mut buf = [0u8; 2048];
-            let mut quiet_since: Option<Instant> = None;
-            loop {
-                match receiver.recv(&mut buf) {
-                    Ok(n) if n >= 4 => {
-                        quiet_since = None;
-                        let seq = u32::from_be_bytes(buf[..4].try_into().unwrap()) as usize;
-                        if check_payload {
-                            assert!(buf[4..n].iter().all(|&b| b == (seq % 251) as u8), "datagram {seq} corrupted");
-                        }
-                        if seq < seen.len() && !std::mem::replace(&mut seen[seq], true) {
-                            got += 1;
-                        } else {
-                            dups += 1;
-                        }
-                    }
-                    _ => {
-                        if done.load(Ordering::Relaxed) {
-                            let since = *quiet_since.get_or_insert_with(Instant::now);
-                            if got == count || since.elapsed() > Duration::from_secs(2) {
-                                return (got, dups);
-                            }
-                        }
-                    }
-                }
-            }
-        })
-    };
-    let send_thread = std::thread::spawn(move || {
-        let start = Instant::now();
-        let mut payload = [0u8; 200];
-        for seq in 0..count {
-            let due = start + Duration::from_secs_f64(f64::from(seq) / f64::from(rate));
-            if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                std::thread::sleep(wait);
-            }
-            payload[..4].copy_from_slice(&seq.to_be_bytes());
-            payload[4..].fill((seq % 251) as u8);
-            sender.send_to(&payload, to).unwrap();
-        }
-        count
-    });
+) -> StreamResult {
+    let stream = UdpStream::start(from_ns, from, to_ns, to, rate, count);
     during();
-    let sent = send_thread.join().unwrap();
-    done.store(true, Ordering::Relaxed);
-    let (got, dups) = recv_thread.join().unwrap();
-    (sent, got, dups)
+    stream.complete()
+}
+
+/// Sets a socket's receive buffer to `bytes` (SO_RCVBUFFORCE, which root may
+/// use beyond net.core.rmem_max), so a receiver thread that is briefly
+/// descheduled on a busy machine does not lose datagrams in its own socket.
+pub fn set_rcvbuf(sock: &impl AsRawFd, bytes: i32) {
+    let set = |opt| {
+        // SAFETY: the fd is open for the duration of the call (borrowed from
+        // `sock`), and the option value points to a live i32 of the given size.
+        unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                (&bytes as *const i32).cast(),
+                std::mem::size_of::<i32>() as libc::socklen_t,
+            )
+        }
+    };
+    if set(libc::SO_RCVBUFFORCE) != 0 {
+        assert_eq!(set(libc::SO_RCVBUF), 0, "setsockopt(SO_RCVBUF): {}", std::io::Error::last_os_error());
+    }
 }

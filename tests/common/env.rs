@@ -1,0 +1,54 @@
+//! What a test may assume about the machine: the `encapd` binary under
+//! test, and whether root-only tests can run here. A root-only test that
+//! cannot run prints "skipped: ..." and passes, unless
+//! `ENCAPD_REQUIRE_ROOT_TESTS=1` (what CI sets) makes the skip a failure.
+
+use std::path::PathBuf;
+
+/// The `encapd` binary under test: `$ENCAPD_BIN` if set (e.g. the release
+/// build), else the binary cargo built for this test run.
+pub fn encapd_bin() -> PathBuf {
+    match std::env::var_os("ENCAPD_BIN") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => PathBuf::from(env!("CARGO_BIN_EXE_encapd")),
+    }
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// True when the caller may run a root-only test. Otherwise prints
+/// "skipped: ..." and returns false, or panics when
+/// `ENCAPD_REQUIRE_ROOT_TESTS=1` demands that root tests really run.
+pub fn require_root() -> bool {
+    if !is_root() {
+        return skip_or_fail("needs root");
+    }
+    require_tools(&["ip", "ping", "sysctl"])
+}
+
+/// True when every program in `tools` is in PATH. Otherwise prints
+/// "skipped: ..." and returns false, or panics when
+/// `ENCAPD_REQUIRE_ROOT_TESTS=1` (scripts/test.sh installs them).
+pub fn require_tools(tools: &[&str]) -> bool {
+    for tool in tools {
+        if !in_path(tool) {
+            return skip_or_fail(&format!("needs `{tool}` in PATH"));
+        }
+    }
+    true
+}
+
+fn skip_or_fail(why: &str) -> bool {
+    if std::env::var("ENCAPD_REQUIRE_ROOT_TESTS").as_deref() == Ok("1") {
+        panic!("root-only test skipped but ENCAPD_REQUIRE_ROOT_TESTS=1 ({why})");
+    }
+    eprintln!("skipped: {why}");
+    false
+}
+
+fn in_path(tool: &str) -> bool {
+    std::env::var_os("PATH").map(|paths| std::env::split_paths(&paths).any(|d| d.join(tool).is_file())).unwrap_or(false)
+}
