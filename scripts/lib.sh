@@ -614,8 +614,8 @@ _encapd_conf() {
         vtep="vtep_mac  = \"$8\""
         port=8472
     fi
-    # subnet.env beside the config (subnet-a.env / subnet-b.env), never the
-    # host's /run/flannel.
+    # subnet.env and the control socket beside the config (subnet-a.env,
+    # a.sock), never in the host's /run.
     cat <<EOF
 [node]
 public_ip = "$2"
@@ -638,6 +638,9 @@ io      = "$5"
 source = "file"
 peers  = "peers-$side.toml"
 subnet_env = "subnet-$side.env"
+
+[process]
+control_socket = "$side.sock"
 EOF
 }
 

@@ -4,11 +4,12 @@
 //! and submits what the core planned — GSO `SENDMSG`s straight from the
 //! TUN read buffers, TUN `WRITE`/`WRITEV`s straight from the receive
 //! buffers — with one `io_uring_enter` that also waits for the next
-//! completions.
+//! completions. Pausing (for a handover) stops the reads and receives and
+//! forwards what they had already read before the worker parks.
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::{BUF_SIZE, IDLE_WAIT, tun_buf_size};
 use crate::datapath::batch::MAX_SEGMENTS;
@@ -63,22 +64,58 @@ pub fn run<W: WireFormat>(mut ctx: WorkerContext, format: W) -> io::Result<()> {
     let mut core = ForwardingCore::new(ctx.core, format, Instant::now());
     ctx.ready.announce();
     while ctx.lifecycle.keep_running() {
-        engine.io.submit_and_wait(IDLE_WAIT)?;
-        engine.reap()?;
-        let now = Instant::now();
-        if engine.completions.is_empty() {
-            core.idle(now);
+        if ctx.lifecycle.pause_requested() {
+            engine.quiesce(&mut core)?;
+            if !ctx.lifecycle.park() {
+                break;
+            }
+            engine.io.start_reading();
             continue;
         }
-        let tag = core.begin_batch(now);
-        engine.handle_completions(&mut core, tag, now)?;
-        engine.send_planned(&mut core, tag)?;
-        engine.release_read_buffers();
+        engine.iterate(&mut core, IDLE_WAIT)?;
     }
     Ok(())
 }
 
+/// How long a pausing worker waits for its last sends and writes.
+const QUIESCE_LIMIT: Duration = Duration::from_secs(1);
+/// Wait per loop while quiescing: only completions are awaited.
+const QUIESCE_WAIT: Duration = Duration::from_millis(10);
+
 impl UringEngine {
+    /// One loop iteration: submit and wait (at most `wait`), then hand
+    /// every completion to the core and submit what it planned.
+    fn iterate<W: WireFormat>(&mut self, core: &mut ForwardingCore<W>, wait: Duration) -> io::Result<()> {
+        self.io.submit_and_wait(wait)?;
+        self.reap()?;
+        let now = Instant::now();
+        if self.completions.is_empty() {
+            core.idle(now);
+            return Ok(());
+        }
+        let tag = core.begin_batch(now);
+        self.handle_completions(core, tag, now)?;
+        self.send_planned(core, tag)?;
+        self.release_read_buffers();
+        Ok(())
+    }
+
+    /// Stops reading and forwards what was already read, until nothing is
+    /// in flight (or [`QUIESCE_LIMIT`] passes: what is still in flight
+    /// then completes in the kernel, its buffers stay with the ring).
+    fn quiesce<W: WireFormat>(&mut self, core: &mut ForwardingCore<W>) -> io::Result<()> {
+        self.io.stop_reading()?;
+        let deadline = Instant::now() + QUIESCE_LIMIT;
+        while !self.io.is_idle() {
+            if Instant::now() >= deadline {
+                core.warn(|| format!("operations still in flight after {QUIESCE_LIMIT:?} of pausing"));
+                break;
+            }
+            self.iterate(core, QUIESCE_WAIT)?;
+        }
+        Ok(())
+    }
+
     fn reap(&mut self) -> io::Result<()> {
         self.completions.clear();
         self.io.reap(&mut self.completions)
@@ -107,9 +144,10 @@ impl UringEngine {
                 Completion::Received { bid: Some(bid), result } => self.deliver(core, bid, result, tag)?,
                 Completion::Received { bid: None, result } => {
                     // The multishot receive ended; it is re-armed on the next
-                    // submit. ENOBUFS only means every buffer is busy.
+                    // submit. ENOBUFS only means every buffer is busy;
+                    // ECANCELED, that the worker is pausing.
                     if let Err(e) = result
-                        && e.raw_os_error() != Some(libc::ENOBUFS)
+                        && !matches!(e.raw_os_error(), Some(libc::ENOBUFS) | Some(libc::ECANCELED))
                     {
                         core.warn(|| format!("UDP receive failed: {e}"));
                     }
