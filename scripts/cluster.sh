@@ -594,22 +594,9 @@ do_up() {
 
 STARTED=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
-fleet_up
-for c in "${COMMANDS[@]}"; do
-    case $c in
-        up) do_up ;;
-        check) do_check ;;
-        join-leave) do_join_leave ;;
-        rolling-upgrade) do_rolling_upgrade ;;
-        resources) do_resources ;;
-    esac
-done
-fig "elapsed_s=$SECONDS"
-
 if [[ -n $OUT ]]; then
     {
         echo "started=$STARTED"
-        echo "elapsed_s=$SECONDS"
         echo "invocation=$INVOCATION"
         echo "nodes=$NODES"
         echo "rounds=$ROUNDS"
@@ -627,8 +614,26 @@ if [[ -n $OUT ]]; then
         echo "encapd=$("$BIN" --version 2>/dev/null | head -n 1)"
         echo "etcd=$(etcd --version 2>/dev/null | head -n 1)"
         echo "loadavg_start=$LOAD_START"
-        echo "loadavg_end=$(cut -d' ' -f1-3 /proc/loadavg)"
     } >"$OUT/env.txt"
+fi
+fleet_up
+for c in "${COMMANDS[@]}"; do
+    case $c in
+        up) do_up ;;
+        check) do_check ;;
+        join-leave) do_join_leave ;;
+        rolling-upgrade) do_rolling_upgrade ;;
+        resources) do_resources ;;
+    esac
+done
+fig "elapsed_s=$SECONDS"
+
+if [[ -n $OUT ]]; then
+    {
+        echo "elapsed_s=$SECONDS"
+        echo "loadavg_end=$(cut -d' ' -f1-3 /proc/loadavg)"
+        if ((${#FAILURES[@]})); then echo "result=fail"; else echo "result=pass"; fi
+    } >>"$OUT/env.txt"
 fi
 
 if ((${#FAILURES[@]})); then
