@@ -407,12 +407,13 @@ EOF
 # ---------------------------------------------------------------------------
 # Commands
 
+# do_check [PREFIX]: the full mesh; figures PREFIX_* (default mesh_*).
 do_check() {
-    local line rc=0
-    ed_log "check: full mesh, $((NODES * (NODES - 1))) pod pairs"
+    local prefix=${1:-mesh} line rc=0
+    ed_log "check ($prefix): full mesh, $((NODES * (NODES - 1))) pod pairs"
     line=$(tool mesh --pods "$(pods_arg)" | tail -n 1) || rc=$?
-    figs_from MESH "$line" mesh
-    ((rc == 0)) || fail "full mesh: $line"
+    figs_from MESH "$line" "$prefix"
+    ((rc == 0)) || fail "full mesh ($prefix): $line"
 }
 
 # join_node K SAMPLES: start node K's encapd while every other node's
@@ -482,7 +483,7 @@ do_join_leave() {
         figs_from STATS "$line" "${ev//-/_}"
     done
     [[ -z $OUT ]] || cp "$samples" "$OUT/convergence.txt"
-    do_check
+    do_check mesh_after_churn
 }
 
 do_rolling_upgrade() {
@@ -551,7 +552,7 @@ do_rolling_upgrade() {
     ((keys == NODES)) || fail "after the upgrade etcd holds $keys leases, not $NODES"
     line=$(tool converge --nodes "$(nodes_but 0)" --routes $((NODES - 1)) --timeout 10 --label after-upgrade | tail -n 1) || true
     [[ $(field converged "$line") == "$NODES" ]] || fail "tables incomplete after the upgrade: $line"
-    do_check
+    do_check mesh_after_upgrade
 }
 
 do_resources() {

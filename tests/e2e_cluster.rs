@@ -97,14 +97,20 @@ fn fleet_of_16_mesh_join_leave_and_rolling_upgrade() {
     ] {
         eprintln!("{what}: {}", figs.get(key).map(String::as_str).unwrap_or("missing"));
     }
-    assert!(status.success(), "scripts/cluster.sh failed ({status}):\n{}", stdout.lines().filter(|l| l.starts_with("RESULT")).collect::<String>());
+    assert!(
+        status.success(),
+        "scripts/cluster.sh failed ({status}):\n{}",
+        stdout.lines().filter(|l| l.starts_with("RESULT")).collect::<String>()
+    );
     assert!(stdout.lines().any(|l| l == "RESULT pass"), "no RESULT pass:\n{stdout}");
 
-    // The full mesh, checked last after churn and the upgrade.
+    // The full mesh: at the start, after join/leave churn, after the upgrade.
     let pairs = (NODES * (NODES - 1)) as f64;
-    assert_eq!(num(&figs, "mesh_pairs"), pairs);
-    assert_eq!(num(&figs, "mesh_ok"), pairs, "pod pairs unreachable");
-    assert_eq!(num(&figs, "mesh_failed"), 0.0);
+    for check in ["mesh", "mesh_after_churn", "mesh_after_upgrade"] {
+        assert_eq!(num(&figs, &format!("{check}_pairs")), pairs, "{check}");
+        assert_eq!(num(&figs, &format!("{check}_ok")), pairs, "{check}: pod pairs unreachable");
+        assert_eq!(num(&figs, &format!("{check}_failed")), 0.0, "{check}");
+    }
 
     // Join and leave converged on every node and were measured.
     for ev in ["join", "leave_delete", "leave_expiry"] {
