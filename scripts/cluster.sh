@@ -184,6 +184,8 @@ POD_IP=()
 
 node_ns() { printf '%s\n' "${P}n$1"; }
 node_ip() { printf '198.18.0.%d\n' "$1"; }
+# The MAC of node I's underlay interface (and br0's, I = 254).
+node_mac() { printf '02:00:c6:12:01:%02x\n' "$1"; }
 node_subnet() { printf '100.96.%d.0/24\n' "$1"; }
 node_key() { printf '%s/subnets/100.96.%d.0-24\n' "$ETCD_PREFIX" "$1"; }
 node_dir() { printf '%s\n' "$WORK/n$1"; }
@@ -321,7 +323,7 @@ node_up() {
     # (as in fleet.rs: a bridge without one takes its lowest port's).
     mac=$(printf '02:00:64:60:%02x:01' "$i")
     ip -n "$ns" -batch - <<EOF
-link add ul type veth peer name v$i netns $UL
+link add ul address $(node_mac "$i") type veth peer name v$i netns $UL
 link add cni0 address $mac type bridge
 addr add $(node_ip "$i")/24 dev ul
 link set ul up
@@ -333,6 +335,42 @@ EOF
     mkdir -p "$(node_dir "$i")/state" "$(node_dir "$i")/cni"
     node_config "$i" >"$(node_dir "$i")/encapd.toml"
     NODE_GEN[i]=0
+}
+
+# underlay_neighbours: a permanent neighbour entry for every other node (and
+# etcd) on every node's underlay, and for every node on br0. The kernel's
+# neighbour table is one for all namespaces, with a host-wide limit
+# (net.ipv4.neigh.default.gc_thresh3, 1024 by default, shared with whatever
+# else runs on the machine); a full mesh of N nodes learns N * (N - 1)
+# entries (992 at N = 32), and past the limit the kernel drops packets
+# ("neighbor table overflow"). Permanent entries are exempt from it, and the
+# root namespace's settings stay untouched.
+underlay_neighbours() {
+    local i j
+    for i in $(all_nodes); do
+        {
+            echo "neigh replace $ETCD_HOST lladdr $(node_mac 254) dev ul nud permanent"
+            for j in $(all_nodes); do
+                ((i == j)) || echo "neigh replace $(node_ip "$j") lladdr $(node_mac "$j") dev ul nud permanent"
+            done
+        } | ip -n "$(node_ns "$i")" -batch -
+    done
+    for j in $(all_nodes); do
+        echo "neigh replace $(node_ip "$j") lladdr $(node_mac "$j") dev br0 nud permanent"
+    done | ip -n "$UL" -batch -
+}
+
+# pod_neighbours I: permanent entries between node I and its pod (for the
+# same reason).
+pod_neighbours() {
+    local i=$1 ns pod pod_mac gw_mac gw
+    ns=$(node_ns "$i")
+    pod=${POD_NS[$i]}
+    pod_mac=$(ip -n "$pod" -br link show dev eth0 | awk '{print $3}')
+    gw_mac=$(ip -n "$ns" -br link show dev cni0 | awk '{print $3}')
+    gw=$(ip -n "$ns" -4 -br addr show dev cni0 | awk '{sub(/\/.*/, "", $3); print $3}')
+    ip -n "$pod" neigh replace "$gw" lladdr "$gw_mac" dev eth0 nud permanent
+    ip -n "$ns" neigh replace "${POD_IP[$i]}" lladdr "$pod_mac" dev cni0 nud permanent
 }
 
 # encapd_start I [--takeover]: start node I's encapd (next log generation,
@@ -384,12 +422,13 @@ fleet_up() {
     ed_log "fleet ${P}*: $NODES nodes, etcd x3 on $ETCD_HOST, binary $BIN (takeover: $([[ $TAKEOVER == 1 ]] && echo yes || echo no))"
     ns_new "$UL"
     ip -n "$UL" -batch - <<EOF
-link add br0 type bridge
+link add br0 address $(node_mac 254) type bridge
 link set br0 up
 addr add $ETCD_HOST/24 dev br0
 EOF
     etcd_up
     for i in $(all_nodes); do node_up "$i"; done
+    underlay_neighbours
     ed_log "namespaces up in $((SECONDS - t0)) s; starting $NODES encapds"
     for i in $(all_nodes); do encapd_start "$i"; done
     for i in $(all_nodes); do encapd_wait_ready "$i" 90 || ed_die "encapd on node $i did not start"; done
@@ -399,6 +438,7 @@ EOF
     for i in $(all_nodes); do
         POD_NS[i]="${P}p$i"
         POD_IP[i]=$(ed_cni_add "$(node_ns "$i")" "${POD_NS[$i]}" "$(node_dir "$i")/subnet.env" "$(node_dir "$i")/cni")
+        pod_neighbours "$i"
     done
     fig "nodes=$NODES" "setup_s=$((SECONDS - t0))"
     ed_log "fleet up in $((SECONDS - t0)) s: pods ${POD_IP[1]} .. ${POD_IP[$NODES]}"
@@ -417,18 +457,23 @@ do_check() {
 }
 
 # join_node K SAMPLES: start node K's encapd while every other node's
-# /metrics is polled; per node, the time from K's lease put (its log line
-# "this node holds ...", written once the put succeeded) until its table
-# holds K's subnet.
+# /metrics is polled; per node, the time from K's lease put (seen through
+# an etcd watch on its key, opened first) until its table holds K's subnet,
+# and the time from K's process start (join-start).
 join_node() {
-    local k=$1 samples=$2 cpid line rc=0 cout=$WORK/converge.out log
-    log=$(node_log "$k" $((NODE_GEN[k] + 1)))
-    rm -f "$WORK/join.start"
+    local k=$1 samples=$2 cpid line rc=0 cout=$WORK/converge.out t
+    rm -f "$WORK/join.start" "$WORK/join.ready"
     python3 "$TOOL" converge --nodes "$(nodes_but "$k")" --routes $((NODES - 1)) --timeout 60 \
-        --since-log "$log" --start-file "$WORK/join.start" --label join --samples "$samples" >"$cout" &
+        --watch-key "$(node_key "$k")" --etcd "$UL=http://$ETCD_HOST:2379" --ready-file "$WORK/join.ready" \
+        --start-file "$WORK/join.start" --label join --samples "$samples" >"$cout" &
     cpid=$!
     ed_track "$cpid"
-    sleep 0.2
+    for ((t = 0; t < 100; t++)); do
+        [[ -e $WORK/join.ready ]] && break
+        kill -0 "$cpid" 2>/dev/null || break
+        sleep 0.05
+    done
+    [[ -e $WORK/join.ready ]] || fail "the etcd watch for node $k's join did not start"
     date +%s.%N >"$WORK/join.start"
     encapd_start "$k"
     encapd_wait_ready "$k" 60 || fail "node $k did not start again"
@@ -590,7 +635,11 @@ do_up() {
     echo "fleet up: underlay namespace $UL (etcd $(etcd_endpoints)), nodes $(node_ns 1) .. $(node_ns "$NODES"), pods ${P}p1 .. ${P}p$NODES"
     for i in $(all_nodes); do echo "  node $i: $(node_ns "$i") $(node_ip "$i") $(node_subnet "$i") encapd pid ${NODE_PID[$i]}, pod ${POD_NS[$i]} ${POD_IP[$i]}"; done
     echo "work directory: $WORK; Ctrl-C tears everything down"
-    while true; do sleep 60; done
+    # A background sleep, so that Ctrl-C's trap runs at once.
+    while true; do
+        sleep 60 &
+        wait "$!"
+    done
 }
 
 STARTED=$(date -u +%Y-%m-%dT%H:%M:%SZ)

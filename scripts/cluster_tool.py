@@ -141,11 +141,53 @@ def cmd_converge(a):
             return 1
     if t0 is None and not a.since_log:
         t0 = time.time()
+    watch = None
+    if a.watch_key:
+        # The event is the put of this key, timed by an etcd watch opened
+        # now (through etcd's HTTP gateway): when it reaches this watcher, it
+        # reaches every other watcher (each node's encapd) too.
+        ens, url = a.etcd.split("=", 1)
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        b64 = base64.b64encode(a.watch_key.encode()).decode()
+        watch = in_ns(ens, lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+        watch.settimeout(5)
+        watch.connect((host, int(port)))
+        body = json.dumps({"create_request": {"key": b64}})
+        watch.sendall(f"POST /v3/watch HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+                      f"Content-Length: {len(body)}\r\n\r\n{body}".encode())
+        seen = b""
+        while b'"created":true' not in seen:
+            chunk = watch.recv(65536)
+            if not chunk:
+                raise OSError("etcd closed the watch")
+            seen += chunk
+        watch.setblocking(False)
+        if a.ready_file:
+            open(a.ready_file, "w").close()
+        watch_buf, watch_t0 = b"", None
     deadline = time.time() + a.timeout
     pending = set(nodes)
     published, observed, errors = {}, {}, {}
+    def poll_watch():
+        nonlocal watch_buf, watch_t0
+        if watch is None or watch_t0 is not None:
+            return
+        try:
+            while True:
+                chunk = watch.recv(65536)
+                if not chunk:
+                    break
+                watch_buf += chunk
+                if b64.encode() in watch_buf:
+                    watch_t0 = time.time()
+                    break
+        except BlockingIOError:
+            pass
+
     while pending and time.time() < deadline:
+        poll_watch()
         for ns in sorted(pending):
+            poll_watch()
             try:
                 m = scrape(ns, a.metrics)
             except OSError as e:
@@ -158,7 +200,14 @@ def cmd_converge(a):
                 pending.discard(ns)
         if pending:
             time.sleep(a.interval)
-    if a.since_log:
+    if watch is not None:
+        poll_watch()
+        watch.close()
+        t0 = watch_t0
+        if t0 is None:
+            print(f"CONVERGE error=no_watch_event key={a.watch_key}")
+            return 1
+    elif a.since_log:
         # The event is a line of a log (e.g. the joining node's "this node
         # holds ..."), written while this was already polling.
         t0 = None
@@ -249,7 +298,11 @@ def cmd_mesh(a):
         todo = sorted(pairs - answered)
         if not todo:
             break
+        last_src = None
         for i, j in todo:
+            if a.pace and last_src is not None and i != last_src:
+                time.sleep(a.pace)
+            last_src = i
             ident = ident_base | (i & 0xFF)
             seq = (attempt << 8) | (j & 0xFF)
             hdr = struct.pack("!BBHHH", 8, 0, 0, ident, seq) + b"encapd-cluster-mesh"
@@ -557,6 +610,7 @@ def main():
     m.add_argument("--only", help="comma-separated pod indices: only pairs from or to them")
     m.add_argument("--attempts", type=int, default=5)
     m.add_argument("--wait", type=float, default=1.0, help="seconds to wait for answers per attempt")
+    m.add_argument("--pace", type=float, default=0.0, help="seconds between one source pod's requests and the next's")
 
     c = sub.add_parser("converge")
     c.add_argument("--nodes", required=True, help="node namespaces, comma-separated")
@@ -565,6 +619,8 @@ def main():
     c.add_argument("--since-log", help="the event is the first line of this log containing --since-match (time first)")
     c.add_argument("--since-match", default="this node holds")
     c.add_argument("--start-file", help="a file holding a second reference time for --samples (LABEL-start lines)")
+    c.add_argument("--watch-key", help="the event is the put of this etcd key, seen through a watch (needs --etcd)")
+    c.add_argument("--ready-file", help="created once the watch is established")
     c.add_argument("--delete-key", help="delete this etcd key (the event) first")
     c.add_argument("--etcd", help="NS=http://HOST:PORT of an etcd member, for --delete-key")
     c.add_argument("--metrics", default="127.0.0.1:9285")
