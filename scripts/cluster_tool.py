@@ -382,6 +382,15 @@ class Transfer:
         self.error = ""
 
 
+def retrans_segs(ns):
+    """Tcp RetransSegs of namespace ns (/proc/net is the reader's namespace)."""
+    def read():
+        with open("/proc/net/snmp") as f:
+            rows = [line.split() for line in f if line.startswith("Tcp:")]
+        return int(rows[1][rows[0].index("RetransSegs")])
+    return in_ns(ns, read)
+
+
 def cmd_traffic(a):
     pods = parse_pods(a.pods)
     n = len(pods)
@@ -444,6 +453,7 @@ def cmd_traffic(a):
             pass
         transfers.append(t)
 
+    retrans_before = {pods[t.src][0]: retrans_segs(pods[t.src][0]) for t in transfers}
     t_start = time.time()
     hard_stop = t_start + a.max_duration
     if a.ready_file:
@@ -583,6 +593,7 @@ def cmd_traffic(a):
             missing = [i for i in range(st.sent) if i >= len(st.seen) or not st.seen[i]]
             log(f"traffic: stream {st.sid} {pods[st.src][0]} -> {pods[st.dst][0]}: sent {st.sent} received {st.received} "
                 f"send errors {st.send_errors}; first missing {missing[:10]}")
+    retrans = sum(retrans_segs(ns) - v for ns, v in retrans_before.items())
     tcp_ok = 0
     max_gap = 0.0
     tcp_bytes = 0
@@ -597,6 +608,7 @@ def cmd_traffic(a):
           f"udp_received={received} udp_lost={lost} udp_dups={sum(s.dups for s in streams)} "
           f"udp_reordered={sum(s.reordered for s in streams)} udp_send_errors={sum(s.send_errors for s in streams)} "
           f"tcp_transfers={len(transfers)} tcp_ok={tcp_ok} tcp_bytes={tcp_bytes} tcp_max_gap_ms={max_gap * 1000:.1f} "
+          f"tcp_retransmitted_segments={retrans} "
           f"harness_max_stall_ms={loop_max * 1000:.1f}")
     return 0 if lost == 0 and tcp_ok == len(transfers) else 1
 
