@@ -614,9 +614,9 @@ _encapd_conf() {
         vtep="vtep_mac  = \"$8\""
         port=8472
     fi
-    # subnet.env beside the config (subnet-a.env / subnet-b.env), never the
-    # host's /run/flannel. ED_DATAPLANE_EXTRA: more [dataplane] lines, for
-    # experiments (e.g. "busy_poll_us = 50").
+    # subnet.env and the control socket beside the config (subnet-a.env,
+    # a.sock), never in the host's /run. ED_DATAPLANE_EXTRA: more
+    # [dataplane] lines, for experiments (e.g. "busy_poll_us = 50").
     cat <<EOF
 [node]
 public_ip = "$2"
@@ -640,6 +640,9 @@ ${ED_DATAPLANE_EXTRA:-}
 source = "file"
 peers  = "peers-$side.toml"
 subnet_env = "subnet-$side.env"
+
+[process]
+control_socket = "$side.sock"
 EOF
 }
 

@@ -106,7 +106,7 @@ impl Net {
         let text = format!(
             "[node]\npublic_ip = \"{}\"\n{subnet}\n[dataplane]\nworkers = 1\n\n\
              [control]\nsource = \"etcd\"\nendpoints = [{eps}]\nstate_dir = \"state\"\nsubnet_env = \"subnet.env\"\n{control_extra}\n\
-             [metrics]\nlisten = \"{METRICS}\"\n",
+             [metrics]\nlisten = \"{METRICS}\"\n\n[process]\ncontrol_socket = \"encapd.sock\"\n",
             node.underlay()
         );
         self.dir.write(&format!("{}/encapd.toml", node.sub()), &text);

@@ -34,9 +34,31 @@ pub enum Command {
     /// Creates the TUN device with the node subnet's network address and a
     /// route for the overlay, binds one UDP socket per worker and forwards
     /// until SIGINT or SIGTERM. SIGHUP reloads the peers file (it is also
-    /// watched for changes); SIGUSR1 prints the counters to stderr.
+    /// watched for changes); SIGUSR1 prints the counters to stderr; SIGUSR2
+    /// starts a successor from the binary on disk and hands over to it.
     Run {
         /// Path to the TOML configuration file.
+        #[arg(short, long, value_name = "PATH")]
+        config: PathBuf,
+        /// Take the TUN queues, sockets, counters and etcd lease over from
+        /// the encapd running with this configuration (found through
+        /// `[process] control_socket`), without losing a packet; it exits
+        /// once this process forwards. Without a running encapd, start
+        /// normally. Exit code 2 when it refuses (a setting that cannot
+        /// change in a takeover, named in the message, or another protocol
+        /// version); it then keeps running.
+        #[arg(long)]
+        takeover: bool,
+    },
+    /// Upgrade the running encapd in place: it starts the binary now on disk
+    /// with `--takeover` and hands its data path over; waits for the result.
+    ///
+    /// What `systemctl reload encapd` runs. Exits 0 once the new process
+    /// forwards, 2 when the takeover was refused (the message names the
+    /// setting), 1 on any other failure; the running encapd keeps
+    /// forwarding unless it handed over.
+    Upgrade {
+        /// Path to the TOML configuration file (for its `[process] control_socket`).
         #[arg(short, long, value_name = "PATH")]
         config: PathBuf,
     },
@@ -70,7 +92,7 @@ pub enum Command {
 /// Runs the parsed command and returns the process exit code.
 pub fn execute(cli: Cli) -> u8 {
     match cli.command {
-        Command::Run { config } => {
+        Command::Run { config, takeover } => {
             let config = match Config::load(&config) {
                 Ok(c) => c,
                 Err(e) => {
@@ -78,7 +100,8 @@ pub fn execute(cli: Cli) -> u8 {
                     return 2;
                 }
             };
-            match daemon::run(config) {
+            let start = if takeover { daemon::Start::Takeover } else { daemon::Start::Fresh };
+            match daemon::run(config, start) {
                 Ok(()) => 0,
                 Err(e) => {
                     log::error!("{e}");
@@ -87,12 +110,30 @@ pub fn execute(cli: Cli) -> u8 {
             }
         }
         Command::Check { config } => check(&config),
+        Command::Upgrade { config } => upgrade(&config),
         Command::Stats { addr, interval, json } => {
             if !interval.is_finite() || !(0.0..=3600.0).contains(&interval) {
                 eprintln!("error: --interval {interval}: must be between 0 and 3600 seconds");
                 return 2;
             }
             stats::run(addr, std::time::Duration::from_secs_f64(interval), json)
+        }
+    }
+}
+
+fn upgrade(path: &std::path::Path) -> u8 {
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    match &config.control_socket {
+        Some(socket) => daemon::takeover::request_upgrade(socket),
+        None => {
+            eprintln!("error: {}: [process] control_socket = \"off\": the running encapd cannot be reached", path.display());
+            2
         }
     }
 }

@@ -176,7 +176,14 @@ pub struct Config {
     /// flannel's `subnet.env` (for the CNI plugin), written once the node's
     /// subnet is known; `None` when `[control] subnet_env = "off"`.
     pub subnet_env: Option<PathBuf>,
+    /// Where the running daemon listens for a successor (`[process]
+    /// control_socket`); `None` when "off".
+    pub control_socket: Option<PathBuf>,
 }
+
+/// Where the control socket goes by default (as `<tun>.sock`) outside
+/// systemd; under systemd, `RuntimeDirectory=encapd` is the same place.
+pub const DEFAULT_RUNTIME_DIR: &str = "/run/encapd";
 
 /// Default metrics address: loopback only.
 pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9285";
@@ -339,10 +346,15 @@ impl std::fmt::Display for Config {
             Some(a) => writeln!(f, "\n[metrics]\nlisten = \"{a}\"")?,
             None => writeln!(f, "\n[metrics]\nlisten = \"off\"")?,
         }
+        writeln!(f, "\n[process]")?;
+        match &self.control_socket {
+            Some(p) => writeln!(f, "control_socket = {}", toml_string(&p.display().to_string()))?,
+            None => writeln!(f, "control_socket = \"off\"")?,
+        }
         match (&self.user, &self.group) {
-            (Some(u), Some(g)) => writeln!(f, "\n[process]\nuser = {}\ngroup = {}", toml_string(u), toml_string(g)),
-            (Some(u), None) => writeln!(f, "\n[process]\nuser = {}", toml_string(u)),
-            _ => writeln!(f, "\n# [process] user: not set; encapd keeps the starting user (all capabilities are dropped after setup)"),
+            (Some(u), Some(g)) => writeln!(f, "user = {}\ngroup = {}", toml_string(u), toml_string(g)),
+            (Some(u), None) => writeln!(f, "user = {}", toml_string(u)),
+            _ => writeln!(f, "# user: not set; encapd keeps the starting user (all capabilities are dropped after setup)"),
         }
     }
 }

@@ -39,6 +39,7 @@ struct RawMetrics {
 struct RawProcess {
     user: Option<String>,
     group: Option<String>,
+    control_socket: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -164,6 +165,7 @@ impl RawConfig {
         let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         let subnet_env = self.control.subnet_env(&c, dir)?;
         let control = self.control.validate(&c, dir, &a)?;
+        let control_socket = self.process.control_socket(&c, dir, &d.tun)?;
         let (user, group) = self.process.validate(&c)?;
         let metrics_listen = self.metrics.validate(&c)?;
         Ok(Config {
@@ -190,6 +192,7 @@ impl RawConfig {
             group,
             metrics_listen,
             subnet_env,
+            control_socket,
         })
     }
 }
@@ -387,6 +390,27 @@ impl RawProcess {
     }
 }
 
+impl RawProcess {
+    /// `control_socket`: where this daemon listens for a successor (and for
+    /// `encapd upgrade`). Default: `<tun>.sock` in systemd's
+    /// `RuntimeDirectory=` (`$RUNTIME_DIRECTORY`), else in /run/encapd;
+    /// relative paths are relative to the config file; "off" for none.
+    fn control_socket(&self, c: &Checker<'_>, dir: &Path, tun: &str) -> Result<Option<PathBuf>, ConfigError> {
+        let path = match self.control_socket.as_deref() {
+            Some("off") => return Ok(None),
+            Some("") => return Err(c.err("process", "control_socket", "\"\"", "must name a socket path (or \"off\")")),
+            Some(s) => dir.join(s),
+            None => systemd_runtime_directory().unwrap_or_else(|| PathBuf::from(super::DEFAULT_RUNTIME_DIR)).join(format!("{tun}.sock")),
+        };
+        // sockaddr_un holds 107 bytes and a NUL.
+        if path.as_os_str().len() > 107 {
+            let shown = format!("{:?}", path.display().to_string());
+            return Err(c.err("process", "control_socket", shown, "longer than the 107 bytes a unix socket path may have"));
+        }
+        Ok(Some(path))
+    }
+}
+
 impl RawMetrics {
     fn validate(self, c: &Checker<'_>) -> Result<Option<std::net::SocketAddr>, ConfigError> {
         match self.listen.as_deref().unwrap_or(super::DEFAULT_METRICS_LISTEN) {
@@ -577,7 +601,17 @@ impl RawControl {
 
 /// The first directory of `$STATE_DIRECTORY` (systemd's `StateDirectory=`).
 fn systemd_state_directory() -> Option<PathBuf> {
-    let value = std::env::var_os("STATE_DIRECTORY")?;
+    first_directory("STATE_DIRECTORY")
+}
+
+/// The first directory of `$RUNTIME_DIRECTORY` (systemd's `RuntimeDirectory=`).
+fn systemd_runtime_directory() -> Option<PathBuf> {
+    first_directory("RUNTIME_DIRECTORY")
+}
+
+/// The first of the colon-separated directories in environment variable `var`.
+fn first_directory(var: &str) -> Option<PathBuf> {
+    let value = std::env::var_os(var)?;
     let first = value.to_str()?.split(':').next()?;
     (!first.is_empty()).then(|| PathBuf::from(first))
 }

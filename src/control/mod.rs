@@ -68,6 +68,11 @@ pub struct ControlHandle {
 }
 
 impl ControlHandle {
+    /// The etcd lease this node holds (with the etcd source).
+    pub fn own_lease(&self) -> Option<Arc<etcd::OwnLease>> {
+        self.etcd.as_ref().map(|e| Arc::clone(&e.lease))
+    }
+
     /// Stops the thread (and the etcd source) and waits for it.
     pub fn shutdown(mut self) {
         self.stop();

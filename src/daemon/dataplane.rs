@@ -3,16 +3,26 @@
 //! reuseport group, steered by inner flow) and one multiqueue TUN device
 //! with one queue per worker. Everything is an `OwnedFd`, so a failure
 //! half-way closes what was made (and a TUN without queues disappears).
+//! A successor adopts the same objects from its predecessor instead
+//! ([`Dataplane::adopt`]); the TUN then never loses its last queue.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsFd, OwnedFd};
 
+use super::takeover::protocol::DataplaneFacts;
 use super::{DaemonError, Plan};
 use crate::config::{Backend, Config, IoEngine};
 use crate::sys;
 
 /// Source ports per worker that a VXLAN node spreads its flows over.
 const VXLAN_SOURCE_PORTS: usize = 8;
+
+/// One worker's fds as a predecessor handed them over.
+pub struct InheritedWorker {
+    pub tun: OwnedFd,
+    pub udp: OwnedFd,
+    pub senders: Vec<OwnedFd>,
+}
 
 /// The fds the workers take over, and what the kernel granted.
 pub struct Dataplane {
@@ -39,6 +49,74 @@ impl Dataplane {
         let senders = bind_senders(config)?;
         let queues = create_tun(config, plan, batched)?;
         Ok(Dataplane { sockets, senders, tun_queues: queues.fds, gso, gro, vnet_hdr: queues.vnet_hdr, uso: queues.uso })
+    }
+
+    /// Takes over the fds a running daemon handed over: per worker its TUN
+    /// queue, UDP socket and sender sockets, with what the kernel granted
+    /// them (`facts`). Each fd is checked to be what it claims: a queue of
+    /// the configured TUN with the handed-over offloads, a UDP socket bound
+    /// to `public_ip:port`, a UDP socket bound to `public_ip`.
+    pub fn adopt(config: &Config, facts: DataplaneFacts, workers: Vec<InheritedWorker>) -> Result<Dataplane, String> {
+        let mut dp = Dataplane {
+            sockets: Vec::new(),
+            senders: Vec::new(),
+            tun_queues: Vec::new(),
+            gso: facts.gso,
+            gro: facts.gro,
+            vnet_hdr: facts.vnet_hdr,
+            uso: facts.uso,
+        };
+        let listen = SocketAddr::new(config.public_ip, config.port);
+        for (i, w) in workers.into_iter().enumerate() {
+            let queue = sys::tun::queue_info(w.tun.as_fd()).map_err(|e| format!("worker {i}: TUN queue: {e}"))?;
+            if queue.name != config.tun || !queue.multi_queue || queue.vnet_hdr != facts.vnet_hdr {
+                return Err(format!(
+                    "worker {i}: TUN queue of {:?} (multiqueue {}, vnet_hdr {}), expected {:?} with vnet_hdr {}",
+                    queue.name, queue.multi_queue, queue.vnet_hdr, config.tun, facts.vnet_hdr
+                ));
+            }
+            let bound = sys::udp::bound_udp_addr(w.udp.as_fd()).ok().flatten();
+            if bound != Some(listen) {
+                return Err(format!(
+                    "worker {i}: UDP socket bound to {}, expected {listen}",
+                    bound.map_or("nothing (or not UDP)".into(), |a| a.to_string())
+                ));
+            }
+            for (k, s) in w.senders.iter().enumerate() {
+                let bound = sys::udp::bound_udp_addr(s.as_fd()).ok().flatten();
+                if bound.map(|a| a.ip()) != Some(config.public_ip) {
+                    return Err(format!("worker {i}: sender socket {k} bound to {bound:?}, expected {}", config.public_ip));
+                }
+            }
+            dp.tun_queues.push(w.tun);
+            dp.sockets.push(w.udp);
+            dp.senders.push(w.senders);
+        }
+        if dp.tun_queues.len() != config.workers {
+            return Err(format!("{} workers' fds for {} workers", dp.tun_queues.len(), config.workers));
+        }
+        Ok(dp)
+    }
+
+    /// A second set of fds for the same kernel objects (`F_DUPFD_CLOEXEC`):
+    /// the workers take one, the control socket keeps the other to hand
+    /// over.
+    pub fn duplicate(&self) -> std::io::Result<Dataplane> {
+        let dup = |fds: &[OwnedFd]| fds.iter().map(OwnedFd::try_clone).collect::<std::io::Result<Vec<_>>>();
+        Ok(Dataplane {
+            sockets: dup(&self.sockets)?,
+            senders: self.senders.iter().map(|s| dup(s)).collect::<std::io::Result<_>>()?,
+            tun_queues: dup(&self.tun_queues)?,
+            gso: self.gso,
+            gro: self.gro,
+            vnet_hdr: self.vnet_hdr,
+            uso: self.uso,
+        })
+    }
+
+    /// What the kernel granted, as the handover protocol carries it.
+    pub fn facts(&self) -> DataplaneFacts {
+        DataplaneFacts { gso: self.gso, gro: self.gro, vnet_hdr: self.vnet_hdr, uso: self.uso }
     }
 
     /// The TUN offloads in use, as the log and the metrics name them.

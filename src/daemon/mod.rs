@@ -1,33 +1,44 @@
-//! The daemon's lifecycle, as a sequence of named steps: claim the node's
-//! subnet (etcd), build the first table, plan, open the TUN and sockets,
-//! start the workers, drop privileges, start the control thread and the
-//! metrics endpoint, report ready, then serve signals until a stop.
+//! The daemon's lifecycle, as a sequence of named steps: plan, find the
+//! data path's origin (bind the control socket, or join the running daemon
+//! with `--takeover`), claim (or carry on with) the node's subnet (etcd),
+//! build the first table, open (or adopt) the TUN and sockets, start the
+//! workers, drop privileges, start the control thread, complete a
+//! takeover, start the metrics endpoint and the control socket thread,
+//! report ready, then serve signals until a stop or a handover.
 //!
 //! Every step that owns something running is a guard: the workers
-//! ([`workers::WorkerSet`]), the control thread and the metrics endpoint
-//! stop on drop, so an error at any step after them leaves nothing behind.
-//! On SIGINT/SIGTERM the workers finish their batch, the TUN disappears
-//! with its last queue, and the counters are printed.
+//! ([`workers::WorkerSet`]), the control thread, the metrics endpoint and
+//! the control socket thread stop on drop, so an error at any step after
+//! them leaves nothing behind. On SIGINT/SIGTERM the workers finish their
+//! batch, the TUN disappears with its last queue, and the counters are
+//! printed. After handing the data path to a successor ([`takeover`]) the
+//! process exits 0 and leaves everything else alone: the TUN, the lease and
+//! the control socket are the successor's now.
 
 mod dataplane;
+mod origin;
 mod plan;
 mod signals;
+pub mod takeover;
 mod workers;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+pub use origin::Start;
 pub use plan::{Plan, plan};
 
 use self::dataplane::Dataplane;
+use self::origin::Origin;
 use self::signals::{Request, SignalRequests};
+use self::takeover::{ControlServer, ControlSocket, HandoverSource, ServerEvent, SocketFile, SuccessorCommand, TakeoverError};
 use self::workers::{WorkerSet, WorkerShared};
 use crate::config::Config;
 use crate::control::{self, Command, ControlHandle};
 use crate::route::{self, SharedTable, SubnetTable};
 use crate::stats::exposition::{MetricsSource, StaticInfo};
 use crate::stats::latency::LatencyHub;
-use crate::stats::server::MetricsServer;
+use crate::stats::server::{BoundMetrics, MetricsServer};
 use crate::stats::{self, WorkerCounters};
 use crate::sys;
 
@@ -43,23 +54,50 @@ pub enum DaemonError {
     Etcd(#[from] control::etcd::BootstrapError),
     #[error("worker {0} failed; stopping")]
     WorkerFailed(usize),
+    #[error("{0}")]
+    Takeover(#[from] TakeoverError),
+    #[error("{0}")]
+    ControlSocket(#[from] takeover::SocketError),
 }
 
 impl DaemonError {
     pub fn exit_code(&self) -> u8 {
         match self {
             DaemonError::Config(_) | DaemonError::Etcd(control::etcd::BootstrapError::Config(_)) => 2,
+            DaemonError::Takeover(e) => e.exit_code(),
             _ => 1,
         }
     }
 }
 
-/// Runs the daemon in the foreground until SIGINT/SIGTERM.
-pub fn run(mut config: Config) -> Result<(), DaemonError> {
+/// How serving ended.
+enum End {
+    Stopped,
+    WorkerFailed(usize),
+    HandedOver(u32),
+}
+
+/// What runs once the workers forward.
+struct Running {
+    workers: WorkerSet,
+    control: ControlHandle,
+    metrics: Option<MetricsServer>,
+    server: Option<ControlServer>,
+    socket_file: Option<SocketFile>,
+    counters: Vec<Arc<WorkerCounters>>,
+}
+
+/// Runs the daemon in the foreground until SIGINT/SIGTERM, or until it has
+/// handed its data path to a successor.
+pub fn run(mut config: Config, start: Start) -> Result<(), DaemonError> {
     let mut signals = SignalRequests::install()?;
-    let etcd = claim_subnet(&mut config)?;
-    let (table, file_peers, file_text) = first_table(&config, etcd.as_ref())?;
     let plan = plan(&config)?;
+    // The peers file is checked before anything is created or bound.
+    let file_table = initial_file_table(&config)?;
+    let mut origin = Origin::open(&config, &plan, start)?;
+    let etcd = claim_subnet(&mut config, &origin)?;
+    origin.check_resolved(&config, &plan)?;
+    let (table, file_peers, file_text) = first_table(&config, etcd.as_ref(), file_table, origin.first_table_version())?;
     control::write_subnet_env(&config, plan.tun_mtu).map_err(|source| DaemonError::Io {
         what: format!("writing {}", config.subnet_env.as_deref().map(|p| p.display().to_string()).unwrap_or_default()),
         source,
@@ -68,9 +106,16 @@ pub fn run(mut config: Config) -> Result<(), DaemonError> {
     if let Some(note) = &plan.engine_note {
         log::warn!("{note}");
     }
-    let dataplane = Dataplane::open(&config, &plan)?;
+    let dataplane = origin.dataplane(&config, &plan)?;
     log_start(&config, &plan, &dataplane, &table);
     let info = static_info(&plan, &dataplane, &config, etcd.is_some());
+    let reserve = config
+        .control_socket
+        .is_some()
+        .then(|| dataplane.duplicate())
+        .transpose()
+        .map_err(|source| DaemonError::Io { what: "duplicating the data path's fds for a successor".into(), source })?;
+    let facts = dataplane.facts();
     let shared = route::share(table);
     let counters: Vec<Arc<WorkerCounters>> = (0..config.workers).map(|_| Arc::new(WorkerCounters::default())).collect();
     let (hub, recorders) = LatencyHub::new(config.workers);
@@ -79,55 +124,77 @@ pub fn run(mut config: Config) -> Result<(), DaemonError> {
     let workers = WorkerSet::start(&config, &plan, dataplane, worker_shared, recorders)?;
     workers.wait_ready()?;
     drop_privileges(identity)?;
-    // Started after the drop, the control thread (and its file watcher)
-    // and the metrics thread inherit no capabilities.
+    // Started after the drop, the control thread (and its file watcher),
+    // the metrics thread and the control socket thread inherit no
+    // capabilities.
     let control = control::spawn(config.clone(), Arc::clone(&shared), file_peers, file_text, etcd)
         .map_err(|source| DaemonError::Io { what: "starting the control thread".into(), source })?;
-    let metrics = start_metrics(&config, &counters, &control, &shared, info, hub)?;
+    let successor = origin.is_successor();
+    let socket = origin.finish(&config, &counters, &control.counters)?;
+    let metrics = start_metrics(&config, &counters, &control, &shared, info, hub, successor)?;
     signals.catch_stop()?;
-    if let Err(e) = sys::notify::notify("READY=1\nSTATUS=forwarding") {
+    let (server, socket_file) = match (socket, reserve) {
+        (Some(socket), Some(reserve)) => {
+            let compat = origin::compat(&config, &plan);
+            let source = HandoverSource {
+                compat,
+                facts,
+                reserve,
+                counters: counters.clone(),
+                control: Arc::clone(&control.counters),
+                table: Arc::clone(&shared),
+                lease: control.own_lease(),
+                lifecycle: workers.lifecycle(),
+                successor: SuccessorCommand::for_this_process(&config.path),
+            };
+            serve_control_socket(socket, source)?
+        }
+        _ => (None, None),
+    };
+    if !successor && let Err(e) = sys::notify::notify("READY=1\nSTATUS=forwarding") {
         log::warn!("could not notify the service manager: {e}");
     }
     log::info!("ready: forwarding");
-
-    let failed = serve(&mut signals, &workers, &control, &counters);
-    let _ = sys::notify::notify("STOPPING=1");
-    drop(metrics);
-    workers.stop();
-    let control_counters = Arc::clone(&control.counters);
-    control.shutdown();
-    print_summary(&counters, &control_counters);
-    log::info!("stopped; TUN {} removed", config.tun);
-    match failed {
-        Some(id) => Err(DaemonError::WorkerFailed(id)),
-        None => Ok(()),
-    }
+    let running = Running { workers, control, metrics, server, socket_file, counters };
+    let end = serve(&mut signals, &running);
+    shut_down(running, end, &config)
 }
 
 /// With the etcd source: claims this node's subnet (and learns the
-/// network); everything after is built for the subnet etcd granted.
-fn claim_subnet(config: &mut Config) -> Result<Option<control::etcd::Bootstrap>, DaemonError> {
+/// network), or carries on with the lease the predecessor held; everything
+/// after is built for that subnet.
+fn claim_subnet(config: &mut Config, origin: &Origin) -> Result<Option<control::etcd::Bootstrap>, DaemonError> {
     if config.etcd().is_none() {
         return Ok(None);
     }
-    Ok(Some(control::etcd::bootstrap(config)?))
+    Ok(Some(control::etcd::bootstrap_with(config, origin.handed_lease())?))
 }
 
-/// The first table: etcd's leases, or the peers file (with what it was
-/// built from, for the control thread).
+/// With the file source: the peers file, validated into a first table.
+fn initial_file_table(config: &Config) -> Result<Option<control::InitialTable>, DaemonError> {
+    if config.etcd().is_some() {
+        return Ok(None);
+    }
+    control::initial_table(config).map(Some).map_err(|e| DaemonError::Config(e.to_string()))
+}
+
+/// The first table, numbered `version`: etcd's leases, or the peers file's
+/// (with what it was built from, for the control thread).
 fn first_table(
     config: &Config,
     etcd: Option<&control::etcd::Bootstrap>,
+    file: Option<control::InitialTable>,
+    version: u64,
 ) -> Result<(SubnetTable, Vec<route::PeerSpec>, Option<String>), DaemonError> {
-    match etcd {
-        Some(boot) => SubnetTable::build(1, &config.table_scope(), &boot.peers)
-            .map(|t| (t, Vec::new(), None))
-            .map_err(|errs| DaemonError::Config(errs.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))),
-        None => {
-            let first = control::initial_table(config).map_err(|e| DaemonError::Config(e.to_string()))?;
-            Ok((first.table, first.peers, first.file_text))
-        }
-    }
+    let (peers, file_peers, file_text) = match (etcd, file) {
+        (Some(boot), _) => (boot.peers.clone(), Vec::new(), None),
+        (None, Some(first)) if first.table.version() == version => return Ok((first.table, first.peers, first.file_text)),
+        (None, Some(first)) => (first.peers.clone(), first.peers, first.file_text),
+        (None, None) => (Vec::new(), Vec::new(), None),
+    };
+    let table = SubnetTable::build(version, &config.table_scope(), &peers)
+        .map_err(|errs| DaemonError::Config(errs.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")))?;
+    Ok((table, file_peers, file_text))
 }
 
 fn resolve_identity(config: &Config) -> Result<Option<sys::privileges::Identity>, DaemonError> {
@@ -176,7 +243,7 @@ fn log_start(config: &Config, plan: &Plan, dataplane: &Dataplane, table: &Subnet
             us => log::info!("busy polling: each worker polls for {us} µs after its last completion before it sleeps"),
         }
     }
-    log::info!("subnet table version 1: {} routes, {} peers", table.len(), table.peer_count());
+    log::info!("subnet table version {}: {} routes, {} peers", table.version(), table.len(), table.peer_count());
 }
 
 fn static_info(plan: &Plan, dataplane: &Dataplane, config: &Config, etcd: bool) -> StaticInfo {
@@ -190,6 +257,14 @@ fn static_info(plan: &Plan, dataplane: &Dataplane, config: &Config, etcd: bool) 
     }
 }
 
+/// How long a successor keeps trying to bind the metrics address its
+/// predecessor is still closing.
+const METRICS_REBIND: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Starts the metrics endpoint. A successor retries while its predecessor
+/// still holds the address, and runs on without metrics if it never frees
+/// it: past the handover, this process must not exit for that.
+#[allow(clippy::too_many_arguments)] // the endpoint's sources, and whether this process took over
 fn start_metrics(
     config: &Config,
     counters: &[Arc<WorkerCounters>],
@@ -197,11 +272,23 @@ fn start_metrics(
     table: &SharedTable,
     info: StaticInfo,
     hub: LatencyHub,
+    successor: bool,
 ) -> Result<Option<MetricsServer>, DaemonError> {
     let Some(addr) = config.metrics_listen else { return Ok(None) };
     let source = MetricsSource { workers: counters.to_vec(), control: Arc::clone(&control.counters), table: Arc::clone(table), info };
-    let server = MetricsServer::start(addr, source, hub)
-        .map_err(|e| DaemonError::Config(format!("{}: [metrics] listen = \"{addr}\": {e}", config.path.display())))?;
+    let deadline = std::time::Instant::now() + if successor { METRICS_REBIND } else { std::time::Duration::ZERO };
+    let bound = loop {
+        match BoundMetrics::bind(addr) {
+            Ok(b) => break b,
+            Err(_) if std::time::Instant::now() < deadline => std::thread::sleep(std::time::Duration::from_millis(20)),
+            Err(e) if successor => {
+                log::error!("{}: [metrics] listen = \"{addr}\": {e}; running without a metrics endpoint", config.path.display());
+                return Ok(None);
+            }
+            Err(e) => return Err(DaemonError::Config(format!("{}: [metrics] listen = \"{addr}\": {e}", config.path.display()))),
+        }
+    };
+    let server = bound.serve(source, hub).map_err(|source| DaemonError::Io { what: "starting the metrics thread".into(), source })?;
     if !addr.ip().is_loopback() {
         log::warn!("metrics served on non-loopback address {} (as configured)", server.addr);
     }
@@ -209,26 +296,82 @@ fn start_metrics(
     Ok(Some(server))
 }
 
-/// Serves signals until a stop or a worker failure; returns the failed worker.
-fn serve(signals: &mut SignalRequests, workers: &WorkerSet, control: &ControlHandle, counters: &[Arc<WorkerCounters>]) -> Option<usize> {
+/// Starts the control socket thread over `socket`.
+fn serve_control_socket(socket: ControlSocket, source: HandoverSource) -> Result<(Option<ControlServer>, Option<SocketFile>), DaemonError> {
+    let ControlSocket { listener, file } = socket;
+    let server = ControlServer::start(listener, source)
+        .map_err(|source| DaemonError::Io { what: "starting the control socket thread".into(), source })?;
+    Ok((Some(server), Some(file)))
+}
+
+/// Serves signals until a stop, a worker failure or a handover.
+fn serve(signals: &mut SignalRequests, running: &Running) -> End {
     loop {
         for request in signals.pending() {
             match request {
                 Request::Stop(sig) => {
                     log::info!("signal {sig}: stopping");
-                    return None;
+                    return End::Stopped;
                 }
                 Request::Reload => {
                     log::info!("SIGHUP: reloading the peers file");
-                    let _ = control.commands.send(Command::Reload);
+                    let _ = running.control.commands.send(Command::Reload);
                 }
-                Request::PrintCounters => print_summary(counters, &control.counters),
+                Request::PrintCounters => print_summary(&running.counters, &running.control.counters),
+                Request::Upgrade => match &running.server {
+                    Some(server) => {
+                        log::info!("SIGUSR2: starting a successor to hand the data path to");
+                        server.spawn_successor();
+                    }
+                    None => log::warn!("SIGUSR2: no control socket ([process] control_socket = \"off\"); cannot upgrade in place"),
+                },
             }
         }
-        if let Some(id) = workers.failed() {
-            return Some(id);
+        if let Some(id) = running.workers.failed() {
+            return End::WorkerFailed(id);
         }
-        std::thread::sleep(signals::POLL);
+        match &running.server {
+            Some(server) => {
+                if let Some(ServerEvent::HandedOver { pid }) = server.wait_event(signals::POLL) {
+                    return End::HandedOver(pid);
+                }
+            }
+            None => std::thread::sleep(signals::POLL),
+        }
+    }
+}
+
+/// Stops everything in order. After a handover: no `STOPPING=1` (the
+/// service manager follows the successor now), the socket file stays.
+fn shut_down(running: Running, end: End, config: &Config) -> Result<(), DaemonError> {
+    let Running { workers, control, metrics, server, socket_file, counters } = running;
+    let handed_over = matches!(end, End::HandedOver(_));
+    if !handed_over {
+        let _ = sys::notify::notify("STOPPING=1");
+    }
+    drop(server);
+    // First the metrics address, which the successor waits to bind.
+    drop(metrics);
+    workers.stop();
+    let control_counters = Arc::clone(&control.counters);
+    control.shutdown();
+    print_summary(&counters, &control_counters);
+    match end {
+        End::HandedOver(pid) => {
+            if let Some(f) = socket_file {
+                f.keep();
+            }
+            log::info!("handed over to pid {pid}; exiting (TUN {} stays with it)", config.tun);
+            Ok(())
+        }
+        End::Stopped | End::WorkerFailed(_) => {
+            drop(socket_file);
+            log::info!("stopped; TUN {} removed", config.tun);
+            match end {
+                End::WorkerFailed(id) => Err(DaemonError::WorkerFailed(id)),
+                _ => Ok(()),
+            }
+        }
     }
 }
 

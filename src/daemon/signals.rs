@@ -1,5 +1,5 @@
-//! Signals: caught from the first moment of `run`, so that a SIGHUP or
-//! SIGUSR1 sent while start-up still waits (for etcd, up to 30 s) is kept
+//! Signals: caught from the first moment of `run`, so that a SIGHUP,
+//! SIGUSR1 or SIGUSR2 sent while start-up still waits (for etcd, up to 30 s) is kept
 //! for later instead of killing the process with the default action.
 //! SIGINT and SIGTERM keep their default action until the gateway is
 //! ready (a stop during start-up simply ends the process: nothing is
@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
 use signal_hook::iterator::Signals;
 
 use super::DaemonError;
@@ -19,6 +19,8 @@ pub enum Request {
     Stop(i32),
     Reload,
     PrintCounters,
+    /// Start a successor from the binary on disk and hand over to it.
+    Upgrade,
 }
 
 /// The daemon's signal handlers.
@@ -30,10 +32,10 @@ pub struct SignalRequests {
 pub const POLL: Duration = Duration::from_millis(50);
 
 impl SignalRequests {
-    /// Catches SIGHUP and SIGUSR1 from now on.
+    /// Catches SIGHUP, SIGUSR1 and SIGUSR2 from now on.
     pub fn install() -> Result<SignalRequests, DaemonError> {
-        let signals =
-            Signals::new([SIGHUP, SIGUSR1]).map_err(|source| DaemonError::Io { what: "installing signal handlers".into(), source })?;
+        let signals = Signals::new([SIGHUP, SIGUSR1, SIGUSR2])
+            .map_err(|source| DaemonError::Io { what: "installing signal handlers".into(), source })?;
         Ok(SignalRequests { signals })
     }
 
@@ -54,6 +56,7 @@ impl SignalRequests {
             SIGINT | SIGTERM => Some(Request::Stop(sig)),
             SIGHUP => Some(Request::Reload),
             SIGUSR1 => Some(Request::PrintCounters),
+            SIGUSR2 => Some(Request::Upgrade),
             _ => None,
         })
     }

@@ -4,7 +4,6 @@
 //! path returns while a worker still runs.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -103,13 +102,18 @@ impl WorkerSet {
         self.handles.iter().position(JoinHandle::is_finished)
     }
 
+    /// What the workers are told: pause and resume go through it (a handover).
+    pub fn lifecycle(&self) -> Arc<Lifecycle> {
+        Arc::clone(&self.lifecycle)
+    }
+
     /// Stops every worker (each finishes its batch) and waits for them.
     pub fn stop(mut self) {
         self.stop_and_join();
     }
 
     fn stop_and_join(&mut self) {
-        self.lifecycle.stop.store(true, Ordering::Relaxed);
+        self.lifecycle.stop_all();
         for h in self.handles.drain(..) {
             let _ = h.join();
         }

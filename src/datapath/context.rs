@@ -1,9 +1,11 @@
 //! What a worker is given when it starts, and how the main thread talks to
-//! it afterwards: the stop flag, and the one-shot "ready" signal a worker
-//! sends once its I/O is set up.
+//! it afterwards: the stop and pause flags, and the one-shot "ready" signal
+//! a worker sends once its I/O is set up.
 
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use super::core::CoreSetup;
 use crate::config::{Backend, IoEngine};
@@ -32,18 +34,85 @@ pub struct WorkerContext {
     pub ready: ReadySignal,
 }
 
-/// What the main thread tells running workers.
+/// What the main thread tells running workers: stop, or pause.
+///
+/// Pausing is how a running encapd hands its data path to a successor
+/// without losing a packet: a paused worker has stopped reading its TUN
+/// queue and socket, has finished everything it had read (every send and
+/// TUN write completed), and waits parked until it is resumed or stopped.
+/// What arrives meanwhile waits in the kernel's queues for whoever reads
+/// them next.
 #[derive(Debug, Default)]
 pub struct Lifecycle {
     /// Finish the current batch and exit.
     pub stop: AtomicBool,
+    /// Stop reading, finish what is in flight, park.
+    pause: AtomicBool,
+    /// Workers parked right now.
+    parked: Mutex<usize>,
+    changed: Condvar,
 }
+
+/// How long a parked worker sleeps between looks at the stop flag.
+const PARK_POLL: Duration = Duration::from_millis(50);
 
 impl Lifecycle {
     /// False once the worker must stop; checked once per loop iteration.
     #[inline]
     pub fn keep_running(&self) -> bool {
         !self.stop.load(Ordering::Relaxed)
+    }
+
+    /// True when the worker must quiesce and [`park`](Self::park); checked
+    /// once per loop iteration.
+    #[inline]
+    pub fn pause_requested(&self) -> bool {
+        self.pause.load(Ordering::Acquire)
+    }
+
+    /// Called by a worker that has quiesced: waits until it is resumed
+    /// (true) or stopped (false).
+    pub fn park(&self) -> bool {
+        let mut parked = self.parked.lock().unwrap_or_else(|e| e.into_inner());
+        *parked += 1;
+        self.changed.notify_all();
+        while self.pause.load(Ordering::Acquire) && self.keep_running() {
+            parked = self.changed.wait_timeout(parked, PARK_POLL).unwrap_or_else(|e| e.into_inner()).0;
+        }
+        *parked -= 1;
+        self.changed.notify_all();
+        self.keep_running()
+    }
+
+    /// Asks every worker to pause and waits until `workers` of them are
+    /// parked; false (workers still asked to pause) if that takes longer
+    /// than `timeout`.
+    pub fn pause_all(&self, workers: usize, timeout: Duration) -> bool {
+        self.pause.store(true, Ordering::Release);
+        let deadline = Instant::now() + timeout;
+        let mut parked = self.parked.lock().unwrap_or_else(|e| e.into_inner());
+        while *parked < workers {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            parked = self.changed.wait_timeout(parked, left.min(PARK_POLL)).unwrap_or_else(|e| e.into_inner()).0;
+        }
+        true
+    }
+
+    /// Lets paused workers read again.
+    pub fn resume_all(&self) {
+        self.pause.store(false, Ordering::Release);
+        let _guard = self.parked.lock().unwrap_or_else(|e| e.into_inner());
+        self.changed.notify_all();
+    }
+
+    /// Stops every worker, parked or not.
+    pub fn stop_all(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _guard = self.parked.lock().unwrap_or_else(|e| e.into_inner());
+        self.changed.notify_all();
     }
 }
 

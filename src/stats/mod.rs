@@ -1,7 +1,9 @@
 //! Per-worker counters. Each worker owns one [`WorkerCounters`] (on its own
 //! cache line) and is its only writer, so updates are plain relaxed
 //! load+store pairs, never a locked read-modify-write; readers (the summary,
-//! the metrics endpoint) take relaxed snapshots and sum them.
+//! the metrics endpoint) take relaxed snapshots and sum them. A successor
+//! that took the data path over adds its predecessor's final counts
+//! ([`WorkerCounters::carry`]), so totals carry on across the takeover.
 
 pub mod exposition;
 pub mod format;
@@ -164,7 +166,16 @@ pub struct WorkerCounters {
     pub drops: [AtomicU64; DropReason::ALL.len()],
     /// Version of the subnet table this worker used for its latest batch.
     pub table_version: AtomicU64,
+    /// What this worker's predecessors counted (see [`carry`](Self::carry)).
+    carried: Carried,
 }
+
+/// Counts carried over from the process this one took the data path from:
+/// added to every [`WorkerCounters::snapshot`], never touched by the
+/// worker, on a cache line of its own.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Carried(std::sync::Mutex<CounterSnapshot>);
 
 /// Milliseconds since the Unix epoch (0 if the clock is before it), for
 /// `_timestamp_seconds` gauges. Not for the hot path: it reads the clock.
@@ -184,7 +195,27 @@ impl WorkerCounters {
         bump(&self.drops[reason as usize], 1);
     }
 
+    /// Adds a predecessor's final counts: from now on every snapshot
+    /// includes them, so the totals carry on across a takeover. Called by
+    /// the main thread (never the worker), while the worker may be counting.
+    pub fn carry(&self, counts: &CounterSnapshot) {
+        let mut carried = self.carried.0.lock().unwrap_or_else(|e| e.into_inner());
+        let version = carried.table_version;
+        carried.add(counts);
+        carried.table_version = version;
+    }
+
+    /// The counts so far, including those carried over from predecessors.
     pub fn snapshot(&self) -> CounterSnapshot {
+        let mut own = self.own_snapshot();
+        let carried = self.carried.0.lock().unwrap_or_else(|e| e.into_inner());
+        let version = own.table_version;
+        own.add(&carried);
+        own.table_version = version;
+        own
+    }
+
+    fn own_snapshot(&self) -> CounterSnapshot {
         CounterSnapshot {
             egress_packets: self.egress_packets.load(Relaxed),
             egress_bytes: self.egress_bytes.load(Relaxed),
@@ -287,6 +318,19 @@ mod tests {
             assert_eq!(r as usize, i, "ALL is in discriminant order");
             assert_eq!(DropReason::from_name(r.name()), Some(r));
         }
+    }
+
+    #[test]
+    fn carried_counts_add_to_every_snapshot() {
+        let w = WorkerCounters::default();
+        bump(&w.egress_packets, 5);
+        w.table_version.store(7, Relaxed);
+        let mut before = CounterSnapshot { egress_packets: 100, table_version: 3, ..CounterSnapshot::default() };
+        before.drops[DropReason::NoRoute as usize] = 2;
+        w.carry(&before);
+        w.carry(&before);
+        let s = w.snapshot();
+        assert_eq!((s.egress_packets, s.drop_count(DropReason::NoRoute), s.table_version), (205, 4, 7));
     }
 
     #[test]

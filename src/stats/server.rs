@@ -15,6 +15,11 @@ use super::exposition::{self, MetricsSource};
 use super::format::Format;
 use super::latency::LatencyHub;
 
+/// How often the serving thread looks at its stop flag (and merges the
+/// latency intervals when idle): a successor taking the data path over
+/// waits for this process to free the address.
+const STOP_POLL: Duration = Duration::from_millis(100);
+
 /// The running endpoint; dropping it stops the thread.
 pub struct MetricsServer {
     stop: Arc<AtomicBool>,
@@ -22,16 +27,39 @@ pub struct MetricsServer {
     pub addr: SocketAddr,
 }
 
-impl MetricsServer {
-    /// Binds `addr` and serves from a new thread.
-    pub fn start(addr: SocketAddr, source: MetricsSource, mut hub: LatencyHub) -> std::io::Result<MetricsServer> {
+/// A bound metrics address, not served yet.
+pub struct BoundMetrics {
+    server: tiny_http::Server,
+    addr: SocketAddr,
+}
+
+impl BoundMetrics {
+    /// Binds `addr` (a successor retries this while its predecessor still
+    /// holds the address).
+    pub fn bind(addr: SocketAddr) -> std::io::Result<BoundMetrics> {
         let server = tiny_http::Server::http(addr).map_err(|e| std::io::Error::other(format!("binding {addr}: {e}")))?;
         let addr = server.server_addr().to_ip().unwrap_or(addr);
+        Ok(BoundMetrics { server, addr })
+    }
+
+    /// Serves from a new thread.
+    pub fn serve(self, source: MetricsSource, hub: LatencyHub) -> std::io::Result<MetricsServer> {
+        MetricsServer::serve(self.server, self.addr, source, hub)
+    }
+}
+
+impl MetricsServer {
+    /// Binds `addr` and serves from a new thread.
+    pub fn start(addr: SocketAddr, source: MetricsSource, hub: LatencyHub) -> std::io::Result<MetricsServer> {
+        BoundMetrics::bind(addr)?.serve(source, hub)
+    }
+
+    fn serve(server: tiny_http::Server, addr: SocketAddr, source: MetricsSource, mut hub: LatencyHub) -> std::io::Result<MetricsServer> {
         let stop = Arc::new(AtomicBool::new(false));
         let stop_flag = Arc::clone(&stop);
         let thread = std::thread::Builder::new().name("encapd-metrics".into()).spawn(move || {
             while !stop_flag.load(Ordering::Relaxed) {
-                match server.recv_timeout(Duration::from_millis(500)) {
+                match server.recv_timeout(STOP_POLL) {
                     Ok(Some(request)) => {
                         let response = answer(&request, &source, &mut hub);
                         if let Err(e) = request.respond(response) {

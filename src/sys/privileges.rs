@@ -94,9 +94,15 @@ fn unsafe_zeroed_passwd() -> libc::passwd {
 
 /// Switches the whole process to `to` (if given) and clears all
 /// capabilities. Called once, after setup, from the main thread; glibc
-/// applies set*id to every thread. Returns the capabilities left (expected: none).
+/// applies set*id to every thread. Already running as `to`: only the
+/// capabilities are cleared. Returns the capabilities left (expected: none).
 pub fn drop_privileges(to: Option<Identity>) -> io::Result<Caps> {
-    if let Some(id) = to {
+    // A process already running as that user (a successor started by an
+    // unprivileged predecessor) has nothing to switch, and may not call
+    // setgroups.
+    // SAFETY: geteuid and getegid have no preconditions and cannot fail.
+    let already = to.is_some_and(|id| unsafe { libc::geteuid() == id.uid && libc::getegid() == id.gid });
+    if let Some(id) = to.filter(|_| !already) {
         // SAFETY: setgroups with an empty list reads nothing.
         cvt(unsafe { libc::setgroups(0, std::ptr::null()) })?;
         // SAFETY: plain syscalls with integer arguments.

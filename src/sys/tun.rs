@@ -85,3 +85,32 @@ fn create(spec: &TunSpec, offload: bool) -> io::Result<TunQueues> {
     }
     Ok(TunQueues { fds, vnet_hdr, uso, refused: None })
 }
+
+/// What the kernel says about a TUN queue fd (`TUNGETIFF`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueInfo {
+    /// The device the queue belongs to.
+    pub name: String,
+    /// Reads and writes carry a virtio-net header (`IFF_VNET_HDR`).
+    pub vnet_hdr: bool,
+    /// A queue of a multiqueue device (`IFF_MULTI_QUEUE`).
+    pub multi_queue: bool,
+}
+
+/// Describes the TUN queue behind `fd`; an fd that is not an attached TUN
+/// queue is an error (`EBADFD` from the kernel, or `ENOTTY`).
+pub fn queue_info(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<QueueInfo> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: ifreq is plain old data; all-zero is valid.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    // SAFETY: TUNGETIFF writes one ifreq (name and flags) into `req`.
+    super::cvt(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNGETIFF, &mut req) })?;
+    let name: Vec<u8> = req.ifr_name.iter().take_while(|&&c| c != 0).map(|&c| c as u8).collect();
+    // SAFETY: TUNGETIFF filled the ifru_flags member of the union.
+    let flags = i32::from(unsafe { req.ifr_ifru.ifru_flags });
+    Ok(QueueInfo {
+        name: String::from_utf8_lossy(&name).into_owned(),
+        vnet_hdr: flags & libc::IFF_VNET_HDR != 0,
+        multi_queue: flags & libc::IFF_MULTI_QUEUE != 0,
+    })
+}

@@ -82,6 +82,26 @@ pub fn bind_sender(ip: IpAddr, buffer_bytes: usize) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
+/// The address a socket is bound to (`getsockname`), and whether it is a
+/// UDP socket at all (`SO_TYPE` is `SOCK_DGRAM` and `SO_PROTOCOL` UDP).
+pub fn bound_udp_addr(fd: BorrowedFd<'_>) -> io::Result<Option<SocketAddr>> {
+    let int_option = |name: libc::c_int| -> io::Result<libc::c_int> {
+        let mut value: libc::c_int = 0;
+        let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: value and len are valid for writes of the stated size.
+        cvt(unsafe { libc::getsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, name, (&mut value as *mut libc::c_int).cast(), &mut len) })?;
+        Ok(value)
+    };
+    if int_option(libc::SO_TYPE)? != libc::SOCK_DGRAM || int_option(libc::SO_PROTOCOL)? != libc::IPPROTO_UDP {
+        return Ok(None);
+    }
+    let mut name = SockAddrBuf::default();
+    let mut len = SockAddrBuf::capacity();
+    // SAFETY: name is valid for writes of len bytes.
+    cvt(unsafe { libc::getsockname(fd.as_raw_fd(), name.as_mut_ptr(), &mut len) })?;
+    Ok(name.get())
+}
+
 /// True when the kernel accepts the `UDP_SEGMENT` option on this socket.
 pub fn supports_gso(fd: BorrowedFd<'_>) -> bool {
     let mut value: libc::c_int = 0;

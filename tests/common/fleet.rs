@@ -247,7 +247,8 @@ impl Fleet {
             "[node]\npublic_ip = \"{}\"\nsubnet = \"{}\"\n{v6_node}{vtep}\n\
              [network]\ncidr = \"{NETWORK}\"\n{v6_net}backend = \"{backend}\"\n\n\
              [dataplane]\nworkers = {}\nio = \"{engine}\"\n\n\
-             [control]\n{control}subnet_env = \"subnet.env\"\n{}\n",
+             [control]\n{control}subnet_env = \"subnet.env\"\n{}\n\n\
+             [process]\ncontrol_socket = \"encapd.sock\"\n",
             node.ip, node.subnet, self.options.workers, self.options.control_extra
         );
         std::fs::write(sub.join("encapd.toml"), config).unwrap();

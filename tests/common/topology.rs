@@ -82,8 +82,17 @@ pub struct Topology {
     _permit: Permit,
 }
 
+/// The control socket beside the node's config, never the host's
+/// /run/encapd (where every test's node would look for the same one).
+const CONTROL_SOCKET: &str = "control_socket = \"encapd.sock\"\n";
+
 fn node_config(node: Node, engine: &str, extra: &str, sections: &str) -> String {
     let (subnet, subnet6) = subnets(node);
+    let sections = match sections.contains("[process]\n") {
+        true => sections.replacen("[process]\n", &format!("[process]\n{CONTROL_SOCKET}"), 1),
+        false => format!("{sections}\n[process]\n{CONTROL_SOCKET}"),
+    };
+    let sections = sections.as_str();
     let line = |s: &str| if s.is_empty() || s.ends_with('\n') { s.to_owned() } else { format!("{s}\n") };
     format!(
         "[node]\npublic_ip = \"{}\"\nsubnet = \"{subnet}\"\nsubnet6 = \"{subnet6}\"\n\n\

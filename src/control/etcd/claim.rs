@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::Path;
+use std::time::Duration;
 
 use etcd_client::{Client, Compare, CompareOp, PutOptions, Txn, TxnOp};
 
@@ -50,6 +51,18 @@ pub struct Claimed {
     /// The revision the leases were listed at, and the listing.
     pub revision: i64,
     pub listed: Vec<Listed>,
+    /// When the lease is due for renewal, from now.
+    pub renew_in: Duration,
+    /// Carried over from the process this one took over from (not claimed).
+    pub adopted: bool,
+}
+
+/// The lease a predecessor held for this node's subnet (see
+/// [`adopt_lease`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HandedLease {
+    pub subnet: Prefix,
+    pub lease_id: i64,
 }
 
 /// Reads `<prefix>/config` and checks it against what the config file
@@ -124,12 +137,45 @@ pub async fn claim_lease(
         let txn =
             Txn::new().when([guard]).and_then([TxnOp::put(key.as_str(), value.as_str(), Some(PutOptions::new().with_lease(lease.id())))]);
         if op("claiming the subnet", client.txn(txn)).await?.succeeded() {
-            return Ok(Claimed { subnet, lease_id: lease.id(), revision, listed });
+            let renew_in = src.lease_ttl.saturating_sub(src.renew_margin);
+            return Ok(Claimed { subnet, lease_id: lease.id(), revision, listed, renew_in, adopted: false });
         }
         log::info!("etcd: {key} was claimed by another node first; choosing again");
         let _ = op("revoking an unused lease", client.lease_revoke(lease.id())).await;
     }
     Err(ClaimError::Etcd(EtcdError::LostRace(CLAIM_RACES)))
+}
+
+/// Carries on with the lease a predecessor held, without claiming
+/// anything: the subnet's key must still hold exactly the value this node
+/// writes, and the lease is the one the key is on now (the predecessor may
+/// have renewed it since it told us). Its renewal is due `renew_margin`
+/// before the TTL etcd reports. `Ok(None)`: the key is gone or no longer
+/// ours, and the caller claims the subnet instead.
+pub async fn adopt_lease(
+    client: &mut Client,
+    src: &EtcdSource,
+    network: &NetworkConfig,
+    node: &LeaseHolder,
+    handed: HandedLease,
+) -> Result<Option<Claimed>, ClaimError> {
+    let subnets_prefix = format!("{}/subnets/", src.prefix);
+    let (revision, listed) = list_subnets(client, &subnets_prefix).await?;
+    let name = flannel::lease_name(&handed.subnet);
+    let value = flannel::lease_value(node.public_ip, network.backend, node.vtep_mac);
+    let Some(own) = listed.iter().find(|l| l.name == name && l.value == value.as_bytes() && l.lease != 0) else { return Ok(None) };
+    let lease_id = own.lease;
+    if lease_id != handed.lease_id {
+        log::info!(
+            "etcd: the lease on {} is {lease_id:x} now (the previous process said {:x}); carrying on with {lease_id:x}",
+            handed.subnet,
+            handed.lease_id
+        );
+    }
+    let ttl = op("reading the lease's time to live", client.lease_time_to_live(lease_id, None)).await?.ttl();
+    let remaining = Duration::from_secs(u64::try_from(ttl).unwrap_or(0));
+    let renew_in = remaining.saturating_sub(src.renew_margin);
+    Ok(Some(Claimed { subnet: handed.subnet, lease_id, revision, listed, renew_in, adopted: true }))
 }
 
 /// Which subnet to claim, given who holds what.

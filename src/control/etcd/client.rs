@@ -101,6 +101,8 @@ pub struct Listed {
     pub name: String,
     pub value: Vec<u8>,
     pub mod_revision: i64,
+    /// The etcd lease the key is attached to (0: none).
+    pub lease: i64,
 }
 
 /// Every lease under `subnets_prefix`, and the revision they were read at.
@@ -114,6 +116,7 @@ pub async fn list_subnets(client: &mut Client, subnets_prefix: &str) -> Result<(
             name: String::from_utf8_lossy(&kv.key()[subnets_prefix.len().min(kv.key().len())..]).into_owned(),
             value: kv.value().to_vec(),
             mod_revision: kv.mod_revision(),
+            lease: kv.lease(),
         })
         .collect();
     Ok((revision, listed))

@@ -3,7 +3,9 @@
 //! Start-up ([`bootstrap`], on the main thread, before the TUN exists):
 //! read `<prefix>/config`, reconcile it with the config file and claim this
 //! node's subnet ([`claim`]), and list the leases of the other nodes for the
-//! first table ([`leases`]).
+//! first table ([`leases`]). A process that takes the data path over from a
+//! running one carries on with the lease it held instead of claiming
+//! ([`bootstrap_with`]): no new lease, no second key, no revocation.
 //!
 //! Then ([`EtcdHandle::spawn`], after the privilege drop) a thread with a
 //! current-thread tokio runtime keeps the table in step with etcd and the
@@ -17,14 +19,15 @@ mod watch;
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 
+pub use self::claim::HandedLease;
 pub use self::claim::STATE_FILE;
-use self::claim::{ClaimError, Claimed, LeaseHolder, claim_lease, read_network_config, write_state};
+use self::claim::{ClaimError, Claimed, LeaseHolder, adopt_lease, claim_lease, read_network_config, write_state};
 use self::client::Connector;
 pub use self::client::EtcdError;
 use self::leases::Leases;
@@ -77,6 +80,13 @@ pub struct Bootstrap {
 /// `config.subnet`, `cidr` and `port` from etcd. Blocks (at most about
 /// [`STARTUP_WAIT`] while etcd is unreachable).
 pub fn bootstrap(config: &mut Config) -> Result<Bootstrap, BootstrapError> {
+    bootstrap_with(config, None)
+}
+
+/// [`bootstrap`], carrying on with `handed` (the lease of the process this
+/// one takes the data path from) instead of claiming, as long as etcd
+/// still has it for this node (else the same subnet is claimed again).
+pub fn bootstrap_with(config: &mut Config, handed: Option<HandedLease>) -> Result<Bootstrap, BootstrapError> {
     let src = match &config.control {
         ControlSource::Etcd(e) => (**e).clone(),
         ControlSource::File { .. } => return Err(BootstrapError::Config("bootstrap: not an etcd configuration".into())),
@@ -89,7 +99,7 @@ pub fn bootstrap(config: &mut Config) -> Result<Bootstrap, BootstrapError> {
         Backend::Udp => None,
     };
     let holder = LeaseHolder { public_ip: config.public_ip, vtep_mac };
-    let boot = runtime.block_on(claim_until_deadline(connector, src, file, holder, config.backend));
+    let boot = runtime.block_on(claim_until_deadline(connector, src, file, holder, config.backend, handed));
     // The runtime's threads (if any) end here, before privileges are dropped.
     runtime.shutdown_timeout(Duration::from_secs(1));
     let boot = boot?;
@@ -113,6 +123,7 @@ async fn claim_until_deadline(
     file: String,
     holder: LeaseHolder,
     ours: Backend,
+    handed: Option<HandedLease>,
 ) -> Result<Bootstrap, BootstrapError> {
     let deadline = Instant::now() + STARTUP_WAIT;
     let mut backoff = BACKOFF_MIN;
@@ -140,7 +151,7 @@ async fn claim_until_deadline(
                 }
                 continue;
             }
-            Ok(Some(network)) => claim_lease(&mut client, &src, &network, &holder, &file).await.map(|c| (network, c)),
+            Ok(Some(network)) => claim_or_adopt(&mut client, &src, &network, &holder, &file, handed).await.map(|c| (network, c)),
             Err(e) => Err(e),
         };
         match claimed {
@@ -155,6 +166,26 @@ async fn claim_until_deadline(
     unreachable!("the loop returns at the deadline")
 }
 
+/// Adopts the handed-over lease if etcd still has it for us, else claims
+/// (the handed-over subnet, if there was one: the TUN already has its
+/// address).
+async fn claim_or_adopt(
+    client: &mut etcd_client::Client,
+    src: &EtcdSource,
+    network: &NetworkConfig,
+    holder: &LeaseHolder,
+    file: &str,
+    handed: Option<HandedLease>,
+) -> Result<Claimed, ClaimError> {
+    let Some(handed) = handed else { return claim_lease(client, src, network, holder, file).await };
+    if let Some(adopted) = adopt_lease(client, src, network, holder, handed).await? {
+        return Ok(adopted);
+    }
+    log::warn!("etcd: the lease handed over for {} is gone or no longer this node's; claiming the subnet again", handed.subnet);
+    let pinned = EtcdSource { given_subnet: Some(handed.subnet), ..src.clone() };
+    claim_lease(client, &pinned, network, holder, file).await
+}
+
 /// The start-up state once the subnet is held: the first peers, the lease
 /// to renew, the state file written.
 fn established(
@@ -165,7 +196,7 @@ fn established(
     holder: LeaseHolder,
     endpoint: &str,
 ) -> Bootstrap {
-    let Claimed { subnet, lease_id, revision, listed } = claimed;
+    let Claimed { subnet, lease_id, revision, listed, renew_in, adopted } = claimed;
     let scope = TableScope { own: vec![subnet], networks: vec![network.network], underlay_ipv4: holder.public_ip.is_ipv4() };
     let expect = LeaseExpect { backend: network.backend, port: network.port };
     let mut leases = Leases::new(format!("{}/subnets/", src.prefix), flannel::lease_name(&subnet), expect, scope);
@@ -179,19 +210,20 @@ fn established(
         .collect();
     write_state(&src.state_dir, &network.network, &subnet);
     log::info!(
-        "etcd {endpoint}: network {} (subnets /{} from {} to {}, {} backend, port {}); this node holds {subnet} (lease {lease_id:x}, ttl {} s)",
+        "etcd {endpoint}: network {} (subnets /{} from {} to {}, {} backend, port {}); this node holds {subnet} (lease {lease_id:x}, ttl {} s{})",
         network.network,
         network.subnet_len,
         std::net::Ipv4Addr::from(network.subnet_min),
         std::net::Ipv4Addr::from(network.subnet_max),
         network.backend.name(),
         network.port,
-        src.lease_ttl.as_secs()
+        src.lease_ttl.as_secs(),
+        if adopted { format!(", carried over from the previous process, renewal due in {} s", renew_in.as_secs()) } else { String::new() }
     );
     Bootstrap {
         connector,
         own_value: flannel::lease_value(holder.public_ip, network.backend, holder.vtep_mac),
-        renew_at: Instant::now() + src.lease_ttl.saturating_sub(src.renew_margin),
+        renew_at: Instant::now() + renew_in,
         network,
         subnet,
         lease_id,
@@ -218,11 +250,45 @@ pub fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
     })
 }
 
+/// The lease this node holds for its subnet, as the etcd thread last
+/// granted it: what a successor is told it may carry on with.
+#[derive(Debug)]
+pub struct OwnLease {
+    pub subnet: Prefix,
+    lease_id: AtomicI64,
+    renew_at_unix_ms: AtomicU64,
+}
+
+impl OwnLease {
+    fn new(subnet: Prefix, lease_id: i64, renew_at: Instant) -> OwnLease {
+        let lease = OwnLease { subnet, lease_id: AtomicI64::new(0), renew_at_unix_ms: AtomicU64::new(0) };
+        lease.set(lease_id, renew_at);
+        lease
+    }
+
+    /// Records a new lease (after a renewal) and when it is due again.
+    fn set(&self, lease_id: i64, renew_at: Instant) {
+        let ms = crate::stats::unix_time_ms() + renew_at.saturating_duration_since(Instant::now()).as_millis() as u64;
+        self.lease_id.store(lease_id, Ordering::Relaxed);
+        self.renew_at_unix_ms.store(ms, Ordering::Relaxed);
+    }
+
+    pub fn lease_id(&self) -> i64 {
+        self.lease_id.load(Ordering::Relaxed)
+    }
+
+    /// When the lease is due for renewal (Unix time, ms).
+    pub fn renew_at_unix_ms(&self) -> u64 {
+        self.renew_at_unix_ms.load(Ordering::Relaxed)
+    }
+}
+
 /// The running etcd thread.
 pub struct EtcdHandle {
     stop: Arc<tokio::sync::Notify>,
     stopping: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    pub lease: Arc<OwnLease>,
 }
 
 impl EtcdHandle {
@@ -237,7 +303,8 @@ impl EtcdHandle {
         let stop = Arc::new(tokio::sync::Notify::new());
         let stopping = Arc::new(AtomicBool::new(false));
         counters.malformed_leases.fetch_add(boot.leases.uncounted_malformed, Ordering::Relaxed);
-        let (stop2, stopping2) = (Arc::clone(&stop), Arc::clone(&stopping));
+        let lease = Arc::new(OwnLease::new(boot.subnet, boot.lease_id, boot.renew_at));
+        let (stop2, stopping2, lease2) = (Arc::clone(&stop), Arc::clone(&stopping), Arc::clone(&lease));
         let thread = std::thread::Builder::new().name("encapd-etcd".into()).spawn(move || {
             let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                 Ok(r) => r,
@@ -247,7 +314,7 @@ impl EtcdHandle {
                     return;
                 }
             };
-            let mut watcher = Watcher::new(boot, src, commands, counters, stopping2);
+            let mut watcher = Watcher::new(boot, src, commands, counters, stopping2, lease2);
             runtime.block_on(async {
                 tokio::select! {
                     _ = stop2.notified() => {}
@@ -255,7 +322,7 @@ impl EtcdHandle {
                 }
             });
         })?;
-        Ok(EtcdHandle { stop, stopping, thread: Some(thread) })
+        Ok(EtcdHandle { stop, stopping, thread: Some(thread), lease })
     }
 
     /// Stops the thread and waits for it (the lease is left to expire, as

@@ -15,7 +15,7 @@ use etcd_client::{Client, Compare, CompareOp, EventType, PutOptions, Txn, TxnOp,
 
 use super::client::{Connector, EtcdError, list_subnets, op};
 use super::leases::Leases;
-use super::{BACKOFF_MAX, BACKOFF_MIN, Bootstrap, LOG_EVERY, PROBE_EVERY};
+use super::{BACKOFF_MAX, BACKOFF_MIN, Bootstrap, LOG_EVERY, OwnLease, PROBE_EVERY};
 use crate::config::EtcdSource;
 use crate::control::flannel;
 use crate::control::{Command, ControlCounters, PeerChange};
@@ -43,6 +43,8 @@ pub struct Watcher {
     commands: Sender<Command>,
     counters: Arc<ControlCounters>,
     stopping: Arc<AtomicBool>,
+    /// The lease as a successor would be told it.
+    own_lease: Arc<OwnLease>,
     last_log: Option<Instant>,
     suppressed: u64,
 }
@@ -54,6 +56,7 @@ impl Watcher {
         commands: Sender<Command>,
         counters: Arc<ControlCounters>,
         stopping: Arc<AtomicBool>,
+        own_lease: Arc<OwnLease>,
     ) -> Watcher {
         let own_key = format!("{}/subnets/{}", src.prefix, flannel::lease_name(&boot.subnet));
         Watcher {
@@ -69,6 +72,7 @@ impl Watcher {
             commands,
             counters,
             stopping,
+            own_lease,
             last_log: None,
             suppressed: 0,
         }
@@ -267,6 +271,7 @@ impl Watcher {
         let old = std::mem::replace(&mut self.lease_id, lease.id());
         let _ = op("revoking the old lease", client.lease_revoke(old)).await;
         self.renew_at = Instant::now() + self.src.lease_ttl.saturating_sub(self.src.renew_margin);
+        self.own_lease.set(self.lease_id, self.renew_at);
         log::info!("etcd: lease on {} renewed (lease {:x}, ttl {} s)", self.subnet, self.lease_id, self.src.lease_ttl.as_secs());
         Ok(())
     }

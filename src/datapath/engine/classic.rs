@@ -19,6 +19,14 @@ pub fn run<W: WireFormat>(mut ctx: WorkerContext, format: W) -> io::Result<()> {
     let senders = std::mem::take(&mut ctx.senders);
     ctx.ready.announce();
     while ctx.lifecycle.keep_running() {
+        // Every send and write of the last iteration has completed (they
+        // are synchronous): pausing needs nothing more than not reading.
+        if ctx.lifecycle.pause_requested() {
+            if !ctx.lifecycle.park() {
+                break;
+            }
+            continue;
+        }
         let (tun_ready, udp_ready) = fd::poll_readable(tun, sock, IDLE_WAIT.as_millis() as i32)?;
         if !tun_ready && !udp_ready {
             core.idle(Instant::now());

@@ -55,6 +55,14 @@ pub fn run<W: WireFormat>(mut ctx: WorkerContext, format: W) -> io::Result<()> {
     let mut core = ForwardingCore::new(ctx.core, format, Instant::now());
     ctx.ready.announce();
     while ctx.lifecycle.keep_running() {
+        // Every send and write of the last iteration has completed (they
+        // are synchronous): pausing needs nothing more than not reading.
+        if ctx.lifecycle.pause_requested() {
+            if !ctx.lifecycle.park() {
+                break;
+            }
+            continue;
+        }
         let (tun_ready, udp_ready) = io.wait()?;
         if !tun_ready && !udp_ready {
             core.idle(Instant::now());

@@ -4,11 +4,12 @@
 //! and submits what the core planned — GSO `SENDMSG`s straight from the
 //! TUN read buffers, TUN `WRITE`/`WRITEV`s straight from the receive
 //! buffers — with one `io_uring_enter` that also waits for the next
-//! completions.
+//! completions. Pausing (for a handover) stops the reads and receives and
+//! forwards what they had already read before the worker parks.
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::{BUF_SIZE, IDLE_WAIT, tun_buf_size};
 use crate::datapath::batch::MAX_SEGMENTS;
@@ -68,28 +69,64 @@ pub fn run<W: WireFormat>(mut ctx: WorkerContext, format: W) -> io::Result<()> {
     // sleeps after one `busy_poll` of nothing.
     let mut last_work = Instant::now();
     while ctx.lifecycle.keep_running() {
-        let poll_until = last_work + ctx.busy_poll;
-        if ctx.busy_poll.is_zero() || Instant::now() >= poll_until {
-            engine.io.submit_and_wait(IDLE_WAIT)?;
-        } else {
-            engine.io.submit_and_poll(poll_until, IDLE_WAIT)?;
-        }
-        engine.reap()?;
-        let now = Instant::now();
-        if engine.completions.is_empty() {
-            core.idle(now);
+        if ctx.lifecycle.pause_requested() {
+            engine.quiesce(&mut core)?;
+            if !ctx.lifecycle.park() {
+                break;
+            }
+            engine.io.start_reading();
             continue;
         }
-        last_work = now;
-        let tag = core.begin_batch(now);
-        engine.handle_completions(&mut core, tag, now)?;
-        engine.send_planned(&mut core, tag)?;
-        engine.release_read_buffers();
+        let poll_until = Some(last_work + ctx.busy_poll).filter(|&t| !ctx.busy_poll.is_zero() && Instant::now() < t);
+        if engine.iterate(&mut core, IDLE_WAIT, poll_until)? {
+            last_work = Instant::now();
+        }
     }
     Ok(())
 }
 
+/// How long a pausing worker waits for its last sends and writes.
+const QUIESCE_LIMIT: Duration = Duration::from_secs(1);
+/// Wait per loop while quiescing: only completions are awaited.
+const QUIESCE_WAIT: Duration = Duration::from_millis(10);
+
 impl UringEngine {
+    /// One loop iteration: submit and wait (at most `wait`), then hand
+    /// every completion to the core and submit what it planned.
+    fn iterate<W: WireFormat>(&mut self, core: &mut ForwardingCore<W>, wait: Duration, poll_until: Option<Instant>) -> io::Result<bool> {
+        match poll_until {
+            Some(until) => self.io.submit_and_poll(until, wait)?,
+            None => self.io.submit_and_wait(wait)?,
+        }
+        self.reap()?;
+        let now = Instant::now();
+        if self.completions.is_empty() {
+            core.idle(now);
+            return Ok(false);
+        }
+        let tag = core.begin_batch(now);
+        self.handle_completions(core, tag, now)?;
+        self.send_planned(core, tag)?;
+        self.release_read_buffers();
+        Ok(true)
+    }
+
+    /// Stops reading and forwards what was already read, until nothing is
+    /// in flight (or [`QUIESCE_LIMIT`] passes: what is still in flight
+    /// then completes in the kernel, its buffers stay with the ring).
+    fn quiesce<W: WireFormat>(&mut self, core: &mut ForwardingCore<W>) -> io::Result<()> {
+        self.io.stop_reading()?;
+        let deadline = Instant::now() + QUIESCE_LIMIT;
+        while !self.io.is_idle() {
+            if Instant::now() >= deadline {
+                core.warn(|| format!("operations still in flight after {QUIESCE_LIMIT:?} of pausing"));
+                break;
+            }
+            self.iterate(core, QUIESCE_WAIT, None)?;
+        }
+        Ok(())
+    }
+
     fn reap(&mut self) -> io::Result<()> {
         self.completions.clear();
         self.io.reap(&mut self.completions)
@@ -118,9 +155,10 @@ impl UringEngine {
                 Completion::Received { bid: Some(bid), result } => self.deliver(core, bid, result, tag)?,
                 Completion::Received { bid: None, result } => {
                     // The multishot receive ended; it is re-armed on the next
-                    // submit. ENOBUFS only means every buffer is busy.
+                    // submit. ENOBUFS only means every buffer is busy;
+                    // ECANCELED, that the worker is pausing.
                     if let Err(e) = result
-                        && e.raw_os_error() != Some(libc::ENOBUFS)
+                        && !matches!(e.raw_os_error(), Some(libc::ENOBUFS) | Some(libc::ECANCELED))
                     {
                         core.warn(|| format!("UDP receive failed: {e}"));
                     }

@@ -239,6 +239,9 @@ pub struct UringIo {
     recvs: Arming,
     in_flight: usize,
     pending_cqes: Vec<(u64, i32, u32)>,
+    /// False while paused ([`UringIo::stop_reading`]): no read or receive
+    /// is armed, and none is re-armed.
+    reading: bool,
 }
 
 /// Send slots per TUN buffer. A TUN buffer can need several sends: a 64 KiB
@@ -312,6 +315,7 @@ impl UringIo {
             recvs: Arming::new(features.multishot_recv, sizes.recv_bufs),
             in_flight: 0,
             pending_cqes: Vec::with_capacity(cq as usize),
+            reading: true,
             ring,
             tun,
             udp,
@@ -369,6 +373,9 @@ impl UringIo {
 
     /// Puts every read and receive that should run but does not in flight.
     fn arm(&mut self) -> io::Result<()> {
+        if !self.reading {
+            return Ok(());
+        }
         match &mut self.tun_reads {
             Arming::Multishot { armed: false } => {
                 let entry = opcode::ReadMulti::new(types::Fd(self.tun.as_raw_fd()), 0, TUN_GROUP).build().user_data(tag(TUN_READ, 0));
@@ -787,6 +794,42 @@ impl UringIo {
     /// The caller is done dispatching receive buffer `bid`.
     pub fn finish_recv_buf(&mut self, bid: u16) {
         self.unref_recv(bid);
+    }
+
+    /// Stops reading: cancels the armed TUN reads and UDP receives and arms
+    /// no new ones. What they had read before the cancellation still comes
+    /// back as completions; once those are handled and every send and write
+    /// has completed, [`is_idle`](Self::is_idle) holds.
+    pub fn stop_reading(&mut self) -> io::Result<()> {
+        if !std::mem::replace(&mut self.reading, false) {
+            return Ok(());
+        }
+        let mut targets = Vec::new();
+        for (kind, arming) in [(TUN_READ, &self.tun_reads), (UDP_RECV, &self.recvs)] {
+            match arming {
+                Arming::Multishot { armed: true } => targets.push(tag(kind, 0)),
+                Arming::Multishot { armed: false } => {}
+                Arming::Plain { armed, .. } => {
+                    targets.extend(armed.iter().enumerate().filter(|(_, a)| **a).map(|(i, _)| tag(kind, i as u64)));
+                }
+            }
+        }
+        for target in targets {
+            let entry = opcode::AsyncCancel::new(target).build().user_data(tag(CANCEL, 0));
+            // SAFETY: a cancel request references no memory.
+            unsafe { self.push(entry)? };
+        }
+        Ok(())
+    }
+
+    /// Reads and receives are armed again at the next submit.
+    pub fn start_reading(&mut self) {
+        self.reading = true;
+    }
+
+    /// Nothing is in flight: no read, receive, send, write or cancellation.
+    pub fn is_idle(&self) -> bool {
+        self.in_flight == 0 && self.pending_cqes.is_empty()
     }
 
     /// Cancels all operations and waits (bounded) until none is in flight.
