@@ -97,6 +97,17 @@ pub struct QueueInfo {
     pub multi_queue: bool,
 }
 
+/// True while a network device named `name` exists in this network
+/// namespace (`if_nametoindex(3)`). A TUN device outlives the process
+/// that held its last queue by a few milliseconds when that process's
+/// io_uring rings are torn down after it exited (the kernel does that in
+/// a work queue), so a fresh start after a crash may have to wait for it.
+pub fn device_exists(name: &str) -> bool {
+    let Ok(name) = std::ffi::CString::new(name) else { return false };
+    // SAFETY: `name` is a valid NUL-terminated string for the call's duration.
+    unsafe { libc::if_nametoindex(name.as_ptr()) != 0 }
+}
+
 /// Describes the TUN queue behind `fd`; an fd that is not an attached TUN
 /// queue is an error (`EBADFD` from the kernel, or `ENOTTY`).
 pub fn queue_info(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<QueueInfo> {

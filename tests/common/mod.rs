@@ -18,6 +18,8 @@
 //! - [`traffic`]: self-checking TCP transfers and UDP streams.
 //! - [`data`]: deterministic test data and its SHA-256.
 //! - [`prometheus`]: a real Prometheus server in a namespace.
+//! - [`takeover`]: what the takeover suite needs: successors, TUN snapshots,
+//!   a service manager that records who notified.
 //!
 //! Safety rules the harness enforces: every address, route, sysctl and link
 //! it creates lives inside a namespace it created itself; nothing touches
@@ -48,6 +50,7 @@ pub mod notify;
 pub mod packets;
 pub mod process;
 pub mod prometheus;
+pub mod takeover;
 pub mod topology;
 pub mod traffic;
 pub mod wiring;

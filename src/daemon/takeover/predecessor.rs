@@ -39,6 +39,8 @@ const RELEASE_TIMEOUT: Duration = Duration::from_secs(10);
 const GONE_WITHIN: Duration = Duration::from_secs(2);
 /// How long the service manager may take to confirm `MAINPID=`.
 const BARRIER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the TUN of a predecessor that died may take to disappear.
+const TUN_GONE_WITHIN: Duration = Duration::from_secs(3);
 /// More workers than any machine has cores: a peer claiming this many is confused.
 const MAX_WORKERS: u32 = 4096;
 
@@ -101,6 +103,7 @@ pub fn join(config: &Config, compat: Compat) -> Result<Option<Predecessor>, Take
         }
         Err(TakeoverError::Channel { pid, source: ChannelError::Closed(_) }) if pid != 0 && process_gone(pid, GONE_WITHIN) => {
             log::warn!("takeover: the running encapd (pid {pid}) went away during the handover; starting normally");
+            wait_device_gone(&config.tun, TUN_GONE_WITHIN);
             return Ok(None);
         }
         Err(e) => return Err(e),
@@ -303,5 +306,23 @@ fn process_gone(pid: u32, within: Duration) -> bool {
             return gone;
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits (at most `within`) until the TUN device `name` of a predecessor
+/// that died is gone, so that this process can create it afresh: the
+/// kernel releases the last queue only once the dead process's io_uring
+/// rings are torn down, a little after the process itself is gone.
+fn wait_device_gone(name: &str, within: Duration) {
+    let started = Instant::now();
+    while crate::sys::tun::device_exists(name) {
+        if started.elapsed() >= within {
+            log::warn!("takeover: TUN {name} still exists {within:?} after its encapd went away; creating it may fail");
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if started.elapsed() >= Duration::from_millis(10) {
+        log::info!("takeover: TUN {name} was gone {:?} after its encapd", started.elapsed());
     }
 }
