@@ -50,6 +50,15 @@ use common::{
     CTR_A, CTR_B, Node, Prng, StreamHash, TempDir, Topology, encapd_bin, ns_exec, require_root, require_tools, run_cmd, wait_for,
 };
 
+/// These tests measure pauses in forwarding: two of them side by side on a
+/// 2-core machine would measure each other, so each holds this for its
+/// whole length, whatever `--test-threads` says.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
@@ -99,6 +108,7 @@ fn print_handovers(handovers: &[Handover]) {
 
 #[test]
 fn udp_streams_lose_nothing_across_10_takeovers() {
+    let _serial = one_at_a_time();
     if !require_root() {
         return;
     }
@@ -154,6 +164,7 @@ fn udp_streams_lose_nothing_across_10_takeovers() {
 
 #[test]
 fn tcp_1gib_across_3_takeovers_intact_without_a_gap() {
+    let _serial = one_at_a_time();
     if !require_root() {
         return;
     }
@@ -269,6 +280,7 @@ fn tcp_1gib_across_3_takeovers_intact_without_a_gap() {
 
 #[test]
 fn mmsg_and_classic_engines_hand_over_without_loss() {
+    let _serial = one_at_a_time();
     if !require_root() {
         return;
     }
@@ -310,6 +322,7 @@ struct Refusal {
 
 #[test]
 fn refused_takeovers_exit_2_and_the_running_one_forwards_on() {
+    let _serial = one_at_a_time();
     if !require_root() {
         return;
     }
@@ -350,6 +363,7 @@ fn refused_takeovers_exit_2_and_the_running_one_forwards_on() {
 
 #[test]
 fn a_successor_killed_mid_handover_leaves_the_running_one_forwarding() {
+    let _serial = one_at_a_time();
     if !require_root() {
         return;
     }
@@ -392,6 +406,7 @@ fn a_successor_killed_mid_handover_leaves_the_running_one_forwarding() {
 
 #[test]
 fn the_running_one_killed_mid_handover_leaves_the_successor_complete() {
+    let _serial = one_at_a_time();
     if !require_root() {
         return;
     }
@@ -436,6 +451,7 @@ fn the_running_one_killed_mid_handover_leaves_the_successor_complete() {
 
 #[test]
 fn takeover_without_a_running_encapd_says_so_and_starts_normally() {
+    let _serial = one_at_a_time();
     if !require_root() {
         return;
     }
@@ -467,6 +483,7 @@ fn takeover_without_a_running_encapd_says_so_and_starts_normally() {
 
 #[test]
 fn after_a_takeover_a_crash_is_recovered_by_a_plain_start_within_1s() {
+    let _serial = one_at_a_time();
     if !require_root() {
         return;
     }
@@ -496,6 +513,7 @@ fn after_a_takeover_a_crash_is_recovered_by_a_plain_start_within_1s() {
 
 #[test]
 fn etcd_lease_is_carried_over_not_claimed_again() {
+    let _serial = one_at_a_time();
     if !require_root() || !require_tools(&["etcd", "etcdctl"]) {
         return;
     }
@@ -557,6 +575,7 @@ fn mainpid(n: &Notification) -> Option<i32> {
 
 #[test]
 fn upgrade_under_a_service_manager_moves_the_main_pid() {
+    let _serial = one_at_a_time();
     if !require_root() {
         return;
     }
@@ -631,6 +650,7 @@ fn percentile(v: &[Duration], p: f64) -> Duration {
 
 #[test]
 fn forwarding_gap_during_takeovers() {
+    let _serial = one_at_a_time();
     if !require_root() {
         return;
     }
