@@ -52,8 +52,12 @@ fi
 # Refuse early (before a build's worth of waiting is wasted on a run that
 # could not be committed); scripts/cluster.sh checks again and records it.
 if ed_under_runs "$OUT"; then ed_require_provenance "$(ed_encapd_bin)"; fi
-mkdir -p "$OUT"
+# The output goes to a temp file first: scripts/cluster.sh checks the
+# provenance again and must find the checkout (and $OUT) still clean.
+tmp_out=$(mktemp /tmp/encapd-cluster-output.XXXXXX)
 rc=0
-"$ED_ROOT/scripts/cluster.sh" --nodes "$NODES" --out "$OUT" "${PASS[@]}" all | tee "$OUT/output.txt" || rc=$?
+"$ED_ROOT/scripts/cluster.sh" --nodes "$NODES" --out "$OUT" "${PASS[@]}" all | tee "$tmp_out" || rc=$?
+mkdir -p "$OUT"
+mv "$tmp_out" "$OUT/output.txt"
 ed_log "figures in $OUT/figures.txt"
 exit "$rc"
