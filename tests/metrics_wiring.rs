@@ -33,7 +33,7 @@ use encapd::stats::exposition::{MetricsSource, StaticInfo, render};
 use encapd::stats::format::Format;
 use encapd::stats::latency::{Direction, LatencyHub, LatencyRecorder};
 use encapd::stats::scrape::{self, Sample};
-use encapd::stats::{DropReason, WorkerCounters, bump};
+use encapd::stats::{CounterSnapshot, DropReason, WorkerCounters, bump};
 
 // ---------------------------------------------------------------------------
 // 1. The exposition side, in process
@@ -161,6 +161,10 @@ fn worker_field_stimuli() -> BTreeMap<&'static str, Vec<Stimulus>> {
     for (field, family, get) in counters {
         out.entry(field).or_default().push(stimulus(field, &[family], &[("worker", "1")], move |s| bump(get(&s.source.workers[1]), 3)));
     }
+    // What a predecessor counted (a takeover) feeds the same series.
+    out.entry("carried").or_default().push(stimulus("carried over", &["encapd_tx_packets_total"], &[("worker", "1")], |s| {
+        s.source.workers[1].carry(&CounterSnapshot { egress_packets: 5, ..CounterSnapshot::default() })
+    }));
     for reason in DropReason::ALL {
         out.entry("drops").or_default().push(stimulus(
             &format!("drop {}", reason.name()),

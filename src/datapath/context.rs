@@ -56,6 +56,17 @@ pub struct Lifecycle {
 /// How long a parked worker sleeps between looks at the stop flag.
 const PARK_POLL: Duration = Duration::from_millis(50);
 
+/// What a synchronous engine does after [`Lifecycle::checkpoint`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checkpoint {
+    /// Carry on forwarding.
+    Forward,
+    /// It was paused and has been resumed: start the iteration afresh.
+    Resumed,
+    /// Leave the loop.
+    Stop,
+}
+
 impl Lifecycle {
     /// False once the worker must stop; checked once per loop iteration.
     #[inline]
@@ -68,6 +79,21 @@ impl Lifecycle {
     #[inline]
     pub fn pause_requested(&self) -> bool {
         self.pause.load(Ordering::Acquire)
+    }
+
+    /// The top of a synchronous engine's loop, where every send and write
+    /// of the last iteration has completed, so pausing needs nothing more
+    /// than not reading: parks here when asked to pause.
+    pub fn checkpoint(&self) -> Checkpoint {
+        if !self.keep_running() {
+            Checkpoint::Stop
+        } else if !self.pause_requested() {
+            Checkpoint::Forward
+        } else if self.park() {
+            Checkpoint::Resumed
+        } else {
+            Checkpoint::Stop
+        }
     }
 
     /// Called by a worker that has quiesced: waits until it is resumed

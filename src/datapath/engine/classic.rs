@@ -7,7 +7,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::Instant;
 
 use super::{BUF_SIZE, IDLE_WAIT};
-use crate::datapath::context::WorkerContext;
+use crate::datapath::context::{Checkpoint, WorkerContext};
 use crate::datapath::core::ForwardingCore;
 use crate::datapath::format::WireFormat;
 use crate::sys::{fd, udp};
@@ -18,14 +18,11 @@ pub fn run<W: WireFormat>(mut ctx: WorkerContext, format: W) -> io::Result<()> {
     let (tun, sock) = (ctx.tun.as_fd(), ctx.udp.as_fd());
     let senders = std::mem::take(&mut ctx.senders);
     ctx.ready.announce();
-    while ctx.lifecycle.keep_running() {
-        // Every send and write of the last iteration has completed (they
-        // are synchronous): pausing needs nothing more than not reading.
-        if ctx.lifecycle.pause_requested() {
-            if !ctx.lifecycle.park() {
-                break;
-            }
-            continue;
+    loop {
+        match ctx.lifecycle.checkpoint() {
+            Checkpoint::Forward => {}
+            Checkpoint::Resumed => continue,
+            Checkpoint::Stop => break,
         }
         let (tun_ready, udp_ready) = fd::poll_readable(tun, sock, IDLE_WAIT.as_millis() as i32)?;
         if !tun_ready && !udp_ready {

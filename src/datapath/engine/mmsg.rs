@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use super::{BUF_SIZE, IDLE_WAIT, tun_buf_size};
 use crate::datapath::batch::MAX_SEGMENTS;
-use crate::datapath::context::WorkerContext;
+use crate::datapath::context::{Checkpoint, WorkerContext};
 use crate::datapath::core::{ForwardingCore, SendOutcome};
 use crate::datapath::format::WireFormat;
 use crate::sys::{fd, udp};
@@ -54,14 +54,11 @@ pub fn run<W: WireFormat>(mut ctx: WorkerContext, format: W) -> io::Result<()> {
     };
     let mut core = ForwardingCore::new(ctx.core, format, Instant::now());
     ctx.ready.announce();
-    while ctx.lifecycle.keep_running() {
-        // Every send and write of the last iteration has completed (they
-        // are synchronous): pausing needs nothing more than not reading.
-        if ctx.lifecycle.pause_requested() {
-            if !ctx.lifecycle.park() {
-                break;
-            }
-            continue;
+    loop {
+        match ctx.lifecycle.checkpoint() {
+            Checkpoint::Forward => {}
+            Checkpoint::Resumed => continue,
+            Checkpoint::Stop => break,
         }
         let (tun_ready, udp_ready) = io.wait()?;
         if !tun_ready && !udp_ready {
