@@ -17,6 +17,7 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use common::counters::metric_sum;
+use common::kdrops::KernelDrops;
 use common::packets::{Packet, fix_ipv4_header_checksum, udp_socket};
 use common::traffic::{Transfer, hashed_transfer};
 use common::{
@@ -163,13 +164,25 @@ fn udp_payload(seq: u32, size: usize) -> Vec<u8> {
 /// Sends `bursts` of datagrams (sizes given) from ctrA to ctrB, each burst
 /// back to back, `pause` between bursts; asserts every datagram arrives
 /// once and intact (panicking with both nodes' counters otherwise).
+/// Sends `bursts` and checks every datagram arrived intact, once. A loss
+/// is tolerated only when the kernel counted at least as many drops
+/// meanwhile (on nodeB's or ctrB's links, in ctrB's UDP layer, or in a
+/// CPU's receive backlog, which other tests on the machine share): the
+/// callers assert separately that both gateways forwarded every packet.
 fn check_udp(t: &mut Topology, v6: bool, bursts: &[Vec<usize>], pause: Duration) {
-    if let Err(e) = send_udp(t, v6, bursts, pause) {
-        panic!("{e}\nnodeA: {:?}\nnodeB: {:?}", t.counters(Node::A), t.counters(Node::B));
+    let namespaces = [t.node_b.as_str(), t.ctr_b.as_str()];
+    let before = KernelDrops::read(&namespaces);
+    if let Err((lost, e)) = send_udp(t, v6, bursts, pause) {
+        let dropped = KernelDrops::read(&namespaces).since(&before);
+        let counters = format!("nodeA: {:?}\nnodeB: {:?}", t.counters(Node::A), t.counters(Node::B));
+        assert!(lost as u64 <= dropped.total(), "{e}\nkernel drops meanwhile: {dropped:?}\n{counters}");
+        eprintln!("tolerated, the kernel counted the drops ({dropped:?}): {e}\n{counters}");
     }
 }
 
-fn send_udp(t: &Topology, v6: bool, bursts: &[Vec<usize>], pause: Duration) -> Result<(), String> {
+/// Sends `bursts` from ctrA to ctrB; on loss, returns how many datagrams
+/// were lost and which.
+fn send_udp(t: &Topology, v6: bool, bursts: &[Vec<usize>], pause: Duration) -> Result<(), (usize, String)> {
     let (bind, dst): (SocketAddr, SocketAddr) = if v6 {
         ((Ipv6Addr::UNSPECIFIED, 9001).into(), (CTR_B6.parse::<Ipv6Addr>().unwrap(), 9001).into())
     } else {
@@ -221,7 +234,10 @@ fn send_udp(t: &Topology, v6: bool, bursts: &[Vec<usize>], pause: Duration) -> R
         if missing.is_empty() {
             Ok(())
         } else {
-            Err(format!("{} of {expected} datagrams lost ({}): {:?}", missing.len(), if v6 { "IPv6" } else { "IPv4" }, missing))
+            Err((
+                missing.len(),
+                format!("{} of {expected} datagrams lost ({}): {:?}", missing.len(), if v6 { "IPv6" } else { "IPv4" }, missing),
+            ))
         }
     })
 }

@@ -44,6 +44,7 @@ pub mod encapd;
 pub mod env;
 pub mod etcd;
 pub mod fleet;
+pub mod kdrops;
 pub mod middle;
 pub mod netns;
 pub mod notify;

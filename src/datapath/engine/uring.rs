@@ -78,8 +78,8 @@ pub fn run<W: WireFormat>(mut ctx: WorkerContext, format: W) -> io::Result<()> {
             continue;
         }
         let poll_until = Some(last_work + ctx.busy_poll).filter(|&t| !ctx.busy_poll.is_zero() && Instant::now() < t);
-        if engine.iterate(&mut core, IDLE_WAIT, poll_until)? {
-            last_work = Instant::now();
+        if let Some(worked) = engine.iterate(&mut core, IDLE_WAIT, poll_until)? {
+            last_work = worked;
         }
     }
     Ok(())
@@ -92,8 +92,14 @@ const QUIESCE_WAIT: Duration = Duration::from_millis(10);
 
 impl UringEngine {
     /// One loop iteration: submit and wait (at most `wait`), then hand
-    /// every completion to the core and submit what it planned.
-    fn iterate<W: WireFormat>(&mut self, core: &mut ForwardingCore<W>, wait: Duration, poll_until: Option<Instant>) -> io::Result<bool> {
+    /// every completion to the core and submit what it planned. Returns
+    /// when the work was done, or `None` if there was none.
+    fn iterate<W: WireFormat>(
+        &mut self,
+        core: &mut ForwardingCore<W>,
+        wait: Duration,
+        poll_until: Option<Instant>,
+    ) -> io::Result<Option<Instant>> {
         match poll_until {
             Some(until) => self.io.submit_and_poll(until, wait)?,
             None => self.io.submit_and_wait(wait)?,
@@ -102,13 +108,13 @@ impl UringEngine {
         let now = Instant::now();
         if self.completions.is_empty() {
             core.idle(now);
-            return Ok(false);
+            return Ok(None);
         }
         let tag = core.begin_batch(now);
         self.handle_completions(core, tag, now)?;
         self.send_planned(core, tag)?;
         self.release_read_buffers();
-        Ok(true)
+        Ok(Some(now))
     }
 
     /// Stops reading and forwards what was already read, until nothing is
