@@ -4,7 +4,7 @@
 #
 # Usage: bench/run.sh [--quick] [--short] [--reps N] [--modes LIST] [--out DIR]
 #                     [--workers N] [--ctr-mtu N] [--no-build] [--sockperf]
-#                     [--wait-quiet SECS]
+#                     [--wait-quiet SECS] [--baseline REV]
 #
 #   --quick          1 repetition (unless --reps), short tests: TCP 2 s,
 #                    UDP 1 s, latency 1 s per load (all modes: < 3 min)
@@ -28,6 +28,16 @@
 #   --sockperf       also run a sockperf UDP ping-pong (back to back) per mode
 #   --wait-quiet S   first wait up to S seconds for the 1-minute load average
 #                    to drop below 1.0 (the load is recorded either way)
+#   --baseline REV   also run encapd as built from git revision REV (say,
+#                    the commit before a refactor) as modes mmsg-base and
+#                    uring-base, interleaved with mmsg and uring: a same-run
+#                    before/after comparison (report: "After ÷ before").
+#                    REV is built in a temporary clean worktree into
+#                    target/baseline/<commit>/ (kept for later runs); config
+#                    fields REV does not know yet are left out of its
+#                    configs, as its own `encapd check` names them. Default
+#                    modes with --baseline: vxlan-kernel mmsg-base mmsg
+#                    uring-base uring.
 #
 # Exit status: 0 when every mode came up and every test produced a value;
 # 3 when the run completed but a mode's setup failed or a test recorded NA
@@ -49,6 +59,8 @@ set -euo pipefail
 # encapd-vxlan: encapd's vxlan backend on both nodes; encapd-vxlan-mixed:
 # encapd's vxlan backend on nodeA, a flannel.1-style kernel VTEP on nodeB.
 ALL_MODES=(routing vxlan-kernel classic mmsg-nooffload mmsg uring-nooffload uring encapd-vxlan encapd-vxlan-mixed)
+# mmsg and uring as built from --baseline REV.
+BASE_MODES=(mmsg-base uring-base)
 LOADS=(10 50 90)
 REPS=3
 REPS_SET=0
@@ -61,6 +73,7 @@ CTR_MTU=""
 BUILD=1
 SOCKPERF=0
 WAIT_QUIET=0
+BASELINE=""
 INVOCATION="bench/run.sh $*"
 
 usage() {
@@ -86,6 +99,8 @@ while (($#)); do
         --sockperf) SOCKPERF=1; shift ;;
         --wait-quiet) WAIT_QUIET=${2:?--wait-quiet needs seconds}; shift 2 ;;
         --wait-quiet=*) WAIT_QUIET=${1#*=}; shift ;;
+        --baseline) BASELINE=${2:?--baseline needs a git revision}; shift 2 ;;
+        --baseline=*) BASELINE=${1#*=}; shift ;;
         -h | --help) usage 0 ;;
         *) echo "unknown argument: $1" >&2; usage 2 ;;
     esac
@@ -115,11 +130,17 @@ if [[ -n $MODES_ARG ]]; then
         if [[ ${MODES[i]} == vxlan ]]; then MODES[i]=vxlan-kernel; fi
     done
     for m in "${MODES[@]}"; do
+        if [[ " ${BASE_MODES[*]} " == *" $m "* ]]; then
+            [[ -n $BASELINE ]] || usage_error "mode '$m' runs the baseline build: give --baseline REV"
+            continue
+        fi
         case " ${ALL_MODES[*]} " in
             *" $m "*) ;;
-            *) usage_error "unknown mode '$m' (choose from ${ALL_MODES[*]})" ;;
+            *) usage_error "unknown mode '$m' (choose from ${ALL_MODES[*]}${BASELINE:+ ${BASE_MODES[*]}})" ;;
         esac
     done
+elif [[ -n $BASELINE ]]; then
+    MODES=(vxlan-kernel mmsg-base mmsg uring-base uring)
 else
     MODES=("${ALL_MODES[@]}")
 fi
@@ -145,6 +166,36 @@ if ((need_encapd)); then
     [[ -x $(ed_encapd_bin) ]] || ed_die "encapd binary $(ed_encapd_bin) missing (cargo build --release)"
     BINS+=(encapd="$(ed_encapd_bin)")
 fi
+MAIN_BIN=$(ed_encapd_bin)
+
+# build_baseline REV: builds encapd from REV in a temporary clean worktree
+# (target/baseline/<commit>/, reused when present); sets BASE_COMMIT and
+# BASE_BIN.
+build_baseline() {
+    local commit dir wt
+    commit=$(ed_git rev-parse --verify -q "$1^{commit}") || ed_die "--baseline: '$1' is not a commit of $ED_ROOT"
+    dir=$ED_ROOT/target/baseline/$commit
+    BASE_COMMIT=$commit
+    BASE_BIN=$dir/release/encapd
+    [[ -x $BASE_BIN ]] && return 0
+    ed_need_cargo
+    wt=$(mktemp -d "${TMPDIR:-/tmp}/encapd-baseline.XXXXXX")
+    ed_git worktree add --detach -q "$wt" "$commit" || { rmdir "$wt"; ed_die "--baseline: git worktree add $commit failed"; }
+    ed_log "building the baseline $commit: cargo build --release --locked --bin encapd (target $dir)"
+    if ! (cd "$wt" && CARGO_TARGET_DIR=$dir cargo build --release --locked --bin encapd); then
+        ed_git worktree remove --force "$wt" || true
+        ed_die "--baseline: building $commit failed"
+    fi
+    ed_git worktree remove --force "$wt" || ed_warn "could not remove the worktree $wt (git worktree prune)"
+    [[ -x $BASE_BIN ]] || ed_die "--baseline: no $BASE_BIN after the build"
+}
+BASE_COMMIT=""
+BASE_BIN=""
+BASE_PAIR=()
+if [[ -n $BASELINE ]]; then
+    build_baseline "$BASELINE"
+    BASE_PAIR=(encapd_base="$BASE_BIN")
+fi
 
 host=$(hostname -s 2>/dev/null || hostname)
 if [[ -z $OUT ]]; then
@@ -158,7 +209,7 @@ fi
 # run must not be wasted) and its state recorded now, before anything
 # could change it.
 if ed_under_runs "$OUT"; then ed_require_provenance "${BINS[@]#*=}"; fi
-PROVENANCE=$(ed_provenance_env "${BINS[@]}")
+PROVENANCE=$(ed_provenance_env "${BINS[@]}" "${BASE_PAIR[@]}")
 
 load1() { awk '{print $1}' /proc/loadavg; }
 quiet_note=""
@@ -445,8 +496,8 @@ sockperf_test() {
 mode_engine() {
     case $1 in
         classic) echo classic ;;
-        mmsg | mmsg-nooffload) echo mmsg ;;
-        uring | uring-nooffload | encapd-vxlan | encapd-vxlan-mixed) echo uring ;;
+        mmsg | mmsg-nooffload | mmsg-base) echo mmsg ;;
+        uring | uring-nooffload | uring-base | encapd-vxlan | encapd-vxlan-mixed) echo uring ;;
     esac
 }
 
@@ -489,6 +540,34 @@ encapd_start_a() {
     return 1
 }
 
+# baseline_configs DIR: leaves out of DIR/{a,b}.toml each field (a key, or
+# a whole [section]) that the baseline binary rejects, as its own `encapd
+# check` names them: unknown (added after BASE_COMMIT), or "only meaningful
+# with" another setting (it has no effect there, e.g. subnet_env with a
+# peers file before encapd wrote subnet.env in that case). A field it
+# accepts is kept, so it never falls back to a default path on the host.
+baseline_configs() {
+    local dir=$1 side ns out field i
+    for side in a b; do
+        if [[ $side == a ]]; then ns=$NS_NODEA; else ns=$NS_NODEB; fi
+        for ((i = 0; i < 8; i++)); do
+            out=$(ip netns exec "$ns" "$BASE_BIN" check --config "$dir/$side.toml" 2>&1) && break
+            # shellcheck disable=SC2016 # literal backquotes, as serde prints them
+            field=$(grep -o 'unknown field `[A-Za-z0-9_]*`' <<<"$out" | head -n1 | cut -d'`' -f2)
+            [[ -n $field ]] || field=$(sed -n 's/.*\] \([A-Za-z0-9_]*\) = ([^)]*): only meaningful with.*/\1/p' <<<"$out" | head -n1)
+            [[ -n $field ]] || break
+            if grep -qx "\[$field\]" "$dir/$side.toml"; then
+                awk -v s="[$field]" '$0 == s {skip = 1; next} /^\[/ {skip = 0} !skip' "$dir/$side.toml" >"$dir/$side.toml.new"
+                mv "$dir/$side.toml.new" "$dir/$side.toml"
+            else
+                sed -i "/^$field *=/d" "$dir/$side.toml"
+            fi
+            # shellcheck disable=SC2016 # literal backquotes (Markdown)
+            printf '# baseline: left `%s` out of %s.toml (%s rejects it: %s)\n' "$field" "$side" "$BASE_COMMIT" "$(grep -m1 -- "$field" <<<"$out")" >>"$CMDLOG"
+        done
+    done
+}
+
 # mode_enter MODE REP: configure the data path; non-zero if it does not pass
 # a connectivity check.
 mode_enter() {
@@ -510,6 +589,7 @@ mode_enter() {
             if [[ $mode == *-nooffload ]]; then
                 sed -i '/^io *=/a offload = "off"' "$dir/a.toml" "$dir/b.toml"
             fi
+            if [[ $mode == *-base ]]; then baseline_configs "$dir"; fi
             if [[ $mode == encapd-vxlan-mixed ]]; then
                 # Both nodes get flannel.1-style kernel VTEPs (as in
                 # vxlan-kernel); then encapd takes nodeA's place, with
@@ -627,6 +707,8 @@ t_start=$SECONDS
 for ((rep = 1; rep <= REPS; rep++)); do
     for mode in "${MODES[@]}"; do
         ed_log "rep $rep/$REPS mode $mode"
+        # ed_encapd_bin (used to start, check and stop) names the build.
+        if [[ $mode == *-base ]]; then ENCAPD=$BASE_BIN; else ENCAPD=$MAIN_BIN; fi
         printf '\n# rep %s mode %s (container MTU %s)\n' "$rep" "$mode" "$(mode_mtu "$mode")" >>"$CMDLOG"
         if mode_enter "$mode" "$rep"; then
             run_tests "$mode" "$rep"
@@ -639,6 +721,7 @@ for ((rep = 1; rep <= REPS; rep++)); do
         mode_leave "$mode" "$rep"
     done
 done
+ENCAPD=$MAIN_BIN
 elapsed=$((SECONDS - t_start))
 loadavg_end=$(cut -d' ' -f1-3 /proc/loadavg)
 
@@ -680,6 +763,7 @@ mtus="routing $ED_UL_MTU, vxlan-kernel and encapd vxlan backend $ED_VX_MTU, enca
     echo "loadavg_start=$loadavg_start"
     echo "loadavg_end=$loadavg_end"
     echo "quiet=$quiet_note"
+    if [[ -n $BASE_COMMIT ]]; then echo "baseline_rev=$BASE_COMMIT"; fi
     if ((SOCKPERF)); then echo "sockperf=$(sockperf --version 2>&1 | sed -n 's/.*version \([^ ]*\).*/\1/p' | head -n1)"; fi
 } >"$OUT/env.txt"
 
@@ -696,6 +780,9 @@ mtus="routing $ED_UL_MTU, vxlan-kernel and encapd vxlan backend $ED_VX_MTU, enca
     for pair in "${BINS[@]}"; do
         echo "- \`${pair#*=}\`: sha256 \`$(awk -F= -v k="${pair%%=*}_sha256" '$1 == k {print $2}' <<<"$PROVENANCE")\`, built from \`$(awk -F= -v k="${pair%%=*}_build" '$1 == k {print $2}' <<<"$PROVENANCE")\`"
     done
+    if [[ -n $BASE_COMMIT ]]; then
+        echo "- baseline (modes ${BASE_MODES[*]}): \`$BASE_BIN\`, sha256 \`$(awk -F= '$1 == "encapd_base_sha256" {print $2}' <<<"$PROVENANCE")\`, built by this script from \`$BASE_COMMIT\` in a clean worktree"
+    fi
     echo "- iperf3: $iperf3_version; TCP default congestion control: \`$TCP_CC_DEFAULT\`"
     [[ -z $encapd_version ]] || echo "- encapd: $encapd_version, \`workers = $WORKERS\`, configs in \`configs/<mode>/\`"
     echo "- container MTU: ${CTR_MTU:-per mode ($mtus)}"

@@ -437,6 +437,53 @@ fn ratio_table(run: &Run, base: &str) -> String {
     s
 }
 
+/// The suffix of a mode that runs the baseline binary (`bench/run.sh
+/// --baseline REV`): `uring-base` is `uring` as built from REV.
+pub const BASELINE_SUFFIX: &str = "-base";
+
+const BEFORE_AFTER_NOTE: &str = "`M-base` is mode `M` run by encapd as built from the baseline revision (`baseline_rev` in env.txt), \
+with the same configuration, in the same run, the two interleaved in every repetition. Each cell is M ÷ M-base: throughput above 1.00× \
+and RTT or CPU below 1.00× mean the newer build is better.";
+
+/// Pairs (mode, its baseline) that the run measured, in run order.
+fn baseline_pairs(run: &Run) -> Vec<(&str, String)> {
+    run.modes
+        .iter()
+        .filter(|m| !m.ends_with(BASELINE_SUFFIX))
+        .map(|m| (m.as_str(), format!("{m}{BASELINE_SUFFIX}")))
+        .filter(|(_, base)| run.has(base))
+        .collect()
+}
+
+/// Each mode ÷ its baseline build: medians, then every repetition.
+/// Empty when the run has no baseline modes.
+fn before_after_table(run: &Run) -> String {
+    let pairs = baseline_pairs(run);
+    if pairs.is_empty() {
+        return String::new();
+    }
+    let cols: Vec<&Headline> = HEADLINE.iter().filter(|h| h.ratio).collect();
+    let mut s = String::new();
+    let _ = writeln!(s, "| mode ÷ baseline | rep | {} |", cols.iter().map(|h| h.header).collect::<Vec<_>>().join(" | "));
+    let _ = writeln!(s, "|---|---|{}", "---:|".repeat(cols.len()));
+    for (mode, base) in &pairs {
+        let medians: Vec<String> = cols.iter().map(|h| ratio_cell(run, mode, base, h.test)).collect();
+        let _ = writeln!(s, "| {mode} ÷ {base} | median | {} |", medians.join(" | "));
+        for &rep in &run.reps {
+            let cell = |t: &str| {
+                if run.rep_not_comparable(mode, rep, t) || run.rep_not_comparable(base, rep, t) {
+                    "n/c".to_string()
+                } else {
+                    fmt_ratio(run.value(mode, rep, t), run.value(base, rep, t))
+                }
+            };
+            let cells: Vec<String> = cols.iter().map(|h| cell(h.test)).collect();
+            let _ = writeln!(s, "| | {rep} | {} |", cells.join(" | "));
+        }
+    }
+    s
+}
+
 struct Target {
     name: String,
     verdict: Option<bool>,
@@ -715,6 +762,11 @@ pub(crate) fn provenance(run: &Run) -> Vec<String> {
         };
         lines.push(line);
     }
+    if let (Some(rev), Some(sha)) = (run.env("baseline_rev"), run.env("encapd_base_sha256")) {
+        lines.push(format!(
+            "baseline encapd (modes `*{BASELINE_SUFFIX}`) sha256 `{sha}`, built by bench/run.sh from `{rev}` in a clean worktree"
+        ));
+    }
     lines
 }
 
@@ -776,6 +828,14 @@ fn headline_section(run: &Run, out: &mut String) -> String {
             out.push_str(&ratio_table(run, base));
             out.push('\n');
         }
+    }
+    let before_after = before_after_table(run);
+    if !before_after.is_empty() {
+        out.push_str("### After ÷ before: each mode against its baseline build (medians; per repetition below)\n\n");
+        out.push_str(&before_after);
+        out.push('\n');
+        out.push_str(BEFORE_AFTER_NOTE);
+        out.push_str("\n\n");
     }
     let vxlan = vxlan_table(run);
     if !vxlan.is_empty() {
@@ -1003,6 +1063,30 @@ mod tests {
         let udp_only = run_of(&[(KERNEL_VXLAN, "tcp1", 10.0), (UDP_HEADLINE, "tcp1", 5.0)]);
         assert!(vxlan_table(&udp_only).is_empty());
         assert!(targets(&udp_only).iter().all(|t| !t.name.contains("encapd-vxlan")));
+    }
+
+    #[test]
+    fn each_mode_is_divided_by_its_baseline_build() {
+        let mut run = run_of(&[
+            (KERNEL_VXLAN, "tcp1", 10.0),
+            ("uring-base", "tcp1", 4.0),
+            ("uring", "tcp1", 5.0),
+            ("uring-base", "lat50_p50", 200.0),
+            ("uring", "lat50_p50", 100.0),
+            ("mmsg", "tcp1", 3.0),
+        ]);
+        run.reps = vec![1, 2];
+        run.values.get_mut(&("uring".to_string(), "tcp1".to_string())).unwrap().insert(2, 2.0);
+        run.values.get_mut(&("uring-base".to_string(), "tcp1".to_string())).unwrap().insert(2, 4.0);
+        assert_eq!(baseline_pairs(&run), [("uring", "uring-base".to_string())], "mmsg has no baseline, the kernel pair none");
+        let table = before_after_table(&run);
+        assert!(
+            table.contains("| uring ÷ uring-base | median | 0.88× | n/a | n/a | n/a | 0.50× |"),
+            "TCP 3.5 ÷ 4, RTT 100 ÷ 200:\n{table}"
+        );
+        assert!(table.contains("| | 1 | 1.25× |"), "{table}");
+        assert!(table.contains("| | 2 | 0.50× |"), "{table}");
+        assert!(before_after_table(&run_of(&[("uring", "tcp1", 1.0)])).is_empty());
     }
 
     #[test]
