@@ -48,18 +48,7 @@ while (($#)); do
     esac
 done
 if ! [[ $SECS =~ ^[0-9]+$ ]] || ((SECS < 1 || SECS > 30)); then ed_die "--seconds must be 1..30"; fi
-ed_require_root
-((BUILD)) && ed_need_pkgs @build
-ed_need_pkgs @run @profile sockperf
-if ((BUILD)); then ed_build; fi
-ed_install_traps
-ed_mktemp_dir
-WORK=$ED_TMP
-[[ -n $OUT ]] || OUT=$WORK/out
-mkdir -p "$OUT"
-ED_TOPO_PREFIX=$(ed_rand_prefix)
-ed_topo_up "$ED_TOPO_PREFIX"
-ed_ns_names "$ED_TOPO_PREFIX"
+ed_sockperf_experiment_up
 
 EVENTS=(
     net:net_dev_xmit net:netif_rx net:netif_receive_skb

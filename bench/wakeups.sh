@@ -38,18 +38,7 @@ while (($#)); do
     esac
 done
 if ! [[ $SECS =~ ^[0-9]+$ ]] || ((SECS < 1 || SECS > 60)); then ed_die "--seconds must be 1..60"; fi
-ed_require_root
-((BUILD)) && ed_need_pkgs @build
-ed_need_pkgs @run @profile sockperf
-if ((BUILD)); then ed_build; fi
-ed_install_traps
-ed_mktemp_dir
-WORK=$ED_TMP
-[[ -n $OUT ]] || OUT=$WORK/out
-mkdir -p "$OUT"
-ED_TOPO_PREFIX=$(ed_rand_prefix)
-ed_topo_up "$ED_TOPO_PREFIX"
-ed_ns_names "$ED_TOPO_PREFIX"
+ed_sockperf_experiment_up
 
 # measure MODE [PID...]: one ping-pong under perf sched; prints the summary
 # line, counting the worker threads of the encapd PIDs given (the record is

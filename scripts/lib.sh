@@ -409,6 +409,25 @@ ed_topo_nodes_up() {
     ip netns exec "$NS_NODEA" ping -n -c 1 -W 3 "$ED_B_UL" >/dev/null 2>&1 || ed_warn "topology settle: the underlay ping failed"
 }
 
+# ed_sockperf_experiment_up: the common start of the sockperf experiment
+# tools (bench/wakeups.sh, bench/trace_rtt.sh): root, packages (and a build
+# when BUILD is 1), exit traps, a work directory WORK, OUT defaulting to
+# WORK/out, and a fresh two-node topology (ED_TOPO_PREFIX, NS_*).
+ed_sockperf_experiment_up() {
+    ed_require_root
+    ((BUILD)) && ed_need_pkgs @build
+    ed_need_pkgs @run @profile sockperf
+    if ((BUILD)); then ed_build; fi
+    ed_install_traps
+    ed_mktemp_dir
+    WORK=$ED_TMP
+    [[ -n $OUT ]] || OUT=$WORK/out
+    mkdir -p "$OUT"
+    ED_TOPO_PREFIX=$(ed_rand_prefix)
+    ed_topo_up "$ED_TOPO_PREFIX"
+    ed_ns_names "$ED_TOPO_PREFIX"
+}
+
 # ed_topo_up PREFIX: create the four namespaces and links. Fails (leaving the
 # partial topology for the caller's cleanup) if a namespace already exists.
 ed_topo_up() {
