@@ -43,6 +43,7 @@ fn topology(variant: &str) -> Topology {
             "io_uring: multishot READ off, multishot RECVMSG off, provided-buffer rings off, cooperative task work off",
         ),
         "uring_busy_poll" => ("busy_poll_us = 200", "busy polling: each worker polls for 200 µs"),
+        "uring_trust_outer" => ("ingress_checksum = \"trust-outer\"", "ingress checksums: trust-outer"),
         engine => return Topology::new(engine),
     };
     let mut opts = Options::new("uring");
@@ -784,7 +785,16 @@ macro_rules! engine_tests {
     )*};
 }
 
-engine_tests!(uring, uring_no_multishot_read, uring_no_multishot_recv, uring_no_buf_ring, uring_busy_poll, mmsg, classic);
+engine_tests!(
+    uring,
+    uring_no_multishot_read,
+    uring_no_multishot_recv,
+    uring_no_buf_ring,
+    uring_busy_poll,
+    uring_trust_outer,
+    mmsg,
+    classic
+);
 
 /// Runs last by name order within a single-threaded run, but is valid at any
 /// time: no namespace of a *finished* topology may remain. (Namespaces of

@@ -82,6 +82,40 @@ impl IoEngine {
     }
 }
 
+/// What a worker trusts about a received segment's transport checksum
+/// before it merges segments into one TUN write (a merged packet gets a
+/// fresh checksum from the kernel, so a corrupt segment must not join one).
+///
+/// `TrustOuter` is only offered for flannel's udp format: every peer that
+/// speaks it (flanneld, encapd) sends UDP checksums, which cover the whole
+/// inner packet from the sending gateway, which wrote each inner checksum,
+/// to this one's socket, and the kernel delivers nothing that fails them.
+/// Kernel VXLAN over IPv4 sends no outer checksum by default, so the vxlan
+/// backend always verifies. What `TrustOuter` gives up is the detection of
+/// a segment corrupted before the sending gateway (in the sender's memory
+/// or by a faulty peer): it is merged, and arrives with a valid checksum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IngressChecksum {
+    /// Verify every segment before it may be merged (the default).
+    #[default]
+    Verify,
+    /// Merge without verifying: the verified outer checksum vouches.
+    TrustOuter,
+}
+
+impl IngressChecksum {
+    pub fn name(self) -> &'static str {
+        match self {
+            IngressChecksum::Verify => "verify",
+            IngressChecksum::TrustOuter => "trust-outer",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<IngressChecksum> {
+        [IngressChecksum::Verify, IngressChecksum::TrustOuter].into_iter().find(|c| c.name() == name)
+    }
+}
+
 /// Where the subnet table comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ControlSource {
@@ -165,6 +199,9 @@ pub struct Config {
     /// polls. Polling trades CPU for the wakeup of a sleeping thread on the
     /// path of every packet of a quiet flow (docs/performance.md).
     pub busy_poll_us: u32,
+    /// Whether received segments are re-verified before they are merged
+    /// into one TUN write (see [`IngressChecksum`]).
+    pub ingress_checksum: IngressChecksum,
     pub control: ControlSource,
     /// Switch to this user once the TUN, sockets and rings exist (and drop
     /// every capability either way). `None`: keep the starting user.
@@ -314,6 +351,7 @@ impl std::fmt::Display for Config {
         let disabled: Vec<String> = self.uring_disable.iter().map(|u| toml_string(u.name())).collect();
         writeln!(f, "uring_disable = [{}]", disabled.join(", "))?;
         writeln!(f, "busy_poll_us = {}", self.busy_poll_us)?;
+        writeln!(f, "ingress_checksum = \"{}\"", self.ingress_checksum.name())?;
         match &self.control {
             ControlSource::File { peers } => {
                 writeln!(f, "\n[control]\nsource = \"file\"\npeers = {}", toml_string(&peers.display().to_string()))?

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{Backend, Config, ConfigError, ControlSource, EtcdSource, IoEngine, VxlanSettings};
+use super::{Backend, Config, ConfigError, ControlSource, EtcdSource, IngressChecksum, IoEngine, VxlanSettings};
 use crate::route::Prefix;
 use crate::sys::uring::UringFeature;
 use crate::wire::vxlan::{Mac, MacError};
@@ -74,6 +74,7 @@ struct RawDataplane {
     offload: Option<String>,
     uring_disable: Option<Vec<String>>,
     busy_poll_us: Option<i64>,
+    ingress_checksum: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -153,6 +154,7 @@ struct Dataplane {
     offload: bool,
     uring_disable: Vec<UringFeature>,
     busy_poll_us: u32,
+    ingress_checksum: IngressChecksum,
 }
 
 impl RawConfig {
@@ -162,6 +164,10 @@ impl RawConfig {
         let etcd = self.control.source.as_deref() == Some("etcd");
         let a = validate_addressing(&c, &self.node, &self.network, etcd)?;
         let d = self.dataplane.validate(&c)?;
+        if d.ingress_checksum == IngressChecksum::TrustOuter && a.backend != Backend::Udp {
+            let why = "only meaningful with [network] backend = \"udp\" (kernel VXLAN peers send no outer UDP checksum over IPv4)";
+            return Err(c.err("dataplane", "ingress_checksum", "\"trust-outer\"", why));
+        }
         let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         let subnet_env = self.control.subnet_env(&c, dir)?;
         let control = self.control.validate(&c, dir, &a)?;
@@ -187,6 +193,7 @@ impl RawConfig {
             offload: d.offload,
             uring_disable: d.uring_disable,
             busy_poll_us: d.busy_poll_us,
+            ingress_checksum: d.ingress_checksum,
             control,
             user,
             group,
@@ -371,7 +378,12 @@ impl RawDataplane {
             })
             .collect::<Result<_, _>>()?;
         let busy_poll_us = c.int("dataplane", "busy_poll_us", self.busy_poll_us.unwrap_or(DEFAULT_BUSY_POLL_US), 0, 10_000)?;
-        Ok(Dataplane { tun, workers, io, cpus, batch, socket_buffer, offload, uring_disable, busy_poll_us })
+        let ingress_checksum = match self.ingress_checksum.as_deref() {
+            None => IngressChecksum::default(),
+            Some(name) => IngressChecksum::from_name(name)
+                .ok_or_else(|| c.err("dataplane", "ingress_checksum", format!("{name:?}"), "expected \"verify\" or \"trust-outer\""))?,
+        };
+        Ok(Dataplane { tun, workers, io, cpus, batch, socket_buffer, offload, uring_disable, busy_poll_us, ingress_checksum })
     }
 }
 

@@ -29,6 +29,14 @@ fn defaults_are_filled_in() {
     assert_eq!((again.subnet, again.cidr, again.workers, again.port), (c.subnet, c.cidr, c.workers, c.port));
 }
 
+#[test]
+fn ingress_checksum_defaults_to_verify_and_round_trips() {
+    assert_eq!(parse(GOOD).unwrap().ingress_checksum, IngressChecksum::Verify);
+    let trusting = parse(&GOOD.replace("workers = 2", "workers = 2\ningress_checksum = \"trust-outer\"")).unwrap();
+    assert_eq!(trusting.ingress_checksum, IngressChecksum::TrustOuter);
+    assert_eq!(parse(&trusting.to_string()).unwrap().ingress_checksum, IngressChecksum::TrustOuter, "{trusting}");
+}
+
 /// Fuzzer finding: a peers path with a quote must print as valid TOML.
 #[test]
 fn effective_config_escapes_strings() {
@@ -69,6 +77,7 @@ fn rejects_bad_configs_naming_the_field() {
         ("[node]\npublic_ip = \"198.18.0.1\"\n".to_owned(), "missing field"),
         (replace("workers = 2", "workers = 2\nbatch = 1000"), "[dataplane] batch = 1000"),
         (replace("workers = 2", "workers = 2\noffload = \"on\""), "[dataplane] offload = \"on\""),
+        (replace("workers = 2", "workers = 2\ningress_checksum = \"skip\""), "[dataplane] ingress_checksum = \"skip\""),
     ];
     for (text, want) in &cases {
         let err = parse(text).expect_err(want).to_string();
@@ -189,6 +198,10 @@ fn vxlan_backend_defaults_and_errors() {
         (with_mac("01:00:5e:00:00:01"), "unicast"),
         (GOOD.replace("[dataplane]", "vni = 1\n[dataplane]"), "[network] vni = 1: only meaningful with backend = \"vxlan\""),
         (GOOD.replace("[dataplane]", "backend = \"geneve\"\n[dataplane]"), "unknown backend"),
+        (
+            vx.replace("workers = 2", "workers = 2\ningress_checksum = \"trust-outer\""),
+            "[dataplane] ingress_checksum = \"trust-outer\": only meaningful with [network] backend = \"udp\"",
+        ),
     ] {
         let e = parse(&edit).unwrap_err().to_string();
         assert!(e.contains(want), "{e} lacks {want}\n{edit}");

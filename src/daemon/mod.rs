@@ -243,6 +243,12 @@ fn log_start(config: &Config, plan: &Plan, dataplane: &Dataplane, table: &Subnet
             us => log::info!("busy polling: each worker polls for {us} µs after its last completion before it sleeps"),
         }
     }
+    match config.ingress_checksum {
+        crate::config::IngressChecksum::Verify => log::info!("ingress checksums: each received segment is verified before it is merged"),
+        crate::config::IngressChecksum::TrustOuter => {
+            log::info!("ingress checksums: trust-outer (segments merged unverified: the verified outer UDP checksum covered them)")
+        }
+    }
     log::info!("subnet table version {}: {} routes, {} peers", table.version(), table.len(), table.peer_count());
 }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::dataplane::Dataplane;
 use super::{DaemonError, Plan};
-use crate::config::Config;
+use crate::config::{Config, IngressChecksum};
 use crate::datapath::context::{Lifecycle, ReadySignal, WorkerContext};
 use crate::datapath::core::CoreSetup;
 use crate::datapath::packet::NodeScope;
@@ -68,6 +68,7 @@ impl WorkerSet {
                     vnet_hdr: dataplane.vnet_hdr,
                     uso: dataplane.uso,
                     gso: dataplane.gso,
+                    trust_outer_checksum: config.ingress_checksum == IngressChecksum::TrustOuter,
                     batch: config.batch,
                     table: Arc::clone(shared.table),
                     counters: Arc::clone(&shared.counters[id]),

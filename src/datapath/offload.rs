@@ -336,15 +336,35 @@ pub struct Group {
 
 /// The result of [`CoalescePlan::plan`]: groups in order of their first
 /// packet; packet order within a flow is kept.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct CoalescePlan {
     groups: Vec<Group>,
     next: Vec<usize>,
+    /// Verify each segment's transport checksum before it may be merged
+    /// (the default); see [`CoalescePlan::trusting_checksums`].
+    verify_checksums: bool,
+}
+
+impl Default for CoalescePlan {
+    fn default() -> Self {
+        CoalescePlan { groups: Vec::new(), next: Vec::new(), verify_checksums: true }
+    }
 }
 
 const NONE: usize = usize::MAX;
 
 impl CoalescePlan {
+    /// A plan that merges segments without verifying their transport
+    /// checksums: for datagrams whose bytes a verified outer UDP checksum
+    /// already covered end to end, from the sending gateway, which wrote
+    /// every inner checksum itself (`[dataplane] ingress_checksum =
+    /// "trust-outer"`). A segment that was corrupt before that gateway is
+    /// then merged and gets a fresh checksum from the kernel: the risk the
+    /// setting accepts.
+    pub fn trusting_checksums() -> Self {
+        CoalescePlan { verify_checksums: false, ..CoalescePlan::default() }
+    }
+
     pub fn groups(&self) -> &[Group] {
         &self.groups
     }
@@ -373,13 +393,14 @@ impl CoalescePlan {
         self.next.resize(packets.len(), NONE);
         for (i, p) in packets.iter().enumerate() {
             let pkt = &buf[p.offset..p.offset + p.len];
-            let joined = match coalesce_key(pkt, udp) {
-                Some(info) => self.try_join(buf, packets, i, pkt, &info),
+            // Once per packet: the key may cost a checksum over the packet.
+            let key = coalesce_key(pkt, udp, self.verify_checksums);
+            let joined = match &key {
+                Some(k) => self.try_join(buf, packets, i, pkt, k),
                 None => false,
             };
             if !joined {
-                let info = coalesce_key(pkt, udp);
-                let (head, tcp, v4, next_seq, closed, gso_size) = match info {
+                let (head, tcp, v4, next_seq, closed, gso_size) = match key {
                     Some(k) => {
                         let seg = pkt.len() - k.head;
                         (k.head, k.tcp, k.v4, k.seq.wrapping_add(seg as u32), k.ends_group || seg == 0, seg)
@@ -478,7 +499,7 @@ struct Key {
     ends_group: bool,
 }
 
-fn coalesce_key(pkt: &[u8], udp: bool) -> Option<Key> {
+fn coalesce_key(pkt: &[u8], udp: bool, verify_checksum: bool) -> Option<Key> {
     let h = headers(pkt)?;
     if h.v4 {
         // No options, not a fragment.
@@ -493,7 +514,7 @@ fn coalesce_key(pkt: &[u8], udp: bool) -> Option<Key> {
     // A merged packet gets a fresh checksum from the kernel (NEEDS_CSUM), so
     // a segment whose own checksum is wrong must never be merged: it is
     // written as it is and the kernel drops it, as kernel GRO would.
-    if !l4_checksum_valid(pkt, &h) {
+    if verify_checksum && !l4_checksum_valid(pkt, &h) {
         return None;
     }
     let l4 = &pkt[h.ip_len..];

@@ -101,10 +101,10 @@ pub(super) struct IngressScratch {
 }
 
 impl IngressScratch {
-    pub(super) fn with_capacity(packets: usize) -> IngressScratch {
+    pub(super) fn with_capacity(packets: usize, trust_outer_checksum: bool) -> IngressScratch {
         IngressScratch {
             accepted: Vec::with_capacity(packets),
-            coalesce: CoalescePlan::default(),
+            coalesce: if trust_outer_checksum { CoalescePlan::trusting_checksums() } else { CoalescePlan::default() },
             pieces: Vec::with_capacity(packets),
             writes: Vec::with_capacity(packets),
             replies: Vec::with_capacity(4),

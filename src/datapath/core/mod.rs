@@ -53,6 +53,10 @@ pub struct CoreSetup {
     pub uso: bool,
     /// The kernel accepts UDP GSO sends.
     pub gso: bool,
+    /// Merge received segments without re-verifying their transport
+    /// checksums, which the verified outer UDP checksum covered
+    /// (`[dataplane] ingress_checksum = "trust-outer"`).
+    pub trust_outer_checksum: bool,
     /// Packets a batch is expected to hold (sizes the reusable buffers).
     pub batch: usize,
     pub table: SharedTable,
@@ -105,7 +109,7 @@ impl<W: WireFormat> ForwardingCore<W> {
             icmp: IcmpResponder::new(setup.vnet_hdr, now),
             log: LogLimiter::default(),
             egress: EgressBatch::with_capacity(packets),
-            ingress: IngressScratch::with_capacity(packets),
+            ingress: IngressScratch::with_capacity(packets, setup.trust_outer_checksum),
         }
     }
 

@@ -41,6 +41,7 @@ fn fixture(vnet_hdr: bool) -> Fixture {
         vnet_hdr,
         uso: false,
         gso: true,
+        trust_outer_checksum: false,
         batch: 8,
         table: Arc::clone(&shared),
         counters: Arc::clone(&counters),

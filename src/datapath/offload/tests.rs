@@ -308,6 +308,23 @@ fn segments_with_bad_checksums_are_never_merged() {
     assert!(plan.groups().iter().all(|g| g.count == 1 || plan.members(g).all(|i| i != 1)), "corrupt UDP never merged");
 }
 
+/// `ingress_checksum = "trust-outer"`: the outer checksum vouched for the
+/// bytes, so segments merge without a checksum pass, the documented risk
+/// included; everything else that decides a merge still holds.
+#[test]
+fn a_trusting_plan_merges_without_verifying_and_still_checks_the_flow() {
+    let d = payload_pattern(1000);
+    let mut bad = tcp(true, 1000, TCP_ACK, &d);
+    bad[60] ^= 0xff;
+    let mut plan = CoalescePlan::trusting_checksums();
+    let (buf, refs) = batch(&[tcp(true, 0, TCP_ACK, &d), bad, tcp(true, 2000, TCP_ACK, &d)]);
+    plan.plan(&buf, &refs, true);
+    assert_eq!(plan.groups().iter().map(|g| g.count).collect::<Vec<_>>(), vec![3], "no checksum pass: one run");
+    let (buf, refs) = batch(&[tcp(true, 0, TCP_ACK, &d), tcp(true, 1500, TCP_ACK, &d), tcp(true, 2500, TCP_ACK | TCP_FIN, &d)]);
+    plan.plan(&buf, &refs, true);
+    assert_eq!(plan.groups().iter().map(|g| g.count).collect::<Vec<_>>(), vec![1, 1, 1], "gaps and FIN still split runs");
+}
+
 #[test]
 fn interleaved_flows_coalesce_separately_in_order() {
     let d = payload_pattern(800);
