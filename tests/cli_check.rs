@@ -253,6 +253,30 @@ fn check_and_run_reject_bad_configs_naming_the_field() {
     assert!(failures.is_empty(), "{} of {} bad configs mishandled:\n{}", failures.len(), cases.len(), failures.join("\n"));
 }
 
+/// A CPU the config's range allows but this machine lacks (it used to
+/// panic a worker thread): `run` refuses it by name before creating
+/// anything; `check`, which may run on another host than the gateway,
+/// notes it as a data-path fact of this host.
+#[test]
+fn a_cpu_the_machine_lacks_is_refused_by_run_and_noted_by_check() {
+    let dir = TempDir::new("cli-cpus");
+    let c = Case {
+        name: "cpus not on this machine",
+        config: GOOD_NODE.replace("workers = 2\n", "workers = 2\ncpus = [0, 4000]\n"),
+        peers: Some(GOOD_PEERS.to_owned()),
+        want: &[],
+    };
+    assert!(c.config.contains("cpus = [0, 4000]"), "the fixture changed: {}", c.config);
+    let path = write_case(&dir, &c);
+    let run = encapd(&["run", "--config", path.to_str().unwrap()]);
+    assert_eq!(run.status.code(), Some(2), "{}", run.text());
+    assert!(run.stderr.contains("[dataplane] cpus = [0, 4000]: CPU 4000 is not one this process may run on"), "{}", run.text());
+    assert!(!run.stdout.contains("subnet table version") && !run.stderr.contains("panicked"), "{}", run.text());
+    let check = encapd(&["check", "--config", path.to_str().unwrap()]);
+    assert_eq!(check.status.code(), Some(0), "{}", check.text());
+    assert!(check.stdout.contains("not resolvable on this host") && check.stdout.contains("CPU 4000"), "{}", check.text());
+}
+
 #[test]
 fn check_accepts_a_good_config_and_prints_the_table() {
     let dir = TempDir::new("cli-good");

@@ -181,6 +181,9 @@ pub struct Config {
     pub tun: String,
     pub workers: usize,
     pub io: IoEngine,
+    /// The CPU each worker is pinned to (`[dataplane] cpus`); `None`: worker
+    /// i on online core i mod cores; an empty list: no pinning, the
+    /// scheduler places the workers.
     pub cpus: Option<Vec<usize>>,
     /// Packets handled per worker loop iteration (TUN reads in flight).
     pub batch: usize,

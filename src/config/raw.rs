@@ -354,8 +354,14 @@ impl RawDataplane {
         };
         let cpus = match self.cpus {
             None => None,
-            Some(list) if list.len() != workers => {
-                return Err(c.err("dataplane", "cpus", format!("{list:?}"), format!("must list one CPU per worker ({workers})")));
+            // An empty list: the workers are not pinned at all.
+            Some(list) if !list.is_empty() && list.len() != workers => {
+                return Err(c.err(
+                    "dataplane",
+                    "cpus",
+                    format!("{list:?}"),
+                    format!("must list one CPU per worker ({workers}), or be [] for no pinning"),
+                ));
             }
             Some(list) => Some(list.into_iter().map(|cpu| c.int::<usize>("dataplane", "cpus", cpu, 0, 4095)).collect::<Result<_, _>>()?),
         };

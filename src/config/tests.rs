@@ -30,6 +30,13 @@ fn defaults_are_filled_in() {
 }
 
 #[test]
+fn an_empty_cpu_list_means_no_pinning() {
+    let c = parse(&GOOD.replace("workers = 2", "workers = 2\ncpus = []")).unwrap();
+    assert_eq!(c.cpus, Some(vec![]));
+    assert_eq!(parse(&c.to_string()).unwrap().cpus, Some(vec![]), "{c}");
+}
+
+#[test]
 fn ingress_checksum_defaults_to_verify_and_round_trips() {
     assert_eq!(parse(GOOD).unwrap().ingress_checksum, IngressChecksum::Verify);
     let trusting = parse(&GOOD.replace("workers = 2", "workers = 2\ningress_checksum = \"trust-outer\"")).unwrap();

@@ -40,7 +40,7 @@ pub fn plan(config: &Config) -> Result<Plan, DaemonError> {
         },
         other => (other, None, UringFeatures::ALL.without(&UringFeature::ALL)),
     };
-    Ok(Plan { underlay_mtu, tun_mtu, engine, engine_note, uring, cpus: worker_cpus(config) })
+    Ok(Plan { underlay_mtu, tun_mtu, engine, engine_note, uring, cpus: worker_cpus(config)? })
 }
 
 /// `[network] underlay_mtu`, else the MTU of the interface holding `public_ip`.
@@ -60,14 +60,27 @@ fn underlay_mtu(config: &Config) -> Result<u32, DaemonError> {
     sys::netdev::interface_mtu(&ifname).map_err(|source| DaemonError::Io { what: format!("reading the MTU of {ifname}"), source })
 }
 
-/// `[dataplane] cpus`, else worker i on online core i mod cores.
-fn worker_cpus(config: &Config) -> Vec<Option<usize>> {
+/// `[dataplane] cpus` (each one a CPU this process may run on; `[]`: no
+/// pinning), else worker i on online core i mod cores.
+fn worker_cpus(config: &Config) -> Result<Vec<Option<usize>>, DaemonError> {
     let online = sys::affinity::online_cpus();
-    (0..config.workers)
+    // (An empty `online`: the kernel would not say; pinning then fails
+    // softly, per worker, with a warning.)
+    if let Some(list) = &config.cpus
+        && !online.is_empty()
+        && let Some(cpu) = list.iter().find(|cpu| !online.contains(cpu))
+    {
+        return Err(DaemonError::Config(format!(
+            "{}: [dataplane] cpus = {list:?}: CPU {cpu} is not one this process may run on (online and allowed: {online:?})",
+            config.path.display()
+        )));
+    }
+    Ok((0..config.workers)
         .map(|i| match &config.cpus {
+            Some(list) if list.is_empty() => None,
             Some(list) => Some(list[i]),
             None if online.is_empty() => None,
             None => Some(online[i % online.len()]),
         })
-        .collect()
+        .collect())
 }

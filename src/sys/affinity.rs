@@ -3,7 +3,9 @@
 /// Pins the calling thread to `cpu`. Returns false when the CPU does not
 /// exist or the kernel refused (the caller logs it and runs unpinned).
 pub fn pin_current_thread(cpu: usize) -> bool {
-    core_affinity::set_for_current(core_affinity::CoreId { id: cpu })
+    // core_affinity indexes a cpu_set_t without a bounds check of its own
+    // (it panics past CPU_SETSIZE).
+    cpu < libc::CPU_SETSIZE as usize && core_affinity::set_for_current(core_affinity::CoreId { id: cpu })
 }
 
 /// The CPUs this process may run on, in order.
