@@ -17,8 +17,11 @@
 #                    (the udp backend against routing and kernel VXLAN),
 #                    encapd-vxlan, encapd-vxlan-mixed (the vxlan backend)
 #                    (default: all nine; `vxlan` is accepted for vxlan-kernel);
-#                    on request only: uring-trust (uring with
-#                    ingress_checksum = "trust-outer", a lever of issue 13)
+#                    on request only, settings under evaluation:
+#                    uring-trust (ingress_checksum = "trust-outer"),
+#                    uring-nopin (cpus = []: workers not pinned),
+#                    uring-crossed (nodeB's workers pinned in the reverse
+#                    order of nodeA's)
 #   --out DIR        result directory (default bench/runs/<UTC YYYY-MM-DD-HHMM>-<host>);
 #                    under bench/runs/ only from a clean checkout with
 #                    binaries built from HEAD (else exit 1): experiments
@@ -62,7 +65,7 @@ set -euo pipefail
 # encapd's vxlan backend on nodeA, a flannel.1-style kernel VTEP on nodeB.
 ALL_MODES=(routing vxlan-kernel classic mmsg-nooffload mmsg uring-nooffload uring encapd-vxlan encapd-vxlan-mixed)
 # Modes run only when asked for by name: settings under evaluation.
-EXTRA_MODES=(uring-trust)
+EXTRA_MODES=(uring-trust uring-nopin uring-crossed)
 # mmsg and uring as built from --baseline REV.
 BASE_MODES=(mmsg-base uring-base)
 LOADS=(10 50 90)
@@ -501,7 +504,7 @@ mode_engine() {
     case $1 in
         classic) echo classic ;;
         mmsg | mmsg-nooffload | mmsg-base) echo mmsg ;;
-        uring | uring-nooffload | uring-base | uring-trust | encapd-vxlan | encapd-vxlan-mixed) echo uring ;;
+        uring | uring-nooffload | uring-base | uring-trust | uring-nopin | uring-crossed | encapd-vxlan | encapd-vxlan-mixed) echo uring ;;
     esac
 }
 
@@ -592,6 +595,16 @@ mode_enter() {
             encapd_write_configs "$dir" "$(mode_engine "$mode")" "$WORKERS" "$(mode_backend "$mode")"
             if [[ $mode == *-nooffload ]]; then
                 sed -i '/^io *=/a offload = "off"' "$dir/a.toml" "$dir/b.toml"
+            fi
+            if [[ $mode == uring-nopin ]]; then
+                sed -i '/^io *=/a cpus = []' "$dir/a.toml" "$dir/b.toml"
+            fi
+            if [[ $mode == uring-crossed ]]; then
+                # nodeB's worker i on the CPU of nodeA's worker W-1-i.
+                local i n list=()
+                n=$(nproc)
+                for ((i = WORKERS - 1; i >= 0; i--)); do list+=("$((i % n))"); done
+                sed -i "/^io *=/a cpus = [$(IFS=,; echo "${list[*]}")]" "$dir/b.toml"
             fi
             if [[ $mode == uring-trust ]]; then
                 sed -i '/^io *=/a ingress_checksum = "trust-outer"' "$dir/a.toml" "$dir/b.toml"
