@@ -508,6 +508,15 @@ mode_engine() {
     esac
 }
 
+# mode_setting MODE: the [dataplane] line MODE adds on both nodes, if any.
+mode_setting() {
+    case $1 in
+        *-nooffload) echo 'offload = "off"' ;;
+        uring-trust) echo 'ingress_checksum = "trust-outer"' ;;
+        uring-nopin) echo 'cpus = []' ;;
+    esac
+}
+
 # mode_backend MODE: encapd's backend (wire format) in MODE.
 mode_backend() {
     case $1 in
@@ -593,11 +602,10 @@ mode_enter() {
         *)
             local dir="$WORK/$mode-r$rep" sides=(a b)
             encapd_write_configs "$dir" "$(mode_engine "$mode")" "$WORKERS" "$(mode_backend "$mode")"
-            if [[ $mode == *-nooffload ]]; then
-                sed -i '/^io *=/a offload = "off"' "$dir/a.toml" "$dir/b.toml"
-            fi
-            if [[ $mode == uring-nopin ]]; then
-                sed -i '/^io *=/a cpus = []' "$dir/a.toml" "$dir/b.toml"
+            local setting
+            setting=$(mode_setting "$mode")
+            if [[ -n $setting ]]; then
+                sed -i "/^io *=/a $setting" "$dir/a.toml" "$dir/b.toml"
             fi
             if [[ $mode == uring-crossed ]]; then
                 # nodeB's worker i on the CPU of nodeA's worker W-1-i.
@@ -605,9 +613,6 @@ mode_enter() {
                 n=$(nproc)
                 for ((i = WORKERS - 1; i >= 0; i--)); do list+=("$((i % n))"); done
                 sed -i "/^io *=/a cpus = [$(IFS=,; echo "${list[*]}")]" "$dir/b.toml"
-            fi
-            if [[ $mode == uring-trust ]]; then
-                sed -i '/^io *=/a ingress_checksum = "trust-outer"' "$dir/a.toml" "$dir/b.toml"
             fi
             if [[ $mode == *-base ]]; then baseline_configs "$dir"; fi
             if [[ $mode == encapd-vxlan-mixed ]]; then

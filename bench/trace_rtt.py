@@ -56,6 +56,10 @@ def main():
     def role(pid, tid):
         return role_tids.get(tid) or role_pids.get(pid)
 
+    def role_of(task):
+        """The role of the task a trace field names (its tid, else its process)."""
+        return task is not None and (role_tids.get(int(task)) or role_pids.get(int(task)))
+
     trips = []  # [(t0, [(t, label)])]
     current = None
     for line in open(path, errors="replace"):
@@ -80,14 +84,12 @@ def main():
             verb = {"net_dev_xmit": "xmit", "netif_rx": "netif_rx", "netif_receive_skb": "receive_skb"}[event]
             label = f"{verb} {dev}" + (f" (in {who})" if who else "")
         elif event == "sched_wakeup":
-            wpid = field(trace, "pid")
-            wrole = wpid and (role_tids.get(int(wpid)) or role_pids.get(int(wpid)))
+            wrole = role_of(field(trace, "pid"))
             if not wrole:
                 continue
             label = f"wake {wrole}" + (f" (by {who})" if who else "")
         elif event == "sched_switch":
-            npid = field(trace, "next_pid")
-            nrole = npid and (role_tids.get(int(npid)) or role_pids.get(int(npid)))
+            nrole = role_of(field(trace, "next_pid"))
             if not nrole:
                 continue
             label = f"{nrole} runs"

@@ -27,17 +27,7 @@ MODES=vxlan-kernel,classic,uring
 SECS=5
 OUT=""
 BUILD=1
-while (($#)); do
-    case $1 in
-        --modes) MODES=${2:?}; shift 2 ;;
-        --seconds) SECS=${2:?}; shift 2 ;;
-        --out) OUT=${2:?}; shift 2 ;;
-        --no-build) BUILD=0; shift ;;
-        -h | --help) sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; exit 0 ;;
-        *) ed_die "unknown argument $1 (see --help)" ;;
-    esac
-done
-if ! [[ $SECS =~ ^[0-9]+$ ]] || ((SECS < 1 || SECS > 60)); then ed_die "--seconds must be 1..60"; fi
+ed_sockperf_experiment_args 60 "$@"
 ed_sockperf_experiment_up
 
 # measure MODE [PID...]: one ping-pong under perf sched; prints the summary

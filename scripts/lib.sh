@@ -409,6 +409,26 @@ ed_topo_nodes_up() {
     ip netns exec "$NS_NODEA" ping -n -c 1 -W 3 "$ED_B_UL" >/dev/null 2>&1 || ed_warn "topology settle: the underlay ping failed"
 }
 
+# ed_sockperf_experiment_args MAX_SECONDS ARGS...: the common options of the
+# sockperf experiment tools, into MODES, SECS (1..MAX_SECONDS), OUT and
+# BUILD, whose defaults the caller sets; --help prints the caller's header.
+ed_sockperf_experiment_args() {
+    local max=$1
+    shift
+    # shellcheck disable=SC2034 # MODES, OUT and BUILD are the caller's
+    while (($#)); do
+        case $1 in
+            --modes) MODES=${2:?}; shift 2 ;;
+            --seconds) SECS=${2:?}; shift 2 ;;
+            --out) OUT=${2:?}; shift 2 ;;
+            --no-build) BUILD=0; shift ;;
+            -h | --help) sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; exit 0 ;;
+            *) ed_die "unknown argument $1 (see --help)" ;;
+        esac
+    done
+    if ! [[ $SECS =~ ^[0-9]+$ ]] || ((SECS < 1 || SECS > max)); then ed_die "--seconds must be 1..$max"; fi
+}
+
 # ed_sockperf_experiment_up: the common start of the sockperf experiment
 # tools (bench/wakeups.sh, bench/trace_rtt.sh): root, packages (and a build
 # when BUILD is 1), exit traps, a work directory WORK, OUT defaulting to
