@@ -11,7 +11,10 @@
 #   --short          shortest tests (TCP, UDP, latency 1 s each), for a
 #                    CI-sized check, e.g. --quick --modes routing,uring --short
 #   --reps N         repetitions (default 3); modes are interleaved within
-#                    each repetition (routing, vxlan-kernel, ..., then again)
+#                    each repetition, in the listed order in odd ones and in
+#                    reverse in even ones (routing, ..., uring, then uring,
+#                    ..., routing), so that no mode always runs right after
+#                    the same other mode
 #   --modes LIST     comma-separated subset of routing, vxlan-kernel,
 #                    classic, mmsg-nooffload, mmsg, uring-nooffload, uring
 #                    (the udp backend against routing and kernel VXLAN),
@@ -128,6 +131,10 @@ else
     T_TCP=5 T_UDP=2 T_LAT=3 T_RR=3
 fi
 if ((QUICK)) && ((!REPS_SET)); then REPS=1; fi
+# tcp1_paced: one stream held at this rate (iperf3 -b), which every batched
+# mode reaches even on a busy machine, so that the modes' CPU per Gbit/s is
+# compared at equal work rather than at each one's own saturation.
+PACED_RATE=1G
 
 MODES=()
 if [[ -n $MODES_ARG ]]; then
@@ -707,6 +714,7 @@ run_tests() {
     local mode=$1 rep=$2 load
     iperf_test tcp "$mode" "$rep" tcp1 "$T_TCP"
     iperf_test tcp "$mode" "$rep" tcp1_cubic "$T_TCP" -C cubic
+    iperf_test tcp "$mode" "$rep" tcp1_paced "$T_TCP" -b "$PACED_RATE"
     iperf_test tcp "$mode" "$rep" tcp4 "$T_TCP" -P 4
     iperf_test tcp "$mode" "$rep" tcp4_cubic "$T_TCP" -P 4 -C cubic
     iperf_test udp "$mode" "$rep" udp64 "$T_UDP" -u -b 0 -l 64
@@ -721,7 +729,7 @@ na_rows() {
     local mode=$1 rep=$2 t load
     local encapd=()
     [[ -n $(mode_engine "$mode") ]] && encapd=(NA NA NA)
-    for t in tcp1 tcp1_cubic tcp4 tcp4_cubic; do parse tcp "$t" "$mode" "$rep" /nonexistent NA "${encapd[@]}" 2>/dev/null; done
+    for t in tcp1 tcp1_cubic tcp1_paced tcp4 tcp4_cubic; do parse tcp "$t" "$mode" "$rep" /nonexistent NA "${encapd[@]}" 2>/dev/null; done
     for t in udp64 udp512 udp1400; do parse udp "$t" "$mode" "$rep" /nonexistent 2>/dev/null; done
     for load in "${LOADS[@]}"; do parse lat "lat$load" "$mode" "$rep" /nonexistent 2>/dev/null; done
     if ((SOCKPERF)); then parse udp_rr udp_rr "$mode" "$rep" /nonexistent 2>/dev/null; fi
@@ -730,14 +738,21 @@ na_rows() {
 started=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 t_start=$SECONDS
 for ((rep = 1; rep <= REPS; rep++)); do
-    for mode in "${MODES[@]}"; do
+    # Counterbalanced: a mode's place in the sequence (what ran just before
+    # it, how warm the machine is) is not the same in every repetition.
+    order=("${MODES[@]}")
+    if ((rep % 2 == 0)); then
+        order=()
+        for ((i = ${#MODES[@]} - 1; i >= 0; i--)); do order+=("${MODES[i]}"); done
+    fi
+    for mode in "${order[@]}"; do
         ed_log "rep $rep/$REPS mode $mode"
         # ed_encapd_bin (used to start, check and stop) names the build.
         if [[ $mode == *-base ]]; then ENCAPD=$BASE_BIN; else ENCAPD=$MAIN_BIN; fi
         printf '\n# rep %s mode %s (container MTU %s)\n' "$rep" "$mode" "$(mode_mtu "$mode")" >>"$CMDLOG"
         if mode_enter "$mode" "$rep"; then
             run_tests "$mode" "$rep"
-            ed_log "  $(awk -F, -v m="$mode" -v r="$rep" '$1==m && $2==r && ($3=="tcp1"||$3=="tcp4"||$3=="udp64_pps"||$3=="lat50_p50"||$3=="tcp1_cpu_per_gbps") {printf "%s=%s%s ", $3, $4, $5}' "$CSV")"
+            ed_log "  $(awk -F, -v m="$mode" -v r="$rep" '$1==m && $2==r && ($3=="tcp1"||$3=="tcp4"||$3=="udp64_pps"||$3=="lat50_p50"||$3=="tcp1_cpu_per_gbps"||$3=="tcp1_paced_encapd_cpu_per_gbps") {printf "%s=%s%s ", $3, $4, $5}' "$CSV")"
         else
             ed_warn "mode $mode rep $rep: setup failed, recording NA"
             FAILED_MODES+=("$mode/r$rep")
@@ -812,7 +827,7 @@ mtus="routing $ED_UL_MTU, vxlan-kernel and encapd vxlan backend $ED_VX_MTU, enca
     [[ -z $encapd_version ]] || echo "- encapd: $encapd_version, \`workers = $WORKERS\`, configs in \`configs/<mode>/\`"
     echo "- container MTU: ${CTR_MTU:-per mode ($mtus)}"
     echo "- load average (1, 5, 15 min) at start: $loadavg_start; at end: $loadavg_end${quiet_note:+; $quiet_note}"
-    echo "- modes: ${MODES[*]}; $REPS repetition(s), modes interleaved within each"
+    echo "- modes: ${MODES[*]}; $REPS repetition(s), modes interleaved within each (in reverse order in even repetitions)"
     echo
     echo "## Commands"
     echo
@@ -824,6 +839,7 @@ mtus="routing $ED_UL_MTU, vxlan-kernel and encapd vxlan backend $ED_VX_MTU, enca
     echo "ip netns exec <ctrB> iperf3 -s -1 -B $DST -p $IPERF_PORT"
     echo "ip netns exec <ctrA> iperf3 -c $DST -p $IPERF_PORT --connect-timeout 3000 -J -t $T_TCP                  # tcp1"
     echo "ip netns exec <ctrA> iperf3 -c $DST -p $IPERF_PORT --connect-timeout 3000 -J -t $T_TCP -C cubic        # tcp1_cubic"
+    echo "ip netns exec <ctrA> iperf3 -c $DST -p $IPERF_PORT --connect-timeout 3000 -J -t $T_TCP -b $PACED_RATE  # tcp1_paced"
     echo "ip netns exec <ctrA> iperf3 -c $DST -p $IPERF_PORT --connect-timeout 3000 -J -t $T_TCP -P 4            # tcp4"
     echo "ip netns exec <ctrA> iperf3 -c $DST -p $IPERF_PORT --connect-timeout 3000 -J -t $T_TCP -P 4 -C cubic  # tcp4_cubic"
     echo "ip netns exec <ctrA> iperf3 -c $DST -p $IPERF_PORT --connect-timeout 3000 -J -t $T_UDP -u -b 0 -l 64   # udp64 (also 512, 1400)"

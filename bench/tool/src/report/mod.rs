@@ -296,7 +296,7 @@ fn read_run(dir: &Path) -> Result<Run, ReportError> {
 
 /// Known tests first, in a fixed order, then unknown ones by name.
 fn order_tests(mut tests: Vec<String>) -> Vec<String> {
-    const FAMILIES: [&str; 7] = ["tcp1", "tcp1_cubic", "tcp4", "tcp4_cubic", "udp64", "udp512", "udp1400"];
+    const FAMILIES: [&str; 8] = ["tcp1", "tcp1_cubic", "tcp1_paced", "tcp4", "tcp4_cubic", "udp64", "udp512", "udp1400"];
     const SUFFIXES: [&str; 11] = [
         "",
         "_retrans",
@@ -443,7 +443,22 @@ pub const BASELINE_SUFFIX: &str = "-base";
 
 const BEFORE_AFTER_NOTE: &str = "`M-base` is mode `M` run by encapd as built from the baseline revision (`baseline_rev` in env.txt), \
 with the same configuration, in the same run, the two interleaved in every repetition. Each cell is M ÷ M-base: throughput above 1.00× \
-and RTT or CPU below 1.00× mean the newer build is better.";
+and RTT or CPU below 1.00× mean the newer build is better. The last column compares encapd's own CPU with one TCP stream held at \
+1 Gbit/s: both builds do the same work there, so it is the change in cost per byte, the steadiest figure of the table.";
+
+/// Columns the before/after table adds to the headline's ratio columns:
+/// encapd's own cost, which a mode and its baseline both have; at the paced
+/// rate both builds do the same work, so the ratio is the change in cost
+/// per byte, free of how each one's saturation happened to go.
+const BEFORE_AFTER_EXTRA: &[Headline] = &[
+    Headline { test: "tcp1_encapd_cpu_per_gbps", header: "encapd CPU cores per Gbit/s (TCP 1)", unit: "cores/(Gbit/s)", ratio: true },
+    Headline {
+        test: "tcp1_paced_encapd_cpu_per_gbps",
+        header: "encapd CPU cores per Gbit/s (TCP 1 paced at 1 Gbit/s)",
+        unit: "cores/(Gbit/s)",
+        ratio: true,
+    },
+];
 
 /// Pairs (mode, its baseline) that the run measured, in run order.
 fn baseline_pairs(run: &Run) -> Vec<(&str, String)> {
@@ -462,7 +477,7 @@ fn before_after_table(run: &Run) -> String {
     if pairs.is_empty() {
         return String::new();
     }
-    let cols: Vec<&Headline> = HEADLINE.iter().filter(|h| h.ratio).collect();
+    let cols: Vec<&Headline> = HEADLINE.iter().filter(|h| h.ratio).chain(BEFORE_AFTER_EXTRA).collect();
     let mut s = String::new();
     let _ = writeln!(s, "| mode ÷ baseline | rep | {} |", cols.iter().map(|h| h.header).collect::<Vec<_>>().join(" | "));
     let _ = writeln!(s, "|---|---|{}", "---:|".repeat(cols.len()));
@@ -876,7 +891,11 @@ fn cost_section(run: &Run, out: &mut String) {
     ];
     let _ = writeln!(out, "| mode | test | {} |", cols.iter().map(|c| c.1).collect::<Vec<_>>().join(" | "));
     let _ = writeln!(out, "|---|---|{}", "---:|".repeat(cols.len()));
-    for test in ["tcp1", "tcp4"] {
+    for test in ["tcp1", "tcp1_paced", "tcp4"] {
+        // Runs before tcp1_paced existed have no rows for it.
+        if !run.tests.iter().any(|t| t == test) {
+            continue;
+        }
         for m in &run.modes {
             let cells: Vec<String> =
                 cols.iter().map(|(suffix, _, unit)| fmt_opt(run.median(m, &format!("{test}{suffix}")), unit)).collect();
@@ -888,7 +907,8 @@ fn cost_section(run: &Run, out: &mut String) {
         "Whole machine: `/proc/stat` busy time, everything that ran (see above). encapd: the encapd processes only (both nodes', nodeA's alone in encapd-vxlan-mixed), \
 `/proc/PID/stat` user + system time; context switches summed over every thread (`/proc/PID/task/*/status`, \
 `voluntary_ctxt_switches`: a thread waited, e.g. for packets; `nonvoluntary_ctxt_switches`: it was preempted), \
-per GB (10⁹ bytes) that iperf3 received. n/a: not measured (routing and vxlan-kernel run no encapd; encapd-vxlan-mixed runs one, on nodeA; runs before these \
+per GB (10⁹ bytes) that iperf3 received. tcp1_paced: one stream held at 1 Gbit/s (`iperf3 -b 1G`), so that every mode does the same \
+work and its CPU per Gbit/s is a cost, not an outcome of how its saturation went. n/a: not measured (routing and vxlan-kernel run no encapd; encapd-vxlan-mixed runs one, on nodeA; runs before these \
 figures were recorded).\n\n",
     );
 }
@@ -1087,6 +1107,24 @@ mod tests {
         assert!(table.contains("| | 1 | 1.25× |"), "{table}");
         assert!(table.contains("| | 2 | 0.50× |"), "{table}");
         assert!(before_after_table(&run_of(&[("uring", "tcp1", 1.0)])).is_empty());
+    }
+
+    #[test]
+    fn before_and_after_compare_encapd_cost_at_the_paced_rate() {
+        let run = run_of(&[
+            ("mmsg-base", "tcp1_paced_encapd_cpu_per_gbps", 0.40),
+            ("mmsg", "tcp1_paced_encapd_cpu_per_gbps", 0.30),
+            ("mmsg-base", "tcp1_encapd_cpu_per_gbps", 0.20),
+            ("mmsg", "tcp1_encapd_cpu_per_gbps", 0.25),
+        ]);
+        let table = before_after_table(&run);
+        let header = table.lines().next().unwrap();
+        assert!(
+            header.ends_with("| encapd CPU cores per Gbit/s (TCP 1) | encapd CPU cores per Gbit/s (TCP 1 paced at 1 Gbit/s) |"),
+            "{header}"
+        );
+        let median = table.lines().find(|l| l.contains("| median |")).unwrap();
+        assert!(median.ends_with("| 1.25× | 0.75× |"), "0.25 ÷ 0.20, 0.30 ÷ 0.40: {median}");
     }
 
     #[test]
