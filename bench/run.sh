@@ -24,7 +24,8 @@
 #                    uring-trust (ingress_checksum = "trust-outer"),
 #                    uring-nopin (cpus = []: workers not pinned),
 #                    uring-crossed (nodeB's workers pinned in the reverse
-#                    order of nodeA's)
+#                    order of nodeA's), uring-batchN (batch = N, 1-256:
+#                    N TUN read buffers in flight per worker instead of 64)
 #   --out DIR        result directory (default bench/runs/<UTC YYYY-MM-DD-HHMM>-<host>);
 #                    under bench/runs/ only from a clean checkout with
 #                    binaries built from HEAD (else exit 1): experiments
@@ -148,9 +149,13 @@ if [[ -n $MODES_ARG ]]; then
             [[ -n $BASELINE ]] || usage_error "mode '$m' runs the baseline build: give --baseline REV"
             continue
         fi
+        if [[ $m =~ ^uring-batch([0-9]+)$ ]]; then
+            ((BASH_REMATCH[1] >= 1 && BASH_REMATCH[1] <= 256)) || usage_error "mode '$m': batch must be 1-256"
+            continue
+        fi
         case " ${ALL_MODES[*]} ${EXTRA_MODES[*]} " in
             *" $m "*) ;;
-            *) usage_error "unknown mode '$m' (choose from ${ALL_MODES[*]} ${EXTRA_MODES[*]}${BASELINE:+ ${BASE_MODES[*]}})" ;;
+            *) usage_error "unknown mode '$m' (choose from ${ALL_MODES[*]} ${EXTRA_MODES[*]} uring-batchN${BASELINE:+ ${BASE_MODES[*]}})" ;;
         esac
     done
 elif [[ -n $BASELINE ]]; then
@@ -511,7 +516,7 @@ mode_engine() {
     case $1 in
         classic) echo classic ;;
         mmsg | mmsg-nooffload | mmsg-base) echo mmsg ;;
-        uring | uring-nooffload | uring-base | uring-trust | uring-nopin | uring-crossed | encapd-vxlan | encapd-vxlan-mixed) echo uring ;;
+        uring | uring-nooffload | uring-base | uring-trust | uring-nopin | uring-crossed | uring-batch* | encapd-vxlan | encapd-vxlan-mixed) echo uring ;;
     esac
 }
 
@@ -521,6 +526,7 @@ mode_setting() {
         *-nooffload) echo 'offload = "off"' ;;
         uring-trust) echo 'ingress_checksum = "trust-outer"' ;;
         uring-nopin) echo 'cpus = []' ;;
+        uring-batch*) echo "batch = ${1#uring-batch}" ;;
     esac
 }
 
@@ -785,6 +791,7 @@ mtus="routing $ED_UL_MTU, vxlan-kernel and encapd vxlan backend $ED_VX_MTU, enca
     echo "elapsed_s=$elapsed"
     echo "invocation=$INVOCATION"
     echo "modes=${MODES[*]}"
+    echo "mode_order=alternating"
     echo "reps=$REPS"
     echo "t_tcp=$T_TCP"
     echo "t_udp=$T_UDP"

@@ -136,13 +136,7 @@ impl Run {
     /// Median over the repetitions with a value (mean of the middle two for
     /// an even count).
     pub(crate) fn median(&self, mode: &str, test: &str) -> Option<f64> {
-        let mut v: Vec<f64> = self.per_rep(mode, test)?.values().copied().collect();
-        if v.is_empty() {
-            return None;
-        }
-        v.sort_by(f64::total_cmp);
-        let n = v.len();
-        Some(if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 })
+        median_of(self.per_rep(mode, test)?.values().copied().collect())
     }
 
     /// The repetition whose value of `test` is the (lower) median; ties go
@@ -443,7 +437,8 @@ pub const BASELINE_SUFFIX: &str = "-base";
 
 const BEFORE_AFTER_NOTE: &str = "`M-base` is mode `M` run by encapd as built from the baseline revision (`baseline_rev` in env.txt), \
 with the same configuration, in the same run, the two interleaved in every repetition. Each cell is M ÷ M-base: throughput above 1.00× \
-and RTT or CPU below 1.00× mean the newer build is better. The last column compares encapd's own CPU with one TCP stream held at \
+and RTT or CPU below 1.00× mean the newer build is better. `median`: M's median ÷ M-base's median; `paired`: the median of the \
+repetitions' ratios (each pairs two runs made minutes apart, so it is the steadier of the two where the machine's speed drifts). The last column compares encapd's own CPU with one TCP stream held at \
 1 Gbit/s: both builds do the same work there, so it is the change in cost per byte, the steadiest figure of the table.";
 
 /// Columns the before/after table adds to the headline's ratio columns:
@@ -484,19 +479,54 @@ fn before_after_table(run: &Run) -> String {
     for (mode, base) in &pairs {
         let medians: Vec<String> = cols.iter().map(|h| ratio_cell(run, mode, base, h.test)).collect();
         let _ = writeln!(s, "| {mode} ÷ {base} | median | {} |", medians.join(" | "));
+        let paired: Vec<String> = cols.iter().map(|h| fmt_opt_ratio(paired_median(run, mode, base, h.test))).collect();
+        let _ = writeln!(s, "| | paired | {} |", paired.join(" | "));
         for &rep in &run.reps {
-            let cell = |t: &str| {
-                if run.rep_not_comparable(mode, rep, t) || run.rep_not_comparable(base, rep, t) {
-                    "n/c".to_string()
-                } else {
-                    fmt_ratio(run.value(mode, rep, t), run.value(base, rep, t))
-                }
-            };
-            let cells: Vec<String> = cols.iter().map(|h| cell(h.test)).collect();
+            let cells: Vec<String> = cols.iter().map(|h| rep_ratio(run, mode, base, rep, h.test)).collect();
             let _ = writeln!(s, "| | {rep} | {} |", cells.join(" | "));
         }
     }
     s
+}
+
+/// `mode` ÷ `base` in repetition `rep`; `n/c` when either is not comparable.
+fn rep_ratio(run: &Run, mode: &str, base: &str, rep: u32, test: &str) -> String {
+    if run.rep_not_comparable(mode, rep, test) || run.rep_not_comparable(base, rep, test) {
+        return "n/c".into();
+    }
+    fmt_ratio(run.value(mode, rep, test), run.value(base, rep, test))
+}
+
+/// The median of the per-repetition ratios `mode` ÷ `base` over the
+/// repetitions where both are measured and comparable. The two ran back
+/// to back in each repetition, so each ratio cancels what the machine was
+/// doing then; a ratio of medians can pair a fast moment of one with a
+/// slow moment of the other.
+fn paired_median(run: &Run, mode: &str, base: &str, test: &str) -> Option<f64> {
+    let ratios: Vec<f64> = run
+        .reps
+        .iter()
+        .filter(|&&rep| !run.rep_not_comparable(mode, rep, test) && !run.rep_not_comparable(base, rep, test))
+        .filter_map(|&rep| match (run.value(mode, rep, test), run.value(base, rep, test)) {
+            (Some(a), Some(b)) if b != 0.0 => Some(a / b),
+            _ => None,
+        })
+        .collect();
+    median_of(ratios)
+}
+
+/// Median of `v` (mean of the middle two for an even count); None when empty.
+fn median_of(mut v: Vec<f64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 })
+}
+
+fn fmt_opt_ratio(r: Option<f64>) -> String {
+    r.map_or_else(|| "n/a".into(), |r| format!("{r:.2}×"))
 }
 
 struct Target {
@@ -728,9 +758,15 @@ fn header(run: &Run, out: &mut String) {
     }
     let _ = writeln!(out, "- {}; encapd `workers = {}`", e("iperf3"), e("workers"));
     let reps = run.reps.len();
+    // bench/run.sh records `mode_order` since it alternates the order
+    // (runs from before say nothing of it).
+    let order = match run.env("mode_order") {
+        Some("alternating") => "modes interleaved within each, in reverse order in even ones",
+        _ => "modes interleaved within each",
+    };
     let _ = writeln!(
         out,
-        "- modes: {}; {reps} repetition{} (modes interleaved within each), wall time {} s",
+        "- modes: {}; {reps} repetition{} ({order}), wall time {} s",
         run.modes.join(", "),
         if reps == 1 { "" } else { "s" },
         e("elapsed_s")
@@ -908,7 +944,9 @@ fn cost_section(run: &Run, out: &mut String) {
 `/proc/PID/stat` user + system time; context switches summed over every thread (`/proc/PID/task/*/status`, \
 `voluntary_ctxt_switches`: a thread waited, e.g. for packets; `nonvoluntary_ctxt_switches`: it was preempted), \
 per GB (10⁹ bytes) that iperf3 received. tcp1_paced: one stream held at 1 Gbit/s (`iperf3 -b 1G`), so that every mode does the same \
-work and its CPU per Gbit/s is a cost, not an outcome of how its saturation went. n/a: not measured (routing and vxlan-kernel run no encapd; encapd-vxlan-mixed runs one, on nodeA; runs before these \
+work and its CPU per Gbit/s is a cost, not an outcome of how its saturation went; at that load the whole-machine figure is not \
+meaningful (`/proc/stat` is sampled at the timer tick, which misses the short bursts of a mostly idle CPU: it can read less than \
+encapd's own time, which the scheduler measures exactly). n/a: not measured (routing and vxlan-kernel run no encapd; encapd-vxlan-mixed runs one, on nodeA; runs before these \
 figures were recorded).\n\n",
     );
 }
@@ -990,6 +1028,16 @@ mod tests {
 
     fn run_with_env(pairs: &[(&str, &str)]) -> Run {
         Run { env: pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), ..Run::default() }
+    }
+
+    #[test]
+    fn header_says_whether_the_mode_order_alternated() {
+        let mut out = String::new();
+        header(&run_with_env(&[("mode_order", "alternating")]), &mut out);
+        assert!(out.contains("(modes interleaved within each, in reverse order in even ones)"), "{out}");
+        let mut out = String::new();
+        header(&run_with_env(&[]), &mut out);
+        assert!(out.contains("(modes interleaved within each)"), "an older run says nothing of the order: {out}");
     }
 
     #[test]
@@ -1107,6 +1155,20 @@ mod tests {
         assert!(table.contains("| | 1 | 1.25× |"), "{table}");
         assert!(table.contains("| | 2 | 0.50× |"), "{table}");
         assert!(before_after_table(&run_of(&[("uring", "tcp1", 1.0)])).is_empty());
+    }
+
+    #[test]
+    fn paired_ratios_keep_each_repetition_together() {
+        let mut run = run_of(&[("mmsg-base", "tcp1", 2.0), ("mmsg", "tcp1", 1.0)]);
+        run.reps = vec![1, 2, 3];
+        for (rep, after, before) in [(2, 2.0, 4.0), (3, 9.0, 3.0)] {
+            run.values.get_mut(&("mmsg".to_string(), "tcp1".to_string())).unwrap().insert(rep, after);
+            run.values.get_mut(&("mmsg-base".to_string(), "tcp1".to_string())).unwrap().insert(rep, before);
+        }
+        let table = before_after_table(&run);
+        assert!(table.contains("| mmsg ÷ mmsg-base | median | 0.67× |"), "median 2 ÷ median 3:\n{table}");
+        assert!(table.contains("| | paired | 0.50× |"), "median of 0.5, 0.5 and 3:\n{table}");
+        assert_eq!(paired_median(&run, "mmsg", "mmsg-base", "tcp4"), None, "nothing measured");
     }
 
     #[test]
