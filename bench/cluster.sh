@@ -38,7 +38,7 @@ while (($#)); do
         --nodes) NODES=${2:?--nodes needs a number}; shift 2 ;;
         --nodes=*) NODES=${1#*=}; shift ;;
         --no-build) BUILD=0; shift ;;
-        -h | --help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//'; exit 0 ;;
+        -h | --help) ed_script_help "${BASH_SOURCE[0]}"; exit 0 ;;
         *) PASS+=("$1"); shift ;;
     esac
 done

@@ -41,7 +41,7 @@ while (($#)); do
         --seconds) SECONDS_LOAD=${2:?}; shift 2 ;;
         --out) OUT=${2:?}; shift 2 ;;
         --no-build) BUILD=0; shift ;;
-        -h | --help) sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; exit 0 ;;
+        -h | --help) ed_script_help "$0"; exit 0 ;;
         *) ed_die "unknown argument: $1 (see --help)" ;;
     esac
 done

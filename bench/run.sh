@@ -88,7 +88,7 @@ BASELINE=""
 INVOCATION="bench/run.sh $*"
 
 usage() {
-    sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//' >&2
+    ed_script_help "${BASH_SOURCE[0]}" >&2
     exit "${1:-2}"
 }
 

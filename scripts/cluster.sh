@@ -74,7 +74,7 @@ INVOCATION="scripts/cluster.sh $*"
 TOOL="$ED_ROOT/scripts/cluster_tool.py"
 
 usage() {
-    sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//' >&2
+    ed_script_help "${BASH_SOURCE[0]}" >&2
     exit "${1:-2}"
 }
 usage_error() { echo "scripts/cluster.sh: $*" >&2; exit 2; }

@@ -25,7 +25,7 @@ while (($#)); do
         --workers) WORKERS=${2:?--workers needs a number}; shift 2 ;;
         --workers=*) WORKERS=${1#*=}; shift ;;
         --no-build) BUILD=0; shift ;;
-        -h | --help) sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; exit 0 ;;
+        -h | --help) ed_script_help "$0"; exit 0 ;;
         *) ed_die "unknown argument: $1 (see --help)" ;;
     esac
 done

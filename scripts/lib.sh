@@ -409,6 +409,11 @@ ed_topo_nodes_up() {
     ip netns exec "$NS_NODEA" ping -n -c 1 -W 3 "$ED_B_UL" >/dev/null 2>&1 || ed_warn "topology settle: the underlay ping failed"
 }
 
+# ed_script_help SCRIPT: the comment block at the top of SCRIPT (from its
+# second line to `set -euo pipefail`), without the comment marks: every
+# script's --help.
+ed_script_help() { sed -n '2,/^set -euo/p' "$1" | sed -e '$d' -e 's/^# \{0,1\}//'; }
+
 # ed_sockperf_experiment_args MAX_SECONDS ARGS...: the common options of the
 # sockperf experiment tools, into MODES, SECS (1..MAX_SECONDS), OUT and
 # BUILD, whose defaults the caller sets; --help prints the caller's header.
@@ -422,7 +427,7 @@ ed_sockperf_experiment_args() {
             --seconds) SECS=${2:?}; shift 2 ;;
             --out) OUT=${2:?}; shift 2 ;;
             --no-build) BUILD=0; shift ;;
-            -h | --help) sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; exit 0 ;;
+            -h | --help) ed_script_help "$0"; exit 0 ;;
             *) ed_die "unknown argument $1 (see --help)" ;;
         esac
     done
