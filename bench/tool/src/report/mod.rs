@@ -439,7 +439,8 @@ const BEFORE_AFTER_NOTE: &str = "`M-base` is mode `M` run by encapd as built fro
 with the same configuration, in the same run, the two interleaved in every repetition. Each cell is M ÷ M-base: throughput above 1.00× \
 and RTT or CPU below 1.00× mean the newer build is better. `median`: M's median ÷ M-base's median; `paired`: the median of the \
 repetitions' ratios (each pairs two runs made minutes apart, so it is the steadier of the two where the machine's speed drifts). The last column compares encapd's own CPU with one TCP stream held at \
-1 Gbit/s: both builds do the same work there, so it is the change in cost per byte, the steadiest figure of the table.";
+1 Gbit/s: both builds do the same work there, so it is the change in cost per byte, the steadiest figure of the table. \
+`uring-nocoop ÷ uring-base` differs in one setting too: cooperative task work off, as in every build from before bc481df.";
 
 /// Columns the before/after table adds to the headline's ratio columns:
 /// encapd's own cost, which a mode and its baseline both have; at the paced
@@ -455,12 +456,22 @@ const BEFORE_AFTER_EXTRA: &[Headline] = &[
     },
 ];
 
+/// Modes divided by another mode's baseline build: `uring-nocoop` is
+/// `uring` without cooperative task work (`IORING_SETUP_COOP_TASKRUN`,
+/// on since bc481df). Against a baseline from before bc481df, whose
+/// `uring` never had it, `uring-nocoop ÷ uring-base` is the change of the
+/// code alone (docs/performance.md, section 6).
+const BASELINE_OF: &[(&str, &str)] = &[("uring-nocoop", "uring")];
+
 /// Pairs (mode, its baseline) that the run measured, in run order.
 fn baseline_pairs(run: &Run) -> Vec<(&str, String)> {
     run.modes
         .iter()
         .filter(|m| !m.ends_with(BASELINE_SUFFIX))
-        .map(|m| (m.as_str(), format!("{m}{BASELINE_SUFFIX}")))
+        .map(|m| {
+            let built_as = BASELINE_OF.iter().find(|(mode, _)| mode == m).map_or(m.as_str(), |&(_, of)| of);
+            (m.as_str(), format!("{built_as}{BASELINE_SUFFIX}"))
+        })
         .filter(|(_, base)| run.has(base))
         .collect()
 }
@@ -1155,6 +1166,18 @@ mod tests {
         assert!(table.contains("| | 1 | 1.25× |"), "{table}");
         assert!(table.contains("| | 2 | 0.50× |"), "{table}");
         assert!(before_after_table(&run_of(&[("uring", "tcp1", 1.0)])).is_empty());
+    }
+
+    #[test]
+    fn uring_without_cooperative_task_work_is_divided_by_the_uring_baseline() {
+        let run =
+            run_of(&[("uring-base", "tcp1", 4.0), ("uring", "tcp1", 5.0), ("uring-nocoop", "tcp1", 2.0), ("uring-trust", "tcp1", 6.0)]);
+        assert_eq!(
+            baseline_pairs(&run),
+            [("uring", "uring-base".to_string()), ("uring-nocoop", "uring-base".to_string())],
+            "uring-trust has no baseline of its own"
+        );
+        assert!(before_after_table(&run).contains("| uring-nocoop ÷ uring-base | median | 0.50× |"), "{}", before_after_table(&run));
     }
 
     #[test]
