@@ -312,6 +312,8 @@ fn toml_string(s: &str) -> String {
 
 impl std::fmt::Display for Config {
     /// The effective configuration, as TOML with every default filled in.
+    /// Longer than the other functions on purpose: one `writeln!` per
+    /// setting, in the order of the file, which reads best as one list.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let pending = self.etcd().filter(|e| !e.resolved);
         writeln!(f, "[node]\npublic_ip = \"{}\"", self.public_ip)?;
