@@ -378,10 +378,19 @@ fn ratio_cell(run: &Run, mode: &str, base: &str, test: &str) -> String {
 }
 
 fn fmt_ratio(a: Option<f64>, b: Option<f64>) -> String {
+    fmt_opt_ratio(ratio(a, b))
+}
+
+/// `a ÷ b` when both are measured and `b` is not zero.
+fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
     match (a, b) {
-        (Some(a), Some(b)) if b != 0.0 => format!("{:.2}×", a / b),
-        _ => "n/a".into(),
+        (Some(a), Some(b)) if b != 0.0 => Some(a / b),
+        _ => None,
     }
+}
+
+fn fmt_opt_ratio(r: Option<f64>) -> String {
+    r.map_or_else(|| "n/a".into(), |r| format!("{r:.2}×"))
 }
 
 /// A column of the headline table.
@@ -439,8 +448,7 @@ const BEFORE_AFTER_NOTE: &str = "`M-base` is mode `M` run by encapd as built fro
 with the same configuration, in the same run, the two interleaved in every repetition. Each cell is M ÷ M-base: throughput above 1.00× \
 and RTT or CPU below 1.00× mean the newer build is better. `median`: M's median ÷ M-base's median; `paired`: the median of the \
 repetitions' ratios (each pairs two runs made minutes apart, so it is the steadier of the two where the machine's speed drifts). The last column compares encapd's own CPU with one TCP stream held at \
-1 Gbit/s: both builds do the same work there, so it is the change in cost per byte, the steadiest figure of the table. \
-`uring-nocoop ÷ uring-base` differs in one setting too: cooperative task work off, as in every build from before bc481df.";
+1 Gbit/s: both builds do the same work there, so it is the change in cost per byte, the steadiest figure of the table.";
 
 /// Columns the before/after table adds to the headline's ratio columns:
 /// encapd's own cost, which a mode and its baseline both have; at the paced
@@ -456,12 +464,24 @@ const BEFORE_AFTER_EXTRA: &[Headline] = &[
     },
 ];
 
-/// Modes divided by another mode's baseline build: `uring-nocoop` is
-/// `uring` without cooperative task work (`IORING_SETUP_COOP_TASKRUN`,
-/// on since bc481df). Against a baseline from before bc481df, whose
-/// `uring` never had it, `uring-nocoop ÷ uring-base` is the change of the
-/// code alone (docs/performance.md, section 6).
-const BASELINE_OF: &[(&str, &str)] = &[("uring-nocoop", "uring")];
+/// A mode divided by another mode's baseline build, from which it differs
+/// in one setting besides the build.
+struct CrossBaseline {
+    mode: &'static str,
+    built_as: &'static str,
+    /// The setting, for the table's note.
+    differs: &'static str,
+}
+
+/// `uring-nocoop` is `uring` without cooperative task work
+/// (`IORING_SETUP_COOP_TASKRUN`, on since bc481df). Against a baseline from
+/// before bc481df, whose `uring` never had it, `uring-nocoop ÷ uring-base`
+/// is the change of the code alone (docs/performance.md, section 6).
+const CROSS_BASELINES: &[CrossBaseline] = &[CrossBaseline {
+    mode: "uring-nocoop",
+    built_as: "uring",
+    differs: "cooperative task work off, as in every build from before bc481df",
+}];
 
 /// Pairs (mode, its baseline) that the run measured, in run order.
 fn baseline_pairs(run: &Run) -> Vec<(&str, String)> {
@@ -469,7 +489,7 @@ fn baseline_pairs(run: &Run) -> Vec<(&str, String)> {
         .iter()
         .filter(|m| !m.ends_with(BASELINE_SUFFIX))
         .map(|m| {
-            let built_as = BASELINE_OF.iter().find(|(mode, _)| mode == m).map_or(m.as_str(), |&(_, of)| of);
+            let built_as = CROSS_BASELINES.iter().find(|c| c.mode == m).map_or(m.as_str(), |c| c.built_as);
             (m.as_str(), format!("{built_as}{BASELINE_SUFFIX}"))
         })
         .filter(|(_, base)| run.has(base))
@@ -500,9 +520,24 @@ fn before_after_table(run: &Run) -> String {
     s
 }
 
+/// The note under the before/after table: what every pair means, and what
+/// a cross-baseline pair in `pairs` differs in besides the build.
+fn before_after_note(pairs: &[(&str, String)]) -> String {
+    let mut note = BEFORE_AFTER_NOTE.to_string();
+    for c in CROSS_BASELINES.iter().filter(|c| pairs.iter().any(|(m, _)| *m == c.mode)) {
+        let _ = write!(note, " `{} ÷ {}{BASELINE_SUFFIX}` differs in one setting too: {}.", c.mode, c.built_as, c.differs);
+    }
+    note
+}
+
+/// Whether repetition `rep` of `test` is comparable in both modes.
+fn comparable(run: &Run, mode: &str, base: &str, rep: u32, test: &str) -> bool {
+    !run.rep_not_comparable(mode, rep, test) && !run.rep_not_comparable(base, rep, test)
+}
+
 /// `mode` ÷ `base` in repetition `rep`; `n/c` when either is not comparable.
 fn rep_ratio(run: &Run, mode: &str, base: &str, rep: u32, test: &str) -> String {
-    if run.rep_not_comparable(mode, rep, test) || run.rep_not_comparable(base, rep, test) {
+    if !comparable(run, mode, base, rep, test) {
         return "n/c".into();
     }
     fmt_ratio(run.value(mode, rep, test), run.value(base, rep, test))
@@ -517,11 +552,8 @@ fn paired_median(run: &Run, mode: &str, base: &str, test: &str) -> Option<f64> {
     let ratios: Vec<f64> = run
         .reps
         .iter()
-        .filter(|&&rep| !run.rep_not_comparable(mode, rep, test) && !run.rep_not_comparable(base, rep, test))
-        .filter_map(|&rep| match (run.value(mode, rep, test), run.value(base, rep, test)) {
-            (Some(a), Some(b)) if b != 0.0 => Some(a / b),
-            _ => None,
-        })
+        .filter(|&&rep| comparable(run, mode, base, rep, test))
+        .filter_map(|&rep| ratio(run.value(mode, rep, test), run.value(base, rep, test)))
         .collect();
     median_of(ratios)
 }
@@ -534,10 +566,6 @@ fn median_of(mut v: Vec<f64>) -> Option<f64> {
     v.sort_by(f64::total_cmp);
     let n = v.len();
     Some(if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 })
-}
-
-fn fmt_opt_ratio(r: Option<f64>) -> String {
-    r.map_or_else(|| "n/a".into(), |r| format!("{r:.2}×"))
 }
 
 struct Target {
@@ -896,7 +924,7 @@ fn headline_section(run: &Run, out: &mut String) -> String {
         out.push_str("### After ÷ before: each mode against its baseline build (medians; per repetition below)\n\n");
         out.push_str(&before_after);
         out.push('\n');
-        out.push_str(BEFORE_AFTER_NOTE);
+        out.push_str(&before_after_note(&baseline_pairs(run)));
         out.push_str("\n\n");
     }
     let vxlan = vxlan_table(run);
@@ -1178,6 +1206,12 @@ mod tests {
             "uring-trust has no baseline of its own"
         );
         assert!(before_after_table(&run).contains("| uring-nocoop ÷ uring-base | median | 0.50× |"), "{}", before_after_table(&run));
+        assert!(
+            before_after_note(&baseline_pairs(&run))
+                .ends_with("differs in one setting too: cooperative task work off, as in every build from before bc481df.")
+        );
+        let without = run_of(&[("uring-base", "tcp1", 4.0), ("uring", "tcp1", 5.0)]);
+        assert_eq!(before_after_note(&baseline_pairs(&without)), BEFORE_AFTER_NOTE, "no pair differs in a setting");
     }
 
     #[test]
