@@ -128,6 +128,11 @@ fn mode_label(mode: &str) -> String {
         "uring" => "encapd `uring`, offloads on (the default)".into(),
         ENCAPD_VXLAN => "encapd `vxlan` backend ↔ encapd `vxlan` (`uring`, offloads on)".into(),
         ENCAPD_VXLAN_MIXED => "encapd `vxlan` backend ↔ kernel VTEP (flannel.1 style)".into(),
+        // Settings under evaluation (bench/run.sh's on-request modes).
+        "uring-trust" => "encapd `uring`, `ingress_checksum = \"trust-outer\"`".into(),
+        "uring-nopin" => "encapd `uring`, workers not pinned (`cpus = []`)".into(),
+        "uring-crossed" => "encapd `uring`, nodeB's workers pinned in reverse (a flow's two gateways on two CPUs)".into(),
+        "uring-nocoop" => "encapd `uring`, cooperative task work off".into(),
         other => format!("`{other}`"),
     }
 }
@@ -325,6 +330,15 @@ mod tests {
         once[1] = ("reps", "1");
         assert!(!is_full_run(&env(&once)), "one repetition");
         assert!(!is_full_run(&env(&[])));
+    }
+
+    #[test]
+    fn settings_under_evaluation_are_named_for_what_they_change() {
+        assert_eq!(mode_label("uring-nopin"), "encapd `uring`, workers not pinned (`cpus = []`)");
+        assert!(mode_label("uring-trust").contains("trust-outer"));
+        assert!(mode_label("uring-crossed").contains("two CPUs"));
+        // A mode the README does not know yet keeps its bench name.
+        assert_eq!(mode_label("uring-batch8"), "`uring-batch8`");
     }
 
     #[test]
