@@ -113,15 +113,22 @@ fn env_u64(name: &str, default: u64) -> u64 {
 /// Pings until one answer arrives or `within` has passed; returns how long
 /// the first successful ping took to come back, measured from the call.
 fn ping_within(t: &Topology, ns: &str, dst: &str, within: Duration) -> Option<Duration> {
+    ping_attempts_within(t, ns, dst, within).0
+}
+
+/// `ping_within`, also returning how many echo requests it sent.
+fn ping_attempts_within(t: &Topology, ns: &str, dst: &str, within: Duration) -> (Option<Duration>, u64) {
     let start = Instant::now();
+    let mut attempts = 0;
     while start.elapsed() < within {
         let left = within.saturating_sub(start.elapsed()).as_secs_f64().clamp(0.2, 1.0);
+        attempts += 1;
         let o = t.ping(ns, &["-n", "-c", "1", "-W", &format!("{left:.1}"), dst]);
         if o.ok() {
-            return Some(start.elapsed());
+            return (Some(start.elapsed()), attempts);
         }
     }
-    None
+    (None, attempts)
 }
 
 // ---------------------------------------------------------------------------
@@ -507,6 +514,24 @@ fn counts_a_loss(key: &str) -> bool {
         || key.ends_with("Ip.OutDiscards")
 }
 
+/// Datagrams a dropped skb may stand for past nodeB's encapd: its UDP GSO
+/// sends carry at most this many (`sys::udp::MAX_GSO_SEGMENTS`), and the
+/// kernel counts a dropped GSO skb once however many datagrams it holds.
+const MAX_DATAGRAMS_PER_SKB: u64 = 64;
+
+/// Whether a drop counter sits where the burst still travels one datagram
+/// per skb: ctrB, the veth into nodeB, nodeB's forwarding and TUN queue. The
+/// host's receive backlog and nodeB's other counters serve both stretches.
+fn counts_before_nodeb_send(key: &str) -> bool {
+    key.starts_with("ctrB/") || key.starts_with("nodeB/") || key.starts_with("host/")
+}
+
+/// Whether a drop counter sits where the burst may travel as GSO skbs:
+/// nodeB's underlay side, nodeA, ctrA (and the shared host backlog).
+fn counts_after_nodeb_send(key: &str) -> bool {
+    !key.starts_with("ctrB/") && !key.starts_with("nodeB/link/encap0/") && !key.starts_with("nodeB/qdisc/encap0/")
+}
+
 /// 200,000 small datagrams ctrB → ctrA as fast as two sendmmsg threads can
 /// push them (pinned one per CPU at nice -20, so that they outrun nodeB's
 /// encapd workers instead of sharing the CPUs fairly with them).
@@ -514,10 +539,19 @@ fn counts_a_loss(key: &str) -> bool {
 /// Where the overrun lands: the burst enters encapd through nodeB's TUN,
 /// and the kernel drops what does not fit in the TUN queue (txqueuelen
 /// 10,000) as `tx_dropped` of nodeB's `encap0` — not in any encapd counter.
-/// The test sums every drop counter on the path (link drops, root qdisc
+/// The test reads every drop counter on the path (link drops, root qdisc
 /// drops, UDP receive-buffer errors, IP discards in all four namespaces,
-/// plus encapd's own drop reasons on both nodes) and asserts that the loss
-/// is fully accounted, and that a ping gets through within 2 s of the burst.
+/// the host's receive backlog, encapd's own drop reasons on both nodes) and
+/// splits the path at nodeB's encapd egress counter:
+/// - before it every skb is one datagram, so the counters there must
+///   account for every datagram that did not leave nodeB's encapd, exactly;
+/// - after it nodeB sends UDP GSO batches, and the kernel counts a dropped
+///   GSO skb once (one `Udp.RcvbufErrors` for up to 64 datagrams; seen in CI:
+///   9,270 datagrams lost there against 5,227 counted drops). So there the
+///   test asserts that a loss moved some counter, at most
+///   `MAX_DATAGRAMS_PER_SKB` datagrams per counted drop.
+///
+/// And that a ping gets through within 2 s of the burst.
 #[test]
 fn burst_overrun_is_accounted_and_does_not_stall() {
     if !require_root() {
@@ -538,7 +572,7 @@ fn burst_overrun_is_accounted_and_does_not_stall() {
     let (a0, b0) = (t.counters(Node::A), t.counters(Node::B));
     let k0 = kernel_drop_counters(&t);
     let stop = AtomicBool::new(false);
-    let (received, foreign, sent, errors, burst_time, ping) = std::thread::scope(|sc| {
+    let (received, foreign, sent, errors, burst_time, (ping, pings)) = std::thread::scope(|sc| {
         let receiver = sc.spawn(|| {
             let mut seen = vec![false; BURST_COUNT as usize];
             let (mut got, mut foreign) = (0u32, 0u64);
@@ -580,7 +614,7 @@ fn burst_overrun_is_accounted_and_does_not_stall() {
             errors += e;
         }
         let burst_time = start.elapsed();
-        let ping = ping_within(&t, &t.ctr_b, CTR_A, Duration::from_secs(2));
+        let ping = ping_attempts_within(&t, &t.ctr_b, CTR_A, Duration::from_secs(2));
         stop.store(true, Ordering::Relaxed);
         let (got, foreign) = receiver.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
         (got, foreign, sent, errors, burst_time, ping)
@@ -589,24 +623,38 @@ fn burst_overrun_is_accounted_and_does_not_stall() {
     let (a1, b1) = (t.counters(Node::A), t.counters(Node::B));
     let k1 = kernel_drop_counters(&t);
 
+    // The burst datagrams that left nodeB's encapd: its egress count less
+    // the echo requests of the ping after the burst (a request dropped before
+    // nodeB's encapd is counted by the same counters as the burst).
+    let left_node_b = (b1.egress_pkts - b0.egress_pkts).saturating_sub(pings);
     let lost = u64::from(sent - received);
-    let mut accounted = 0u64;
+    let lost_before = u64::from(sent).saturating_sub(left_node_b);
+    let lost_after = left_node_b.saturating_sub(u64::from(received));
+    let (mut before, mut after) = (0u64, 0u64);
     let mut breakdown = Vec::new();
     for (k, v1) in &k1 {
         let d = v1 - k0.get(k).copied().unwrap_or(0);
         if d > 0 {
-            if counts_a_loss(k) {
-                accounted += d;
+            let loss = counts_a_loss(k);
+            if loss && counts_before_nodeb_send(k) {
+                before += d;
             }
-            breakdown.push(format!("{k} +{d}{}", if counts_a_loss(k) { "" } else { " (diagnostic)" }));
+            if loss && counts_after_nodeb_send(k) {
+                after += d;
+            }
+            breakdown.push(format!("{k} +{d}{}", if loss { "" } else { " (diagnostic)" }));
         }
     }
     for (node, c0, c1) in [("nodeA", &a0, &a1), ("nodeB", &b0, &b1)] {
         for (reason, v1) in &c1.drops {
             let d = v1 - c0.drop(reason);
             if d > 0 {
+                // nodeB's reasons may fall on either side of its egress count.
                 if reason != "not_forwardable" {
-                    accounted += d;
+                    if node == "nodeB" {
+                        before += d;
+                    }
+                    after += d;
                 }
                 breakdown.push(format!("{node}/encapd/{reason} +{d}"));
             }
@@ -614,11 +662,12 @@ fn burst_overrun_is_accounted_and_does_not_stall() {
     }
     eprintln!(
         "burst: {sent} of {BURST_COUNT} datagrams accepted by ctrB's socket in {:.0} ms ({:.0} kpps, {errors} send errors); \
-         {received} arrived at ctrA, {lost} lost ({:.1} %); accounted drops {accounted}; ping after the burst: {}\n  {}",
+         {received} arrived at ctrA, {lost} lost ({:.1} %): {lost_before} before nodeB's encapd sent them ({before} drops counted \
+         there), {lost_after} after ({after} drops counted there); ping after the burst: {}\n  {}",
         burst_time.as_secs_f64() * 1e3,
         f64::from(sent) / burst_time.as_secs_f64() / 1e3,
         100.0 * lost as f64 / f64::from(sent.max(1)),
-        ping.map_or("none within 2 s".into(), |d| format!("answered after {:.0} ms", d.as_secs_f64() * 1e3)),
+        ping.map_or("none within 2 s".into(), |d| format!("answered after {:.0} ms ({pings} echo requests)", d.as_secs_f64() * 1e3)),
         breakdown.join("\n  ")
     );
     assert!(ping.is_some(), "no ping answer within 2 s of the burst: encapd stalled");
@@ -626,7 +675,12 @@ fn burst_overrun_is_accounted_and_does_not_stall() {
     assert!(sent >= BURST_COUNT / 2, "the sender managed only {sent} datagrams");
     // Every lost datagram is visible in some counter (ping and kernel
     // chatter may add a handful of unrelated drops, never hide any).
-    assert!(accounted >= lost, "{lost} datagrams lost but only {accounted} drops counted anywhere");
+    assert!(before >= lost_before, "{lost_before} datagrams lost before nodeB's encapd sent them but only {before} drops counted there");
+    assert!(
+        lost_after <= after * MAX_DATAGRAMS_PER_SKB,
+        "{lost_after} datagrams lost after nodeB's encapd sent them but only {after} drops counted there \
+         (each standing for at most {MAX_DATAGRAMS_PER_SKB} datagrams)"
+    );
     // encapd is still alive and forwarding on both nodes.
     for node in [Node::A, Node::B] {
         let c = t.counters(node);
