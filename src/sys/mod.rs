@@ -8,6 +8,7 @@
 pub mod affinity;
 pub mod fd;
 pub mod fdpass;
+pub mod mem;
 pub mod netdev;
 pub mod notify;
 pub mod privileges;

@@ -9,6 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use super::cvt;
+use super::mem::PageBuf;
 
 /// `SOL_UDP` option numbers (linux/udp.h), not all exported by libc.
 const UDP_SEGMENT: libc::c_int = 103;
@@ -269,7 +270,7 @@ pub fn recv_from(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize, Socke
 /// A reusable `recvmmsg` batch: buffers, addresses and control space for
 /// `count` datagrams, allocated once.
 pub struct MmsgReceiver {
-    bufs: Vec<u8>,
+    bufs: PageBuf,
     buf_size: usize,
     names: Vec<SockAddrBuf>,
     ctrl: Vec<[u64; 4]>,
@@ -286,10 +287,10 @@ pub struct Datagram<'a> {
 }
 
 impl MmsgReceiver {
-    pub fn new(count: usize, buf_size: usize) -> MmsgReceiver {
+    pub fn new(count: usize, buf_size: usize) -> io::Result<MmsgReceiver> {
         let count = count.max(1);
-        MmsgReceiver {
-            bufs: vec![0; count * buf_size],
+        Ok(MmsgReceiver {
+            bufs: PageBuf::new(count * buf_size)?,
             buf_size,
             names: vec![SockAddrBuf::default(); count],
             ctrl: vec![[0; 4]; count],
@@ -298,7 +299,7 @@ impl MmsgReceiver {
             // SAFETY: as above.
             hdrs: vec![unsafe { mem::zeroed() }; count],
             received: 0,
-        }
+        })
     }
 
     /// Receives up to the batch size without blocking; returns the count.
@@ -402,7 +403,7 @@ mod tests {
         let c = [3u8; 40];
         let sent = send_segments(tx.as_fd(), to, &[IoSlice::new(&a), IoSlice::new(&b), IoSlice::new(&c)], Some(100)).unwrap();
         assert_eq!(sent, 240);
-        let mut r = MmsgReceiver::new(8, 2048);
+        let mut r = MmsgReceiver::new(8, 2048).unwrap();
         let mut got = Vec::new();
         for _ in 0..100 {
             if let Ok(n) = r.recv(rx.as_fd()) {

@@ -15,6 +15,7 @@ use crate::datapath::batch::MAX_SEGMENTS;
 use crate::datapath::context::{Checkpoint, WorkerContext};
 use crate::datapath::core::{ForwardingCore, SendOutcome};
 use crate::datapath::format::WireFormat;
+use crate::sys::mem::PageBuf;
 use crate::sys::{fd, udp};
 
 const TOKEN_TUN: u64 = 1;
@@ -31,7 +32,7 @@ struct MmsgIo {
     senders: Vec<OwnedFd>,
     epoll: fd::Epoll,
     /// `batch` TUN read buffers of `buf_size` bytes, back to back.
-    tun_bufs: Vec<u8>,
+    tun_bufs: PageBuf,
     buf_size: usize,
     batch: usize,
     receiver: udp::MmsgReceiver,
@@ -47,10 +48,10 @@ pub fn run<W: WireFormat>(mut ctx: WorkerContext, format: W) -> io::Result<()> {
         udp: ctx.udp,
         senders: ctx.senders,
         epoll,
-        tun_bufs: vec![0u8; ctx.batch * buf_size],
+        tun_bufs: PageBuf::new(ctx.batch * buf_size)?,
         buf_size,
         batch: ctx.batch,
-        receiver: udp::MmsgReceiver::new(ctx.batch.min(64), BUF_SIZE),
+        receiver: udp::MmsgReceiver::new(ctx.batch.min(64), BUF_SIZE)?,
     };
     let mut core = ForwardingCore::new(ctx.core, format, Instant::now());
     ctx.ready.announce();

@@ -2,53 +2,18 @@
 //! optionally registered as a provided-buffer ring (Linux ≥ 5.19) from which
 //! multishot operations pick a free buffer themselves.
 
-use std::alloc::{Layout, alloc_zeroed, dealloc};
 use std::io;
 use std::sync::atomic::{AtomicU16, Ordering};
 
 use io_uring::{IoUring, types};
 
-/// Page-aligned zeroed memory that is freed on drop (unless leaked).
-pub(super) struct AlignedBuf {
-    ptr: *mut u8,
-    layout: Layout,
-}
-
-impl AlignedBuf {
-    pub(super) fn new(len: usize) -> io::Result<AlignedBuf> {
-        let layout = Layout::from_size_align(len.max(1), 4096).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        // SAFETY: layout has non-zero size.
-        let ptr = unsafe { alloc_zeroed(layout) };
-        if ptr.is_null() {
-            return Err(io::Error::new(io::ErrorKind::OutOfMemory, "cannot allocate io_uring buffers"));
-        }
-        Ok(AlignedBuf { ptr, layout })
-    }
-
-    pub(super) fn as_ptr(&self) -> *mut u8 {
-        self.ptr
-    }
-
-    /// Forgets the memory: it will never be freed.
-    pub(super) fn leak(&mut self) {
-        self.ptr = std::ptr::null_mut();
-    }
-}
-
-impl Drop for AlignedBuf {
-    fn drop(&mut self) {
-        if !self.ptr.is_null() {
-            // SAFETY: ptr was allocated with this layout and is freed once.
-            unsafe { dealloc(self.ptr, self.layout) }
-        }
-    }
-}
+use crate::sys::mem::PageBuf;
 
 /// `entries` buffers of `stride` bytes; with [`register`](Self::register),
 /// also a provided-buffer ring of group `group` that the kernel picks from.
 pub(super) struct BufferPool {
-    ring: Option<AlignedBuf>,
-    slab: AlignedBuf,
+    ring: Option<PageBuf>,
+    slab: PageBuf,
     entries: u16,
     pub(super) stride: usize,
     tail: u16,
@@ -57,13 +22,13 @@ pub(super) struct BufferPool {
 
 impl BufferPool {
     pub(super) fn new(entries: u16, stride: usize, group: u16) -> io::Result<BufferPool> {
-        Ok(BufferPool { ring: None, slab: AlignedBuf::new(usize::from(entries) * stride)?, entries, stride, tail: 0, group })
+        Ok(BufferPool { ring: None, slab: PageBuf::new(usize::from(entries) * stride)?, entries, stride, tail: 0, group })
     }
 
     /// Registers the buffers as a provided-buffer ring and provides them all.
     pub(super) fn register(&mut self, ring: &IoUring) -> io::Result<()> {
         assert!(self.entries.is_power_of_two(), "a buffer ring needs a power-of-two size");
-        let mem = AlignedBuf::new(usize::from(self.entries) * std::mem::size_of::<types::BufRingEntry>())?;
+        let mem = PageBuf::new(usize::from(self.entries) * std::mem::size_of::<types::BufRingEntry>())?;
         // SAFETY: the ring memory is page-aligned, sized for `entries`, and
         // outlives the registration (UringIo tears the ring down first or
         // leaks this memory; see its Drop).
