@@ -205,6 +205,9 @@ pub struct Config {
     /// Whether received segments are re-verified before they are merged
     /// into one TUN write (see [`IngressChecksum`]).
     pub ingress_checksum: IngressChecksum,
+    /// How the kernel schedules each worker against the applications on
+    /// its CPU (`[dataplane] sched`).
+    pub worker_sched: crate::sys::sched::WorkerSched,
     pub control: ControlSource,
     /// Switch to this user once the TUN, sockets and rings exist (and drop
     /// every capability either way). `None`: keep the starting user.
@@ -357,6 +360,7 @@ impl std::fmt::Display for Config {
         writeln!(f, "uring_disable = [{}]", disabled.join(", "))?;
         writeln!(f, "busy_poll_us = {}", self.busy_poll_us)?;
         writeln!(f, "ingress_checksum = \"{}\"", self.ingress_checksum.name())?;
+        writeln!(f, "sched = \"{}\"", self.worker_sched.name())?;
         match &self.control {
             ControlSource::File { peers } => {
                 writeln!(f, "\n[control]\nsource = \"file\"\npeers = {}", toml_string(&peers.display().to_string()))?

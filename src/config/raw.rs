@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use super::{Backend, Config, ConfigError, ControlSource, EtcdSource, IngressChecksum, IoEngine, VxlanSettings};
 use crate::route::Prefix;
+use crate::sys::sched::WorkerSched;
 use crate::sys::uring::UringFeature;
 use crate::wire::vxlan::{Mac, MacError};
 
@@ -75,6 +76,7 @@ struct RawDataplane {
     uring_disable: Option<Vec<String>>,
     busy_poll_us: Option<i64>,
     ingress_checksum: Option<String>,
+    sched: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -155,6 +157,7 @@ struct Dataplane {
     uring_disable: Vec<UringFeature>,
     busy_poll_us: u32,
     ingress_checksum: IngressChecksum,
+    worker_sched: WorkerSched,
 }
 
 impl RawConfig {
@@ -194,6 +197,7 @@ impl RawConfig {
             uring_disable: d.uring_disable,
             busy_poll_us: d.busy_poll_us,
             ingress_checksum: d.ingress_checksum,
+            worker_sched: d.worker_sched,
             control,
             user,
             group,
@@ -389,7 +393,14 @@ impl RawDataplane {
             Some(name) => IngressChecksum::from_name(name)
                 .ok_or_else(|| c.err("dataplane", "ingress_checksum", format!("{name:?}"), "expected \"verify\" or \"trust-outer\""))?,
         };
-        Ok(Dataplane { tun, workers, io, cpus, batch, socket_buffer, offload, uring_disable, busy_poll_us, ingress_checksum })
+        let worker_sched = match self.sched.as_deref() {
+            None => WorkerSched::default(),
+            Some(name) => WorkerSched::from_name(name).ok_or_else(|| {
+                let known: Vec<&str> = WorkerSched::ALL.iter().map(|s| s.name()).collect();
+                c.err("dataplane", "sched", format!("{name:?}"), format!("unknown scheduling class; expected one of {known:?}"))
+            })?,
+        };
+        Ok(Dataplane { tun, workers, io, cpus, batch, socket_buffer, offload, uring_disable, busy_poll_us, ingress_checksum, worker_sched })
     }
 }
 

@@ -1,4 +1,5 @@
 use super::*;
+use crate::sys::sched::WorkerSched;
 
 const GOOD: &str = r#"
 [node]
@@ -34,6 +35,16 @@ fn an_empty_cpu_list_means_no_pinning() {
     let c = parse(&GOOD.replace("workers = 2", "workers = 2\ncpus = []")).unwrap();
     assert_eq!(c.cpus, Some(vec![]));
     assert_eq!(parse(&c.to_string()).unwrap().cpus, Some(vec![]), "{c}");
+}
+
+#[test]
+fn worker_sched_defaults_to_normal_and_round_trips() {
+    assert_eq!(parse(GOOD).unwrap().worker_sched, WorkerSched::Normal);
+    for sched in WorkerSched::ALL {
+        let c = parse(&GOOD.replace("workers = 2", &format!("workers = 2\nsched = \"{}\"", sched.name()))).unwrap();
+        assert_eq!(c.worker_sched, sched);
+        assert_eq!(parse(&c.to_string()).unwrap().worker_sched, sched, "{c}");
+    }
 }
 
 #[test]
@@ -85,6 +96,7 @@ fn rejects_bad_configs_naming_the_field() {
         (replace("workers = 2", "workers = 2\nbatch = 1000"), "[dataplane] batch = 1000"),
         (replace("workers = 2", "workers = 2\noffload = \"on\""), "[dataplane] offload = \"on\""),
         (replace("workers = 2", "workers = 2\ningress_checksum = \"skip\""), "[dataplane] ingress_checksum = \"skip\""),
+        (replace("workers = 2", "workers = 2\nsched = \"rt\""), "[dataplane] sched = \"rt\": unknown scheduling class"),
     ];
     for (text, want) in &cases {
         let err = parse(text).expect_err(want).to_string();

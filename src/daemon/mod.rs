@@ -249,6 +249,12 @@ fn log_start(config: &Config, plan: &Plan, dataplane: &Dataplane, table: &Subnet
             log::info!("ingress checksums: trust-outer (segments merged unverified: the verified outer UDP checksum covered them)")
         }
     }
+    match config.worker_sched {
+        crate::sys::sched::WorkerSched::Normal => log::info!("worker scheduling: normal (the kernel's default slice)"),
+        crate::sys::sched::WorkerSched::ShortSlice => {
+            log::info!("worker scheduling: short-slice (0.1 ms: a woken worker preempts the application on its CPU)")
+        }
+    }
     log::info!("subnet table version {}: {} routes, {} peers", table.version(), table.len(), table.peer_count());
 }
 

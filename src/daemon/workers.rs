@@ -54,6 +54,7 @@ impl WorkerSet {
             let ctx = WorkerContext {
                 id,
                 cpu: plan.cpus[id],
+                sched: config.worker_sched,
                 engine: plan.engine,
                 backend: config.backend,
                 tun,

@@ -14,6 +14,8 @@ use crate::config::{Backend, IoEngine};
 pub struct WorkerContext {
     pub id: usize,
     pub cpu: Option<usize>,
+    /// The scheduling class the worker asks for once it is pinned.
+    pub sched: crate::sys::sched::WorkerSched,
     pub engine: IoEngine,
     pub backend: Backend,
     /// This worker's TUN queue and UDP socket.

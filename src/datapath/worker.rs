@@ -11,6 +11,7 @@ use super::engine;
 use super::format::flannel_udp::FlannelUdp;
 use super::format::vxlan::Vxlan;
 use crate::config::{Backend, IoEngine};
+use crate::sys::sched::WorkerSched;
 
 /// Starts a named worker thread; it pins itself and runs its engine until
 /// the stop flag is set or an I/O error it cannot survive.
@@ -21,6 +22,7 @@ pub fn spawn(ctx: WorkerContext) -> std::io::Result<JoinHandle<std::io::Result<(
         {
             log::warn!("worker {}: could not pin to CPU {cpu}; running unpinned", ctx.id);
         }
+        apply_sched(ctx.id, ctx.sched);
         let id = ctx.id;
         let result = match ctx.backend {
             Backend::Udp => run_engine(ctx, FlannelUdp),
@@ -31,6 +33,19 @@ pub fn spawn(ctx: WorkerContext) -> std::io::Result<JoinHandle<std::io::Result<(
         }
         result
     })
+}
+
+/// Applies `[dataplane] sched` to the calling worker; a kernel that cannot
+/// leaves it a normal thread, which forwards all the same.
+fn apply_sched(id: usize, sched: WorkerSched) {
+    use crate::sys::sched::{SHORT_SLICE_NS, set_current_thread};
+    match set_current_thread(sched) {
+        Err(e) => log::warn!("worker {id}: sched = {:?} refused ({e}); running with the kernel's default scheduling", sched.name()),
+        Ok(slice) if sched == WorkerSched::ShortSlice && slice != SHORT_SLICE_NS => {
+            log::warn!("worker {id}: sched = \"short-slice\" has no effect on this kernel (a per-task slice needs Linux 6.12 or later)")
+        }
+        Ok(_) => {}
+    }
 }
 
 /// Runs the configured engine over a core speaking `format`.

@@ -1,6 +1,6 @@
 //! The only place with syscalls and `unsafe`: TUN queues, UDP sockets with
 //! GSO/GRO control messages, epoll, io_uring with the buffers it owns, CPU
-//! pinning, interface queries, and the control socket that passes fds to a
+//! pinning and scheduling class, interface queries, and the control socket that passes fds to a
 //! successor process. Every `unsafe` block carries a `SAFETY:`
 //! comment (enforced by clippy's `undocumented_unsafe_blocks`), and every fd
 //! is an `OwnedFd` from the moment it exists.
@@ -12,6 +12,7 @@ pub mod mem;
 pub mod netdev;
 pub mod notify;
 pub mod privileges;
+pub mod sched;
 pub mod steering;
 pub mod tun;
 pub mod udp;

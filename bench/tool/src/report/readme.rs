@@ -133,6 +133,7 @@ fn mode_label(mode: &str) -> String {
         "uring-nopin" => "encapd `uring`, workers not pinned (`cpus = []`)".into(),
         "uring-crossed" => "encapd `uring`, nodeB's workers pinned in reverse (a flow's two gateways on two CPUs)".into(),
         "uring-nocoop" => "encapd `uring`, cooperative task work off".into(),
+        "uring-slice" => "encapd `uring`, workers on a short slice (`sched = \"short-slice\"`)".into(),
         other => format!("`{other}`"),
     }
 }
@@ -337,6 +338,7 @@ mod tests {
         assert_eq!(mode_label("uring-nopin"), "encapd `uring`, workers not pinned (`cpus = []`)");
         assert!(mode_label("uring-trust").contains("trust-outer"));
         assert!(mode_label("uring-crossed").contains("two CPUs"));
+        assert!(mode_label("uring-slice").contains("short-slice"));
         // A mode the README does not know yet keeps its bench name.
         assert_eq!(mode_label("uring-batch8"), "`uring-batch8`");
     }
