@@ -10,10 +10,11 @@ use super::cvt;
 
 /// A worker thread's scheduling (`[dataplane] sched`).
 ///
-/// A real-time class (`SCHED_FIFO`) is deliberately not offered: measured,
-/// it let the workers of a node under a 64-byte flood hold both CPUs
-/// against the applications until the kernel's real-time limit cut in,
-/// and round trips under load went from 0.3 to 30–50 ms.
+/// A real-time class (`SCHED_FIFO`) is deliberately not offered: measured
+/// under the benchmark's probe at 50 % load, real-time workers held the
+/// CPUs against the probe's own sender and receiver until the kernel's
+/// real-time limit let fair tasks run, and the round trip's p50 went from
+/// 0.3 ms to 32–48 ms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum WorkerSched {
     /// The kernel's fair class with its default slice: a woken worker may
