@@ -1,9 +1,9 @@
 //! The only place with syscalls and `unsafe`: TUN queues, UDP sockets with
 //! GSO/GRO control messages, epoll, io_uring with the buffers it owns, CPU
-//! pinning and scheduling class, interface queries, and the control socket that passes fds to a
-//! successor process. Every `unsafe` block carries a `SAFETY:`
-//! comment (enforced by clippy's `undocumented_unsafe_blocks`), and every fd
-//! is an `OwnedFd` from the moment it exists.
+//! pinning and scheduling, interface queries, and the control socket that
+//! passes fds to a successor process. Every `unsafe` block carries a
+//! `SAFETY:` comment (enforced by clippy's `undocumented_unsafe_blocks`),
+//! and every fd is an `OwnedFd` from the moment it exists.
 
 pub mod affinity;
 pub mod fd;
