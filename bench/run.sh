@@ -29,7 +29,9 @@
 #                    uring-nocoop (cooperative task work off; the report
 #                    divides it by uring-base), uring-slice
 #                    (sched = "short-slice": a woken worker preempts the
-#                    application on its CPU)
+#                    application on its CPU), uring-kernel
+#                    (kernel_path = "tc": IPv4 between the nodes carried by
+#                    encapd's eBPF programs, the workers for the rest)
 #   --out DIR        result directory (default bench/runs/<UTC YYYY-MM-DD-HHMM>-<host>);
 #                    under bench/runs/ only from a clean checkout with
 #                    binaries built from HEAD (else exit 1): experiments
@@ -73,7 +75,7 @@ set -euo pipefail
 # encapd's vxlan backend on nodeA, a flannel.1-style kernel VTEP on nodeB.
 ALL_MODES=(routing vxlan-kernel classic mmsg-nooffload mmsg uring-nooffload uring encapd-vxlan encapd-vxlan-mixed)
 # Modes run only when asked for by name: settings under evaluation.
-EXTRA_MODES=(uring-trust uring-nopin uring-crossed uring-nocoop uring-slice)
+EXTRA_MODES=(uring-trust uring-nopin uring-crossed uring-nocoop uring-slice uring-kernel)
 # mmsg and uring as built from --baseline REV.
 BASE_MODES=(mmsg-base uring-base)
 LOADS=(10 50 90)
@@ -520,7 +522,7 @@ mode_engine() {
     case $1 in
         classic) echo classic ;;
         mmsg | mmsg-nooffload | mmsg-base) echo mmsg ;;
-        uring | uring-nooffload | uring-base | uring-trust | uring-nopin | uring-crossed | uring-nocoop | uring-slice | uring-batch* | encapd-vxlan | encapd-vxlan-mixed) echo uring ;;
+        uring | uring-nooffload | uring-base | uring-trust | uring-nopin | uring-crossed | uring-nocoop | uring-slice | uring-kernel | uring-batch* | encapd-vxlan | encapd-vxlan-mixed) echo uring ;;
     esac
 }
 
@@ -532,6 +534,7 @@ mode_setting() {
         uring-nopin) echo 'cpus = []' ;;
         uring-nocoop) echo 'uring_disable = ["coop_taskrun"]' ;;
         uring-slice) echo 'sched = "short-slice"' ;;
+        uring-kernel) echo 'kernel_path = "tc"' ;;
         uring-batch*) echo "batch = ${1#uring-batch}" ;;
     esac
 }

@@ -305,6 +305,40 @@ fn mmsg_and_classic_engines_hand_over_without_loss() {
     }
 }
 
+#[test]
+fn the_kernel_path_hands_over_without_loss() {
+    let _serial = one_at_a_time();
+    if !require_root() {
+        return;
+    }
+    let mut opts = common::Options::new("uring");
+    opts.extra_a = "kernel_path = \"tc\"\n".into();
+    opts.extra_b = "kernel_path = \"tc\"\n".into();
+    let mut t = Topology::with(opts);
+    let dir = TempDir::new("takeover-kernel");
+    let mut chain = Succession::new(&t, dir.path());
+    let streams = {
+        let t2 = &mut t;
+        let there = UdpStream::start(&t2.ctr_a, ip(CTR_A), &t2.ctr_b, addr(CTR_B, 7201), 2_000, 8_000);
+        let back = UdpStream::start(&t2.ctr_b, ip(CTR_B), &t2.ctr_a, addr(CTR_A, 7202), 2_000, 8_000);
+        for _ in 0..2 {
+            std::thread::sleep(Duration::from_millis(800));
+            let h = chain.take_over(t2);
+            assert!(chain.current.as_ref().unwrap().log_text().contains("kernel path attached"), "pid {}", h.new_pid);
+        }
+        [there.complete(), back.complete()]
+    };
+    assert_lossless(&streams, "kernel path, 2 takeovers");
+    // Only the last generation's programs are left, one on each hook.
+    let attached = common::in_netns(&t.node_a, || {
+        use encapd::sys::bpf::{TcxHook, ifindex, tcx_program_count};
+        let tun = tcx_program_count(ifindex(common::TUN).unwrap(), TcxHook::Egress).unwrap();
+        let ul = tcx_program_count(ifindex("ul").unwrap(), TcxHook::Ingress).unwrap();
+        (tun, ul)
+    });
+    assert_eq!(attached, (1, 1), "programs of exited generations are gone");
+}
+
 /// `encapd run --config CONFIG --takeover` in node A with `env`, to completion.
 fn takeover_attempt(t: &Topology, config: &std::path::Path, env: &[(&str, &str)]) -> common::Output {
     let mut cmd = Command::new("ip");

@@ -108,6 +108,7 @@ impl Synthetic {
                 control_source: "etcd",
                 listen: None,
             },
+            kernel: None,
         };
         Synthetic { source, hub, recorders, clock: Instant::now() }
     }

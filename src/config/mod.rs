@@ -116,6 +116,39 @@ impl IngressChecksum {
     }
 }
 
+/// Whether flannel's udp encapsulation also runs in the kernel
+/// (`[dataplane] kernel_path`; `datapath::kernel`).
+///
+/// `Tc` sends with an outer UDP checksum of 0 and, over an underlay that
+/// leaves inner checksums to the receiver (veth, as between containers on
+/// one host), can send inner TCP and UDP checksums unfinished: a peer that
+/// decapsulates in the kernel accepts them, as the kernel's own tunnels
+/// do, but flanneld or encapd without the kernel path would drop them. On
+/// a physical NIC the sending kernel finishes every inner checksum. So: on
+/// a veth underlay, every node runs the kernel path or none does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KernelPathMode {
+    /// The workers carry every packet (the default).
+    #[default]
+    Off,
+    /// eBPF programs on the TUN's egress and the underlay's ingress carry
+    /// IPv4 packets between routed peers; the workers carry the rest.
+    Tc,
+}
+
+impl KernelPathMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            KernelPathMode::Off => "off",
+            KernelPathMode::Tc => "tc",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<KernelPathMode> {
+        [KernelPathMode::Off, KernelPathMode::Tc].into_iter().find(|m| m.name() == name)
+    }
+}
+
 /// Where the subnet table comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ControlSource {
@@ -208,6 +241,8 @@ pub struct Config {
     /// How the kernel schedules each worker against the applications on
     /// its CPU (`[dataplane] sched`).
     pub worker_sched: crate::sys::sched::WorkerSched,
+    /// `[dataplane] kernel_path`: see [`KernelPathMode`].
+    pub kernel_path: KernelPathMode,
     pub control: ControlSource,
     /// Switch to this user once the TUN, sockets and rings exist (and drop
     /// every capability either way). `None`: keep the starting user.
@@ -361,6 +396,7 @@ impl std::fmt::Display for Config {
         writeln!(f, "busy_poll_us = {}", self.busy_poll_us)?;
         writeln!(f, "ingress_checksum = \"{}\"", self.ingress_checksum.name())?;
         writeln!(f, "sched = \"{}\"", self.worker_sched.name())?;
+        writeln!(f, "kernel_path = \"{}\"", self.kernel_path.name())?;
         match &self.control {
             ControlSource::File { peers } => {
                 writeln!(f, "\n[control]\nsource = \"file\"\npeers = {}", toml_string(&peers.display().to_string()))?

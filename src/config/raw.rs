@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{Backend, Config, ConfigError, ControlSource, EtcdSource, IngressChecksum, IoEngine, VxlanSettings};
+use super::{Backend, Config, ConfigError, ControlSource, EtcdSource, IngressChecksum, IoEngine, KernelPathMode, VxlanSettings};
 use crate::route::Prefix;
 use crate::sys::sched::WorkerSched;
 use crate::sys::uring::UringFeature;
@@ -77,6 +77,7 @@ struct RawDataplane {
     busy_poll_us: Option<i64>,
     ingress_checksum: Option<String>,
     sched: Option<String>,
+    kernel_path: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -158,6 +159,7 @@ struct Dataplane {
     busy_poll_us: u32,
     ingress_checksum: IngressChecksum,
     worker_sched: WorkerSched,
+    kernel_path: KernelPathMode,
 }
 
 impl RawConfig {
@@ -170,6 +172,22 @@ impl RawConfig {
         if d.ingress_checksum == IngressChecksum::TrustOuter && a.backend != Backend::Udp {
             let why = "only meaningful with [network] backend = \"udp\" (kernel VXLAN peers send no outer UDP checksum over IPv4)";
             return Err(c.err("dataplane", "ingress_checksum", "\"trust-outer\"", why));
+        }
+        if d.kernel_path == KernelPathMode::Tc {
+            let refused = if a.backend != Backend::Udp {
+                Some("only for [network] backend = \"udp\" (flannel's vxlan backend is kernel VXLAN already)")
+            } else if !a.public_ip.is_ipv4() {
+                Some("needs an IPv4 public_ip (the programs write outer IPv4 headers)")
+            } else if d.ingress_checksum == IngressChecksum::TrustOuter {
+                Some(
+                    "cannot be combined with ingress_checksum = \"trust-outer\": the kernel path sends no outer UDP checksum, so no node of such a cluster may trust one",
+                )
+            } else {
+                None
+            };
+            if let Some(why) = refused {
+                return Err(c.err("dataplane", "kernel_path", "\"tc\"", why));
+            }
         }
         let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         let subnet_env = self.control.subnet_env(&c, dir)?;
@@ -198,6 +216,7 @@ impl RawConfig {
             busy_poll_us: d.busy_poll_us,
             ingress_checksum: d.ingress_checksum,
             worker_sched: d.worker_sched,
+            kernel_path: d.kernel_path,
             control,
             user,
             group,
@@ -400,7 +419,25 @@ impl RawDataplane {
                 c.err("dataplane", "sched", format!("{name:?}"), format!("unknown scheduling class; expected one of {known:?}"))
             })?,
         };
-        Ok(Dataplane { tun, workers, io, cpus, batch, socket_buffer, offload, uring_disable, busy_poll_us, ingress_checksum, worker_sched })
+        let kernel_path = match self.kernel_path.as_deref() {
+            None => KernelPathMode::default(),
+            Some(name) => KernelPathMode::from_name(name)
+                .ok_or_else(|| c.err("dataplane", "kernel_path", format!("{name:?}"), "expected \"off\" or \"tc\""))?,
+        };
+        Ok(Dataplane {
+            tun,
+            workers,
+            io,
+            cpus,
+            batch,
+            socket_buffer,
+            offload,
+            uring_disable,
+            busy_poll_us,
+            ingress_checksum,
+            worker_sched,
+            kernel_path,
+        })
     }
 }
 

@@ -55,6 +55,27 @@ fn ingress_checksum_defaults_to_verify_and_round_trips() {
     assert_eq!(parse(&trusting.to_string()).unwrap().ingress_checksum, IngressChecksum::TrustOuter, "{trusting}");
 }
 
+#[test]
+fn kernel_path_defaults_to_off_round_trips_and_refuses_what_it_cannot_carry() {
+    assert_eq!(parse(GOOD).unwrap().kernel_path, KernelPathMode::Off);
+    let on = parse(&GOOD.replace("workers = 2", "workers = 2\nkernel_path = \"tc\"")).unwrap();
+    assert_eq!(on.kernel_path, KernelPathMode::Tc);
+    assert_eq!(parse(&on.to_string()).unwrap().kernel_path, KernelPathMode::Tc, "{on}");
+    let refused = [
+        (GOOD.replace("workers = 2", "workers = 2\nkernel_path = \"xdp\""), "expected \"off\" or \"tc\""),
+        (GOOD.replace("workers = 2", "workers = 2\nkernel_path = \"tc\"\ningress_checksum = \"trust-outer\""), "no outer UDP checksum"),
+        (
+            GOOD.replace("workers = 2", "workers = 2\nkernel_path = \"tc\"").replace("[network]", "[network]\nbackend = \"vxlan\""),
+            "only for [network] backend = \"udp\"",
+        ),
+    ];
+    for (text, want) in &refused {
+        let err = parse(text).expect_err(want).to_string();
+        assert!(err.contains("[dataplane] kernel_path = "), "{err}");
+        assert!(err.contains(want), "want {want:?} in {err:?}");
+    }
+}
+
 /// Fuzzer finding: a peers path with a quote must print as valid TOML.
 #[test]
 fn effective_config_escapes_strings() {

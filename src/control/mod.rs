@@ -35,6 +35,11 @@ pub enum Command {
     Shutdown,
 }
 
+/// Called on the control thread with every table it publishes, right
+/// after the workers can see it (the kernel path's routes map follows the
+/// table this way).
+pub type TableListener = Box<dyn FnMut(&SubnetTable) + Send>;
+
 /// Why a first table could not be built; each message names the file and
 /// the field or entry at fault.
 #[derive(Debug, thiserror::Error)]
@@ -105,6 +110,7 @@ struct ControlState {
     file_text: Option<String>,
     /// Peers from `ApplyPeers` (the etcd source), by subnet.
     extra_peers: BTreeMap<Prefix, PeerSpec>,
+    listener: Option<TableListener>,
 }
 
 /// Writes flannel's `subnet.env` for this node (when configured): what the
@@ -154,6 +160,7 @@ pub fn spawn(
     file_peers: Vec<PeerSpec>,
     file_text: Option<String>,
     etcd: Option<etcd::Bootstrap>,
+    listener: Option<TableListener>,
 ) -> std::io::Result<ControlHandle> {
     let (tx, rx) = crossbeam_channel::unbounded();
     let counters = Arc::new(ControlCounters::default());
@@ -170,8 +177,16 @@ pub fn spawn(
     if watcher.is_some() {
         let _ = tx.send(Command::Reload);
     }
-    let state =
-        ControlState { scope: config.table_scope(), config, table, counters: Arc::clone(&counters), file_peers, file_text, extra_peers };
+    let state = ControlState {
+        scope: config.table_scope(),
+        config,
+        table,
+        counters: Arc::clone(&counters),
+        file_peers,
+        file_text,
+        extra_peers,
+        listener,
+    };
     let thread = std::thread::Builder::new().name("encapd-control".into()).spawn(move || run(state, rx))?;
     Ok(ControlHandle { commands: tx, counters, thread: Some(thread), _watcher: watcher, etcd })
 }
@@ -269,7 +284,11 @@ impl ControlState {
         match SubnetTable::build(version, &self.scope, &peers) {
             Ok(table) => {
                 let (routes, peer_count) = (table.len(), table.peer_count());
-                self.table.store(Arc::new(table));
+                let table = Arc::new(table);
+                self.table.store(Arc::clone(&table));
+                if let Some(listener) = &mut self.listener {
+                    listener(&table);
+                }
                 self.counters.tables_published.fetch_add(1, Ordering::Relaxed);
                 self.counters.table_published_unix_ms.store(crate::stats::unix_time_ms(), Ordering::Relaxed);
                 self.counters.healthy.store(true, Ordering::Relaxed);

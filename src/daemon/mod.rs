@@ -33,10 +33,11 @@ use self::origin::Origin;
 use self::signals::{Request, SignalRequests};
 use self::takeover::{ControlServer, ControlSocket, HandoverSource, ServerEvent, SocketFile, SuccessorCommand, TakeoverError};
 use self::workers::{WorkerSet, WorkerShared};
-use crate::config::Config;
+use crate::config::{Config, KernelPathMode};
 use crate::control::{self, Command, ControlHandle};
+use crate::datapath::kernel::{KernelPath, KernelPathSpec};
 use crate::route::{self, SharedTable, SubnetTable};
-use crate::stats::exposition::{MetricsSource, StaticInfo};
+use crate::stats::exposition::{KernelPathReader, MetricsSource, StaticInfo};
 use crate::stats::latency::LatencyHub;
 use crate::stats::server::{BoundMetrics, MetricsServer};
 use crate::stats::{self, WorkerCounters};
@@ -80,6 +81,9 @@ enum End {
 /// What runs once the workers forward.
 struct Running {
     workers: WorkerSet,
+    /// Before the workers in the struct: detached first on the way out, so
+    /// that its packets fall back to running workers.
+    kernel: Option<Arc<KernelPath>>,
     control: ControlHandle,
     metrics: Option<MetricsServer>,
     server: Option<ControlServer>,
@@ -123,15 +127,18 @@ pub fn run(mut config: Config, start: Start) -> Result<(), DaemonError> {
     let worker_shared = WorkerShared { table: &shared, counters: &counters, clear_caps: identity.is_none() };
     let workers = WorkerSet::start(&config, &plan, dataplane, worker_shared, recorders)?;
     workers.wait_ready()?;
+    // With the workers running, so that what the programs leave to them
+    // (and everything, should attaching fail half-way) is forwarded.
+    let (kernel, listener) = start_kernel_path(&config, &shared)?;
     drop_privileges(identity)?;
     // Started after the drop, the control thread (and its file watcher),
     // the metrics thread and the control socket thread inherit no
     // capabilities.
-    let control = control::spawn(config.clone(), Arc::clone(&shared), file_peers, file_text, etcd)
+    let control = control::spawn(config.clone(), Arc::clone(&shared), file_peers, file_text, etcd, listener)
         .map_err(|source| DaemonError::Io { what: "starting the control thread".into(), source })?;
     let successor = origin.is_successor();
     let socket = origin.finish(&config, &counters, &control.counters)?;
-    let metrics = start_metrics(&config, &counters, &control, &shared, info, hub, successor)?;
+    let metrics = start_metrics(&config, &counters, &control, &shared, info, hub, successor, kernel.clone())?;
     signals.catch_stop()?;
     let (server, socket_file) = match (socket, reserve) {
         (Some(socket), Some(reserve)) => {
@@ -155,7 +162,7 @@ pub fn run(mut config: Config, start: Start) -> Result<(), DaemonError> {
         log::warn!("could not notify the service manager: {e}");
     }
     log::info!("ready: forwarding");
-    let running = Running { workers, control, metrics, server, socket_file, counters };
+    let running = Running { workers, kernel, control, metrics, server, socket_file, counters };
     let end = serve(&mut signals, &running);
     shut_down(running, end, &config)
 }
@@ -285,9 +292,12 @@ fn start_metrics(
     info: StaticInfo,
     hub: LatencyHub,
     successor: bool,
+    kernel: Option<Arc<KernelPath>>,
 ) -> Result<Option<MetricsServer>, DaemonError> {
     let Some(addr) = config.metrics_listen else { return Ok(None) };
-    let source = MetricsSource { workers: counters.to_vec(), control: Arc::clone(&control.counters), table: Arc::clone(table), info };
+    let kernel = kernel.map(|k| -> KernelPathReader { Arc::new(move || k.totals()) });
+    let source =
+        MetricsSource { workers: counters.to_vec(), control: Arc::clone(&control.counters), table: Arc::clone(table), info, kernel };
     let deadline = std::time::Instant::now() + if successor { METRICS_REBIND } else { std::time::Duration::ZERO };
     let bound = loop {
         match BoundMetrics::bind(addr) {
@@ -329,7 +339,7 @@ fn serve(signals: &mut SignalRequests, running: &Running) -> End {
                     log::info!("SIGHUP: reloading the peers file");
                     let _ = running.control.commands.send(Command::Reload);
                 }
-                Request::PrintCounters => print_summary(&running.counters, &running.control.counters),
+                Request::PrintCounters => print_summary(&running.counters, &running.control.counters, running.kernel.as_deref()),
                 Request::Upgrade => match &running.server {
                     Some(server) => {
                         log::info!("SIGUSR2: starting a successor to hand the data path to");
@@ -356,7 +366,7 @@ fn serve(signals: &mut SignalRequests, running: &Running) -> End {
 /// Stops everything in order. After a handover: no `STOPPING=1` (the
 /// service manager follows the successor now), the socket file stays.
 fn shut_down(running: Running, end: End, config: &Config) -> Result<(), DaemonError> {
-    let Running { workers, control, metrics, server, socket_file, counters } = running;
+    let Running { workers, kernel, control, metrics, server, socket_file, counters } = running;
     let handed_over = matches!(end, End::HandedOver(_));
     if !handed_over {
         let _ = sys::notify::notify("STOPPING=1");
@@ -364,10 +374,20 @@ fn shut_down(running: Running, end: End, config: &Config) -> Result<(), DaemonEr
     drop(server);
     // First the metrics address, which the successor waits to bind.
     drop(metrics);
+    // The programs detach first (the control thread's listener holds only
+    // the routes map): their packets fall back to workers still running.
+    let kernel_line = kernel.as_deref().map(KernelPath::summary_line);
+    if kernel.is_some() {
+        log::info!("kernel path detached; the workers carry its packets until they stop");
+    }
+    drop(kernel);
     workers.stop();
     let control_counters = Arc::clone(&control.counters);
     control.shutdown();
-    print_summary(&counters, &control_counters);
+    print_summary(&counters, &control_counters, None);
+    if let Some(line) = kernel_line {
+        eprint!("{line}");
+    }
     match end {
         End::HandedOver(pid) => {
             if let Some(f) = socket_file {
@@ -399,12 +419,51 @@ fn on_off(b: bool) -> &'static str {
     if b { "on" } else { "off" }
 }
 
-fn print_summary(counters: &[Arc<WorkerCounters>], control: &control::ControlCounters) {
+fn print_summary(counters: &[Arc<WorkerCounters>], control: &control::ControlCounters, kernel: Option<&KernelPath>) {
     let refs: Vec<&WorkerCounters> = counters.iter().map(|c| &**c).collect();
     eprint!(
-        "encapd counters:\n{}  control   tables published {} | reload failures {}\n",
+        "encapd counters:\n{}  control   tables published {} | reload failures {}\n{}",
         stats::summary(&refs),
         control.tables_published.load(Ordering::Relaxed),
-        control.reload_failures.load(Ordering::Relaxed)
+        control.reload_failures.load(Ordering::Relaxed),
+        kernel.map(KernelPath::summary_line).unwrap_or_default()
     );
+}
+
+/// With `kernel_path = "tc"`: attaches the kernel path, installs the first
+/// table's routes, and returns the listener that keeps them current.
+/// Refusing to start is deliberate when it cannot attach: the operator
+/// asked for it, and a gateway silently at a fraction of its speed is
+/// harder to notice than one that says why it stopped.
+fn start_kernel_path(
+    config: &Config,
+    shared: &SharedTable,
+) -> Result<(Option<Arc<KernelPath>>, Option<control::TableListener>), DaemonError> {
+    if config.kernel_path != KernelPathMode::Tc {
+        return Ok((None, None));
+    }
+    let (std::net::IpAddr::V4(public_ip), std::net::IpAddr::V4(subnet)) = (config.public_ip, config.subnet.network()) else {
+        return Err(DaemonError::Config("kernel_path = \"tc\" needs an IPv4 public_ip and subnet".into()));
+    };
+    let spec = KernelPathSpec { public_ip, port: config.port, subnet, subnet_len: config.subnet.len(), tun: config.tun.clone() };
+    let kernel = KernelPath::attach(&spec).map_err(|e| {
+        DaemonError::Config(format!(
+            "{}: [dataplane] kernel_path = \"tc\": {e}; kernel_path = \"off\" runs without it",
+            config.path.display()
+        ))
+    })?;
+    let mut sync = kernel.route_sync();
+    let port = config.port;
+    let failed = sync.apply(&shared.load(), port);
+    log::info!(
+        "kernel path attached: encap on {} egress, decap on {} ingress; {} IPv4 routes in the kernel{}",
+        config.tun,
+        kernel.underlay,
+        sync.installed(),
+        if failed > 0 { format!(" ({failed} failed, carried by the workers)") } else { String::new() }
+    );
+    let listener: control::TableListener = Box::new(move |table| {
+        sync.apply(table, port);
+    });
+    Ok((Some(Arc::new(kernel)), Some(listener)))
 }

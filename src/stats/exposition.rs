@@ -50,7 +50,24 @@ pub struct MetricsSource {
     pub control: Arc<ControlCounters>,
     pub table: SharedTable,
     pub info: StaticInfo,
+    /// Reads the kernel path's counters (`kernel_path = "tc"`); `None`
+    /// without it, and then its metrics are not declared.
+    pub kernel: Option<KernelPathReader>,
 }
+
+/// The kernel path's counters, summed over CPUs, as read at a scrape.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KernelPathTotals {
+    pub egress_packets: u64,
+    pub egress_bytes: u64,
+    pub ingress_packets: u64,
+    pub ingress_bytes: u64,
+    pub encap_failed: u64,
+}
+
+/// How the metrics thread reads [`KernelPathTotals`] (from the programs'
+/// per-CPU map; a closure so that this layer knows nothing of eBPF).
+pub type KernelPathReader = Arc<dyn Fn() -> KernelPathTotals + Send + Sync>;
 
 /// Upper bounds of `encapd_gateway_latency_seconds`, 1 µs to 1 s, six per
 /// decade (1, 1.5, 2, 3, 5, 7.5): `histogram_quantile` interpolates inside a
@@ -83,6 +100,7 @@ struct Scrape {
     peers: usize,
     info: StaticInfo,
     latency: LatencyTotals,
+    kernel: Option<KernelPathTotals>,
 }
 
 /// Renders the exposition of the current state in `format`.
@@ -101,6 +119,7 @@ pub fn render(source: &MetricsSource, hub: &mut LatencyHub, format: Format) -> S
         peers: table.peer_count(),
         info: source.info.clone(),
         latency: hub.totals(),
+        kernel: source.kernel.as_ref().map(|read| read()),
     };
     let mut registry = Registry::default();
     registry.register_collector(Box::new(scrape));
@@ -138,6 +157,7 @@ impl Collector for Scrape {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         self.encode_worker_counters(&mut enc)?;
         self.encode_table_and_control(&mut enc)?;
+        self.encode_kernel_path(&mut enc)?;
         self.encode_info(&mut enc)?;
         self.encode_histograms(&mut enc)
     }
@@ -226,6 +246,31 @@ impl Scrape {
         Ok(())
     }
 
+    /// The kernel path's counters, when it runs.
+    fn encode_kernel_path(&self, enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(k) = self.kernel else { return Ok(()) };
+        let per_direction: [(&str, &str, u64, u64); 2] = [
+            (
+                "encapd_kernel_packets",
+                "Packets the kernel path carried (egress: encapsulated; ingress: decapsulated)",
+                k.egress_packets,
+                k.ingress_packets,
+            ),
+            ("encapd_kernel_bytes", "Bytes of inner packets the kernel path carried", k.egress_bytes, k.ingress_bytes),
+        ];
+        for (name, help, egress, ingress) in per_direction {
+            let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+            ConstCounter::new(egress).encode(m.encode_family(&[("direction", "egress")])?)?;
+            ConstCounter::new(ingress).encode(m.encode_family(&[("direction", "ingress")])?)?;
+        }
+        ConstCounter::new(k.encap_failed).encode(enc.encode_descriptor(
+            "encapd_kernel_encap_failed",
+            "Packets the kernel path dropped after a refused step half-way through encapsulating",
+            None,
+            MetricType::Counter,
+        )?)
+    }
+
     /// Start-up facts as info metrics (`encapd_engine_info`, `encapd_offload_info`).
     fn encode_info(&self, enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let labels = [("engine", self.info.engine.to_owned()), ("source", self.info.control_source.to_owned())];
@@ -282,6 +327,7 @@ mod tests {
                 control_source,
                 listen: None,
             },
+            kernel: None,
         }
     }
 

@@ -1,11 +1,13 @@
 //! The only place with syscalls and `unsafe`: TUN queues, UDP sockets with
 //! GSO/GRO control messages, epoll, io_uring with the buffers it owns, CPU
-//! pinning and scheduling, interface queries, and the control socket that
-//! passes fds to a successor process. Every `unsafe` block carries a
+//! pinning and scheduling, interface queries, eBPF maps, programs and TCX
+//! links, and the control socket that passes fds to a successor process.
+//! Every `unsafe` block carries a
 //! `SAFETY:` comment (enforced by clippy's `undocumented_unsafe_blocks`),
 //! and every fd is an `OwnedFd` from the moment it exists.
 
 pub mod affinity;
+pub mod bpf;
 pub mod fd;
 pub mod fdpass;
 pub mod mem;

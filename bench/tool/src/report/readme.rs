@@ -134,6 +134,7 @@ fn mode_label(mode: &str) -> String {
         "uring-crossed" => "encapd `uring`, nodeB's workers pinned in reverse (a flow's two gateways on two CPUs)".into(),
         "uring-nocoop" => "encapd `uring`, cooperative task work off".into(),
         "uring-slice" => "encapd `uring`, workers on a short slice (`sched = \"short-slice\"`)".into(),
+        "uring-kernel" => "encapd `uring` with the kernel path (`kernel_path = \"tc\"`: eBPF encapsulation)".into(),
         other => format!("`{other}`"),
     }
 }
@@ -339,6 +340,7 @@ mod tests {
         assert!(mode_label("uring-trust").contains("trust-outer"));
         assert!(mode_label("uring-crossed").contains("two CPUs"));
         assert!(mode_label("uring-slice").contains("short-slice"));
+        assert!(mode_label("uring-kernel").contains("kernel_path"));
         // A mode the README does not know yet keeps its bench name.
         assert_eq!(mode_label("uring-batch8"), "`uring-batch8`");
     }

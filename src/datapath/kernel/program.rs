@@ -1,0 +1,395 @@
+//! The kernel path's two traffic-control programs, as instructions (no
+//! I/O): `encap` on the TUN's egress wraps an IPv4 packet for a peer's
+//! subnet in flannel's udp format (outer IPv4 + UDP, the inner packet
+//! unchanged) and sends it out of the underlay interface; `decap` on the
+//! underlay's ingress unwraps such a datagram from a peer and hands the
+//! inner packet to the stack as if the TUN had received it.
+//!
+//! What each program leaves alone goes on as before (`TCX_NEXT`): to the
+//! TUN and the workers, or to the UDP socket and the workers. That is
+//! every packet the programs do not fully understand: IPv6, a destination
+//! with no route in the map, an outer header with options or fragments, a
+//! datagram for another port or address, a datagram whose inner source
+//! does not belong to the sending peer (the workers drop and count it, as
+//! the ingress filter does for every datagram), a coalesced run of several
+//! datagrams. A packet a program has started to change and cannot finish
+//! is dropped and counted ([`Counter::EncapFailed`]).
+//!
+//! Map layouts, shared with `super::KernelPath`:
+//! - routes (LPM trie): key = prefix length (`u32`, host order) + IPv4
+//!   network (4 bytes, network order); value = the peer's underlay IPv4
+//!   address (4 bytes, network order).
+//! - counters (per-CPU array of [`Counter`]): value = packets (`u64`),
+//!   bytes of inner packets (`u64`).
+
+use std::net::Ipv4Addr;
+
+use super::asm::{Alu, Asm, Cond, FP, Insn, Label, R0, R1, R2, R3, R4, R5, R6, R7, R8, R9, Size};
+
+/// Length of the outer IPv4 + UDP headers.
+pub const OUTER_LEN: i32 = 28;
+const ETH_LEN: i32 = 14;
+
+// Kernel helper numbers (include/uapi/linux/bpf.h).
+const MAP_LOOKUP_ELEM: i32 = 1;
+const SKB_STORE_BYTES: i32 = 9;
+const REDIRECT: i32 = 23;
+const SKB_CHANGE_HEAD: i32 = 43;
+const SKB_ADJUST_ROOM: i32 = 50;
+const REDIRECT_NEIGH: i32 = 152;
+
+const ADJ_ROOM_MAC: i32 = 1;
+const F_ADJ_ROOM_FIXED_GSO: i32 = 1 << 0;
+const F_ADJ_ROOM_ENCAP_L3_IPV4: i32 = 1 << 1;
+const F_ADJ_ROOM_ENCAP_L4_UDP: i32 = 1 << 4;
+const F_INGRESS: i32 = 1;
+
+/// TCX verdicts.
+const TCX_NEXT: i32 = -1;
+const TCX_DROP: i32 = 2;
+
+// `struct __sk_buff` offsets.
+const SKB_LEN: i16 = 0;
+const SKB_PROTOCOL: i16 = 16;
+const SKB_DATA: i16 = 76;
+const SKB_DATA_END: i16 = 80;
+
+/// The counters the programs keep, by index in the counters map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counter {
+    /// Packets encapsulated and sent to a peer.
+    Encapsulated = 0,
+    /// Datagrams decapsulated and delivered.
+    Decapsulated = 1,
+    /// Packets dropped because the kernel refused a step half-way
+    /// (`bpf_skb_store_bytes` or `bpf_skb_change_head` after the room for
+    /// the outer headers was made).
+    EncapFailed = 2,
+}
+
+impl Counter {
+    pub const ALL: [Counter; 3] = [Counter::Encapsulated, Counter::Decapsulated, Counter::EncapFailed];
+    /// Entries of the counters map.
+    pub const SLOTS: u32 = 3;
+}
+
+/// What the encapsulating program writes into every outer header.
+#[derive(Debug, Clone, Copy)]
+pub struct EncapParams {
+    /// The node's public (underlay) address: the outer source.
+    pub local: Ipv4Addr,
+    /// The flannel udp port: outer source and destination port.
+    pub port: u16,
+    /// The interface holding `local`, where encapsulated packets leave.
+    pub underlay_ifindex: u32,
+}
+
+/// What the decapsulating program accepts.
+#[derive(Debug, Clone, Copy)]
+pub struct DecapParams {
+    /// The node's public address: the outer destination it accepts.
+    pub local: Ipv4Addr,
+    pub port: u16,
+    /// The node's own IPv4 subnet: the only inner destinations it delivers.
+    pub subnet: Ipv4Addr,
+    pub subnet_len: u8,
+    /// The TUN, whose receive path delivers the inner packet.
+    pub tun_ifindex: u32,
+}
+
+/// A `u32` whose bytes in memory are `bytes` (network order in, as the
+/// program loads it from a packet).
+fn ne32(bytes: [u8; 4]) -> u32 {
+    u32::from_ne_bytes(bytes)
+}
+
+fn ne16(bytes: [u8; 2]) -> u32 {
+    u32::from(u16::from_ne_bytes(bytes))
+}
+
+/// `skb->protocol == ETH_P_IP` as the program reads the field.
+fn eth_p_ip() -> u32 {
+    ne16([0x08, 0x00])
+}
+
+/// The common start of both programs: R6 = the skb; unless it is IPv4
+/// with at least `need` bytes readable from the start, to `next`; R7 = the
+/// start of its data (checked for `need` bytes).
+fn ipv4_with(a: &mut Asm, need: i32, next: Label) {
+    a.alu_reg(Alu::Mov, R6, R1);
+    a.load(Size::W, R2, R6, SKB_PROTOCOL);
+    a.jump32_imm(Cond::Ne, R2, eth_p_ip(), next);
+    a.load(Size::W, R7, R6, SKB_DATA);
+    a.load(Size::W, R3, R6, SKB_DATA_END);
+    a.alu_reg(Alu::Mov, R2, R7);
+    a.alu_imm(Alu::Add, R2, need);
+    a.jump_reg(Cond::Gt, R2, R3, next);
+}
+
+/// R0 = the value in map `map_fd` for the key on the stack at `fp + key_at`;
+/// jumps to `miss` when there is none. Clobbers R0–R5.
+fn lookup(a: &mut Asm, map_fd: i32, key_at: i32, miss: Label) {
+    a.load_map(R1, map_fd);
+    a.alu_reg(Alu::Mov, R2, FP);
+    a.alu_imm(Alu::Add, R2, key_at);
+    a.call(MAP_LOOKUP_ELEM);
+    a.jump_imm(Cond::Eq, R0, 0, miss);
+}
+
+/// R0 = the routes map's value (the owning peer's underlay address) for
+/// the IPv4 address in `addr`; jumps to `miss` when no subnet holds it.
+/// The LPM key {32, addr} goes to fp-8. Clobbers R0–R5.
+fn route_of(a: &mut Asm, routes_fd: i32, addr: super::asm::Reg, miss: Label) {
+    a.store(Size::W, FP, -4, addr);
+    a.store_imm(Size::W, FP, -8, 32);
+    lookup(a, routes_fd, -8, miss);
+}
+
+/// Adds 1 packet and `bytes` (a register that survives calls) to
+/// `counter`. Clobbers R0–R5.
+fn count(a: &mut Asm, counters_fd: i32, counter: Counter, bytes: super::asm::Reg) {
+    let skip = a.label();
+    a.store_imm(Size::W, FP, -40, counter as i32);
+    lookup(a, counters_fd, -40, skip);
+    // Per-CPU values: no other program touches this CPU's copy meanwhile.
+    a.load(Size::DW, R1, R0, 0);
+    a.alu_imm(Alu::Add, R1, 1);
+    a.store(Size::DW, R0, 0, R1);
+    a.load(Size::DW, R1, R0, 8);
+    a.alu_reg(Alu::Add, R1, bytes);
+    a.store(Size::DW, R0, 8, R1);
+    a.place(skip);
+}
+
+fn verdict(a: &mut Asm, label: Label, value: i32) {
+    a.place(label);
+    a.alu_imm(Alu::Mov, R0, value);
+    a.exit();
+}
+
+/// The outer IPv4 header's constant 16-bit words summed (what the program
+/// adds the length and destination to before folding the checksum).
+fn outer_header_sum(p: &EncapParams) -> u32 {
+    let s = p.local.octets();
+    let words: [[u8; 2]; 5] = [[0x45, 0x00], [0x40, 0x00], [64, 17], [s[0], s[1]], [s[2], s[3]]];
+    words.iter().map(|w| ne16(*w)).sum()
+}
+
+/// TUN egress: IPv4 to a routed peer subnet → outer IPv4/UDP → underlay.
+///
+/// The outer header is what flanneld's socket sends: DF set, TTL 64,
+/// source and destination port `port`, and a UDP checksum of 0 (allowed
+/// over IPv4, and what the kernel's own UDP tunnels send): for a TSO
+/// packet the kernel replicates the header into every segment it cuts,
+/// and there is no helper to ask it for an outer checksum. The inner
+/// packet is untouched; a TSO packet stays one (its `gso_size` fixed, the
+/// segments growing by the 28 outer bytes, as the TUN's MTU leaves room
+/// for).
+pub fn encap(p: &EncapParams, routes_fd: i32, counters_fd: i32) -> Vec<Insn> {
+    let mut a = Asm::new();
+    let next = a.label();
+    let drop = a.label();
+    ipv4_with(&mut a, 20, next);
+    a.load(Size::B, R2, R7, 0);
+    a.alu_imm(Alu::And, R2, 0xf0);
+    a.jump32_imm(Cond::Ne, R2, 0x40, next);
+    a.load(Size::W, R2, R7, 16);
+    route_of(&mut a, routes_fd, R2, next);
+    a.load(Size::W, R8, R0, 0); // the peer's underlay address
+    a.load(Size::W, R9, R6, SKB_LEN); // the inner packet's length
+    // Room for the outer headers in front of the inner packet. On failure
+    // the packet is unchanged: the workers take it.
+    a.alu_reg(Alu::Mov, R1, R6);
+    a.alu_imm(Alu::Mov, R2, OUTER_LEN);
+    a.alu_imm(Alu::Mov, R3, ADJ_ROOM_MAC);
+    a.alu_imm(Alu::Mov, R4, F_ADJ_ROOM_FIXED_GSO | F_ADJ_ROOM_ENCAP_L3_IPV4 | F_ADJ_ROOM_ENCAP_L4_UDP);
+    a.call(SKB_ADJUST_ROOM);
+    a.jump32_imm(Cond::Ne, R0, 0, next);
+    // The outer headers at fp-32 .. fp-5, word by word.
+    let s = p.local.octets();
+    let port = p.port.to_be_bytes();
+    a.store_imm(Size::W, FP, -32, ne32([0x45, 0x00, 0, 0]) as i32);
+    a.store_imm(Size::W, FP, -28, ne32([0, 0, 0x40, 0x00]) as i32);
+    a.store_imm(Size::W, FP, -24, ne32([64, 17, 0, 0]) as i32);
+    a.store_imm(Size::W, FP, -20, ne32(s) as i32);
+    a.store(Size::W, FP, -16, R8);
+    a.store_imm(Size::W, FP, -12, ne32([port[0], port[1], port[0], port[1]]) as i32);
+    a.store_imm(Size::W, FP, -8, 0);
+    a.alu_reg(Alu::Mov, R2, R9);
+    a.alu_imm(Alu::Add, R2, OUTER_LEN);
+    a.to_be(R2, 16);
+    a.store(Size::H, FP, -30, R2); // IPv4 total length
+    a.alu_reg(Alu::Mov, R3, R9);
+    a.alu_imm(Alu::Add, R3, 8);
+    a.to_be(R3, 16);
+    a.store(Size::H, FP, -8, R3); // UDP length
+    // Header checksum: the constant words, the length, the destination's
+    // two halves; folded twice, complemented.
+    a.alu_reg(Alu::Mov, R4, R8);
+    a.alu_imm(Alu::And, R4, 0xffff);
+    a.alu_reg(Alu::Mov, R5, R8);
+    a.alu_imm(Alu::Rsh, R5, 16);
+    a.alu_reg(Alu::Add, R4, R5);
+    a.alu_reg(Alu::Add, R4, R2);
+    a.alu_imm(Alu::Add, R4, outer_header_sum(p) as i32);
+    for _ in 0..2 {
+        a.alu_reg(Alu::Mov, R5, R4);
+        a.alu_imm(Alu::Rsh, R5, 16);
+        a.alu_imm(Alu::And, R4, 0xffff);
+        a.alu_reg(Alu::Add, R4, R5);
+    }
+    a.alu_imm(Alu::Xor, R4, 0xffff);
+    a.store(Size::H, FP, -22, R4);
+    a.alu_reg(Alu::Mov, R1, R6);
+    a.alu_imm(Alu::Mov, R2, 0);
+    a.alu_reg(Alu::Mov, R3, FP);
+    a.alu_imm(Alu::Add, R3, -32);
+    a.alu_imm(Alu::Mov, R4, OUTER_LEN);
+    a.alu_imm(Alu::Mov, R5, 0);
+    a.call(SKB_STORE_BYTES);
+    a.jump32_imm(Cond::Ne, R0, 0, drop);
+    // The TUN has no link layer; the neighbour lookup below fills in the
+    // Ethernet header this makes room for (it refuses a packet without).
+    a.alu_reg(Alu::Mov, R1, R6);
+    a.alu_imm(Alu::Mov, R2, ETH_LEN);
+    a.alu_imm(Alu::Mov, R3, 0);
+    a.call(SKB_CHANGE_HEAD);
+    a.jump32_imm(Cond::Ne, R0, 0, drop);
+    count(&mut a, counters_fd, Counter::Encapsulated, R9);
+    // Routes the outer destination and resolves its neighbour, as the
+    // stack would for the socket's datagram.
+    a.mov32_imm(R1, p.underlay_ifindex);
+    a.alu_imm(Alu::Mov, R2, 0);
+    a.alu_imm(Alu::Mov, R3, 0);
+    a.alu_imm(Alu::Mov, R4, 0);
+    a.call(REDIRECT_NEIGH);
+    a.exit();
+    a.place(drop);
+    count(&mut a, counters_fd, Counter::EncapFailed, R9);
+    a.alu_imm(Alu::Mov, R0, TCX_DROP);
+    a.exit();
+    verdict(&mut a, next, TCX_NEXT);
+    a.finish()
+}
+
+/// Underlay ingress: flannel udp from a peer, for this node's subnet →
+/// the inner packet, received by the TUN.
+///
+/// Accepted only when every one of these holds, else the datagram goes on
+/// to the socket and the workers: outer IPv4 without options or
+/// fragmentation, UDP to `local:port`, an inner IPv4 packet without
+/// options whose total length is the rest of the datagram (one packet, not
+/// a coalesced run), an inner destination in this node's subnet, and an
+/// inner source in a subnet whose owner (the routes map) is the outer
+/// source.
+pub fn decap(p: &DecapParams, routes_fd: i32, counters_fd: i32) -> Vec<Insn> {
+    const OUTER_IP: i16 = ETH_LEN as i16;
+    const UDP: i16 = OUTER_IP + 20;
+    const INNER: i16 = UDP + 8;
+    let mut a = Asm::new();
+    let next = a.label();
+    ipv4_with(&mut a, i32::from(INNER) + 20, next);
+    a.load(Size::B, R2, R7, OUTER_IP);
+    a.jump32_imm(Cond::Ne, R2, 0x45, next);
+    a.load(Size::B, R2, R7, OUTER_IP + 9);
+    a.jump32_imm(Cond::Ne, R2, 17, next);
+    a.load(Size::H, R2, R7, OUTER_IP + 6);
+    a.alu_imm(Alu::And, R2, ne16([0x3f, 0xff]) as i32);
+    a.jump32_imm(Cond::Ne, R2, 0, next);
+    a.load(Size::W, R2, R7, OUTER_IP + 16);
+    a.jump32_imm(Cond::Ne, R2, ne32(p.local.octets()), next);
+    a.load(Size::H, R2, R7, UDP + 2);
+    a.jump32_imm(Cond::Ne, R2, ne16(p.port.to_be_bytes()), next);
+    // Inner IPv4 without options: anything else, malformed or not, is the
+    // workers' to forward or to drop and count.
+    a.load(Size::B, R2, R7, INNER);
+    a.jump32_imm(Cond::Ne, R2, 0x45, next);
+    // One whole inner packet: its total length is the rest of the skb.
+    a.load(Size::W, R9, R6, SKB_LEN);
+    a.alu_imm(Alu::Sub, R9, i32::from(INNER));
+    a.load(Size::H, R2, R7, INNER + 2);
+    a.to_be(R2, 16);
+    a.jump32_reg(Cond::Ne, R2, R9, next);
+    // For this node's subnet.
+    let mask = if p.subnet_len == 0 { 0 } else { u32::MAX << (32 - u32::from(p.subnet_len.min(32))) };
+    let net = u32::from(p.subnet) & mask;
+    a.load(Size::W, R2, R7, INNER + 16);
+    a.mov32_imm(R3, ne32(mask.to_be_bytes()));
+    a.alu_reg(Alu::And, R2, R3);
+    a.jump32_imm(Cond::Ne, R2, ne32(net.to_be_bytes()), next);
+    // From the peer that owns the inner source's subnet.
+    a.load(Size::W, R8, R7, OUTER_IP + 12);
+    a.load(Size::W, R2, R7, INNER + 12);
+    route_of(&mut a, routes_fd, R2, next);
+    a.load(Size::W, R2, R0, 0);
+    a.jump32_reg(Cond::Ne, R2, R8, next);
+    // Strip the outer headers behind the Ethernet header; a TSO packet
+    // keeps its segment size. On failure the datagram is unchanged.
+    a.alu_reg(Alu::Mov, R1, R6);
+    a.alu_imm(Alu::Mov, R2, -OUTER_LEN);
+    a.alu_imm(Alu::Mov, R3, ADJ_ROOM_MAC);
+    a.alu_imm(Alu::Mov, R4, F_ADJ_ROOM_FIXED_GSO);
+    a.call(SKB_ADJUST_ROOM);
+    a.jump32_imm(Cond::Ne, R0, 0, next);
+    count(&mut a, counters_fd, Counter::Decapsulated, R9);
+    a.mov32_imm(R1, p.tun_ifindex);
+    a.alu_imm(Alu::Mov, R2, F_INGRESS);
+    a.call(REDIRECT);
+    a.exit();
+    verdict(&mut a, next, TCX_NEXT);
+    a.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encap_params() -> EncapParams {
+        EncapParams { local: Ipv4Addr::new(198, 18, 0, 1), port: 8285, underlay_ifindex: 2 }
+    }
+
+    /// The checksum the program computes, replayed: constant words plus
+    /// the length and destination, folded, equals the RFC 1071 checksum of
+    /// the finished header.
+    #[test]
+    fn the_outer_checksum_matches_the_header_it_covers() {
+        let p = encap_params();
+        let dst = Ipv4Addr::new(198, 18, 0, 2).octets();
+        let inner_len: u16 = 1400;
+        let tot = (inner_len + 28).to_be_bytes();
+        let s = p.local.octets();
+        let header = [0x45, 0, tot[0], tot[1], 0, 0, 0x40, 0, 64, 17, 0, 0, s[0], s[1], s[2], s[3], dst[0], dst[1], dst[2], dst[3]];
+        let mut sum = outer_header_sum(&p) + ne16([tot[0], tot[1]]) + ne16([dst[0], dst[1]]) + ne16([dst[2], dst[3]]);
+        for _ in 0..2 {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        let check = (!sum as u16).to_ne_bytes();
+        let mut full = header;
+        full[10] = check[0];
+        full[11] = check[1];
+        // A header with its checksum in place sums to 0xffff.
+        let total: u32 = full.chunks(2).map(|w| u32::from(u16::from_be_bytes([w[0], w[1]]))).sum();
+        let folded = (total & 0xffff) + (total >> 16);
+        assert_eq!(folded, 0xffff, "{full:02x?}");
+    }
+
+    #[test]
+    fn both_programs_assemble_and_end_in_exits() {
+        let e = encap(&encap_params(), 3, 4);
+        let d = decap(
+            &DecapParams {
+                local: Ipv4Addr::new(198, 18, 0, 2),
+                port: 8285,
+                subnet: Ipv4Addr::new(100, 96, 2, 0),
+                subnet_len: 24,
+                tun_ifindex: 5,
+            },
+            3,
+            4,
+        );
+        for prog in [&e, &d] {
+            assert_eq!(prog.last().map(|i| i.code), Some(0x95));
+            assert!(prog.len() < 200, "{} instructions", prog.len());
+        }
+    }
+}
