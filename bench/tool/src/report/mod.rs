@@ -88,6 +88,9 @@ pub const ENCAPD_VXLAN_MIXED: &str = "encapd-vxlan-mixed";
 /// The udp backend's headline mode (`uring`, offloads on): the vxlan
 /// backend is held to the ratios to kernel VXLAN that it reaches.
 pub const UDP_HEADLINE: &str = "uring";
+/// `uring` with the kernel path (`kernel_path = "tc"`): eBPF programs
+/// encapsulate and decapsulate, the workers carry only what they pass on.
+pub const KERNEL_PATH: &str = "uring-kernel";
 
 /// A mode's name as the report uses it (runs before the vxlan backend's
 /// modes called the kernel pair `vxlan`).
