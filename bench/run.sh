@@ -31,7 +31,10 @@
 #                    (sched = "short-slice": a woken worker preempts the
 #                    application on its CPU), uring-kernel
 #                    (kernel_path = "tc": IPv4 between the nodes carried by
-#                    encapd's eBPF programs, the workers for the rest)
+#                    encapd's eBPF programs, the workers for the rest),
+#                    encapd-vxlan-kernel and encapd-vxlan-mixed-kernel
+#                    (encapd-vxlan and encapd-vxlan-mixed with
+#                    kernel_path = "tc" on every encapd)
 #   --out DIR        result directory (default bench/runs/<UTC YYYY-MM-DD-HHMM>-<host>);
 #                    under bench/runs/ only from a clean checkout with
 #                    binaries built from HEAD (else exit 1): experiments
@@ -75,7 +78,7 @@ set -euo pipefail
 # encapd's vxlan backend on nodeA, a flannel.1-style kernel VTEP on nodeB.
 ALL_MODES=(routing vxlan-kernel classic mmsg-nooffload mmsg uring-nooffload uring encapd-vxlan encapd-vxlan-mixed)
 # Modes run only when asked for by name: settings under evaluation.
-EXTRA_MODES=(uring-trust uring-nopin uring-crossed uring-nocoop uring-slice uring-kernel)
+EXTRA_MODES=(uring-trust uring-nopin uring-crossed uring-nocoop uring-slice uring-kernel encapd-vxlan-kernel encapd-vxlan-mixed-kernel)
 # mmsg and uring as built from --baseline REV.
 BASE_MODES=(mmsg-base uring-base)
 LOADS=(10 50 90)
@@ -522,7 +525,7 @@ mode_engine() {
     case $1 in
         classic) echo classic ;;
         mmsg | mmsg-nooffload | mmsg-base) echo mmsg ;;
-        uring | uring-nooffload | uring-base | uring-trust | uring-nopin | uring-crossed | uring-nocoop | uring-slice | uring-kernel | uring-batch* | encapd-vxlan | encapd-vxlan-mixed) echo uring ;;
+        uring | uring-nooffload | uring-base | uring-trust | uring-nopin | uring-crossed | uring-nocoop | uring-slice | uring-kernel | uring-batch* | encapd-vxlan*) echo uring ;;
     esac
 }
 
@@ -534,7 +537,7 @@ mode_setting() {
         uring-nopin) echo 'cpus = []' ;;
         uring-nocoop) echo 'uring_disable = ["coop_taskrun"]' ;;
         uring-slice) echo 'sched = "short-slice"' ;;
-        uring-kernel) echo 'kernel_path = "tc"' ;;
+        uring-kernel | encapd-vxlan-kernel | encapd-vxlan-mixed-kernel) echo 'kernel_path = "tc"' ;;
         uring-batch*) echo "batch = ${1#uring-batch}" ;;
     esac
 }
@@ -542,7 +545,7 @@ mode_setting() {
 # mode_backend MODE: encapd's backend (wire format) in MODE.
 mode_backend() {
     case $1 in
-        encapd-vxlan | encapd-vxlan-mixed) echo vxlan ;;
+        encapd-vxlan*) echo vxlan ;;
         *) echo udp ;;
     esac
 }
@@ -551,7 +554,7 @@ mode_mtu() {
     if [[ -n $CTR_MTU ]]; then echo "$CTR_MTU"; return; fi
     case $1 in
         routing) echo "$ED_UL_MTU" ;;
-        vxlan-kernel | encapd-vxlan | encapd-vxlan-mixed) echo "$ED_VX_MTU" ;;
+        vxlan-kernel | encapd-vxlan*) echo "$ED_VX_MTU" ;;
         *) echo $((ED_UL_MTU - 28)) ;;
     esac
 }
@@ -637,7 +640,7 @@ mode_enter() {
                 sed -i "/^io *=/a cpus = [$(IFS=,; echo "${list[*]}")]" "$dir/b.toml"
             fi
             if [[ $mode == *-base ]]; then baseline_configs "$dir"; fi
-            if [[ $mode == encapd-vxlan-mixed ]]; then
+            if [[ $mode == encapd-vxlan-mixed* ]]; then
                 # Both nodes get flannel.1-style kernel VTEPs (as in
                 # vxlan-kernel); then encapd takes nodeA's place, with
                 # nodeA's VTEP MAC, so that nodeB's kernel VTEP, its FDB,
@@ -693,7 +696,7 @@ mode_enter() {
         vxlan-kernel) [[ $via == *"dev vx0"* ]] || { ed_warn "vxlan-kernel: unexpected route: $via"; return 1; } ;;
         *) [[ $via == *"dev $ED_TUN"* ]] || { ed_warn "$mode: route does not use $ED_TUN: $via"; return 1; } ;;
     esac
-    if [[ $mode == encapd-vxlan-mixed && $via_b != *"dev vx0"* ]]; then
+    if [[ $mode == encapd-vxlan-mixed* && $via_b != *"dev vx0"* ]]; then
         ed_warn "$mode: nodeB's route back does not use its kernel VTEP vx0: $via_b"
         return 1
     fi
@@ -716,7 +719,7 @@ mode_leave() {
             fi
             cp "$dir/a.log" "$RAW/$mode-r$rep-encapd-nodeA.log" 2>/dev/null || true
             cp "$dir/b.log" "$RAW/$mode-r$rep-encapd-nodeB.log" 2>/dev/null || true
-            if [[ $mode == encapd-vxlan-mixed ]]; then
+            if [[ $mode == encapd-vxlan-mixed* ]]; then
                 ip -n "$NS_NODEB" -s link show dev vx0 >"$RAW/$mode-r$rep-vx0-nodeB.txt" 2>&1 || true
                 ed_topo_unvxlan "$ED_TOPO_PREFIX"
             fi

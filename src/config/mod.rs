@@ -116,23 +116,26 @@ impl IngressChecksum {
     }
 }
 
-/// Whether flannel's udp encapsulation also runs in the kernel
-/// (`[dataplane] kernel_path`; `datapath::kernel`).
+/// Whether the backend's encapsulation (flannel's udp or vxlan) also runs
+/// in the kernel (`[dataplane] kernel_path`; `datapath::kernel`).
 ///
 /// `Tc` sends with an outer UDP checksum of 0 and, over an underlay that
 /// leaves inner checksums to the receiver (veth, as between containers on
 /// one host), can send inner TCP and UDP checksums unfinished: a peer that
-/// decapsulates in the kernel accepts them, as the kernel's own tunnels
-/// do, but flanneld or encapd without the kernel path would drop them. On
-/// a physical NIC the sending kernel finishes every inner checksum. So: on
-/// a veth underlay, every node runs the kernel path or none does.
+/// decapsulates in the kernel (the kernel path, or a kernel VTEP such as
+/// flannel's `flannel.1`) accepts them, as the kernel's own tunnels do,
+/// but flanneld's udp backend or encapd without the kernel path would
+/// drop them. On a physical NIC the sending kernel finishes every inner
+/// checksum. So: on a veth underlay, every encapd node runs the kernel
+/// path or none does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum KernelPathMode {
     /// The workers carry every packet (the default).
     #[default]
     Off,
     /// eBPF programs on the TUN's egress and the underlay's ingress carry
-    /// IPv4 packets between routed peers; the workers carry the rest.
+    /// IPv4 packets between routed peers, in the backend's wire format;
+    /// the workers carry the rest.
     Tc,
 }
 

@@ -174,9 +174,7 @@ impl RawConfig {
             return Err(c.err("dataplane", "ingress_checksum", "\"trust-outer\"", why));
         }
         if d.kernel_path == KernelPathMode::Tc {
-            let refused = if a.backend != Backend::Udp {
-                Some("only for [network] backend = \"udp\" (flannel's vxlan backend is kernel VXLAN already)")
-            } else if !a.public_ip.is_ipv4() {
+            let refused = if !a.public_ip.is_ipv4() {
                 Some("needs an IPv4 public_ip (the programs write outer IPv4 headers)")
             } else if d.ingress_checksum == IngressChecksum::TrustOuter {
                 Some(

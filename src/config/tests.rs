@@ -61,13 +61,11 @@ fn kernel_path_defaults_to_off_round_trips_and_refuses_what_it_cannot_carry() {
     let on = parse(&GOOD.replace("workers = 2", "workers = 2\nkernel_path = \"tc\"")).unwrap();
     assert_eq!(on.kernel_path, KernelPathMode::Tc);
     assert_eq!(parse(&on.to_string()).unwrap().kernel_path, KernelPathMode::Tc, "{on}");
+    let vxlan = GOOD.replace("workers = 2", "workers = 2\nkernel_path = \"tc\"").replace("[network]", "[network]\nbackend = \"vxlan\"");
+    assert_eq!(parse(&vxlan).unwrap().kernel_path, KernelPathMode::Tc, "the vxlan backend has a kernel path too");
     let refused = [
         (GOOD.replace("workers = 2", "workers = 2\nkernel_path = \"xdp\""), "expected \"off\" or \"tc\""),
         (GOOD.replace("workers = 2", "workers = 2\nkernel_path = \"tc\"\ningress_checksum = \"trust-outer\""), "no outer UDP checksum"),
-        (
-            GOOD.replace("workers = 2", "workers = 2\nkernel_path = \"tc\"").replace("[network]", "[network]\nbackend = \"vxlan\""),
-            "only for [network] backend = \"udp\"",
-        ),
     ];
     for (text, want) in &refused {
         let err = parse(text).expect_err(want).to_string();

@@ -33,9 +33,9 @@ use self::origin::Origin;
 use self::signals::{Request, SignalRequests};
 use self::takeover::{ControlServer, ControlSocket, HandoverSource, ServerEvent, SocketFile, SuccessorCommand, TakeoverError};
 use self::workers::{WorkerSet, WorkerShared};
-use crate::config::{Config, KernelPathMode};
+use crate::config::{Backend, Config, KernelPathMode};
 use crate::control::{self, Command, ControlHandle};
-use crate::datapath::kernel::{KernelPath, KernelPathSpec};
+use crate::datapath::kernel::{Format as KernelFormat, KernelPath, KernelPathSpec};
 use crate::route::{self, SharedTable, SubnetTable};
 use crate::stats::exposition::{KernelPathReader, MetricsSource, StaticInfo};
 use crate::stats::latency::LatencyHub;
@@ -445,7 +445,11 @@ fn start_kernel_path(
     let (std::net::IpAddr::V4(public_ip), std::net::IpAddr::V4(subnet)) = (config.public_ip, config.subnet.network()) else {
         return Err(DaemonError::Config("kernel_path = \"tc\" needs an IPv4 public_ip and subnet".into()));
     };
-    let spec = KernelPathSpec { public_ip, port: config.port, subnet, subnet_len: config.subnet.len(), tun: config.tun.clone() };
+    let format = match &config.backend {
+        Backend::Udp => KernelFormat::FlannelUdp,
+        Backend::Vxlan(v) => KernelFormat::Vxlan { vni: v.vni, mac: v.vtep_mac.0 },
+    };
+    let spec = KernelPathSpec { public_ip, port: config.port, subnet, subnet_len: config.subnet.len(), tun: config.tun.clone(), format };
     let kernel = KernelPath::attach(&spec).map_err(|e| {
         DaemonError::Config(format!(
             "{}: [dataplane] kernel_path = \"tc\": {e}; kernel_path = \"off\" runs without it",
@@ -456,7 +460,8 @@ fn start_kernel_path(
     let port = config.port;
     let failed = sync.apply(&shared.load(), port);
     log::info!(
-        "kernel path attached: encap on {} egress, decap on {} ingress; {} IPv4 routes in the kernel{}",
+        "kernel path attached ({} format): encap on {} egress, decap on {} ingress; {} IPv4 routes in the kernel{}",
+        config.backend.name(),
         config.tun,
         kernel.underlay,
         sync.installed(),

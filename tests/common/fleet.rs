@@ -74,11 +74,14 @@ pub struct FleetOptions {
     /// `[control]` lines added to every encapd's configuration (etcd
     /// settings such as `lease_ttl`).
     pub control_extra: String,
+    /// `[dataplane]` lines added to every encapd's configuration (say,
+    /// `kernel_path = "tc"`).
+    pub dataplane_extra: String,
 }
 
 impl FleetOptions {
     pub fn new(kinds: &[Kind], workers: usize) -> FleetOptions {
-        FleetOptions { kinds: kinds.to_vec(), workers, etcd_members: None, control_extra: String::new() }
+        FleetOptions { kinds: kinds.to_vec(), workers, etcd_members: None, control_extra: String::new(), dataplane_extra: String::new() }
     }
 }
 
@@ -246,10 +249,10 @@ impl Fleet {
         let config = format!(
             "[node]\npublic_ip = \"{}\"\nsubnet = \"{}\"\n{v6_node}{vtep}\n\
              [network]\ncidr = \"{NETWORK}\"\n{v6_net}backend = \"{backend}\"\n\n\
-             [dataplane]\nworkers = {}\nio = \"{engine}\"\n\n\
+             [dataplane]\nworkers = {}\nio = \"{engine}\"\n{}\n\
              [control]\n{control}subnet_env = \"subnet.env\"\n{}\n\n\
              [process]\ncontrol_socket = \"encapd.sock\"\n",
-            node.ip, node.subnet, self.options.workers, self.options.control_extra
+            node.ip, node.subnet, self.options.workers, self.options.dataplane_extra, self.options.control_extra
         );
         std::fs::write(sub.join("encapd.toml"), config).unwrap();
         std::fs::write(sub.join("peers.toml"), self.peers_file(i, vxlan)).unwrap();

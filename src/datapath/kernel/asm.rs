@@ -52,6 +52,7 @@ impl Size {
 pub enum Alu {
     Add,
     Sub,
+    Or,
     And,
     Rsh,
     Xor,
@@ -63,6 +64,7 @@ impl Alu {
         match self {
             Alu::Add => 0x00,
             Alu::Sub => 0x10,
+            Alu::Or => 0x40,
             Alu::And => 0x50,
             Alu::Rsh => 0x70,
             Alu::Xor => 0xa0,
@@ -196,6 +198,12 @@ impl Asm {
         self.push(CLASS_ST | MODE_MEM | size.bits(), dst, R0, off, imm);
     }
 
+    /// `dst = imm` for any 64-bit value (a two-slot wide load).
+    pub fn mov64_imm(&mut self, dst: Reg, imm: u64) {
+        self.push(CLASS_LD | MODE_IMM | Size::DW.bits(), dst, R0, 0, imm as u32 as i32);
+        self.push(0, R0, R0, 0, (imm >> 32) as u32 as i32);
+    }
+
     /// `dst = map` (the map's fd, resolved by the kernel at load).
     pub fn load_map(&mut self, dst: Reg, map_fd: i32) {
         self.push(CLASS_LD | MODE_IMM | Size::DW.bits(), dst, Reg(PSEUDO_MAP_FD), 0, map_fd);
@@ -293,6 +301,15 @@ mod tests {
         assert_eq!(insns.len(), 2);
         assert_eq!(insns[0], Insn { code: 0x18, dst: 1, src: 1, off: 0, imm: 7 });
         assert_eq!(insns[1], Insn { code: 0, dst: 0, src: 0, off: 0, imm: 0 });
+    }
+
+    #[test]
+    fn a_wide_constant_is_split_low_half_first() {
+        let mut a = Asm::new();
+        a.mov64_imm(R4, 0x0e00_0000_0000_0053);
+        let insns = a.finish();
+        assert_eq!(insns[0], Insn { code: 0x18, dst: 4, src: 0, off: 0, imm: 0x53 });
+        assert_eq!(insns[1], Insn { code: 0, dst: 0, src: 0, off: 0, imm: 0x0e00_0000 });
     }
 
     #[test]

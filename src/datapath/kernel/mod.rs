@@ -1,6 +1,7 @@
-//! The kernel path (`[dataplane] kernel_path = "tc"`): flannel's udp
-//! encapsulation done by two eBPF programs on the kernel's traffic-control
-//! hooks, so that a packet between two pods crosses no user-space worker.
+//! The kernel path (`[dataplane] kernel_path = "tc"`): flannel's udp or
+//! vxlan encapsulation done by two eBPF programs on the kernel's
+//! traffic-control hooks, so that a packet between two pods crosses no
+//! user-space worker.
 //! The workers stay, for everything the programs leave to them (IPv6, no
 //! route, errors owed to the sender, anything unusual; see [`program`]).
 //!
@@ -30,7 +31,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use crate::route::SubnetTable;
 use crate::sys::bpf::{self, Map, MapKind, TcxHook};
 
-pub use program::Counter;
+pub use program::{Counter, Format};
 
 /// Size of the routes map: flannel's default network (/16 of /24s) has 256
 /// subnets; this leaves room for far larger clusters.
@@ -45,6 +46,8 @@ pub struct KernelPathSpec {
     pub subnet_len: u8,
     /// The TUN device's name (it must exist).
     pub tun: String,
+    /// The backend's wire format.
+    pub format: Format,
 }
 
 /// The attached programs and their maps. Dropping it detaches both
@@ -56,6 +59,7 @@ pub struct KernelPath {
     cpus: usize,
     /// The interface `decap` is attached to.
     pub underlay: String,
+    format: Format,
 }
 
 /// Totals of one [`Counter`] over every CPU.
@@ -73,18 +77,25 @@ impl KernelPath {
             .ok_or_else(|| format!("no interface holds public_ip {}", spec.public_ip))?;
         let underlay_ifindex = bpf::ifindex(&underlay).map_err(|e| format!("interface {underlay}: {e}"))?;
         let tun_ifindex = bpf::ifindex(&spec.tun).map_err(|e| format!("TUN {}: {e}", spec.tun))?;
-        let routes = Map::create(MapKind::LpmTrie, "encapd_routes", 8, 4, MAX_ROUTES)
+        let routes = Map::create(MapKind::LpmTrie, "encapd_routes", 8, program::ROUTE_VALUE_LEN, MAX_ROUTES)
             .map_err(|e| format!("creating the routes map: {e} (needs CAP_BPF or root)"))?;
         let counters = Map::create(MapKind::PerCpuArray, "encapd_counters", 4, 16, Counter::SLOTS)
             .map_err(|e| format!("creating the counters map: {e}"))?;
         let cpus = bpf::possible_cpus().map_err(|e| format!("counting CPUs: {e}"))?;
         let encap = program::encap(
-            &program::EncapParams { local: spec.public_ip, port: spec.port, underlay_ifindex },
+            &program::EncapParams { local: spec.public_ip, port: spec.port, underlay_ifindex, format: spec.format },
             routes.as_fd().as_raw_fd(),
             counters.as_fd().as_raw_fd(),
         );
         let decap = program::decap(
-            &program::DecapParams { local: spec.public_ip, port: spec.port, subnet: spec.subnet, subnet_len: spec.subnet_len, tun_ifindex },
+            &program::DecapParams {
+                local: spec.public_ip,
+                port: spec.port,
+                subnet: spec.subnet,
+                subnet_len: spec.subnet_len,
+                tun_ifindex,
+                format: spec.format,
+            },
             routes.as_fd().as_raw_fd(),
             counters.as_fd().as_raw_fd(),
         );
@@ -97,12 +108,12 @@ impl KernelPath {
             .map_err(|e| format!("attaching decap to {underlay} ingress: {e} (TCX needs Linux 6.6)"))?;
         let egress = bpf::attach_tcx(std::os::fd::AsFd::as_fd(&encap), tun_ifindex, TcxHook::Egress)
             .map_err(|e| format!("attaching encap to {} egress: {e} (TCX needs Linux 6.6)", spec.tun))?;
-        Ok(KernelPath { links: vec![ingress, egress], counters, routes: std::sync::Arc::new(routes), cpus, underlay })
+        Ok(KernelPath { links: vec![ingress, egress], counters, routes: std::sync::Arc::new(routes), cpus, underlay, format: spec.format })
     }
 
     /// A writer for the routes map, for the control thread.
     pub fn route_sync(&self) -> RouteSync {
-        RouteSync { map: std::sync::Arc::clone(&self.routes), installed: BTreeMap::new() }
+        RouteSync { map: std::sync::Arc::clone(&self.routes), installed: BTreeMap::new(), format: self.format }
     }
 
     /// One counter summed over every CPU; zero if the map cannot be read.
@@ -147,20 +158,22 @@ impl KernelPath {
 
 /// One route as the programs' map holds it.
 type RouteKey = [u8; 8];
+type RouteValue = [u8; program::ROUTE_VALUE_LEN as usize];
 
 /// Keeps the routes map equal to the IPv4 routes of the published table.
 pub struct RouteSync {
     map: std::sync::Arc<Map>,
-    installed: BTreeMap<RouteKey, [u8; 4]>,
+    installed: BTreeMap<RouteKey, RouteValue>,
+    format: Format,
 }
 
 impl RouteSync {
     /// Applies `table`: new and changed routes first, then removals. A
-    /// route whose peer listens on another port than `port`, and every
-    /// IPv6 route, stays with the workers. Returns the number of failed
-    /// map operations (each logged).
+    /// route whose peer listens on another port than `port`, a vxlan route
+    /// without a VTEP MAC, and every IPv6 route stay with the workers.
+    /// Returns the number of failed map operations (each logged).
     pub fn apply(&mut self, table: &SubnetTable, port: u16) -> usize {
-        let wanted = wanted_routes(table, port);
+        let wanted = wanted_routes(table, port, self.format);
         let mut failures = 0;
         for (key, peer) in &wanted {
             if self.installed.get(key) == Some(peer) {
@@ -197,14 +210,22 @@ impl RouteSync {
     }
 }
 
-fn wanted_routes(table: &SubnetTable, port: u16) -> BTreeMap<RouteKey, [u8; 4]> {
+fn wanted_routes(table: &SubnetTable, port: u16, format: Format) -> BTreeMap<RouteKey, RouteValue> {
     let mut out = BTreeMap::new();
     for r in table.routes() {
         let (IpAddr::V4(net), IpAddr::V4(peer)) = (r.subnet.network(), r.endpoint.ip()) else { continue };
         if r.endpoint.port() != port {
             continue;
         }
-        out.insert(route_key(net, r.subnet.len()), peer.octets());
+        let mac = match (format, r.vtep_mac) {
+            (Format::FlannelUdp, _) => [0; 6],
+            (Format::Vxlan { .. }, Some(mac)) => mac.0,
+            (Format::Vxlan { .. }, None) => continue,
+        };
+        let mut value = RouteValue::default();
+        value[..4].copy_from_slice(&peer.octets());
+        value[4..10].copy_from_slice(&mac);
+        out.insert(route_key(net, r.subnet.len()), value);
     }
     out
 }
@@ -226,7 +247,8 @@ mod tests {
     use crate::route::{PeerSpec, TableScope};
     use std::net::SocketAddr;
 
-    fn table(peers: &[(&str, &str)]) -> SubnetTable {
+    /// A table of `(subnet, endpoint, VTEP MAC)` peers.
+    fn table(peers: &[(&str, &str, Option<&str>)]) -> SubnetTable {
         let scope = TableScope {
             own: vec!["100.96.1.0/24".parse().unwrap()],
             networks: vec!["100.96.0.0/16".parse().unwrap(), "fd00:96::/32".parse().unwrap()],
@@ -234,34 +256,39 @@ mod tests {
         };
         let specs: Vec<PeerSpec> = peers
             .iter()
-            .map(|(subnet, ep)| PeerSpec {
+            .map(|(subnet, ep, mac)| PeerSpec {
                 subnet: subnet.parse().unwrap(),
                 endpoint: ep.parse::<SocketAddr>().unwrap(),
-                vtep_mac: None,
+                vtep_mac: mac.map(|m| m.parse().unwrap()),
                 origin: "test".into(),
             })
             .collect();
         SubnetTable::build(1, &scope, &specs).unwrap()
     }
 
-    /// Both programs pass the kernel's verifier (the check every start
-    /// makes); without CAP_BPF there is no verifier to ask.
+    const VXLAN: Format = Format::Vxlan { vni: 1, mac: [0x02, 0, 198, 18, 0, 1] };
+
+    /// Both programs, in both formats, pass the kernel's verifier (the
+    /// check every start makes); without CAP_BPF there is no verifier to
+    /// ask.
     #[test]
     fn the_verifier_accepts_both_programs() {
-        let Ok(routes) = Map::create(MapKind::LpmTrie, "encapd_t_routes", 8, 4, 16) else { return };
+        let Ok(routes) = Map::create(MapKind::LpmTrie, "encapd_t_routes", 8, program::ROUTE_VALUE_LEN, 16) else { return };
         let counters = Map::create(MapKind::PerCpuArray, "encapd_t_count", 4, 16, Counter::SLOTS).unwrap();
         let (r, c) = (routes.as_fd().as_raw_fd(), counters.as_fd().as_raw_fd());
         let local = Ipv4Addr::new(198, 18, 0, 1);
-        let encap = program::encap(&program::EncapParams { local, port: 8285, underlay_ifindex: 1 }, r, c);
-        let decap = program::decap(
-            &program::DecapParams { local, port: 8285, subnet: Ipv4Addr::new(100, 96, 1, 0), subnet_len: 24, tun_ifindex: 1 },
-            r,
-            c,
-        );
-        for (name, prog) in [("encapd_encap", encap), ("encapd_decap", decap)] {
-            let insns: Vec<u64> = prog.iter().map(|i| i.encode()).collect();
-            if let Err(e) = bpf::load_tc_program(name, &insns) {
-                panic!("{name}: {e}");
+        for format in [Format::FlannelUdp, VXLAN] {
+            let encap = program::encap(&program::EncapParams { local, port: 8285, underlay_ifindex: 1, format }, r, c);
+            let decap = program::decap(
+                &program::DecapParams { local, port: 8285, subnet: Ipv4Addr::new(100, 96, 1, 0), subnet_len: 24, tun_ifindex: 1, format },
+                r,
+                c,
+            );
+            for (name, prog) in [("encapd_encap", encap), ("encapd_decap", decap)] {
+                let insns: Vec<u64> = prog.iter().map(|i| i.encode()).collect();
+                if let Err(e) = bpf::load_tc_program(name, &insns) {
+                    panic!("{name} ({format:?}): {e}");
+                }
             }
         }
         // And the counters read back as zero on every CPU.
@@ -271,11 +298,25 @@ mod tests {
 
     #[test]
     fn only_ipv4_routes_on_our_port_go_to_the_kernel() {
-        let t = table(&[("100.96.2.0/24", "198.18.0.2:8285"), ("100.96.3.0/24", "198.18.0.3:9000"), ("fd00:96:2::/64", "198.18.0.2:8285")]);
-        let w = wanted_routes(&t, 8285);
+        let t = table(&[
+            ("100.96.2.0/24", "198.18.0.2:8285", None),
+            ("100.96.3.0/24", "198.18.0.3:9000", None),
+            ("fd00:96:2::/64", "198.18.0.2:8285", None),
+        ]);
+        let w = wanted_routes(&t, 8285, Format::FlannelUdp);
         assert_eq!(w.len(), 1);
-        let (key, peer) = w.iter().next().unwrap();
+        let (key, value) = w.iter().next().unwrap();
         assert_eq!(describe(key), "100.96.2.0/24");
-        assert_eq!(peer, &[198, 18, 0, 2]);
+        assert_eq!(value, &[198, 18, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn a_vxlan_route_carries_the_peers_vtep_mac_and_needs_one() {
+        let t = table(&[("100.96.2.0/24", "198.18.0.2:8472", Some("c6:d2:32:6f:8f:44")), ("100.96.3.0/24", "198.18.0.3:8472", None)]);
+        let w = wanted_routes(&t, 8472, VXLAN);
+        assert_eq!(w.len(), 1, "a route without a MAC stays with the workers");
+        let (key, value) = w.iter().next().unwrap();
+        assert_eq!(describe(key), "100.96.2.0/24");
+        assert_eq!(value, &[198, 18, 0, 2, 0xc6, 0xd2, 0x32, 0x6f, 0x8f, 0x44, 0, 0]);
     }
 }

@@ -91,6 +91,10 @@ pub const UDP_HEADLINE: &str = "uring";
 /// `uring` with the kernel path (`kernel_path = "tc"`): eBPF programs
 /// encapsulate and decapsulate, the workers carry only what they pass on.
 pub const KERNEL_PATH: &str = "uring-kernel";
+/// [`ENCAPD_VXLAN`] with the kernel path on both nodes.
+pub const ENCAPD_VXLAN_KERNEL: &str = "encapd-vxlan-kernel";
+/// [`ENCAPD_VXLAN_MIXED`] with the kernel path on nodeA's encapd.
+pub const ENCAPD_VXLAN_MIXED_KERNEL: &str = "encapd-vxlan-mixed-kernel";
 
 /// A mode's name as the report uses it (runs before the vxlan backend's
 /// modes called the kernel pair `vxlan`).
@@ -873,7 +877,7 @@ Each RTT figure is followed by the replies lost in the repetition(s) its median 
 CPU, whole machine: busy CPU time of the whole machine (`/proc/stat`: both gateways, iperf3 at both ends, the kernel's \
 forwarding, and anything else that ran) during the TCP test, in cores, divided by Gbit/s. \
 encapd CPU: user + system time of both encapd processes (`/proc/PID/stat`) over the same test, in cores, divided by Gbit/s \
-(n/a for routing and vxlan-kernel, which run no encapd; for encapd-vxlan-mixed, nodeA's encapd alone).";
+(n/a for routing and vxlan-kernel, which run no encapd; for encapd-vxlan-mixed and encapd-vxlan-mixed-kernel, nodeA's encapd alone).";
 
 /// Renders `dir/report.md` and its SVG charts from the run data in `dir`.
 pub fn render(dir: &Path) -> Result<ReportSummary, ReportError> {
@@ -982,13 +986,13 @@ fn cost_section(run: &Run, out: &mut String) {
     }
     out.push('\n');
     out.push_str(
-        "Whole machine: `/proc/stat` busy time, everything that ran (see above). encapd: the encapd processes only (both nodes', nodeA's alone in encapd-vxlan-mixed), \
+        "Whole machine: `/proc/stat` busy time, everything that ran (see above). encapd: the encapd processes only (both nodes', nodeA's alone in the encapd-vxlan-mixed modes), \
 `/proc/PID/stat` user + system time; context switches summed over every thread (`/proc/PID/task/*/status`, \
 `voluntary_ctxt_switches`: a thread waited, e.g. for packets; `nonvoluntary_ctxt_switches`: it was preempted), \
 per GB (10⁹ bytes) that iperf3 received. tcp1_paced: one stream held at 1 Gbit/s (`iperf3 -b 1G`), so that every mode does the same \
 work and its CPU per Gbit/s is a cost, not an outcome of how its saturation went; at that load the whole-machine figure is not \
 meaningful (`/proc/stat` is sampled at the timer tick, which misses the short bursts of a mostly idle CPU: it can read less than \
-encapd's own time, which the scheduler measures exactly). n/a: not measured (routing and vxlan-kernel run no encapd; encapd-vxlan-mixed runs one, on nodeA; runs before these \
+encapd's own time, which the scheduler measures exactly). n/a: not measured (routing and vxlan-kernel run no encapd; the encapd-vxlan-mixed modes run one, on nodeA; runs before these \
 figures were recorded).\n\n",
     );
 }

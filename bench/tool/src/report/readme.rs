@@ -30,8 +30,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::{
-    ENCAPD_VXLAN, ENCAPD_VXLAN_MIXED, KERNEL_PATH, KERNEL_VXLAN, ReportError, Run, UDP_HEADLINE, canonical_mode, fmt_median, provenance,
-    ratio_cell, read_run, slower_of, targets,
+    ENCAPD_VXLAN, ENCAPD_VXLAN_KERNEL, ENCAPD_VXLAN_MIXED, ENCAPD_VXLAN_MIXED_KERNEL, KERNEL_PATH, KERNEL_VXLAN, ReportError, Run,
+    UDP_HEADLINE, canonical_mode, fmt_median, provenance, ratio_cell, read_run, slower_of, targets,
 };
 
 /// The line that opens the generated block in README.md.
@@ -135,6 +135,8 @@ fn mode_label(mode: &str) -> String {
         "uring-nocoop" => "encapd `uring`, cooperative task work off".into(),
         "uring-slice" => "encapd `uring`, workers on a short slice (`sched = \"short-slice\"`)".into(),
         "uring-kernel" => "encapd `uring` with the kernel path (`kernel_path = \"tc\"`: eBPF encapsulation)".into(),
+        ENCAPD_VXLAN_KERNEL => "encapd `vxlan` ↔ encapd `vxlan`, both with the kernel path".into(),
+        ENCAPD_VXLAN_MIXED_KERNEL => "encapd `vxlan` with the kernel path ↔ kernel VTEP (flannel.1 style)".into(),
         other => format!("`{other}`"),
     }
 }
@@ -169,6 +171,24 @@ fn table(run: &Run, out: &mut String) {
     }
 }
 
+/// A kernel-path mode's ratios to kernel VXLAN, as one clause.
+fn kernel_path_ratios(run: &Run, mode: &str) -> String {
+    let r = |test: &str| ratio_cell(run, mode, KERNEL_VXLAN, test);
+    format!(
+        "**{}** on one TCP stream, {} on four, {} of the 64-byte packet rate; RTT p50 at 10 % / 50 % load {} / {}, p99 at 50 % \
+         {}; idle ping-pong p50 {}; whole-machine CPU per Gbit/s {} (TCP 1) / {} (TCP 4)",
+        r("tcp1"),
+        r("tcp4"),
+        r("udp64_pps"),
+        r("lat10_p50"),
+        r("lat50_p50"),
+        r("lat50_p99"),
+        r("udp_rr_p50"),
+        r("tcp1_cpu_per_gbps"),
+        r("tcp4_cpu_per_gbps"),
+    )
+}
+
 /// The ratios the README states, computed from the medians.
 fn findings(run: &Run, out: &mut String) {
     let r = |mode: &str, base: &str, test: &str| ratio_cell(run, mode, base, test);
@@ -190,23 +210,22 @@ fn findings(run: &Run, out: &mut String) {
         r("uring", KERNEL_VXLAN, "tcp1_cpu_per_gbps"),
     );
     if run.modes.iter().any(|m| m == KERNEL_PATH) {
-        let (p, k) = (KERNEL_PATH, KERNEL_VXLAN);
         let _ = writeln!(
             out,
-            "- With the kernel path (`kernel_path = \"tc\"`), against kernel VXLAN: **{}** on one TCP stream, {} on four, {} \
-             of the 64-byte packet rate; RTT p50 at 10 % / 50 % load {} / {}, p99 at 50 % {}; idle ping-pong p50 {}; \
-             whole-machine CPU per Gbit/s {} (TCP 1) / {} (TCP 4). encapd's own CPU reads 0 there because those packets \
-             never reach its threads: the eBPF programs run in the kernel's softirq, counted in the whole-machine figure.",
-            r(p, k, "tcp1"),
-            r(p, k, "tcp4"),
-            r(p, k, "udp64_pps"),
-            r(p, k, "lat10_p50"),
-            r(p, k, "lat50_p50"),
-            r(p, k, "lat50_p99"),
-            r(p, k, "udp_rr_p50"),
-            r(p, k, "tcp1_cpu_per_gbps"),
-            r(p, k, "tcp4_cpu_per_gbps"),
+            "- With the kernel path (`kernel_path = \"tc\"`), against kernel VXLAN: {}. encapd's own CPU reads 0 there \
+             because those packets never reach its threads: the eBPF programs run in the kernel's softirq, counted in the \
+             whole-machine figure.",
+            kernel_path_ratios(run, KERNEL_PATH),
         );
+    }
+    for (m, pair) in [(ENCAPD_VXLAN_KERNEL, "encapd ↔ encapd"), (ENCAPD_VXLAN_MIXED_KERNEL, "encapd ↔ a flannel.1-style kernel VTEP")] {
+        if run.modes.iter().any(|x| x == m) {
+            let _ = writeln!(
+                out,
+                "- The `vxlan` backend with the kernel path, {pair}, against kernel VXLAN ↔ kernel VXLAN: {}.",
+                kernel_path_ratios(run, m),
+            );
+        }
     }
     if run.modes.iter().any(|m| m == ENCAPD_VXLAN) {
         let (e, u, k) = (ENCAPD_VXLAN, UDP_HEADLINE, KERNEL_VXLAN);
@@ -360,6 +379,7 @@ mod tests {
         assert!(mode_label("uring-crossed").contains("two CPUs"));
         assert!(mode_label("uring-slice").contains("short-slice"));
         assert!(mode_label("uring-kernel").contains("kernel_path"));
+        assert!(mode_label("encapd-vxlan-mixed-kernel").contains("kernel path"));
         // A mode the README does not know yet keeps its bench name.
         assert_eq!(mode_label("uring-batch8"), "`uring-batch8`");
     }
