@@ -226,11 +226,12 @@ fn outer_header_sum(p: &EncapParams) -> u32 {
 
 /// TUN egress: IPv4 to a routed peer subnet → outer IPv4/UDP → underlay.
 ///
-/// The outer header is what flanneld's socket (udp) or a kernel VTEP
-/// (vxlan) sends: DF set, TTL 64, and a UDP checksum of 0 (allowed over
-/// IPv4, and what the kernel's own UDP tunnels send): for a TSO packet the
-/// kernel replicates the header into every segment it cuts, and there is
-/// no helper to ask it for an outer checksum. Ports: udp, the flannel port
+/// The outer header is what encapd's workers send: DF set (as a Linux UDP
+/// socket, the workers' or flanneld's, sends by default; a kernel VTEP
+/// leaves it clear, which no receiver checks), TTL 64, and a UDP checksum of 0 (allowed over IPv4, and what
+/// the kernel's own UDP tunnels send): for a TSO packet the kernel
+/// replicates the header into every segment it cuts, and there is no
+/// helper to ask it for an outer checksum. Ports: udp, the flannel port
 /// both ways; vxlan, the flannel port as the destination and a source port
 /// from the flow's hash in 49152–65535, so that a receiver's RSS spreads
 /// the flows. The inner packet is untouched; a TSO packet stays one (its
