@@ -457,8 +457,7 @@ fn start_kernel_path(
         ))
     })?;
     let mut sync = kernel.route_sync();
-    let port = config.port;
-    let failed = sync.apply(&shared.load(), port);
+    let failed = sync.apply(&shared.load());
     log::info!(
         "kernel path attached ({} format): encap on {} egress, decap on {} ingress; {} IPv4 routes in the kernel{}",
         config.backend.name(),
@@ -468,7 +467,7 @@ fn start_kernel_path(
         if failed > 0 { format!(" ({failed} failed, carried by the workers)") } else { String::new() }
     );
     let listener: control::TableListener = Box::new(move |table| {
-        sync.apply(table, port);
+        sync.apply(table);
     });
     Ok((Some(Arc::new(kernel)), Some(listener)))
 }

@@ -59,6 +59,9 @@ pub struct KernelPath {
     cpus: usize,
     /// The interface `decap` is attached to.
     pub underlay: String,
+    /// What [`RouteSync`] puts in the routes map: the routes to peers on
+    /// this port, in this format.
+    port: u16,
     format: Format,
 }
 
@@ -108,12 +111,20 @@ impl KernelPath {
             .map_err(|e| format!("attaching decap to {underlay} ingress: {e} (TCX needs Linux 6.6)"))?;
         let egress = bpf::attach_tcx(std::os::fd::AsFd::as_fd(&encap), tun_ifindex, TcxHook::Egress)
             .map_err(|e| format!("attaching encap to {} egress: {e} (TCX needs Linux 6.6)", spec.tun))?;
-        Ok(KernelPath { links: vec![ingress, egress], counters, routes: std::sync::Arc::new(routes), cpus, underlay, format: spec.format })
+        Ok(KernelPath {
+            links: vec![ingress, egress],
+            counters,
+            routes: std::sync::Arc::new(routes),
+            cpus,
+            underlay,
+            port: spec.port,
+            format: spec.format,
+        })
     }
 
     /// A writer for the routes map, for the control thread.
     pub fn route_sync(&self) -> RouteSync {
-        RouteSync { map: std::sync::Arc::clone(&self.routes), installed: BTreeMap::new(), format: self.format }
+        RouteSync { map: std::sync::Arc::clone(&self.routes), installed: BTreeMap::new(), port: self.port, format: self.format }
     }
 
     /// One counter summed over every CPU; zero if the map cannot be read.
@@ -164,16 +175,17 @@ type RouteValue = [u8; program::ROUTE_VALUE_LEN as usize];
 pub struct RouteSync {
     map: std::sync::Arc<Map>,
     installed: BTreeMap<RouteKey, RouteValue>,
+    port: u16,
     format: Format,
 }
 
 impl RouteSync {
     /// Applies `table`: new and changed routes first, then removals. A
-    /// route whose peer listens on another port than `port`, a vxlan route
-    /// without a VTEP MAC, and every IPv6 route stay with the workers.
-    /// Returns the number of failed map operations (each logged).
-    pub fn apply(&mut self, table: &SubnetTable, port: u16) -> usize {
-        let wanted = wanted_routes(table, port, self.format);
+    /// route whose peer listens on another port than the node's, a vxlan
+    /// route without a VTEP MAC, and every IPv6 route stay with the
+    /// workers. Returns the number of failed map operations (each logged).
+    pub fn apply(&mut self, table: &SubnetTable) -> usize {
+        let wanted = wanted_routes(table, self.port, self.format);
         let mut failures = 0;
         for (key, peer) in &wanted {
             if self.installed.get(key) == Some(peer) {

@@ -31,11 +31,11 @@
 use std::net::Ipv4Addr;
 
 use super::asm::{Alu, Asm, Cond, FP, Insn, Label, R0, R1, R2, R3, R4, R5, R6, R7, R8, R9, Size};
+use crate::wire::vxlan::{self, Frame, Mac};
 
 /// Length of the outer IPv4 + UDP headers.
 const IP_UDP_LEN: i32 = 28;
-const ETH_LEN: i32 = 14;
-const VXLAN_LEN: i32 = 8;
+const ETH_LEN: i32 = vxlan::ETHERNET_LEN as i32;
 /// Bytes of a routes-map value.
 pub const ROUTE_VALUE_LEN: u32 = 12;
 /// Where `encap` builds the outer headers on its stack (8-aligned; the
@@ -60,8 +60,18 @@ impl Format {
     const fn prefix_len(self) -> i32 {
         match self {
             Format::FlannelUdp => 0,
-            Format::Vxlan { .. } => VXLAN_LEN + ETH_LEN,
+            Format::Vxlan { .. } => vxlan::HEADER_LEN as i32,
         }
+    }
+
+    /// For vxlan, the bytes between the UDP header and the inner packet as
+    /// `wire::vxlan` writes them, with a zero destination MAC (the program
+    /// takes the peer's from the route); the programs copy and compare
+    /// them word by word.
+    fn vxlan_prefix(vni: u32, mac: [u8; 6]) -> [u8; vxlan::HEADER_LEN] {
+        let mut h = [0u8; vxlan::HEADER_LEN];
+        vxlan::write_header(&mut h, &Frame { vni, dst: Mac::default(), src: Mac(mac), ethertype: vxlan::ETHERTYPE_IPV4 });
+        h
     }
 
     /// Bytes added in front of the inner packet (the outer Ethernet header
@@ -156,6 +166,15 @@ fn ne16(bytes: [u8; 2]) -> u32 {
     u32::from(u16::from_ne_bytes(bytes))
 }
 
+/// The 32- and 16-bit words of `bytes` at `at`, as the program loads them.
+fn word32(bytes: &[u8], at: usize) -> u32 {
+    ne32([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+}
+
+fn word16(bytes: &[u8], at: usize) -> u32 {
+    ne16([bytes[at], bytes[at + 1]])
+}
+
 /// `skb->protocol == ETH_P_IP` as the program reads the field.
 fn eth_p_ip() -> u32 {
     ne16([0x08, 0x00])
@@ -228,13 +247,13 @@ fn outer_header_sum(p: &EncapParams) -> u32 {
 ///
 /// The outer header is what encapd's workers send: DF set (as a Linux UDP
 /// socket, the workers' or flanneld's, sends by default; a kernel VTEP
-/// leaves it clear, which no receiver checks), TTL 64, and a UDP checksum of 0 (allowed over IPv4, and what
-/// the kernel's own UDP tunnels send): for a TSO packet the kernel
-/// replicates the header into every segment it cuts, and there is no
-/// helper to ask it for an outer checksum. Ports: udp, the flannel port
-/// both ways; vxlan, the flannel port as the destination and a source port
-/// from the flow's hash in 49152–65535, so that a receiver's RSS spreads
-/// the flows. The inner packet is untouched; a TSO packet stays one (its
+/// leaves it clear, which no receiver checks), TTL 64, and a UDP checksum
+/// of 0 (allowed over IPv4, and what the kernel's own UDP tunnels send):
+/// for a TSO packet the kernel replicates the header into every segment it
+/// cuts, and there is no helper to ask it for an outer checksum. Ports:
+/// udp, the flannel port both ways; vxlan, the flannel port as the
+/// destination and a source port from the flow's hash in 49152–65535, so
+/// that a receiver's RSS spreads the flows. The inner packet is untouched; a TSO packet stays one (its
 /// `gso_size` fixed, the segments growing by the outer bytes, as the TUN's
 /// MTU leaves room for).
 pub fn encap(p: &EncapParams, routes_fd: i32, counters_fd: i32) -> Vec<Insn> {
@@ -256,17 +275,18 @@ pub fn encap(p: &EncapParams, routes_fd: i32, counters_fd: i32) -> Vec<Insn> {
         }
         Format::Vxlan { vni, mac } => {
             // VXLAN header, then the inner Ethernet header: the peer's
-            // VTEP MAC (from the route), ours, IPv4.
-            let v = vni.to_be_bytes();
-            a.store_imm(Size::W, FP, HDR + 28, ne32([0x08, 0, 0, 0]) as i32);
-            a.store_imm(Size::W, FP, HDR + 32, ne32([v[1], v[2], v[3], 0]) as i32);
+            // VTEP MAC (from the route), ours, IPv4. The prefix starts at
+            // HDR + 28; its word boundaries match the stack's alignment.
+            let h = Format::vxlan_prefix(vni, mac);
+            a.store_imm(Size::W, FP, HDR + 28, word32(&h, 0) as i32);
+            a.store_imm(Size::W, FP, HDR + 32, word32(&h, 4) as i32);
             a.load(Size::W, R2, R0, 4);
             a.store(Size::W, FP, HDR + 36, R2);
             a.load(Size::H, R2, R0, 8);
             a.store(Size::H, FP, HDR + 40, R2);
-            a.store_imm(Size::H, FP, HDR + 42, ne16([mac[0], mac[1]]) as i32);
-            a.store_imm(Size::W, FP, HDR + 44, ne32([mac[2], mac[3], mac[4], mac[5]]) as i32);
-            a.store_imm(Size::H, FP, HDR + 48, eth_p_ip() as i32);
+            a.store_imm(Size::H, FP, HDR + 42, word16(&h, 14) as i32);
+            a.store_imm(Size::W, FP, HDR + 44, word32(&h, 16) as i32);
+            a.store_imm(Size::H, FP, HDR + 48, word16(&h, 20) as i32);
             a.store_imm(Size::H, FP, HDR + 22, ne16(port) as i32);
             a.alu_reg(Alu::Mov, R1, R6);
             a.call(GET_HASH_RECALC);
@@ -386,18 +406,20 @@ pub fn decap(p: &DecapParams, routes_fd: i32, counters_fd: i32) -> Vec<Insn> {
     a.load(Size::H, R2, R7, UDP + 2);
     a.jump32_imm(Cond::Ne, R2, ne16(p.port.to_be_bytes()), next);
     if let Format::Vxlan { vni, mac } = p.format {
-        let v = vni.to_be_bytes();
-        let eth = PREFIX + VXLAN_LEN as i16;
+        // The VXLAN header and EtherType as ours would be; the destination
+        // MAC is ours (the sender's, in the frame, is not checked).
+        let h = Format::vxlan_prefix(vni, mac);
+        let eth = PREFIX + vxlan::VXLAN_LEN as i16;
         a.load(Size::W, R2, R7, PREFIX);
-        a.jump32_imm(Cond::Ne, R2, ne32([0x08, 0, 0, 0]), next);
+        a.jump32_imm(Cond::Ne, R2, word32(&h, 0), next);
         a.load(Size::W, R2, R7, PREFIX + 4);
-        a.jump32_imm(Cond::Ne, R2, ne32([v[1], v[2], v[3], 0]), next);
+        a.jump32_imm(Cond::Ne, R2, word32(&h, 4), next);
         a.load(Size::W, R2, R7, eth);
-        a.jump32_imm(Cond::Ne, R2, ne32([mac[0], mac[1], mac[2], mac[3]]), next);
+        a.jump32_imm(Cond::Ne, R2, word32(&mac, 0), next);
         a.load(Size::H, R2, R7, eth + 4);
-        a.jump32_imm(Cond::Ne, R2, ne16([mac[4], mac[5]]), next);
+        a.jump32_imm(Cond::Ne, R2, word16(&mac, 4), next);
         a.load(Size::H, R2, R7, eth + 12);
-        a.jump32_imm(Cond::Ne, R2, eth_p_ip(), next);
+        a.jump32_imm(Cond::Ne, R2, word16(&h, 20), next);
     }
     // Inner IPv4 without options: anything else, malformed or not, is the
     // workers' to forward or to drop and count.
