@@ -632,6 +632,12 @@ mode_enter() {
             if [[ -n $setting ]]; then
                 sed -i "/^io *=/a $setting" "$dir/a.toml" "$dir/b.toml"
             fi
+            if [[ $setting == kernel_path* ]]; then
+                # Each node's peer decapsulates in its kernel (encapd with
+                # the kernel path, or the mixed mode's kernel VTEP): the
+                # kernel path sends only to such peers.
+                sed -i '/^public_ip *=/a kernel_decap = true' "$dir/peers-a.toml" "$dir/peers-b.toml"
+            fi
             if [[ $mode == uring-crossed ]]; then
                 # nodeB's worker i on the CPU of nodeA's worker W-1-i.
                 local i n list=()

@@ -39,6 +39,7 @@ fn peers(n: usize, mixed: bool) -> Vec<PeerSpec> {
             let i = out.len() as u32;
             out.push(PeerSpec {
                 vtep_mac: None,
+                kernel_decap: false,
                 subnet,
                 endpoint: SocketAddr::new(IpAddr::from([198, 18, (i >> 8) as u8, i as u8]), 8285),
                 origin: String::new(),

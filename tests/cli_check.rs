@@ -291,6 +291,12 @@ fn check_accepts_a_good_config_and_prints_the_table() {
     assert!(table_line("fd00:96:2::/64", "198.18.0.2:8285"), "no table line for fd00:96:2::/64:\n{}", o.stdout);
     assert!(table_line("100.96.3.0/24", "198.18.0.3:9000"), "per-peer port not applied:\n{}", o.stdout);
     assert!(o.stdout.contains("subnet table version 1 (3 routes, 2 peers)"), "{}", o.stdout);
+    assert!(!o.stdout.contains("decapsulates in its kernel"), "no peer says it does:\n{}", o.stdout);
+    // A peer that decapsulates in its kernel is marked so.
+    dir.write("peers.toml", &GOOD_PEERS.replace("public_ip = \"198.18.0.3\"", "public_ip = \"198.18.0.3\"\nkernel_decap = true"));
+    let o = check(&path);
+    let marked: Vec<&str> = o.stdout.lines().filter(|l| l.ends_with("(decapsulates in its kernel)")).collect();
+    assert!(marked.len() == 1 && marked[0].contains("100.96.3.0/24"), "{}", o.stdout);
     // The effective config is printed with defaults filled in.
     for want in ["public_ip = \"198.18.0.1\"", "port = 8285", "tun = \"encap0\"", "workers = 2", "TUN MTU 1472"] {
         assert!(o.stdout.contains(want), "effective config lacks {want:?}:\n{}", o.stdout);

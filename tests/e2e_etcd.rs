@@ -28,7 +28,7 @@ use common::netns::Permit;
 use common::topology::unreachable_from;
 use common::traffic::{counted_udp_stream, hashed_transfer};
 use common::wiring::Wiring;
-use common::{NODE_A_UNDERLAY, Node, in_netns, ns_exec, require_root, require_tools, wait_for};
+use common::{NODE_A_UNDERLAY, NODE_B_UNDERLAY, Node, in_netns, ns_exec, require_root, require_tools, wait_for};
 
 const PREFIX: &str = "/coreos.com/network";
 const NETWORK_CONFIG: &str = r#"{"Network":"100.96.0.0/16","Backend":{"Type":"udp"}}"#;
@@ -100,11 +100,17 @@ impl Net {
     /// ports (whether or not they run yet), `subnet` if given, and
     /// `control_extra` lines in `[control]`.
     fn write_config(&self, node: Node, subnet: Option<&str>, control_extra: &str) {
+        self.write_config_with(node, subnet, control_extra, "");
+    }
+
+    /// [`write_config`](Self::write_config) with `dataplane_extra` lines in
+    /// `[dataplane]`.
+    fn write_config_with(&self, node: Node, subnet: Option<&str>, control_extra: &str, dataplane_extra: &str) {
         let subnet = subnet.map(|s| format!("subnet = \"{s}\"\n")).unwrap_or_default();
         let members = self.etcd.as_ref().map_or(1, |e| e.endpoints().len());
         let eps = (0..members).map(|i| format!("\"{}\"", EtcdCluster::endpoint_for(NODE_A_UNDERLAY, i))).collect::<Vec<_>>().join(", ");
         let text = format!(
-            "[node]\npublic_ip = \"{}\"\n{subnet}\n[dataplane]\nworkers = 1\n\n\
+            "[node]\npublic_ip = \"{}\"\n{subnet}\n[dataplane]\nworkers = 1\n{dataplane_extra}\n\
              [control]\nsource = \"etcd\"\nendpoints = [{eps}]\nstate_dir = \"state\"\nsubnet_env = \"subnet.env\"\n{control_extra}\n\
              [metrics]\nlisten = \"{METRICS}\"\n\n[process]\ncontrol_socket = \"encapd.sock\"\n",
             node.underlay()
@@ -114,7 +120,12 @@ impl Net {
 
     /// Writes the node's config and starts its encapd; waits until it forwards.
     fn start(&mut self, node: Node, subnet: Option<&str>) {
-        self.write_config(node, subnet, "");
+        self.start_with(node, subnet, "");
+    }
+
+    /// [`start`](Self::start) with `dataplane_extra` lines in `[dataplane]`.
+    fn start_with(&mut self, node: Node, subnet: Option<&str>, dataplane_extra: &str) {
+        self.write_config_with(node, subnet, "", dataplane_extra);
         self.spawn(node);
         self.wait_ready(node);
     }
@@ -269,6 +280,50 @@ fn two_nodes_allocate_discover_forward_and_follow_hand_written_leases() {
     std::fs::remove_dir_all(net.dir.path().join("b/state")).unwrap();
     net.start(Node::B, None);
     assert_eq!(net.subnet_of(Node::B), sb, "B's subnet after a restart without its state file");
+}
+
+/// The kernel path learns from the leases whom it may send to: a node
+/// with `kernel_path = "tc"` says so in its lease (`EncapdKernelDecap`);
+/// one without writes flanneld's value, and a kernel-path peer reaches it
+/// through its workers, intact. When that node restarts with the kernel
+/// path, its new lease lets the peer's kernel path carry the traffic.
+#[test]
+fn the_leases_tell_the_kernel_path_which_peers_decapsulate_in_the_kernel() {
+    if !ready() {
+        return;
+    }
+    const KERNEL_PATH: &str = "kernel_path = \"tc\"\n";
+    let mut net = Net::new(1);
+    net.start_with(Node::A, Some("100.96.1.0/24"), KERNEL_PATH);
+    net.start(Node::B, Some("100.96.2.0/24"));
+    let lease = |net: &Net, subnet: &str| net.etcdctl(&["get", "--print-value-only", &format!("{PREFIX}/subnets/{subnet}")]);
+    let a_lease = lease(&net, "100.96.1.0-24");
+    assert!(a_lease.contains(r#""BackendData":{"EncapdKernelDecap":true}"#), "{a_lease}");
+    assert_eq!(lease(&net, "100.96.2.0-24").trim(), udp_lease(NODE_B_UNDERLAY), "without the kernel path: flanneld's value");
+    let ctr_a = net.attach_container(Node::A);
+    let ctr_b = net.attach_container(Node::B);
+    assert!(net.wait_ping(&net.wiring.ctr_a, &ctr_b), "ping {ctr_a} -> {ctr_b}:\n{}", net.log(Node::A));
+    let kernel_egress = |net: &Net| {
+        let text = scrape(net.wiring.node_ns(Node::A)).unwrap_or_default();
+        common::counters::metric_sum(&text, "encapd_kernel_packets_total", &[("direction", "egress")])
+    };
+    checksummed_transfer(&net.wiring.ctr_a, &net.wiring.ctr_b, &ctr_b);
+    assert_eq!(kernel_egress(&net), 0.0, "nodeA's kernel path sent to a node that reads datagrams in user space");
+
+    // B comes back with the kernel path: its lease says so, and A's kernel
+    // path takes over the traffic to it.
+    net.stop(Node::B);
+    net.start_with(Node::B, Some("100.96.2.0/24"), KERNEL_PATH);
+    let b_lease = lease(&net, "100.96.2.0-24");
+    assert!(b_lease.contains(r#""EncapdKernelDecap":true"#), "{b_lease}");
+    let pinged = kernel_egress(&net);
+    let in_kernel =
+        wait_for(Duration::from_secs(5), || (net.ping_ok(&net.wiring.ctr_a, &ctr_b) && kernel_egress(&net) > pinged).then_some(()));
+    assert!(in_kernel.is_some(), "no ping to B through nodeA's kernel path after B's restart:\n{}", net.log(Node::A));
+    let before = kernel_egress(&net);
+    checksummed_transfer(&net.wiring.ctr_a, &net.wiring.ctr_b, &ctr_b);
+    let carried = kernel_egress(&net) - before;
+    assert!(carried >= 100.0, "nodeA's kernel path carried the 8 MiB to B: {carried} packets");
 }
 
 #[test]

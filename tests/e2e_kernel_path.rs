@@ -4,7 +4,9 @@
 //! workers; every datagram the ingress filter rejects is still rejected
 //! and counted by the workers (the programs hand them on); the routes map
 //! follows a peers-file change live; and the programs are attached while
-//! encapd runs and gone once it stops. Root only.
+//! encapd runs and gone once it stops. With only one node running it, the
+//! other reading datagrams in user space (`kernel_decap` false), packets
+//! to that peer go through the workers and arrive intact. Root only.
 
 mod common;
 
@@ -13,18 +15,20 @@ use std::time::Duration;
 
 use common::netns::in_netns;
 use common::packets::{Packet, fix_ipv4_header_checksum, udp_socket};
-use common::topology::peers_file;
 use common::traffic::hashed_transfer;
 use common::{CTR_B, CTR_B6, ENCAPD_A, NODE_B_UNDERLAY, Node, Options, Topology, require_root};
 use encapd::sys::bpf::{TcxHook, ifindex, tcx_program_count};
 
 const KERNEL_PATH: &str = "kernel_path = \"tc\"\n";
+const KERNEL_DECAP: &str = "kernel_decap = true\n";
 const INNER_PORT: u16 = 7777;
 
 fn both_on_kernel_path() -> Topology {
     let mut opts = Options::new("uring");
     opts.extra_a = KERNEL_PATH.into();
     opts.extra_b = KERNEL_PATH.into();
+    opts.peer_extra_a = KERNEL_DECAP.into();
+    opts.peer_extra_b = KERNEL_DECAP.into();
     Topology::with(opts)
 }
 
@@ -148,8 +152,36 @@ fn the_kernel_routes_follow_the_peers_file() {
     assert!(!t.ping(&t.ctr_b, &["-c", "1", "-W", "1", common::CTR_A]).ok(), "nodeA still takes a removed peer's traffic");
     assert_eq!(kernel_packets(&t, Node::A, "egress"), sent, "nothing encapsulated for a removed route");
     assert_eq!(kernel_packets(&t, Node::A, "ingress"), received, "nothing decapsulated from a removed peer");
-    t.replace_peers(Node::A, &peers_file(Node::A));
+    t.replace_peers(Node::A, &t.peers_file(Node::A));
     assert!(t.wait_unreachable(CTR_B, false, Duration::from_secs(5)), "nodeB's subnet not routed again");
     assert!(common::cmd::wait_for(Duration::from_secs(5), || ping(&t).then_some(())).is_some(), "ping after the route returned");
     assert!(kernel_packets(&t, Node::A, "egress") > sent, "the returned route is carried in the kernel");
+}
+
+/// nodeA runs the kernel path, nodeB does not: nodeB reads datagrams in
+/// user space, where a TSO packet or an inner checksum the veth left
+/// unfinished would be lost, so nodeA's peers file leaves `kernel_decap`
+/// unset for it and nodeA's `encap` sends it nothing; its workers carry
+/// the traffic. Both directions arrive intact.
+#[test]
+fn a_peer_without_the_kernel_path_is_reached_through_the_workers() {
+    if !require_root() {
+        return;
+    }
+    let mut opts = Options::new("uring");
+    opts.extra_a = KERNEL_PATH.into();
+    opts.peer_extra_b = KERNEL_DECAP.into();
+    let mut t = Topology::with(opts);
+    assert!(t.log(Node::A).contains("kernel path attached"), "{}", t.log(Node::A));
+    let workers_before = t.counters(Node::A);
+    let total = 32 << 20;
+    let to_b = SocketAddr::from((CTR_B.parse::<Ipv4Addr>().unwrap(), 5201));
+    let x = hashed_transfer(&t.ctr_a, &t.ctr_b, to_b, 11, total, Duration::from_secs(60));
+    assert_eq!((x.got, &x.got_hash), (x.sent, &x.sent_hash), "nodeA to nodeB arrived intact");
+    let to_a = SocketAddr::from((common::CTR_A.parse::<Ipv4Addr>().unwrap(), 5202));
+    let y = hashed_transfer(&t.ctr_b, &t.ctr_a, to_a, 12, total, Duration::from_secs(60));
+    assert_eq!((y.got, &y.got_hash), (y.sent, &y.sent_hash), "nodeB to nodeA arrived intact");
+    assert_eq!(kernel_packets(&t, Node::A, "egress"), 0.0, "nodeA's kernel path sent to a peer that decapsulates in user space");
+    let sent_by_workers = t.counters(Node::A).egress_pkts - workers_before.egress_pkts;
+    assert!(sent_by_workers >= 500, "nodeA's workers carried the stream to nodeB: {sent_by_workers} packets");
 }

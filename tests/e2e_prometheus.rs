@@ -413,6 +413,8 @@ fn prometheus_reads_the_kernel_path() {
     let mut opts = Options::new("uring");
     opts.extra_a = "kernel_path = \"tc\"\n".into();
     opts.extra_b = "kernel_path = \"tc\"\n".into();
+    opts.peer_extra_a = "kernel_decap = true\n".into();
+    opts.peer_extra_b = "kernel_decap = true\n".into();
     let t = Topology::with(opts);
     let prom = PrometheusServer::start(&t.node_a, &[METRICS], &[repo_file("dist/prometheus/encapd-rules.yml")]);
     let up = common::wait_for(Duration::from_secs(30), || (prom.query_value("up{job=\"encapd\"}", None) == Some(1.0)).then_some(()));

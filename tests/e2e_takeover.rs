@@ -314,6 +314,8 @@ fn the_kernel_path_hands_over_without_loss() {
     let mut opts = common::Options::new("uring");
     opts.extra_a = "kernel_path = \"tc\"\n".into();
     opts.extra_b = "kernel_path = \"tc\"\n".into();
+    opts.peer_extra_a = "kernel_decap = true\n".into();
+    opts.peer_extra_b = "kernel_decap = true\n".into();
     let mut t = Topology::with(opts);
     let dir = TempDir::new("takeover-kernel");
     let mut chain = Succession::new(&t, dir.path());

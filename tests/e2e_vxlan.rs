@@ -15,7 +15,8 @@
 //!   pods, and a CNI DEL removes one while another pod's stream continues;
 //! - with etcd: a kernel VTEP whose lease is written in flanneld's exact
 //!   vxlan JSON is found and reached, and encapd's own lease reads back in
-//!   the same schema.
+//!   the same schema; with the kernel path, that lease (a kernel VTEP
+//!   decapsulates in the kernel) is sent to from encapd's eBPF program.
 
 mod common;
 
@@ -282,6 +283,7 @@ fn with_etcd_a_kernel_vteps_flanneld_lease_is_found_and_ours_reads_back() {
     assert_eq!(lease["BackendType"], "vxlan");
     assert_eq!(lease["BackendData"]["VNI"], VNI);
     assert_eq!(lease["BackendData"]["VtepMAC"], fleet.nodes[0].mac.as_str());
+    assert_eq!(lease["BackendData"]["EncapdKernelDecap"], false, "without the kernel path it decapsulates in user space");
     let written = std::fs::read_to_string(&fleet.nodes[0].subnet_env).unwrap();
     assert!(written.contains("FLANNEL_SUBNET=100.96.1.1/24") && written.contains("FLANNEL_MTU=1450"), "{written}");
 
@@ -294,4 +296,31 @@ fn with_etcd_a_kernel_vteps_flanneld_lease_is_found_and_ours_reads_back() {
     assert!(fleet.ping_ok(&b.ns, v4(&a)), "and back");
     let routes = fleet.metric(0, "encapd_routes", &[]);
     assert_eq!(routes, 1.0, "one route, to the kernel VTEP");
+}
+
+/// With etcd and the kernel path, a kernel VTEP's lease as flanneld writes
+/// it (no `EncapdKernelDecap`: a kernel VTEP decapsulates in the kernel)
+/// is sent to from encapd's kernel path, and encapd's own lease says it
+/// decapsulates in the kernel too.
+#[test]
+fn with_etcd_the_kernel_path_sends_to_a_kernel_vtep_found_by_its_flanneld_lease() {
+    if !require_root() || !common::require_tools(&["bridge", "etcd", "etcdctl"]) {
+        return;
+    }
+    let mut options = FleetOptions::new(&[ENCAPD_VXLAN, Kind::KernelVtep], 1);
+    options.etcd_members = Some(1);
+    options.dataplane_extra = "kernel_path = \"tc\"\n".into();
+    let mut fleet = Fleet::with(options);
+    let key = format!("{ETCD_PREFIX}/subnets/100.96.1.0-24");
+    let value = fleet.etcd.as_ref().unwrap().etcdctl(&["get", &key, "--print-value-only"]);
+    assert!(value.contains(r#""EncapdKernelDecap":true"#), "{value}");
+    fleet.put_flanneld_lease(1);
+    let (a, b) = (fleet.add_pod(0), fleet.add_pod(1));
+    let reached = common::time_until(Duration::from_secs(5), || fleet.ping_ok(&a.ns, v4(&b)));
+    assert!(reached.is_some(), "the kernel VTEP's lease was not routed:\n{}", fleet.encapd(0).log());
+    assert!(fleet.ping_ok(&b.ns, v4(&a)), "and back");
+    let egress = fleet.metric(0, "encapd_kernel_packets_total", &[("direction", "egress")]);
+    let ingress = fleet.metric(0, "encapd_kernel_packets_total", &[("direction", "ingress")]);
+    assert!(egress >= 2.0, "the pings to the kernel VTEP left through the kernel path: {egress}");
+    assert!(ingress >= 2.0, "and its replies came in through it: {ingress}");
 }

@@ -209,6 +209,7 @@ fn other_stimuli() -> Vec<Stimulus> {
         let scope = TableScope { own: vec![prefix("100.96.1.0/24")], networks: vec![prefix("100.96.0.0/16")], underlay_ipv4: true };
         let peer = PeerSpec {
             vtep_mac: None,
+            kernel_decap: false,
             subnet: prefix("100.96.2.0/24"),
             endpoint: "198.18.0.2:8285".parse().unwrap(),
             origin: "test".into(),

@@ -22,6 +22,7 @@ fn table(version: u64) -> SubnetTable {
     let peers: Vec<PeerSpec> = (0..routes)
         .map(|i| PeerSpec {
             vtep_mac: None,
+            kernel_decap: false,
             subnet: Prefix::containing(IpAddr::from([100, 64 + (i / 256) as u8, (i % 256) as u8, 0]), 24).unwrap(),
             endpoint: SocketAddr::new(IpAddr::from([198, 18, 0, 2]), (version % 65_536) as u16),
             origin: String::new(),

@@ -39,7 +39,13 @@ pub fn table() -> SubnetTable {
     };
     let peers: Vec<PeerSpec> = peer_list()
         .into_iter()
-        .map(|(subnet, ip)| PeerSpec { vtep_mac: None, subnet, endpoint: SocketAddr::new(ip, PEER_PORT), origin: subnet.to_string() })
+        .map(|(subnet, ip)| PeerSpec {
+            vtep_mac: None,
+            kernel_decap: false,
+            subnet,
+            endpoint: SocketAddr::new(ip, PEER_PORT),
+            origin: subnet.to_string(),
+        })
         .collect();
     SubnetTable::build(1, &scope, &peers).expect("fixture table is valid")
 }
@@ -52,6 +58,7 @@ pub fn node() -> NodeScope {
 pub fn naive_lookup(dst: IpAddr) -> Option<Route> {
     peer_list().into_iter().filter(|(p, _)| p.contains(dst)).max_by_key(|(p, _)| p.len()).map(|(subnet, ip)| Route {
         vtep_mac: None,
+        kernel_decap: false,
         subnet,
         endpoint: SocketAddr::new(ip, PEER_PORT),
     })

@@ -7,6 +7,7 @@
 //! public_ip = "198.18.0.2"
 //! # port    = 8285          # default: [network] port
 //! # subnet6 = "fd00:96:2::/64"
+//! # kernel_decap = false    # true: the peer decapsulates in its kernel
 //! ```
 //!
 //! A file with no peers must say so (`peer = []`): a zero-length file is far
@@ -16,6 +17,13 @@
 //! inner Ethernet destination a kernel VTEP checks); with the udp backend
 //! none may, because a peer with a VTEP speaks VXLAN and a udp node cannot
 //! reach it: the file is refused rather than traffic mis-sent.
+//!
+//! `kernel_decap = true` says the peer takes datagrams apart in its kernel
+//! (a kernel VTEP such as flannel.1, or an encapd with `kernel_path =
+//! "tc"`); only such peers are sent packets by this node's kernel path
+//! (see `route::Route::kernel_decap`). It defaults to false, the answer
+//! that is safe with every peer: a wrong `false` costs speed (the workers
+//! carry that peer's packets), a wrong `true` can cost packets.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
@@ -53,6 +61,7 @@ struct RawPeer {
     public_ip: String,
     port: Option<i64>,
     vtep_mac: Option<String>,
+    kernel_decap: Option<bool>,
 }
 
 /// What the node's configuration says about every peer.
@@ -136,13 +145,14 @@ pub fn parse_peers(text: &str, file: &str, defaults: PeerDefaults) -> Result<Vec
             }
             (None, false) => None,
         };
-        out.push(PeerSpec { vtep_mac, subnet, endpoint, origin: origin.clone() });
+        let kernel_decap = p.kernel_decap.unwrap_or(false);
+        out.push(PeerSpec { vtep_mac, kernel_decap, subnet, endpoint, origin: origin.clone() });
         if let Some(s6) = p.subnet6 {
             let subnet6: Prefix = s6.parse().map_err(|e: crate::route::PrefixError| entry("subnet6", &s6, e.to_string()))?;
             if subnet6.is_ipv4() {
                 return Err(entry("subnet6", &s6, "must be an IPv6 prefix".into()));
             }
-            out.push(PeerSpec { vtep_mac, subnet: subnet6, endpoint, origin });
+            out.push(PeerSpec { vtep_mac, kernel_decap, subnet: subnet6, endpoint, origin });
         }
     }
     Ok(out)
@@ -185,7 +195,18 @@ mod tests {
         assert_eq!(peers[1].endpoint, "198.18.0.3:9000".parse().unwrap());
         assert_eq!(peers[2].subnet, "fd00:96:3::/64".parse().unwrap());
         assert_eq!(peers[2].origin, "peers.toml: peer #2");
+        assert!(peers.iter().all(|p| !p.kernel_decap), "a peer decapsulates in user space unless the file says otherwise");
         assert!(parse_peers("peer = []", "p", UDP).unwrap().is_empty());
+    }
+
+    #[test]
+    fn kernel_decap_is_stated_per_peer_and_covers_its_subnet6() {
+        let text = "[[peer]]\nsubnet = \"100.96.2.0/24\"\nsubnet6 = \"fd00:96:2::/64\"\npublic_ip = \"198.18.0.2\"\nkernel_decap = true\n\n\
+                    [[peer]]\nsubnet = \"100.96.3.0/24\"\npublic_ip = \"198.18.0.3\"\nkernel_decap = false\n";
+        let peers = parse_peers(text, "p", UDP).unwrap();
+        assert_eq!(peers.iter().map(|p| p.kernel_decap).collect::<Vec<_>>(), [true, true, false]);
+        let err = parse_peers(&text.replace("kernel_decap = true", "kernel_decap = \"yes\""), "p", UDP).unwrap_err().to_string();
+        assert!(err.contains("kernel_decap") && err.contains("bool"), "{err}");
     }
 
     #[test]

@@ -223,7 +223,20 @@ pub fn lease_name(subnet: &Prefix) -> String {
 pub struct LeaseAttrs {
     pub public_ip: Ipv4Addr,
     pub backend: LeaseBackend,
+    /// The holder decapsulates in its kernel (see [`KERNEL_DECAP_FIELD`]).
+    pub kernel_decap: bool,
 }
+
+/// The `BackendData` field in which encapd states whether it takes
+/// datagrams apart in its kernel (`kernel_path = "tc"`), so that a peer's
+/// kernel path knows it may send to it (`route::Route::kernel_decap`).
+/// flanneld ignores fields it does not know. A lease without it is
+/// flanneld's: its vxlan backend is a kernel VTEP (true), its udp backend
+/// reads datagrams in user space (false). encapd always writes it in a
+/// vxlan lease, where the default would claim too much; in a udp lease
+/// only when true, so that a lease without the kernel path stays exactly
+/// flanneld's.
+pub const KERNEL_DECAP_FIELD: &str = "EncapdKernelDecap";
 
 /// What a lease says about its holder's backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -286,7 +299,12 @@ pub fn parse_lease_value(value: &[u8]) -> Result<LeaseAttrs, Skip> {
         Some(Value::String(s)) => LeaseBackend::Other(s.clone()),
         Some(other) => return Err(Skip::Malformed(format!("BackendType must be a string, not {other}"))),
     };
-    Ok(LeaseAttrs { public_ip, backend })
+    let kernel_decap = match v.get("BackendData").and_then(|d| d.get(KERNEL_DECAP_FIELD)) {
+        None | Some(Value::Null) => matches!(backend, LeaseBackend::Vxlan { .. }),
+        Some(Value::Bool(b)) => *b,
+        Some(other) => return Err(Skip::Malformed(format!("BackendData.{KERNEL_DECAP_FIELD} must be true or false, not {other}"))),
+    };
+    Ok(LeaseAttrs { public_ip, backend, kernel_decap })
 }
 
 /// `BackendData` of a vxlan lease: `{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"}`.
@@ -307,13 +325,16 @@ fn vxlan_backend_data(v: &Value) -> Result<LeaseBackend, String> {
 }
 
 /// The value flanneld writes for its own lease, for this node's backend
-/// (with the VTEP MAC for vxlan).
-pub fn lease_value(public_ip: IpAddr, backend: FlannelBackend, vtep_mac: Option<Mac>) -> String {
-    match (backend, vtep_mac) {
-        (FlannelBackend::Vxlan { vni }, Some(mac)) => format!(
-            "{{\"PublicIP\":\"{public_ip}\",\"PublicIPv6\":null,\"BackendType\":\"vxlan\",\"BackendData\":{{\"VNI\":{vni},\"VtepMAC\":\"{mac}\"}}}}"
+/// (with the VTEP MAC for vxlan), and whether this node decapsulates in
+/// its kernel ([`KERNEL_DECAP_FIELD`]).
+pub fn lease_value(public_ip: IpAddr, backend: FlannelBackend, vtep_mac: Option<Mac>, kernel_decap: bool) -> String {
+    let head = format!("{{\"PublicIP\":\"{public_ip}\",\"PublicIPv6\":null");
+    match (backend, vtep_mac, kernel_decap) {
+        (FlannelBackend::Vxlan { vni }, Some(mac), _) => format!(
+            "{head},\"BackendType\":\"vxlan\",\"BackendData\":{{\"VNI\":{vni},\"VtepMAC\":\"{mac}\",\"{KERNEL_DECAP_FIELD}\":{kernel_decap}}}}}"
         ),
-        _ => format!("{{\"PublicIP\":\"{public_ip}\",\"PublicIPv6\":null}}"),
+        (_, _, true) => format!("{head},\"BackendType\":\"udp\",\"BackendData\":{{\"{KERNEL_DECAP_FIELD}\":true}}}}"),
+        _ => format!("{head}}}"),
     }
 }
 
@@ -330,6 +351,7 @@ pub struct LeaseExpect {
 pub fn lease_peer(name: &str, value: &[u8], expect: LeaseExpect, scope: &TableScope) -> Result<PeerSpec, Skip> {
     let (subnet, _v6) = parse_lease_name(name).map_err(Skip::Malformed)?;
     let attrs = parse_lease_value(value)?;
+    let kernel_decap = attrs.kernel_decap;
     let vtep_mac = match (&attrs.backend, expect.backend) {
         (LeaseBackend::Udp, FlannelBackend::Udp) => None,
         (LeaseBackend::Vxlan { vni, vtep_mac }, FlannelBackend::Vxlan { vni: ours }) => {
@@ -350,7 +372,7 @@ pub fn lease_peer(name: &str, value: &[u8], expect: LeaseExpect, scope: &TableSc
         return Err(Skip::Malformed("an IPv4 PublicIP on an IPv6 underlay".into()));
     }
     let endpoint = SocketAddr::new(IpAddr::V4(attrs.public_ip), expect.port);
-    Ok(PeerSpec { vtep_mac, subnet, endpoint, origin: format!("etcd lease {name}") })
+    Ok(PeerSpec { vtep_mac, kernel_decap, subnet, endpoint, origin: format!("etcd lease {name}") })
 }
 
 /// flannel's `subnet.env` for `subnet` in `network` (and the IPv6 pair,
@@ -488,13 +510,38 @@ mod tests {
     #[test]
     fn our_vxlan_lease_reads_back_as_flanneld_writes_it() {
         let mac: Mac = "02:00:c6:12:00:01".parse().unwrap();
-        let ours = lease_value("198.18.0.1".parse().unwrap(), FlannelBackend::Vxlan { vni: 1 }, Some(mac));
-        assert_eq!(
-            ours,
-            r#"{"PublicIP":"198.18.0.1","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"02:00:c6:12:00:01"}}"#
-        );
-        let attrs = parse_lease_value(ours.as_bytes()).unwrap();
-        assert_eq!(attrs.backend, LeaseBackend::Vxlan { vni: 1, vtep_mac: mac });
+        for kernel_decap in [false, true] {
+            let ours = lease_value("198.18.0.1".parse().unwrap(), FlannelBackend::Vxlan { vni: 1 }, Some(mac), kernel_decap);
+            assert_eq!(
+                ours,
+                format!(
+                    r#"{{"PublicIP":"198.18.0.1","PublicIPv6":null,"BackendType":"vxlan","BackendData":{{"VNI":1,"VtepMAC":"02:00:c6:12:00:01","EncapdKernelDecap":{kernel_decap}}}}}"#
+                )
+            );
+            let attrs = parse_lease_value(ours.as_bytes()).unwrap();
+            assert_eq!(attrs.backend, LeaseBackend::Vxlan { vni: 1, vtep_mac: mac });
+            assert_eq!(attrs.kernel_decap, kernel_decap);
+        }
+    }
+
+    /// Who decapsulates in the kernel: what a lease states, else what its
+    /// flanneld backend does (a kernel VTEP for vxlan, user space for udp).
+    #[test]
+    fn kernel_decap_is_read_from_the_lease_or_follows_flanneld() {
+        let scope = TableScope { own: vec![p("10.5.1.0/24")], networks: vec![p("10.5.0.0/16")], underlay_ipv4: true };
+        let decap = |value: &[u8], expect| lease_peer("10.5.52.0-24", value, expect, &scope).map(|p| p.kernel_decap);
+        assert_eq!(decap(VX, VXLAN), Ok(true), "flanneld's vxlan is a kernel VTEP");
+        assert_eq!(decap(br#"{"PublicIP":"192.168.64.3","PublicIPv6":null}"#, UDP), Ok(false), "flanneld's udp reads in user space");
+        assert_eq!(decap(br#"{"PublicIP":"192.168.64.3","BackendType":"udp","BackendData":null}"#, UDP), Ok(false));
+        let ip = "198.18.0.1".parse().unwrap();
+        let ours_udp = lease_value(ip, FlannelBackend::Udp, None, true);
+        assert_eq!(ours_udp, r#"{"PublicIP":"198.18.0.1","PublicIPv6":null,"BackendType":"udp","BackendData":{"EncapdKernelDecap":true}}"#);
+        assert_eq!(decap(ours_udp.as_bytes(), UDP), Ok(true));
+        let mac = Some("02:00:c6:12:00:01".parse().unwrap());
+        let ours_vxlan = lease_value(ip, FlannelBackend::Vxlan { vni: 1 }, mac, false);
+        assert_eq!(decap(ours_vxlan.as_bytes(), VXLAN), Ok(false), "an encapd VTEP without the kernel path says so");
+        let bad = br#"{"PublicIP":"192.168.64.3","BackendType":"udp","BackendData":{"EncapdKernelDecap":"yes"}}"#;
+        assert!(matches!(decap(bad, UDP), Err(Skip::Malformed(e)) if e.contains("EncapdKernelDecap")));
     }
 
     #[test]
@@ -507,6 +554,9 @@ mod tests {
             subnet_env(&p("10.5.0.0/16"), &p("10.5.52.0/24"), Some((p("fd00:96::/32"), p("fd00:96:1::/64"))), 1450),
             "FLANNEL_NETWORK=10.5.0.0/16\nFLANNEL_SUBNET=10.5.52.1/24\nFLANNEL_IPV6_NETWORK=fd00:96::/32\nFLANNEL_IPV6_SUBNET=fd00:96:1::1/64\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=false\n"
         );
-        assert_eq!(lease_value("198.18.0.1".parse().unwrap(), FlannelBackend::Udp, None), r#"{"PublicIP":"198.18.0.1","PublicIPv6":null}"#);
+        assert_eq!(
+            lease_value("198.18.0.1".parse().unwrap(), FlannelBackend::Udp, None, false),
+            r#"{"PublicIP":"198.18.0.1","PublicIPv6":null}"#
+        );
     }
 }

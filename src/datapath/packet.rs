@@ -142,6 +142,7 @@ mod tests {
         };
         let peer = |s: &str, ip: &str| PeerSpec {
             vtep_mac: None,
+            kernel_decap: false,
             subnet: s.parse().unwrap(),
             endpoint: SocketAddr::new(ip.parse().unwrap(), 8285),
             origin: s.into(),
@@ -160,7 +161,12 @@ mod tests {
     fn forwards_and_decrements_ttl() {
         let mut p = ipv4_udp([100, 96, 1, 2], [100, 96, 2, 3], 64, 100);
         let to_b = |subnet: &str| {
-            Egress::Forward(Route { vtep_mac: None, subnet: subnet.parse().unwrap(), endpoint: "198.18.0.2:8285".parse().unwrap() })
+            Egress::Forward(Route {
+                vtep_mac: None,
+                kernel_decap: false,
+                subnet: subnet.parse().unwrap(),
+                endpoint: "198.18.0.2:8285".parse().unwrap(),
+            })
         };
         assert_eq!(classify_egress(&mut p, &table(), &node(), false), to_b("100.96.2.0/24"));
         assert_eq!(p[8], 63);

@@ -25,6 +25,9 @@ pub struct PeerSpec {
     pub endpoint: SocketAddr,
     /// The peer's VTEP MAC (VXLAN backend: the inner Ethernet destination).
     pub vtep_mac: Option<Mac>,
+    /// The peer takes our datagrams apart in its kernel (see
+    /// [`Route::kernel_decap`]).
+    pub kernel_decap: bool,
     /// Where the claim came from, for error messages ("peers.toml: peer #3").
     pub origin: String,
 }
@@ -37,6 +40,13 @@ pub struct Route {
     pub endpoint: SocketAddr,
     /// The peer's VTEP MAC (VXLAN backend).
     pub vtep_mac: Option<Mac>,
+    /// The peer takes our datagrams apart in its kernel: a kernel VTEP, or
+    /// an encapd with the kernel path. Only such a peer is sent packets by
+    /// this node's kernel path (`datapath::kernel`), which may carry a
+    /// whole TSO packet or an inner checksum left for the hardware to
+    /// finish: across a veth both arrive so, and only a kernel decapsulation
+    /// accepts them. The workers send to every peer.
+    pub kernel_decap: bool,
 }
 
 /// The node-local facts a table is validated against.
@@ -118,7 +128,12 @@ impl SubnetTable {
         let mut v4 = Vec::new();
         for (index, peer) in peers.iter().enumerate() {
             let index = index as u32;
-            table.routes.push(Route { subnet: peer.subnet, endpoint: peer.endpoint, vtep_mac: peer.vtep_mac });
+            table.routes.push(Route {
+                subnet: peer.subnet,
+                endpoint: peer.endpoint,
+                vtep_mac: peer.vtep_mac,
+                kernel_decap: peer.kernel_decap,
+            });
             table.senders.insert(peer.endpoint.ip());
             match peer.subnet {
                 Prefix::V4 { addr, len } => v4.push((addr, len, index)),
@@ -206,10 +221,11 @@ impl fmt::Display for SubnetTable {
         let mut routes: Vec<&Route> = self.routes.iter().collect();
         routes.sort_by_key(|r| r.subnet);
         for r in routes {
-            match r.vtep_mac {
-                Some(mac) => writeln!(f, "  {:<24} -> {} (VTEP {mac})", r.subnet.to_string(), r.endpoint)?,
-                None => writeln!(f, "  {:<24} -> {}", r.subnet.to_string(), r.endpoint)?,
+            write!(f, "  {:<24} -> {}", r.subnet.to_string(), r.endpoint)?;
+            if let Some(mac) = r.vtep_mac {
+                write!(f, " (VTEP {mac})")?;
             }
+            writeln!(f, "{}", if r.kernel_decap { " (decapsulates in its kernel)" } else { "" })?;
         }
         Ok(())
     }
@@ -232,6 +248,7 @@ mod tests {
     fn peer(subnet: &str, ip: &str) -> PeerSpec {
         PeerSpec {
             vtep_mac: None,
+            kernel_decap: false,
             subnet: subnet.parse().unwrap(),
             endpoint: SocketAddr::new(ip.parse().unwrap(), 8285),
             origin: format!("peer {subnet}"),
@@ -298,7 +315,7 @@ mod tests {
                 let subnet = Prefix::V4 { addr: (base | off) & mask_v4(len), len };
                 if peers.iter().any(|p| p.subnet == subnet) { continue; }
                 let endpoint = SocketAddr::new(IpAddr::from([198, 18, (i >> 8) as u8, i as u8]), 8285);
-                peers.push(PeerSpec { vtep_mac: None, subnet, endpoint, origin: String::new() });
+                peers.push(PeerSpec { vtep_mac: None, kernel_decap: false, subnet, endpoint, origin: String::new() });
             }
             let scope = TableScope { own: vec![], networks: vec!["100.96.0.0/12".parse().unwrap()], underlay_ipv4: true };
             let table = SubnetTable::build(1, &scope, &peers).unwrap();
@@ -318,7 +335,7 @@ mod tests {
                 let subnet = Prefix::V6 { addr: spread(off) & mask_v6(len), len };
                 if peers.iter().any(|p| p.subnet == subnet) { continue; }
                 let endpoint = SocketAddr::new(IpAddr::from([198, 18, (i >> 8) as u8, i as u8]), 8285);
-                peers.push(PeerSpec { vtep_mac: None, subnet, endpoint, origin: String::new() });
+                peers.push(PeerSpec { vtep_mac: None, kernel_decap: false, subnet, endpoint, origin: String::new() });
             }
             let scope = TableScope { own: vec![], networks: vec!["fd00::/8".parse().unwrap()], underlay_ipv4: true };
             let table = SubnetTable::build(1, &scope, &peers).unwrap();

@@ -261,7 +261,8 @@ impl Fleet {
 
     /// The peers file of encapd node `i`: every other node, with its VTEP
     /// MAC for vxlan (a udp node lists only udp peers, a vxlan node only
-    /// VTEPs: the two cannot talk).
+    /// VTEPs: the two cannot talk), and whether it decapsulates in its
+    /// kernel.
     pub fn peers_file(&self, i: usize, vxlan: bool) -> String {
         let mut text = String::new();
         for (_, n) in self.nodes.iter().enumerate().filter(|(j, _)| *j != i) {
@@ -275,6 +276,11 @@ impl Fleet {
             }
             if vxlan {
                 text += &format!("vtep_mac = \"{}\"\n", n.mac);
+            }
+            // A kernel VTEP decapsulates in its kernel; an encapd node
+            // does when the fleet runs the kernel path on every encapd.
+            if matches!(n.kind, Kind::KernelVtep) || self.options.dataplane_extra.contains("kernel_path = \"tc\"") {
+                text += "kernel_decap = true\n";
             }
         }
         if text.is_empty() { "peer = []\n".into() } else { text }

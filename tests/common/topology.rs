@@ -41,6 +41,10 @@ pub struct Options {
     /// `"[process]\nuser = \"nobody\"\n"`.
     pub sections_a: String,
     pub sections_b: String,
+    /// Lines appended to the other node's entry in that node's peers file,
+    /// e.g. `"kernel_decap = true\n"`.
+    pub peer_extra_a: String,
+    pub peer_extra_b: String,
     /// A middle namespace on the underlay (see [`Middle`]); `None`: the
     /// nodes' underlay veths are directly connected.
     pub middle: Option<Middle>,
@@ -57,6 +61,8 @@ impl Options {
             extra_b: String::new(),
             sections_a: String::new(),
             sections_b: String::new(),
+            peer_extra_a: String::new(),
+            peer_extra_b: String::new(),
             middle: None,
         }
     }
@@ -112,11 +118,11 @@ fn subnets(node: Node) -> (&'static str, &'static str) {
     }
 }
 
-/// The peers file of `node`: the other node.
-pub fn peers_file(node: Node) -> String {
+/// The peers file of `node`: the other node, with `extra` lines.
+pub fn peers_file(node: Node, extra: &str) -> String {
     let peer = node.other();
     let (subnet, subnet6) = subnets(peer);
-    format!("[[peer]]\nsubnet = \"{subnet}\"\nsubnet6 = \"{subnet6}\"\npublic_ip = \"{}\"\n", peer.underlay())
+    format!("[[peer]]\nsubnet = \"{subnet}\"\nsubnet6 = \"{subnet6}\"\npublic_ip = \"{}\"\n{extra}", peer.underlay())
 }
 
 impl Topology {
@@ -195,6 +201,15 @@ impl Topology {
         rest.split_whitespace().next().and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("unexpected nft counter line {line:?}"))
     }
 
+    /// `node`'s peers file as this topology wrote it at the start.
+    pub fn peers_file(&self, node: Node) -> String {
+        let extra = match node {
+            Node::A => &self.opts.peer_extra_a,
+            Node::B => &self.opts.peer_extra_b,
+        };
+        peers_file(node, extra)
+    }
+
     fn start_daemons(&mut self) {
         for node in [Node::A, Node::B] {
             let (engine, extra, sections) = match node {
@@ -203,7 +218,7 @@ impl Topology {
             };
             let config = node_config(node, engine, extra, sections);
             self.dir.write(&format!("{}/encapd.toml", node.sub()), &config);
-            self.dir.write(&format!("{}/peers.toml", node.sub()), &peers_file(node));
+            self.dir.write(&format!("{}/peers.toml", node.sub()), &self.peers_file(node));
         }
         for node in [Node::A, Node::B] {
             self.spawn_node(node, &[]);

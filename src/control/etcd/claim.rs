@@ -37,11 +37,20 @@ impl From<EtcdError> for ClaimError {
     }
 }
 
-/// Who holds a lease: this node's public IP and, for vxlan, its VTEP MAC.
+/// Who holds a lease: this node's public IP, for vxlan its VTEP MAC, and
+/// whether it decapsulates in its kernel (`kernel_path = "tc"`).
 #[derive(Debug, Clone, Copy)]
 pub struct LeaseHolder {
     pub public_ip: IpAddr,
     pub vtep_mac: Option<Mac>,
+    pub kernel_decap: bool,
+}
+
+impl LeaseHolder {
+    /// The lease value this holder writes in `network`.
+    pub fn lease_value(&self, network: &NetworkConfig) -> String {
+        flannel::lease_value(self.public_ip, network.backend, self.vtep_mac, self.kernel_decap)
+    }
 }
 
 /// What a successful claim holds.
@@ -128,7 +137,7 @@ pub async fn claim_lease(
             listed.iter().filter_map(|l| flannel::parse_lease_name(&l.name).ok().map(|(p, _)| (p, (l, holder(&l.value))))).collect();
         let subnet = choose_subnet(src, network, &held, remembered, public_ip, file)?;
         let key = format!("{subnets_prefix}{}", flannel::lease_name(&subnet));
-        let value = flannel::lease_value(public_ip, network.backend, node.vtep_mac);
+        let value = node.lease_value(network);
         let guard = match held.get(&subnet) {
             Some((l, _)) => Compare::mod_revision(key.as_str(), CompareOp::Equal, l.mod_revision),
             None => Compare::version(key.as_str(), CompareOp::Equal, 0),
@@ -162,7 +171,7 @@ pub async fn adopt_lease(
     let subnets_prefix = format!("{}/subnets/", src.prefix);
     let (revision, listed) = list_subnets(client, &subnets_prefix).await?;
     let name = flannel::lease_name(&handed.subnet);
-    let value = flannel::lease_value(node.public_ip, network.backend, node.vtep_mac);
+    let value = node.lease_value(network);
     let Some(own) = listed.iter().find(|l| l.name == name && l.value == value.as_bytes() && l.lease != 0) else { return Ok(None) };
     let lease_id = own.lease;
     if lease_id != handed.lease_id {

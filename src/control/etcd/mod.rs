@@ -98,7 +98,8 @@ pub fn bootstrap_with(config: &mut Config, handed: Option<HandedLease>) -> Resul
         Backend::Vxlan(v) => Some(v.vtep_mac),
         Backend::Udp => None,
     };
-    let holder = LeaseHolder { public_ip: config.public_ip, vtep_mac };
+    let kernel_decap = config.kernel_path == crate::config::KernelPathMode::Tc;
+    let holder = LeaseHolder { public_ip: config.public_ip, vtep_mac, kernel_decap };
     let boot = runtime.block_on(claim_until_deadline(connector, src, file, holder, config.backend, handed));
     // The runtime's threads (if any) end here, before privileges are dropped.
     runtime.shutdown_timeout(Duration::from_secs(1));
@@ -222,7 +223,7 @@ fn established(
     );
     Bootstrap {
         connector,
-        own_value: flannel::lease_value(holder.public_ip, network.backend, holder.vtep_mac),
+        own_value: holder.lease_value(&network),
         renew_at: Instant::now() + renew_in,
         network,
         subnet,

@@ -183,7 +183,11 @@ impl RouteSync {
     /// Applies `table`: new and changed routes first, then removals. A
     /// route whose peer listens on another port than the node's, a vxlan
     /// route without a VTEP MAC, and every IPv6 route stay with the
-    /// workers. Returns the number of failed map operations (each logged).
+    /// workers. A peer that does not decapsulate in its kernel
+    /// ([`Route::kernel_decap`](crate::route::Route::kernel_decap)) is in
+    /// the map without the [`program::ROUTE_ENCAP`] flag: `decap` still
+    /// takes its datagrams, `encap` leaves packets for it to the workers.
+    /// Returns the number of failed map operations (each logged).
     pub fn apply(&mut self, table: &SubnetTable) -> usize {
         let wanted = wanted_routes(table, self.port, self.format);
         let mut failures = 0;
@@ -237,6 +241,7 @@ fn wanted_routes(table: &SubnetTable, port: u16, format: Format) -> BTreeMap<Rou
         let mut value = RouteValue::default();
         value[..4].copy_from_slice(&peer.octets());
         value[4..10].copy_from_slice(&mac);
+        value[program::ROUTE_FLAGS_AT] = if r.kernel_decap { program::ROUTE_ENCAP } else { 0 };
         out.insert(route_key(net, r.subnet.len()), value);
     }
     out
@@ -259,8 +264,15 @@ mod tests {
     use crate::route::{PeerSpec, TableScope};
     use std::net::SocketAddr;
 
-    /// A table of `(subnet, endpoint, VTEP MAC)` peers.
+    /// A table of `(subnet, endpoint, VTEP MAC)` peers that decapsulate in
+    /// their kernels.
     fn table(peers: &[(&str, &str, Option<&str>)]) -> SubnetTable {
+        let with_decap: Vec<_> = peers.iter().map(|&(s, e, m)| (s, e, m, true)).collect();
+        table_of(&with_decap)
+    }
+
+    /// A table of `(subnet, endpoint, VTEP MAC, kernel_decap)` peers.
+    fn table_of(peers: &[(&str, &str, Option<&str>, bool)]) -> SubnetTable {
         let scope = TableScope {
             own: vec!["100.96.1.0/24".parse().unwrap()],
             networks: vec!["100.96.0.0/16".parse().unwrap(), "fd00:96::/32".parse().unwrap()],
@@ -268,7 +280,8 @@ mod tests {
         };
         let specs: Vec<PeerSpec> = peers
             .iter()
-            .map(|(subnet, ep, mac)| PeerSpec {
+            .map(|&(subnet, ep, mac, kernel_decap)| PeerSpec {
+                kernel_decap,
                 subnet: subnet.parse().unwrap(),
                 endpoint: ep.parse::<SocketAddr>().unwrap(),
                 vtep_mac: mac.map(|m| m.parse().unwrap()),
@@ -319,7 +332,18 @@ mod tests {
         assert_eq!(w.len(), 1);
         let (key, value) = w.iter().next().unwrap();
         assert_eq!(describe(key), "100.96.2.0/24");
-        assert_eq!(value, &[198, 18, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(value, &[198, 18, 0, 2, 0, 0, 0, 0, 0, 0, 1, 0]);
+    }
+
+    /// A peer that reads our datagrams in user space stays in the map, so
+    /// that `decap` takes its datagrams, but without the flag that lets
+    /// `encap` send to it.
+    #[test]
+    fn a_peer_decapsulating_in_user_space_is_not_sent_to_from_the_kernel() {
+        let t = table_of(&[("100.96.2.0/24", "198.18.0.2:8285", None, true), ("100.96.3.0/24", "198.18.0.3:8285", None, false)]);
+        let w = wanted_routes(&t, 8285, Format::FlannelUdp);
+        let flags: Vec<(String, u8)> = w.iter().map(|(k, v)| (describe(k), v[program::ROUTE_FLAGS_AT])).collect();
+        assert_eq!(flags, [("100.96.2.0/24".to_owned(), program::ROUTE_ENCAP), ("100.96.3.0/24".to_owned(), 0)]);
     }
 
     #[test]
@@ -329,6 +353,6 @@ mod tests {
         assert_eq!(w.len(), 1, "a route without a MAC stays with the workers");
         let (key, value) = w.iter().next().unwrap();
         assert_eq!(describe(key), "100.96.2.0/24");
-        assert_eq!(value, &[198, 18, 0, 2, 0xc6, 0xd2, 0x32, 0x6f, 0x8f, 0x44, 0, 0]);
+        assert_eq!(value, &[198, 18, 0, 2, 0xc6, 0xd2, 0x32, 0x6f, 0x8f, 0x44, 1, 0]);
     }
 }

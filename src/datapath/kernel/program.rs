@@ -24,7 +24,8 @@
 //! - routes (LPM trie): key = prefix length (`u32`, host order) + IPv4
 //!   network (4 bytes, network order); value ([`ROUTE_VALUE_LEN`] bytes) =
 //!   the peer's underlay IPv4 address (4 bytes, network order), its VTEP
-//!   MAC (6 bytes; zero for udp), 2 bytes of padding.
+//!   MAC (6 bytes; zero for udp), a flags byte ([`ROUTE_ENCAP`]), a byte
+//!   of padding.
 //! - counters (per-CPU array of [`Counter`]): value = packets (`u64`),
 //!   bytes of inner packets (`u64`).
 
@@ -38,6 +39,12 @@ const IP_UDP_LEN: i32 = 28;
 const ETH_LEN: i32 = vxlan::ETHERNET_LEN as i32;
 /// Bytes of a routes-map value.
 pub const ROUTE_VALUE_LEN: u32 = 12;
+/// Where a routes-map value holds its flags.
+pub const ROUTE_FLAGS_AT: usize = 10;
+/// Route flag: `encap` may send to this peer (it decapsulates in its
+/// kernel). Without it `encap` leaves the packet to the workers; `decap`
+/// takes the peer's datagrams either way.
+pub const ROUTE_ENCAP: u8 = 1;
 /// Where `encap` builds the outer headers on its stack (8-aligned; the
 /// verifier insists that stack accesses be aligned to their size).
 const HDR: i16 = -64;
@@ -244,6 +251,10 @@ fn outer_header_sum(p: &EncapParams) -> u32 {
 }
 
 /// TUN egress: IPv4 to a routed peer subnet → outer IPv4/UDP → underlay.
+/// Only to a peer whose route has [`ROUTE_ENCAP`]: what this program sends
+/// may be a whole TSO packet or carry an inner checksum left for the
+/// device to finish, and across a veth it arrives so, which only a kernel
+/// decapsulation accepts.
 ///
 /// The outer header is what encapd's workers send: DF set (as a Linux UDP
 /// socket, the workers' or flanneld's, sends by default; a kernel VTEP
@@ -267,6 +278,8 @@ pub fn encap(p: &EncapParams, routes_fd: i32, counters_fd: i32) -> Vec<Insn> {
     a.jump32_imm(Cond::Ne, R2, 0x40, next);
     a.load(Size::W, R2, R7, 16);
     route_of(&mut a, routes_fd, R2, next);
+    a.load(Size::B, R2, R0, ROUTE_FLAGS_AT as i16);
+    a.jump32_imm(Cond::Eq, R2, 0, next); // the peer reads datagrams in user space
     a.load(Size::W, R8, R0, 0); // the peer's underlay address
     let port = p.port.to_be_bytes();
     match p.format {
