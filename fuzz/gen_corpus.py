@@ -194,6 +194,34 @@ source = "etcd"
 endpoints = ["http://198.18.0.10:2379", "http://198.18.0.11:2379"]
 """
 
+    # etcd_lease: byte 0 = expectation (bit 0 vxlan, bits 1-2 VNI, bit 3 IPv6
+    # underlay, bit 4 wide networks, bit 5 port 4789), key name, "\n", value.
+    def lease(sel, name, value):
+        return bytes([sel]) + name.encode() + b"\n" + value.encode()
+
+    def vx(ip, mac, vni=1, decap=None):
+        extra = "" if decap is None else f',"EncapdKernelDecap":{str(decap).lower()}'
+        return f'{{"PublicIP":"{ip}","PublicIPv6":null,"BackendType":"vxlan","BackendData":{{"VNI":{vni},"VtepMAC":"{mac}"{extra}}}}}'
+
+    udp_lease = '{"PublicIP":"198.18.0.2","PublicIPv6":null}'
+    yield "etcd_lease", "flanneld-udp", lease(0x00, "100.96.2.0-24", udp_lease)
+    yield "etcd_lease", "flanneld-vxlan", lease(0x01, "100.96.3.0-24", vx("198.18.0.3", "c6:d2:32:6f:8f:44"))
+    yield "etcd_lease", "encapd-vxlan-decap", lease(0x01, "100.96.4.0-24", vx("198.18.0.4", "02:00:c6:12:00:04", decap=True))
+    yield "etcd_lease", "encapd-vxlan-no-decap-dual", lease(0x01, "100.96.5.0-24&fd00:96:5::-64", vx("198.18.0.5", "02:00:c6:12:00:05", decap=False))
+    yield "etcd_lease", "encapd-udp-decap", lease(0x20, "100.96.6.0-24",
+                                                  '{"PublicIP":"198.18.0.6","PublicIPv6":null,"BackendType":"udp","BackendData":{"EncapdKernelDecap":true}}')
+    yield "etcd_lease", "vxlan-vni-max-wide", lease(0x17, "10.7.0.0-16", vx("198.18.0.7", "02:00:c6:12:00:07", vni=16777215))
+    yield "etcd_lease", "bad-decap-not-bool", lease(0x00, "100.96.8.0-24",
+                                                    '{"PublicIP":"198.18.0.8","BackendType":"udp","BackendData":{"EncapdKernelDecap":"yes"}}')
+    yield "etcd_lease", "bad-group-mac", lease(0x01, "100.96.9.0-24", vx("198.18.0.9", "ff:ff:ff:ff:ff:ff"))
+    yield "etcd_lease", "bad-vni", lease(0x03, "100.96.9.0-24", vx("198.18.0.9", "02:00:c6:12:00:09"))
+    yield "etcd_lease", "bad-own-subnet", lease(0x00, "100.96.1.128-25", udp_lease)
+    yield "etcd_lease", "bad-outside-network", lease(0x00, "100.97.2.0-24", udp_lease)
+    yield "etcd_lease", "bad-multicast-ip", lease(0x00, "100.96.2.0-24", '{"PublicIP":"224.0.0.1"}')
+    yield "etcd_lease", "bad-ipv6-underlay", lease(0x08, "100.96.2.0-24", udp_lease)
+    yield "etcd_lease", "other-backend", lease(0x00, "100.96.2.0-24", vx("198.18.0.2", "02:00:c6:12:00:02"))
+    yield "etcd_lease", "host-gw", lease(0x01, "100.96.2.0-24", '{"PublicIP":"198.18.0.2","BackendType":"host-gw","BackendData":null}')
+
     # offload_split: virtio header + packet, as the TUN reads it.
     t4 = ipv4("100.96.1.2", "100.96.2.3", TCP, tcp(40000, 5201, 7, 0x18, PAY * 11 + PAY[:200]), partial=True, fix_l4=False)
     yield "offload_split", "tcpv4-gso", vnet(1, 1, 52, 1000, 20, 16) + t4

@@ -79,7 +79,9 @@ impl std::str::FromStr for Mac {
         let mut parts = s.split(':');
         for byte in &mut out {
             let p = parts.next().ok_or(MacError)?;
-            if p.len() != 2 {
+            // Two hex digits exactly: `from_str_radix` alone would also
+            // take a sign ("+2").
+            if p.len() != 2 || !p.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(MacError);
             }
             *byte = u8::from_str_radix(p, 16).map_err(|_| MacError)?;
@@ -211,7 +213,15 @@ mod tests {
         assert_eq!(Mac::derived_from("198.18.0.1".parse().unwrap()).to_string(), "02:00:c6:12:00:01");
         assert!(!Mac::derived_from("fd00::1".parse().unwrap()).is_group());
         assert!(BROADCAST.is_group());
-        for bad in ["", "02:00:c6:12:00", "02:00:c6:12:00:01:02", "02:00:c6:12:00:zz", "2:00:c6:12:00:01"] {
+        for bad in [
+            "",
+            "02:00:c6:12:00",
+            "02:00:c6:12:00:01:02",
+            "02:00:c6:12:00:zz",
+            "2:00:c6:12:00:01",
+            "+2:00:c6:12:00:01",
+            "02:00:c6:12:00:-1",
+        ] {
             assert_eq!(bad.parse::<Mac>(), Err(MacError), "{bad:?}");
         }
     }

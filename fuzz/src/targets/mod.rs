@@ -4,6 +4,7 @@
 
 pub mod config_file;
 pub mod egress;
+pub mod etcd_lease;
 pub mod icmp;
 pub mod ingress;
 pub mod offload_coalesce;
@@ -14,9 +15,10 @@ pub mod peers_file;
 pub type Target = fn(&[u8]);
 
 /// Every target by name (the names of `fuzz_targets/*.rs`, `cargo fuzz list`).
-pub const ALL: [(&str, Target); 7] = [
+pub const ALL: [(&str, Target); 8] = [
     ("config_file", config_file::run as Target),
     ("egress", egress::run as Target),
+    ("etcd_lease", etcd_lease::run as Target),
     ("icmp", icmp::run as Target),
     ("ingress", ingress::run as Target),
     ("offload_coalesce", offload_coalesce::run as Target),
