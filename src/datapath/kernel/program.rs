@@ -264,9 +264,9 @@ fn outer_header_sum(p: &EncapParams) -> u32 {
 /// cuts, and there is no helper to ask it for an outer checksum. Ports:
 /// udp, the flannel port both ways; vxlan, the flannel port as the
 /// destination and a source port from the flow's hash in 49152–65535, so
-/// that a receiver's RSS spreads the flows. The inner packet is untouched; a TSO packet stays one (its
-/// `gso_size` fixed, the segments growing by the outer bytes, as the TUN's
-/// MTU leaves room for).
+/// that a receiver's RSS spreads the flows. The inner packet is untouched;
+/// a TSO packet stays one (its `gso_size` fixed, the segments growing by
+/// the outer bytes, as the TUN's MTU leaves room for).
 pub fn encap(p: &EncapParams, routes_fd: i32, counters_fd: i32) -> Vec<Insn> {
     let outer = p.format.outer_len();
     let mut a = Asm::new();
