@@ -8,7 +8,7 @@
 //! other reading datagrams in user space (`kernel_decap` false), packets
 //! to that peer go through the workers and arrive intact. Root only.
 
-mod common;
+use encapd_testbed as common;
 
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::Duration;

@@ -13,8 +13,8 @@
 //! after encapd has claimed one). Every veth is created directly inside its
 //! namespaces; everything goes away with the namespaces on drop.
 
-use super::cmd::must;
-use super::netns::{Namespaces, ip_batch};
+use crate::cmd::must;
+use crate::netns::{Namespaces, ip_batch};
 
 /// The overlay/underlay plan of the file-source topology.
 pub const CTR_A: &str = "100.96.1.2";

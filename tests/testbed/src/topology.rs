@@ -17,12 +17,12 @@ use std::path::Path;
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
-use super::cmd::{Output, TempDir, run, wait_for};
-use super::counters::{Counters, metric_value, scrape};
-use super::encapd::{Encapd, print_log_if_panicking};
-use super::middle::{Forwarder, Middle, MiddleStats, wire_middle};
-use super::netns::{Permit, ns_exec};
-use super::wiring::{Node, PORT, TUN, Wiring};
+use crate::cmd::{Output, TempDir, run, wait_for};
+use crate::counters::{Counters, metric_value, scrape};
+use crate::instance::{Encapd, print_log_if_panicking};
+use crate::middle::{Forwarder, Middle, MiddleStats, wire_middle};
+use crate::netns::{Permit, ns_exec};
+use crate::wiring::{Node, PORT, TUN, Wiring};
 
 /// How long a node may take from spawn to forwarding.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
