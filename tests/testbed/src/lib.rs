@@ -8,6 +8,7 @@
 //! - [`netns`]: namespaces (naming, stale clean-up, running code inside),
 //!   and the permit that bounds how many topologies run at once.
 //! - [`wiring`]: two nodes and their containers, linked, in namespaces.
+//! - [`underlay`]: how the link between the nodes behaves (veth or wire).
 //! - [`middle`]: the optional layer-2 forwarder between the nodes.
 //! - [`instance`]: one encapd process (start, ready, counters, stop).
 //! - [`counters`]: what encapd reports (SIGUSR1 summary, `/metrics`).
@@ -52,6 +53,7 @@ pub mod prometheus;
 pub mod takeover;
 pub mod topology;
 pub mod traffic;
+pub mod underlay;
 pub mod wiring;
 
 pub use cmd::{Output, TempDir, must, run, run_cmd, time_until, wait_for};
@@ -62,4 +64,5 @@ pub use middle::{Middle, MiddleStats};
 pub use netns::{in_netns, ip, netns_pids, ns_exec, our_namespaces};
 pub use topology::{Options, Topology};
 pub use traffic::set_rcvbuf;
+pub use underlay::Underlay;
 pub use wiring::{CTR_A, CTR_A6, CTR_B, CTR_B6, ENCAPD_A, NODE_A_UNDERLAY, NODE_B_UNDERLAY, Node, PORT, TUN};
