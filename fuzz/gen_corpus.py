@@ -195,7 +195,8 @@ endpoints = ["http://198.18.0.10:2379", "http://198.18.0.11:2379"]
 """
 
     # etcd_lease: byte 0 = expectation (bit 0 vxlan, bits 1-2 VNI, bit 3 IPv6
-    # underlay, bit 4 wide networks, bit 5 port 4789), key name, "\n", value.
+    # underlay, bit 4 wide networks, bit 5 port 4789, bit 6 IPv4-only
+    # network), key name, "\n", value.
     def lease(sel, name, value):
         return bytes([sel]) + name.encode() + b"\n" + value.encode()
 
@@ -221,6 +222,23 @@ endpoints = ["http://198.18.0.10:2379", "http://198.18.0.11:2379"]
     yield "etcd_lease", "bad-ipv6-underlay", lease(0x08, "100.96.2.0-24", udp_lease)
     yield "etcd_lease", "other-backend", lease(0x00, "100.96.2.0-24", vx("198.18.0.2", "02:00:c6:12:00:02"))
     yield "etcd_lease", "host-gw", lease(0x01, "100.96.2.0-24", '{"PublicIP":"198.18.0.2","BackendType":"host-gw","BackendData":null}')
+    # Dual stack, as flanneld writes it: the udp backend's lease in a
+    # dual-stack network (PublicIP only, the key with its IPv6 subnet), the
+    # vxlan backend's (PublicIPv6 and BackendV6Data of its second VTEP), and
+    # the vxlan backend's in an IPv6-only network (PublicIP 0.0.0.0).
+    vx6 = ('{"PublicIP":"198.18.0.3","PublicIPv6":"fd00:18::3","BackendType":"vxlan",'
+           '"BackendData":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"},"BackendV6Data":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:46"}}')
+    yield "etcd_lease", "flanneld-udp-dual", lease(0x00, "100.96.2.0-24&fd00:96:2::-64", udp_lease)
+    yield "etcd_lease", "flanneld-vxlan-dual", lease(0x01, "100.96.3.0-24&fd00:96:3::-64", vx6)
+    yield "etcd_lease", "flanneld-vxlan-ipv6-only", lease(0x01, "0.0.0.0-0&fd00:96:3::-64",
+                                                          '{"PublicIP":"0.0.0.0","PublicIPv6":"fd00:18::3","BackendType":"vxlan",'
+                                                          '"BackendV6Data":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:46"}}')
+    yield "etcd_lease", "dual-key-ipv4-network", lease(0x40, "100.96.7.0-24&fd01::-64", udp_lease)
+    yield "etcd_lease", "bad-v6-outside-network", lease(0x00, "100.96.2.0-24&fd01:96:2::-64", udp_lease)
+    yield "etcd_lease", "bad-v6-own-subnet", lease(0x00, "100.96.2.0-24&fd00:96:1::-64", udp_lease)
+    yield "etcd_lease", "bad-public-ipv6", lease(0x00, "100.96.2.0-24&fd00:96:2::-64", '{"PublicIP":"198.18.0.2","PublicIPv6":"198.18.0.2"}')
+    yield "etcd_lease", "bad-backend-v6-data", lease(0x01, "100.96.3.0-24&fd00:96:3::-64",
+                                                     vx6.replace('"VtepMAC":"c6:d2:32:6f:8f:46"', '"VtepMAC":"ff:d2:32:6f:8f:46"'))
 
     # offload_split: virtio header + packet, as the TUN reads it.
     t4 = ipv4("100.96.1.2", "100.96.2.3", TCP, tcp(40000, 5201, 7, 0x18, PAY * 11 + PAY[:200]), partial=True, fix_l4=False)

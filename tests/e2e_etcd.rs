@@ -9,7 +9,14 @@
 //! survives a member; malformed leases are skipped and counted; a node cut
 //! off while its watched revision is compacted lists the leases again; a
 //! short-lived lease is renewed before it expires; SIGHUP and SIGUSR1 while
-//! start-up still waits for etcd do not kill encapd. Root only.
+//! start-up still waits for etcd do not kill encapd. Dual stack: two nodes
+//! claim IPv4 and IPv6 subnets in a dual-stack network and carry IPv6
+//! between their containers; a node joins a cluster whose other lease was
+//! written in flanneld's exact dual-stack format (udp: both subnets
+//! routed; vxlan with `PublicIPv6`: the IPv4 subnet only, and the log says
+//! why); the lease says `EncapdKernelDecap` only once the kernel path is
+//! attached (etcd's revision history shows the claim without it). Root
+//! only.
 //!
 //! `bench_etcd_propagation` (ignored; run by bench/etcd_propagation.sh)
 //! measures put-to-table latency over 1,000 puts and the start-up load of
@@ -17,7 +24,7 @@
 
 use encapd_testbed as common;
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use common::cmd::{TempDir, time_until};
@@ -32,6 +39,8 @@ use common::{NODE_A_UNDERLAY, NODE_B_UNDERLAY, Node, in_netns, ns_exec, require_
 
 const PREFIX: &str = "/coreos.com/network";
 const NETWORK_CONFIG: &str = r#"{"Network":"100.96.0.0/16","Backend":{"Type":"udp"}}"#;
+/// A dual-stack network, as flannel documents one (udp backend).
+const DUAL_STACK_CONFIG: &str = r#"{"Network":"100.96.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:96::/32","Backend":{"Type":"udp"}}"#;
 /// Start-up with etcd may allocate a subnet and wait for the cluster.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -40,7 +49,7 @@ fn ready() -> bool {
 }
 
 /// ctrA ── nodeA (etcd) ══ underlay ══ nodeB ── ctrB, with etcd-backed
-/// encapd; IPv6 off (the etcd source routes IPv4 only).
+/// encapd; IPv6 off in the namespaces unless the network is dual-stack.
 struct Net {
     daemons: [Option<Encapd>; 2],
     /// `None` until [`Net::start_etcd`] (a test may start encapd first).
@@ -55,9 +64,15 @@ impl Net {
     /// Namespaces and underlay, `members` etcd members with the network
     /// config written; no encapd yet.
     fn new(members: usize) -> Net {
-        let mut net = Net::without_etcd();
+        Net::with_network(members, NETWORK_CONFIG)
+    }
+
+    /// [`new`](Self::new) with `config` as etcd's network config (IPv6 on
+    /// in the namespaces when it says `EnableIPv6`).
+    fn with_network(members: usize, config: &str) -> Net {
+        let mut net = Net::wired(config.contains(r#""EnableIPv6":true"#));
         net.start_etcd(members);
-        net.etcdctl(&["put", &format!("{PREFIX}/config"), NETWORK_CONFIG]);
+        net.etcdctl(&["put", &format!("{PREFIX}/config"), config]);
         net
     }
 
@@ -76,8 +91,13 @@ impl Net {
 
     /// Namespaces and underlay only.
     fn without_etcd() -> Net {
+        Net::wired(false)
+    }
+
+    /// Namespaces and underlay, IPv6 on or off.
+    fn wired(ipv6: bool) -> Net {
         let permit = Permit::acquire();
-        let wiring = Wiring::build(false, false);
+        let wiring = Wiring::build(ipv6, false);
         Net { daemons: [None, None], etcd: None, dir: TempDir::new(wiring.prefix()), wiring, _permit: permit }
     }
 
@@ -107,11 +127,25 @@ impl Net {
     /// `[dataplane]`.
     fn write_config_with(&self, node: Node, subnet: Option<&str>, control_extra: &str, dataplane_extra: &str) {
         let subnet = subnet.map(|s| format!("subnet = \"{s}\"\n")).unwrap_or_default();
+        self.write_config_lines(node, &subnet, "", control_extra, dataplane_extra);
+    }
+
+    /// The node's etcd configuration with these lines in `[node]`,
+    /// `[network]`, `[control]` and `[dataplane]`.
+    fn write_config_lines(&self, node: Node, node_extra: &str, network_extra: &str, control_extra: &str, dataplane_extra: &str) {
         let members = self.etcd.as_ref().map_or(1, |e| e.endpoints().len());
         let eps = (0..members).map(|i| format!("\"{}\"", EtcdCluster::endpoint_for(NODE_A_UNDERLAY, i))).collect::<Vec<_>>().join(", ");
+        let control = format!("source = \"etcd\"\nendpoints = [{eps}]\nstate_dir = \"state\"\n{control_extra}");
+        self.write_node_config(node, node_extra, network_extra, &control, dataplane_extra);
+    }
+
+    /// The node's configuration file: public IP and `node_extra` in
+    /// `[node]`, `network_extra`, `control` (which source), one worker,
+    /// subnet.env and metrics at the usual places.
+    fn write_node_config(&self, node: Node, node_extra: &str, network_extra: &str, control: &str, dataplane_extra: &str) {
         let text = format!(
-            "[node]\npublic_ip = \"{}\"\n{subnet}\n[dataplane]\nworkers = 1\n{dataplane_extra}\n\
-             [control]\nsource = \"etcd\"\nendpoints = [{eps}]\nstate_dir = \"state\"\nsubnet_env = \"subnet.env\"\n{control_extra}\n\
+            "[node]\npublic_ip = \"{}\"\n{node_extra}\n[network]\n{network_extra}\n[dataplane]\nworkers = 1\n{dataplane_extra}\n\
+             [control]\n{control}\nsubnet_env = \"subnet.env\"\n\n\
              [metrics]\nlisten = \"{METRICS}\"\n\n[process]\ncontrol_socket = \"encapd.sock\"\n",
             node.underlay()
         );
@@ -173,14 +207,50 @@ impl Net {
         (Ipv4Addr::from(u32::from(a) - 1).to_string(), len.parse().unwrap())
     }
 
+    /// The node's IPv6 subnet as its subnet.env says (`FLANNEL_IPV6_SUBNET`
+    /// is `::1/len`), if it has one.
+    fn subnet6_of(&self, node: Node) -> Option<(Ipv6Addr, u8)> {
+        let env = self.subnet_env(node);
+        let line = env.lines().find_map(|l| l.strip_prefix("FLANNEL_IPV6_SUBNET="))?;
+        let (addr, len) = line.split_once('/').unwrap();
+        let a: Ipv6Addr = addr.parse().unwrap();
+        Some((Ipv6Addr::from(u128::from(a) - 1), len.parse().unwrap()))
+    }
+
     /// Addresses the node's container in the node's subnet (`.1` on the
-    /// node, `.2` in the container); returns the container's address.
+    /// node, `.2` in the container), and in its IPv6 subnet (`::1`, `::2`)
+    /// when subnet.env has one; returns the container's addresses.
     fn attach_container(&self, node: Node) -> String {
+        self.attach_dual_stack_container(node).0
+    }
+
+    fn attach_dual_stack_container(&self, node: Node) -> (String, Option<String>) {
         let (net, len) = self.subnet_of(node);
         let base = u32::from(net.parse::<Ipv4Addr>().unwrap());
         let (gw, ctr) = (Ipv4Addr::from(base + 1), Ipv4Addr::from(base + 2));
-        self.wiring.attach_container(node, &format!("{gw}/{len}"), &format!("{ctr}/{len}"), None);
-        ctr.to_string()
+        let v6 = self.subnet6_of(node).map(|(net6, len6)| {
+            let base = u128::from(net6);
+            (format!("{}/{len6}", Ipv6Addr::from(base + 1)), format!("{}/{len6}", Ipv6Addr::from(base + 2)))
+        });
+        let v6_refs = v6.as_ref().map(|(g, c)| (g.as_str(), c.as_str()));
+        self.wiring.attach_container(node, &format!("{gw}/{len}"), &format!("{ctr}/{len}"), v6_refs);
+        (ctr.to_string(), v6.map(|(_, c)| c.split('/').next().unwrap().to_owned()))
+    }
+
+    /// The value of `<prefix>/subnets/<name>` (panics when it is missing).
+    fn lease(&self, name: &str) -> String {
+        let value = self.etcdctl(&["get", "--print-value-only", &format!("{PREFIX}/subnets/{name}")]);
+        assert!(!value.trim().is_empty(), "no lease {name}:\n{}", self.etcdctl(&["get", "--prefix", &format!("{PREFIX}/subnets/")]));
+        value.trim().to_owned()
+    }
+
+    /// Puts `<prefix>/subnets/<name>` = `value` on a fresh etcd lease of
+    /// 24 h, as flanneld's `createSubnet` does.
+    fn put_on_lease(&self, name: &str, value: &str) {
+        let granted = self.etcdctl(&["lease", "grant", "86400"]);
+        // "lease 694d7f2a9e7c1b0e granted with TTL(86400s)"
+        let id = granted.split_whitespace().nth(1).unwrap_or_else(|| panic!("etcdctl lease grant: {granted}"));
+        self.etcdctl(&["put", &format!("--lease={id}"), &format!("{PREFIX}/subnets/{name}"), value]);
     }
 
     /// The value of an unlabelled metric of the node (`None` when absent or unreadable).
@@ -297,8 +367,10 @@ fn the_leases_tell_the_kernel_path_which_peers_decapsulate_in_the_kernel() {
     net.start_with(Node::A, Some("100.96.1.0/24"), KERNEL_PATH);
     net.start(Node::B, Some("100.96.2.0/24"));
     let lease = |net: &Net, subnet: &str| net.etcdctl(&["get", "--print-value-only", &format!("{PREFIX}/subnets/{subnet}")]);
-    let a_lease = lease(&net, "100.96.1.0-24");
-    assert!(a_lease.contains(r#""BackendData":{"EncapdKernelDecap":true}"#), "{a_lease}");
+    // The lease says so once the programs are attached, shortly after ready.
+    let announced = |net: &Net, subnet: &str| lease(net, subnet).contains(r#""BackendData":{"EncapdKernelDecap":true}"#);
+    let said = time_until(Duration::from_secs(5), || announced(&net, "100.96.1.0-24"));
+    assert!(said.is_some(), "{}", lease(&net, "100.96.1.0-24"));
     assert_eq!(lease(&net, "100.96.2.0-24").trim(), udp_lease(NODE_B_UNDERLAY), "without the kernel path: flanneld's value");
     let ctr_a = net.attach_container(Node::A);
     let ctr_b = net.attach_container(Node::B);
@@ -314,8 +386,8 @@ fn the_leases_tell_the_kernel_path_which_peers_decapsulate_in_the_kernel() {
     // path takes over the traffic to it.
     net.stop(Node::B);
     net.start_with(Node::B, Some("100.96.2.0/24"), KERNEL_PATH);
-    let b_lease = lease(&net, "100.96.2.0-24");
-    assert!(b_lease.contains(r#""EncapdKernelDecap":true"#), "{b_lease}");
+    let said = time_until(Duration::from_secs(5), || announced(&net, "100.96.2.0-24"));
+    assert!(said.is_some(), "{}", lease(&net, "100.96.2.0-24"));
     let pinged = kernel_egress(&net);
     let in_kernel =
         wait_for(Duration::from_secs(5), || (net.ping_ok(&net.wiring.ctr_a, &ctr_b) && kernel_egress(&net) > pinged).then_some(()));
@@ -655,6 +727,182 @@ fn a_short_lease_is_renewed_before_it_expires() {
     assert!(old.contains("already expired"), "the first lease outlived its renewal: {old}");
     assert_eq!(b_lost_a, 0, "B stopped routing A in {b_lost_a} samples during the renewals");
     assert!(net.wait_ping(&net.wiring.ctr_b, &ctr_a), "ping B -> A after the renewals");
+}
+
+/// The lease says `EncapdKernelDecap` only once the kernel path's programs
+/// are attached. The node claims its subnet from etcd (none configured):
+/// the programs need that subnet, so the claim comes first, without the
+/// flag; etcd's history of the key shows that value at the claim's
+/// revision and the flag at a later one, written after the log says the
+/// kernel path is attached.
+#[test]
+fn the_lease_announces_kernel_decap_only_once_the_kernel_path_is_attached() {
+    if !ready() {
+        return;
+    }
+    let mut net = Net::new(1);
+    net.start_with(Node::A, None, "kernel_path = \"tc\"\n");
+    let (subnet, len) = net.subnet_of(Node::A);
+    let name = format!("{subnet}-{len}");
+    let key = format!("{PREFIX}/subnets/{name}");
+    let announced = time_until(Duration::from_secs(5), || net.lease(&name).contains(r#""EncapdKernelDecap":true"#));
+    assert!(announced.is_some(), "the lease never says EncapdKernelDecap: {}\n{}", net.lease(&name), net.log(Node::A));
+    assert_eq!(
+        net.lease(&name),
+        r#"{"PublicIP":"198.18.0.1","PublicIPv6":null,"BackendType":"udp","BackendData":{"EncapdKernelDecap":true}}"#
+    );
+    let kv = &net.etcd.as_ref().unwrap().etcdctl_json(&["get", &key])["kvs"][0];
+    let (created, modified) = (kv["create_revision"].as_i64().unwrap(), kv["mod_revision"].as_i64().unwrap());
+    assert!(modified > created, "the key was written once (revisions {created}, {modified})");
+    let claimed = net.etcdctl(&["get", "--print-value-only", &format!("--rev={created}"), &key]);
+    assert_eq!(claimed.trim(), udp_lease(NODE_A_UNDERLAY), "the value the subnet was claimed with (revision {created})");
+    let log = net.log(Node::A);
+    let attached = log.find("kernel path attached").unwrap_or_else(|| panic!("no \"kernel path attached\" in the log:\n{log}"));
+    let rewritten = log.find(&format!("lease {key} now reads")).unwrap_or_else(|| panic!("no lease rewrite in the log:\n{log}"));
+    assert!(attached < rewritten, "the lease was rewritten before the kernel path was attached:\n{log}");
+    eprintln!("claimed at revision {created} without the flag; announced at revision {modified}, {announced:?} after ready");
+}
+
+/// Two nodes in a dual-stack network: A with a configured IPv4 and IPv6
+/// subnet, B with both allocated. Each key is `<v4>-<len>&<v6>-<len>` with
+/// flanneld's udp value, subnet.env has the IPv6 pair, the containers reach
+/// each other over IPv6 (ping both ways, an 8 MiB TCP transfer), and a
+/// restarted B gets both subnets back, also without its state file.
+#[test]
+fn dual_stack_nodes_claim_ipv4_and_ipv6_subnets_and_carry_ipv6() {
+    if !ready() {
+        return;
+    }
+    let mut net = Net::with_network(1, DUAL_STACK_CONFIG);
+    net.write_config_lines(Node::A, "subnet = \"100.96.1.0/24\"\nsubnet6 = \"fd00:96:1::/64\"\n", "", "", "");
+    net.spawn(Node::A);
+    net.wait_ready(Node::A);
+    net.start(Node::B, None);
+    assert_eq!(net.lease("100.96.1.0-24&fd00:96:1::-64"), udp_lease(NODE_A_UNDERLAY), "A's key and value");
+    let (b4, b4len) = net.subnet_of(Node::B);
+    let (b6, b6len) = net.subnet6_of(Node::B).unwrap_or_else(|| panic!("no FLANNEL_IPV6_SUBNET:\n{}", net.subnet_env(Node::B)));
+    assert_eq!((b4len, b6len), (24, 64), "flannel's default subnet lengths");
+    let b6_net: u128 = u128::from(b6);
+    let network6 = u128::from("fd00:96::".parse::<Ipv6Addr>().unwrap());
+    assert!(b6_net >> 96 == network6 >> 96 && b6_net != network6 && b6 != "fd00:96:1::".parse::<Ipv6Addr>().unwrap(), "{b6}");
+    assert_eq!(net.lease(&format!("{b4}-24&{b6}-64")), udp_lease(NODE_B_UNDERLAY), "B's key and value");
+    let env = net.subnet_env(Node::B);
+    assert!(
+        env.contains("FLANNEL_IPV6_NETWORK=fd00:96::/32\n")
+            && env.contains(&format!("FLANNEL_IPV6_SUBNET={}/64\n", Ipv6Addr::from(b6_net + 1))),
+        "{env}"
+    );
+    let keys = net.etcdctl(&["get", "--prefix", "--keys-only", &format!("{PREFIX}/subnets/")]);
+    assert_eq!(keys.lines().filter(|l| !l.is_empty()).count(), 2, "one key per node:\n{keys}");
+
+    let (_, ctr_a6) = net.attach_dual_stack_container(Node::A);
+    let (_, ctr_b6) = net.attach_dual_stack_container(Node::B);
+    let (ctr_a6, ctr_b6) = (ctr_a6.unwrap(), ctr_b6.unwrap());
+    assert!(net.wait_ping(&net.wiring.ctr_a, &ctr_b6), "ping {ctr_a6} -> {ctr_b6}:\n{}", net.log(Node::A));
+    assert!(net.ping_ok(&net.wiring.ctr_b, &ctr_a6), "ping back over IPv6");
+    checksummed_transfer(&net.wiring.ctr_a, &net.wiring.ctr_b, &ctr_b6);
+    assert_eq!(net.metric(Node::A, "encapd_routes"), Some(2.0), "B's two subnets");
+
+    net.stop(Node::B);
+    std::fs::remove_dir_all(net.dir.path().join("b/state")).unwrap();
+    net.start(Node::B, None);
+    assert_eq!(
+        (net.subnet_of(Node::B).0, net.subnet6_of(Node::B)),
+        (b4, Some((b6, 64))),
+        "B's subnets after a restart without its state file"
+    );
+    assert!(net.wait_ping(&net.wiring.ctr_a, &ctr_b6), "ping over IPv6 after B's restart");
+}
+
+/// Node B is a node whose lease etcd holds in flanneld's exact format (put
+/// by the test on a 24 h lease, as `createSubnet` does; B itself runs
+/// encapd from a peers file), `backend` "udp" or "vxlan"; node A joins
+/// with etcd, with a configured subnet pair. Returns the containers'
+/// addresses (IPv4, IPv6) on A and B.
+fn join_a_flanneld_format_cluster(net: &mut Net, backend: &str, b_value: &str) -> [(String, String); 2] {
+    let vxlan = backend == "vxlan";
+    let mac = |node: Node| if vxlan { format!("vtep_mac = \"02:00:c6:12:00:0{}\"\n", node.index() + 1) } else { String::new() };
+    net.dir.write(
+        "b/peers.toml",
+        &format!(
+            "[[peer]]\nsubnet = \"100.96.1.0/24\"\nsubnet6 = \"fd00:96:1::/64\"\npublic_ip = \"{NODE_A_UNDERLAY}\"\n{}",
+            if vxlan { "vtep_mac = \"02:00:c6:12:00:01\"\n" } else { "" }
+        ),
+    );
+    net.write_node_config(
+        Node::B,
+        &format!("subnet = \"100.96.2.0/24\"\nsubnet6 = \"fd00:96:2::/64\"\n{}", mac(Node::B)),
+        &format!("cidr = \"100.96.0.0/16\"\ncidr6 = \"fd00:96::/32\"\nbackend = \"{backend}\"\n"),
+        "source = \"file\"\npeers = \"peers.toml\"\n",
+        "",
+    );
+    net.spawn(Node::B);
+    net.wait_ready(Node::B);
+    net.put_on_lease("100.96.2.0-24&fd00:96:2::-64", b_value);
+    net.write_config_lines(
+        Node::A,
+        &format!("subnet = \"100.96.1.0/24\"\nsubnet6 = \"fd00:96:1::/64\"\n{}", mac(Node::A)),
+        &format!("backend = \"{backend}\"\n"),
+        "",
+        "",
+    );
+    net.spawn(Node::A);
+    net.wait_ready(Node::A);
+    [Node::A, Node::B].map(|node| {
+        let (v4, v6) = net.attach_dual_stack_container(node);
+        (v4, v6.expect("an IPv6 subnet in subnet.env"))
+    })
+}
+
+/// A node joins a dual-stack udp cluster whose other lease is exactly what
+/// flanneld's udp backend writes there (`RegisterNetwork` acquires it with
+/// `PublicIP` only: `"PublicIPv6":null`; `AcquireLease` still allocates the
+/// IPv6 subnet of the key): both subnets are routed at start, to
+/// `PublicIP`, and the containers reach each other over IPv4 and IPv6.
+#[test]
+fn a_node_joins_a_cluster_with_flanneld_s_dual_stack_udp_lease() {
+    if !ready() {
+        return;
+    }
+    let mut net = Net::with_network(1, DUAL_STACK_CONFIG);
+    let flanneld_udp = r#"{"PublicIP":"198.18.0.2","PublicIPv6":null}"#;
+    let [(a4, a6), (b4, b6)] = join_a_flanneld_format_cluster(&mut net, "udp", flanneld_udp);
+    assert_eq!(net.metric(Node::A, "encapd_routes"), Some(2.0), "B's two subnets, from the start:\n{}", net.log(Node::A));
+    for (from, to) in [(&net.wiring.ctr_a, &b4), (&net.wiring.ctr_a, &b6), (&net.wiring.ctr_b, &a4), (&net.wiring.ctr_b, &a6)] {
+        assert!(net.wait_ping(from, to), "ping {from} -> {to}:\n{}", net.log(Node::A));
+    }
+    checksummed_transfer(&net.wiring.ctr_b, &net.wiring.ctr_a, &a6);
+    assert_eq!(net.lease("100.96.1.0-24&fd00:96:1::-64"), udp_lease(NODE_A_UNDERLAY), "A's lease is flanneld's udp value");
+}
+
+/// A node joins a dual-stack vxlan cluster whose other lease is what
+/// flanneld's vxlan backend writes there (`newSubnetAttrs`: `PublicIPv6`
+/// and the `BackendV6Data` of its second VTEP on the IPv6 underlay):
+/// encapd routes that lease's IPv4 subnet (to `PublicIP`, with
+/// `BackendData.VtepMAC`) and not its IPv6 one, which flanneld expects
+/// over an IPv6 underlay that encapd does not speak: a ping to it is
+/// answered "unreachable" at once, and the log says why.
+#[test]
+fn a_node_joins_a_cluster_with_flanneld_s_dual_stack_vxlan_lease() {
+    if !ready() {
+        return;
+    }
+    let config = r#"{"Network":"100.96.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:96::/32","Backend":{"Type":"vxlan"}}"#;
+    let mut net = Net::with_network(1, config);
+    let flanneld_vxlan = r#"{"PublicIP":"198.18.0.2","PublicIPv6":"fd00:18::2","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"02:00:c6:12:00:02"},"BackendV6Data":{"VNI":1,"VtepMAC":"02:00:c6:12:01:02"}}"#;
+    let [(a4, _), (b4, b6)] = join_a_flanneld_format_cluster(&mut net, "vxlan", flanneld_vxlan);
+    assert_eq!(net.metric(Node::A, "encapd_routes"), Some(1.0), "B's IPv4 subnet only:\n{}", net.log(Node::A));
+    assert!(net.wait_ping(&net.wiring.ctr_a, &b4), "ping A -> {b4}:\n{}", net.log(Node::A));
+    assert!(net.ping_ok(&net.wiring.ctr_b, &a4), "ping B -> {a4}");
+    assert!(net.unreachable(&b6), "B's IPv6 subnet is not routed");
+    let log = net.log(Node::A);
+    let said = "takes IPv6 traffic at PublicIPv6 fd00:18::2 (VTEP 02:00:c6:12:01:02) over an IPv6 underlay";
+    assert_eq!(log.matches(said).count(), 1, "the log says why, once:\n{log}");
+    assert_eq!(
+        net.lease("100.96.1.0-24&fd00:96:1::-64"),
+        r#"{"PublicIP":"198.18.0.1","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"02:00:c6:12:00:01","EncapdKernelDecap":false}}"#,
+        "A's lease: flanneld's vxlan value without an IPv6 VTEP"
+    );
 }
 
 /// Benchmark, run by bench/etcd_propagation.sh: put → table change latency

@@ -312,8 +312,10 @@ fn with_etcd_the_kernel_path_sends_to_a_kernel_vtep_found_by_its_flanneld_lease(
     options.dataplane_extra = "kernel_path = \"tc\"\n".into();
     let mut fleet = Fleet::with(options);
     let key = format!("{ETCD_PREFIX}/subnets/100.96.1.0-24");
-    let value = fleet.etcd.as_ref().unwrap().etcdctl(&["get", &key, "--print-value-only"]);
-    assert!(value.contains(r#""EncapdKernelDecap":true"#), "{value}");
+    let value = || fleet.etcd.as_ref().unwrap().etcdctl(&["get", &key, "--print-value-only"]);
+    // Written once the programs are attached, shortly after ready.
+    let said = common::time_until(Duration::from_secs(5), || value().contains(r#""EncapdKernelDecap":true"#));
+    assert!(said.is_some(), "{}", value());
     fleet.put_flanneld_lease(1);
     let (a, b) = (fleet.add_pod(0), fleet.add_pod(1));
     let reached = common::time_until(Duration::from_secs(5), || fleet.ping_ok(&a.ns, v4(&b)));

@@ -184,10 +184,15 @@ pub struct EtcdSource {
     /// (`None`: taken from etcd). When given, etcd's values must agree.
     pub given_subnet: Option<Prefix>,
     pub given_cidr: Option<Prefix>,
+    /// `[node] subnet6` and `[network] cidr6` as the file gave them
+    /// (`None`: from etcd, when its network is dual-stack).
+    pub given_subnet6: Option<Prefix>,
+    pub given_cidr6: Option<Prefix>,
     pub given_port: Option<u16>,
     /// `[network] vni` as the file gave it (vxlan; `None`: etcd's).
     pub given_vni: Option<u32>,
-    /// True once `Config::subnet`, `cidr` and `port` hold etcd's values.
+    /// True once `Config::subnet`, `cidr` and `port` (and `subnet6`,
+    /// `cidr6`, dual-stack) hold etcd's values.
     pub resolved: bool,
 }
 
@@ -362,8 +367,10 @@ impl std::fmt::Display for Config {
             Some(e) if e.given_subnet.is_none() => writeln!(f, "# subnet: allocated from etcd at start (kept across restarts)")?,
             _ => writeln!(f, "subnet = \"{}\"", self.subnet)?,
         }
-        if let Some(s) = self.subnet6 {
-            writeln!(f, "subnet6 = \"{s}\"")?;
+        match (self.subnet6, pending) {
+            (Some(s), _) => writeln!(f, "subnet6 = \"{s}\"")?,
+            (None, Some(_)) => writeln!(f, "# subnet6: allocated from etcd at start when its network is dual-stack (EnableIPv6)")?,
+            (None, None) => {}
         }
         if let Backend::Vxlan(v) = &self.backend {
             writeln!(f, "vtep_mac = \"{}\"", v.vtep_mac)?;
@@ -372,8 +379,10 @@ impl std::fmt::Display for Config {
             Some(e) if e.given_cidr.is_none() => writeln!(f, "\n[network]\n# cidr: etcd's Network, read at start")?,
             _ => writeln!(f, "\n[network]\ncidr = \"{}\"", self.cidr)?,
         }
-        if let Some(c) = self.cidr6 {
-            writeln!(f, "cidr6 = \"{c}\"")?;
+        match (self.cidr6, pending) {
+            (Some(c), _) => writeln!(f, "cidr6 = \"{c}\"")?,
+            (None, Some(_)) => writeln!(f, "# cidr6: etcd's IPv6Network, read at start (dual-stack networks)")?,
+            (None, None) => {}
         }
         writeln!(f, "backend = \"{}\"", self.backend.name())?;
         if let Backend::Vxlan(v) = &self.backend {

@@ -231,6 +231,10 @@ fn validate_addressing(c: &Checker<'_>, node: &RawNode, network: &RawNetwork, et
     if public_ip.is_unspecified() || public_ip.is_multicast() || public_ip.is_loopback() {
         return Err(c.err("node", "public_ip", public_ip, "must be a unicast address of this host's underlay interface"));
     }
+    if etcd && !public_ip.is_ipv4() {
+        let why = "the etcd source needs an IPv4 public_ip: flannel's leases name the holder's underlay address in PublicIP, an IPv4 field";
+        return Err(c.err("node", "public_ip", public_ip, why));
+    }
     let (subnet, cidr) = validate_ipv4_subnets(c, node, network, etcd)?;
     let (subnet6, cidr6) = validate_ipv6_subnets(c, node, network, etcd)?;
     let backend = validate_backend(c, node, network, public_ip)?;
@@ -320,38 +324,35 @@ fn validate_ipv4_subnets(
     Ok((subnet, cidr))
 }
 
-/// `[node] subnet6` inside `[network] cidr6`: both or neither (file source only).
+/// `[node] subnet6` inside `[network] cidr6`: both or neither with the
+/// file source; with etcd each may be left out (etcd's network then says
+/// whether there is IPv6, and etcd allocates the subnet).
 fn validate_ipv6_subnets(
     c: &Checker<'_>,
     node: &RawNode,
     network: &RawNetwork,
     etcd: bool,
 ) -> Result<(Option<Prefix>, Option<Prefix>), ConfigError> {
-    if etcd && let Some(s) = &node.subnet6 {
-        return Err(c.err("node", "subnet6", format!("{s:?}"), "not supported with [control] source = \"etcd\" yet"));
-    }
-    if etcd && let Some(s) = &network.cidr6 {
-        return Err(c.err("network", "cidr6", format!("{s:?}"), "not supported with [control] source = \"etcd\" yet"));
-    }
     let subnet6 = node.subnet6.as_deref().map(|s| c.prefix("node", "subnet6", s)).transpose()?;
     let cidr6 = network.cidr6.as_deref().map(|s| c.prefix("network", "cidr6", s)).transpose()?;
-    match (subnet6, cidr6) {
-        (None, None) => {}
-        (Some(s), Some(n)) => {
-            if s.is_ipv4() || s.len() > 126 {
-                return Err(c.err("node", "subnet6", s, "must be an IPv6 prefix of at most /126"));
-            }
-            if n.is_ipv4() {
-                return Err(c.err("network", "cidr6", n, "must be an IPv6 prefix"));
-            }
-            if !n.covers(&s) || n == s {
-                return Err(c.err("node", "subnet6", s, format!("must lie inside (and be smaller than) [network] cidr6 {n}")));
-            }
-        }
-        (Some(s), None) => return Err(c.err("node", "subnet6", s, "needs [network] cidr6 as well")),
-        (None, Some(n)) => return Err(c.err("network", "cidr6", n, "needs [node] subnet6 as well")),
+    if let Some(s) = subnet6
+        && (s.is_ipv4() || s.len() > 126)
+    {
+        return Err(c.err("node", "subnet6", s, "must be an IPv6 prefix of at most /126"));
     }
-    Ok((subnet6, cidr6))
+    if let Some(n) = cidr6
+        && n.is_ipv4()
+    {
+        return Err(c.err("network", "cidr6", n, "must be an IPv6 prefix"));
+    }
+    match (subnet6, cidr6) {
+        (Some(s), Some(n)) if !n.covers(&s) || n == s => {
+            Err(c.err("node", "subnet6", s, format!("must lie inside (and be smaller than) [network] cidr6 {n}")))
+        }
+        (Some(s), None) if !etcd => Err(c.err("node", "subnet6", s, "needs [network] cidr6 as well")),
+        (None, Some(n)) if !etcd => Err(c.err("network", "cidr6", n, "needs [node] subnet6 as well")),
+        _ => Ok((subnet6, cidr6)),
+    }
 }
 
 impl RawDataplane {
@@ -495,6 +496,7 @@ impl RawControl {
             "etcd" => {
                 let mut etcd = self.validate_etcd(c, dir, a.subnet, a.cidr, a.given_port)?;
                 etcd.given_vni = a.given_vni;
+                (etcd.given_subnet6, etcd.given_cidr6) = (a.subnet6, a.cidr6);
                 Ok(ControlSource::Etcd(Box::new(etcd)))
             }
             other => Err(c.err("control", "source", format!("{other:?}"), "unknown control source; expected \"file\" or \"etcd\"")),
@@ -566,6 +568,8 @@ impl RawControl {
             given_cidr: cidr,
             given_port: port,
             given_vni: None,
+            given_subnet6: None,
+            given_cidr6: None,
             resolved: false,
         })
     }

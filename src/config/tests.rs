@@ -158,6 +158,23 @@ fn etcd_source_makes_subnet_cidr_and_port_optional() {
     assert_eq!(parse(&c.to_string()).unwrap().etcd().unwrap().endpoints, e.endpoints);
 }
 
+/// With etcd, `subnet6` and `cidr6` are optional and independent: etcd's
+/// network says whether there is IPv6, and allocates the subnet.
+#[test]
+fn etcd_source_takes_ipv6_subnets_from_etcd_or_the_file() {
+    let c = parse(ETCD).unwrap();
+    let e = c.etcd().unwrap();
+    assert_eq!((c.subnet6, c.cidr6, e.given_subnet6, e.given_cidr6), (None, None, None, None));
+    let text = c.to_string();
+    assert!(text.contains("# subnet6: allocated from etcd") && text.contains("# cidr6: etcd's IPv6Network"), "{text}");
+    let c = parse(&ETCD.replace("[dataplane]", "subnet6 = \"fd00:96:3::/64\"\n[dataplane]")).unwrap();
+    assert_eq!(c.etcd().unwrap().given_subnet6, Some("fd00:96:3::/64".parse().unwrap()));
+    assert_eq!((c.subnet6, c.cidr6), (Some("fd00:96:3::/64".parse().unwrap()), None));
+    assert_eq!(parse(&c.to_string()).unwrap().etcd().unwrap().given_subnet6, c.subnet6, "{c}");
+    let c = parse(&ETCD.replace("[dataplane]", "[network]\ncidr6 = \"fd00:96::/32\"\n[dataplane]")).unwrap();
+    assert_eq!(c.etcd().unwrap().given_cidr6, Some("fd00:96::/32".parse().unwrap()));
+}
+
 #[test]
 fn etcd_source_errors_name_the_field() {
     let cases: Vec<(String, &str)> = vec![
@@ -171,7 +188,15 @@ fn etcd_source_errors_name_the_field() {
         (ETCD.to_owned() + "username = \"u\"\n", "[control] username = \"u\": needs [control] password"),
         (ETCD.to_owned() + "renew_margin = 100000\n", "[control] renew_margin = 100000: must be shorter"),
         (ETCD.to_owned() + "peers = \"p.toml\"\n", "[control] peers = \"p.toml\": only meaningful with [control] source = \"file\""),
-        (ETCD.replace("[dataplane]", "subnet6 = \"fd00::/64\"\n[dataplane]"), "[node] subnet6"),
+        (ETCD.replace("[dataplane]", "subnet6 = \"10.0.0.0/24\"\n[dataplane]"), "[node] subnet6 = 10.0.0.0/24: must be an IPv6 prefix"),
+        (
+            ETCD.replace("[dataplane]", "subnet6 = \"fd00:97::/64\"\n[network]\ncidr6 = \"fd00:96::/32\"\n[dataplane]"),
+            "[node] subnet6 = fd00:97::/64: must lie inside",
+        ),
+        (
+            ETCD.replace("public_ip = \"198.18.0.1\"", "public_ip = \"2001:db8::1\""),
+            "[node] public_ip = 2001:db8::1: the etcd source needs an IPv4 public_ip",
+        ),
         (ETCD.replace("source = \"etcd\"", "source = \"file\""), "missing field `subnet` in [node]"),
         (
             GOOD.to_owned() + "[control]\nendpoints = [\"http://a:1\"]\n",

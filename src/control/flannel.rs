@@ -1,13 +1,28 @@
-//! flannel's lease store format, as flanneld reads and writes it in etcd v3:
-//! the network config at `<prefix>/config`, leases at
-//! `<prefix>/subnets/<a.b.c.d>-<len>` (dual-stack: `...&<v6>-<len>`) with a
-//! JSON value, subnet allocation, and the `subnet.env` file. Pure functions,
-//! no I/O, so every rule is unit-tested.
+//! flannel's lease store format, as flanneld reads and writes it in etcd v3
+//! (flannel-io/flannel `pkg/subnet`, `pkg/lease`): the network config at
+//! `<prefix>/config` ([`NetworkConfig`], and subnet allocation), leases at
+//! `<prefix>/subnets/<name>` with a JSON value (names in [`key`]: `10.5.52.0-24`,
+//! dual-stack `10.5.52.0-24&fc00::-64`), and the `subnet.env` file. Pure
+//! functions, no I/O, so every rule is unit-tested, against literal keys
+//! and values as flanneld writes them.
+//!
+//! Dual stack: encapd carries a peer's IPv6 subnet over the same IPv4
+//! underlay as its IPv4 subnet, to the lease's `PublicIP` (as the peers
+//! file's `subnet6` does), and writes `"PublicIPv6":null`. A lease that
+//! names a `PublicIPv6` is flanneld's dual-stack vxlan, which carries IPv6
+//! on a second VTEP over an IPv6 underlay: encapd cannot reach it there,
+//! so only that lease's IPv4 subnet is routed ([`LeaseRoutes::ipv6_unrouted`]).
+//! docs/etcd.md has the whole picture.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+mod key;
+mod network;
 
-use serde_json::Value;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+use serde_json::{Map, Value};
+
+pub use self::key::{lease_name, parse_lease_name};
+pub use self::network::{NetworkConfig, SubnetRange};
 use crate::route::{PeerSpec, Prefix, TableScope};
 use crate::wire::vxlan::Mac;
 
@@ -33,35 +48,8 @@ impl FlannelBackend {
     }
 }
 
-/// `<prefix>/config`, with flannel's defaults filled in.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NetworkConfig {
-    pub network: Prefix,
-    pub subnet_len: u8,
-    /// First and last subnet address that may be allocated (inclusive).
-    pub subnet_min: u32,
-    pub subnet_max: u32,
-    /// `Backend.Type` (no `Backend`: udp) and, for vxlan, `Backend.VNI`.
-    pub backend: FlannelBackend,
-    /// `Backend.Port` (udp default 8285, vxlan 8472).
-    pub port: u16,
-}
-
-fn mask_v4(len: u8) -> u32 {
-    if len == 0 { 0 } else { u32::MAX << (32 - u32::from(len)) }
-}
-
-fn ipv4_field(v: &Value, field: &str) -> Result<Option<Ipv4Addr>, String> {
-    match v.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.is_empty() => Ok(None),
-        Some(Value::String(s)) => s.parse().map(Some).map_err(|_| format!("{field} {s:?} is not an IPv4 address")),
-        Some(other) => Err(format!("{field} must be a string, not {other}")),
-    }
-}
-
 /// A non-negative integer field of at most `max`, or `None` when absent.
-fn int_field(v: &serde_json::Map<String, Value>, field: &str, max: u64) -> Result<Option<u64>, String> {
+fn int_field(v: &Map<String, Value>, field: &str, max: u64) -> Result<Option<u64>, String> {
     match v.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) => {
@@ -71,171 +59,43 @@ fn int_field(v: &serde_json::Map<String, Value>, field: &str, max: u64) -> Resul
     }
 }
 
-impl NetworkConfig {
-    /// Parses flannel's network config JSON; rejects what encapd cannot run
-    /// (a backend other than udp or vxlan, an IPv6-only network).
-    pub fn parse(text: &str) -> Result<NetworkConfig, String> {
-        let v: Value = serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
-        let Some(obj) = v.as_object() else { return Err("must be a JSON object".into()) };
-        let network = match v.get("Network") {
-            Some(Value::String(s)) => s.parse::<Prefix>().map_err(|e| format!("Network: {e}"))?,
-            None | Some(Value::Null) => return Err("Network is missing (encapd needs an IPv4 network)".into()),
-            Some(other) => return Err(format!("Network must be a string, not {other}")),
-        };
-        if !network.is_ipv4() {
-            return Err(format!("Network {network} must be an IPv4 prefix"));
-        }
-        let subnet_len = subnet_len(network, int_field(obj, "SubnetLen", 32)?.unwrap_or(0) as u8)?;
-        let (subnet_min, subnet_max) = allocation_range(&v, network, subnet_len)?;
-        let (backend, port) = backend(&v)?;
-        Ok(NetworkConfig { network, subnet_len, subnet_min, subnet_max, backend, port })
-    }
-
-    /// Whether `subnet` may be allocated from this config (flannel accepts a
-    /// lease anywhere in the Network; encapd only allocates between
-    /// SubnetMin and SubnetMax).
-    pub fn allocatable(&self, subnet: &Prefix) -> bool {
-        match *subnet {
-            Prefix::V4 { addr, len } => len == self.subnet_len && addr >= self.subnet_min && addr <= self.subnet_max,
-            Prefix::V6 { .. } => false,
-        }
-    }
-
-    /// A random free subnet between SubnetMin and SubnetMax, avoiding every
-    /// prefix in `taken` (flanneld picks at random among the first 100 free
-    /// ones; so does this). `random` seeds the choice.
-    pub fn allocate(&self, taken: &[Prefix], random: u64) -> Option<Prefix> {
-        let size = 1u64 << (32 - self.subnet_len);
-        let mut free = Vec::new();
-        let mut a = u64::from(self.subnet_min);
-        while a <= u64::from(self.subnet_max) && free.len() < 100 {
-            let candidate = Prefix::V4 { addr: a as u32, len: self.subnet_len };
-            if !taken.iter().any(|t| t.overlaps(&candidate)) {
-                free.push(candidate);
-            }
-            a += size;
-        }
-        if free.is_empty() { None } else { Some(free[(random % free.len() as u64) as usize]) }
+/// An address field of a lease value: `None` when absent, null or empty.
+fn ip_field<A: std::str::FromStr>(v: &Map<String, Value>, field: &str, family: &str) -> Result<Option<A>, String> {
+    match v.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.is_empty() => Ok(None),
+        Some(Value::String(s)) => s.parse().map(Some).map_err(|_| format!("{field} {s:?} is not an {family} address")),
+        Some(other) => Err(format!("{field} must be a string, not {other}")),
     }
 }
 
-/// `SubnetLen`, or flannel's default: 24 for a network of /22 or larger,
-/// else the network's length + 2.
-fn subnet_len(network: Prefix, given: u8) -> Result<u8, String> {
-    if given > 0 {
-        if given < network.len() {
-            return Err(format!("SubnetLen {given} is shorter than the Network's /{}", network.len()));
-        }
-        if given > 30 {
-            return Err(format!("SubnetLen {given} leaves no room for containers (at most 30)"));
-        }
-        return Ok(given);
-    }
-    match network.len() {
-        len if len > 28 => Err(format!("Network {network} is too small (at most /28)")),
-        len if len <= 22 => Ok(24),
-        len => Ok(len + 2),
-    }
-}
-
-/// `SubnetMin` and `SubnetMax`, or flannel's defaults: the second subnet
-/// and the last one.
-fn allocation_range(v: &Value, network: Prefix, subnet_len: u8) -> Result<(u32, u32), String> {
-    let Prefix::V4 { addr: net, len: net_len } = network else { return Err(format!("Network {network} must be an IPv4 prefix")) };
-    let size = 1u32 << (32 - subnet_len);
-    let last = net | !mask_v4(net_len);
-    let within = |a: Ipv4Addr| network.contains(IpAddr::V4(a));
-    let subnet_min = match ipv4_field(v, "SubnetMin")? {
-        None => net.wrapping_add(size),
-        Some(a) if within(a) => u32::from(a),
-        Some(a) => return Err(format!("SubnetMin {a} is not in the Network {network}")),
-    };
-    let subnet_max = match ipv4_field(v, "SubnetMax")? {
-        None => (last - size) + 1,
-        Some(a) if within(a) => u32::from(a),
-        Some(a) => return Err(format!("SubnetMax {a} is not in the Network {network}")),
-    };
-    let mask = mask_v4(subnet_len);
-    if subnet_min & mask != subnet_min {
-        return Err(format!("SubnetMin {} is not on a SubnetLen boundary", Ipv4Addr::from(subnet_min)));
-    }
-    if subnet_max & mask != subnet_max {
-        return Err(format!("SubnetMax {} is not on a SubnetLen boundary", Ipv4Addr::from(subnet_max)));
-    }
-    Ok((subnet_min, subnet_max))
-}
-
-/// `Backend`: its type (none: udp), port and, for vxlan, VNI.
-fn backend(v: &Value) -> Result<(FlannelBackend, u16), String> {
-    let b = match v.get("Backend") {
-        None | Some(Value::Null) => return Ok((FlannelBackend::Udp, DEFAULT_UDP_PORT)),
-        Some(Value::Object(b)) => b,
-        Some(other) => return Err(format!("Backend must be an object, not {other}")),
-    };
-    let kind = match b.get("Type") {
-        None | Some(Value::Null) => "udp",
-        Some(Value::String(t)) => t.as_str(),
-        Some(other) => return Err(format!("Backend.Type must be a string, not {other}")),
-    };
-    let port = match int_field(b, "Port", 65535)? {
-        Some(0) => return Err("Backend.Port 0 must be between 1 and 65535".into()),
-        p => p.map(|p| p as u16),
-    };
-    match kind {
-        "udp" => Ok((FlannelBackend::Udp, port.unwrap_or(DEFAULT_UDP_PORT))),
-        "vxlan" => {
-            let vni = int_field(b, "VNI", (1 << 24) - 1).map_err(|e| format!("Backend.{e}"))?.unwrap_or(u64::from(DEFAULT_VNI)) as u32;
-            Ok((FlannelBackend::Vxlan { vni }, port.unwrap_or(DEFAULT_VXLAN_PORT)))
-        }
-        other => Err(format!(
-            "Backend.Type {other:?} is not run by encapd: encapd speaks flannel's \"udp\" and \"vxlan\" backends (set Backend.Type to one of them)"
-        )),
-    }
-}
-
-/// Parses a lease key's last component, `10.5.52.0-24` or
-/// `10.5.52.0-24&fc00::-64`.
-pub fn parse_lease_name(name: &str) -> Result<(Prefix, Option<Prefix>), String> {
-    let (v4, v6) = match name.split_once('&') {
-        Some((a, b)) => (a, Some(b)),
-        None => (name, None),
-    };
-    let one = |part: &str, want_v4: bool| -> Result<Prefix, String> {
-        let (addr, len) = part.rsplit_once('-').ok_or_else(|| format!("key name {name:?} is not ADDRESS-LENGTH"))?;
-        let p: Prefix = format!("{addr}/{len}").parse().map_err(|e| format!("key name {name:?}: {e}"))?;
-        if p.is_ipv4() != want_v4 {
-            return Err(format!("key name {name:?}: wrong address family"));
-        }
-        Ok(p)
-    };
-    let v4 = one(v4, true)?;
-    let v6 = v6.map(|p| one(p, false)).transpose()?;
-    Ok((v4, v6))
-}
-
-/// The key name of a lease on `subnet` (`10.5.52.0-24`).
-pub fn lease_name(subnet: &Prefix) -> String {
-    format!("{}-{}", subnet.network(), subnet.len())
-}
-
-/// A lease value, parsed.
+/// A lease value, parsed (flannel's `lease.LeaseAttrs`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeaseAttrs {
+    /// `PublicIP`: the holder's IPv4 underlay address.
     pub public_ip: Ipv4Addr,
+    /// `PublicIPv6`: where the holder takes its IPv6 pods' traffic over an
+    /// IPv6 underlay (flanneld's dual-stack vxlan); null in flanneld's udp
+    /// leases and in encapd's.
+    pub public_ipv6: Option<Ipv6Addr>,
     pub backend: LeaseBackend,
+    /// `BackendV6Data` of a vxlan lease (`{"VNI":1,"VtepMAC":"…"}`): the
+    /// holder's IPv6 VTEP (flanneld's `flannel-v6.<VNI>`), as (VNI, MAC).
+    pub vxlan_v6: Option<(u32, Mac)>,
     /// The holder decapsulates in its kernel (see [`KERNEL_DECAP_FIELD`]).
     pub kernel_decap: bool,
 }
 
 /// The `BackendData` field in which encapd states whether it takes
-/// datagrams apart in its kernel (`kernel_path = "tc"`), so that a peer's
-/// kernel path knows it may send to it (`route::Route::kernel_decap`).
-/// flanneld ignores fields it does not know. A lease without it is
-/// flanneld's: its vxlan backend is a kernel VTEP (true), its udp backend
-/// reads datagrams in user space (false). encapd always writes it in a
-/// vxlan lease, where the default would claim too much; in a udp lease
-/// only when true, so that a lease without the kernel path stays exactly
-/// flanneld's.
+/// datagrams apart in its kernel (the kernel path is attached), so that
+/// a peer's kernel path knows it may send to it
+/// (`route::Route::kernel_decap`). flanneld ignores fields it does not
+/// know. A lease without it is flanneld's: its vxlan backend is a kernel
+/// VTEP (true), its udp backend reads datagrams in user space (false).
+/// encapd always writes it in a vxlan lease, where the default would
+/// claim too much; in a udp lease only when true, so that a lease without
+/// the kernel path stays exactly flanneld's. It holds for both subnets of
+/// a dual-stack lease.
 pub const KERNEL_DECAP_FIELD: &str = "EncapdKernelDecap";
 
 /// What a lease says about its holder's backend.
@@ -281,52 +141,68 @@ impl std::fmt::Display for Skip {
 }
 
 /// Parses a lease value (`{"PublicIP":"198.18.0.1","PublicIPv6":null}`, with
-/// `"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"…"}` for vxlan).
+/// `"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"…"}` for vxlan,
+/// and `"PublicIPv6":"…"` with `"BackendV6Data":{…}` from flanneld's
+/// dual-stack vxlan). Field names are matched exactly, as flanneld writes
+/// them.
 pub fn parse_lease_value(value: &[u8]) -> Result<LeaseAttrs, Skip> {
     let v: Value = serde_json::from_slice(value).map_err(|e| Skip::Malformed(format!("not valid JSON: {e}")))?;
-    if !v.is_object() {
-        return Err(Skip::Malformed("not a JSON object".into()));
-    }
-    let public_ip = match ipv4_field(&v, "PublicIP").map_err(Skip::Malformed)? {
+    let Some(obj) = v.as_object() else { return Err(Skip::Malformed("not a JSON object".into())) };
+    let public_ip = match ip_field::<Ipv4Addr>(obj, "PublicIP", "IPv4").map_err(Skip::Malformed)? {
         Some(ip) if !ip.is_unspecified() && !ip.is_multicast() && !ip.is_broadcast() => ip,
         Some(ip) => return Err(Skip::Malformed(format!("PublicIP {ip} is not a unicast address"))),
         None => return Err(Skip::Malformed("PublicIP is missing".into())),
     };
-    let backend = match v.get("BackendType") {
-        None | Some(Value::Null) => LeaseBackend::Udp,
-        Some(Value::String(s)) if s.is_empty() || s == "udp" => LeaseBackend::Udp,
-        Some(Value::String(s)) if s == "vxlan" => vxlan_backend_data(&v).map_err(Skip::Malformed)?,
-        Some(Value::String(s)) => LeaseBackend::Other(s.clone()),
+    let public_ipv6 = ip_field::<Ipv6Addr>(obj, "PublicIPv6", "IPv6").map_err(Skip::Malformed)?;
+    let (backend, vxlan_v6) = match obj.get("BackendType") {
+        None | Some(Value::Null) => (LeaseBackend::Udp, None),
+        Some(Value::String(s)) if s.is_empty() || s == "udp" => (LeaseBackend::Udp, None),
+        Some(Value::String(s)) if s == "vxlan" => {
+            let (vni, vtep_mac) = match obj.get("BackendData") {
+                Some(Value::Object(data)) => vxlan_data(data, "BackendData").map_err(Skip::Malformed)?,
+                _ => return Err(Skip::Malformed("a vxlan lease without a BackendData object".into())),
+            };
+            let v6 = match obj.get("BackendV6Data") {
+                None | Some(Value::Null) => None,
+                Some(Value::Object(data)) => Some(vxlan_data(data, "BackendV6Data").map_err(Skip::Malformed)?),
+                Some(other) => return Err(Skip::Malformed(format!("BackendV6Data must be an object, not {other}"))),
+            };
+            (LeaseBackend::Vxlan { vni, vtep_mac }, v6)
+        }
+        Some(Value::String(s)) => (LeaseBackend::Other(s.clone()), None),
         Some(other) => return Err(Skip::Malformed(format!("BackendType must be a string, not {other}"))),
     };
-    let kernel_decap = match v.get("BackendData").and_then(|d| d.get(KERNEL_DECAP_FIELD)) {
+    let kernel_decap = match obj.get("BackendData").and_then(|d| d.get(KERNEL_DECAP_FIELD)) {
         None | Some(Value::Null) => matches!(backend, LeaseBackend::Vxlan { .. }),
         Some(Value::Bool(b)) => *b,
         Some(other) => return Err(Skip::Malformed(format!("BackendData.{KERNEL_DECAP_FIELD} must be true or false, not {other}"))),
     };
-    Ok(LeaseAttrs { public_ip, backend, kernel_decap })
+    Ok(LeaseAttrs { public_ip, public_ipv6, backend, vxlan_v6, kernel_decap })
 }
 
-/// `BackendData` of a vxlan lease: `{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"}`.
-fn vxlan_backend_data(v: &Value) -> Result<LeaseBackend, String> {
-    let Some(data) = v.get("BackendData").and_then(Value::as_object) else {
-        return Err("a vxlan lease without a BackendData object".into());
-    };
-    let vni = int_field(data, "VNI", (1 << 24) - 1).map_err(|e| format!("BackendData.{e}"))?.unwrap_or(u64::from(DEFAULT_VNI)) as u32;
+/// `BackendData` (or `BackendV6Data`) of a vxlan lease:
+/// `{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"}` (flannel's `vxlanLeaseAttrs`).
+fn vxlan_data(data: &Map<String, Value>, field: &str) -> Result<(u32, Mac), String> {
+    let vni = int_field(data, "VNI", (1 << 24) - 1).map_err(|e| format!("{field}.{e}"))?.unwrap_or(u64::from(DEFAULT_VNI)) as u32;
     let vtep_mac = match data.get("VtepMAC") {
-        Some(Value::String(s)) => s.parse::<Mac>().map_err(|e| format!("BackendData.VtepMAC {s:?}: {e}"))?,
-        None | Some(Value::Null) => return Err("BackendData.VtepMAC is missing".into()),
-        Some(other) => return Err(format!("BackendData.VtepMAC must be a string, not {other}")),
+        Some(Value::String(s)) => s.parse::<Mac>().map_err(|e| format!("{field}.VtepMAC {s:?}: {e}"))?,
+        None | Some(Value::Null) => return Err(format!("{field}.VtepMAC is missing")),
+        Some(other) => return Err(format!("{field}.VtepMAC must be a string, not {other}")),
     };
     if vtep_mac.is_group() {
-        return Err(format!("BackendData.VtepMAC {vtep_mac} is not a unicast MAC"));
+        return Err(format!("{field}.VtepMAC {vtep_mac} is not a unicast MAC"));
     }
-    Ok(LeaseBackend::Vxlan { vni, vtep_mac })
+    Ok((vni, vtep_mac))
 }
 
-/// The value flanneld writes for its own lease, for this node's backend
-/// (with the VTEP MAC for vxlan), and whether this node decapsulates in
-/// its kernel ([`KERNEL_DECAP_FIELD`]).
+/// The value flanneld writes for its own lease (`json.Marshal` of its
+/// `LeaseAttrs`: `PublicIP`, `PublicIPv6`, then `BackendType` and
+/// `BackendData` unless empty), for this node's backend (with the VTEP MAC
+/// for vxlan), and whether this node decapsulates in its kernel
+/// ([`KERNEL_DECAP_FIELD`]). `PublicIPv6` is always null: encapd carries
+/// IPv6 over its IPv4 underlay, so it has no IPv6 VTEP to name (nor a
+/// `BackendV6Data`), exactly as flanneld's udp backend in a dual-stack
+/// network.
 pub fn lease_value(public_ip: IpAddr, backend: FlannelBackend, vtep_mac: Option<Mac>, kernel_decap: bool) -> String {
     let head = format!("{{\"PublicIP\":\"{public_ip}\",\"PublicIPv6\":null");
     match (backend, vtep_mac, kernel_decap) {
@@ -345,11 +221,26 @@ pub struct LeaseExpect {
     pub port: u16,
 }
 
-/// Turns a lease (key name + value) into the peer it routes to, checked
+/// What one lease routes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseRoutes {
+    /// The peer of the key's IPv4 subnet, then, in a dual-stack network,
+    /// the peer of its IPv6 subnet (same endpoint, MAC and kernel decap).
+    pub peers: Vec<PeerSpec>,
+    /// Why the key's IPv6 subnet is not routed although this network is
+    /// dual-stack: the lease names a `PublicIPv6`.
+    pub ipv6_unrouted: Option<String>,
+}
+
+/// Turns a lease (key name + value) into the peers it routes to, checked
 /// against this node's table scope so that a bad lease can never make a
-/// table build fail.
-pub fn lease_peer(name: &str, value: &[u8], expect: LeaseExpect, scope: &TableScope) -> Result<PeerSpec, Skip> {
-    let (subnet, _v6) = parse_lease_name(name).map_err(Skip::Malformed)?;
+/// table build fail. A lease is routed whole or skipped whole, except for
+/// the IPv6 subnet of a lease that names a `PublicIPv6` (see the module
+/// documentation). In a network without IPv6 (no IPv6 network in
+/// `scope`), the IPv6 part of a key is not looked at, as flanneld's
+/// IPv4-only nodes do.
+pub fn lease_routes(name: &str, value: &[u8], expect: LeaseExpect, scope: &TableScope) -> Result<LeaseRoutes, Skip> {
+    let (subnet, subnet6) = parse_lease_name(name).map_err(Skip::Malformed)?;
     let attrs = parse_lease_value(value)?;
     let kernel_decap = attrs.kernel_decap;
     let vtep_mac = match (&attrs.backend, expect.backend) {
@@ -362,22 +253,41 @@ pub fn lease_peer(name: &str, value: &[u8], expect: LeaseExpect, scope: &TableSc
         }
         (lease, ours) => return Err(Skip::Backend { lease: lease.name().to_owned(), ours: ours.name() }),
     };
-    if !scope.networks.iter().any(|n| n.covers(&subnet) && *n != subnet) {
-        return Err(Skip::Malformed(format!("subnet {subnet} lies outside the network")));
-    }
-    if let Some(own) = scope.own.iter().find(|o| o.overlaps(&subnet)) {
-        return Err(Skip::Malformed(format!("subnet {subnet} overlaps this node's subnet {own}")));
+    let dual_stack = scope.networks.iter().any(|n| !n.is_ipv4());
+    let subnet6 = subnet6.filter(|_| dual_stack);
+    for s in std::iter::once(&subnet).chain(&subnet6) {
+        if !scope.networks.iter().any(|n| n.covers(s) && n != s) {
+            return Err(Skip::Malformed(format!("subnet {s} lies outside the network")));
+        }
+        if let Some(own) = scope.own.iter().find(|o| o.overlaps(s)) {
+            return Err(Skip::Malformed(format!("subnet {s} overlaps this node's subnet {own}")));
+        }
     }
     if !scope.underlay_ipv4 {
         return Err(Skip::Malformed("an IPv4 PublicIP on an IPv6 underlay".into()));
     }
     let endpoint = SocketAddr::new(IpAddr::V4(attrs.public_ip), expect.port);
-    Ok(PeerSpec { vtep_mac, kernel_decap, subnet, endpoint, origin: format!("etcd lease {name}") })
+    let peer = |subnet| PeerSpec { vtep_mac, kernel_decap, subnet, endpoint, origin: format!("etcd lease {name}") };
+    let mut routes = LeaseRoutes { peers: vec![peer(subnet)], ipv6_unrouted: None };
+    match (subnet6, attrs.public_ipv6) {
+        (Some(s6), None) => routes.peers.push(peer(s6)),
+        (Some(s6), Some(ip6)) => {
+            let vtep = attrs.vxlan_v6.map(|(_, mac)| format!(" (VTEP {mac})")).unwrap_or_default();
+            routes.ipv6_unrouted = Some(format!(
+                "its holder takes IPv6 traffic at PublicIPv6 {ip6}{vtep} over an IPv6 underlay (flanneld's dual-stack vxlan); \
+                 encapd carries IPv6 over its IPv4 underlay only, so {s6} is not routed (its IPv4 subnet {subnet} is)"
+            ));
+        }
+        (None, _) => {}
+    }
+    Ok(routes)
 }
 
 /// flannel's `subnet.env` for `subnet` in `network` (and the IPv6 pair,
-/// dual-stack) with TUN MTU `mtu`. FLANNEL_SUBNET is the subnet's `.1`
-/// address (the bridge's gateway) with its length, as flanneld writes it.
+/// dual-stack) with TUN MTU `mtu`, byte for byte as flanneld's
+/// `WriteSubnetFile` writes it: FLANNEL_SUBNET (and FLANNEL_IPV6_SUBNET)
+/// is the subnet's first address (`.1`, `::1`: the bridge's gateway) with
+/// its length.
 pub fn subnet_env(network: &Prefix, subnet: &Prefix, v6: Option<(Prefix, Prefix)>, mtu: u32) -> String {
     let first = |p: &Prefix| match *p {
         Prefix::V4 { addr, .. } => IpAddr::V4(Ipv4Addr::from(addr + 1)),
@@ -398,25 +308,73 @@ mod tests {
         s.parse().unwrap()
     }
 
+    fn v4(s: &str) -> u128 {
+        u128::from(u32::from(s.parse::<Ipv4Addr>().unwrap()))
+    }
+
+    fn v6(s: &str) -> u128 {
+        u128::from(s.parse::<Ipv6Addr>().unwrap())
+    }
+
     #[test]
     fn network_config_defaults_follow_flannel() {
         let c = NetworkConfig::parse(r#"{"Network":"10.5.0.0/16"}"#).unwrap();
-        assert_eq!(c.subnet_len, 24);
-        assert_eq!(Ipv4Addr::from(c.subnet_min), Ipv4Addr::new(10, 5, 1, 0));
-        assert_eq!(Ipv4Addr::from(c.subnet_max), Ipv4Addr::new(10, 5, 255, 0));
-        assert_eq!(c.port, 8285);
+        assert_eq!(c.ipv4.subnet_len, 24);
+        assert_eq!((c.ipv4.min, c.ipv4.max), (v4("10.5.1.0"), v4("10.5.255.0")));
+        assert_eq!((c.port, c.ipv6), (8285, None));
         let c = NetworkConfig::parse(r#"{"Network":"10.5.0.0/24"}"#).unwrap();
-        assert_eq!(c.subnet_len, 26);
+        assert_eq!(c.ipv4.subnet_len, 26);
         let c = NetworkConfig::parse(
             r#"{"Network":"10.0.0.0/8","SubnetLen":20,"SubnetMin":"10.10.0.0","SubnetMax":"10.99.0.0","Backend":{"Type":"udp","Port":7890}}"#,
         )
         .unwrap();
-        assert_eq!((c.subnet_len, c.port), (20, 7890));
-        assert_eq!(Ipv4Addr::from(c.subnet_min), Ipv4Addr::new(10, 10, 0, 0));
+        assert_eq!((c.ipv4.subnet_len, c.port), (20, 7890));
+        assert_eq!(c.ipv4.min, v4("10.10.0.0"));
         let c = NetworkConfig::parse(r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}"#).unwrap();
         assert_eq!((c.backend, c.port), (FlannelBackend::Vxlan { vni: 1 }, 8472));
         let c = NetworkConfig::parse(r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan","VNI":4,"Port":4789}}"#).unwrap();
         assert_eq!((c.backend, c.port), (FlannelBackend::Vxlan { vni: 4 }, 4789));
+        // flanneld takes a zero SubnetMin as unset (`SubnetMin == ip.IP4(0)`).
+        let c = NetworkConfig::parse(r#"{"Network":"0.0.0.0/8","SubnetMin":"0.0.0.0"}"#).unwrap();
+        assert_eq!(c.ipv4.min, v4("0.0.1.0"));
+    }
+
+    /// The IPv6 half, with the literal inputs and results of flannel's own
+    /// tests (`pkg/subnet/config_test.go`: `TestIPv6ConfigDefaults`,
+    /// `TestIPv6ConfigOverrides`, which also show that Go takes
+    /// `enableIPv6` for `EnableIPv6`), on a dual-stack network: those
+    /// tests' `"enableIPv4": false` is refused here (see
+    /// `network_config_refuses_ipv6_only`).
+    #[test]
+    fn ipv6_network_config_follows_flannel() {
+        let c = NetworkConfig::parse(r#"{ "enableIPv6": true, "ipv6Network": "fc00::/48", "Network": "10.5.0.0/16" }"#).unwrap();
+        let r = c.ipv6.expect("dual-stack");
+        assert_eq!(r.network, p("fc00::/48"));
+        assert_eq!((r.subnet_len, r.min, r.max), (64, v6("fc00:0:0:1::"), v6("fc00:0:0:ffff::")));
+        let c = NetworkConfig::parse(
+            r#"{ "EnableIPv6": true, "IPv6Network": "fc00::/48", "IPv6SubnetMin": "fc00:0:0:1::", "IPv6SubnetMax": "fc00:0:0:f::", "IPv6SubnetLen": 124, "Network": "10.5.0.0/16" }"#,
+        )
+        .unwrap();
+        let r = c.ipv6.unwrap();
+        assert_eq!((r.subnet_len, r.min, r.max), (124, v6("fc00:0:0:1::"), v6("fc00:0:0:f::")));
+        // flannel's documented dual-stack example (Documentation/configuration.md).
+        let c = NetworkConfig::parse(
+            r#"{"EnableIPv6":true,"Network":"10.42.0.0/16","IPv6Network":"2001:cafe:42::/56","Backend":{"Type":"vxlan"}}"#,
+        )
+        .unwrap();
+        let r = c.ipv6.unwrap();
+        assert_eq!((r.subnet_len, r.min, r.max), (64, v6("2001:cafe:42:1::"), v6("2001:cafe:42:ff::")));
+        // A small network: its length + 2.
+        let r = NetworkConfig::parse(r#"{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:96::/100"}"#).unwrap().ipv6.unwrap();
+        assert_eq!((r.subnet_len, r.min, r.max), (102, v6("fd00:96::400:0"), v6("fd00:96::c00:0")));
+        // IPv6Network without EnableIPv6 is ignored, as flanneld does.
+        let c = NetworkConfig::parse(r#"{"Network":"10.5.0.0/16","IPv6Network":"fd00:96::/32"}"#).unwrap();
+        assert_eq!(c.ipv6, None);
+        // Go matches keys in any case; two spellings of one field are ambiguous.
+        let c = NetworkConfig::parse(r#"{"network":"10.5.0.0/16","backend":{"type":"vxlan","vni":7}}"#).unwrap();
+        assert_eq!((c.network(), c.backend), (p("10.5.0.0/16"), FlannelBackend::Vxlan { vni: 7 }));
+        let err = NetworkConfig::parse(r#"{"Network":"10.5.0.0/16","network":"10.6.0.0/16"}"#).unwrap_err();
+        assert!(err.contains("both set Network"), "{err}");
     }
 
     #[test]
@@ -427,37 +385,98 @@ mod tests {
             (r#"{"Network":"10.5.0.0/30"}"#, "too small"),
             (r#"{"Network":"fd00::/16"}"#, "IPv4"),
             (r#"{"Network":"10.5.0.0/16","SubnetLen":8}"#, "shorter"),
+            (r#"{"Network":"10.5.0.0/16","SubnetLen":17}"#, "at least four subnets"),
             (r#"{"Network":"10.5.0.0/16","SubnetMin":"10.6.0.0"}"#, "SubnetMin"),
             (r#"{"Network":"10.5.0.0/16","SubnetMax":"10.5.0.7"}"#, "boundary"),
             (r#"{"Network":16}"#, "must be a string"),
             ("nope", "not valid JSON"),
             ("{}", "Network is missing"),
+            (r#"{"Network":"10.5.0.0/16","EnableIPv6":true}"#, "IPv6Network is missing"),
+            (r#"{"Network":"10.5.0.0/16","EnableIPv6":"yes","IPv6Network":"fd00::/48"}"#, "EnableIPv6 must be true or false"),
+            (r#"{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"10.6.0.0/16"}"#, "must be an IPv6 prefix"),
+            (r#"{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fd00::/125"}"#, "too small"),
+            (r#"{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fd00::/48","IPv6SubnetLen":127}"#, "at most 126"),
+            (r#"{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fd00::/48","IPv6SubnetLen":49}"#, "four subnets"),
+            (r#"{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fd00::/48","IPv6SubnetMin":"fd01::"}"#, "IPv6SubnetMin"),
+            (r#"{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fd00::/48","IPv6SubnetMax":"fd00:0:0:1::8"}"#, "boundary"),
+            (r#"{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fd00::/48","IPv6SubnetMax":"10.5.0.0"}"#, "not an IPv6"),
+            (r#"{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"::ffff:0:0/96"}"#, "dotted"),
+            (r#"{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"::/64"}"#, "dotted"),
         ] {
             let err = NetworkConfig::parse(text).unwrap_err();
             assert!(err.contains(want), "{text}: {err}");
         }
     }
 
+    /// An IPv6-only network (flannel's `TestIPv6ConfigDefaults` input as it
+    /// stands) is refused, and says why.
+    #[test]
+    fn network_config_refuses_ipv6_only() {
+        let err = NetworkConfig::parse(r#"{ "enableIPv6": true, "ipv6Network": "fc00::/48", "enableIPv4": false }"#).unwrap_err();
+        assert!(err.contains("IPv6-only network is not supported"), "{err}");
+        let err = NetworkConfig::parse(r#"{"EnableIPv4":false}"#).unwrap_err();
+        assert!(err.contains("no address family"), "{err}");
+    }
+
     #[test]
     fn allocation_avoids_taken_subnets() {
         let c = NetworkConfig::parse(r#"{"Network":"10.5.0.0/22"}"#).unwrap();
         // /22 → /24s: 10.5.1.0, .2.0, .3.0 allocatable (the first is skipped).
-        let taken = [p("10.5.1.0/24"), p("10.5.3.0/24")];
+        let taken = [p("10.5.1.0/24"), p("10.5.3.0/24"), p("fd00::/64")];
         for r in 0..10 {
-            assert_eq!(c.allocate(&taken, r), Some(p("10.5.2.0/24")));
+            assert_eq!(c.ipv4.allocate(&taken, r), Some(p("10.5.2.0/24")));
         }
-        assert_eq!(c.allocate(&[p("10.5.0.0/22")], 0), None);
-        assert!(c.allocatable(&p("10.5.2.0/24")) && !c.allocatable(&p("10.5.0.0/24")));
+        assert_eq!(c.ipv4.allocate(&[p("10.5.0.0/22")], 0), None);
+        assert!(c.ipv4.allocatable(&p("10.5.2.0/24")) && !c.ipv4.allocatable(&p("10.5.0.0/24")));
     }
 
+    /// IPv6 allocation picks among the first 100 free subnets, as flanneld's
+    /// `allocateSubnet`, and jumps over a short taken prefix instead of
+    /// stepping through the 2^64 subnets it covers.
     #[test]
-    fn lease_names_parse() {
-        assert_eq!(parse_lease_name("10.5.52.0-24").unwrap(), (p("10.5.52.0/24"), None));
-        assert_eq!(parse_lease_name("10.5.52.0-24&fc00::-64").unwrap(), (p("10.5.52.0/24"), Some(p("fc00::/64"))));
-        for bad in ["10.5.52.0", "10.5.52.1-24", "x-24", "10.5.52.0-33", "fc00::-64", "10.5.52.0-24&10.1.0.0-16", ""] {
+    fn ipv6_allocation_skips_taken_prefixes() {
+        let c = NetworkConfig::parse(r#"{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fd00::/16"}"#).unwrap();
+        let r = c.ipv6.unwrap();
+        assert_eq!(r.subnet_len, 64);
+        let taken = [p("fd00:0:0:1::/64"), p("fd00:0:0:3::/64"), p("10.5.2.0/24")];
+        assert_eq!(r.allocate(&taken, 0), Some(p("fd00:0:0:2::/64")));
+        assert_eq!(r.allocate(&taken, 1), Some(p("fd00:0:0:4::/64")));
+        assert_eq!(r.allocate(&taken, 99), Some(p("fd00:0:0:66::/64")), "the 100th free one");
+        assert_eq!(r.allocate(&taken, 100), Some(p("fd00:0:0:2::/64")), "100 candidates, not more");
+        // A /17 covers 2^47 /64 subnets: the next free one is right after it.
+        let wide = [p("fd00::/17")];
+        assert_eq!(r.allocate(&wide, 0), Some(p("fd00:8000::/64")));
+        assert_eq!(r.allocate(&[p("fd00::/16")], 0), None);
+        assert!(r.allocatable(&p("fd00:0:0:2::/64")) && !r.allocatable(&p("fd00::/64")) && !r.allocatable(&p("fd00:0:0:2::/80")));
+        assert!(!r.allocatable(&p("10.5.2.0/24")) && !c.ipv4.allocatable(&p("fd00:0:0:2::/64")));
+    }
+
+    /// Keys as flanneld's `MakeSubnetKey` writes them and `ParseSubnetKey`
+    /// reads them (`pkg/subnet/subnet_test.go`: `TestSubnetNodev4`,
+    /// `TestSubnetNodev6`), and Go's RFC 5952 text for IPv6 (`net.IP.String`:
+    /// lowercase, the first longest run of two or more zero groups).
+    #[test]
+    fn lease_names_are_flanneld_keys() {
+        assert_eq!(parse_lease_name("10.12.13.0-24").unwrap(), (p("10.12.13.0/24"), None));
+        assert_eq!(parse_lease_name("10.12.13.0-24&fd00:12:13::-56").unwrap(), (p("10.12.13.0/24"), Some(p("fd00:12:13::/56"))));
+        assert_eq!(lease_name(&p("10.12.13.0/24"), None), "10.12.13.0-24");
+        assert_eq!(lease_name(&p("10.12.13.0/24"), Some(&p("fd00:12:13::/56"))), "10.12.13.0-24&fd00:12:13::-56");
+        assert_eq!(lease_name(&p("100.96.1.0/24"), Some(&p("fd00:96:1::/64"))), "100.96.1.0-24&fd00:96:1::-64");
+        for (subnet6, go) in [
+            ("fd00:0:0:1::/64", "fd00:0:0:1::-64"),
+            ("fd00:0:1:0:0:1::/96", "fd00:0:1::1:0:0-96"),
+            ("fd00:0:0:ffff::/64", "fd00:0:0:ffff::-64"),
+            ("2001:db8:0:1:0:0:0:0/64", "2001:db8:0:1::-64"),
+            ("fd00:a:b:c:d:e:f:0/124", "fd00:a:b:c:d:e:f:0-124"),
+        ] {
+            assert_eq!(lease_name(&p("10.5.1.0/24"), Some(&p(subnet6))), format!("10.5.1.0-24&{go}"));
+            assert_eq!(parse_lease_name(&format!("10.5.1.0-24&{go}")).unwrap().1, Some(p(subnet6)));
+        }
+        for bad in
+            ["10.5.52.0", "10.5.52.1-24", "x-24", "10.5.52.0-33", "fc00::-64", "10.5.52.0-24&10.1.0.0-16", "10.5.52.0-24&fc00::1-64", ""]
+        {
             assert!(parse_lease_name(bad).is_err(), "{bad}");
         }
-        assert_eq!(lease_name(&p("10.5.52.0/24")), "10.5.52.0-24");
     }
 
     const UDP: LeaseExpect = LeaseExpect { backend: FlannelBackend::Udp, port: 8285 };
@@ -466,9 +485,29 @@ mod tests {
     const VX: &[u8] =
         br#"{"PublicIP":"192.168.64.3","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"}}"#;
 
+    fn scope4() -> TableScope {
+        TableScope { own: vec![p("10.5.1.0/24")], networks: vec![p("10.5.0.0/16")], underlay_ipv4: true }
+    }
+
+    fn scope_dual() -> TableScope {
+        TableScope {
+            own: vec![p("10.5.1.0/24"), p("fd00:5:1::/64")],
+            networks: vec![p("10.5.0.0/16"), p("fd00:5::/32")],
+            underlay_ipv4: true,
+        }
+    }
+
+    /// The one peer a lease routes in an IPv4-only network.
+    fn lease_peer(name: &str, value: &[u8], expect: LeaseExpect, scope: &TableScope) -> Result<PeerSpec, Skip> {
+        lease_routes(name, value, expect, scope).map(|r| {
+            assert_eq!((r.peers.len(), &r.ipv6_unrouted), (1, &None), "{name}");
+            r.peers.into_iter().next().unwrap()
+        })
+    }
+
     #[test]
     fn lease_values_parse() {
-        let scope = TableScope { own: vec![p("10.5.1.0/24")], networks: vec![p("10.5.0.0/16")], underlay_ipv4: true };
+        let scope = scope4();
         let ok = br#"{"PublicIP":"192.168.64.3","PublicIPv6":null}"#;
         let peer = lease_peer("10.5.52.0-24", ok, UDP, &scope).unwrap();
         assert_eq!((peer.endpoint, peer.vtep_mac), ("192.168.64.3:8285".parse().unwrap(), None));
@@ -479,6 +518,8 @@ mod tests {
         assert_eq!(lease_peer("10.5.52.0-24", hostgw, VXLAN, &scope), Err(Skip::Backend { lease: "host-gw".into(), ours: "vxlan" }));
         let vx = lease_peer("10.5.52.0-24", VX, VXLAN, &scope).unwrap();
         assert_eq!((vx.endpoint, vx.vtep_mac), ("192.168.64.3:8472".parse().unwrap(), Some("c6:d2:32:6f:8f:44".parse().unwrap())));
+        // A dual-stack key in an IPv4-only network: its IPv4 subnet.
+        assert_eq!(lease_peer("10.5.52.0-24&fd00:5:34::-64", ok, UDP, &scope).unwrap().subnet, p("10.5.52.0/24"));
         for (name, value) in [
             ("10.5.52.0-24", &b"not json"[..]),
             ("10.5.52.0-24", br#"{"PublicIP":5}"#),
@@ -486,6 +527,8 @@ mod tests {
             ("10.5.52.0-24", br#"{"PublicIP":"nope"}"#),
             ("10.5.52.0-24", br#"{"PublicIPv6":null}"#),
             ("10.5.52.0-24", br#"{"PublicIP":"1.2.3.4","BackendType":7}"#),
+            ("10.5.52.0-24", br#"{"PublicIP":"1.2.3.4","PublicIPv6":"1.2.3.4"}"#),
+            ("10.5.52.0-24", br#"{"PublicIP":"1.2.3.4","PublicIPv6":6}"#),
             ("10.6.52.0-24", ok),
             ("10.5.1.0-25", ok),
             ("garbage", ok),
@@ -498,12 +541,84 @@ mod tests {
             br#"{"PublicIP":"1.2.3.4","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"zz"}}"#,
             br#"{"PublicIP":"1.2.3.4","BackendType":"vxlan","BackendData":{"VNI":2,"VtepMAC":"c6:d2:32:6f:8f:44"}}"#,
             br#"{"PublicIP":"1.2.3.4","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"ff:ff:ff:ff:ff:ff"}}"#,
+            br#"{"PublicIP":"1.2.3.4","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"},"BackendV6Data":7}"#,
+            br#"{"PublicIP":"1.2.3.4","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"},"BackendV6Data":{"VNI":1}}"#,
         ] {
             assert!(
                 matches!(lease_peer("10.5.52.0-24", value, VXLAN, &scope), Err(Skip::Malformed(_))),
                 "{}",
                 String::from_utf8_lossy(value)
             );
+        }
+    }
+
+    /// flanneld's udp backend in a dual-stack network: `RegisterNetwork`
+    /// (`pkg/backend/udp/udp_amd64.go`) acquires a lease with only
+    /// `PublicIP` set, so `json.Marshal` of its `lease.LeaseAttrs` gives
+    /// `"PublicIPv6":null` and omits the empty `BackendType`/`BackendData`;
+    /// `AcquireLease` still allocates an IPv6 subnet (`allocateSubnet`, as
+    /// `EnableIPv6` is set), and `createSubnet` writes the key with
+    /// `MakeSubnetKey`. encapd routes both subnets to `PublicIP`.
+    #[test]
+    fn flanneld_udp_dual_stack_lease_routes_both_subnets() {
+        let name = "10.5.52.0-24&fd00:5:34::-64";
+        let value = br#"{"PublicIP":"192.168.64.3","PublicIPv6":null}"#;
+        let routes = lease_routes(name, value, UDP, &scope_dual()).unwrap();
+        assert_eq!(routes.ipv6_unrouted, None);
+        let got: Vec<(Prefix, SocketAddr, Option<Mac>)> = routes.peers.iter().map(|p| (p.subnet, p.endpoint, p.vtep_mac)).collect();
+        let endpoint: SocketAddr = "192.168.64.3:8285".parse().unwrap();
+        assert_eq!(got, [(p("10.5.52.0/24"), endpoint, None), (p("fd00:5:34::/64"), endpoint, None)]);
+        assert!(routes.peers.iter().all(|p| !p.kernel_decap && p.origin == format!("etcd lease {name}")));
+        // An IPv4-only key in a dual-stack network (a lease written before
+        // the network had IPv6): its IPv4 subnet.
+        let routes = lease_routes("10.5.53.0-24", value, UDP, &scope_dual()).unwrap();
+        assert_eq!(routes.peers.iter().map(|p| p.subnet).collect::<Vec<_>>(), [p("10.5.53.0/24")]);
+    }
+
+    /// flanneld's vxlan backend in a dual-stack network: `newSubnetAttrs`
+    /// (`pkg/backend/vxlan/vxlan.go`) sets `PublicIPv6` and a
+    /// `BackendV6Data` of its second VTEP (`flannel-v6.1`, on the IPv6
+    /// underlay), marshalled in `LeaseAttrs` field order. encapd routes its
+    /// IPv4 subnet and says why not its IPv6 one.
+    #[test]
+    fn flanneld_vxlan_dual_stack_lease_routes_its_ipv4_subnet() {
+        let name = "10.5.52.0-24&fd00:5:34::-64";
+        let value = br#"{"PublicIP":"192.168.64.3","PublicIPv6":"fd00:64::3","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"},"BackendV6Data":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:46"}}"#;
+        let attrs = parse_lease_value(value).unwrap();
+        assert_eq!(attrs.public_ipv6, Some("fd00:64::3".parse().unwrap()));
+        assert_eq!(attrs.vxlan_v6, Some((1, "c6:d2:32:6f:8f:46".parse().unwrap())));
+        assert!(attrs.kernel_decap, "a kernel VTEP");
+        let routes = lease_routes(name, value, VXLAN, &scope_dual()).unwrap();
+        assert_eq!(routes.peers.len(), 1);
+        let peer = &routes.peers[0];
+        assert_eq!((peer.subnet, peer.endpoint), (p("10.5.52.0/24"), "192.168.64.3:8472".parse().unwrap()));
+        assert_eq!(peer.vtep_mac, Some("c6:d2:32:6f:8f:44".parse().unwrap()));
+        let why = routes.ipv6_unrouted.expect("the IPv6 subnet is not routed");
+        assert!(why.contains("fd00:64::3") && why.contains("c6:d2:32:6f:8f:46") && why.contains("fd00:5:34::/64 is not routed"), "{why}");
+        // Its IPv6-only form (`"EnableIPv4": false`: no VTEP, so `PublicIP`
+        // is the zero `ip.IP4` and `BackendData` is omitted; the key's IPv4
+        // part is `0.0.0.0-0`, see `NetworkConfig::parse`) is not a lease here.
+        let v6_only = br#"{"PublicIP":"0.0.0.0","PublicIPv6":"fd00:64::3","BackendType":"vxlan","BackendV6Data":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:46"}}"#;
+        assert!(matches!(lease_routes("0.0.0.0-0&fd00:5:34::-64", v6_only, VXLAN, &scope_dual()), Err(Skip::Malformed(_))));
+    }
+
+    /// encapd's own dual-stack leases: each subnet to `PublicIP`, with the
+    /// VTEP MAC and kernel decap of the lease.
+    #[test]
+    fn encapd_dual_stack_lease_routes_both_subnets_with_its_mac() {
+        let mac: Mac = "02:00:c6:12:00:02".parse().unwrap();
+        let value = lease_value("198.18.0.2".parse().unwrap(), FlannelBackend::Vxlan { vni: 1 }, Some(mac), true);
+        let routes = lease_routes("10.5.2.0-24&fd00:5:2::-64", value.as_bytes(), VXLAN, &scope_dual()).unwrap();
+        assert_eq!(routes.ipv6_unrouted, None);
+        let endpoint: SocketAddr = "198.18.0.2:8472".parse().unwrap();
+        for (peer, subnet) in routes.peers.iter().zip([p("10.5.2.0/24"), p("fd00:5:2::/64")]) {
+            assert_eq!((peer.subnet, peer.endpoint, peer.vtep_mac, peer.kernel_decap), (subnet, endpoint, Some(mac), true));
+        }
+        assert_eq!(routes.peers.len(), 2);
+        // An IPv6 subnet outside the IPv6 network, or on ours, spoils the lease.
+        let v = value.as_bytes();
+        for name in ["10.5.2.0-24&fd00:6:2::-64", "10.5.2.0-24&fd00:5:1::-64", "10.5.2.0-24&fd00:5::-32"] {
+            assert!(matches!(lease_routes(name, v, VXLAN, &scope_dual()), Err(Skip::Malformed(_))), "{name}");
         }
     }
 
@@ -520,7 +635,7 @@ mod tests {
             );
             let attrs = parse_lease_value(ours.as_bytes()).unwrap();
             assert_eq!(attrs.backend, LeaseBackend::Vxlan { vni: 1, vtep_mac: mac });
-            assert_eq!(attrs.kernel_decap, kernel_decap);
+            assert_eq!((attrs.kernel_decap, attrs.public_ipv6, attrs.vxlan_v6), (kernel_decap, None, None));
         }
     }
 
@@ -528,7 +643,7 @@ mod tests {
     /// flanneld backend does (a kernel VTEP for vxlan, user space for udp).
     #[test]
     fn kernel_decap_is_read_from_the_lease_or_follows_flanneld() {
-        let scope = TableScope { own: vec![p("10.5.1.0/24")], networks: vec![p("10.5.0.0/16")], underlay_ipv4: true };
+        let scope = scope4();
         let decap = |value: &[u8], expect| lease_peer("10.5.52.0-24", value, expect, &scope).map(|p| p.kernel_decap);
         assert_eq!(decap(VX, VXLAN), Ok(true), "flanneld's vxlan is a kernel VTEP");
         assert_eq!(decap(br#"{"PublicIP":"192.168.64.3","PublicIPv6":null}"#, UDP), Ok(false), "flanneld's udp reads in user space");
@@ -544,6 +659,8 @@ mod tests {
         assert!(matches!(decap(bad, UDP), Err(Skip::Malformed(e)) if e.contains("EncapdKernelDecap")));
     }
 
+    /// `WriteSubnetFile` (`pkg/subnet/subnet.go`): the network, the
+    /// subnet's first address, the IPv6 pair when `EnableIPv6`, MTU, masquerade.
     #[test]
     fn subnet_env_is_flannels() {
         assert_eq!(

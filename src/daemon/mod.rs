@@ -99,7 +99,8 @@ pub fn run(mut config: Config, start: Start) -> Result<(), DaemonError> {
     // The peers file is checked before anything is created or bound.
     let file_table = initial_file_table(&config)?;
     let mut origin = Origin::open(&config, &plan, start)?;
-    let etcd = claim_subnet(&mut config, &origin)?;
+    let mut etcd = claim_subnet(&mut config, &origin)?;
+    plan.check_resolved(&config)?;
     origin.check_resolved(&config, &plan)?;
     let (table, file_peers, file_text) = first_table(&config, etcd.as_ref(), file_table, origin.first_table_version())?;
     control::write_subnet_env(&config, plan.tun_mtu).map_err(|source| DaemonError::Io {
@@ -130,6 +131,12 @@ pub fn run(mut config: Config, start: Start) -> Result<(), DaemonError> {
     // With the workers running, so that what the programs leave to them
     // (and everything, should attaching fail half-way) is forwarded.
     let (kernel, listener) = start_kernel_path(&config, &shared)?;
+    if kernel.is_some()
+        && let Some(boot) = etcd.as_mut()
+    {
+        // Only now may the lease say so (claimed without it: the programs needed the subnet).
+        boot.announce_kernel_decap();
+    }
     drop_privileges(identity)?;
     // Started after the drop, the control thread (and its file watcher),
     // the metrics thread and the control socket thread inherit no

@@ -26,10 +26,7 @@ pub struct Plan {
 pub fn plan(config: &Config) -> Result<Plan, DaemonError> {
     let underlay_mtu = underlay_mtu(config)?;
     let tun_mtu = config.tun_mtu(underlay_mtu);
-    let min = if config.subnet6.is_some() { 1280 } else { 576 };
-    if tun_mtu < min {
-        return Err(DaemonError::Config(format!("underlay MTU {underlay_mtu} leaves a TUN MTU of {tun_mtu}, below the minimum {min}")));
-    }
+    check_tun_mtu(config, underlay_mtu, tun_mtu)?;
     let (engine, engine_note, uring) = match config.io {
         IoEngine::Uring => match sys::uring::probe() {
             Ok(kernel) => (IoEngine::Uring, None, kernel.without(&config.uring_disable)),
@@ -41,6 +38,24 @@ pub fn plan(config: &Config) -> Result<Plan, DaemonError> {
         other => (other, None, UringFeatures::ALL.without(&UringFeature::ALL)),
     };
     Ok(Plan { underlay_mtu, tun_mtu, engine, engine_note, uring, cpus: worker_cpus(config)? })
+}
+
+/// The TUN MTU must carry IPv4 (576) and, with an IPv6 subnet, IPv6
+/// (1280, RFC 8200 §5). Checked again once etcd has resolved the subnets
+/// ([`Plan::check_resolved`]): a dual-stack network there brings IPv6.
+fn check_tun_mtu(config: &Config, underlay_mtu: u32, tun_mtu: u32) -> Result<(), DaemonError> {
+    let min = if config.subnet6.is_some() { 1280 } else { 576 };
+    if tun_mtu < min {
+        return Err(DaemonError::Config(format!("underlay MTU {underlay_mtu} leaves a TUN MTU of {tun_mtu}, below the minimum {min}")));
+    }
+    Ok(())
+}
+
+impl Plan {
+    /// What the plan decided still holds for `config` as etcd resolved it.
+    pub fn check_resolved(&self, config: &Config) -> Result<(), DaemonError> {
+        check_tun_mtu(config, self.underlay_mtu, self.tun_mtu)
+    }
 }
 
 /// `[network] underlay_mtu`, else the MTU of the interface holding `public_ip`.

@@ -2,15 +2,23 @@
 //!
 //! Start-up ([`bootstrap`], on the main thread, before the TUN exists):
 //! read `<prefix>/config`, reconcile it with the config file and claim this
-//! node's subnet ([`claim`]), and list the leases of the other nodes for the
-//! first table ([`leases`]). A process that takes the data path over from a
-//! running one carries on with the lease it held instead of claiming
-//! ([`bootstrap_with`]): no new lease, no second key, no revocation.
+//! node's subnet, and its IPv6 subnet in a dual-stack network ([`claim`]),
+//! and list the leases of the other nodes for the first table ([`leases`]).
+//! A process that takes the data path over from a running one carries on
+//! with the lease it held instead of claiming ([`bootstrap_with`]): no new
+//! lease, no second key, no revocation.
+//!
+//! The lease is claimed saying that this node does not decapsulate in its
+//! kernel: the kernel path's programs need the subnet the claim returns,
+//! so they are attached after it. Once they are, the daemon says so
+//! ([`Bootstrap::announce_kernel_decap`]) and the etcd thread writes the
+//! lease again with `EncapdKernelDecap: true`; until then, peers' kernel
+//! paths do not send to this node.
 //!
 //! Then ([`EtcdHandle::spawn`], after the privilege drop) a thread with a
 //! current-thread tokio runtime keeps the table in step with etcd and the
-//! lease alive ([`watch`]); the `encapd_control_connected` gauge says
-//! whether it is connected.
+//! lease alive and current ([`watch`]); the `encapd_control_connected`
+//! gauge says whether it is connected.
 
 mod claim;
 mod client;
@@ -32,7 +40,7 @@ use self::client::Connector;
 pub use self::client::EtcdError;
 use self::leases::Leases;
 use self::watch::Watcher;
-use super::flannel::{self, FlannelBackend, LeaseExpect, NetworkConfig};
+use super::flannel::{self, FlannelBackend, LeaseExpect, NetworkConfig, SubnetRange};
 use super::{Command, ControlCounters, PeerChange};
 use crate::config::{Backend, Config, ControlSource, EtcdSource, VxlanSettings};
 use crate::route::{PeerSpec, Prefix, TableScope};
@@ -63,8 +71,10 @@ pub enum BootstrapError {
 pub struct Bootstrap {
     connector: Connector,
     network: NetworkConfig,
-    /// This node's lease.
+    /// This node's lease: its IPv4 subnet, and its IPv6 subnet in a
+    /// dual-stack network.
     pub subnet: Prefix,
+    pub subnet6: Option<Prefix>,
     lease_id: i64,
     renew_at: Instant,
     /// The leases of the other nodes, for the first table.
@@ -72,8 +82,19 @@ pub struct Bootstrap {
     leases: Leases,
     /// The revision the peers were listed at.
     pub revision: i64,
-    /// The value of this node's lease, as written (renewals write it again).
-    own_value: String,
+    /// Who this node is in its lease; its value follows from it.
+    holder: LeaseHolder,
+    /// The value of this node's lease in etcd now.
+    written: String,
+}
+
+impl Bootstrap {
+    /// The kernel path is attached: from now on the lease says that this
+    /// node decapsulates in its kernel (written by the etcd thread as soon
+    /// as it runs).
+    pub fn announce_kernel_decap(&mut self) {
+        self.holder.kernel_decap = true;
+    }
 }
 
 /// Reads the network config and claims this node's lease; fills in
@@ -98,14 +119,16 @@ pub fn bootstrap_with(config: &mut Config, handed: Option<HandedLease>) -> Resul
         Backend::Vxlan(v) => Some(v.vtep_mac),
         Backend::Udp => None,
     };
-    let kernel_decap = config.kernel_path == crate::config::KernelPathMode::Tc;
-    let holder = LeaseHolder { public_ip: config.public_ip, vtep_mac, kernel_decap };
+    // Not yet: see the module documentation.
+    let holder = LeaseHolder { public_ip: config.public_ip, vtep_mac, kernel_decap: false };
     let boot = runtime.block_on(claim_until_deadline(connector, src, file, holder, config.backend, handed));
     // The runtime's threads (if any) end here, before privileges are dropped.
     runtime.shutdown_timeout(Duration::from_secs(1));
     let boot = boot?;
     config.subnet = boot.subnet;
-    config.cidr = boot.network.network;
+    config.cidr = boot.network.network();
+    config.subnet6 = boot.subnet6;
+    config.cidr6 = boot.network.network6();
     config.port = boot.network.port;
     if let (Backend::Vxlan(v), FlannelBackend::Vxlan { vni }) = (config.backend, boot.network.backend) {
         config.backend = Backend::Vxlan(VxlanSettings { vni, vtep_mac: v.vtep_mac });
@@ -197,10 +220,15 @@ fn established(
     holder: LeaseHolder,
     endpoint: &str,
 ) -> Bootstrap {
-    let Claimed { subnet, lease_id, revision, listed, renew_in, adopted } = claimed;
-    let scope = TableScope { own: vec![subnet], networks: vec![network.network], underlay_ipv4: holder.public_ip.is_ipv4() };
+    let Claimed { subnet, subnet6, lease_id, revision, listed, renew_in, adopted, written } = claimed;
+    let scope = TableScope {
+        own: std::iter::once(subnet).chain(subnet6).collect(),
+        networks: std::iter::once(network.network()).chain(network.network6()).collect(),
+        underlay_ipv4: holder.public_ip.is_ipv4(),
+    };
     let expect = LeaseExpect { backend: network.backend, port: network.port };
-    let mut leases = Leases::new(format!("{}/subnets/", src.prefix), flannel::lease_name(&subnet), expect, scope);
+    let own_name = flannel::lease_name(&subnet, subnet6.as_ref());
+    let mut leases = Leases::new(format!("{}/subnets/", src.prefix), own_name, expect, scope);
     let peers = leases
         .relist(&listed, None)
         .into_iter()
@@ -209,28 +237,31 @@ fn established(
             PeerChange::Remove(_) => None,
         })
         .collect();
-    write_state(&src.state_dir, &network.network, &subnet);
+    write_state(&src.state_dir, &network, &subnet, subnet6.as_ref());
+    let range = |r: &SubnetRange| format!("/{} from {} to {}", r.subnet_len, r.address(r.min), r.address(r.max));
     log::info!(
-        "etcd {endpoint}: network {} (subnets /{} from {} to {}, {} backend, port {}); this node holds {subnet} (lease {lease_id:x}, ttl {} s{})",
-        network.network,
-        network.subnet_len,
-        std::net::Ipv4Addr::from(network.subnet_min),
-        std::net::Ipv4Addr::from(network.subnet_max),
+        "etcd {endpoint}: network {} (subnets {}{}, {} backend, port {}); this node holds {subnet}{} (lease {lease_id:x}, ttl {} s{})",
+        network.network(),
+        range(&network.ipv4),
+        network.ipv6.map(|r| format!("; IPv6 {}, subnets {}", r.network, range(&r))).unwrap_or_default(),
         network.backend.name(),
         network.port,
+        subnet6.map(|s| format!(" and {s}")).unwrap_or_default(),
         src.lease_ttl.as_secs(),
         if adopted { format!(", carried over from the previous process, renewal due in {} s", renew_in.as_secs()) } else { String::new() }
     );
     Bootstrap {
         connector,
-        own_value: holder.lease_value(&network),
         renew_at: Instant::now() + renew_in,
         network,
         subnet,
+        subnet6,
         lease_id,
         peers,
         leases,
         revision,
+        holder,
+        written,
     }
 }
 

@@ -2,9 +2,11 @@
 //! listed revision + 1 and turn every response into one
 //! [`Command::ApplyPeers`] for the control thread (still the only table
 //! writer); renew this node's lease `renew_margin` before expiry (fresh
-//! grant + put, as flanneld); list again after a compaction; on any failure
-//! mark the source unhealthy, keep the last table and retry with capped
-//! backoff across every endpoint, resuming from the last revision seen.
+//! grant + put, as flanneld), and at once when its value changed (the
+//! kernel path was attached after the claim: `EncapdKernelDecap`); list
+//! again after a compaction; on any failure mark the source unhealthy,
+//! keep the last table and retry with capped backoff across every
+//! endpoint, resuming from the last revision seen.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,7 +36,10 @@ pub struct Watcher {
     src: EtcdSource,
     subnet: Prefix,
     own_key: String,
+    /// The value this node's lease should hold.
     own_value: String,
+    /// The value it holds in etcd (guards the renewal).
+    written: String,
     lease_id: i64,
     renew_at: Instant,
     leases: Leases,
@@ -58,14 +63,18 @@ impl Watcher {
         stopping: Arc<AtomicBool>,
         own_lease: Arc<OwnLease>,
     ) -> Watcher {
-        let own_key = format!("{}/subnets/{}", src.prefix, flannel::lease_name(&boot.subnet));
+        let own_key = format!("{}/subnets/{}", src.prefix, flannel::lease_name(&boot.subnet, boot.subnet6.as_ref()));
+        let own_value = boot.holder.lease_value(&boot.network);
+        // A value to change is written with the first renewal, due now.
+        let renew_at = if own_value == boot.written { boot.renew_at } else { Instant::now() };
         Watcher {
             connector: boot.connector,
             subnet: boot.subnet,
             own_key,
-            own_value: boot.own_value.clone(),
+            own_value,
+            written: boot.written,
             lease_id: boot.lease_id,
-            renew_at: boot.renew_at,
+            renew_at,
             leases: boot.leases,
             revision: boot.revision,
             src,
@@ -252,13 +261,14 @@ impl Watcher {
         None
     }
 
-    /// A fresh grant and a put of our key on it, guarded so that a subnet
-    /// that another node took after ours expired is never overwritten.
+    /// A fresh grant and a put of our key on it (with the value it should
+    /// hold), guarded so that a subnet that another node took after ours
+    /// expired is never overwritten.
     async fn renew(&mut self, client: &mut Client) -> Result<(), EtcdError> {
         let lease = op("granting a lease", client.lease_grant(self.src.lease_ttl.as_secs() as i64, None)).await?;
         let key = self.own_key.as_str();
         let put = TxnOp::put(key, self.own_value.as_str(), Some(PutOptions::new().with_lease(lease.id())));
-        let ours = Txn::new().when([Compare::value(key, CompareOp::Equal, self.own_value.as_str())]).and_then([put.clone()]);
+        let ours = Txn::new().when([Compare::value(key, CompareOp::Equal, self.written.as_str())]).and_then([put.clone()]);
         let mut ok = op("renewing the lease", client.txn(ours)).await?.succeeded();
         if !ok {
             let absent = Txn::new().when([Compare::version(key, CompareOp::Equal, 0)]).and_then([put]);
@@ -272,6 +282,10 @@ impl Watcher {
         let _ = op("revoking the old lease", client.lease_revoke(old)).await;
         self.renew_at = Instant::now() + self.src.lease_ttl.saturating_sub(self.src.renew_margin);
         self.own_lease.set(self.lease_id, self.renew_at);
+        if self.written != self.own_value {
+            log::info!("etcd: lease {} now reads {}", self.own_key, self.own_value);
+            self.written = self.own_value.clone();
+        }
         log::info!("etcd: lease on {} renewed (lease {:x}, ttl {} s)", self.subnet, self.lease_id, self.src.lease_ttl.as_secs());
         Ok(())
     }

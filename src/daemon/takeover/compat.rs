@@ -35,6 +35,10 @@ pub struct Compat {
     pub subnet6: Option<String>,
     pub cidr: Option<String>,
     pub cidr6: Option<String>,
+    /// A successor's copy before etcd resolved the subnets: `None` in
+    /// `subnet6` or `cidr6` is "not known yet" (a dual-stack network in
+    /// etcd brings them), not "no IPv6".
+    pub ipv6_pending: bool,
     pub tun_mtu: u32,
     /// TUN offloads asked for (`[dataplane] offload`, and a batching engine).
     pub offload: bool,
@@ -71,6 +75,7 @@ impl Compat {
             subnet6: config.subnet6.map(|s| s.to_string()),
             cidr: known(etcd.is_some_and(|e| e.given_cidr.is_some())).then(|| config.cidr.to_string()),
             cidr6: config.cidr6.map(|s| s.to_string()),
+            ipv6_pending: !resolved,
             tun_mtu,
             offload: config.offload && engine != crate::config::IoEngine::Classic.name(),
             socket_buffer: config.socket_buffer as u64,
@@ -110,10 +115,15 @@ pub fn differences(running: &Compat, new: &Compat) -> Vec<String> {
     known("[network] vni", &running.vni.map(|v| v.to_string()), &new.vni.map(|v| v.to_string()));
     known("[node] subnet", &running.subnet, &new.subnet);
     known("[network] cidr", &running.cidr, &new.cidr);
+    if new.ipv6_pending {
+        known("[node] subnet6", &running.subnet6, &new.subnet6);
+        known("[network] cidr6", &running.cidr6, &new.cidr6);
+    } else {
+        differ("[node] subnet6", show(&running.subnet6), show(&new.subnet6));
+        differ("[network] cidr6", show(&running.cidr6), show(&new.cidr6));
+    }
     differ("[network] backend", running.backend.clone(), new.backend.clone());
     differ("[node] vtep_mac", show(&running.vtep_mac), show(&new.vtep_mac));
-    differ("[node] subnet6", show(&running.subnet6), show(&new.subnet6));
-    differ("[network] cidr6", show(&running.cidr6), show(&new.cidr6));
     differ("TUN MTU (from [network] underlay_mtu)", running.tun_mtu.to_string(), new.tun_mtu.to_string());
     differ("[dataplane] offload", on_off(running.offload), on_off(new.offload));
     differ("[dataplane] socket_buffer", running.socket_buffer.to_string(), new.socket_buffer.to_string());
@@ -174,5 +184,25 @@ mod tests {
         assert!(differences(&running, &successor).is_empty());
         successor.subnet = Some("100.96.9.0/24".into());
         assert_eq!(differences(&running, &successor), vec!["[node] subnet: running 100.96.1.0/24, new 100.96.9.0/24".to_owned()]);
+    }
+
+    /// A dual-stack etcd node's successor knows its IPv6 subnet only once
+    /// etcd answered: until then "none" matches; after, it must be equal.
+    #[test]
+    fn unresolved_ipv6_subnets_match_until_resolved() {
+        let mut running = compat_of(BASE);
+        (running.subnet6, running.cidr6) = (Some("fd00:96:1::/64".into()), Some("fd00:96::/32".into()));
+        let mut successor = compat_of(BASE);
+        (successor.subnet, successor.cidr, successor.ipv6_pending) = (None, None, true);
+        assert!(differences(&running, &successor).is_empty());
+        successor.ipv6_pending = false;
+        let diffs = differences(&running, &successor);
+        assert!(diffs.contains(&"[node] subnet6: running fd00:96:1::/64, new (none)".to_owned()), "{diffs:?}");
+        (successor.subnet6, successor.ipv6_pending) = (Some("fd00:96:2::/64".into()), true);
+        let diffs = differences(&running, &successor);
+        assert_eq!(diffs, vec!["[node] subnet6: running fd00:96:1::/64, new fd00:96:2::/64".to_owned()]);
+        // An etcd configuration's copy is pending until resolved.
+        let etcd = "[node]\npublic_ip = \"198.18.0.1\"\n[dataplane]\nworkers = 2\n[control]\nsource = \"etcd\"\nendpoints = [\"http://198.18.0.1:2379\"]\n";
+        assert!(compat_of(etcd).ipv6_pending && !compat_of(BASE).ipv6_pending);
     }
 }

@@ -14,10 +14,10 @@
 //! 100.96.(i+1).0/24 and fd00:96:(i+1)::/64, VTEP MAC 02:00:c6:12:00:(i+1).
 //! The control source is a peers file per node, or (with
 //! [`FleetOptions::etcd_members`]) flannel's lease store in a real etcd
-//! cluster on the underlay (198.18.0.254), IPv4 only (encapd's etcd source
-//! has no IPv6 yet). Everything lives in namespaces of the fleet's own,
-//! removed on drop with every process in them (encapd and etcd stopped by
-//! pid first).
+//! cluster on the underlay (198.18.0.254), with an IPv4-only network config
+//! (tests/e2e_etcd.rs covers dual-stack etcd networks). Everything lives in
+//! namespaces of the fleet's own, removed on drop with every process in
+//! them (encapd and etcd stopped by pid first).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
