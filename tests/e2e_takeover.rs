@@ -19,7 +19,8 @@
 //!   afresh); killed after a takeover, a plain start recovers within 1 s;
 //! - `--takeover` with no encapd running (no socket, or a stale one) says
 //!   so and starts normally;
-//! - with etcd, the lease is carried over, not claimed again;
+//! - with etcd (a dual-stack network), the lease is carried over, not
+//!   claimed again, IPv6 subnet included;
 //! - under a service manager (a fake `NOTIFY_SOCKET`), `encapd upgrade`
 //!   and SIGUSR2 hand over, the successor announces `MAINPID=` and
 //!   `READY=1` while its predecessor still runs and waits for the barrier,
@@ -47,7 +48,7 @@ use common::takeover::{
 };
 use common::traffic::{StreamResult, UdpStream, tcp_pair};
 use common::{
-    CTR_A, CTR_B, Node, Prng, StreamHash, TempDir, Topology, encapd_bin, ns_exec, require_root, require_tools, run_cmd, wait_for,
+    CTR_A, CTR_B, CTR_B6, Node, Prng, StreamHash, TempDir, Topology, encapd_bin, ns_exec, require_root, require_tools, run_cmd, wait_for,
 };
 
 /// These tests measure pauses in forwarding: two of them side by side on a
@@ -566,10 +567,16 @@ fn etcd_lease_is_carried_over_not_claimed_again() {
     t.stop_node(Node::A);
     t.stop_node(Node::B);
     let etcd = EtcdCluster::start(&t.node_a, common::NODE_A_UNDERLAY, 1);
-    etcd.etcdctl(&["put", "/coreos.com/network/config", r#"{"Network":"100.96.0.0/16","Backend":{"Type":"udp"}}"#]);
-    let config = |node: &str, public_ip: &str, subnet: &str| {
+    // Dual-stack: node A's IPv6 subnet is not configured (the state file
+    // remembers fd00:96:1::/64, the one its container is addressed in), so
+    // its successor learns it only from the lease it carries on with, and
+    // must match the TUN it takes over.
+    let network = r#"{"Network":"100.96.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:96::/32","Backend":{"Type":"udp"}}"#;
+    etcd.etcdctl(&["put", "/coreos.com/network/config", network]);
+    let config = |node: &str, public_ip: &str, subnet: &str, subnet6: Option<&str>| {
+        let subnet6 = subnet6.map(|s| format!("subnet6 = \"{s}\"\n")).unwrap_or_default();
         let text = format!(
-            "[node]\npublic_ip = \"{public_ip}\"\nsubnet = \"{subnet}\"\n\n[dataplane]\nworkers = 2\n\n\
+            "[node]\npublic_ip = \"{public_ip}\"\nsubnet = \"{subnet}\"\n{subnet6}\n[dataplane]\nworkers = 2\n\n\
              [control]\nsource = \"etcd\"\nendpoints = [\"{}\"]\nstate_dir = \"state\"\nsubnet_env = \"subnet.env\"\n\n\
              [metrics]\nlisten = \"off\"\n\n[process]\ncontrol_socket = \"encapd.sock\"\n",
             etcd.endpoint(0)
@@ -579,12 +586,17 @@ fn etcd_lease_is_carried_over_not_claimed_again() {
         std::fs::write(&path, text).unwrap();
         path.to_str().unwrap().to_owned()
     };
-    let (config_a, config_b) = (config("a", "198.18.0.1", "100.96.1.0/24"), config("b", "198.18.0.2", "100.96.2.0/24"));
+    let (config_a, config_b) =
+        (config("a", "198.18.0.1", "100.96.1.0/24", None), config("b", "198.18.0.2", "100.96.2.0/24", Some("fd00:96:2::/64")));
+    dir.write(
+        "a/state/encapd-etcd-lease.json",
+        r#"{"Network":"100.96.0.0/16","Subnet":"100.96.1.0/24","IPv6Network":"fd00:96::/32","IPv6Subnet":"fd00:96:1::/64"}"#,
+    );
     let mut a = Gateway::spawn(&t.node_a, &["run", "--config", &config_a], &[], &dir.path().join("a.log"));
     let mut b = Gateway::spawn(&t.node_b, &["run", "--config", &config_b], &[], &dir.path().join("b.log"));
     a.wait_line(READY, Duration::from_secs(30));
     b.wait_line(READY, Duration::from_secs(30));
-    let key = "/coreos.com/network/subnets/100.96.1.0-24";
+    let key = "/coreos.com/network/subnets/100.96.1.0-24&fd00:96:1::-64";
     let lease_of = || {
         let v = etcd.etcdctl_json(&["get", key]);
         v["kvs"][0]["lease"].as_i64().unwrap_or_else(|| panic!("no lease on {key}: {v}"))
@@ -592,6 +604,7 @@ fn etcd_lease_is_carried_over_not_claimed_again() {
     let leases = || etcd.etcdctl(&["lease", "list"]);
     let (lease0, leases0) = (lease_of(), leases());
     assert!(wait_for(Duration::from_secs(5), || t.ping(&t.ctr_a, &["-c", "1", "-W", "1", CTR_B]).ok().then_some(())).is_some());
+    assert!(t.ping(&t.ctr_a, &["-c", "1", "-W", "2", CTR_B6]).ok(), "IPv6 before the takeover");
     let tun0 = tun_state(&t.node_a);
     let streams = streams_both_ways(&t, 6_000, 2_000, 7500, || {
         std::thread::sleep(Duration::from_millis(500));
@@ -606,6 +619,7 @@ fn etcd_lease_is_carried_over_not_claimed_again() {
         a = n;
     });
     assert_lossless(&streams, "etcd takeover");
+    assert!(t.ping(&t.ctr_a, &["-c", "1", "-W", "2", CTR_B6]).ok(), "IPv6 after the takeover");
     assert_eq!(lease_of(), lease0, "the key moved to another lease");
     assert_eq!(leases(), leases0, "leases in etcd changed (a new one was granted)");
     assert_eq!(tun_state(&t.node_a), tun0);
