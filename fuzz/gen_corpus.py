@@ -194,6 +194,18 @@ source = "etcd"
 endpoints = ["http://198.18.0.10:2379", "http://198.18.0.11:2379"]
 """
 
+    yield "config_file", "etcd-dual-stack.toml", b"""[node]
+public_ip = "198.18.0.1"
+subnet6 = "fd00:96:1::/64"
+[network]
+cidr6 = "fd00:96::/32"
+[dataplane]
+workers = 2
+[control]
+source = "etcd"
+endpoints = ["http://198.18.0.10:2379"]
+"""
+
     # etcd_lease: byte 0 = expectation (bit 0 vxlan, bits 1-2 VNI, bit 3 IPv6
     # underlay, bit 4 wide networks, bit 5 port 4789, bit 6 IPv4-only
     # network), key name, "\n", value.

@@ -1,5 +1,6 @@
 //! `config::Config::parse` on arbitrary UTF-8 text: never panics, every error
-//! names the file, what it accepts satisfies the documented invariants, and
+//! names the file, what it accepts satisfies the documented invariants (for
+//! etcd: an IPv4 public IP, and subnet6 inside cidr6 when both are given), and
 //! the effective configuration it prints (`Display`) parses back to the same
 //! values.
 //!
@@ -46,6 +47,16 @@ pub fn run(data: &[u8]) {
             assert!(!s6.is_ipv4() && c6.covers(&s6) && s6 != c6 && s6.len() <= 126);
         } else {
             assert!(c.subnet6.is_none() && c.cidr6.is_none(), "subnet6 and cidr6 come together");
+        }
+    }
+    // With etcd, subnet6 and cidr6 are each optional (etcd's network says
+    // whether there is IPv6), and the underlay is IPv4 (flannel's PublicIP).
+    if let ControlSource::Etcd(e) = &c.control {
+        assert!(c.public_ip.is_ipv4(), "etcd with the IPv6 public_ip {}", c.public_ip);
+        assert_eq!((e.given_subnet6, e.given_cidr6), (c.subnet6, c.cidr6));
+        assert!(c.subnet6.is_none_or(|s6| !s6.is_ipv4() && s6.len() <= 126) && c.cidr6.is_none_or(|c6| !c6.is_ipv4()));
+        if let (Some(s6), Some(c6)) = (c.subnet6, c.cidr6) {
+            assert!(c6.covers(&s6) && s6 != c6, "subnet6 {s6} outside cidr6 {c6}");
         }
     }
     assert_ne!(c.port, 0);
