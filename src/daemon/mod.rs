@@ -59,6 +59,11 @@ pub enum DaemonError {
     Takeover(#[from] TakeoverError),
     #[error("{0}")]
     ControlSocket(#[from] takeover::SocketError),
+    /// The host cannot do what a valid configuration asks (exit 1: the
+    /// same file runs where the host can, e.g. the kernel path's programs
+    /// on a kernel with TCX and with CAP_BPF).
+    #[error("{0}")]
+    Host(String),
 }
 
 impl DaemonError {
@@ -458,7 +463,7 @@ fn start_kernel_path(
     };
     let spec = KernelPathSpec { public_ip, port: config.port, subnet, subnet_len: config.subnet.len(), tun: config.tun.clone(), format };
     let kernel = KernelPath::attach(&spec).map_err(|e| {
-        DaemonError::Config(format!(
+        DaemonError::Host(format!(
             "{}: [dataplane] kernel_path = \"tc\": {e}; kernel_path = \"off\" runs without it",
             config.path.display()
         ))

@@ -308,7 +308,7 @@ pub fn regions(doc: &Doc, runs: &BTreeSet<String>, aliases: &BTreeMap<String, St
         }
         let intro_run = intro.and_then(|(s, e)| {
             let text = &doc.cites[s..e];
-            let last = sentence_ends(text.trim_end()).into_iter().filter(|p| *p < text.trim_end().len()).next_back().unwrap_or(0);
+            let last = sentence_ends(text.trim_end()).into_iter().rfind(|p| *p < text.trim_end().len()).unwrap_or(0);
             citations(&text[last..], runs, aliases).into_iter().next().map(|c| c.1)
         });
         let row_cells = |(s, e): (usize, usize)| -> Vec<(usize, usize)> {
