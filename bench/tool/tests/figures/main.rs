@@ -241,6 +241,17 @@ fn the_checker_catches_what_it_should() {
     assert_eq!(value("r uring:udp64_pps /1000").unwrap(), 91.0);
     assert!(value("r mmsg:tcp1").unwrap_err().contains("no mode \"mmsg\""));
     assert!(value("r uring:tcp9").unwrap_err().contains("no test \"tcp9\""));
+    assert_eq!(value("r uring@veth:tcp1").unwrap(), 5.0, "a run before the profiles is veth");
+    let profiled = RunData::parse(
+        "mode,underlay,rep,test,value,unit\nuring,veth,1,tcp1,6.0,Gbit/s\nuring,wire,1,tcp1,4.0,Gbit/s\nvxlan-kernel,wire,1,tcp1,5.0,Gbit/s\n",
+    )
+    .unwrap();
+    let in_profiled = |body: &str| match marker::parse(body).unwrap() {
+        Marker::Figure(f) => evaluate(&f, &profiled),
+        Marker::None => panic!("{body}"),
+    };
+    assert_eq!(in_profiled("r uring@wire/vxlan-kernel@wire:tcp1").unwrap(), 0.8);
+    assert!(in_profiled("r uring:tcp1").unwrap_err().contains("write uring@UNDERLAY"));
     assert!(marker::parse("r uring:tcp1 paired").is_err(), "paired needs a ratio");
     assert!(marker::parse("r uring:tcp1 last").is_err(), "last is for a soak run's columns");
     let mut soak = RunData::default();

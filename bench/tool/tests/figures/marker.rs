@@ -6,7 +6,8 @@
 //!   same file declares with `<!--fig-runs ALIAS=NAME ...-->`.
 //! - EXPR: `MODE:TEST` (a value), `MODE/MODE2:TEST` (a ratio of two modes
 //!   on one test), `MODE:TEST/TEST2` (a ratio of two tests of one mode) or
-//!   `MODE:TEST/MODE2:TEST2`.
+//!   `MODE:TEST/MODE2:TEST2`. A run that measured several underlay
+//!   profiles needs `MODE@UNDERLAY` (`uring@wire`).
 //! - STAT: `median` (the default: the median over the repetitions; for a
 //!   ratio, the ratio of the two medians), `paired` (the median of the
 //!   per-repetition ratios), `rN` (repetition N's value or ratio), `min` or

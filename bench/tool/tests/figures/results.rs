@@ -1,6 +1,7 @@
-//! A committed run's data, read on its own: `results.csv`
-//! (`mode,rep,test,value,unit`, `NA` for a value that was not measured)
-//! of a `bench/run.sh` run, or `soak.csv` (one row per slice, `#`
+//! A committed run's data, read on its own: `results.csv` of a
+//! `bench/run.sh` run (`mode,underlay,rep,test,value,unit` since the
+//! underlay profiles, `mode,rep,test,value,unit` before them, read as the
+//! `veth` profile; `NA` for a value that was not measured), or `soak.csv` (one row per slice, `#`
 //! comment lines first) of a `bench/soak.sh` run. The report code in
 //! `src/report/` has a reader too, but this check only needs values by
 //! mode, test and repetition (or by column), and should not move when the
@@ -9,12 +10,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-/// Every value of one run: (mode, test) -> repetition -> value; and a
-/// soak run's columns, slice by slice (`None` for `NA`).
+/// Every value of one run: (mode, underlay, test) -> repetition -> value;
+/// and a soak run's columns, slice by slice (`None` for `NA`).
 #[derive(Debug, Default)]
 pub struct RunData {
-    values: BTreeMap<(String, String), BTreeMap<u32, f64>>,
+    values: BTreeMap<(String, String, String), BTreeMap<u32, f64>>,
     modes: BTreeSet<String>,
+    underlays: BTreeSet<String>,
     tests: BTreeSet<String>,
     series: BTreeMap<String, Vec<Option<f64>>>,
 }
@@ -64,18 +66,24 @@ impl RunData {
 
     pub fn parse(text: &str) -> Result<RunData, String> {
         let mut lines = text.lines().enumerate();
-        match lines.next() {
-            Some((_, h)) if h.trim() == "mode,rep,test,value,unit" => {}
-            other => return Err(format!("line 1: expected `mode,rep,test,value,unit`, got {:?}", other.map(|o| o.1))),
-        }
+        let profiled = match lines.next() {
+            Some((_, h)) if h.trim() == "mode,rep,test,value,unit" => false,
+            Some((_, h)) if h.trim() == "mode,underlay,rep,test,value,unit" => true,
+            other => return Err(format!("line 1: expected `mode,[underlay,]rep,test,value,unit`, got {:?}", other.map(|o| o.1))),
+        };
         let mut run = RunData::default();
         for (i, line) in lines.filter(|(_, l)| !l.trim().is_empty()) {
             let f: Vec<&str> = line.split(',').map(str::trim).collect();
-            let [mode, rep, test, value, _unit] = f[..] else { return Err(format!("line {}: expected 5 fields", i + 1)) };
+            let (mode, underlay, rep, test, value) = match (profiled, &f[..]) {
+                (false, [mode, rep, test, value, _unit]) => (*mode, "veth", *rep, *test, *value),
+                (true, [mode, underlay, rep, test, value, _unit]) => (*mode, *underlay, *rep, *test, *value),
+                _ => return Err(format!("line {}: expected {} fields", i + 1, if profiled { 6 } else { 5 })),
+            };
             let rep: u32 = rep.parse().map_err(|_| format!("line {}: repetition {rep:?}", i + 1))?;
             run.modes.insert(mode.to_owned());
+            run.underlays.insert(underlay.to_owned());
             run.tests.insert(test.to_owned());
-            let slot = run.values.entry((mode.to_owned(), test.to_owned())).or_default();
+            let slot = run.values.entry((mode.to_owned(), underlay.to_owned(), test.to_owned())).or_default();
             if value != "NA" && !value.is_empty() {
                 let v: f64 = value.parse().map_err(|_| format!("line {}: value {value:?}", i + 1))?;
                 slot.insert(rep, v);
@@ -84,10 +92,22 @@ impl RunData {
         Ok(run)
     }
 
-    /// The values of `test` in `mode`, by repetition; an error that lists
-    /// what the run has when it has no such mode or test.
+    /// The values of `test` in `mode` (`MODE@UNDERLAY` when the run
+    /// measured more than one underlay profile), by repetition; an error
+    /// that lists what the run has when it has no such mode or test.
     pub fn per_rep(&self, mode: &str, test: &str) -> Result<&BTreeMap<u32, f64>, String> {
-        if let Some(v) = aliases(mode).iter().find_map(|m| self.values.get(&(m.to_string(), test.to_owned()))) {
+        let (mode, underlay) = match mode.split_once('@') {
+            Some((m, u)) => (m, u.to_owned()),
+            None if self.underlays.len() > 1 => {
+                let list = self.underlays.iter().cloned().collect::<Vec<_>>().join(", ");
+                return Err(format!("this run measured the underlays {list}: write {mode}@UNDERLAY"));
+            }
+            None => (mode, self.underlays.iter().next().cloned().unwrap_or_default()),
+        };
+        if !self.underlays.contains(&underlay) {
+            return Err(format!("no underlay {underlay:?} in this run"));
+        }
+        if let Some(v) = aliases(mode).iter().find_map(|m| self.values.get(&(m.to_string(), underlay.clone(), test.to_owned()))) {
             return Ok(v);
         }
         if !aliases(mode).iter().any(|m| self.modes.contains(*m)) {
