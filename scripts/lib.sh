@@ -112,6 +112,9 @@ ED_PKGS_BUILD=(
     gcc libc6-dev     # ring (rustls, for etcd TLS) compiles C and assembly
     protobuf-compiler # protoc, for etcd-client's build script
     libprotobuf-dev   # google/protobuf/*.proto that etcd's .proto files import
+    clang             # build.rs compiles the kernel path's eBPF C (-target bpf)
+    libbpf-dev        # bpf/bpf_helpers.h etc. for that C (headers only)
+    linux-libc-dev    # linux/bpf.h and the other uapi headers it includes
 )
 ED_PKGS_RUN=(
     iproute2     # ip, ss, bridge, tc: namespaces, veths, routes, VXLAN
