@@ -195,6 +195,7 @@ impl KernelPath {
             own6: spec.own6,
             max_inner: spec.max_inner,
             format: spec.format,
+            egress_l2_len: 0,
         })?;
         let routes = RouteMaps::new(map_of(&mut ebpf, maps::ROUTES4)?, map_of(&mut ebpf, maps::ROUTES6)?)
             .map_err(|source| AttachError::Map { name: "routes", source })?;
@@ -321,6 +322,7 @@ mod tests {
             own6: Some(("fd00:96:1::".parse().unwrap(), 64)),
             max_inner: 1472,
             format,
+            egress_l2_len: 0,
         }
     }
 

@@ -36,6 +36,10 @@ pub struct ProgramConfig {
     /// The largest inner packet one datagram carries (`NodeScope::max_inner`).
     pub max_inner: u32,
     pub format: Format,
+    /// Bytes in front of the IP header where `encap` runs: 0 on the TUN
+    /// (what the daemon loads); 14 for `BPF_PROG_TEST_RUN`, which always
+    /// presents an Ethernet frame (the differential test).
+    pub egress_l2_len: u32,
 }
 
 /// Why the object could not be loaded.
@@ -97,7 +101,8 @@ pub fn load(cfg: &ProgramConfig) -> Result<Ebpf, LoadError> {
         .override_global("cfg_max_inner", &cfg.max_inner, true)
         .override_global("cfg_vxlan", &vxlan, true)
         .override_global("cfg_vni_word", &vni_word, true)
-        .override_global("cfg_vtep_mac", &mac, true);
+        .override_global("cfg_vtep_mac", &mac, true)
+        .override_global("cfg_egress_l2_len", &cfg.egress_l2_len, true);
     let mut ebpf = loader.load(OBJECT).map_err(aya_err("loading the eBPF object"))?;
     for name in [ENCAP, DECAP] {
         program_mut(&mut ebpf, name)?.load().map_err(aya_err("loading a program (the verifier refused it)"))?;

@@ -64,6 +64,12 @@ const volatile __u32 cfg_max_inner = 0;
 const volatile __u8 cfg_vxlan = 0;
 const volatile __be32 cfg_vni_word = 0;
 const volatile __u8 cfg_vtep_mac[ETH_ALEN] = {};
+/* Bytes in front of the IP header where encap runs: 0 on a TUN's egress
+ * (no link layer). BPF_PROG_TEST_RUN always presents an Ethernet frame, so
+ * the differential test loads encap with 14; encap then writes its outer
+ * link-layer header over that frame's instead of making room for one
+ * (tests/kernel_differential.rs). */
+const volatile __u32 cfg_egress_l2_len = 0;
 
 /* ---- maps (layouts shared with src/datapath/kernel/maps.rs) ----------- */
 
@@ -239,11 +245,11 @@ static __always_inline __u32 gso_segment_len(struct __sk_buff *skb, __u32 l3_len
 
 	if (proto == IPPROTO_UDP)
 		return l3_len + sizeof(struct udphdr) + skb->gso_size;
-	if (proto != IPPROTO_TCP || !linear(skb, l3_len + sizeof(struct tcphdr)))
+	if (proto != IPPROTO_TCP || l3_len > 60 || !linear(skb, cfg_egress_l2_len + l3_len + sizeof(struct tcphdr)))
 		return 0;
-	data = (void *)(long)skb->data;
+	data = (void *)(long)skb->data + (cfg_egress_l2_len & 0xff);
 	data_end = (void *)(long)skb->data_end;
-	if (l3_len > 60 || data + l3_len + sizeof(struct tcphdr) > data_end)
+	if (data + l3_len + sizeof(struct tcphdr) > data_end)
 		return 0;
 	struct tcphdr *tcp = data + l3_len;
 	return l3_len + tcp->doff * 4 + skb->gso_size;
@@ -256,26 +262,28 @@ static __always_inline __u32 gso_segment_len(struct __sk_buff *skb, __u32 l3_len
  * send. Returns false for anything else (the workers answer it). */
 static __always_inline bool egress_ipv4(struct __sk_buff *skb, struct inner *in)
 {
+	const __u32 l2 = cfg_egress_l2_len & 0xff;
 	void *data, *data_end;
 	struct iphdr *ip;
-	__u32 hl;
+	__u32 hl, len;
 
-	if (!linear(skb, sizeof(*ip)))
+	if (skb->len < l2 || !linear(skb, l2 + sizeof(*ip)))
 		return false;
+	len = skb->len - l2;
 	data = (void *)(long)skb->data;
 	data_end = (void *)(long)skb->data_end;
-	ip = data;
+	ip = data + l2;
 	if ((void *)(ip + 1) > data_end || ip->version != 4)
 		return false;
 	hl = ip->ihl * 4;
-	if (hl < sizeof(*ip) || hl > skb->len || bpf_ntohs(ip->tot_len) != skb->len)
+	if (hl < sizeof(*ip) || hl > len || bpf_ntohs(ip->tot_len) != len)
 		return false;
 	if (!forwardable4(ip->daddr) || own4(ip->daddr) || ip->ttl <= 1)
 		return false;
 	in->route = route4(ip->daddr);
-	in->len = skb->len;
+	in->len = len;
 	in->v6 = false;
-	in->segment = skb->gso_size ? gso_segment_len(skb, hl, ip->protocol) : skb->len;
+	in->segment = skb->gso_size ? gso_segment_len(skb, hl, ip->protocol) : len;
 	return in->route != NULL;
 }
 
@@ -283,24 +291,27 @@ static __always_inline bool egress_ipv4(struct __sk_buff *skb, struct inner *in)
  * not either). */
 static __always_inline bool egress_ipv6(struct __sk_buff *skb, struct inner *in)
 {
+	const __u32 l2 = cfg_egress_l2_len & 0xff;
 	void *data, *data_end;
 	struct ipv6hdr *ip;
+	__u32 len;
 
-	if (!linear(skb, sizeof(*ip)))
+	if (skb->len < l2 || !linear(skb, l2 + sizeof(*ip)))
 		return false;
+	len = skb->len - l2;
 	data = (void *)(long)skb->data;
 	data_end = (void *)(long)skb->data_end;
-	ip = data;
+	ip = data + l2;
 	if ((void *)(ip + 1) > data_end || ip->version != 6)
 		return false;
-	if (sizeof(*ip) + bpf_ntohs(ip->payload_len) != skb->len)
+	if (sizeof(*ip) + bpf_ntohs(ip->payload_len) != len)
 		return false;
 	if (!forwardable6(&ip->daddr) || own6(&ip->daddr) || ip->hop_limit <= 1)
 		return false;
 	in->route = route6(&ip->daddr);
-	in->len = skb->len;
+	in->len = len;
 	in->v6 = true;
-	in->segment = skb->gso_size ? gso_segment_len(skb, sizeof(*ip), ip->nexthdr) : skb->len;
+	in->segment = skb->gso_size ? gso_segment_len(skb, sizeof(*ip), ip->nexthdr) : len;
 	return in->route != NULL;
 }
 
@@ -451,7 +462,7 @@ int encap(struct __sk_buff *skb)
 	/* From here on the packet is no longer the workers': a failure drops
 	 * it, counted. The TUN has no link layer; make room for the one the
 	 * neighbour output writes. */
-	if (bpf_skb_change_head(skb, ETH_HLEN, 0) || !write_outer(skb, &in, &r, r.peer, sport)) {
+	if ((cfg_egress_l2_len == 0 && bpf_skb_change_head(skb, ETH_HLEN, 0)) || !write_outer(skb, &in, &r, r.peer, sport)) {
 		count(C_ENCAP_FAILED, in.len);
 		return TC_ACT_SHOT;
 	}
@@ -482,6 +493,11 @@ static __always_inline __u32 check_inner(struct __sk_buff *skb, __u32 at, __be32
 	const struct route *r;
 
 	if (at > 128)
+		return 0;
+	/* No larger than one datagram may carry: a larger one is a coalesced
+	 * super-packet to the workers, which cut it (TCP) or drop it as too
+	 * big (is_super_packet in datapath/offload.rs). */
+	if (inner_len - prefix_len() > cfg_max_inner)
 		return 0;
 	if (cfg_vxlan) {
 		struct vxlan_prefix *p = data + at;
