@@ -108,6 +108,7 @@ pub fn run(mut config: Config, start: Start) -> Result<(), DaemonError> {
         source,
     })?;
     let identity = resolve_identity(&config)?;
+    hand_socket_to(&config, identity.as_ref())?;
     if let Some(note) = &plan.engine_note {
         log::warn!("{note}");
     }
@@ -213,6 +214,16 @@ fn resolve_identity(config: &Config) -> Result<Option<sys::privileges::Identity>
     sys::privileges::resolve(user, config.group.as_deref())
         .map(Some)
         .map_err(|e| DaemonError::Config(format!("{}: [process] user = {user:?}: {e}", config.path.display())))
+}
+
+/// With `[process] user`, the control socket belongs to that user: the
+/// successor this daemon starts on SIGUSR2 or `encapd upgrade` runs as that
+/// user, without privileges, and must be able to connect to it (and it
+/// carries on with the kernel path's fds, which need none).
+fn hand_socket_to(config: &Config, identity: Option<&sys::privileges::Identity>) -> Result<(), DaemonError> {
+    let (Some(id), Some(path)) = (identity, &config.control_socket) else { return Ok(()) };
+    std::os::unix::fs::chown(path, Some(id.uid), Some(id.gid))
+        .map_err(|source| DaemonError::Io { what: format!("handing the control socket {} to uid {}", path.display(), id.uid), source })
 }
 
 /// Switches user (if configured) and clears the main thread's capabilities.
@@ -386,8 +397,10 @@ fn shut_down(running: Running, end: End, config: &Config) -> Result<(), DaemonEr
     // The programs detach first (the control thread's listener holds only
     // the routes map): their packets fall back to workers still running.
     let kernel_line = kernel.as_deref().map(|k| k.summary_line(route_failures.load(Ordering::Relaxed)));
-    if kernel.is_some() {
-        log::info!("kernel path detached; the workers carry its packets until they stop");
+    match (&kernel, handed_over) {
+        (Some(_), false) => log::info!("kernel path detached; the workers carry its packets until they stop"),
+        (Some(_), true) => log::info!("kernel path: the successor holds its programs and maps now"),
+        (None, _) => {}
     }
     drop(kernel);
     workers.stop();

@@ -107,6 +107,22 @@ pub fn tcx_program_count(ifindex: u32, hook: TcxHook) -> io::Result<u32> {
     Ok(attr.count)
 }
 
+/// The ids of the programs attached to interface `ifindex` at `hook`
+/// through TCX (at most 16), for `bpftool prog dump xlated id N`.
+pub fn tcx_program_ids(ifindex: u32, hook: TcxHook) -> io::Result<Vec<u32>> {
+    let mut ids = [0u32; 16];
+    let mut attr = ProgQueryAttr {
+        target_ifindex: ifindex,
+        attach_type: hook.attach_type(),
+        prog_ids: ids.as_mut_ptr() as u64,
+        count: ids.len() as u32,
+        ..Default::default()
+    };
+    // SAFETY: prog_ids points to `count` u32s, which the kernel fills.
+    unsafe { bpf(BPF_PROG_QUERY, &mut attr) }?;
+    Ok(ids[..(attr.count as usize).min(ids.len())].to_vec())
+}
+
 /// The index of interface `name` in the calling thread's namespace.
 pub fn ifindex(name: &str) -> io::Result<u32> {
     let c = std::ffi::CString::new(name).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in interface name"))?;

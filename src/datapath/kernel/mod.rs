@@ -294,6 +294,40 @@ impl KernelPath {
     }
 }
 
+/// The oldest kernel with TCX links, which the programs are attached with.
+pub const MIN_KERNEL: (u32, u32) = (6, 6);
+
+/// Whether this host can run the kernel path, without attaching anything
+/// (`encapd check`): the kernel's version, then the programs through the
+/// verifier. `Ok` says what was checked; `Err` why it cannot run.
+pub fn probe(format: Format) -> Result<String, String> {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").map_err(|e| format!("reading the kernel version: {e}"))?;
+    let release = release.trim();
+    let version = parse_release(release).ok_or_else(|| format!("cannot read the kernel version {release:?}"))?;
+    if version < MIN_KERNEL {
+        return Err(format!("Linux {release} has no TCX links (Linux {}.{} or later)", MIN_KERNEL.0, MIN_KERNEL.1));
+    }
+    let cfg = object::ProgramConfig {
+        local: Ipv4Addr::new(192, 0, 2, 1),
+        port: 8285,
+        underlay_ifindex: 1,
+        tun_ifindex: 1,
+        own4: (Ipv4Addr::new(100, 96, 1, 0), 24),
+        own6: None,
+        max_inner: 1472,
+        format,
+        egress_l2_len: 0,
+    };
+    object::load(&cfg).map_err(|e| format!("{e} (loading needs CAP_BPF and CAP_NET_ADMIN, or root)"))?;
+    Ok(format!("Linux {release}, the verifier accepts both programs"))
+}
+
+/// `major.minor` of a kernel release such as `6.18.44-fc-v1300`.
+fn parse_release(release: &str) -> Option<(u32, u32)> {
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -324,6 +358,14 @@ mod tests {
             format,
             egress_l2_len: 0,
         }
+    }
+
+    #[test]
+    fn kernel_releases_parse_to_major_and_minor() {
+        assert_eq!(parse_release("6.18.44-fc-v1300"), Some((6, 18)));
+        assert_eq!(parse_release("5.15.0-91-generic"), Some((5, 15)));
+        assert!(parse_release("6.1.0") < Some(MIN_KERNEL));
+        assert_eq!(parse_release("x"), None);
     }
 
     /// Both programs pass the kernel's verifier with every setting that
