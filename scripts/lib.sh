@@ -129,6 +129,7 @@ ED_PKGS_TEST=(
     etcd-server etcd-client     # the etcd control source's end-to-end tests
     nftables                    # loss on the underlay (numgen random)
     ethtool                     # offload settings of the veths
+    bpftool                     # the kernel path's programs dump with their C source
     sockperf                    # UDP ping-pong (bench/run.sh --sockperf)
     prometheus                  # promtool and the server, for the metrics tests
     systemd                     # systemd-analyze verify dist/encapd.service

@@ -108,7 +108,7 @@ pub fn run(mut config: Config, start: Start) -> Result<(), DaemonError> {
         source,
     })?;
     let identity = resolve_identity(&config)?;
-    hand_socket_to(&config, identity.as_ref())?;
+    hand_socket_to(&config, identity.as_ref());
     if let Some(note) = &plan.engine_note {
         log::warn!("{note}");
     }
@@ -220,10 +220,17 @@ fn resolve_identity(config: &Config) -> Result<Option<sys::privileges::Identity>
 /// successor this daemon starts on SIGUSR2 or `encapd upgrade` runs as that
 /// user, without privileges, and must be able to connect to it (and it
 /// carries on with the kernel path's fds, which need none).
-fn hand_socket_to(config: &Config, identity: Option<&sys::privileges::Identity>) -> Result<(), DaemonError> {
-    let (Some(id), Some(path)) = (identity, &config.control_socket) else { return Ok(()) };
-    std::os::unix::fs::chown(path, Some(id.uid), Some(id.gid))
-        .map_err(|source| DaemonError::Io { what: format!("handing the control socket {} to uid {}", path.display(), id.uid), source })
+/// Without CAP_CHOWN this only warns: the daemon forwards as before, and
+/// an upgrade started as root (`encapd run --takeover`) still works.
+fn hand_socket_to(config: &Config, identity: Option<&sys::privileges::Identity>) {
+    let (Some(id), Some(path)) = (identity, &config.control_socket) else { return };
+    if let Err(e) = std::os::unix::fs::chown(path, Some(id.uid), Some(id.gid)) {
+        log::warn!(
+            "control socket {}: cannot hand it to uid {} ({e}; needs CAP_CHOWN): a successor this daemon starts itself (SIGUSR2, encapd upgrade) will not reach it",
+            path.display(),
+            id.uid
+        );
+    }
 }
 
 /// Switches user (if configured) and clears the main thread's capabilities.

@@ -114,7 +114,7 @@ pub enum AttachError {
     NoUnderlay(Ipv4Addr),
     #[error("interface {name}: {source}")]
     Ifindex { name: String, source: std::io::Error },
-    #[error("{0} (loading needs CAP_BPF and CAP_NET_ADMIN, or root)")]
+    #[error("{0} (loading needs CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN, or root)")]
     Load(#[from] object::LoadError),
     #[error("the object has no map {0}")]
     MissingMap(&'static str),
@@ -318,7 +318,7 @@ pub fn probe(format: Format) -> Result<String, String> {
         format,
         egress_l2_len: 0,
     };
-    object::load(&cfg).map_err(|e| format!("{e} (loading needs CAP_BPF and CAP_NET_ADMIN, or root)"))?;
+    object::load(&cfg).map_err(|e| format!("{e} (loading needs CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN, or root)"))?;
     Ok(format!("Linux {release}, the verifier accepts both programs"))
 }
 
