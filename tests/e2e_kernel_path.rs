@@ -240,7 +240,10 @@ fn auto_attaches_here_and_falls_back_to_the_workers_with_a_reason() {
     assert_eq!(attached(&t.node_a), (1, 1));
     let why: Vec<String> = t.log(Node::B).lines().filter(|l| l.contains("kernel path")).map(str::to_owned).collect();
     assert_eq!(why.len(), 1, "one line says why: {why:?}");
-    assert!(why[0].contains("not attached") && why[0].contains("trust-outer") && why[0].contains("the workers carry every packet"), "{why:?}");
+    assert!(
+        why[0].contains("not attached") && why[0].contains("trust-outer") && why[0].contains("the workers carry every packet"),
+        "{why:?}"
+    );
     assert_eq!(attached(&t.node_b), (0, 0));
     let ping = t.ping(&t.ctr_a, &["-c", "3", "-i", "0.2", "-W", "2", CTR_B]);
     assert!(ping.ok(), "ping across a kernel-path node and a workers-only one: {}", ping.text());

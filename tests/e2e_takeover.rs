@@ -327,7 +327,11 @@ fn the_kernel_path_hands_over_without_loss() {
             std::thread::sleep(Duration::from_millis(800));
             let h = chain.take_over(t2);
             // The successor carries on with its predecessor's programs.
-            assert!(chain.current.as_ref().unwrap().log_text().contains("kernel path carried on from the predecessor"), "pid {}", h.new_pid);
+            assert!(
+                chain.current.as_ref().unwrap().log_text().contains("kernel path carried on from the predecessor"),
+                "pid {}",
+                h.new_pid
+            );
         }
         [there.complete(), back.complete()]
     };

@@ -146,7 +146,13 @@ const SUBNETS: [&str; 12] = [
 
 fn peer_strategy() -> impl Strategy<Value = Peer> {
     (0..SUBNETS.len(), 0..PEER_IPS.len(), prop::bool::weighted(0.15), prop::option::weighted(0.8, 1u8..4), prop::bool::weighted(0.7))
-        .prop_map(|(s, ip, other_port, mac, kernel_decap)| Peer { subnet: SUBNETS[s].into(), ip: PEER_IPS[ip], other_port, mac, kernel_decap })
+        .prop_map(|(s, ip, other_port, mac, kernel_decap)| Peer {
+            subnet: SUBNETS[s].into(),
+            ip: PEER_IPS[ip],
+            other_port,
+            mac,
+            kernel_decap,
+        })
 }
 
 fn scope() -> TableScope {
@@ -763,7 +769,12 @@ impl Kernel {
         let prog = object::program(&self.ebpf, program).unwrap();
         let ctx = skb_context(ifindex, gso_size);
         let mut out = vec![0u8; frame.len() + 256];
-        let r = match prog.test_run(TestRunOptions { data_in: Some(frame), data_out: Some(&mut out), ctx_in: Some(&ctx), ..Default::default() }) {
+        let r = match prog.test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ctx_in: Some(&ctx),
+            ..Default::default()
+        }) {
             Ok(r) => r,
             Err(aya::programs::ProgramError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::EINVAL) && frame.len() < 64 => {
                 return None;
@@ -1077,7 +1088,8 @@ fn run_format(fmt: Fmt, tun_ifindex: u32, ul_ifindex: u32, worlds: usize, packet
             record(&mut tally, &egress, r);
             let datagram_inner = ingress_inner(&inner, &outer, &peers, &bytes);
             let frame = build_frame(fmt, &datagram_inner, &outer, &peers, &shared.load());
-            let ingress = Case { fmt, peers: peers.clone(), egress: false, bytes: frame.bytes, gso_size: frame.gso_size, delivered: frame.delivered };
+            let ingress =
+                Case { fmt, peers: peers.clone(), egress: false, bytes: frame.bytes, gso_size: frame.gso_size, delivered: frame.delivered };
             let r = check(&kernel, &mut core, &ingress);
             record(&mut tally, &ingress, r);
         }

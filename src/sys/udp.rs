@@ -42,7 +42,13 @@ pub fn send_without_checksum(fd: BorrowedFd<'_>) -> io::Result<()> {
     let one: libc::c_int = 1;
     // SAFETY: `one` lives for the call; its size is passed alongside.
     cvt(unsafe {
-        libc::setsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_NO_CHECK, (&one as *const libc::c_int).cast(), mem::size_of::<libc::c_int>() as libc::socklen_t)
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_NO_CHECK,
+            (&one as *const libc::c_int).cast(),
+            mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
     })?;
     Ok(())
 }
