@@ -13,7 +13,7 @@
 # Node i: underlay 198.18.0.i/24, subnet 100.96.i.0/24 (claimed in etcd at
 # /coreos.com/network/subnets/100.96.i.0-24), encapd with one worker (udp
 # backend, uring), its pod attached with the CNI bridge plugin from the
-# subnet.env encapd writes: the conventions of tests/common/fleet.rs.
+# subnet.env encapd writes: the conventions of tests/testbed/src/fleet.rs.
 #
 # Usage: scripts/cluster.sh [OPTIONS] COMMAND...
 #

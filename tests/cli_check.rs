@@ -5,7 +5,7 @@
 //! namespace (`unshare(CLONE_NEWNET)` in the child), so that even a config a
 //! regression let through could not create a TUN in the host's namespace.
 
-mod common;
+use encapd_testbed as common;
 
 use std::os::unix::process::CommandExt;
 use std::path::Path;

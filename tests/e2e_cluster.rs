@@ -10,7 +10,7 @@
 //! the script overruns, so that the trap runs). Root only; a few minutes
 //! on 2 cores.
 
-mod common;
+use encapd_testbed as common;
 
 use std::collections::HashMap;
 use std::io::Read;

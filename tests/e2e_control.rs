@@ -4,7 +4,7 @@
 //! previous table in force and counts a reload failure; SIGHUP applies a
 //! change the file watcher could not see. Root only.
 
-mod common;
+use encapd_testbed as common;
 
 use std::net::SocketAddr;
 use std::time::Duration;

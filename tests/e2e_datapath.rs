@@ -9,7 +9,7 @@
 //! target/release/encapd); `ENCAPD_TEST_TOPOLOGIES` (default 2) bounds how
 //! many topologies run at once.
 
-mod common;
+use encapd_testbed as common;
 
 use std::io::ErrorKind;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
@@ -280,10 +280,10 @@ fn udp_burst(engine: &str) {
         let max = if v6 { 1424 } else { 1444 };
         bursts.clear();
         for _ in 0..100 {
-            let size = [64, 200, 700, 1200, max][(prng.next() % 5) as usize];
-            let run = 1 + (prng.next() % 40) as usize;
+            let size = [64, 200, 700, 1200, max][(prng.next_u64() % 5) as usize];
+            let run = 1 + (prng.next_u64() % 40) as usize;
             let mut burst = vec![size; run];
-            match prng.next() % 3 {
+            match prng.next_u64() % 3 {
                 0 => burst.push(size / 2),
                 1 => burst.push(max),
                 _ => {}

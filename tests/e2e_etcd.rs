@@ -15,15 +15,15 @@
 //! measures put-to-table latency over 1,000 puts and the start-up load of
 //! 5,000 leases.
 
-mod common;
+use encapd_testbed as common;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use common::cmd::{TempDir, time_until};
 use common::counters::{METRICS, SUMMARY_HEADER, metric_value, scrape};
-use common::encapd::{Encapd, READY_LINE, print_log_if_panicking};
 use common::etcd::EtcdCluster;
+use common::instance::{Encapd, READY_LINE, print_log_if_panicking};
 use common::netns::Permit;
 use common::topology::unreachable_from;
 use common::traffic::{counted_udp_stream, hashed_transfer};

@@ -28,7 +28,7 @@
 //! Environment: `ENCAPD_FLOOD_SECS` (default 30) is the length of each flood
 //! phase; `ENCAPD_FLOOD_PPS` (default 150000) the hostile packet rate.
 
-mod common;
+use encapd_testbed as common;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
@@ -819,10 +819,10 @@ const B_IP6: [u8; 16] = [0xfd, 0, 0, 0x96, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 3];
 
 /// One hostile datagram of `kind` as sent to encapd (the raw inner packet).
 fn hostile_inner(kind: Hostile, rng: &mut Prng) -> Vec<u8> {
-    let r = rng.next();
+    let r = rng.next_u64();
     let tag = b"HOSTILE flood datagram";
     let valid = |rng: &mut Prng| {
-        let sport = 1024 + (rng.next() % 60000) as u16;
+        let sport = 1024 + (rng.next_u64() % 60000) as u16;
         Packet::new(B_IP, A_IP).udp(sport, HOSTILE_PORT, tag)
     };
     match kind {

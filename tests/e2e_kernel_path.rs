@@ -13,7 +13,7 @@
 //! the kernel path to the successor it starts itself (SIGUSR2), which
 //! carries on with it without any privilege. Root only.
 
-mod common;
+use encapd_testbed as common;
 
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::Duration;

@@ -4,7 +4,7 @@
 //! declared metric family (but the constant info metrics) changes under a
 //! scenario that exercises it. Root only.
 
-mod common;
+use encapd_testbed as common;
 
 use std::collections::BTreeMap;
 use std::net::UdpSocket;

@@ -10,7 +10,7 @@
 //! The loss/reordering test needs `ethtool` and `nft` (scripts/test.sh
 //! installs them).
 
-mod common;
+use encapd_testbed as common;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Barrier;

@@ -6,7 +6,7 @@
 //! after a pause: a worker that sheds its capabilities only on its next
 //! loop iteration is caught. Root only.
 
-mod common;
+use encapd_testbed as common;
 
 use std::time::Duration;
 

@@ -11,7 +11,7 @@
 //! skip without root, and every test skips without `prometheus`/`promtool`
 //! — unless `ENCAPD_REQUIRE_ROOT_TESTS=1`, which turns a skip into a failure.
 
-mod common;
+use encapd_testbed as common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};

@@ -5,7 +5,7 @@
 //! The threads are read from outside the process (`sched_getattr` on each
 //! thread id), as an operator's tools would. Root only.
 
-mod common;
+use encapd_testbed as common;
 
 use common::{CTR_B, Node, Options, Topology, require_root};
 use encapd::sys::sched::{SHORT_SLICE_NS, thread};

@@ -31,7 +31,7 @@
 //! The kills land deterministically: the test hooks in
 //! `src/daemon/takeover/hooks.rs` pause a process at a named step.
 
-mod common;
+use encapd_testbed as common;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, SocketAddr};

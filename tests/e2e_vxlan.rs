@@ -19,7 +19,7 @@
 //!   the same schema; with the kernel path, that lease (a kernel VTEP
 //!   decapsulates in the kernel) is sent to from encapd's eBPF program.
 
-mod common;
+use encapd_testbed as common;
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};

@@ -17,7 +17,7 @@
 //!    and it always describes the packet); it is listed, with that reason,
 //!    and the test fails if it ever becomes provokable or goes away.
 
-mod common;
+use encapd_testbed as common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::UdpSocket;

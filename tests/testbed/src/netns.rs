@@ -19,7 +19,7 @@ use std::process::Command;
 use std::sync::{Condvar, Mutex, Once};
 use std::time::Duration;
 
-use super::cmd::{Output, must, run, run_cmd, run_cmd_with_input, unique_id};
+use crate::cmd::{Output, must, run, run_cmd, run_cmd_with_input, unique_id};
 
 /// The roles a namespace name may end in (see [`Namespaces::name`]): the
 /// two-node topology's, and a fleet's (`ful` the underlay, `fn3` a node,
@@ -38,6 +38,12 @@ static STALE_CLEANUP: Once = Once::new();
 pub struct Namespaces {
     prefix: String,
     created: Vec<String>,
+}
+
+impl Default for Namespaces {
+    fn default() -> Namespaces {
+        Namespaces::new()
+    }
 }
 
 impl Namespaces {

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use super::netns::{enter_netns, ip_batch, ns_exec};
-use super::traffic::set_rcvbuf;
+use crate::netns::{enter_netns, ip_batch, ns_exec};
+use crate::traffic::set_rcvbuf;
 
 /// A third namespace between the nodes on the underlay:
 /// `nodeA(ul 198.18.0.1/24) ── ula [mid] ulb ── (ul 198.18.0.2/24) nodeB`.

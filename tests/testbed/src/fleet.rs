@@ -23,11 +23,11 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::cmd::{TempDir, must};
-use super::cni::{self, PodAddrs};
-use super::encapd::{Encapd, print_log_if_panicking};
-use super::etcd::EtcdCluster;
-use super::netns::{Namespaces, Permit, ip, ip_batch, ns_exec};
+use crate::cmd::{TempDir, must};
+use crate::cni::{self, PodAddrs};
+use crate::etcd::EtcdCluster;
+use crate::instance::{Encapd, print_log_if_panicking};
+use crate::netns::{Namespaces, Permit, ip, ip_batch, ns_exec};
 
 /// What runs on a node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -184,12 +184,12 @@ impl Fleet {
 
     /// Node `i`'s `/metrics` text (encapd nodes).
     pub fn metrics(&self, i: usize) -> String {
-        super::counters::scrape(&self.nodes[i].ns).unwrap_or_else(|| panic!("no /metrics from node {i}"))
+        crate::counters::scrape(&self.nodes[i].ns).unwrap_or_else(|| panic!("no /metrics from node {i}"))
     }
 
     /// The sum of `name`'s series on node `i` that match `filter`.
     pub fn metric(&self, i: usize, name: &str, filter: &[(&str, &str)]) -> f64 {
-        super::counters::metric_sum(&self.metrics(i), name, filter)
+        crate::counters::metric_sum(&self.metrics(i), name, filter)
     }
 
     /// Creates a pod namespace and attaches it to node `node` with the CNI

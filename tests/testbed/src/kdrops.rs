@@ -9,7 +9,7 @@
 //! include another test's drops: use it to *excuse* a loss the kernel
 //! accounts for, never to accuse encapd of one.
 
-use super::cmd::run;
+use crate::cmd::run;
 
 /// A snapshot of the kernel's drop counters; subtract two to get what
 /// was dropped in between.

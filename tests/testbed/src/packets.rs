@@ -8,7 +8,7 @@ use std::net::UdpSocket;
 
 pub use encapd::wire::build::{Packet, Tcp, fix_ipv4_header_checksum, fix_transport_checksum, transport_checksum_ok};
 
-use super::netns::in_netns;
+use crate::netns::in_netns;
 
 /// A UDP socket bound to address `addr` (port chosen by the kernel) in
 /// namespace `ns`: e.g. nodeB's underlay address, to send datagrams to

@@ -11,10 +11,10 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::cmd::{Output, TempDir, wait_for};
-use super::encapd::print_log_if_panicking;
-use super::netns::ns_exec;
-use super::process::stop_child;
+use crate::cmd::{Output, TempDir, wait_for};
+use crate::instance::print_log_if_panicking;
+use crate::netns::ns_exec;
+use crate::process::stop_child;
 
 /// Client and peer ports of up to three members.
 const PORTS: [(u16, u16); 3] = [(2379, 2380), (22379, 22380), (32379, 32380)];

@@ -15,7 +15,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use super::cmd::run_cmd_with_input;
+use crate::cmd::run_cmd_with_input;
 
 /// Where Debian's containernetworking-plugins installs the plugins.
 pub const CNI_PATH: &str = "/usr/lib/cni";
@@ -69,7 +69,7 @@ pub fn delegate(subnet_env_path: &Path, data_dir: &Path) -> String {
     .to_string()
 }
 
-fn plugin(node_ns: &str, pod_ns: &str, command: &str, config: &str) -> super::cmd::Output {
+fn plugin(node_ns: &str, pod_ns: &str, command: &str, config: &str) -> crate::cmd::Output {
     let mut cmd = Command::new("ip");
     cmd.args(["netns", "exec", node_ns])
         .arg(format!("{CNI_PATH}/bridge"))

@@ -1,4 +1,6 @@
-//! The harness every integration suite shares, one room per concern:
+//! encapd's test environment: what every integration suite (and the
+//! benchmark tool) builds its namespaces, nodes and traffic from, one room
+//! per concern:
 //!
 //! - [`env`]: the binary under test; whether root-only tests may run.
 //! - [`cmd`]: commands with deadlines, polling, temporary directories.
@@ -6,8 +8,9 @@
 //! - [`netns`]: namespaces (naming, stale clean-up, running code inside),
 //!   and the permit that bounds how many topologies run at once.
 //! - [`wiring`]: two nodes and their containers, linked, in namespaces.
+//! - [`underlay`]: how the link between the nodes behaves (veth or wire).
 //! - [`middle`]: the optional layer-2 forwarder between the nodes.
-//! - [`encapd`]: one encapd process (start, ready, counters, stop).
+//! - [`instance`]: one encapd process (start, ready, counters, stop).
 //! - [`counters`]: what encapd reports (SIGUSR1 summary, `/metrics`).
 //! - [`topology`]: the two-node topology with the peers-file source.
 //! - [`etcd`]: a real etcd cluster in a namespace.
@@ -28,22 +31,18 @@
 //! of a test process that died without cleaning up are removed on the next
 //! run (see [`netns`]).
 //!
-//! The names suites use most are re-exported here (`common::Topology`,
-//! `common::require_root`, ...).
-
-// Every suite compiles this module (`mod common;`) and uses a different
-// part of it, so what one suite leaves unused, another uses; that goes
-// for the re-exports below too.
-#![allow(dead_code, unused_imports)]
+//! The names suites use most are re-exported at the top
+//! (`encapd_testbed::Topology`, `encapd_testbed::require_root`, ...); the
+//! suites import the crate as `common`.
 
 pub mod cmd;
 pub mod cni;
 pub mod counters;
 pub mod data;
-pub mod encapd;
 pub mod env;
 pub mod etcd;
 pub mod fleet;
+pub mod instance;
 pub mod kdrops;
 pub mod middle;
 pub mod netns;
@@ -54,6 +53,7 @@ pub mod prometheus;
 pub mod takeover;
 pub mod topology;
 pub mod traffic;
+pub mod underlay;
 pub mod wiring;
 
 pub use cmd::{Output, TempDir, must, run, run_cmd, time_until, wait_for};
@@ -64,4 +64,5 @@ pub use middle::{Middle, MiddleStats};
 pub use netns::{in_netns, ip, netns_pids, ns_exec, our_namespaces};
 pub use topology::{Options, Topology};
 pub use traffic::set_rcvbuf;
+pub use underlay::Underlay;
 pub use wiring::{CTR_A, CTR_A6, CTR_B, CTR_B6, ENCAPD_A, NODE_A_UNDERLAY, NODE_B_UNDERLAY, Node, PORT, TUN};

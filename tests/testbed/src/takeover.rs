@@ -17,11 +17,11 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-pub use super::process::signal;
-use super::{Counters, Node, TUN, Topology, encapd_bin, must, parse_counters, wait_for};
+pub use crate::process::signal;
+use crate::{Counters, Node, TUN, Topology, encapd_bin, must, parse_counters, wait_for};
 
 /// The line encapd logs once it forwards.
-pub const READY: &str = super::encapd::READY_LINE;
+pub const READY: &str = crate::instance::READY_LINE;
 /// The test hook that pauses a process at a named step of the handover
 /// (see `src/daemon/takeover/hooks.rs`).
 pub const PAUSE_HOOK: &str = "ENCAPD_TEST_PAUSE_HANDOVER";

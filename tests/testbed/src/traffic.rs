@@ -12,9 +12,9 @@ use std::sync::{Arc, Barrier, Mutex};
 use std::thread::{JoinHandle, Scope, ScopedJoinHandle};
 use std::time::{Duration, Instant};
 
-use super::cmd::wait_for;
-use super::data::{Prng, StreamHash};
-use super::netns::in_netns;
+use crate::cmd::wait_for;
+use crate::data::{Prng, StreamHash};
+use crate::netns::in_netns;
 
 // ---------------------------------------------------------------------------
 // Checksummed TCP transfer

@@ -18,9 +18,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::cmd::{TempDir, wait_for};
-use super::netns::in_netns;
-use super::process::stop_child;
+use crate::cmd::{TempDir, wait_for};
+use crate::netns::in_netns;
+use crate::process::stop_child;
 
 /// Where the server listens, inside its namespace.
 const LISTEN: &str = "127.0.0.1:9090";

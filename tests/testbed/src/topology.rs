@@ -17,12 +17,13 @@ use std::path::Path;
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
-use super::cmd::{Output, TempDir, run, wait_for};
-use super::counters::{Counters, metric_value, scrape};
-use super::encapd::{Encapd, print_log_if_panicking};
-use super::middle::{Forwarder, Middle, MiddleStats, wire_middle};
-use super::netns::{Permit, ns_exec};
-use super::wiring::{Node, PORT, TUN, Wiring};
+use crate::cmd::{Output, TempDir, run, wait_for};
+use crate::counters::{Counters, metric_value, scrape};
+use crate::instance::{Encapd, print_log_if_panicking};
+use crate::middle::{Forwarder, Middle, MiddleStats, wire_middle};
+use crate::netns::{Permit, ns_exec};
+use crate::underlay::Underlay;
+use crate::wiring::{Node, PORT, TUN, Wiring};
 
 /// How long a node may take from spawn to forwarding.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -48,6 +49,9 @@ pub struct Options {
     /// A middle namespace on the underlay (see [`Middle`]); `None`: the
     /// nodes' underlay veths are directly connected.
     pub middle: Option<Middle>,
+    /// How the underlay link behaves (default: `$ENCAPD_UNDERLAY`, else
+    /// veth).
+    pub underlay: Underlay,
 }
 
 impl Options {
@@ -64,6 +68,7 @@ impl Options {
             peer_extra_a: String::new(),
             peer_extra_b: String::new(),
             middle: None,
+            underlay: Underlay::from_env(),
         }
     }
 }
@@ -138,6 +143,7 @@ impl Topology {
     pub fn with(opts: Options) -> Topology {
         let permit = Permit::acquire();
         let wiring = Wiring::build(true, opts.middle.is_some());
+        wiring.apply_underlay(opts.underlay);
         let mut t = Topology {
             engine: opts.engine_a.clone(),
             ctr_a: wiring.ctr_a.clone(),

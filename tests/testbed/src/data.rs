@@ -7,7 +7,7 @@ use std::io::Read;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::process::wait_child;
+use crate::process::wait_child;
 
 /// SHA-256 of a byte stream. Uses the system's `sha256sum` (hardware
 /// accelerated, so the hash does not limit a bulk transfer in an unoptimized
@@ -92,17 +92,17 @@ impl Prng {
     pub fn fill(&mut self, buf: &mut [u8]) {
         let mut chunks = buf.chunks_exact_mut(8);
         for c in &mut chunks {
-            c.copy_from_slice(&self.next().to_le_bytes());
+            c.copy_from_slice(&self.next_u64().to_le_bytes());
         }
         let rest = chunks.into_remainder();
         if !rest.is_empty() {
-            let v = self.next().to_le_bytes();
+            let v = self.next_u64().to_le_bytes();
             let n = rest.len();
             rest.copy_from_slice(&v[..n]);
         }
     }
 
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x >> 12;
         x ^= x << 25;

@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use super::cmd::wait_for;
-use super::counters::{Counters, SUMMARY_HEADER, parse_counters};
-use super::env::encapd_bin;
-use super::process::{running, signal, stop_child};
+use crate::cmd::wait_for;
+use crate::counters::{Counters, SUMMARY_HEADER, parse_counters};
+use crate::env::encapd_bin;
+use crate::process::{running, signal, stop_child};
 
 /// What encapd logs once it forwards.
 pub const READY_LINE: &str = "ready: forwarding";

@@ -13,8 +13,9 @@
 //! after encapd has claimed one). Every veth is created directly inside its
 //! namespaces; everything goes away with the namespaces on drop.
 
-use super::cmd::must;
-use super::netns::{Namespaces, ip_batch};
+use crate::cmd::must;
+use crate::netns::{Namespaces, ip_batch};
+use crate::underlay::Underlay;
 
 /// The overlay/underlay plan of the file-source topology.
 pub const CTR_A: &str = "100.96.1.2";
@@ -151,6 +152,18 @@ impl Wiring {
             let underlay = format!("addr add {}/24 dev ul", node.underlay());
             ip_batch(self.node_ns(node), &["link set lo up", "link set vc up", "link set ul up", &underlay]);
             ip_batch(self.ctr_ns(node), &["link set lo up", "link set eth0 up"]);
+        }
+    }
+
+    /// Gives every underlay link (the nodes' `ul`, and the middle's two
+    /// ends when there is one) the profile's behaviour.
+    pub fn apply_underlay(&self, profile: Underlay) {
+        for node in [Node::A, Node::B] {
+            profile.apply(self.node_ns(node), "ul");
+        }
+        if let Some(md) = &self.mid {
+            profile.apply(md, "ula");
+            profile.apply(md, "ulb");
         }
     }
 

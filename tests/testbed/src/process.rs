@@ -6,7 +6,7 @@
 use std::process::{Child, ExitStatus};
 use std::time::Duration;
 
-use super::cmd::wait_for;
+use crate::cmd::wait_for;
 
 /// Sends `sig` to `pid`, a child this test started and has not reaped.
 pub fn signal(pid: i32, sig: i32) {

@@ -6,12 +6,27 @@
 use std::path::PathBuf;
 
 /// The `encapd` binary under test: `$ENCAPD_BIN` if set (e.g. the release
-/// build), else the binary cargo built for this test run.
+/// build), else the one cargo built beside the running test or benchmark
+/// executable. Cargo puts an integration test in `target/<profile>/deps/`
+/// and the package's binaries in `target/<profile>/`, and builds them
+/// before it runs the test; a library crate has no `CARGO_BIN_EXE_*`, so
+/// the path is found from the running executable.
 pub fn encapd_bin() -> PathBuf {
     match std::env::var_os("ENCAPD_BIN") {
         Some(p) if !p.is_empty() => PathBuf::from(p),
-        _ => PathBuf::from(env!("CARGO_BIN_EXE_encapd")),
+        _ => sibling_binary("encapd"),
     }
+}
+
+/// `name` in the cargo profile directory of the running executable
+/// (`target/<profile>/name`, whether we run from `deps/` or beside it).
+pub fn sibling_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the path of the running executable");
+    let mut dir = exe.parent().expect("the executable's directory").to_path_buf();
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.pop();
+    }
+    dir.join(name)
 }
 
 pub fn is_root() -> bool {

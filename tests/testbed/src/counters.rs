@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-use super::netns::in_netns;
+use crate::netns::in_netns;
 
 /// Where encapd serves `/metrics` by default (each node namespace has its
 /// own loopback).
