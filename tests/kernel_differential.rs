@@ -47,7 +47,7 @@
 //! `tests/kernel_differential/regressions.txt` takes; every committed line
 //! there is replayed first. Root only (the programs must be loaded).
 
-mod common;
+use encapd_testbed as common;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
