@@ -114,8 +114,10 @@ impl Fmt {
         }
     }
 
+    /// The TUN MTU: 72 bytes below what the underlay carries, so that the
+    /// workers' size rule and the underlay route's MTU are two checks.
     fn max_inner(self) -> usize {
-        UNDERLAY_MTU - 28 - self.header_len()
+        UNDERLAY_MTU - 28 - self.header_len() - 72
     }
 }
 
