@@ -486,7 +486,8 @@ int encap(struct __sk_buff *skb)
  * length likewise), its source in a subnet whose owner's underlay address
  * is the outer source, its destination in one of our subnets. Returns the
  * inner packet's length, or 0 for anything the workers decide. */
-static __always_inline __u32 check_inner(struct __sk_buff *skb, __u32 at, __be32 sender, __u32 inner_len, bool *v6)
+static __always_inline __u32 check_inner(struct __sk_buff *skb, __u32 at, __be32 sender, __u32 inner_len, bool gso,
+					 bool *v6)
 {
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
@@ -494,10 +495,11 @@ static __always_inline __u32 check_inner(struct __sk_buff *skb, __u32 at, __be32
 
 	if (at > 128)
 		return 0;
-	/* No larger than one datagram may carry: a larger one is a coalesced
-	 * super-packet to the workers, which cut it (TCP) or drop it as too
-	 * big (is_super_packet in datapath/offload.rs). */
-	if (inner_len - prefix_len() > cfg_max_inner)
+	/* No larger than one datagram may carry: a larger one (not GSO) is a
+	 * coalesced super-packet to the workers, which cut it (TCP) or drop it
+	 * as too big (is_super_packet in datapath/offload.rs). A GSO packet's
+	 * segments are its gso_size. */
+	if (!gso && inner_len - prefix_len() > cfg_max_inner)
 		return 0;
 	if (cfg_vxlan) {
 		struct vxlan_prefix *p = data + at;
@@ -529,6 +531,8 @@ static __always_inline __u32 check_inner(struct __sk_buff *skb, __u32 at, __be32
 			return 0;
 		if (sizeof(*ip) + bpf_ntohs(ip->payload_len) != inner_len || !own6(&ip->daddr))
 			return 0;
+		if (gso && ip->nexthdr != IPPROTO_TCP)
+			return 0; /* see gso_ok in decap */
 		r = route6(&ip->saddr);
 	} else {
 		struct iphdr *ip = data + at;
@@ -537,6 +541,8 @@ static __always_inline __u32 check_inner(struct __sk_buff *skb, __u32 at, __be32
 			return 0;
 		if (bpf_ntohs(ip->tot_len) != inner_len || ip->ihl * 4 > inner_len || !own4(ip->daddr))
 			return 0;
+		if (gso && ip->protocol != IPPROTO_TCP)
+			return 0; /* see gso_ok in decap */
 		r = route4(ip->saddr);
 	}
 	if (!r || !(r->flags & ROUTE_PEER_V4) || r->peer != sender)
@@ -559,12 +565,6 @@ int decap(struct __sk_buff *skb)
 	/* Only frames for this host: the stack drops the rest before any
 	 * socket sees them. */
 	if (skb->pkt_type != PACKET_HOST || skb->protocol != bpf_htons(ETH_P_IP))
-		return TCX_NEXT;
-	/* A GSO packet (a peer's TSO packet that crossed a veth whole, or a
-	 * GRO run): its tunnel GSO type would outlive the decapsulation, and
-	 * no flag of bpf_skb_adjust_room clears it on this kernel; the
-	 * workers take it (docs/kernel-path.md, "Limits"). */
-	if (skb->gso_size)
 		return TCX_NEXT;
 	/* Room to read an IPv6 inner header where the datagram has one. */
 	need = headers + prefix_len() + sizeof(struct ipv6hdr);
@@ -596,12 +596,24 @@ int decap(struct __sk_buff *skb)
 	 * device-verified one (CHECKSUM_UNNECESSARY) is taken here. */
 	if (udp->check && bpf_csum_level(skb, BPF_CSUM_LEVEL_QUERY) < 0)
 		return TCX_NEXT;
-	inner_len = check_inner(skb, headers, ip->saddr, skb->len - headers, &v6);
+	inner_len = check_inner(skb, headers, ip->saddr, skb->len - headers, skb->gso_size != 0, &v6);
 	if (!inner_len)
 		return TCX_NEXT;
 	/* Strip the outer IPv4 + UDP (+ VXLAN + inner Ethernet) behind the
 	 * link-layer header; an IPv6 inner packet changes skb->protocol. On
-	 * failure the datagram is unchanged: the workers take it. */
+	 * failure the datagram is unchanged: the workers take it.
+	 *
+	 * gso_ok: a GSO packet (a peer's TSO packet that crossed a veth whole)
+	 * keeps its segment size and its UDP-tunnel GSO type: no flag of
+	 * bpf_skb_adjust_room clears the type on this kernel (6.18 refuses
+	 * every flag bit above BPF_F_ADJ_ROOM_DECAP_L3_IPV6). It is taken
+	 * only with a TCP inner packet, for this node's own subnet, which the
+	 * node routes to its pods' bridge: veth and bridge carry the packet
+	 * whole, and software segmentation cuts TCP by its own headers. A UDP
+	 * one (USO) would be cut as a tunnel: the workers take it. What is
+	 * left: a node that routes its own subnet out of a device with
+	 * UDP-tunnel TSO offload (docs/kernel-path.md, "Limits"). A GRO run
+	 * of several datagrams never gets here (its lengths do not add up). */
 	flags = BPF_F_ADJ_ROOM_FIXED_GSO;
 	if (v6)
 		flags |= BPF_F_ADJ_ROOM_DECAP_L3_IPV6;
