@@ -19,6 +19,16 @@
 //! "dirty", and nothing outside the watched files can change the answer
 //! without cargo noticing. In a worktree `.git` is a file, so the git
 //! directories are asked from git itself, not derived from `.git`.
+//!
+//! For the `encapd` package it also compiles the kernel path's eBPF
+//! programs (`src/datapath/kernel/bpf/encapd.bpf.c`) with clang into
+//! `$OUT_DIR/encapd.bpf.o`, which the daemon embeds and loads with aya
+//! (docs/kernel-path-source.md). BTF and line info are kept (`-g`), so
+//! `bpftool prog dump xlated linum` shows the C source; paths are made
+//! relative to the package, so the object does not depend on where the
+//! tree was checked out. Without clang, or without the headers of
+//! `libbpf-dev` and `linux-libc-dev`, the build stops with the Debian
+//! package to install (`scripts/lib.sh` lists them under `@build`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -42,6 +52,51 @@ fn main() {
         }
     };
     println!("cargo:rustc-env=ENCAPD_GIT_COMMIT={commit}");
+    if std::env::var("CARGO_PKG_NAME").as_deref() == Ok("encapd") {
+        compile_bpf(&package);
+    }
+}
+
+/// Compiles the kernel path's eBPF object, or stops the build saying what
+/// is missing.
+fn compile_bpf(package: &Path) {
+    let dir = package.join("src/datapath/kernel/bpf");
+    for f in ["encapd.bpf.c", "encapd.h"] {
+        println!("cargo:rerun-if-changed={}", dir.join(f).display());
+    }
+    println!("cargo:rerun-if-env-changed=ENCAPD_CLANG");
+    let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR")).join("encapd.bpf.o");
+    let clang = std::env::var("ENCAPD_CLANG").unwrap_or_else(|_| "clang".into());
+    // The uapi headers' <asm/types.h> lives under the host's multiarch
+    // directory (linux-libc-dev), which a BPF target does not search.
+    let arch = std::env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
+    let multiarch = match arch.as_str() {
+        "x86_64" => "x86_64-linux-gnu",
+        "aarch64" => "aarch64-linux-gnu",
+        other => panic!("encapd's kernel path: no multiarch include directory known for {other}"),
+    };
+    for (header, package) in [("/usr/include/bpf/bpf_helpers.h", "libbpf-dev"), ("/usr/include/linux/bpf.h", "linux-libc-dev")] {
+        if !Path::new(header).exists() {
+            panic!("encapd's kernel path needs {header}: install the Debian package {package} (scripts/lib.sh, @build)");
+        }
+    }
+    let status = Command::new(&clang)
+        .args(["-O2", "-g", "-target", "bpf", "-std=gnu11", "-Wall", "-Wextra", "-Werror"])
+        .arg(format!("-I/usr/include/{multiarch}"))
+        .arg(format!("-fdebug-prefix-map={}=.", package.display()))
+        .arg("-c")
+        .arg(dir.join("encapd.bpf.c"))
+        .arg("-o")
+        .arg(&out)
+        .current_dir(package)
+        .status();
+    match status {
+        Ok(s) if s.success() => {}
+        Ok(s) => panic!("compiling src/datapath/kernel/bpf/encapd.bpf.c with {clang} failed ({s})"),
+        Err(e) => {
+            panic!("encapd's kernel path is compiled with clang ({clang}: {e}): install the Debian package clang (scripts/lib.sh, @build)")
+        }
+    }
 }
 
 /// The git checkout (work tree) that holds the package.

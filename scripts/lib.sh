@@ -112,6 +112,9 @@ ED_PKGS_BUILD=(
     gcc libc6-dev     # ring (rustls, for etcd TLS) compiles C and assembly
     protobuf-compiler # protoc, for etcd-client's build script
     libprotobuf-dev   # google/protobuf/*.proto that etcd's .proto files import
+    clang             # build.rs compiles the kernel path's eBPF C (-target bpf)
+    libbpf-dev        # bpf/bpf_helpers.h etc. for that C (headers only)
+    linux-libc-dev    # linux/bpf.h and the other uapi headers it includes
 )
 ED_PKGS_RUN=(
     iproute2     # ip, ss, bridge, tc: namespaces, veths, routes, VXLAN
@@ -126,6 +129,7 @@ ED_PKGS_TEST=(
     etcd-server etcd-client     # the etcd control source's end-to-end tests
     nftables                    # loss on the underlay (numgen random)
     ethtool                     # offload settings of the veths
+    bpftool                     # the kernel path's programs dump with their C source
     sockperf                    # UDP ping-pong (bench/run.sh --sockperf)
     prometheus                  # promtool and the server, for the metrics tests
     systemd                     # systemd-analyze verify dist/encapd.service

@@ -318,8 +318,11 @@ fn the_comparison_names_what_to_add_and_where() {
 /// Environment variable names read in `file`: the argument of every
 /// `env::var(...)`/`env::var_os(...)`, a literal or a `const` of the file;
 /// a function parameter (a helper such as `first_directory(var)`) is
-/// resolved through the literals its callers in the same file pass.
+/// resolved through the literals its callers in the same file pass. A
+/// file's unit tests (from `#[cfg(test)] mod`, by convention at its end)
+/// are not the daemon's and are left out.
 fn env_reads(file: &str) -> BTreeSet<String> {
+    let file = file.find("#[cfg(test)]\nmod ").map_or(file, |at| &file[..at]);
     let literal = |s: &str| s.trim().strip_prefix('"').and_then(|s| s.strip_suffix('"')).map(str::to_owned);
     let consts: BTreeMap<String, String> = file
         .lines()

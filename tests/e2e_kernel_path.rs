@@ -1,12 +1,17 @@
 //! The kernel path (`[dataplane] kernel_path = "tc"`), end to end in
-//! namespaces with both nodes running it: IPv4 between the pods crosses in
-//! the kernel's eBPF programs, intact, while IPv6 still goes through the
-//! workers; every datagram the ingress filter rejects is still rejected
+//! namespaces with both nodes running it: IPv4 and IPv6 between the pods
+//! cross in the kernel's eBPF programs, intact, the workers sending next
+//! to nothing; every datagram the ingress filter rejects is still rejected
 //! and counted by the workers (the programs hand them on); the routes map
-//! follows a peers-file change live; and the programs are attached while
-//! encapd runs and gone once it stops. With only one node running it, the
-//! other reading datagrams in user space (`kernel_decap` false), packets
-//! to that peer go through the workers and arrive intact. Root only.
+//! follows a peers-file change live; the programs are attached while
+//! encapd runs, dump with their C source lines, and are gone once it
+//! stops. With only one node running it, the other reading datagrams in
+//! user space (`kernel_decap` false), packets to that peer go through the
+//! workers and arrive intact. `kernel_path = "auto"` attaches here, and
+//! where it cannot (trust-outer checksums) runs the workers and says why.
+//! A predecessor that dropped its capabilities (`[process] user`) hands
+//! the kernel path to the successor it starts itself (SIGUSR2), which
+//! carries on with it without any privilege. Root only.
 
 use encapd_testbed as common;
 
@@ -17,7 +22,7 @@ use common::netns::in_netns;
 use common::packets::{Packet, fix_ipv4_header_checksum, udp_socket};
 use common::traffic::hashed_transfer;
 use common::{CTR_B, CTR_B6, ENCAPD_A, NODE_B_UNDERLAY, Node, Options, Topology, require_root};
-use encapd::sys::bpf::{TcxHook, ifindex, tcx_program_count};
+use encapd::sys::bpf::{TcxHook, ifindex, tcx_program_count, tcx_program_ids};
 
 const KERNEL_PATH: &str = "kernel_path = \"tc\"\n";
 const KERNEL_DECAP: &str = "kernel_decap = true\n";
@@ -46,39 +51,72 @@ fn attached(ns: &str) -> (u32, u32) {
     })
 }
 
+/// A `total`-byte stream from ctrA to `to` in ctrB crosses intact, nodeA's
+/// kernel path carries it and its workers send next to nothing (the
+/// first packets, while the underlay neighbour resolves).
+fn kernel_carries_a_stream(t: &mut Topology, to: SocketAddr, seed: u64, total: usize) {
+    let workers_before = t.counters(Node::A).egress_pkts;
+    let (egress_before, ingress_before) = (kernel_packets(t, Node::A, "egress"), kernel_packets(t, Node::A, "ingress"));
+    let bytes_before = common::counters::metric_sum(&t.scrape(Node::A), "encapd_kernel_bytes_total", &[("direction", "egress")]);
+    let b_ingress_before = common::counters::metric_sum(&t.scrape(Node::B), "encapd_kernel_bytes_total", &[("direction", "ingress")]);
+    let x = hashed_transfer(&t.ctr_a, &t.ctr_b, to, seed, total, Duration::from_secs(60));
+    assert_eq!((x.got, &x.got_hash), (x.sent, &x.sent_hash), "the stream to {to} arrived intact");
+    // The stream leaves nodeA in the kernel as packets of at most 64 KiB
+    // (TSO) and enters nodeB through its decap (TCP: taken as GSO too);
+    // nodeB's ACKs come back through nodeA's decap.
+    let egress = kernel_packets(t, Node::A, "egress") - egress_before;
+    let ingress = kernel_packets(t, Node::A, "ingress") - ingress_before;
+    assert!(egress >= (total >> 16) as f64, "kernel egress packets on nodeA for {to}: {egress}");
+    let b_ingress =
+        common::counters::metric_sum(&t.scrape(Node::B), "encapd_kernel_bytes_total", &[("direction", "ingress")]) - b_ingress_before;
+    assert!(ingress >= 100.0, "kernel ingress packets (ACKs) on nodeA for {to}: {ingress}");
+    let bytes = common::counters::metric_sum(&t.scrape(Node::A), "encapd_kernel_bytes_total", &[("direction", "egress")]) - bytes_before;
+    assert!(bytes >= total as f64, "kernel egress bytes {bytes} carry the {total}-byte stream");
+    let by_workers = t.counters(Node::A).egress_pkts - workers_before;
+    assert!(by_workers < 200, "nodeA's workers sent {by_workers} packets of the stream to {to}");
+    assert!(b_ingress >= total as f64, "nodeB's decap took {b_ingress} of the {total} bytes to {to}");
+}
+
 #[test]
-fn ipv4_crosses_in_the_kernel_intact_and_ipv6_through_the_workers() {
+fn ipv4_and_ipv6_cross_in_the_kernel_intact() {
     if !require_root() {
         return;
     }
     let mut t = both_on_kernel_path();
     assert!(t.log(Node::A).contains("kernel path attached"), "{}", t.log(Node::A));
     assert_eq!(attached(&t.node_a), (1, 1), "one program on each hook while encapd runs");
-    let workers_before = t.counters(Node::A);
 
-    let total = 64 << 20;
-    let to = SocketAddr::from((CTR_B.parse::<Ipv4Addr>().unwrap(), 5201));
-    let x = hashed_transfer(&t.ctr_a, &t.ctr_b, to, 7, total, Duration::from_secs(60));
-    assert_eq!((x.got, &x.got_hash), (x.sent, &x.sent_hash), "the stream arrived intact");
+    kernel_carries_a_stream(&mut t, SocketAddr::from((CTR_B.parse::<Ipv4Addr>().unwrap(), 5201)), 7, 64 << 20);
+    kernel_carries_a_stream(&mut t, SocketAddr::from((CTR_B6.parse::<std::net::Ipv6Addr>().unwrap(), 5202)), 8, 32 << 20);
+    // Pings both ways, each echo a single packet: decapsulated in the
+    // kernel on nodeB.
+    let ingress_b = kernel_packets(&t, Node::B, "ingress");
     let ping4 = t.ping(&t.ctr_a, &["-c", "3", "-i", "0.2", "-W", "2", CTR_B]);
     assert!(ping4.ok(), "IPv4 ping: {}", ping4.text());
     let ping6 = t.ping(&t.ctr_a, &["-6", "-c", "3", "-i", "0.2", "-W", "2", CTR_B6]);
-    assert!(ping6.ok(), "IPv6 ping through the workers: {}", ping6.text());
-
-    // 64 MiB leave nodeA as at least 1,000 TSO packets, in the kernel.
-    let egress = kernel_packets(&t, Node::A, "egress");
-    let ingress = kernel_packets(&t, Node::B, "ingress");
-    assert!(egress >= 1_000.0, "kernel egress packets on nodeA: {egress}");
-    assert!(ingress >= 1_000.0, "kernel ingress packets on nodeB: {ingress}");
-    let bytes = common::counters::metric_sum(&t.scrape(Node::A), "encapd_kernel_bytes_total", &[("direction", "egress")]);
-    assert!(bytes >= total as f64, "kernel egress bytes {bytes} carry the {total}-byte stream");
-    let workers = t.counters(Node::A);
-    let by_workers = workers.egress_pkts - workers_before.egress_pkts;
-    assert!((3..200).contains(&by_workers), "the workers sent the IPv6 pings (and little else): {by_workers}");
+    assert!(ping6.ok(), "IPv6 ping: {}", ping6.text());
+    assert!(kernel_packets(&t, Node::B, "ingress") >= ingress_b + 6.0, "nodeB's decap took the echo requests");
 
     t.stop_node(Node::A);
     assert_eq!(attached(&t.node_a), (0, 0), "no program outlives encapd");
     assert!(t.log(Node::A).contains("kernel    egress"), "the summary has the kernel line: {}", t.log(Node::A));
+}
+
+/// `bpftool prog dump xlated linum` shows the programs' C source lines
+/// (the object keeps BTF and line info; docs/kernel-path-source.md).
+#[test]
+fn the_attached_programs_dump_with_their_source_lines() {
+    if !require_root() || !common::env::require_tools(&["bpftool"]) {
+        return;
+    }
+    let t = both_on_kernel_path();
+    let ids = in_netns(&t.node_a, || tcx_program_ids(ifindex("ul").unwrap(), TcxHook::Ingress).unwrap());
+    assert_eq!(ids.len(), 1, "decap on nodeA's underlay: {ids:?}");
+    let dump = common::run("bpftool", &["prog", "dump", "xlated", "id", &ids[0].to_string(), "linum"]);
+    assert!(dump.ok(), "{}", dump.text());
+    assert!(dump.stdout.contains("int decap(struct __sk_buff * skb)"), "{}", dump.stdout);
+    assert!(dump.stdout.contains("encapd.bpf.c line_num:"), "no source lines:\n{}", dump.stdout);
+    assert!(dump.stdout.contains("skb->pkt_type != PACKET_HOST"), "the C source is shown:\n{}", dump.stdout);
 }
 
 fn inner(src: [u8; 4], dst: [u8; 4], tag: &str) -> Vec<u8> {
@@ -106,9 +144,14 @@ fn the_ingress_filter_still_rejects_and_counts_what_the_kernel_path_hands_on() {
     let listener = in_netns(&t.ctr_a, || UdpSocket::bind((Ipv4Addr::UNSPECIFIED, INNER_PORT))).unwrap();
     listener.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
     let node_b = t.node_b.clone();
+    // Without a UDP checksum, as the kernel path sends: a checksum no
+    // device verified would be left to the stack (and so to the workers)
+    // whatever the ingress filter says.
     let from_b = udp_socket(&node_b, NODE_B_UNDERLAY);
+    encapd::sys::udp::send_without_checksum(std::os::fd::AsFd::as_fd(&from_b)).unwrap();
     common::netns::ip(&node_b, &["addr", "add", "198.18.0.66/24", "dev", "ul", "nodad"]);
     let from_stranger = udp_socket(&node_b, "198.18.0.66");
+    encapd::sys::udp::send_without_checksum(std::os::fd::AsFd::as_fd(&from_stranger)).unwrap();
 
     expect_worker_drop(&mut t, &from_stranger, &inner(b, a, "BAD stranger"), "unknown_sender");
     expect_worker_drop(&mut t, &from_b, &inner(spoof, a, "BAD spoofed"), "spoofed_source");
@@ -184,4 +227,81 @@ fn a_peer_without_the_kernel_path_is_reached_through_the_workers() {
     assert_eq!(kernel_packets(&t, Node::A, "egress"), 0.0, "nodeA's kernel path sent to a peer that decapsulates in user space");
     let sent_by_workers = t.counters(Node::A).egress_pkts - workers_before.egress_pkts;
     assert!(sent_by_workers >= 500, "nodeA's workers carried the stream to nodeB: {sent_by_workers} packets");
+}
+
+/// `kernel_path = "auto"` attaches where it can (here), and where it
+/// cannot it runs the workers and says why in one line.
+#[test]
+fn auto_attaches_here_and_falls_back_to_the_workers_with_a_reason() {
+    if !require_root() {
+        return;
+    }
+    let mut opts = Options::new("uring");
+    opts.extra_a = "kernel_path = \"auto\"\n".into();
+    // Outer checksums trusted: the kernel path sends none, so it cannot run.
+    opts.extra_b = "kernel_path = \"auto\"\ningress_checksum = \"trust-outer\"\n".into();
+    let t = Topology::with(opts);
+    assert!(t.log(Node::A).contains("kernel path attached"), "{}", t.log(Node::A));
+    assert_eq!(attached(&t.node_a), (1, 1));
+    let why: Vec<String> = t.log(Node::B).lines().filter(|l| l.contains("kernel path")).map(str::to_owned).collect();
+    assert_eq!(why.len(), 1, "one line says why: {why:?}");
+    assert!(
+        why[0].contains("not attached") && why[0].contains("trust-outer") && why[0].contains("the workers carry every packet"),
+        "{why:?}"
+    );
+    assert_eq!(attached(&t.node_b), (0, 0));
+    let ping = t.ping(&t.ctr_a, &["-c", "3", "-i", "0.2", "-W", "2", CTR_B]);
+    assert!(ping.ok(), "ping across a kernel-path node and a workers-only one: {}", ping.text());
+}
+
+/// A daemon that dropped its capabilities (`[process] user = "nobody"`)
+/// starts its own successor on SIGUSR2, with its own (no) privileges: the
+/// successor cannot load or attach a program, so it carries on with the
+/// predecessor's links and maps, handed over the takeover socket, and the
+/// kernel path keeps carrying traffic, its routes still writable.
+#[test]
+fn a_successor_without_privileges_carries_on_with_the_kernel_path() {
+    if !require_root() {
+        return;
+    }
+    let mut opts = Options::new("uring");
+    opts.extra_a = KERNEL_PATH.into();
+    opts.extra_b = KERNEL_PATH.into();
+    opts.peer_extra_a = KERNEL_DECAP.into();
+    opts.peer_extra_b = KERNEL_DECAP.into();
+    opts.sections_a = "[process]\nuser = \"nobody\"\ngroup = \"nogroup\"\n".into();
+    let t = Topology::with(opts);
+    assert!(t.log(Node::A).contains("kernel path attached"), "{}", t.log(Node::A));
+    // The successor, as nobody, rewrites subnet.env in nodeA's directory
+    // (a deployment gives the user its runtime directory).
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(t.dir().join("a"), std::fs::Permissions::from_mode(0o777)).unwrap();
+    // Resolves the underlay neighbours (until then encap leaves packets
+    // to the workers, whose sends resolve them).
+    assert!(t.ping(&t.ctr_a, &["-c", "2", "-i", "0.2", "-W", "2", CTR_B]).ok());
+    let old = t.pid(Node::A);
+    common::process::signal(old, libc::SIGUSR2);
+    let handed = common::cmd::wait_for(Duration::from_secs(30), || {
+        let log = t.log(Node::A);
+        let line = log.lines().find(|l| l.contains("handed over to pid"))?.to_owned();
+        line.rsplit("pid ").next()?.split(|c: char| !c.is_ascii_digit()).next()?.parse::<i32>().ok()
+    })
+    .unwrap_or_else(|| panic!("no handover after SIGUSR2:\n{}", t.log(Node::A)));
+    let _reap = common::takeover::Orphan(handed);
+    let log = t.log(Node::A);
+    assert!(log.contains("kernel path carried on from the predecessor"), "{log}");
+    assert_eq!(attached(&t.node_a), (1, 1), "the predecessor's programs, still attached");
+    // The successor forwards through the kernel path...
+    let before = kernel_packets(&t, Node::B, "ingress");
+    let ping = t.ping(&t.ctr_a, &["-c", "3", "-i", "0.2", "-W", "2", CTR_B]);
+    assert!(ping.ok(), "ping after the handover: {}", ping.text());
+    let after = kernel_packets(&t, Node::B, "ingress");
+    assert!(after >= before + 3.0, "nodeA's encap (nodeB's decap) carried the pings: {before} -> {after}\nnodeA:\n{}", t.scrape(Node::A));
+    // ...and, unprivileged, still writes its routes: a removed peer leaves
+    // the kernel's map.
+    t.replace_peers(Node::A, "peer = []\n");
+    assert!(t.wait_unreachable(CTR_B, true, Duration::from_secs(5)), "nodeB's subnet still routed after removal");
+    assert!(!t.ping(&t.ctr_a, &["-c", "1", "-W", "1", CTR_B]).ok(), "the removed route is still in the kernel");
+    assert!(!t.log(Node::A).contains("cannot install the route"), "{}", t.log(Node::A));
+    assert!(!t.log(Node::A).contains("cannot remove the route"), "{}", t.log(Node::A));
 }

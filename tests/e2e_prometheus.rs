@@ -437,8 +437,12 @@ fn prometheus_reads_the_kernel_path() {
     let seen = prom.query_value(query, Some(measured_at)).unwrap_or_else(|| panic!("{query}: no data"));
     eprintln!("kernel egress: Prometheus {seen:.1}/s, sent {sent:.1}/s");
     assert!((seen - sent).abs() <= 0.1 * sent, "{query} = {seen:.1}/s but {sent:.1} datagrams/s were sent");
-    let failed = prom.query_value("sum(encapd_kernel_encap_failed_total)", Some(measured_at));
+    // Nothing dropped half-built; the packets handed to the workers while
+    // the underlay neighbour resolved are counted apart (reason="no_neighbour").
+    let failed = prom.query_value("sum(encapd_kernel_encap_failed_total{reason=\"dropped\"})", Some(measured_at));
     assert_eq!(failed, Some(0.0), "the failure counter is there, at zero");
+    let reasons = prom.query_value("count(encapd_kernel_encap_failed_total)", Some(measured_at));
+    assert_eq!(reasons, Some(3.0), "one series per reason: dropped, no_route, no_neighbour");
     every_dashboard_query_returns_data(&prom, measured_at, reads_the_kernel_path);
     alert_rules_evaluate_cleanly(&prom);
 }
@@ -527,6 +531,7 @@ fn alert_rules_evaluate_cleanly(prom: &PrometheusServer) {
         "EncapdSendFailures",
         "EncapdWorkerTableBehind",
         "EncapdKernelEncapFailing",
+        "EncapdKernelPeerUnreachable",
     ];
     assert_eq!(names, expected.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>());
 }

@@ -138,6 +138,26 @@ fn upgrade(path: &std::path::Path) -> u8 {
     }
 }
 
+/// What `kernel_path` would decide on this host (`# kernel path: ...`).
+fn print_kernel_path(config: &Config) {
+    use crate::config::{Backend, KernelPathMode};
+    use crate::datapath::kernel::{self, Format};
+    let mode = config.kernel_path;
+    if mode == KernelPathMode::Off {
+        println!("# kernel path: off (the workers carry every packet)");
+        return;
+    }
+    let format = match &config.backend {
+        Backend::Udp => Format::FlannelUdp,
+        Backend::Vxlan(v) => Format::Vxlan { vni: v.vni, mac: v.vtep_mac.0 },
+    };
+    match (kernel::probe(format), mode) {
+        (Ok(what), _) => println!("# kernel path: {}: would attach on this host ({what})", mode.name()),
+        (Err(why), KernelPathMode::Auto) => println!("# kernel path: auto: the workers would carry every packet on this host: {why}"),
+        (Err(why), _) => println!("# kernel path: tc: encapd would refuse to start on this host: {why}"),
+    }
+}
+
 fn check(path: &std::path::Path) -> u8 {
     let config = match Config::load(path) {
         Ok(c) => c,
@@ -167,6 +187,7 @@ fn check(path: &std::path::Path) -> u8 {
         // Not fatal: `check` may run on another host than the gateway.
         Err(e) => println!("# data path: not resolvable on this host: {e}"),
     }
+    print_kernel_path(&config);
     print!("\n{table}");
     // Privileges: encapd needs root or CAP_NET_ADMIN only to set up.
     let euid = std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m)).unwrap_or(0);

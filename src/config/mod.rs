@@ -134,9 +134,14 @@ pub enum KernelPathMode {
     #[default]
     Off,
     /// eBPF programs on the TUN's egress and the underlay's ingress carry
-    /// IPv4 packets between routed peers, in the backend's wire format;
-    /// the workers carry the rest.
+    /// IPv4 and IPv6 packets between routed peers, in the backend's wire
+    /// format; the workers carry the rest. encapd refuses to start when
+    /// they cannot be attached.
     Tc,
+    /// `Tc` where this host can run it (an IPv4 public address, a kernel
+    /// with TCX, the privilege to load programs); otherwise the workers
+    /// carry everything and one log line says why.
+    Auto,
 }
 
 impl KernelPathMode {
@@ -144,11 +149,17 @@ impl KernelPathMode {
         match self {
             KernelPathMode::Off => "off",
             KernelPathMode::Tc => "tc",
+            KernelPathMode::Auto => "auto",
         }
     }
 
+    /// Whether the kernel path is wanted at all.
+    pub fn wanted(self) -> bool {
+        self != KernelPathMode::Off
+    }
+
     pub fn from_name(name: &str) -> Option<KernelPathMode> {
-        [KernelPathMode::Off, KernelPathMode::Tc].into_iter().find(|m| m.name() == name)
+        [KernelPathMode::Off, KernelPathMode::Tc, KernelPathMode::Auto].into_iter().find(|m| m.name() == name)
     }
 }
 

@@ -421,7 +421,7 @@ impl RawDataplane {
         let kernel_path = match self.kernel_path.as_deref() {
             None => KernelPathMode::default(),
             Some(name) => KernelPathMode::from_name(name)
-                .ok_or_else(|| c.err("dataplane", "kernel_path", format!("{name:?}"), "expected \"off\" or \"tc\""))?,
+                .ok_or_else(|| c.err("dataplane", "kernel_path", format!("{name:?}"), "expected \"off\", \"tc\" or \"auto\""))?,
         };
         Ok(Dataplane {
             tun,

@@ -64,7 +64,7 @@ fn kernel_path_defaults_to_off_round_trips_and_refuses_what_it_cannot_carry() {
     let vxlan = GOOD.replace("workers = 2", "workers = 2\nkernel_path = \"tc\"").replace("[network]", "[network]\nbackend = \"vxlan\"");
     assert_eq!(parse(&vxlan).unwrap().kernel_path, KernelPathMode::Tc, "the vxlan backend has a kernel path too");
     let refused = [
-        (GOOD.replace("workers = 2", "workers = 2\nkernel_path = \"xdp\""), "expected \"off\" or \"tc\""),
+        (GOOD.replace("workers = 2", "workers = 2\nkernel_path = \"xdp\""), "expected \"off\", \"tc\" or \"auto\""),
         (GOOD.replace("workers = 2", "workers = 2\nkernel_path = \"tc\"\ningress_checksum = \"trust-outer\""), "no outer UDP checksum"),
     ];
     for (text, want) in &refused {

@@ -23,7 +23,7 @@ pub mod takeover;
 mod workers;
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 pub use origin::Start;
 pub use plan::{Plan, plan};
@@ -35,7 +35,7 @@ use self::takeover::{ControlServer, ControlSocket, HandoverSource, ServerEvent, 
 use self::workers::{WorkerSet, WorkerShared};
 use crate::config::{Backend, Config, KernelPathMode};
 use crate::control::{self, Command, ControlHandle};
-use crate::datapath::kernel::{Format as KernelFormat, KernelPath, KernelPathSpec};
+use crate::datapath::kernel::{Format as KernelFormat, KernelFds, KernelPath, KernelPathSpec};
 use crate::route::{self, SharedTable, SubnetTable};
 use crate::stats::exposition::{KernelPathReader, MetricsSource, StaticInfo};
 use crate::stats::latency::LatencyHub;
@@ -89,6 +89,7 @@ struct Running {
     /// Before the workers in the struct: detached first on the way out, so
     /// that its packets fall back to running workers.
     kernel: Option<Arc<KernelPath>>,
+    route_failures: Arc<AtomicU64>,
     control: ControlHandle,
     metrics: Option<MetricsServer>,
     server: Option<ControlServer>,
@@ -113,6 +114,7 @@ pub fn run(mut config: Config, start: Start) -> Result<(), DaemonError> {
         source,
     })?;
     let identity = resolve_identity(&config)?;
+    hand_socket_to(&config, identity.as_ref());
     if let Some(note) = &plan.engine_note {
         log::warn!("{note}");
     }
@@ -135,7 +137,8 @@ pub fn run(mut config: Config, start: Start) -> Result<(), DaemonError> {
     workers.wait_ready()?;
     // With the workers running, so that what the programs leave to them
     // (and everything, should attaching fail half-way) is forwarded.
-    let (kernel, listener) = start_kernel_path(&config, &shared)?;
+    let KernelStart { kernel, listener, reserve: kernel_reserve, route_failures } =
+        start_kernel_path(&config, &plan, &shared, origin.take_kernel())?;
     if kernel.is_some()
         && let Some(boot) = etcd.as_mut()
     {
@@ -150,7 +153,8 @@ pub fn run(mut config: Config, start: Start) -> Result<(), DaemonError> {
         .map_err(|source| DaemonError::Io { what: "starting the control thread".into(), source })?;
     let successor = origin.is_successor();
     let socket = origin.finish(&config, &counters, &control.counters)?;
-    let metrics = start_metrics(&config, &counters, &control, &shared, info, hub, successor, kernel.clone())?;
+    let kernel_metrics = kernel.clone().map(|k| (k, Arc::clone(&route_failures)));
+    let metrics = start_metrics(&config, &counters, &control, &shared, info, hub, successor, kernel_metrics)?;
     signals.catch_stop()?;
     let (server, socket_file) = match (socket, reserve) {
         (Some(socket), Some(reserve)) => {
@@ -159,6 +163,7 @@ pub fn run(mut config: Config, start: Start) -> Result<(), DaemonError> {
                 compat,
                 facts,
                 reserve,
+                kernel: kernel_reserve,
                 counters: counters.clone(),
                 control: Arc::clone(&control.counters),
                 table: Arc::clone(&shared),
@@ -174,7 +179,7 @@ pub fn run(mut config: Config, start: Start) -> Result<(), DaemonError> {
         log::warn!("could not notify the service manager: {e}");
     }
     log::info!("ready: forwarding");
-    let running = Running { workers, kernel, control, metrics, server, socket_file, counters };
+    let running = Running { workers, kernel, route_failures, control, metrics, server, socket_file, counters };
     let end = serve(&mut signals, &running);
     shut_down(running, end, &config)
 }
@@ -221,6 +226,23 @@ fn resolve_identity(config: &Config) -> Result<Option<sys::privileges::Identity>
     sys::privileges::resolve(user, config.group.as_deref())
         .map(Some)
         .map_err(|e| DaemonError::Config(format!("{}: [process] user = {user:?}: {e}", config.path.display())))
+}
+
+/// With `[process] user`, the control socket belongs to that user: the
+/// successor this daemon starts on SIGUSR2 or `encapd upgrade` runs as that
+/// user, without privileges, and must be able to connect to it (and it
+/// carries on with the kernel path's fds, which need none).
+/// Without CAP_CHOWN this only warns: the daemon forwards as before, and
+/// an upgrade started as root (`encapd run --takeover`) still works.
+fn hand_socket_to(config: &Config, identity: Option<&sys::privileges::Identity>) {
+    let (Some(id), Some(path)) = (identity, &config.control_socket) else { return };
+    if let Err(e) = std::os::unix::fs::chown(path, Some(id.uid), Some(id.gid)) {
+        log::warn!(
+            "control socket {}: cannot hand it to uid {} ({e}; needs CAP_CHOWN): a successor this daemon starts itself (SIGUSR2, encapd upgrade) will not reach it",
+            path.display(),
+            id.uid
+        );
+    }
 }
 
 /// Switches user (if configured) and clears the main thread's capabilities.
@@ -304,10 +326,10 @@ fn start_metrics(
     info: StaticInfo,
     hub: LatencyHub,
     successor: bool,
-    kernel: Option<Arc<KernelPath>>,
+    kernel: Option<(Arc<KernelPath>, Arc<AtomicU64>)>,
 ) -> Result<Option<MetricsServer>, DaemonError> {
     let Some(addr) = config.metrics_listen else { return Ok(None) };
-    let kernel = kernel.map(|k| -> KernelPathReader { Arc::new(move || k.totals()) });
+    let kernel = kernel.map(|(k, failures)| -> KernelPathReader { Arc::new(move || k.totals(failures.load(Ordering::Relaxed))) });
     let source =
         MetricsSource { workers: counters.to_vec(), control: Arc::clone(&control.counters), table: Arc::clone(table), info, kernel };
     let deadline = std::time::Instant::now() + if successor { METRICS_REBIND } else { std::time::Duration::ZERO };
@@ -351,7 +373,12 @@ fn serve(signals: &mut SignalRequests, running: &Running) -> End {
                     log::info!("SIGHUP: reloading the peers file");
                     let _ = running.control.commands.send(Command::Reload);
                 }
-                Request::PrintCounters => print_summary(&running.counters, &running.control.counters, running.kernel.as_deref()),
+                Request::PrintCounters => {
+                    print_summary(&running.counters, &running.control.counters);
+                    if let Some(k) = &running.kernel {
+                        eprint!("{}", k.summary_line(running.route_failures.load(Ordering::Relaxed)));
+                    }
+                }
                 Request::Upgrade => match &running.server {
                     Some(server) => {
                         log::info!("SIGUSR2: starting a successor to hand the data path to");
@@ -378,7 +405,7 @@ fn serve(signals: &mut SignalRequests, running: &Running) -> End {
 /// Stops everything in order. After a handover: no `STOPPING=1` (the
 /// service manager follows the successor now), the socket file stays.
 fn shut_down(running: Running, end: End, config: &Config) -> Result<(), DaemonError> {
-    let Running { workers, kernel, control, metrics, server, socket_file, counters } = running;
+    let Running { workers, kernel, route_failures, control, metrics, server, socket_file, counters } = running;
     let handed_over = matches!(end, End::HandedOver(_));
     if !handed_over {
         let _ = sys::notify::notify("STOPPING=1");
@@ -388,15 +415,17 @@ fn shut_down(running: Running, end: End, config: &Config) -> Result<(), DaemonEr
     drop(metrics);
     // The programs detach first (the control thread's listener holds only
     // the routes map): their packets fall back to workers still running.
-    let kernel_line = kernel.as_deref().map(KernelPath::summary_line);
-    if kernel.is_some() {
-        log::info!("kernel path detached; the workers carry its packets until they stop");
+    let kernel_line = kernel.as_deref().map(|k| k.summary_line(route_failures.load(Ordering::Relaxed)));
+    match (&kernel, handed_over) {
+        (Some(_), false) => log::info!("kernel path detached; the workers carry its packets until they stop"),
+        (Some(_), true) => log::info!("kernel path: the successor holds its programs and maps now"),
+        (None, _) => {}
     }
     drop(kernel);
     workers.stop();
     let control_counters = Arc::clone(&control.counters);
     control.shutdown();
-    print_summary(&counters, &control_counters, None);
+    print_summary(&counters, &control_counters);
     if let Some(line) = kernel_line {
         eprint!("{line}");
     }
@@ -431,55 +460,107 @@ fn on_off(b: bool) -> &'static str {
     if b { "on" } else { "off" }
 }
 
-fn print_summary(counters: &[Arc<WorkerCounters>], control: &control::ControlCounters, kernel: Option<&KernelPath>) {
+fn print_summary(counters: &[Arc<WorkerCounters>], control: &control::ControlCounters) {
     let refs: Vec<&WorkerCounters> = counters.iter().map(|c| &**c).collect();
     eprint!(
-        "encapd counters:\n{}  control   tables published {} | reload failures {}\n{}",
+        "encapd counters:\n{}  control   tables published {} | reload failures {}\n",
         stats::summary(&refs),
         control.tables_published.load(Ordering::Relaxed),
         control.reload_failures.load(Ordering::Relaxed),
-        kernel.map(KernelPath::summary_line).unwrap_or_default()
     );
 }
 
-/// With `kernel_path = "tc"`: attaches the kernel path, installs the first
-/// table's routes, and returns the listener that keeps them current.
-/// Refusing to start is deliberate when it cannot attach: the operator
-/// asked for it, and a gateway silently at a fraction of its speed is
-/// harder to notice than one that says why it stopped.
-fn start_kernel_path(
-    config: &Config,
-    shared: &SharedTable,
-) -> Result<(Option<Arc<KernelPath>>, Option<control::TableListener>), DaemonError> {
-    if config.kernel_path != KernelPathMode::Tc {
-        return Ok((None, None));
+/// The kernel path as the daemon runs it.
+#[derive(Default)]
+struct KernelStart {
+    kernel: Option<Arc<KernelPath>>,
+    listener: Option<control::TableListener>,
+    /// Duplicates of its fds, for a successor.
+    reserve: Option<KernelFds>,
+    /// Routes-map updates the kernel refused so far.
+    route_failures: Arc<AtomicU64>,
+}
+
+/// With `kernel_path = "tc"` or `"auto"`: attaches the kernel path (or,
+/// after a takeover, carries on with the predecessor's, which needs no
+/// privilege), installs the table's routes, and returns the listener that
+/// keeps them current. With `"tc"`, refusing to start is deliberate when
+/// it cannot attach: the operator asked for it, and a gateway silently at
+/// a fraction of its speed is harder to notice than one that says why it
+/// stopped. With `"auto"`, the workers carry everything and one log line
+/// says why.
+fn start_kernel_path(config: &Config, plan: &Plan, shared: &SharedTable, handed: Option<KernelFds>) -> Result<KernelStart, DaemonError> {
+    if !config.kernel_path.wanted() {
+        if handed.is_some() {
+            log::info!("kernel path: the predecessor's programs detach when it exits (kernel_path = \"off\")");
+        }
+        return Ok(KernelStart::default());
     }
-    let (std::net::IpAddr::V4(public_ip), std::net::IpAddr::V4(subnet)) = (config.public_ip, config.subnet.network()) else {
-        return Err(DaemonError::Config("kernel_path = \"tc\" needs an IPv4 public_ip and subnet".into()));
-    };
     let format = match &config.backend {
         Backend::Udp => KernelFormat::FlannelUdp,
         Backend::Vxlan(v) => KernelFormat::Vxlan { vni: v.vni, mac: v.vtep_mac.0 },
     };
-    let spec = KernelPathSpec { public_ip, port: config.port, subnet, subnet_len: config.subnet.len(), tun: config.tun.clone(), format };
-    let kernel = KernelPath::attach(&spec).map_err(|e| {
-        DaemonError::Host(format!(
-            "{}: [dataplane] kernel_path = \"tc\": {e}; kernel_path = \"off\" runs without it",
-            config.path.display()
-        ))
-    })?;
-    let mut sync = kernel.route_sync();
+    let adopted = handed.is_some();
+    let attached = match handed {
+        Some(fds) => KernelPath::adopt(fds, config.port, format).map_err(|e| e.to_string()),
+        None => kernel_path_spec(config, plan, format).and_then(|spec| KernelPath::attach(&spec).map_err(|e| e.to_string())),
+    };
+    let mut kernel = match (attached, config.kernel_path) {
+        (Ok(k), _) => k,
+        (Err(e), KernelPathMode::Auto) => {
+            log::warn!("kernel path: not attached ({e}); kernel_path = \"auto\": the workers carry every packet");
+            return Ok(KernelStart::default());
+        }
+        (Err(e), _) => {
+            return Err(DaemonError::Host(format!(
+                "{}: [dataplane] kernel_path = \"tc\": {e}; kernel_path = \"off\" runs without it, \"auto\" without it where it cannot attach",
+                config.path.display()
+            )));
+        }
+    };
+    let reserve = kernel
+        .handover_fds()
+        .map_err(|e| DaemonError::Io { what: "duplicating the kernel path's fds".into(), source: std::io::Error::other(e.to_string()) })?;
+    let Some(mut sync) = kernel.route_sync(adopted) else { return Ok(KernelStart::default()) };
     let failed = sync.apply(&shared.load());
+    let route_failures = sync.failures();
     log::info!(
-        "kernel path attached ({} format): encap on {} egress, decap on {} ingress; {} IPv4 routes in the kernel{}",
+        "kernel path {} ({} format): encap on {} egress, decap on {} ingress; {} routes in the kernel{}",
+        if adopted { "carried on from the predecessor" } else { "attached" },
         config.backend.name(),
         config.tun,
-        kernel.underlay,
+        if kernel.underlay.is_empty() { "the underlay's" } else { kernel.underlay.as_str() },
         sync.installed(),
-        if failed > 0 { format!(" ({failed} failed, carried by the workers)") } else { String::new() }
+        if failed > 0 { format!(" ({failed} map updates failed, retrying)") } else { String::new() }
     );
-    let listener: control::TableListener = Box::new(move |table| {
-        sync.apply(table);
+    let listener = sync
+        .spawn(Arc::clone(shared))
+        .map_err(|source| DaemonError::Io { what: "starting the kernel path's route writer".into(), source })?;
+    Ok(KernelStart { kernel: Some(Arc::new(kernel)), listener: Some(Box::new(listener)), reserve: Some(reserve), route_failures })
+}
+
+/// What the programs are told, or why this host cannot run them.
+fn kernel_path_spec(config: &Config, plan: &Plan, format: KernelFormat) -> Result<KernelPathSpec, String> {
+    let std::net::IpAddr::V4(public_ip) = config.public_ip else {
+        return Err("public_ip is IPv6 (the programs write outer IPv4 headers)".into());
+    };
+    let std::net::IpAddr::V4(subnet) = config.subnet.network() else {
+        return Err("the node's subnet is not IPv4".into());
+    };
+    if config.ingress_checksum == crate::config::IngressChecksum::TrustOuter {
+        return Err("ingress_checksum = \"trust-outer\" (the kernel path sends no outer UDP checksum)".into());
+    }
+    let own6 = config.subnet6.and_then(|p| match p.network() {
+        std::net::IpAddr::V6(a) => Some((a, p.len())),
+        std::net::IpAddr::V4(_) => None,
     });
-    Ok((Some(Arc::new(kernel)), Some(listener)))
+    Ok(KernelPathSpec {
+        public_ip,
+        port: config.port,
+        own4: (subnet, config.subnet.len()),
+        own6,
+        max_inner: plan.tun_mtu,
+        tun: config.tun.clone(),
+        format,
+    })
 }

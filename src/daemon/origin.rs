@@ -107,6 +107,14 @@ impl Origin {
         }
     }
 
+    /// The predecessor's kernel path fds, if it handed them over (once).
+    pub fn take_kernel(&mut self) -> Option<crate::datapath::kernel::KernelFds> {
+        match self {
+            Origin::Successor(p) => p.take_kernel(),
+            _ => None,
+        }
+    }
+
     pub fn is_successor(&self) -> bool {
         matches!(self, Origin::Successor(_))
     }

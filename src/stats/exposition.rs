@@ -62,7 +62,18 @@ pub struct KernelPathTotals {
     pub egress_bytes: u64,
     pub ingress_packets: u64,
     pub ingress_bytes: u64,
+    /// Packets `encap` dropped half-built (a step the kernel refused after
+    /// it had begun).
     pub encap_failed: u64,
+    /// Packets `encap` handed to the workers because the underlay had no
+    /// route to the peer, or its next hop no resolved neighbour.
+    pub encap_no_route: u64,
+    pub encap_no_neighbour: u64,
+    /// Packets `encap` handed to the workers because the outer datagram
+    /// would not fit the route's MTU (the workers' socket fragments it).
+    pub encap_too_big: u64,
+    /// Routes-map updates the kernel refused (each retried).
+    pub route_update_failures: u64,
 }
 
 /// How the metrics thread reads [`KernelPathTotals`] (from the programs'
@@ -263,9 +274,28 @@ impl Scrape {
             ConstCounter::new(egress).encode(m.encode_family(&[("direction", "egress")])?)?;
             ConstCounter::new(ingress).encode(m.encode_family(&[("direction", "ingress")])?)?;
         }
-        ConstCounter::new(k.encap_failed).encode(enc.encode_descriptor(
+        // Every packet encap could not send itself, by reason: "dropped"
+        // was half-built when the kernel refused a step; the others went to
+        // the workers, because the peer had no route or no resolved
+        // neighbour on the underlay (which the workers' send may resolve).
+        let mut m = enc.encode_descriptor(
             "encapd_kernel_encap_failed",
-            "Packets the kernel path dropped after a refused step half-way through encapsulating",
+            "Packets the kernel path could not encapsulate and send, by reason (dropped: half-built; no_route, no_neighbour: handed to the workers)",
+            None,
+            MetricType::Counter,
+        )?;
+        for (reason, value) in [("dropped", k.encap_failed), ("no_route", k.encap_no_route), ("no_neighbour", k.encap_no_neighbour)] {
+            ConstCounter::new(value).encode(m.encode_family(&[("reason", reason)])?)?;
+        }
+        ConstCounter::new(k.encap_too_big).encode(enc.encode_descriptor(
+            "encapd_kernel_encap_too_big",
+            "Packets the kernel path handed to the workers because the outer datagram exceeded the route's MTU (the workers' socket fragments it)",
+            None,
+            MetricType::Counter,
+        )?)?;
+        ConstCounter::new(k.route_update_failures).encode(enc.encode_descriptor(
+            "encapd_kernel_route_update_failures",
+            "Routes-map updates the kernel refused (each is retried until the map matches the table)",
             None,
             MetricType::Counter,
         )?)

@@ -34,6 +34,25 @@ fn setsockopt<T>(fd: &OwnedFd, level: libc::c_int, name: libc::c_int, value: T) 
     Ok(())
 }
 
+/// Makes the socket send IPv4 datagrams without a UDP checksum
+/// (`SO_NO_CHECK`), as the kernel's own tunnels and encapd's kernel path
+/// send them (the end-to-end tests send such datagrams, which the kernel
+/// path's `decap` takes without a device having verified them).
+pub fn send_without_checksum(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let one: libc::c_int = 1;
+    // SAFETY: `one` lives for the call; its size is passed alongside.
+    cvt(unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_NO_CHECK,
+            (&one as *const libc::c_int).cast(),
+            mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    })?;
+    Ok(())
+}
+
 /// Options for an underlay socket.
 #[derive(Debug, Clone, Copy)]
 pub struct UdpOptions {

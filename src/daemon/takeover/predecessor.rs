@@ -75,6 +75,8 @@ pub struct Predecessor {
     pub accepted: Accepted,
     workers: Vec<InheritedWorker>,
     listener: Option<SeqpacketListener>,
+    /// The kernel path's fds, when the predecessor ran it.
+    kernel: Option<crate::datapath::kernel::KernelFds>,
     completed: bool,
 }
 
@@ -96,10 +98,16 @@ pub fn join(config: &Config, compat: Compat) -> Result<Option<Predecessor>, Take
     let mut channel = Channel::new(conn);
     // Until the daemon says its pid (a listening socket's credentials are
     // its creator's, perhaps a predecessor long gone), errors name none.
-    let hello = Hello { protocol: hooks::offered_versions(), pid: std::process::id(), version: super::build_version().to_owned(), compat };
+    let hello = Hello {
+        protocol: hooks::offered_versions(),
+        pid: std::process::id(),
+        version: super::build_version().to_owned(),
+        compat,
+        kernel_fds: true,
+    };
     let predecessor = match receive_all(&mut channel, hello) {
-        Ok((accepted, workers, listener)) => {
-            Predecessor { channel, pid: accepted.pid, accepted, workers, listener: Some(listener), completed: false }
+        Ok((accepted, workers, listener, kernel)) => {
+            Predecessor { channel, pid: accepted.pid, accepted, workers, listener: Some(listener), kernel, completed: false }
         }
         Err(TakeoverError::Channel { pid, source: ChannelError::Closed(_) }) if pid != 0 && process_gone(pid, GONE_WITHIN) => {
             log::warn!("takeover: the running encapd (pid {pid}) went away during the handover; starting normally");
@@ -121,7 +129,7 @@ pub fn join(config: &Config, compat: Compat) -> Result<Option<Predecessor>, Take
     Ok(Some(predecessor))
 }
 
-type Handed = (Accepted, Vec<InheritedWorker>, SeqpacketListener);
+type Handed = (Accepted, Vec<InheritedWorker>, SeqpacketListener, Option<crate::datapath::kernel::KernelFds>);
 
 /// Hello, then `accepted`, every worker's fds and the control socket.
 fn receive_all(channel: &mut Channel, hello: Hello) -> Result<Handed, TakeoverError> {
@@ -154,7 +162,20 @@ fn receive_all(channel: &mut Channel, hello: Hello) -> Result<Handed, TakeoverEr
             .map_err(|e| TakeoverError::BadFds { pid, what: format!("a control socket that is not one: {e}") })?,
         (m, n) => return Err(TakeoverError::BadFds { pid, what: format!("{} with {n} fds where the control socket was due", m.name()) }),
     };
-    Ok((accepted, workers, listener))
+    let kernel = if accepted.kernel_path {
+        let (message, fds) = channel.recv("kernel_path", TRANSFER_TIMEOUT).map_err(err)?;
+        let n = fds.len();
+        match message {
+            Message::KernelPath => Some(
+                crate::datapath::kernel::KernelFds::from_vec(fds)
+                    .ok_or_else(|| TakeoverError::BadFds { pid, what: format!("kernel_path with {n} fds where 5 were due") })?,
+            ),
+            m => return Err(TakeoverError::BadFds { pid, what: format!("{} where the kernel path's fds were due", m.name()) }),
+        }
+    } else {
+        None
+    };
+    Ok((accepted, workers, listener, kernel))
 }
 
 /// One `worker` message: its fds in their order.
@@ -179,6 +200,11 @@ impl Predecessor {
     /// The workers' fds (once).
     pub fn take_workers(&mut self) -> Vec<InheritedWorker> {
         std::mem::take(&mut self.workers)
+    }
+
+    /// The kernel path's fds, if the predecessor handed them over (once).
+    pub fn take_kernel(&mut self) -> Option<crate::datapath::kernel::KernelFds> {
+        self.kernel.take()
     }
 
     /// The control socket, listening (once).

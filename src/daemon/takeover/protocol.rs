@@ -71,6 +71,11 @@ pub enum Message {
     Worker(WorkerFds),
     /// Running → successor: the listening control socket, attached.
     ControlSocket,
+    /// Running → successor, after the control socket when `accepted` says
+    /// so: the kernel path's fds, attached (its two TCX links, then the
+    /// IPv4 and IPv6 routes maps and the counters map;
+    /// `datapath::kernel::KernelFds`).
+    KernelPath,
     /// Successor → running: my workers are forwarding on the fds; stop reading.
     Ready,
     /// Running → successor: my workers are parked with nothing in flight;
@@ -96,6 +101,7 @@ impl Message {
             Message::Accepted(_) => "accepted",
             Message::Worker(_) => "worker",
             Message::ControlSocket => "control_socket",
+            Message::KernelPath => "kernel_path",
             Message::Ready => "ready",
             Message::Released(_) => "released",
             Message::Done => "done",
@@ -113,6 +119,10 @@ pub struct Hello {
     #[serde(default)]
     pub version: String,
     pub compat: Compat,
+    /// The successor carries on with the kernel path's fds (a `kernel_path`
+    /// message); an older build does not ask, and is sent none.
+    #[serde(default)]
+    pub kernel_fds: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -178,6 +188,9 @@ pub struct Accepted {
     pub table_version: u64,
     #[serde(default)]
     pub lease: Option<LeaseState>,
+    /// A `kernel_path` message follows the control socket.
+    #[serde(default)]
+    pub kernel_path: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -327,7 +340,8 @@ mod tests {
     #[test]
     fn every_message_round_trips() {
         let messages = vec![
-            Message::Hello(Hello { protocol: SUPPORTED, pid: 7, version: "x".into(), compat: sample_compat() }),
+            Message::Hello(Hello { protocol: SUPPORTED, pid: 7, version: "x".into(), compat: sample_compat(), kernel_fds: true }),
+            Message::KernelPath,
             Message::Upgrade(Upgrade { protocol: SUPPORTED }),
             Message::Refused(Refused { reason: "no".into(), pid: 4 }),
             Message::Who,
@@ -341,6 +355,7 @@ mod tests {
                 workers: 2,
                 table_version: 5,
                 lease: Some(LeaseState { subnet: "100.96.1.0/24".into(), lease_id: 0x1234, renew_at_unix_ms: 1 }),
+                kernel_path: true,
             }),
             Message::Worker(WorkerFds { index: 1, senders: 8 }),
             Message::ControlSocket,

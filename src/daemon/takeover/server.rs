@@ -58,6 +58,9 @@ pub struct HandoverSource {
     pub facts: DataplaneFacts,
     /// Duplicates of the workers' fds, to send.
     pub reserve: Dataplane,
+    /// Duplicates of the kernel path's fds, to send to a successor that
+    /// asks for them (`kernel_path` = "tc" or "auto", attached).
+    pub kernel: Option<crate::datapath::kernel::KernelFds>,
     pub counters: Vec<Arc<WorkerCounters>>,
     pub control: Arc<ControlCounters>,
     pub table: SharedTable,
@@ -216,7 +219,7 @@ impl ServerState {
             return refuse(channel, format!("{}; these cannot change in a takeover (stop and start instead)", diffs.join("; ")));
         }
         log::info!("takeover: pid {pid} (encapd {}) takes over, protocol {version}; sending the fds", hello.version);
-        if let Err(e) = self.send_everything(channel, version) {
+        if let Err(e) = self.send_everything(channel, version, hello.kernel_fds) {
             return abandon(channel, pid, "sending the fds", &e);
         }
         match channel.recv_plain("ready", READY_TIMEOUT) {
@@ -231,8 +234,12 @@ impl ServerState {
         self.release(channel, pid)
     }
 
-    /// Sends `accepted`, every worker's fds and the control socket.
-    fn send_everything(&self, channel: &Channel, version: u32) -> Result<(), ChannelError> {
+    /// Sends `accepted`, every worker's fds and the control socket, and the
+    /// kernel path's fds when the successor asked for them (it adopts them
+    /// without any privilege, which a predecessor that dropped its own
+    /// cannot lend it).
+    fn send_everything(&self, channel: &Channel, version: u32, kernel_fds: bool) -> Result<(), ChannelError> {
+        let kernel = self.source.kernel.as_ref().filter(|_| kernel_fds);
         let src = &self.source;
         let accepted = Accepted {
             protocol: version,
@@ -247,6 +254,7 @@ impl ServerState {
                 lease_id: l.lease_id(),
                 renew_at_unix_ms: l.renew_at_unix_ms(),
             }),
+            kernel_path: kernel.is_some(),
         };
         channel.send(&Message::Accepted(accepted), &[])?;
         hooks::pause_at(Step::BeforeFds);
@@ -256,7 +264,12 @@ impl ServerState {
             fds.extend(senders.iter().map(|s| s.as_fd()));
             channel.send(&Message::Worker(WorkerFds { index: i as u32, senders: senders.len() as u32 }), &fds)?;
         }
-        channel.send(&Message::ControlSocket, &[self.listener.as_fd()])
+        channel.send(&Message::ControlSocket, &[self.listener.as_fd()])?;
+        if let Some(k) = kernel {
+            let fds = [k.links[0].as_fd(), k.links[1].as_fd(), k.routes4.as_fd(), k.routes6.as_fd(), k.counters.as_fd()];
+            channel.send(&Message::KernelPath, &fds)?;
+        }
+        Ok(())
     }
 
     /// The successor forwards: pause the workers, send the final counters,

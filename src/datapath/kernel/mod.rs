@@ -1,66 +1,167 @@
-//! The kernel path (`[dataplane] kernel_path = "tc"`): flannel's udp or
-//! vxlan encapsulation done by two eBPF programs on the kernel's
-//! traffic-control hooks, so that a packet between two pods crosses no
-//! user-space worker.
-//! The workers stay, for everything the programs leave to them (IPv6, no
-//! route, errors owed to the sender, anything unusual; see [`program`]).
+//! The kernel path (`[dataplane] kernel_path = "tc"` or `"auto"`):
+//! flannel's udp or vxlan encapsulation done by two eBPF programs on the
+//! kernel's traffic-control hooks, so that a packet between two pods
+//! crosses no user-space worker. The programs are C
+//! (`bpf/encapd.bpf.c`, why: docs/kernel-path-source.md), compiled by
+//! `build.rs` and loaded with aya ([`object`]); what they carry and what
+//! they leave to the workers is in docs/kernel-path.md.
 //!
-//! Why: every measure of docs/performance.md puts the gap to kernel VXLAN
-//! in the crossings between the kernel and the workers (four extra copies
-//! of every byte, a second pass through the stack, a thread wakeup per
-//! hop), not in encapd's own code. The programs remove those crossings and
-//! keep the wire format.
+//! The promise: a packet the programs take comes out exactly as the
+//! workers would have sent or written it; everything else goes on,
+//! unchanged, to the TUN or the socket and the workers. The differential
+//! test (`tests/kernel_differential.rs`) runs both programs and the
+//! forwarding core on the same generated packets and holds them to it.
 //!
-//! [`KernelPath::attach`] creates the maps, loads both programs (the
-//! verifier checks them) and attaches them through TCX links: `encap` on
-//! the TUN's egress, `decap` on the ingress of the interface holding
+//! [`KernelPath::attach`] loads the programs (the verifier checks them),
+//! creates the maps and attaches the programs through TCX links: `encap`
+//! on the TUN's egress, `decap` on the ingress of the interface holding
 //! `public_ip`. The links are fds of this process, so the programs go away
-//! with it however it ends; a successor attaches its own behind them and
-//! takes over when the predecessor exits. [`RouteSync`] keeps the routes
-//! map equal to the published subnet table: the control thread applies
-//! each new table to it, adding and replacing before deleting, and each
-//! element changes atomically, so a lookup never misses a route that stays.
+//! with it however it ends. A successor adopts them instead
+//! ([`KernelPath::adopt`], from the fds [`KernelPath::handover_fds`] gives
+//! it): it needs no privilege for that, so a predecessor that dropped its
+//! capabilities can still hand the kernel path on. [`RouteSync`] keeps
+//! the routes maps equal to the published subnet table.
 
-pub mod asm;
-pub mod program;
+pub mod maps;
+pub mod object;
 
-use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::fd::{AsFd, OwnedFd};
 
-use crate::route::SubnetTable;
-use crate::sys::bpf::{self, Map, MapKind, TcxHook};
+use aya::maps::{Map, MapData, PerCpuArray};
 
-pub use program::{Counter, Format};
+pub use maps::{RouteMaps, RouteSync};
 
-/// Size of the routes map: flannel's default network (/16 of /24s) has 256
-/// subnets; this leaves room for far larger clusters.
-const MAX_ROUTES: u32 = 65_536;
+use crate::sys::bpf::{self, TcxHook};
+
+/// The wire format both programs speak: the node's backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// flannel's udp backend: the inner packet is the UDP payload, both
+    /// ports are the flannel port.
+    FlannelUdp,
+    /// flannel's vxlan backend: a VXLAN header with `vni` and an Ethernet
+    /// header from `mac` (this node's VTEP) to the peer's VTEP MAC in
+    /// front of the inner packet; the source port spread by flow, as a
+    /// kernel VTEP does (RFC 7348, section 5).
+    Vxlan { vni: u32, mac: [u8; 6] },
+}
+
+impl Format {
+    /// Bytes added in front of the inner packet: outer IPv4 + UDP, and for
+    /// vxlan the VXLAN and inner Ethernet headers (the outer Ethernet
+    /// header not counted).
+    pub const fn outer_len(self) -> usize {
+        match self {
+            Format::FlannelUdp => 28,
+            Format::Vxlan { .. } => 28 + crate::wire::vxlan::HEADER_LEN,
+        }
+    }
+}
+
+/// The counters the programs keep, by index in the counters map
+/// (`enum counter_slot` in `bpf/encapd.h`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counter {
+    /// Packets encapsulated and sent to a peer.
+    Encapsulated = 0,
+    /// Datagrams decapsulated and delivered to the TUN.
+    Decapsulated = 1,
+    /// Packets dropped because the kernel refused a step after `encap` had
+    /// begun to change them.
+    EncapFailed = 2,
+    /// Packets handed to the workers: no underlay route to the peer.
+    EncapNoRoute = 3,
+    /// Packets handed to the workers: the next hop's neighbour unresolved.
+    EncapNoNeighbour = 4,
+    /// Packets handed to the workers: larger than the route's MTU.
+    EncapFragNeeded = 5,
+}
+
+impl Counter {
+    pub const ALL: [Counter; 6] = [
+        Counter::Encapsulated,
+        Counter::Decapsulated,
+        Counter::EncapFailed,
+        Counter::EncapNoRoute,
+        Counter::EncapNoNeighbour,
+        Counter::EncapFragNeeded,
+    ];
+}
 
 /// What the kernel path needs to know about the node.
 #[derive(Debug, Clone)]
 pub struct KernelPathSpec {
     pub public_ip: Ipv4Addr,
     pub port: u16,
-    pub subnet: Ipv4Addr,
-    pub subnet_len: u8,
+    /// The node's subnets.
+    pub own4: (Ipv4Addr, u8),
+    pub own6: Option<(Ipv6Addr, u8)>,
+    /// The largest inner packet one datagram carries (`NodeScope::max_inner`).
+    pub max_inner: u32,
     /// The TUN device's name (it must exist).
     pub tun: String,
     /// The backend's wire format.
     pub format: Format,
 }
 
-/// The attached programs and their maps. Dropping it detaches both
-/// programs; packets then go through the workers again.
+/// Why the kernel path could not be attached; each names the step.
+#[derive(Debug, thiserror::Error)]
+pub enum AttachError {
+    #[error("finding the interface of public_ip {ip}: {source}")]
+    Underlay { ip: Ipv4Addr, source: std::io::Error },
+    #[error("no interface holds public_ip {0}")]
+    NoUnderlay(Ipv4Addr),
+    #[error("interface {name}: {source}")]
+    Ifindex { name: String, source: std::io::Error },
+    #[error("{0} (loading needs CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN, or root)")]
+    Load(#[from] object::LoadError),
+    #[error("the object has no map {0}")]
+    MissingMap(&'static str),
+    #[error("map {name}: {source}")]
+    Map { name: &'static str, source: aya::maps::MapError },
+    #[error("attaching {program} to {interface} {hook}: {source} (TCX needs Linux 6.6 and CAP_NET_ADMIN)")]
+    Attach { program: &'static str, interface: String, hook: &'static str, source: std::io::Error },
+    #[error("duplicating a descriptor: {0}")]
+    Dup(std::io::Error),
+}
+
+/// The fds a successor needs to carry on with an attached kernel path: the
+/// two TCX links (which hold the programs), the routes maps and the
+/// counters map. Map updates and reads through an fd need no privilege
+/// (Linux 6.5 and later check capabilities when a map or program is
+/// created, not when it is used).
+#[derive(Debug)]
+pub struct KernelFds {
+    pub links: [OwnedFd; 2],
+    pub routes4: OwnedFd,
+    pub routes6: OwnedFd,
+    pub counters: OwnedFd,
+}
+
+impl KernelFds {
+    /// In the order the handover protocol sends them.
+    pub fn into_vec(self) -> Vec<OwnedFd> {
+        let [a, b] = self.links;
+        vec![a, b, self.routes4, self.routes6, self.counters]
+    }
+
+    /// The inverse of [`into_vec`](Self::into_vec); `None` unless exactly five.
+    pub fn from_vec(fds: Vec<OwnedFd>) -> Option<KernelFds> {
+        let [a, b, routes4, routes6, counters]: [OwnedFd; 5] = fds.try_into().ok()?;
+        Some(KernelFds { links: [a, b], routes4, routes6, counters })
+    }
+}
+
+/// The attached programs and their maps. Dropping it closes this process's
+/// links: once no process holds them, the programs detach and packets go
+/// through the workers again.
 pub struct KernelPath {
-    links: Vec<OwnedFd>,
-    counters: Map,
-    routes: std::sync::Arc<Map>,
-    cpus: usize,
-    /// The interface `decap` is attached to.
+    links: [OwnedFd; 2],
+    counters: PerCpuArray<MapData, [u64; 2]>,
+    routes: Option<RouteMaps>,
+    /// The interface `decap` is attached to ("" when adopted).
     pub underlay: String,
-    /// What [`RouteSync`] puts in the routes map: the routes to peers on
-    /// this port, in this format.
     port: u16,
     format: Format,
 }
@@ -72,73 +173,94 @@ pub struct CounterValue {
     pub bytes: u64,
 }
 
+fn map_of(ebpf: &mut aya::Ebpf, name: &'static str) -> Result<Map, AttachError> {
+    ebpf.take_map(name).ok_or(AttachError::MissingMap(name))
+}
+
 impl KernelPath {
     /// Loads and attaches both programs. Every error names the step.
-    pub fn attach(spec: &KernelPathSpec) -> Result<KernelPath, String> {
+    pub fn attach(spec: &KernelPathSpec) -> Result<KernelPath, AttachError> {
         let underlay = crate::sys::netdev::interface_with_address(IpAddr::V4(spec.public_ip))
-            .map_err(|e| format!("finding the interface of {}: {e}", spec.public_ip))?
-            .ok_or_else(|| format!("no interface holds public_ip {}", spec.public_ip))?;
-        let underlay_ifindex = bpf::ifindex(&underlay).map_err(|e| format!("interface {underlay}: {e}"))?;
-        let tun_ifindex = bpf::ifindex(&spec.tun).map_err(|e| format!("TUN {}: {e}", spec.tun))?;
-        let routes = Map::create(MapKind::LpmTrie, "encapd_routes", 8, program::ROUTE_VALUE_LEN, MAX_ROUTES)
-            .map_err(|e| format!("creating the routes map: {e} (needs CAP_BPF or root)"))?;
-        let counters = Map::create(MapKind::PerCpuArray, "encapd_counters", 4, 16, Counter::SLOTS)
-            .map_err(|e| format!("creating the counters map: {e}"))?;
-        let cpus = bpf::possible_cpus().map_err(|e| format!("counting CPUs: {e}"))?;
-        let encap = program::encap(
-            &program::EncapParams { local: spec.public_ip, port: spec.port, underlay_ifindex, format: spec.format },
-            routes.as_fd().as_raw_fd(),
-            counters.as_fd().as_raw_fd(),
-        );
-        let decap = program::decap(
-            &program::DecapParams {
-                local: spec.public_ip,
-                port: spec.port,
-                subnet: spec.subnet,
-                subnet_len: spec.subnet_len,
-                tun_ifindex,
-                format: spec.format,
-            },
-            routes.as_fd().as_raw_fd(),
-            counters.as_fd().as_raw_fd(),
-        );
-        let encode = |p: &[asm::Insn]| p.iter().map(|i| i.encode()).collect::<Vec<u64>>();
-        let encap = bpf::load_tc_program("encapd_encap", &encode(&encap)).map_err(|e| format!("loading the encap program: {e}"))?;
-        let decap = bpf::load_tc_program("encapd_decap", &encode(&decap)).map_err(|e| format!("loading the decap program: {e}"))?;
+            .map_err(|source| AttachError::Underlay { ip: spec.public_ip, source })?
+            .ok_or(AttachError::NoUnderlay(spec.public_ip))?;
+        let ifindex = |name: &str| bpf::ifindex(name).map_err(|source| AttachError::Ifindex { name: name.to_owned(), source });
+        let underlay_ifindex = ifindex(&underlay)?;
+        let tun_ifindex = ifindex(&spec.tun)?;
+        let mut ebpf = object::load(&object::ProgramConfig {
+            local: spec.public_ip,
+            port: spec.port,
+            underlay_ifindex,
+            tun_ifindex,
+            own4: spec.own4,
+            own6: spec.own6,
+            max_inner: spec.max_inner,
+            format: spec.format,
+            egress_l2_len: 0,
+        })?;
+        let routes = RouteMaps::new(map_of(&mut ebpf, maps::ROUTES4)?, map_of(&mut ebpf, maps::ROUTES6)?)
+            .map_err(|source| AttachError::Map { name: "routes", source })?;
+        let counters = PerCpuArray::try_from(map_of(&mut ebpf, maps::COUNTERS)?)
+            .map_err(|source| AttachError::Map { name: maps::COUNTERS, source })?;
+        let attach = |program: &'static str, ifindex: u32, interface: &str, hook: TcxHook| -> Result<OwnedFd, AttachError> {
+            let err = |source| AttachError::Attach { program, interface: interface.to_owned(), hook: hook.name(), source };
+            let fd = object::program(&ebpf, program)?.fd().map_err(|e| err(std::io::Error::other(e.to_string())))?;
+            bpf::attach_tcx(fd.as_fd(), ifindex, hook).map_err(err)
+        };
         // Decapsulation first: a peer's datagrams are taken in the kernel
         // before this node starts sending them from the kernel.
-        let ingress = bpf::attach_tcx(std::os::fd::AsFd::as_fd(&decap), underlay_ifindex, TcxHook::Ingress)
-            .map_err(|e| format!("attaching decap to {underlay} ingress: {e} (TCX needs Linux 6.6)"))?;
-        let egress = bpf::attach_tcx(std::os::fd::AsFd::as_fd(&encap), tun_ifindex, TcxHook::Egress)
-            .map_err(|e| format!("attaching encap to {} egress: {e} (TCX needs Linux 6.6)", spec.tun))?;
-        Ok(KernelPath {
-            links: vec![ingress, egress],
-            counters,
-            routes: std::sync::Arc::new(routes),
-            cpus,
-            underlay,
-            port: spec.port,
-            format: spec.format,
-        })
+        let ingress = attach(object::DECAP, underlay_ifindex, &underlay, TcxHook::Ingress)?;
+        let egress = attach(object::ENCAP, tun_ifindex, &spec.tun, TcxHook::Egress)?;
+        // The programs' fds close with `ebpf`; the links hold the programs.
+        Ok(KernelPath { links: [ingress, egress], counters, routes: Some(routes), underlay, port: spec.port, format: spec.format })
     }
 
-    /// A writer for the routes map, for the control thread.
-    pub fn route_sync(&self) -> RouteSync {
-        RouteSync { map: std::sync::Arc::clone(&self.routes), installed: BTreeMap::new(), port: self.port, format: self.format }
+    /// Carries on with a predecessor's kernel path from its fds
+    /// ([`handover_fds`](Self::handover_fds)); the routes maps keep what
+    /// they hold until [`RouteSync`] applies the next table.
+    pub fn adopt(fds: KernelFds, port: u16, format: Format) -> Result<KernelPath, AttachError> {
+        let map = |fd: OwnedFd, name: &'static str| -> Result<Map, AttachError> {
+            let data = MapData::from_fd(fd).map_err(|source| AttachError::Map { name, source })?;
+            Map::from_map_data(data).map_err(|source| AttachError::Map { name, source })
+        };
+        let routes = RouteMaps::new(map(fds.routes4, maps::ROUTES4)?, map(fds.routes6, maps::ROUTES6)?)
+            .map_err(|source| AttachError::Map { name: "routes", source })?;
+        let counters = PerCpuArray::try_from(map(fds.counters, maps::COUNTERS)?)
+            .map_err(|source| AttachError::Map { name: maps::COUNTERS, source })?;
+        Ok(KernelPath { links: fds.links, counters, routes: Some(routes), underlay: String::new(), port, format })
+    }
+
+    /// Duplicates of every fd a successor needs ([`adopt`](Self::adopt)).
+    pub fn handover_fds(&self) -> Result<KernelFds, AttachError> {
+        let dup = |fd: &OwnedFd| fd.try_clone().map_err(AttachError::Dup);
+        let routes = self
+            .routes
+            .as_ref()
+            .map(RouteMaps::fds)
+            .ok_or_else(|| AttachError::Dup(std::io::Error::other("the routes maps went to the route writer")));
+        let [routes4, routes6] = match routes {
+            Ok(r) => r.map_err(AttachError::Dup)?,
+            Err(e) => return Err(e),
+        };
+        let counters = aya::maps::IterableMap::map(&self.counters).fd().as_fd().try_clone_to_owned().map_err(AttachError::Dup)?;
+        Ok(KernelFds { links: [dup(&self.links[0])?, dup(&self.links[1])?], routes4, routes6, counters })
+    }
+
+    /// The writer for the routes maps, for the control thread. `adopted`:
+    /// the maps hold a predecessor's routes. `None` after the first call.
+    pub fn route_sync(&mut self, adopted: bool) -> Option<RouteSync> {
+        let maps = self.routes.take()?;
+        Some(if adopted { RouteSync::adopt(maps, self.port, self.format) } else { RouteSync::new(maps, self.port, self.format) })
     }
 
     /// One counter summed over every CPU; zero if the map cannot be read.
     pub fn counter(&self, c: Counter) -> CounterValue {
-        let Ok(values) = self.counters.per_cpu_values(c as u32, self.cpus) else { return CounterValue::default() };
-        values.iter().fold(CounterValue::default(), |acc, v| {
-            let packets = u64::from_ne_bytes(v[0..8].try_into().unwrap_or_default());
-            let bytes = u64::from_ne_bytes(v[8..16].try_into().unwrap_or_default());
-            CounterValue { packets: acc.packets + packets, bytes: acc.bytes + bytes }
-        })
+        let Ok(values) = self.counters.get(&(c as u32), 0) else { return CounterValue::default() };
+        values.iter().fold(CounterValue::default(), |acc, v| CounterValue { packets: acc.packets + v[0], bytes: acc.bytes + v[1] })
     }
 
-    /// All counters, as the metrics endpoint shows them.
-    pub fn totals(&self) -> crate::stats::exposition::KernelPathTotals {
+    /// All counters, as the metrics endpoint shows them, with the route
+    /// writer's failures.
+    pub fn totals(&self, route_update_failures: u64) -> crate::stats::exposition::KernelPathTotals {
         let e = self.counter(Counter::Encapsulated);
         let d = self.counter(Counter::Decapsulated);
         crate::stats::exposition::KernelPathTotals {
@@ -147,212 +269,125 @@ impl KernelPath {
             ingress_packets: d.packets,
             ingress_bytes: d.bytes,
             encap_failed: self.counter(Counter::EncapFailed).packets,
+            encap_no_route: self.counter(Counter::EncapNoRoute).packets,
+            encap_no_neighbour: self.counter(Counter::EncapNoNeighbour).packets,
+            encap_too_big: self.counter(Counter::EncapFragNeeded).packets,
+            route_update_failures,
         }
     }
 
     /// One line for the counters summary.
-    pub fn summary_line(&self) -> String {
-        let e = self.counter(Counter::Encapsulated);
-        let d = self.counter(Counter::Decapsulated);
-        let f = self.counter(Counter::EncapFailed);
+    pub fn summary_line(&self, route_update_failures: u64) -> String {
+        let t = self.totals(route_update_failures);
         format!(
-            "  kernel    egress {} pkts {} bytes | ingress {} pkts {} bytes | encap failed {}\n",
-            e.packets, e.bytes, d.packets, d.bytes, f.packets
+            "  kernel    egress {} pkts {} bytes | ingress {} pkts {} bytes | encap failed {} (to workers: no route {}, no neighbour {}, too big {}) | route updates failed {}\n",
+            t.egress_packets,
+            t.egress_bytes,
+            t.ingress_packets,
+            t.ingress_bytes,
+            t.encap_failed,
+            t.encap_no_route,
+            t.encap_no_neighbour,
+            t.encap_too_big,
+            t.route_update_failures
         )
     }
+}
 
-    /// How many links are held (2 once attached).
-    pub fn link_count(&self) -> usize {
-        self.links.len()
+/// The oldest kernel with TCX links, which the programs are attached with.
+pub const MIN_KERNEL: (u32, u32) = (6, 6);
+
+/// Whether this host can run the kernel path, without attaching anything
+/// (`encapd check`): the kernel's version, then the programs through the
+/// verifier. `Ok` says what was checked; `Err` why it cannot run.
+pub fn probe(format: Format) -> Result<String, String> {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").map_err(|e| format!("reading the kernel version: {e}"))?;
+    let release = release.trim();
+    let version = parse_release(release).ok_or_else(|| format!("cannot read the kernel version {release:?}"))?;
+    if version < MIN_KERNEL {
+        return Err(format!("Linux {release} has no TCX links (Linux {}.{} or later)", MIN_KERNEL.0, MIN_KERNEL.1));
     }
+    let cfg = object::ProgramConfig {
+        local: Ipv4Addr::new(192, 0, 2, 1),
+        port: 8285,
+        underlay_ifindex: 1,
+        tun_ifindex: 1,
+        own4: (Ipv4Addr::new(100, 96, 1, 0), 24),
+        own6: None,
+        max_inner: 1472,
+        format,
+        egress_l2_len: 0,
+    };
+    object::load(&cfg).map_err(|e| format!("{e} (loading needs CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN, or root)"))?;
+    Ok(format!("Linux {release}, the verifier accepts both programs"))
 }
 
-/// One route as the programs' map holds it.
-type RouteKey = [u8; 8];
-type RouteValue = [u8; program::ROUTE_VALUE_LEN as usize];
-
-/// Keeps the routes map equal to the IPv4 routes of the published table.
-pub struct RouteSync {
-    map: std::sync::Arc<Map>,
-    installed: BTreeMap<RouteKey, RouteValue>,
-    port: u16,
-    format: Format,
-}
-
-impl RouteSync {
-    /// Applies `table`: new and changed routes first, then removals. A
-    /// route whose peer listens on another port than the node's, a vxlan
-    /// route without a VTEP MAC, and every IPv6 route stay with the
-    /// workers. A peer that does not decapsulate in its kernel
-    /// ([`Route::kernel_decap`](crate::route::Route::kernel_decap)) is in
-    /// the map without the [`program::ROUTE_ENCAP`] flag: `decap` still
-    /// takes its datagrams, `encap` leaves packets for it to the workers.
-    /// Returns the number of failed map operations (each logged).
-    pub fn apply(&mut self, table: &SubnetTable) -> usize {
-        let wanted = wanted_routes(table, self.port, self.format);
-        let mut failures = 0;
-        for (key, peer) in &wanted {
-            if self.installed.get(key) == Some(peer) {
-                continue;
-            }
-            match self.map.update(key, peer) {
-                Ok(()) => {
-                    self.installed.insert(*key, *peer);
-                }
-                Err(e) => {
-                    failures += 1;
-                    log::error!("kernel path: cannot install the route {}: {e}; the workers carry it", describe(key));
-                }
-            }
-        }
-        let stale: Vec<RouteKey> = self.installed.keys().filter(|k| !wanted.contains_key(*k)).copied().collect();
-        for key in stale {
-            match self.map.delete(&key) {
-                Ok(_) => {
-                    self.installed.remove(&key);
-                }
-                Err(e) => {
-                    failures += 1;
-                    log::error!("kernel path: cannot remove the route {}: {e}", describe(&key));
-                }
-            }
-        }
-        failures
-    }
-
-    /// The routes in the map, as prefixes.
-    pub fn installed(&self) -> usize {
-        self.installed.len()
-    }
-}
-
-fn wanted_routes(table: &SubnetTable, port: u16, format: Format) -> BTreeMap<RouteKey, RouteValue> {
-    let mut out = BTreeMap::new();
-    for r in table.routes() {
-        let (IpAddr::V4(net), IpAddr::V4(peer)) = (r.subnet.network(), r.endpoint.ip()) else { continue };
-        if r.endpoint.port() != port {
-            continue;
-        }
-        let mac = match (format, r.vtep_mac) {
-            (Format::FlannelUdp, _) => [0; 6],
-            (Format::Vxlan { .. }, Some(mac)) => mac.0,
-            (Format::Vxlan { .. }, None) => continue,
-        };
-        let mut value = RouteValue::default();
-        value[..4].copy_from_slice(&peer.octets());
-        value[4..10].copy_from_slice(&mac);
-        value[program::ROUTE_FLAGS_AT] = if r.kernel_decap { program::ROUTE_ENCAP } else { 0 };
-        out.insert(route_key(net, r.subnet.len()), value);
-    }
-    out
-}
-
-fn route_key(net: Ipv4Addr, len: u8) -> RouteKey {
-    let l = u32::from(len).to_ne_bytes();
-    let o = net.octets();
-    [l[0], l[1], l[2], l[3], o[0], o[1], o[2], o[3]]
-}
-
-fn describe(key: &RouteKey) -> String {
-    let len = u32::from_ne_bytes([key[0], key[1], key[2], key[3]]);
-    format!("{}/{len}", Ipv4Addr::new(key[4], key[5], key[6], key[7]))
+/// `major.minor` of a kernel release such as `6.18.44-fc-v1300`.
+fn parse_release(release: &str) -> Option<(u32, u32)> {
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::route::{PeerSpec, TableScope};
-    use std::net::SocketAddr;
 
-    /// A table of `(subnet, endpoint, VTEP MAC)` peers that decapsulate in
-    /// their kernels.
-    fn table(peers: &[(&str, &str, Option<&str>)]) -> SubnetTable {
-        let with_decap: Vec<_> = peers.iter().map(|&(s, e, m)| (s, e, m, true)).collect();
-        table_of(&with_decap)
+    /// Whether a test that needs CAP_BPF may run: true as root; false (a
+    /// skip, with a message) otherwise, unless ENCAPD_REQUIRE_ROOT_TESTS=1,
+    /// which makes the skip a failure.
+    fn privileged(test: &str) -> bool {
+        // CAP_SYS_ADMIN (21) or CAP_BPF (39) in the effective set.
+        let caps = crate::sys::privileges::current_caps().map(|c| c.effective).unwrap_or(0);
+        if caps & (1 << 21 | 1 << 39) != 0 {
+            return true;
+        }
+        assert!(std::env::var("ENCAPD_REQUIRE_ROOT_TESTS").as_deref() != Ok("1"), "{test}: needs root, and ENCAPD_REQUIRE_ROOT_TESTS=1");
+        eprintln!("{test}: skipped (needs root for the verifier)");
+        false
     }
 
-    /// A table of `(subnet, endpoint, VTEP MAC, kernel_decap)` peers.
-    fn table_of(peers: &[(&str, &str, Option<&str>, bool)]) -> SubnetTable {
-        let scope = TableScope {
-            own: vec!["100.96.1.0/24".parse().unwrap()],
-            networks: vec!["100.96.0.0/16".parse().unwrap(), "fd00:96::/32".parse().unwrap()],
-            underlay_ipv4: true,
-        };
-        let specs: Vec<PeerSpec> = peers
-            .iter()
-            .map(|&(subnet, ep, mac, kernel_decap)| PeerSpec {
-                kernel_decap,
-                subnet: subnet.parse().unwrap(),
-                endpoint: ep.parse::<SocketAddr>().unwrap(),
-                vtep_mac: mac.map(|m| m.parse().unwrap()),
-                origin: "test".into(),
-            })
-            .collect();
-        SubnetTable::build(1, &scope, &specs).unwrap()
+    fn config(format: Format) -> object::ProgramConfig {
+        object::ProgramConfig {
+            local: Ipv4Addr::new(198, 18, 0, 1),
+            port: 8285,
+            underlay_ifindex: 1,
+            tun_ifindex: 1,
+            own4: (Ipv4Addr::new(100, 96, 1, 0), 24),
+            own6: Some(("fd00:96:1::".parse().unwrap(), 64)),
+            max_inner: 1472,
+            format,
+            egress_l2_len: 0,
+        }
     }
 
-    const VXLAN: Format = Format::Vxlan { vni: 1, mac: [0x02, 0, 198, 18, 0, 1] };
-
-    /// Both programs, in both formats, pass the kernel's verifier (the
-    /// check every start makes); without CAP_BPF there is no verifier to
-    /// ask.
     #[test]
-    fn the_verifier_accepts_both_programs() {
-        let Ok(routes) = Map::create(MapKind::LpmTrie, "encapd_t_routes", 8, program::ROUTE_VALUE_LEN, 16) else { return };
-        let counters = Map::create(MapKind::PerCpuArray, "encapd_t_count", 4, 16, Counter::SLOTS).unwrap();
-        let (r, c) = (routes.as_fd().as_raw_fd(), counters.as_fd().as_raw_fd());
-        let local = Ipv4Addr::new(198, 18, 0, 1);
-        for format in [Format::FlannelUdp, VXLAN] {
-            let encap = program::encap(&program::EncapParams { local, port: 8285, underlay_ifindex: 1, format }, r, c);
-            let decap = program::decap(
-                &program::DecapParams { local, port: 8285, subnet: Ipv4Addr::new(100, 96, 1, 0), subnet_len: 24, tun_ifindex: 1, format },
-                r,
-                c,
-            );
-            for (name, prog) in [("encapd_encap", encap), ("encapd_decap", decap)] {
-                let insns: Vec<u64> = prog.iter().map(|i| i.encode()).collect();
-                if let Err(e) = bpf::load_tc_program(name, &insns) {
-                    panic!("{name} ({format:?}): {e}");
+    fn kernel_releases_parse_to_major_and_minor() {
+        assert_eq!(parse_release("6.18.44-fc-v1300"), Some((6, 18)));
+        assert_eq!(parse_release("5.15.0-91-generic"), Some((5, 15)));
+        assert!(parse_release("6.1.0") < Some(MIN_KERNEL));
+        assert_eq!(parse_release("x"), None);
+    }
+
+    /// Both programs pass the kernel's verifier with every setting that
+    /// prunes a different set of branches (the check every start makes),
+    /// and the counters read back as zero.
+    #[test]
+    fn the_verifier_accepts_both_programs_in_both_formats() {
+        if !privileged("the_verifier_accepts_both_programs_in_both_formats") {
+            return;
+        }
+        for format in [Format::FlannelUdp, Format::Vxlan { vni: 1, mac: [0x02, 0, 198, 18, 0, 1] }] {
+            for own6 in [true, false] {
+                let mut cfg = config(format);
+                if !own6 {
+                    cfg.own6 = None;
+                }
+                let mut ebpf = object::load(&cfg).unwrap_or_else(|e| panic!("{format:?}, own6 {own6}: {e}"));
+                let counters: PerCpuArray<MapData, [u64; 2]> = PerCpuArray::try_from(ebpf.take_map(maps::COUNTERS).unwrap()).unwrap();
+                for c in Counter::ALL {
+                    assert!(counters.get(&(c as u32), 0).unwrap().iter().all(|v| *v == [0, 0]));
                 }
             }
         }
-        // And the counters read back as zero on every CPU.
-        let cpus = bpf::possible_cpus().unwrap();
-        assert!(counters.per_cpu_values(0, cpus).unwrap().iter().all(|v| v.iter().all(|&b| b == 0)));
-    }
-
-    #[test]
-    fn only_ipv4_routes_on_our_port_go_to_the_kernel() {
-        let t = table(&[
-            ("100.96.2.0/24", "198.18.0.2:8285", None),
-            ("100.96.3.0/24", "198.18.0.3:9000", None),
-            ("fd00:96:2::/64", "198.18.0.2:8285", None),
-        ]);
-        let w = wanted_routes(&t, 8285, Format::FlannelUdp);
-        assert_eq!(w.len(), 1);
-        let (key, value) = w.iter().next().unwrap();
-        assert_eq!(describe(key), "100.96.2.0/24");
-        assert_eq!(value, &[198, 18, 0, 2, 0, 0, 0, 0, 0, 0, 1, 0]);
-    }
-
-    /// A peer that reads our datagrams in user space stays in the map, so
-    /// that `decap` takes its datagrams, but without the flag that lets
-    /// `encap` send to it.
-    #[test]
-    fn a_peer_decapsulating_in_user_space_is_not_sent_to_from_the_kernel() {
-        let t = table_of(&[("100.96.2.0/24", "198.18.0.2:8285", None, true), ("100.96.3.0/24", "198.18.0.3:8285", None, false)]);
-        let w = wanted_routes(&t, 8285, Format::FlannelUdp);
-        let flags: Vec<(String, u8)> = w.iter().map(|(k, v)| (describe(k), v[program::ROUTE_FLAGS_AT])).collect();
-        assert_eq!(flags, [("100.96.2.0/24".to_owned(), program::ROUTE_ENCAP), ("100.96.3.0/24".to_owned(), 0)]);
-    }
-
-    #[test]
-    fn a_vxlan_route_carries_the_peers_vtep_mac_and_needs_one() {
-        let t = table(&[("100.96.2.0/24", "198.18.0.2:8472", Some("c6:d2:32:6f:8f:44")), ("100.96.3.0/24", "198.18.0.3:8472", None)]);
-        let w = wanted_routes(&t, 8472, VXLAN);
-        assert_eq!(w.len(), 1, "a route without a MAC stays with the workers");
-        let (key, value) = w.iter().next().unwrap();
-        assert_eq!(describe(key), "100.96.2.0/24");
-        assert_eq!(value, &[198, 18, 0, 2, 0xc6, 0xd2, 0x32, 0x6f, 0x8f, 0x44, 1, 0]);
     }
 }

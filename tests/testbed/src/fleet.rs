@@ -287,11 +287,16 @@ impl Fleet {
     }
 
     /// `flannel.1` on node `i`, and a route, neighbour and FDB entry for
-    /// every other VTEP, exactly as flanneld's vxlan backend installs them.
+    /// every other VTEP, exactly as flanneld's vxlan backend installs them
+    /// (flanneld sets `IFLA_VXLAN_UDP_CSUM` to 0: no outer UDP checksum,
+    /// where `ip link` leaves the kernel's default, `udpcsum`).
     fn configure_kernel_vtep(&self, i: usize) {
         let n = &self.nodes[i];
         let mut lines = vec![
-            format!("link add flannel.1 address {} type vxlan id {VNI} local {} dev ul dstport {VXLAN_PORT} nolearning", n.mac, n.ip),
+            format!(
+                "link add flannel.1 address {} type vxlan id {VNI} local {} dev ul dstport {VXLAN_PORT} nolearning noudpcsum",
+                n.mac, n.ip
+            ),
             "link set flannel.1 mtu 1450".into(),
             format!("addr add {}/32 dev flannel.1", network_address(&n.subnet)),
             "link set flannel.1 up".into(),
