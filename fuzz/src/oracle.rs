@@ -313,7 +313,7 @@ pub fn assert_icmp_error_ok(reply: &[u8], offending: &[u8], from: IpAddr) -> (u8
     assert_eq!(reply_ip.dst, orig.src, "ICMP error must go back to the sender");
     assert_eq!(reply_ip.src, from, "ICMP error must come from the given source");
     let sliced = SlicedPacket::from_ip(reply).unwrap_or_else(|e| panic!("etherparse refuses the ICMP error: {e:?}"));
-    let (message, room) = match (&sliced.net, &sliced.transport) {
+    let (head, quote, room) = match (&sliced.net, &sliced.transport) {
         (Some(NetSlice::Ipv4(v4)), Some(TransportSlice::Icmpv4(i))) => {
             assert!(reply.len() <= 576, "ICMPv4 error of {} bytes exceeds 576 (RFC 1812 4.3.2.3)", reply.len());
             let h = v4.header();
@@ -321,18 +321,19 @@ pub fn assert_icmp_error_ok(reply: &[u8], offending: &[u8], from: IpAddr) -> (u8
             assert_eq!(h.to_header().calc_header_checksum(), h.header_checksum(), "IPv4 header checksum");
             assert_eq!(i.header().icmp_type.calc_checksum(i.payload()), i.checksum(), "ICMP checksum");
             assert!(matches!((i.type_u8(), i.code_u8()), (3, 1) | (11, 0) | (3, 4)), "type/code {}/{}", i.type_u8(), i.code_u8());
-            (i.slice(), 576 - 28)
+            assert_eq!(i.header_len(), 8, "an error's header is 8 bytes");
+            ((i.type_u8(), i.code_u8(), i.bytes5to8()), i.payload(), 576 - 28)
         }
         (Some(NetSlice::Ipv6(v6)), Some(TransportSlice::Icmpv6(i))) => {
             assert!(reply.len() <= 1280, "ICMPv6 error of {} bytes exceeds 1280 (RFC 4443 2.4(c))", reply.len());
             assert!(i.is_checksum_valid(v6.header().source(), v6.header().destination()), "ICMPv6 checksum");
             assert!(matches!((i.type_u8(), i.code_u8()), (1, 0) | (3, 0) | (2, 0)), "type/code {}/{}", i.type_u8(), i.code_u8());
-            (i.slice(), 1280 - 48)
+            assert_eq!(i.header_len(), 8, "an error's header is 8 bytes");
+            ((i.type_u8(), i.code_u8(), i.bytes5to8()), i.payload(), 1280 - 48)
         }
         other => panic!("not an ICMP error per etherparse: {other:?}"),
     };
-    let quote = &message[8..];
     assert_eq!(quote, &offending[..quote.len()], "the quote must be the start of the offending packet");
     assert_eq!(quote.len(), offending.len().min(room), "quote length");
-    (message[0], message[1], message[4..8].try_into().unwrap())
+    head
 }

@@ -87,8 +87,10 @@ fn headers(pkt: &[u8]) -> Option<Headers> {
         PROTO_TCP => TcpPacket::new_checked(l4).ok()?.header_len(),
         // Exact, as kernel GRO wants it: a UDP length short of the IP
         // payload would leave bytes that no checksum covered, and a merge
-        // would make them payload.
-        PROTO_UDP => UdpPacket::new_checked(l4).ok().filter(|u| u.datagram_len() == l4.len()).map(|_| udp::HEADER_LEN)?,
+        // would make them payload. Nor 0, which the view (like etherparse)
+        // reads as "the rest" (RFC 2675 jumbograms): no packet of 64 KiB
+        // or less may carry it, and IPv4 receivers drop it.
+        PROTO_UDP => UdpPacket::new_checked(l4).ok().filter(|u| usize::from(u.len()) == l4.len()).map(|_| udp::HEADER_LEN)?,
         _ => return None,
     };
     Some(Headers { v4: ip.is_ipv4(), ip_len: ip.header_len(), proto: ip.protocol(), l4_len })

@@ -377,12 +377,32 @@ fn fragments_and_lying_lengths_are_not_split() {
     let n = short_total.len() as u16;
     Ipv4Packet::new_unchecked(&mut short_total[..]).set_total_len(n - 1);
     assert_eq!(split(&short_total, &hdr), Err(OffloadError::TypeMismatch));
-    let (mut udp, uhdr) = as_gso(udp4(&payload_pattern(3000)), GSO_UDP_L4, 1000);
-    let mut ip = Ipv4Packet::new_unchecked(&mut udp[..]);
-    let mut u = UdpPacket::new_unchecked(ip.payload_mut());
-    u.set_len(u.len() - 1);
-    assert_eq!(split(&udp, &uhdr), Err(OffloadError::TypeMismatch));
+    let (udp, uhdr) = as_gso(udp4(&payload_pattern(3000)), GSO_UDP_L4, 1000);
+    let with_udp_len = |len: u16| {
+        let mut p = udp.clone();
+        let mut ip = Ipv4Packet::new_unchecked(&mut p[..]);
+        UdpPacket::new_unchecked(ip.payload_mut()).set_len(len);
+        p
+    };
+    let right = (udp.len() - 20) as u16;
+    assert_eq!(split(&with_udp_len(right - 1), &uhdr), Err(OffloadError::TypeMismatch));
+    // Fuzzer finding (fuzz/regressions/offload_split-udp-length-zero.bin): a
+    // UDP length of 0, "the rest" to the view, was taken for the datagram's.
+    assert_eq!(split(&with_udp_len(0), &uhdr), Err(OffloadError::TypeMismatch));
+    assert!(split(&with_udp_len(right), &uhdr).is_ok());
     assert!(split(&tcp4, &hdr).is_ok());
+    // Nor are such datagrams coalesced (offload_coalesce-udp-length-zero.bin).
+    let zero = || {
+        let mut p = udp4(&payload_pattern(1000));
+        let mut ip = Ipv4Packet::new_unchecked(&mut p[..]);
+        UdpPacket::new_unchecked(ip.payload_mut()).set_len(0);
+        fix_l4_checksum(&mut p);
+        p
+    };
+    let (buf, refs) = batch(&[zero(), zero()]);
+    let mut plan = CoalescePlan::default();
+    plan.plan(&buf, &refs, true);
+    assert_eq!(plan.groups().len(), 2, "UDP length 0 is never merged");
 }
 
 #[test]
