@@ -11,8 +11,8 @@ use std::hint::black_box;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use encapd::datapath::offload::{CoalescePlan, PacketRef, prepare_egress};
 use encapd::wire::build::{Packet, Tcp};
-use encapd::wire::checksum;
 use encapd::wire::virtio::{F_NEEDS_CSUM, GSO_TCPV4, VNET_HDR_LEN, VnetHdr};
+use encapd::wire::{Ipv4Packet, TcpPacket, checksum};
 
 /// Bytes of TCP payload per segment at a 1,472-byte MTU (20 IP + 32 TCP).
 const MSS: usize = 1420;
@@ -27,11 +27,11 @@ fn data(len: usize) -> Vec<u8> {
 fn tcp4(seq: u32, payload: &[u8], partial: bool) -> Vec<u8> {
     let mut p = Packet::new([100, 96, 1, 2], [100, 96, 2, 3]).tcp(Tcp::new(40000, 5201).seq(seq).options(&Tcp::TIMESTAMPS), payload);
     if partial {
-        let l4_len = (p.len() - 20) as u16;
-        let mut pseudo = checksum::accumulate(0, &p[12..20]);
-        pseudo = checksum::accumulate(pseudo, &[0, 6]);
-        pseudo = checksum::accumulate(pseudo, &l4_len.to_be_bytes());
-        p[36..38].copy_from_slice(&(!checksum::finish(pseudo)).to_be_bytes());
+        let mut ip = Ipv4Packet::new_checked(&mut p[..]).unwrap();
+        let pseudo = ip.pseudo_header(ip.protocol());
+        let l4 = ip.payload_mut();
+        let partial = pseudo.partial_checksum(l4.len());
+        TcpPacket::new_checked(l4).unwrap().set_checksum(partial);
     }
     p
 }

@@ -9,7 +9,11 @@
 //! interoperate.
 
 use crate::wire::checksum;
-use crate::wire::ip::{PROTO_TCP, PROTO_UDP};
+use crate::wire::ip::{IpPacket, PROTO_TCP, PROTO_UDP};
+use crate::wire::ipv4::{self, Ipv4Packet};
+use crate::wire::ipv6::{self, Ipv6Packet};
+use crate::wire::tcp::{self, TcpPacket};
+use crate::wire::udp::{self, UdpPacket};
 use crate::wire::virtio::{F_NEEDS_CSUM, GSO_NONE, GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4, VnetHdr};
 
 /// A virtio-net header that does not describe the packet behind it.
@@ -27,12 +31,10 @@ pub enum OffloadError {
     UnknownType,
 }
 
-const TCP_FIN: u8 = 0x01;
-const TCP_PSH: u8 = 0x08;
-const TCP_ACK: u8 = 0x10;
-const TCP_CWR: u8 = 0x80;
+use crate::wire::tcp::flags::{ACK as TCP_ACK, CWR as TCP_CWR, FIN as TCP_FIN, PSH as TCP_PSH};
+
 /// Largest header block (IPv4 with options + TCP with options) we copy.
-const MAX_HEADERS: usize = 60 + 60;
+const MAX_HEADERS: usize = ipv4::MAX_HEADER_LEN + tcp::MAX_HEADER_LEN;
 /// Most segments merged into one TUN write (as kernel GRO).
 pub const MAX_COALESCE: usize = 64;
 /// Largest TUN packet and receive payload a buffer must hold (64 KiB
@@ -53,7 +55,7 @@ pub fn finish_partial_checksum(pkt: &mut [u8], start: usize, offset: usize) -> R
     Ok(())
 }
 
-/// Layout of the IP and transport headers of a packet.
+/// Layout of the IP and transport headers of a packet, from the views.
 #[derive(Debug, Clone, Copy)]
 struct Headers {
     v4: bool,
@@ -62,66 +64,49 @@ struct Headers {
     l4_len: usize,
 }
 
+impl Headers {
+    /// The IP view of `pkt`, whose headers these are.
+    #[inline]
+    fn ip<T: AsRef<[u8]>>(&self, pkt: T) -> IpPacket<T> {
+        if self.v4 { IpPacket::V4(Ipv4Packet::new_unchecked(pkt)) } else { IpPacket::V6(Ipv6Packet::new_unchecked(pkt)) }
+    }
+}
+
+/// The headers of a TCP or UDP packet that the views accept whole: an IP
+/// header whose length field spans exactly the bytes present (as
+/// `ip::parse` requires of every packet the data path forwards), not an
+/// IPv4 fragment (its transport checksum covers bytes of other packets, and
+/// only a whole datagram can be cut or merged), then a TCP header of at
+/// least 20 bytes or a UDP header whose length is the rest. Anything else
+/// is not offloaded.
+#[inline]
 fn headers(pkt: &[u8]) -> Option<Headers> {
-    let first = *pkt.first()?;
-    let (v4, ip_len, proto) = match first >> 4 {
-        4 => (true, usize::from(first & 0x0f) * 4, *pkt.get(9)?),
-        6 => (false, 40, *pkt.get(6)?),
+    let ip = IpPacket::new_checked(pkt).ok().filter(|ip| ip.total_len() == pkt.len() && !ip.is_fragment())?;
+    let l4 = ip.payload();
+    let l4_len = match ip.protocol() {
+        PROTO_TCP => TcpPacket::new_checked(l4).ok()?.header_len(),
+        // Exact, as kernel GRO wants it: a UDP length short of the IP
+        // payload would leave bytes that no checksum covered, and a merge
+        // would make them payload. Nor 0, which the view (like etherparse)
+        // reads as "the rest" (RFC 2675 jumbograms): no packet of 64 KiB
+        // or less may carry it, and IPv4 receivers drop it.
+        PROTO_UDP => UdpPacket::new_checked(l4).ok().filter(|u| usize::from(u.len()) == l4.len()).map(|_| udp::HEADER_LEN)?,
         _ => return None,
     };
-    if ip_len < 20 || pkt.len() < ip_len {
-        return None;
-    }
-    let l4_len = match proto {
-        PROTO_TCP => usize::from(*pkt.get(ip_len + 12)? >> 4) * 4,
-        PROTO_UDP => 8,
-        _ => return None,
-    };
-    // A TCP header is at least 20 bytes (data offset ≥ 5); everything
-    // below assumes the fixed fields are there.
-    let min = if proto == PROTO_TCP { 20 } else { 8 };
-    if l4_len < min || pkt.len() < ip_len + l4_len {
-        return None;
-    }
-    Some(Headers { v4, ip_len, proto, l4_len })
-}
-
-/// The accumulated pseudo-header (addresses, protocol, transport length)
-/// of the packet whose IP header starts `pkt_ip`.
-fn pseudo_sum(pkt_ip: &[u8], h: &Headers, l4_total: usize) -> u64 {
-    let addrs = if h.v4 { &pkt_ip[12..20] } else { &pkt_ip[8..40] };
-    let sum = checksum::accumulate(0, addrs);
-    let sum = checksum::accumulate(sum, &[0, h.proto]);
-    checksum::accumulate(sum, &(l4_total as u32).to_be_bytes())
-}
-
-/// The final transport checksum from its accumulated parts (UDP's 0 is
-/// sent as 0xffff: 0 means "no checksum").
-fn l4_final(sum: u64, h: &Headers) -> u16 {
-    let c = checksum::finish(sum);
-    if h.proto == PROTO_UDP && c == 0 { 0xffff } else { c }
-}
-
-/// Transport checksum over the pseudo-header and `l4` (whose checksum field
-/// must be zero).
-fn l4_checksum(pkt_ip: &[u8], h: &Headers, l4: &[u8]) -> u16 {
-    l4_final(checksum::accumulate(pseudo_sum(pkt_ip, h, l4.len()), l4), h)
+    Some(Headers { v4: ip.is_ipv4(), ip_len: ip.header_len(), proto: ip.protocol(), l4_len })
 }
 
 /// True when the transport checksum of a complete packet verifies (an IPv4
 /// UDP checksum of 0 means "none" and passes).
+#[inline]
 fn l4_checksum_valid(pkt: &[u8], h: &Headers) -> bool {
+    let pseudo = h.ip(pkt).pseudo_header();
     let l4 = &pkt[h.ip_len..];
-    if h.v4 && h.proto == PROTO_UDP && l4[6] == 0 && l4[7] == 0 {
-        return true;
+    if h.proto == PROTO_TCP {
+        TcpPacket::new_unchecked(l4).verify_checksum(&pseudo)
+    } else {
+        UdpPacket::new_unchecked(l4).verify_checksum(&pseudo)
     }
-    checksum::finish(checksum::accumulate(pseudo_sum(pkt, h, l4.len()), l4)) == 0
-}
-
-/// The folded pseudo-header sum (not complemented) a `NEEDS_CSUM` packet
-/// carries in its checksum field.
-fn pseudo_partial(pkt: &[u8], h: &Headers, l4_total: usize) -> u16 {
-    !checksum::finish(pseudo_sum(pkt, h, l4_total))
 }
 
 /// Where the segments of a split super-packet lie in the buffer: `count`
@@ -155,7 +140,9 @@ impl Split {
 /// transport headers (lengths, IPv4 ID and checksum, TCP sequence numbers,
 /// FIN/PSH only on the last and CWR only on the first segment, full
 /// transport checksums). `buf.len()` is the room available: the split adds
-/// one header per extra segment.
+/// one header per extra segment. A super-packet whose headers the views do
+/// not accept whole (lengths that disagree with the bytes, a TCP header
+/// below 20 bytes, an IPv4 fragment) is a [`OffloadError::TypeMismatch`].
 pub fn prepare_egress(buf: &mut [u8], start: usize, len: usize, hdr: &VnetHdr) -> Result<Split, OffloadError> {
     let end = start.checked_add(len).filter(|&e| e <= buf.len()).ok_or(OffloadError::TooLarge)?;
     let kind = hdr.gso_kind();
@@ -193,9 +180,8 @@ pub fn prepare_egress(buf: &mut [u8], start: usize, len: usize, hdr: &VnetHdr) -
     }
     let mut tmpl = [0u8; MAX_HEADERS];
     tmpl[..head].copy_from_slice(&buf[start..start + head]);
-    let id0 = u16::from_be_bytes([tmpl[4], tmpl[5]]);
-    let l4 = h.ip_len;
-    let seq0 = u32::from_be_bytes([tmpl[l4 + 4], tmpl[l4 + 5], tmpl[l4 + 6], tmpl[l4 + 7]]);
+    let id0 = if h.v4 { Ipv4Packet::new_unchecked(&tmpl[..]).ident() } else { 0 };
+    let seq0 = if h.proto == PROTO_TCP { TcpPacket::new_unchecked(&tmpl[h.ip_len..head]).seq_number() } else { 0 };
     let stride = head + g;
     for i in (0..count).rev() {
         let chunk = if i + 1 == count { payload - i * g } else { g };
@@ -204,32 +190,31 @@ pub fn prepare_egress(buf: &mut [u8], start: usize, len: usize, hdr: &VnetHdr) -
         buf.copy_within(start + head + i * g..start + head + i * g + chunk, seg + head);
         let s = &mut buf[seg..seg + head + chunk];
         s[..head].copy_from_slice(&tmpl[..head]);
-        if h.v4 {
-            s[2..4].copy_from_slice(&((head + chunk) as u16).to_be_bytes());
-            s[4..6].copy_from_slice(&id0.wrapping_add(i as u16).to_be_bytes());
-            s[10..12].fill(0);
-            let c = checksum::checksum(&s[..h.ip_len]);
-            s[10..12].copy_from_slice(&c.to_be_bytes());
-        } else {
-            s[4..6].copy_from_slice(&((h.l4_len + chunk) as u16).to_be_bytes());
+        let mut ip = h.ip(&mut *s);
+        ip.set_total_len(head + chunk);
+        if let IpPacket::V4(v4) = &mut ip {
+            v4.set_ident(id0.wrapping_add(i as u16));
         }
-        let (ip, l4b) = s.split_at_mut(h.ip_len);
-        let field = if h.proto == PROTO_TCP {
-            l4b[4..8].copy_from_slice(&seq0.wrapping_add((i * g) as u32).to_be_bytes());
+        ip.fill_checksum();
+        let pseudo = ip.pseudo_header();
+        let l4 = ip.payload_mut();
+        if h.proto == PROTO_TCP {
+            let mut t = TcpPacket::new_unchecked(l4);
+            t.set_seq_number(seq0.wrapping_add((i * g) as u32));
+            let mut flags = t.flags();
             if i + 1 != count {
-                l4b[13] &= !(TCP_FIN | TCP_PSH);
+                flags &= !(TCP_FIN | TCP_PSH);
             }
             if i != 0 {
-                l4b[13] &= !TCP_CWR;
+                flags &= !TCP_CWR;
             }
-            16
+            t.set_flags(flags);
+            t.fill_checksum(&pseudo);
         } else {
-            l4b[4..6].copy_from_slice(&((8 + chunk) as u16).to_be_bytes());
-            6
-        };
-        l4b[field..field + 2].fill(0);
-        let c = l4_checksum(ip, &h, l4b);
-        l4b[field..field + 2].copy_from_slice(&c.to_be_bytes());
+            let mut u = UdpPacket::new_unchecked(l4);
+            u.set_len((udp::HEADER_LEN + chunk) as u16);
+            u.fill_checksum(&pseudo);
+        }
     }
     Ok(Split { start, stride, count, last_len: head + (payload - (count - 1) * g) })
 }
@@ -253,21 +238,25 @@ pub struct PacketRef {
 /// packet with probability 2^-16, the strength of the checksum itself.
 pub fn complete_partial_checksum(pkt: &mut [u8]) -> bool {
     let Some(h) = headers(pkt) else { return false };
-    if h.v4 && u16::from_be_bytes([pkt[6], pkt[7]]) & 0x3fff != 0 {
-        return false; // a fragment: its checksum covers the whole datagram
-    }
     if l4_checksum_valid(pkt, &h) {
         return false;
     }
-    let field = h.ip_len + if h.proto == PROTO_TCP { 16 } else { 6 };
-    let l4_total = pkt.len() - h.ip_len;
-    if pkt[field..field + 2] != pseudo_partial(pkt, &h, l4_total).to_be_bytes() {
-        return false;
+    let pseudo = h.ip(&*pkt).pseudo_header();
+    let partial = pseudo.partial_checksum(pkt.len() - h.ip_len);
+    let l4 = &mut pkt[h.ip_len..];
+    if h.proto == PROTO_TCP {
+        let mut t = TcpPacket::new_unchecked(l4);
+        if t.checksum() != partial {
+            return false;
+        }
+        t.fill_checksum(&pseudo);
+    } else {
+        let mut u = UdpPacket::new_unchecked(l4);
+        if u.checksum() != partial {
+            return false;
+        }
+        u.fill_checksum(&pseudo);
     }
-    pkt[field..field + 2].fill(0);
-    let (ip, l4) = pkt.split_at_mut(h.ip_len);
-    let c = l4_checksum(ip, &h, l4);
-    l4[field - h.ip_len..field - h.ip_len + 2].copy_from_slice(&c.to_be_bytes());
     true
 }
 
@@ -284,22 +273,22 @@ pub fn complete_partial_checksum(pkt: &mut [u8]) -> bool {
 /// or has no room for a segment.
 pub fn super_packet_header(pkt: &mut [u8], max_packet: usize) -> Option<VnetHdr> {
     let h = headers(pkt)?;
-    if h.proto != PROTO_TCP || (h.v4 && u16::from_be_bytes([pkt[6], pkt[7]]) & 0x3fff != 0) {
+    if h.proto != PROTO_TCP {
         return None;
     }
     let head = h.ip_len + h.l4_len;
     if max_packet <= head || pkt.len() <= head || head > MAX_HEADERS {
         return None;
     }
-    let partial = pseudo_partial(pkt, &h, pkt.len() - h.ip_len);
-    pkt[h.ip_len + 16..h.ip_len + 18].copy_from_slice(&partial.to_be_bytes());
+    let partial = h.ip(&*pkt).pseudo_header().partial_checksum(pkt.len() - h.ip_len);
+    TcpPacket::new_unchecked(&mut pkt[h.ip_len..]).set_checksum(partial);
     Some(VnetHdr {
         flags: F_NEEDS_CSUM,
         gso_type: if h.v4 { GSO_TCPV4 } else { GSO_TCPV6 },
         hdr_len: head as u16,
         gso_size: (max_packet - head).min(usize::from(u16::MAX)) as u16,
         csum_start: h.ip_len as u16,
-        csum_offset: 16,
+        csum_offset: tcp::field::CHECKSUM.start as u16,
     })
 }
 
@@ -309,12 +298,7 @@ pub fn super_packet_header(pkt: &mut [u8], max_packet: usize) -> Option<VnetHdr>
 /// payload (a run of datagrams is cut by the UDP_GRO size before this).
 pub fn is_super_packet(datagram: &[u8], header_len: usize, max_packet: usize) -> bool {
     let Some(inner) = datagram.get(header_len..) else { return false };
-    let total = match inner.first().map(|b| b >> 4) {
-        Some(4) if inner.len() >= 20 => usize::from(u16::from_be_bytes([inner[2], inner[3]])),
-        Some(6) if inner.len() >= 40 => 40 + usize::from(u16::from_be_bytes([inner[4], inner[5]])),
-        _ => return false,
-    };
-    total == inner.len() && total > max_packet
+    IpPacket::new_checked(inner).is_ok_and(|ip| ip.total_len() == inner.len() && inner.len() > max_packet)
 }
 
 /// A run of packets to be written to the TUN as one (super-)packet.
@@ -453,30 +437,31 @@ impl CoalescePlan {
             return VnetHdr::default();
         }
         // Coalesced IPv4 packets have no options, so the IP header length is fixed.
-        let ip_len = if g.v4 { 20 } else { 40 };
-        let last_flags = if g.tcp { buf[packets[g.last].offset + ip_len + 13] } else { 0 };
+        let ip_len = if g.v4 { ipv4::HEADER_LEN } else { ipv6::HEADER_LEN };
+        let last = packets[g.last];
+        let last_flags = if g.tcp { TcpPacket::new_unchecked(&buf[last.offset + ip_len..last.offset + last.len]).flags() } else { 0 };
         let first = packets[g.first];
         let pkt = &mut buf[first.offset..first.offset + first.len];
         let Some(h) = headers(pkt) else { return VnetHdr::default() };
-        if h.v4 {
-            pkt[2..4].copy_from_slice(&(g.total as u16).to_be_bytes());
-            pkt[10..12].fill(0);
-            let c = checksum::checksum(&pkt[..h.ip_len]);
-            pkt[10..12].copy_from_slice(&c.to_be_bytes());
-        } else {
-            pkt[4..6].copy_from_slice(&((g.total - 40) as u16).to_be_bytes());
-        }
+        // The first packet's headers now describe the whole run: its length
+        // field spans bytes beyond this buffer, so only fixed fields are
+        // touched through the view from here on.
+        let mut ip = h.ip(&mut *pkt);
+        ip.set_total_len(g.total);
+        ip.fill_checksum();
         let l4_total = g.total - h.ip_len;
-        let partial = pseudo_partial(pkt, &h, l4_total);
-        let l4 = h.ip_len;
+        let partial = ip.pseudo_header().partial_checksum(l4_total);
+        let l4 = &mut pkt[h.ip_len..];
         let (gso_type, csum_offset) = if h.proto == PROTO_TCP {
-            pkt[l4 + 13] |= last_flags & TCP_PSH;
-            pkt[l4 + 16..l4 + 18].copy_from_slice(&partial.to_be_bytes());
-            (if h.v4 { GSO_TCPV4 } else { GSO_TCPV6 }, 16)
+            let mut t = TcpPacket::new_unchecked(l4);
+            t.set_flags(t.flags() | (last_flags & TCP_PSH));
+            t.set_checksum(partial);
+            (if h.v4 { GSO_TCPV4 } else { GSO_TCPV6 }, tcp::field::CHECKSUM.start as u16)
         } else {
-            pkt[l4 + 4..l4 + 6].copy_from_slice(&(l4_total as u16).to_be_bytes());
-            pkt[l4 + 6..l4 + 8].copy_from_slice(&partial.to_be_bytes());
-            (GSO_UDP_L4, 6)
+            let mut u = UdpPacket::new_unchecked(l4);
+            u.set_len(l4_total as u16);
+            u.set_checksum(partial);
+            (GSO_UDP_L4, udp::field::CHECKSUM.start as u16)
         };
         VnetHdr {
             flags: F_NEEDS_CSUM,
@@ -501,12 +486,9 @@ struct Key {
 
 fn coalesce_key(pkt: &[u8], udp: bool, verify_checksum: bool) -> Option<Key> {
     let h = headers(pkt)?;
-    if h.v4 {
-        // No options, not a fragment.
-        let frag = u16::from_be_bytes([pkt[6], pkt[7]]);
-        if h.ip_len != 20 || frag & 0x3fff != 0 {
-            return None;
-        }
+    // IPv4: no options (and, as `headers` has it, not a fragment).
+    if h.v4 && h.ip_len != ipv4::HEADER_LEN {
+        return None;
     }
     if h.proto == PROTO_UDP && !udp {
         return None;
@@ -517,48 +499,58 @@ fn coalesce_key(pkt: &[u8], udp: bool, verify_checksum: bool) -> Option<Key> {
     if verify_checksum && !l4_checksum_valid(pkt, &h) {
         return None;
     }
-    let l4 = &pkt[h.ip_len..];
-    match h.proto {
-        PROTO_TCP => {
-            let flags = l4[13];
-            if flags & !(TCP_ACK | TCP_PSH) != 0 || flags & TCP_ACK == 0 {
-                return None;
-            }
-            Some(Key {
-                tcp: true,
-                v4: h.v4,
-                head: h.ip_len + h.l4_len,
-                seq: u32::from_be_bytes([l4[4], l4[5], l4[6], l4[7]]),
-                ends_group: flags & TCP_PSH != 0,
-            })
-        }
-        PROTO_UDP if udp => Some(Key { tcp: false, v4: h.v4, head: h.ip_len + 8, seq: 0, ends_group: false }),
-        _ => None,
+    let head = h.ip_len + h.l4_len;
+    if h.proto == PROTO_UDP {
+        return Some(Key { tcp: false, v4: h.v4, head, seq: 0, ends_group: false });
     }
+    let t = TcpPacket::new_unchecked(&pkt[h.ip_len..]);
+    let flags = t.flags();
+    if flags & !(TCP_ACK | TCP_PSH) != 0 || flags & TCP_ACK == 0 {
+        return None;
+    }
+    Some(Key { tcp: true, v4: h.v4, head, seq: t.seq_number(), ends_group: flags & TCP_PSH != 0 })
 }
 
-/// Same addresses, ports and the header fields that must match for a merge.
+/// Same addresses, ports and the header fields that must match for a merge
+/// (of two packets whose headers [`coalesce_key`] accepted with the same
+/// layout `k`).
 fn same_flow(a: &[u8], b: &[u8], k: &Key) -> bool {
-    let ip = if k.v4 { 20 } else { 40 };
     let ip_same = if k.v4 {
-        // version/IHL/TOS, flags (DF), TTL, protocol, addresses.
-        a[0..2] == b[0..2] && a[6] == b[6] && a[8..10] == b[8..10] && a[12..20] == b[12..20]
+        let (a, b) = (Ipv4Packet::new_unchecked(a), Ipv4Packet::new_unchecked(b));
+        // Header length, TOS, flags (DF; neither is a fragment), TTL,
+        // protocol, addresses: all but the length, ID and checksum.
+        a.header_len() == b.header_len()
+            && a.dscp_ecn() == b.dscp_ecn()
+            && a.flags_and_frag_offset() == b.flags_and_frag_offset()
+            && a.ttl() == b.ttl()
+            && a.protocol() == b.protocol()
+            && a.addr_bytes() == b.addr_bytes()
     } else {
-        a[0..4] == b[0..4] && a[6..8] == b[6..8] && a[8..40] == b[8..40]
+        let (a, b) = (Ipv6Packet::new_unchecked(a), Ipv6Packet::new_unchecked(b));
+        a.traffic_class() == b.traffic_class()
+            && a.flow_label() == b.flow_label()
+            && a.next_header() == b.next_header()
+            && a.hop_limit() == b.hop_limit()
+            && a.addr_bytes() == b.addr_bytes()
     };
     if !ip_same {
         return false;
     }
+    let ip_len = if k.v4 { ipv4::HEADER_LEN } else { ipv6::HEADER_LEN };
     if k.tcp {
-        // Ports, then ACK number, data offset, window, urgent and options;
-        // flags may differ only in PSH.
-        a[ip..ip + 4] == b[ip..ip + 4]
-            && a[ip + 8..ip + 13] == b[ip + 8..ip + 13]
-            && (a[ip + 13] | TCP_PSH) == (b[ip + 13] | TCP_PSH)
-            && a[ip + 14..ip + 16] == b[ip + 14..ip + 16]
-            && a[ip + 18..k.head] == b[ip + 18..k.head]
+        // Ports, ACK number, data offset and reserved bits, window, urgent
+        // pointer and options; flags may differ only in PSH.
+        let (a, b) = (TcpPacket::new_unchecked(&a[ip_len..]), TcpPacket::new_unchecked(&b[ip_len..]));
+        a.ports() == b.ports()
+            && a.ack_number() == b.ack_number()
+            && a.header_len() == b.header_len()
+            && a.reserved() == b.reserved()
+            && (a.flags() | TCP_PSH) == (b.flags() | TCP_PSH)
+            && a.window_len() == b.window_len()
+            && a.urgent_at() == b.urgent_at()
+            && a.options() == b.options()
     } else {
-        a[ip..ip + 4] == b[ip..ip + 4]
+        UdpPacket::new_unchecked(&a[ip_len..]).ports() == UdpPacket::new_unchecked(&b[ip_len..]).ports()
     }
 }
 

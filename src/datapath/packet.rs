@@ -127,8 +127,8 @@ mod tests {
 
     use super::*;
     use crate::route::{PeerSpec, TableScope};
-    use crate::wire::checksum;
     use crate::wire::ip::tests::{ipv4_udp, ipv6_udp};
+    use crate::wire::{Ipv4Packet, Ipv6Packet};
 
     fn node() -> NodeScope {
         NodeScope { own_v4: "100.96.1.0/24".parse().unwrap(), own_v6: Some("fd00:96:1::/64".parse().unwrap()), max_inner: 1472 }
@@ -169,11 +169,12 @@ mod tests {
             })
         };
         assert_eq!(classify_egress(&mut p, &table(), &node(), false), to_b("100.96.2.0/24"));
-        assert_eq!(p[8], 63);
-        assert_eq!(checksum::checksum(&p[..20]), 0);
+        let v4 = Ipv4Packet::new_checked(&p).unwrap();
+        assert_eq!(v4.ttl(), 63);
+        assert!(v4.verify_checksum(), "the header checksum follows the TTL");
         let mut p6 = ipv6_udp("fd00:96:1::2".parse().unwrap(), "fd00:96:2::3".parse().unwrap(), 64, 10);
         assert_eq!(classify_egress(&mut p6, &table(), &node(), false), to_b("fd00:96:2::/64"));
-        assert_eq!(p6[7], 63);
+        assert_eq!(Ipv6Packet::new_checked(&p6).unwrap().hop_limit(), 63);
     }
 
     #[test]
@@ -226,7 +227,7 @@ mod tests {
         assert_eq!(check_ingress(from_b, &good[..10], &t, &n), Err(DropReason::Truncated));
         assert_eq!(check_ingress(from_b, &good[..30], &t, &n), Err(DropReason::LengthMismatch));
         let mut bad_ihl = good.clone();
-        bad_ihl[0] = 0x43;
+        Ipv4Packet::new_unchecked(&mut bad_ihl).set_version_and_header_len(12);
         assert_eq!(check_ingress(from_b, &bad_ihl, &t, &n), Err(DropReason::BadHeaderLength));
     }
 

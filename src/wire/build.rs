@@ -5,16 +5,21 @@
 //!
 //! ```
 //! use encapd::wire::build::{Packet, Tcp};
+//! use encapd::wire::{Ipv4Packet, TcpPacket};
 //! let udp = Packet::new([100, 96, 1, 2], [100, 96, 2, 3]).udp(4000, 5000, b"hello");
 //! let syn = Packet::new([100, 96, 1, 2], [100, 96, 2, 3]).tcp(Tcp::new(40000, 5201).seq(7).flags(Tcp::SYN), &[]);
 //! assert_eq!(udp.len(), 20 + 8 + 5);
-//! assert_eq!(syn[33], Tcp::SYN);
+//! let ip = Ipv4Packet::new_checked(&syn[..]).unwrap();
+//! assert_eq!(TcpPacket::new_checked(ip.payload()).unwrap().flags(), Tcp::SYN);
 //! ```
 
 use std::net::IpAddr;
 
-use super::checksum;
-use super::ip::{PROTO_TCP, PROTO_UDP};
+use super::ip::{IpPacket, PROTO_TCP, PROTO_UDP};
+use super::ipv4::{self, Ipv4Packet};
+use super::ipv6::{self, Ipv6Packet};
+use super::tcp::{self, TcpPacket};
+use super::udp::{self, UdpPacket};
 
 /// The IP header of the packets to build.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,11 +44,11 @@ pub struct Tcp {
 }
 
 impl Tcp {
-    pub const FIN: u8 = 0x01;
-    pub const SYN: u8 = 0x02;
-    pub const PSH: u8 = 0x08;
-    pub const ACK: u8 = 0x10;
-    pub const CWR: u8 = 0x80;
+    pub const FIN: u8 = tcp::flags::FIN;
+    pub const SYN: u8 = tcp::flags::SYN;
+    pub const PSH: u8 = tcp::flags::PSH;
+    pub const ACK: u8 = tcp::flags::ACK;
+    pub const CWR: u8 = tcp::flags::CWR;
     /// NOP, NOP, timestamps (TSval 9, TSecr 7): the 12 option bytes Linux
     /// puts on every segment of a connection.
     pub const TIMESTAMPS: [u8; 12] = [1, 1, 8, 10, 0, 0, 0, 9, 0, 0, 0, 7];
@@ -75,14 +80,14 @@ impl Tcp {
 
     /// Options (padded with zeros to a multiple of 4 bytes, at most 40).
     pub fn options(mut self, options: &[u8]) -> Tcp {
-        let mut o = options[..options.len().min(40)].to_vec();
+        let mut o = options[..options.len().min(tcp::MAX_HEADER_LEN - tcp::HEADER_LEN)].to_vec();
         o.resize(o.len().div_ceil(4) * 4, 0);
         self.options = o;
         self
     }
 
     fn header_len(&self) -> usize {
-        20 + self.options.len()
+        tcp::HEADER_LEN + self.options.len()
     }
 }
 
@@ -109,128 +114,125 @@ impl Packet {
         self
     }
 
-    fn ip_len(&self) -> usize {
-        if self.src.is_ipv4() { 20 } else { 40 }
-    }
-
     /// A UDP datagram with `payload`, valid checksums.
     pub fn udp(&self, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
-        let mut p = self.ip(PROTO_UDP, 8 + payload.len());
-        let at = self.ip_len();
-        p[at..at + 2].copy_from_slice(&sport.to_be_bytes());
-        p[at + 2..at + 4].copy_from_slice(&dport.to_be_bytes());
-        p[at + 4..at + 6].copy_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
-        p[at + 8..].copy_from_slice(payload);
-        fix_transport_checksum(&mut p);
-        p
+        let len = udp::HEADER_LEN + payload.len();
+        self.build(PROTO_UDP, len, |l4| {
+            let mut u = UdpPacket::new_unchecked(l4);
+            u.set_src_port(sport);
+            u.set_dst_port(dport);
+            u.set_len(len as u16);
+            u.payload_mut().copy_from_slice(payload);
+        })
     }
 
     /// A TCP segment with `payload`, valid checksums.
     pub fn tcp(&self, tcp: Tcp, payload: &[u8]) -> Vec<u8> {
-        let head = tcp.header_len();
-        let mut p = self.ip(PROTO_TCP, head + payload.len());
-        let at = self.ip_len();
-        let t = &mut p[at..];
-        t[0..2].copy_from_slice(&tcp.sport.to_be_bytes());
-        t[2..4].copy_from_slice(&tcp.dport.to_be_bytes());
-        t[4..8].copy_from_slice(&tcp.seq.to_be_bytes());
-        t[8..12].copy_from_slice(&tcp.ack.to_be_bytes());
-        t[12] = ((head / 4) as u8) << 4;
-        t[13] = tcp.flags;
-        t[14..16].copy_from_slice(&tcp.window.to_be_bytes());
-        t[20..head].copy_from_slice(&tcp.options);
-        t[head..].copy_from_slice(payload);
-        fix_transport_checksum(&mut p);
-        p
+        self.build(PROTO_TCP, tcp.header_len() + payload.len(), |l4| {
+            let mut t = TcpPacket::new_unchecked(l4);
+            t.set_src_port(tcp.sport);
+            t.set_dst_port(tcp.dport);
+            t.set_seq_number(tcp.seq);
+            t.set_ack_number(tcp.ack);
+            t.set_header_len(tcp.header_len());
+            t.set_flags(tcp.flags);
+            t.set_window_len(tcp.window);
+            t.options_mut().copy_from_slice(&tcp.options);
+            t.payload_mut().copy_from_slice(payload);
+        })
     }
 
-    /// An IP header for `l4_len` bytes of protocol `proto`, zeros behind it.
-    fn ip(&self, proto: u8, l4_len: usize) -> Vec<u8> {
-        let mut p = vec![0u8; self.ip_len() + l4_len];
-        match (self.src, self.dst) {
+    /// A packet with an IP header for `l4_len` bytes of protocol `proto`,
+    /// which `write_l4` fills in; then every checksum.
+    fn build(&self, proto: u8, l4_len: usize, write_l4: impl FnOnce(&mut [u8])) -> Vec<u8> {
+        let mut p = match (self.src, self.dst) {
             (IpAddr::V4(s), IpAddr::V4(d)) => {
+                let mut p = vec![0u8; ipv4::HEADER_LEN + l4_len];
                 let total = p.len() as u16;
-                p[0] = 0x45;
-                p[2..4].copy_from_slice(&total.to_be_bytes());
-                p[4..6].copy_from_slice(&self.ident.to_be_bytes());
-                p[6] = if self.dont_fragment { 0x40 } else { 0 };
-                p[8] = self.ttl;
-                p[9] = proto;
-                p[12..16].copy_from_slice(&s.octets());
-                p[16..20].copy_from_slice(&d.octets());
-                fix_ipv4_header_checksum(&mut p);
+                let mut ip = Ipv4Packet::new_unchecked(&mut p[..]);
+                ip.set_version_and_header_len(ipv4::HEADER_LEN);
+                ip.set_total_len(total);
+                ip.set_ident(self.ident);
+                ip.set_dont_frag(self.dont_fragment);
+                ip.set_ttl(self.ttl);
+                ip.set_protocol(proto);
+                ip.set_src_addr(s);
+                ip.set_dst_addr(d);
+                ip.fill_checksum();
+                write_l4(ip.payload_mut());
+                p
             }
             (s, d) => {
                 let v6 = |a: IpAddr| match a {
                     IpAddr::V6(a) => a,
                     IpAddr::V4(a) => a.to_ipv6_mapped(),
                 };
-                p[0] = 0x60;
-                p[4..6].copy_from_slice(&(l4_len as u16).to_be_bytes());
-                p[6] = proto;
-                p[7] = self.ttl;
-                p[8..24].copy_from_slice(&v6(s).octets());
-                p[24..40].copy_from_slice(&v6(d).octets());
+                let mut p = vec![0u8; ipv6::HEADER_LEN + l4_len];
+                let mut ip = Ipv6Packet::new_unchecked(&mut p[..]);
+                ip.set_version_class_and_flow(0, 0);
+                ip.set_payload_len(l4_len as u16);
+                ip.set_next_header(proto);
+                ip.set_hop_limit(self.ttl);
+                ip.set_src_addr(v6(s));
+                ip.set_dst_addr(v6(d));
+                write_l4(ip.payload_mut());
+                p
             }
-        }
+        };
+        fix_transport_checksum(&mut p);
         p
     }
 }
 
 /// Recomputes the IPv4 header checksum (after editing header fields).
-/// Does nothing to an IPv6 packet or one too short for its header.
+/// Does nothing to an IPv6 packet or one too short for its header. Lenient
+/// on purpose, for tests that break packets and then make the header
+/// checksum right again: an IHL below 5 is summed as 5, and the total
+/// length is not looked at.
 pub fn fix_ipv4_header_checksum(p: &mut [u8]) {
-    if p.first().is_none_or(|b| b >> 4 != 4) {
+    if p.first().is_none_or(|b| b >> 4 != 4) || p.len() < ipv4::HEADER_LEN {
         return;
     }
-    let ihl = (usize::from(p[0] & 0x0f) * 4).clamp(20, 60);
-    if p.len() < ihl {
-        return;
-    }
-    p[10..12].fill(0);
-    let c = checksum::checksum(&p[..ihl]);
-    p[10..12].copy_from_slice(&c.to_be_bytes());
+    let header_len = Ipv4Packet::new_unchecked(&*p).header_len().max(ipv4::HEADER_LEN);
+    let Some(header) = p.get_mut(..header_len) else { return };
+    // A view of the header alone: its checksum is over these bytes.
+    let mut ip = Ipv4Packet::new_unchecked(header);
+    ip.set_checksum(0);
+    let c = super::checksum::checksum(ip.as_ref());
+    ip.set_checksum(c);
 }
 
 /// Recomputes the UDP or TCP checksum of a complete packet (after editing
-/// it). Does nothing to other protocols or packets too short to hold it.
+/// it). Does nothing to other protocols or packets whose IP, TCP or UDP
+/// header is not well-formed.
 pub fn fix_transport_checksum(p: &mut [u8]) {
-    let Some((ip_len, proto)) = l4_start(p) else { return };
-    let field = ip_len + if proto == PROTO_TCP { 16 } else { 6 };
-    if p.len() < field + 2 {
-        return;
+    let Ok(mut ip) = IpPacket::new_checked(p) else { return };
+    let pseudo = ip.pseudo_header();
+    match ip.protocol() {
+        PROTO_UDP => {
+            if let Ok(mut u) = UdpPacket::new_checked(ip.payload_mut()) {
+                u.fill_checksum(&pseudo);
+            }
+        }
+        PROTO_TCP => {
+            if let Ok(mut t) = TcpPacket::new_checked(ip.payload_mut()) {
+                t.fill_checksum(&pseudo);
+            }
+        }
+        _ => {}
     }
-    p[field..field + 2].fill(0);
-    let c = checksum::finish(checksum::accumulate(pseudo_header_sum(p, ip_len, proto), &p[ip_len..]));
-    let c = if proto == PROTO_UDP && c == 0 { 0xffff } else { c };
-    p[field..field + 2].copy_from_slice(&c.to_be_bytes());
 }
 
 /// True when the transport checksum of a complete UDP or TCP packet
 /// verifies (an IPv4 UDP checksum of 0, "none", passes).
 pub fn transport_checksum_ok(p: &[u8]) -> bool {
-    let Some((ip_len, proto)) = l4_start(p) else { return false };
-    if proto == PROTO_UDP && p[0] >> 4 == 4 && p.get(ip_len + 6..ip_len + 8) == Some(&[0, 0]) {
-        return true;
+    let Ok(ip) = IpPacket::new_checked(p) else { return false };
+    let pseudo = ip.pseudo_header();
+    match ip.protocol() {
+        PROTO_UDP => UdpPacket::new_checked(ip.payload()).is_ok_and(|u| u.verify_checksum(&pseudo)),
+        PROTO_TCP => TcpPacket::new_checked(ip.payload()).is_ok_and(|t| t.verify_checksum(&pseudo)),
+        _ => false,
     }
-    checksum::finish(checksum::accumulate(pseudo_header_sum(p, ip_len, proto), &p[ip_len..])) == 0
-}
-
-/// Where the transport header starts and which protocol it is.
-fn l4_start(p: &[u8]) -> Option<(usize, u8)> {
-    let (ip_len, proto) = match p.first()? >> 4 {
-        4 => (usize::from(p[0] & 0x0f) * 4, *p.get(9)?),
-        6 => (40, *p.get(6)?),
-        _ => return None,
-    };
-    ((proto == PROTO_TCP || proto == PROTO_UDP) && p.len() >= ip_len + 8).then_some((ip_len, proto))
-}
-
-fn pseudo_header_sum(p: &[u8], ip_len: usize, proto: u8) -> u64 {
-    let addrs = if p[0] >> 4 == 4 { &p[12..20] } else { &p[8..40] };
-    let sum = checksum::accumulate(0, addrs);
-    let sum = checksum::accumulate(sum, &[0, proto]);
-    checksum::accumulate(sum, &((p.len() - ip_len) as u32).to_be_bytes())
 }
 
 #[cfg(test)]
@@ -239,6 +241,7 @@ mod tests {
 
     use super::*;
     use crate::wire::ip;
+    use crate::wire::oracle_tests::assert_l4_packet_valid;
 
     #[test]
     fn udp_and_tcp_parse_and_verify() {
@@ -250,26 +253,31 @@ mod tests {
             let h = ip::parse(&u).unwrap();
             assert_eq!((h.src, h.dst, h.ttl, h.protocol, h.total_len), (src, dst, 9, PROTO_UDP, u.len()));
             assert!(transport_checksum_ok(&u));
+            assert_eq!(assert_l4_packet_valid(&u).payload, &[7; 33], "etherparse reads it whole");
             let t = Packet::new(src, dst).tcp(Tcp::new(40000, 5201).seq(5).options(&Tcp::TIMESTAMPS), &[1; 100]);
             assert_eq!(ip::parse(&t).unwrap().protocol, PROTO_TCP);
             assert!(transport_checksum_ok(&t));
-            if src.is_ipv4() {
-                assert_eq!(checksum::checksum(&t[..20]), 0);
-                assert_eq!(t[20 + 12] >> 4, 8, "data offset counts the options");
-            }
+            assert_eq!(assert_l4_packet_valid(&t).payload, &[1; 100]);
+            let ip = IpPacket::new_checked(&t[..]).unwrap();
+            assert_eq!(TcpPacket::new_checked(ip.payload()).unwrap().header_len(), 32, "data offset counts the options");
         }
     }
 
     #[test]
     fn editing_then_fixing_checksums() {
         let mut p = Packet::new([10, 0, 0, 1], [10, 0, 0, 2]).udp(1, 2, b"abc");
-        p[30] ^= 0xff;
+        *p.last_mut().unwrap() ^= 0xff;
         assert!(!transport_checksum_ok(&p));
         fix_transport_checksum(&mut p);
         assert!(transport_checksum_ok(&p));
-        p[8] = 3;
+        Ipv4Packet::new_unchecked(&mut p[..]).set_ttl(3);
+        assert!(!Ipv4Packet::new_checked(&p[..]).unwrap().verify_checksum());
         fix_ipv4_header_checksum(&mut p);
-        assert_eq!(checksum::checksum(&p[..20]), 0);
+        assert!(Ipv4Packet::new_checked(&p[..]).unwrap().verify_checksum());
+        // A header length below 20 is summed as 20, for tests that break it.
+        Ipv4Packet::new_unchecked(&mut p[..]).set_version_and_header_len(16);
+        fix_ipv4_header_checksum(&mut p);
+        assert_eq!(crate::wire::checksum::checksum(&p[..20]), 0);
         // Too short or not IP: left alone, no panic.
         let mut short = vec![0x45, 0, 0];
         fix_ipv4_header_checksum(&mut short);

@@ -1,16 +1,168 @@
-//! ICMP and ICMPv6 error messages a router sends (RFC 792, RFC 1812 §4.3,
-//! RFC 4443): destination unreachable, time exceeded, and fragmentation
-//! needed / packet too big.
+//! ICMP (RFC 792) and ICMPv6 (RFC 4443): the message view [`IcmpPacket`],
+//! and the error messages a router sends (RFC 1812 §4.3): destination
+//! unreachable, time exceeded, and fragmentation needed / packet too big.
+//!
+//! Both versions share the message layout (type, code, checksum, four
+//! bytes whose meaning depends on the type, then the body), so one view
+//! serves both; only the checksum differs (ICMPv6 covers a pseudo-header).
+//! [`IcmpPacket::check_len`] accepts any buffer of at least 8 bytes; after
+//! it, no accessor panics (see the [module promise](crate::wire)).
 //!
 //! [`build_error`] writes a complete IP packet into a caller's buffer, ready
 //! to be written to the TUN, or returns `None` where RFC 1812 §4.3.2.7 and
 //! RFC 4443 §2.4(e) forbid an error (in reply to an ICMP error, a non-first
 //! fragment, or a packet from an unspecified, multicast or broadcast source).
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::checksum;
-use super::ip::{IPV4_HEADER_LEN, IPV6_HEADER_LEN, IpHeader, PROTO_ICMP, PROTO_ICMPV6};
+use super::ip::{IPV4_HEADER_LEN, IPV6_HEADER_LEN, IpHeader, PROTO_ICMP, PROTO_ICMPV6, PseudoHeader};
+use super::ipv4::Ipv4Packet;
+use super::ipv6::Ipv6Packet;
+use super::{Truncated, read_u16, read_u32, write_u16, write_u32};
+
+/// Byte offsets of the message header's fields.
+pub mod field {
+    use std::ops::Range;
+
+    pub const TYPE: usize = 0;
+    pub const CODE: usize = 1;
+    pub const CHECKSUM: Range<usize> = 2..4;
+    /// Unused, a pointer, an MTU, or an echo's identifier and sequence
+    /// number, depending on the type.
+    pub const REST_OF_HEADER: Range<usize> = 4..8;
+}
+
+/// The message header: type, code, checksum and the rest of the header.
+pub const HEADER_LEN: usize = 8;
+
+/// ICMP types that are errors (RFC 792, RFC 1812 §4.3.2.7: never answered
+/// with another error): destination unreachable 3, source quench 4,
+/// redirect 5, time exceeded 11, parameter problem 12.
+pub fn is_icmpv4_error(msg_type: u8) -> bool {
+    matches!(msg_type, 3 | 4 | 5 | 11 | 12)
+}
+
+/// ICMPv6 types below 128 are errors (RFC 4443 §2.1).
+pub fn is_icmpv6_error(msg_type: u8) -> bool {
+    msg_type < 128
+}
+
+/// A view of an ICMP or ICMPv6 message in `buffer`; see the module documentation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IcmpPacket<T: AsRef<[u8]>> {
+    buffer: T,
+}
+
+impl<T: AsRef<[u8]>> IcmpPacket<T> {
+    /// Wraps `buffer` without any check.
+    #[inline]
+    pub const fn new_unchecked(buffer: T) -> IcmpPacket<T> {
+        IcmpPacket { buffer }
+    }
+
+    /// Wraps `buffer` after [`check_len`](Self::check_len).
+    #[inline]
+    pub fn new_checked(buffer: T) -> Result<IcmpPacket<T>, Truncated> {
+        let packet = IcmpPacket::new_unchecked(buffer);
+        packet.check_len()?;
+        Ok(packet)
+    }
+
+    /// Checks that the buffer holds the 8-byte message header.
+    #[inline]
+    pub fn check_len(&self) -> Result<(), Truncated> {
+        Truncated::check("ICMP", self.buffer.as_ref().len(), HEADER_LEN)
+    }
+
+    /// The buffer, given back.
+    #[inline]
+    pub fn into_inner(self) -> T {
+        self.buffer
+    }
+
+    #[inline]
+    pub fn msg_type(&self) -> u8 {
+        self.buffer.as_ref()[field::TYPE]
+    }
+
+    #[inline]
+    pub fn msg_code(&self) -> u8 {
+        self.buffer.as_ref()[field::CODE]
+    }
+
+    #[inline]
+    pub fn checksum(&self) -> u16 {
+        read_u16(self.buffer.as_ref(), field::CHECKSUM.start)
+    }
+
+    /// The four bytes after the checksum as one number: the next-hop MTU
+    /// of an ICMP "fragmentation needed" (in its low 16 bits, RFC 1191) or
+    /// the MTU of an ICMPv6 "packet too big" (RFC 4443 §3.2).
+    #[inline]
+    pub fn rest_of_header(&self) -> u32 {
+        read_u32(self.buffer.as_ref(), field::REST_OF_HEADER.start)
+    }
+
+    /// The body: for an error, the start of the packet it is about.
+    #[inline]
+    pub fn payload(&self) -> &[u8] {
+        &self.buffer.as_ref()[HEADER_LEN..]
+    }
+
+    /// True when the checksum verifies: over the message alone for ICMP
+    /// (`pseudo` is `None`), over the pseudo-header too for ICMPv6.
+    #[inline]
+    pub fn verify_checksum(&self, pseudo: Option<&PseudoHeader>) -> bool {
+        let message = self.buffer.as_ref();
+        let sum = pseudo.map_or(0, |p| p.sum(message.len()));
+        checksum::finish(checksum::accumulate(sum, message)) == 0
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> IcmpPacket<T> {
+    #[inline]
+    pub fn set_msg_type(&mut self, value: u8) {
+        self.buffer.as_mut()[field::TYPE] = value;
+    }
+
+    #[inline]
+    pub fn set_msg_code(&mut self, value: u8) {
+        self.buffer.as_mut()[field::CODE] = value;
+    }
+
+    #[inline]
+    pub fn set_checksum(&mut self, value: u16) {
+        write_u16(self.buffer.as_mut(), field::CHECKSUM.start, value);
+    }
+
+    #[inline]
+    pub fn set_rest_of_header(&mut self, value: u32) {
+        write_u32(self.buffer.as_mut(), field::REST_OF_HEADER.start, value);
+    }
+
+    /// Computes the checksum (see [`verify_checksum`](IcmpPacket::verify_checksum)) and writes it.
+    #[inline]
+    pub fn fill_checksum(&mut self, pseudo: Option<&PseudoHeader>) {
+        self.set_checksum(0);
+        let message = self.buffer.as_ref();
+        let sum = pseudo.map_or(0, |p| p.sum(message.len()));
+        let c = checksum::finish(checksum::accumulate(sum, message));
+        self.set_checksum(c);
+    }
+
+    /// The body, to write.
+    #[inline]
+    pub fn payload_mut(&mut self) -> &mut [u8] {
+        &mut self.buffer.as_mut()[HEADER_LEN..]
+    }
+}
+
+impl<T: AsRef<[u8]>> AsRef<[u8]> for IcmpPacket<T> {
+    fn as_ref(&self) -> &[u8] {
+        self.buffer.as_ref()
+    }
+}
 
 /// Size of the buffer [`build_error`] needs at most: the IPv6 minimum MTU,
 /// which bounds an ICMPv6 error (RFC 4443 §2.4(c)); IPv4 errors stay within
@@ -31,6 +183,8 @@ pub enum IcmpError {
 
 /// TTL of the errors we originate, the usual Linux default.
 const ERROR_TTL: u8 = 64;
+/// DSCP CS6 ("network control"), which Linux gives the ICMP errors it sends.
+const ERROR_TOS: u8 = 0xc0;
 
 /// Writes the error about `offending` (whose parsed header is `header`) into
 /// `out`, sourced from `from`, and returns its length. `from` must be of the
@@ -49,7 +203,7 @@ pub fn build_error(kind: IcmpError, offending: &[u8], header: &IpHeader, from: I
             if header.fragment_offset != 0 || is_icmp_error(offending, header, PROTO_ICMP) {
                 return None;
             }
-            Some(build_v4(kind, offending, from.octets(), src.octets(), out))
+            Some(build_v4(kind, offending, from, src, out))
         }
         (IpAddr::V6(src), IpAddr::V6(from)) => {
             if src.is_unspecified() || src.is_multicast() {
@@ -58,7 +212,7 @@ pub fn build_error(kind: IcmpError, offending: &[u8], header: &IpHeader, from: I
             if is_icmp_error(offending, header, PROTO_ICMPV6) {
                 return None;
             }
-            Some(build_v6(kind, offending, from.octets(), src.octets(), out))
+            Some(build_v6(kind, offending, from, src, out))
         }
         _ => None,
     }
@@ -72,65 +226,66 @@ fn is_icmp_error(packet: &[u8], header: &IpHeader, icmp_proto: u8) -> bool {
     }
     match packet.get(header.header_len) {
         None => true,
-        // ICMPv4 informational types: echo reply 0, echo 8, timestamp 13/14, ...
-        Some(&t) if icmp_proto == PROTO_ICMP => matches!(t, 3 | 4 | 5 | 11 | 12),
-        // ICMPv6: types below 128 are errors (RFC 4443 §2.1).
-        Some(&t) => t < 128,
+        Some(&t) if icmp_proto == PROTO_ICMP => is_icmpv4_error(t),
+        Some(&t) => is_icmpv6_error(t),
     }
 }
 
-fn build_v4(kind: IcmpError, offending: &[u8], from: [u8; 4], to: [u8; 4], out: &mut [u8]) -> usize {
-    let quote = offending.len().min(MAX_ERROR_LEN_V4 - IPV4_HEADER_LEN - 8);
-    let total = IPV4_HEADER_LEN + 8 + quote;
-    let (icmp_type, code, rest) = match kind {
-        IcmpError::Unreachable => (3, 1, [0; 4]),
-        IcmpError::TimeExceeded => (11, 0, [0; 4]),
-        IcmpError::TooBig { mtu } => {
-            let m = mtu.to_be_bytes();
-            (3, 4, [0, 0, m[0], m[1]])
-        }
-    };
-    let ip = &mut out[..IPV4_HEADER_LEN];
-    ip.copy_from_slice(&[0x45, 0xc0, 0, 0, 0, 0, 0, 0, ERROR_TTL, PROTO_ICMP, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
-    ip[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-    ip[12..16].copy_from_slice(&from);
-    ip[16..20].copy_from_slice(&to);
-    let c = checksum::checksum(ip);
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
+/// The type, code and rest of header of `kind` (ICMP or ICMPv6 numbers).
+fn type_code_rest(kind: IcmpError, v4: bool) -> (u8, u8, u32) {
+    match (kind, v4) {
+        (IcmpError::Unreachable, true) => (3, 1, 0),
+        (IcmpError::TimeExceeded, true) => (11, 0, 0),
+        (IcmpError::TooBig { mtu }, true) => (3, 4, u32::from(mtu)),
+        (IcmpError::Unreachable, false) => (1, 0, 0),
+        (IcmpError::TimeExceeded, false) => (3, 0, 0),
+        (IcmpError::TooBig { mtu }, false) => (2, 0, u32::from(mtu)),
+    }
+}
 
-    let icmp = &mut out[IPV4_HEADER_LEN..total];
-    icmp[..8].copy_from_slice(&[icmp_type, code, 0, 0, rest[0], rest[1], rest[2], rest[3]]);
-    icmp[8..].copy_from_slice(&offending[..quote]);
-    let c = checksum::checksum(icmp);
-    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+/// Writes the ICMP message of `kind` quoting `quote` into `message`
+/// (exactly 8 + `quote.len()` bytes) with its checksum.
+fn write_message(message: &mut [u8], kind: IcmpError, quote: &[u8], pseudo: Option<&PseudoHeader>) {
+    let (msg_type, code, rest) = type_code_rest(kind, pseudo.is_none());
+    let mut icmp = IcmpPacket::new_unchecked(message);
+    icmp.set_msg_type(msg_type);
+    icmp.set_msg_code(code);
+    icmp.set_rest_of_header(rest);
+    icmp.payload_mut().copy_from_slice(quote);
+    icmp.fill_checksum(pseudo);
+}
+
+fn build_v4(kind: IcmpError, offending: &[u8], from: Ipv4Addr, to: Ipv4Addr, out: &mut [u8]) -> usize {
+    let quote = &offending[..offending.len().min(MAX_ERROR_LEN_V4 - IPV4_HEADER_LEN - HEADER_LEN)];
+    let total = IPV4_HEADER_LEN + HEADER_LEN + quote.len();
+    let mut ip = Ipv4Packet::new_unchecked(&mut out[..total]);
+    ip.set_version_and_header_len(IPV4_HEADER_LEN);
+    ip.set_dscp_ecn(ERROR_TOS);
+    ip.set_total_len(total as u16);
+    ip.set_ident(0);
+    ip.set_flags_and_frag_offset(0);
+    ip.set_ttl(ERROR_TTL);
+    ip.set_protocol(PROTO_ICMP);
+    ip.set_src_addr(from);
+    ip.set_dst_addr(to);
+    ip.fill_checksum();
+    write_message(ip.payload_mut(), kind, quote, None);
     total
 }
 
-fn build_v6(kind: IcmpError, offending: &[u8], from: [u8; 16], to: [u8; 16], out: &mut [u8]) -> usize {
-    let quote = offending.len().min(MAX_ERROR_LEN - IPV6_HEADER_LEN - 8);
-    let icmp_len = 8 + quote;
+fn build_v6(kind: IcmpError, offending: &[u8], from: Ipv6Addr, to: Ipv6Addr, out: &mut [u8]) -> usize {
+    let quote = &offending[..offending.len().min(MAX_ERROR_LEN - IPV6_HEADER_LEN - HEADER_LEN)];
+    let icmp_len = HEADER_LEN + quote.len();
     let total = IPV6_HEADER_LEN + icmp_len;
-    let (icmp_type, code, rest) = match kind {
-        IcmpError::Unreachable => (1, 0, [0; 4]),
-        IcmpError::TimeExceeded => (3, 0, [0; 4]),
-        IcmpError::TooBig { mtu } => (2, 0, u32::from(mtu).to_be_bytes()),
-    };
-    let ip = &mut out[..IPV6_HEADER_LEN];
-    ip[..8].copy_from_slice(&[0x60, 0, 0, 0, 0, 0, PROTO_ICMPV6, ERROR_TTL]);
-    ip[4..6].copy_from_slice(&(icmp_len as u16).to_be_bytes());
-    ip[8..24].copy_from_slice(&from);
-    ip[24..40].copy_from_slice(&to);
-
-    let icmp = &mut out[IPV6_HEADER_LEN..total];
-    icmp[..8].copy_from_slice(&[icmp_type, code, 0, 0, rest[0], rest[1], rest[2], rest[3]]);
-    icmp[8..].copy_from_slice(&offending[..quote]);
-    // Pseudo-header (RFC 8200 §8.1): addresses, upper-layer length, next header.
-    let mut sum = checksum::accumulate(0, &from);
-    sum = checksum::accumulate(sum, &to);
-    sum = checksum::accumulate(sum, &(icmp_len as u32).to_be_bytes());
-    sum = checksum::accumulate(sum, &[0, 0, 0, PROTO_ICMPV6]);
-    let c = checksum::finish(checksum::accumulate(sum, icmp));
-    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    let mut ip = Ipv6Packet::new_unchecked(&mut out[..total]);
+    ip.set_version_class_and_flow(0, 0);
+    ip.set_payload_len(icmp_len as u16);
+    ip.set_next_header(PROTO_ICMPV6);
+    ip.set_hop_limit(ERROR_TTL);
+    ip.set_src_addr(from);
+    ip.set_dst_addr(to);
+    let pseudo = ip.pseudo_header(PROTO_ICMPV6);
+    write_message(ip.payload_mut(), kind, quote, Some(&pseudo));
     total
 }
 

@@ -2,94 +2,124 @@
 //! an 8-byte VXLAN header (flags `0x08`: "VNI valid", a 24-bit VNI) in a UDP
 //! datagram (flannel's port 8472), then an Ethernet frame whose destination
 //! is the receiving VTEP's MAC, then the IP packet — or, between VTEPs that
-//! lost their static neighbour entries, an ARP request or reply.
+//! lost their static neighbour entries, an ARP request or reply
+//! ([`crate::wire::arp`]).
 //!
-//! Views over untrusted bytes ([`parse`], [`parse_arp`]) check lengths
-//! before anything is read, and builders write into caller buffers; nothing
-//! here allocates.
+//! [`VxlanPacket`] is the view of the VXLAN header; its payload is the
+//! inner [`EthernetFrame`](super::EthernetFrame).
+//! [`VxlanPacket::check_len`] accepts any buffer of at least 8 bytes, after
+//! which no accessor panics (see the [module promise](crate::wire)).
+//! [`parse`] reads both headers into a [`Frame`] and checks the VNI flag;
+//! [`write_header`] writes them. Nothing here allocates.
+
+use super::ethernet::{self, EthernetFrame};
+use super::{Truncated, read_u32, write_u32};
+
+pub use super::ethernet::{BROADCAST, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, Mac, MacError};
+
+/// Byte offsets of the VXLAN header's fields.
+pub mod field {
+    use std::ops::Range;
+
+    pub const FLAGS: usize = 0;
+    /// 24 reserved bits after the flags.
+    pub const RESERVED0: Range<usize> = 1..4;
+    /// The VNI (high 24 bits) and 8 reserved bits.
+    pub const VNI_RESERVED1: Range<usize> = 4..8;
+}
 
 /// VXLAN header + Ethernet header: the bytes in front of every inner IP
 /// packet inside the UDP payload.
 pub const HEADER_LEN: usize = VXLAN_LEN + ETHERNET_LEN;
 pub const VXLAN_LEN: usize = 8;
-pub const ETHERNET_LEN: usize = 14;
+pub const ETHERNET_LEN: usize = ethernet::HEADER_LEN;
 /// flannel's (and the kernel's `dstport 8472`) VXLAN port.
 pub const FLANNEL_PORT: u16 = 8472;
 /// The "I" flag: the VNI field is valid (RFC 7348 §5).
-const FLAG_VNI: u8 = 0x08;
-pub const ETHERTYPE_IPV4: u16 = 0x0800;
-pub const ETHERTYPE_ARP: u16 = 0x0806;
-pub const ETHERTYPE_IPV6: u16 = 0x86dd;
-pub const BROADCAST: Mac = Mac([0xff; 6]);
-/// An ARP packet for IPv4 over Ethernet.
-pub const ARP_LEN: usize = 28;
-const ARP_REQUEST: u16 = 1;
-const ARP_REPLY: u16 = 2;
+pub const FLAG_VNI: u8 = 0x08;
 
-/// An Ethernet MAC address.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
-pub struct Mac(pub [u8; 6]);
+/// A view of a VXLAN header in `buffer`; see the module documentation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VxlanPacket<T: AsRef<[u8]>> {
+    buffer: T,
+}
 
-impl Mac {
-    /// A locally administered unicast address derived from `ip` (IPv4:
-    /// `02:00:` + its four bytes; IPv6: `02:` + its last five), so that a
-    /// node keeps its VTEP MAC across restarts without storing it.
-    pub fn derived_from(ip: std::net::IpAddr) -> Mac {
-        match ip {
-            std::net::IpAddr::V4(a) => {
-                let o = a.octets();
-                Mac([0x02, 0x00, o[0], o[1], o[2], o[3]])
-            }
-            std::net::IpAddr::V6(a) => {
-                let o = a.octets();
-                Mac([0x02, o[11], o[12], o[13], o[14], o[15]])
-            }
-        }
+impl<T: AsRef<[u8]>> VxlanPacket<T> {
+    /// Wraps `buffer` without any check.
+    #[inline]
+    pub const fn new_unchecked(buffer: T) -> VxlanPacket<T> {
+        VxlanPacket { buffer }
     }
 
-    /// Multicast or broadcast (the group bit).
-    pub fn is_group(&self) -> bool {
-        self.0[0] & 1 == 1
+    /// Wraps `buffer` after [`check_len`](Self::check_len).
+    #[inline]
+    pub fn new_checked(buffer: T) -> Result<VxlanPacket<T>, Truncated> {
+        let packet = VxlanPacket::new_unchecked(buffer);
+        packet.check_len()?;
+        Ok(packet)
+    }
+
+    /// Checks that the buffer holds the 8-byte VXLAN header.
+    #[inline]
+    pub fn check_len(&self) -> Result<(), Truncated> {
+        Truncated::check("VXLAN", self.buffer.as_ref().len(), VXLAN_LEN)
+    }
+
+    /// The buffer, given back.
+    #[inline]
+    pub fn into_inner(self) -> T {
+        self.buffer
+    }
+
+    #[inline]
+    pub fn flags(&self) -> u8 {
+        self.buffer.as_ref()[field::FLAGS]
+    }
+
+    /// The "I" flag: the VNI is valid.
+    #[inline]
+    pub fn vni_valid(&self) -> bool {
+        self.flags() & FLAG_VNI != 0
+    }
+
+    /// The 24-bit VXLAN network identifier.
+    #[inline]
+    pub fn vni(&self) -> u32 {
+        read_u32(self.buffer.as_ref(), field::VNI_RESERVED1.start) >> 8
+    }
+
+    /// The inner Ethernet frame.
+    #[inline]
+    pub fn payload(&self) -> &[u8] {
+        &self.buffer.as_ref()[VXLAN_LEN..]
     }
 }
 
-impl std::fmt::Display for Mac {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let m = self.0;
-        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+impl<T: AsRef<[u8]> + AsMut<[u8]>> VxlanPacket<T> {
+    /// Sets the flags byte and clears the reserved bits after it.
+    #[inline]
+    pub fn set_flags(&mut self, value: u8) {
+        let b = self.buffer.as_mut();
+        b[field::FLAGS] = value;
+        b[field::RESERVED0].fill(0);
+    }
+
+    /// Sets the VNI (its low 24 bits) and clears the reserved byte after it.
+    #[inline]
+    pub fn set_vni(&mut self, vni: u32) {
+        write_u32(self.buffer.as_mut(), field::VNI_RESERVED1.start, vni << 8);
+    }
+
+    /// The inner Ethernet frame, to write.
+    #[inline]
+    pub fn payload_mut(&mut self) -> &mut [u8] {
+        &mut self.buffer.as_mut()[VXLAN_LEN..]
     }
 }
 
-impl std::fmt::Debug for Mac {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        std::fmt::Display::fmt(self, f)
-    }
-}
-
-/// Why text is not a MAC address.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("not a MAC address of the form 02:00:c6:12:00:01")]
-pub struct MacError;
-
-impl std::str::FromStr for Mac {
-    type Err = MacError;
-
-    fn from_str(s: &str) -> Result<Mac, MacError> {
-        let mut out = [0u8; 6];
-        let mut parts = s.split(':');
-        for byte in &mut out {
-            let p = parts.next().ok_or(MacError)?;
-            // Two hex digits exactly: `from_str_radix` alone would also
-            // take a sign ("+2").
-            if p.len() != 2 || !p.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(MacError);
-            }
-            *byte = u8::from_str_radix(p, 16).map_err(|_| MacError)?;
-        }
-        if parts.next().is_some() {
-            return Err(MacError);
-        }
-        Ok(Mac(out))
+impl<T: AsRef<[u8]>> AsRef<[u8]> for VxlanPacket<T> {
+    fn as_ref(&self) -> &[u8] {
+        self.buffer.as_ref()
     }
 }
 
@@ -114,67 +144,30 @@ pub struct Frame {
 /// Reads the VXLAN and Ethernet headers of `datagram`; the Ethernet payload
 /// starts at [`HEADER_LEN`]. (An 802.1Q tag is not expected between VTEPs
 /// and is reported as its ethertype, 0x8100.)
+#[inline]
 pub fn parse(datagram: &[u8]) -> Result<Frame, VxlanError> {
-    let h = datagram.get(..HEADER_LEN).ok_or(VxlanError::Truncated)?;
-    if h[0] & FLAG_VNI == 0 {
+    let headers = datagram.get(..HEADER_LEN).ok_or(VxlanError::Truncated)?;
+    let vxlan = VxlanPacket::new_unchecked(headers);
+    if !vxlan.vni_valid() {
         return Err(VxlanError::BadFlags);
     }
-    let vni = u32::from_be_bytes([0, h[4], h[5], h[6]]);
-    let mac = |at: usize| Mac([h[at], h[at + 1], h[at + 2], h[at + 3], h[at + 4], h[at + 5]]);
-    Ok(Frame { vni, dst: mac(VXLAN_LEN), src: mac(VXLAN_LEN + 6), ethertype: u16::from_be_bytes([h[20], h[21]]) })
+    let ethernet = EthernetFrame::new_unchecked(vxlan.payload());
+    Ok(Frame { vni: vxlan.vni(), dst: ethernet.dst_addr(), src: ethernet.src_addr(), ethertype: ethernet.ethertype() })
 }
 
 /// Writes the VXLAN and Ethernet headers of a frame into `out[..HEADER_LEN]`.
 pub fn write_header(out: &mut [u8; HEADER_LEN], frame: &Frame) {
-    out[..VXLAN_LEN].copy_from_slice(&[FLAG_VNI, 0, 0, 0, 0, 0, 0, 0]);
-    out[4..7].copy_from_slice(&frame.vni.to_be_bytes()[1..]);
-    out[VXLAN_LEN..VXLAN_LEN + 6].copy_from_slice(&frame.dst.0);
-    out[VXLAN_LEN + 6..VXLAN_LEN + 12].copy_from_slice(&frame.src.0);
-    out[20..22].copy_from_slice(&frame.ethertype.to_be_bytes());
-}
-
-/// An ARP packet (IPv4 over Ethernet).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Arp {
-    pub request: bool,
-    pub sender_mac: Mac,
-    pub sender_ip: std::net::Ipv4Addr,
-    pub target_mac: Mac,
-    pub target_ip: std::net::Ipv4Addr,
-}
-
-/// Reads an ARP request or reply for IPv4 over Ethernet; `None` for
-/// anything else (other hardware or protocol types, other operations,
-/// too short).
-pub fn parse_arp(p: &[u8]) -> Option<Arp> {
-    let p = p.get(..ARP_LEN)?;
-    if p[0..6] != [0, 1, 0x08, 0x00, 6, 4] {
-        return None;
-    }
-    let request = match u16::from_be_bytes([p[6], p[7]]) {
-        ARP_REQUEST => true,
-        ARP_REPLY => false,
-        _ => return None,
-    };
-    let mac = |at: usize| Mac([p[at], p[at + 1], p[at + 2], p[at + 3], p[at + 4], p[at + 5]]);
-    let ip = |at: usize| std::net::Ipv4Addr::new(p[at], p[at + 1], p[at + 2], p[at + 3]);
-    Some(Arp { request, sender_mac: mac(8), sender_ip: ip(14), target_mac: mac(18), target_ip: ip(24) })
-}
-
-/// Writes `arp` as 28 bytes into `out`.
-pub fn write_arp(out: &mut [u8; ARP_LEN], arp: &Arp) {
-    out[0..6].copy_from_slice(&[0, 1, 0x08, 0x00, 6, 4]);
-    out[6..8].copy_from_slice(&(if arp.request { ARP_REQUEST } else { ARP_REPLY }).to_be_bytes());
-    out[8..14].copy_from_slice(&arp.sender_mac.0);
-    out[14..18].copy_from_slice(&arp.sender_ip.octets());
-    out[18..24].copy_from_slice(&arp.target_mac.0);
-    out[24..28].copy_from_slice(&arp.target_ip.octets());
+    let mut vxlan = VxlanPacket::new_unchecked(&mut out[..]);
+    vxlan.set_flags(FLAG_VNI);
+    vxlan.set_vni(frame.vni);
+    let mut ethernet = EthernetFrame::new_unchecked(vxlan.payload_mut());
+    ethernet.set_dst_addr(frame.dst);
+    ethernet.set_src_addr(frame.src);
+    ethernet.set_ethertype(frame.ethertype);
 }
 
 #[cfg(test)]
 mod tests {
-    use std::net::Ipv4Addr;
-
     use super::*;
 
     /// A frame as `tcpdump -XX` shows a kernel VTEP's (flannel.1, VNI 1).
@@ -184,6 +177,19 @@ mod tests {
         0xc6, 0xd2, 0x32, 0x6f, 0x8f, 0x44, // src MAC
         0x08, 0x00, // IPv4
     ];
+
+    #[test]
+    fn the_view_reads_and_writes_the_header() {
+        let v = VxlanPacket::new_checked(&KERNEL_FRAME[..]).unwrap();
+        assert_eq!((v.flags(), v.vni_valid(), v.vni()), (0x08, true, 1));
+        assert_eq!(v.payload(), &KERNEL_FRAME[8..]);
+        let mut buf = [0xffu8; 8];
+        let mut w = VxlanPacket::new_unchecked(&mut buf[..]);
+        w.set_flags(FLAG_VNI);
+        w.set_vni(0x00ab_cdef);
+        assert_eq!(buf, [0x08, 0, 0, 0, 0xab, 0xcd, 0xef, 0], "reserved bits cleared");
+        assert_eq!(VxlanPacket::new_checked(&KERNEL_FRAME[..7]), Err(Truncated { header: "VXLAN", len: 7, need: 8 }));
+    }
 
     #[test]
     fn parses_and_writes_the_kernel_layout() {
@@ -206,41 +212,5 @@ mod tests {
         let mut no_vni = KERNEL_FRAME;
         no_vni[0] = 0;
         assert_eq!(parse(&no_vni), Err(VxlanError::BadFlags));
-    }
-
-    #[test]
-    fn macs_parse_print_and_derive() {
-        assert_eq!(Mac::derived_from("198.18.0.1".parse().unwrap()).to_string(), "02:00:c6:12:00:01");
-        assert!(!Mac::derived_from("fd00::1".parse().unwrap()).is_group());
-        assert!(BROADCAST.is_group());
-        for bad in [
-            "",
-            "02:00:c6:12:00",
-            "02:00:c6:12:00:01:02",
-            "02:00:c6:12:00:zz",
-            "2:00:c6:12:00:01",
-            "+2:00:c6:12:00:01",
-            "02:00:c6:12:00:-1",
-        ] {
-            assert_eq!(bad.parse::<Mac>(), Err(MacError), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn arp_round_trips_and_rejects_other_kinds() {
-        let req = Arp {
-            request: true,
-            sender_mac: "c6:d2:32:6f:8f:44".parse().unwrap(),
-            sender_ip: Ipv4Addr::new(100, 96, 2, 0),
-            target_mac: Mac::default(),
-            target_ip: Ipv4Addr::new(100, 96, 1, 0),
-        };
-        let mut out = [0u8; ARP_LEN];
-        write_arp(&mut out, &req);
-        assert_eq!(parse_arp(&out), Some(req));
-        let mut other = out;
-        other[7] = 3; // RARP request
-        assert_eq!(parse_arp(&other), None);
-        assert_eq!(parse_arp(&out[..27]), None);
     }
 }

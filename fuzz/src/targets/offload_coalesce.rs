@@ -1,12 +1,17 @@
 //! `datapath::offload::CoalescePlan` (GRO-style coalescing of received
-//! segments into TUN super-packets) on arbitrary batches of valid IP packets.
+//! segments into TUN super-packets) on arbitrary batches of valid IP packets,
+//! judged by etherparse ([`crate::oracle`]).
 //! Checks: every packet lands in exactly one group, in order; `members`
 //! yields `count` in-range indices; `finish_group` touches only the group's
-//! first packet; a coalesced run is one flow with contiguous sequence numbers
-//! and equal-size segments (the last may be short), its super-packet (first
-//! packet + the others' payloads) parses, its finished partial checksum
-//! verifies, and splitting it again with `prepare_egress` gives back exactly
-//! the packets that went in (payloads, TCP headers and flags).
+//! first packet; a coalesced run is one flow (every header field equal as
+//! etherparse reads it, but lengths, IPv4 ID and checksums, sequence
+//! number and PSH) with contiguous sequence numbers, members whose own
+//! checksums verify by etherparse's computation, and equal-size segments
+//! (the last may be short); its super-packet (first packet + the others'
+//! payloads) is one valid packet for etherparse once its partial checksum
+//! is finished, with the members' payloads in order; and splitting it again
+//! with `prepare_egress` gives back exactly the packets that went in
+//! (payloads, TCP headers and flags).
 //!
 //! Input: byte 0 = flags (bit 0: UDP coalescing allowed, bits 1-2: gap bytes
 //! between packets in the buffer), then records, each a tag byte and:
@@ -19,43 +24,47 @@
 //!   checksums are made valid;
 //! - tag % 4 == 3: a copy of the previous packet.
 //!
-//! Packets that `ip::parse` rejects are dropped before planning, as the
-//! engines only coalesce packets that passed `check_ingress`.
+//! Packets that the data path's parse rejects (by the oracle's reading) are
+//! dropped before planning, as the engines only coalesce packets that
+//! passed `check_ingress`.
 
-use crate::{Records, fix_ip_length, fix_ipv4_checksum, fix_l4_checksum, l4_checksum_ok, layout, tcp_seq};
+use crate::Records;
+use crate::oracle::{assert_same_headers, ip_verdict, l4};
+use crate::shape::{fix_ip_length, fix_ipv4_checksum, fix_l4_checksum};
 use encapd::datapath::offload::{CoalescePlan, MAX_COALESCE, PacketRef, finish_partial_checksum, prepare_egress};
-use encapd::wire::checksum;
-use encapd::wire::ip::{self, PROTO_TCP};
 use encapd::wire::virtio::{F_NEEDS_CSUM, GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4, VnetHdr};
-
-const TCP_PSH: u8 = 0x08;
+use encapd::wire::{Ipv4Packet, TcpPacket, UdpPacket, tcp};
 const MAX_PACKETS: usize = 160;
 const MAX_BYTES: usize = 512 * 1024;
 
-/// The next packet of `prev`'s flow with `n` bytes of payload.
+/// The next packet of `prev`'s flow with `n` bytes of payload: headers
+/// copied (read by etherparse, written through encapd's views), then
+/// lengths, sequence number, IPv4 ID and checksums made right.
 fn next_segment(prev: &[u8], n: u16, mode: u8) -> Vec<u8> {
-    let Some(l) = layout(prev) else { return prev.to_vec() };
-    let head = l.head();
-    let prev_payload = prev.len() - head;
+    let Some(o) = l4(prev) else { return prev.to_vec() };
+    let (head, ip_len, tcp, v4) = (o.head, o.ip_len, o.tcp, o.ipv4);
+    let prev_payload = o.payload.len();
+    let seq = if tcp { o.tcp().sequence_number() } else { 0 };
     let n = if n == 0 { prev_payload } else { usize::from(n) % 9001 };
     let mut p = prev[..head].to_vec();
     p.extend((0..n).map(|k| (k as u8).wrapping_mul(31) ^ mode));
-    let t = l.ip_len;
-    if l.proto == PROTO_TCP {
-        let mut seq = tcp_seq(prev, &l).wrapping_add(prev_payload as u32);
+    if v4 {
+        let mut ip = Ipv4Packet::new_unchecked(&mut p[..]);
+        ip.set_ident(ip.ident().wrapping_add(1));
+    }
+    let l4_bytes = &mut p[ip_len..];
+    if tcp {
+        let mut t = TcpPacket::new_unchecked(l4_bytes);
+        let mut seq = seq.wrapping_add(prev_payload as u32);
         match mode & 3 {
-            0 => p[t + 13] &= !TCP_PSH,
-            1 => p[t + 13] |= TCP_PSH,
+            0 => t.set_flags(t.flags() & !tcp::flags::PSH),
+            1 => t.set_flags(t.flags() | tcp::flags::PSH),
             2 => {}
             _ => seq = seq.wrapping_add(1),
         }
-        p[t + 4..t + 8].copy_from_slice(&seq.to_be_bytes());
-    } else if let Ok(udp_len) = u16::try_from(8 + n) {
-        p[t + 4..t + 6].copy_from_slice(&udp_len.to_be_bytes());
-    }
-    if l.v4 {
-        let id = u16::from_be_bytes([p[4], p[5]]).wrapping_add(1);
-        p[4..6].copy_from_slice(&id.to_be_bytes());
+        t.set_seq_number(seq);
+    } else if let Ok(udp_len) = u16::try_from(l4_bytes.len()) {
+        UdpPacket::new_unchecked(l4_bytes).set_len(udp_len);
     }
     fix_ip_length(&mut p);
     fix_ipv4_checksum(&mut p);
@@ -90,7 +99,7 @@ fn packets(data: &[u8]) -> (u8, Vec<Vec<u8>>) {
         total += pkt.len();
         pkts.push(pkt);
     }
-    pkts.retain(|p| ip::parse(p).is_ok());
+    pkts.retain(|p| ip_verdict(p).is_ok());
     (flags, pkts)
 }
 
@@ -152,11 +161,10 @@ pub fn run(data: &[u8]) {
 fn check_run(before: &[u8], after: &[u8], refs: &[PacketRef], members: &[usize], hdr: &VnetHdr, udp: bool) {
     let range = |m: usize| refs[m].offset..refs[m].offset + refs[m].len;
     let orig: Vec<&[u8]> = members.iter().map(|&m| &before[range(m)]).collect();
-    let l = layout(orig[0]).expect("coalesced packets have well-formed TCP/UDP headers");
-    let head = l.head();
-    let tcp = l.proto == PROTO_TCP;
+    let first = l4(orig[0]).expect("coalesced packets are whole TCP/UDP packets per etherparse");
+    let (head, tcp) = (first.head, first.tcp);
     assert!(tcp || udp, "UDP coalesced without USO");
-    let want_type = match (tcp, l.v4) {
+    let want_type = match (tcp, first.ipv4) {
         (true, true) => GSO_TCPV4,
         (true, false) => GSO_TCPV6,
         (false, _) => GSO_UDP_L4,
@@ -164,50 +172,54 @@ fn check_run(before: &[u8], after: &[u8], refs: &[PacketRef], members: &[usize],
     assert_eq!(hdr.flags, F_NEEDS_CSUM);
     assert_eq!(hdr.gso_type, want_type);
     assert_eq!(usize::from(hdr.hdr_len), head, "hdr_len");
-    assert_eq!(usize::from(hdr.csum_start), l.ip_len, "csum_start");
-    assert_eq!(hdr.csum_offset, if tcp { 16 } else { 6 }, "csum_offset");
+    assert_eq!(usize::from(hdr.csum_start), first.ip_len, "csum_start");
+    assert_eq!(usize::from(hdr.csum_offset), first.checksum_offset(), "csum_offset");
     let gso = usize::from(hdr.gso_size);
     assert!(gso > 0);
-    if l.v4 {
-        assert_eq!(l.ip_len, 20, "coalesced IPv4 packets carry no options");
+    if first.ipv4 {
+        assert_eq!(first.ip_len, 20, "coalesced IPv4 packets carry no options");
     }
 
-    // One flow, contiguous, equal-size segments but the last.
-    let addr = if l.v4 { 12..20 } else { 8..40 };
-    let mut seq = if tcp { tcp_seq(orig[0], &l) } else { 0 };
+    // One flow, contiguous, equal-size segments but the last, each valid.
+    let mut seq = if tcp { first.tcp().sequence_number() } else { 0 };
+    let mut payloads = Vec::new();
     for (k, p) in orig.iter().enumerate() {
-        let lm = layout(p).unwrap_or_else(|| panic!("member {k} has malformed headers"));
-        assert_eq!((lm.v4, lm.proto, lm.head()), (l.v4, l.proto, head), "member {k} header layout");
-        assert_eq!(p[addr.clone()], orig[0][addr.clone()], "member {k} addresses");
-        assert_eq!(p[l.ip_len..l.ip_len + 4], orig[0][l.ip_len..l.ip_len + 4], "member {k} ports");
-        // Coalescing gives the run a fresh checksum, so a member's own must verify
-        // (an IPv4 UDP checksum of 0 means none).
-        let no_udp_csum = l.v4 && !tcp && p[l.ip_len + 6..l.ip_len + 8] == [0, 0];
-        assert!(no_udp_csum || l4_checksum_ok(p, l.v4, l.proto, &p[l.ip_len..]), "member {k} with a bad transport checksum was coalesced");
-        let pay = p.len() - head;
+        let m = l4(p).unwrap_or_else(|| panic!("member {k} is not a whole TCP/UDP packet per etherparse"));
+        assert_same_headers(&m, &first, &format!("member {k}"));
+        // Coalescing gives the run a fresh checksum, so a member's own must verify.
+        assert!(m.transport_checksum_ok(), "member {k} with a bad transport checksum was coalesced");
+        let pay = m.payload.len();
         assert!(pay > 0 && pay <= gso, "member {k} payload {pay}, segment size {gso}");
         assert!(k + 1 == orig.len() || pay == gso, "member {k} of {} is short ({pay} < {gso})", orig.len());
         if tcp {
-            assert_eq!(tcp_seq(p, &lm), seq, "member {k} sequence number not contiguous");
+            let t = m.tcp();
+            assert_eq!(t.sequence_number(), seq, "member {k} sequence number not contiguous");
             seq = seq.wrapping_add(pay as u32);
-            assert!(k + 1 == orig.len() || p[l.ip_len + 13] & TCP_PSH == 0, "PSH before the end of a run");
+            assert!(k + 1 == orig.len() || !t.psh(), "PSH before the end of a run");
+            assert!(!(t.fin() || t.syn() || t.rst() || t.urg()), "member {k}: only ACK and PSH may be set");
+            assert!(t.ack(), "member {k} without ACK");
         }
+        payloads.extend_from_slice(m.payload);
     }
 
     // The super-packet the engines write: the rewritten first packet, then
-    // the others without their headers.
+    // the others without their headers; valid per etherparse once finished.
     let mut sup = after[range(members[0])].to_vec();
     for p in &orig[1..] {
         sup.extend_from_slice(&p[head..]);
     }
-    let h = ip::parse(&sup).unwrap_or_else(|e| panic!("super-packet of {} members does not parse: {e}", orig.len()));
-    assert_eq!(h.total_len, sup.len());
-    if l.v4 {
-        assert_eq!(checksum::checksum(&sup[..20]), 0, "super-packet IPv4 header checksum");
-    }
     let mut finished = sup.clone();
     finish_partial_checksum(&mut finished, usize::from(hdr.csum_start), usize::from(hdr.csum_offset)).expect("checksum offsets in range");
-    assert!(l4_checksum_ok(&finished, l.v4, l.proto, &finished[l.ip_len..]), "finished partial checksum does not verify");
+    let s = l4(&finished).unwrap_or_else(|| panic!("super-packet of {} members is not a whole TCP/UDP packet per etherparse", orig.len()));
+    assert!(s.ip_checksum_ok(), "super-packet IPv4 header checksum");
+    assert!(s.transport_checksum_ok(), "finished partial checksum does not verify by etherparse's sum");
+    assert_same_headers(&s, &first, "super-packet");
+    assert_eq!(s.payload, &payloads[..], "the super-packet's payload is not the members' in order");
+    if tcp {
+        let last = l4(orig[orig.len() - 1]).unwrap();
+        assert_eq!(s.tcp().sequence_number(), first.tcp().sequence_number());
+        assert_eq!(s.tcp().psh(), last.tcp().psh(), "PSH is the last member's");
+    }
 
     // Splitting it again (as the kernel's GSO would) gives back the members.
     let mut room = vec![0u8; sup.len() + orig.len() * head];
@@ -218,13 +230,15 @@ fn check_run(before: &[u8], after: &[u8], refs: &[PacketRef], members: &[usize],
         let (off, n) = split.segment(k);
         let seg = &room[off..off + n];
         assert_eq!(seg[head..], p[head..], "segment {k} payload differs from member {k}");
-        let (a, b) = (&seg[l.ip_len..head], &p[l.ip_len..head]);
+        let (a, b) = (l4(seg).expect("a split segment is valid"), l4(p).unwrap());
+        assert_same_headers(&a, &b, &format!("segment {k} against member {k}"));
         if tcp {
-            for i in (0..a.len()).filter(|i| !(16..18).contains(i)) {
-                assert_eq!(a[i], b[i], "segment {k} TCP header byte {i} differs from member {k}");
-            }
-        } else {
-            assert_eq!(a[..4], b[..4], "segment {k} ports");
+            let (ta, tb) = (a.tcp().to_header(), b.tcp().to_header());
+            assert_eq!(
+                (ta.sequence_number, ta.psh, ta.fin, ta.cwr),
+                (tb.sequence_number, tb.psh, tb.fin, tb.cwr),
+                "segment {k} TCP header differs from member {k}"
+            );
         }
     }
 }

@@ -18,8 +18,8 @@ use crate::datapath::packet::{self, NodeScope};
 use crate::route::SubnetTable;
 use crate::stats::latency::Direction;
 use crate::stats::{DropReason, WorkerCounters, bump};
+use crate::wire::arp::Arp;
 use crate::wire::virtio::{VNET_HDR_LEN, VnetHdr};
-use crate::wire::vxlan::Arp;
 
 /// A byte range of the engine's receive buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

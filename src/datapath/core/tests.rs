@@ -9,6 +9,7 @@ use super::*;
 use crate::datapath::format::flannel_udp::FlannelUdp;
 use crate::route::{PeerSpec, TableScope, share};
 use crate::stats::latency::LatencyHub;
+use crate::wire::Ipv4Packet;
 use crate::wire::build::{Packet, Tcp};
 use crate::wire::virtio::{GSO_TCPV4, VNET_HDR_LEN, VnetHdr};
 
@@ -73,7 +74,7 @@ fn a_forwarded_packet_is_planned_and_its_send_counted() {
     let pkt = from_a(100);
     let mut buf = into_buf(&pkt);
     assert!(f.core.egress_read(3, &mut buf, pkt.len()).is_none());
-    assert_eq!(buf[8], 63, "TTL decremented in place");
+    assert_eq!(Ipv4Packet::new_checked(&buf[..pkt.len()]).unwrap().ttl(), 63, "TTL decremented in place");
     assert_eq!(f.core.plan_sends(), 1);
     let run = f.core.run(0);
     assert_eq!((run.endpoint, run.count, run.gso_segment()), (B.parse().unwrap(), 1, None));

@@ -6,7 +6,7 @@
 use super::{EncapHeader, Unwrapped, WireFormat};
 use crate::route::Route;
 use crate::stats::DropReason;
-use crate::wire::vxlan::Arp;
+use crate::wire::arp::Arp;
 
 /// Raw IP in UDP.
 #[derive(Debug, Clone, Copy, Default)]

@@ -16,7 +16,7 @@ use std::ops::Range;
 
 use crate::route::Route;
 use crate::stats::DropReason;
-use crate::wire::vxlan::Arp;
+use crate::wire::arp::Arp;
 
 /// What one received datagram holds, once unwrapped.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,10 +6,11 @@
 //! accepted — broadcast only for ARP, which a VTEP that lost its static
 //! neighbour entry sends, and which is answered with our MAC.
 
-use super::{EncapHeader, MAX_REPLY, Unwrapped, WireFormat};
+use super::{EncapHeader, Unwrapped, WireFormat};
 use crate::route::Route;
 use crate::stats::DropReason;
-use crate::wire::vxlan::{self, ARP_LEN, Arp, BROADCAST, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, Frame, HEADER_LEN, Mac};
+use crate::wire::arp::{self, ARP_LEN, Arp};
+use crate::wire::vxlan::{self, BROADCAST, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, Frame, HEADER_LEN, Mac};
 
 /// This node's VTEP.
 #[derive(Debug, Clone, Copy)]
@@ -42,7 +43,7 @@ impl WireFormat for Vxlan {
         match frame.ethertype {
             ETHERTYPE_IPV4 | ETHERTYPE_IPV6 if frame.dst == self.mac => Ok(Unwrapped::Packet(HEADER_LEN..datagram.len())),
             ETHERTYPE_IPV4 | ETHERTYPE_IPV6 => Err(DropReason::WrongMac),
-            ETHERTYPE_ARP if frame.dst == self.mac || frame.dst == BROADCAST => match vxlan::parse_arp(&datagram[HEADER_LEN..]) {
+            ETHERTYPE_ARP if frame.dst == self.mac || frame.dst == BROADCAST => match arp::parse_arp(&datagram[HEADER_LEN..]) {
                 Some(arp) if arp.request => Ok(Unwrapped::ArpRequest(arp)),
                 _ => Err(DropReason::UnsupportedFrame),
             },
@@ -52,10 +53,9 @@ impl WireFormat for Vxlan {
     }
 
     fn arp_reply(&self, request: &Arp, out: &mut [u8]) -> Option<usize> {
-        let out = out.get_mut(..MAX_REPLY)?;
-        let mut h = [0u8; HEADER_LEN];
-        vxlan::write_header(&mut h, &Frame { vni: self.vni, dst: request.sender_mac, src: self.mac, ethertype: ETHERTYPE_ARP });
-        out[..HEADER_LEN].copy_from_slice(&h);
+        let (headers, rest) = out.get_mut(..HEADER_LEN + ARP_LEN)?.split_at_mut(HEADER_LEN);
+        let headers: &mut [u8; HEADER_LEN] = headers.try_into().ok()?;
+        vxlan::write_header(headers, &Frame { vni: self.vni, dst: request.sender_mac, src: self.mac, ethertype: ETHERTYPE_ARP });
         let reply = Arp {
             request: false,
             sender_mac: self.mac,
@@ -63,9 +63,7 @@ impl WireFormat for Vxlan {
             target_mac: request.sender_mac,
             target_ip: request.sender_ip,
         };
-        let mut arp = [0u8; ARP_LEN];
-        vxlan::write_arp(&mut arp, &reply);
-        out[HEADER_LEN..HEADER_LEN + ARP_LEN].copy_from_slice(&arp);
+        arp::write_arp(rest.try_into().ok()?, &reply);
         Some(HEADER_LEN + ARP_LEN)
     }
 }
@@ -75,6 +73,7 @@ mod tests {
     use std::net::Ipv4Addr;
 
     use super::*;
+    use crate::datapath::format::MAX_REPLY;
 
     fn me() -> Vxlan {
         Vxlan { vni: 1, mac: "02:00:c6:12:00:01".parse().unwrap() }
@@ -128,19 +127,19 @@ mod tests {
             target_ip: Ipv4Addr::new(100, 96, 1, 0),
         };
         let mut arp = [0u8; ARP_LEN];
-        vxlan::write_arp(&mut arp, &request);
+        arp::write_arp(&mut arp, &request);
         assert_eq!(v.unwrap(&datagram(1, BROADCAST, ETHERTYPE_ARP, &arp)), Ok(Unwrapped::ArpRequest(request)));
         let mut out = [0u8; MAX_REPLY];
         let n = v.arp_reply(&request, &mut out).unwrap();
         let f = vxlan::parse(&out[..n]).unwrap();
         assert_eq!((f.dst, f.src, f.ethertype), (request.sender_mac, v.mac, ETHERTYPE_ARP));
-        let reply = vxlan::parse_arp(&out[HEADER_LEN..n]).unwrap();
+        let reply = arp::parse_arp(&out[HEADER_LEN..n]).unwrap();
         assert!(!reply.request);
         assert_eq!((reply.sender_mac, reply.sender_ip), (v.mac, request.target_ip));
         assert_eq!((reply.target_mac, reply.target_ip), (request.sender_mac, request.sender_ip));
         // A reply (or anything but a request) is not answered.
         let mut answer = [0u8; ARP_LEN];
-        vxlan::write_arp(&mut answer, &reply);
+        arp::write_arp(&mut answer, &reply);
         assert_eq!(v.unwrap(&datagram(1, v.mac, ETHERTYPE_ARP, &answer)), Err(DropReason::UnsupportedFrame));
     }
 }

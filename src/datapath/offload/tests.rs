@@ -1,5 +1,13 @@
+//! The offload paths against etherparse, an independent parser: every
+//! segment of a split and every coalesced super-packet is a valid packet by
+//! etherparse's reading and checksums, with headers that match the
+//! original's field by field, and payloads that add up to the original's.
+
+use etherparse::{NetSlice, TransportSlice};
+
 use super::*;
 use crate::wire::build::{Packet, Tcp, fix_transport_checksum as fix_l4_checksum};
+use crate::wire::oracle_tests::{L4Oracle, assert_l4_packet_valid, tcp_of};
 use crate::wire::virtio::GSO_UDP_L4;
 
 const V4_SRC: [u8; 4] = [100, 96, 1, 2];
@@ -24,34 +32,89 @@ fn udp4(payload: &[u8]) -> Vec<u8> {
     packet(true).udp(1111, 2222, payload)
 }
 
-/// Asserts the IPv4 header checksum (if any) and the transport checksum verify.
-fn assert_checksums_valid(p: &[u8]) {
-    let h = headers(p).unwrap();
-    if h.v4 {
-        assert_eq!(checksum::checksum(&p[..h.ip_len]), 0, "IPv4 header checksum");
-        assert_eq!(usize::from(u16::from_be_bytes([p[2], p[3]])), p.len());
-    } else {
-        assert_eq!(usize::from(u16::from_be_bytes([p[4], p[5]])) + 40, p.len());
+/// Asserts, with etherparse as the judge, that `p` is one valid packet
+/// with right lengths and checksums.
+fn assert_checksums_valid(p: &[u8]) -> L4Oracle<'_> {
+    assert_l4_packet_valid(p)
+}
+
+/// The IPv4 identification of a packet, as etherparse reads it.
+fn ipv4_ident(o: &L4Oracle<'_>) -> u16 {
+    match &o.sliced.net {
+        Some(NetSlice::Ipv4(v4)) => v4.header().identification(),
+        other => panic!("not IPv4: {other:?}"),
     }
-    let mut sum = if h.v4 { checksum::accumulate(0, &p[12..20]) } else { checksum::accumulate(0, &p[8..40]) };
-    sum = checksum::accumulate(sum, &[0, h.proto]);
-    sum = checksum::accumulate(sum, &((p.len() - h.ip_len) as u32).to_be_bytes());
-    assert_eq!(checksum::finish(checksum::accumulate(sum, &p[h.ip_len..])), 0, "transport checksum");
+}
+
+/// The UDP length field, as etherparse reads it.
+fn udp_len(o: &L4Oracle<'_>) -> usize {
+    match &o.sliced.transport {
+        Some(TransportSlice::Udp(u)) => usize::from(u.length()),
+        other => panic!("not UDP: {other:?}"),
+    }
+}
+
+/// Asserts that a segment's headers are the original's field by field
+/// (etherparse's reading), but for what a split changes: lengths, the IPv4
+/// ID and header checksum, the TCP sequence number, FIN/PSH/CWR and the
+/// transport checksum.
+fn assert_headers_match(seg: &L4Oracle<'_>, orig: &L4Oracle<'_>) {
+    match (&seg.sliced.net, &orig.sliced.net) {
+        (Some(NetSlice::Ipv4(s)), Some(NetSlice::Ipv4(o))) => {
+            let (s, o) = (s.header().to_header(), o.header().to_header());
+            assert_eq!(
+                (s.dscp, s.ecn, s.dont_fragment, s.more_fragments, s.fragment_offset, s.time_to_live, s.protocol),
+                (o.dscp, o.ecn, o.dont_fragment, o.more_fragments, o.fragment_offset, o.time_to_live, o.protocol)
+            );
+            assert_eq!((s.source, s.destination, s.options), (o.source, o.destination, o.options));
+        }
+        (Some(NetSlice::Ipv6(s)), Some(NetSlice::Ipv6(o))) => {
+            let (s, o) = (s.header().to_header(), o.header().to_header());
+            assert_eq!(
+                (s.traffic_class, s.flow_label, s.next_header, s.hop_limit),
+                (o.traffic_class, o.flow_label, o.next_header, o.hop_limit)
+            );
+            assert_eq!((s.source, s.destination), (o.source, o.destination));
+        }
+        other => panic!("IP versions differ: {other:?}"),
+    }
+    match (&seg.sliced.transport, &orig.sliced.transport) {
+        (Some(TransportSlice::Tcp(s)), Some(TransportSlice::Tcp(o))) => {
+            let (s, o) = (s.to_header(), o.to_header());
+            assert_eq!(
+                (s.source_port, s.destination_port, s.acknowledgment_number),
+                (o.source_port, o.destination_port, o.acknowledgment_number)
+            );
+            assert_eq!((s.ns, s.ece, s.urg, s.ack, s.rst, s.syn), (o.ns, o.ece, o.urg, o.ack, o.rst, o.syn));
+            assert_eq!((s.window_size, s.urgent_pointer, s.options), (o.window_size, o.urgent_pointer, o.options));
+        }
+        (Some(TransportSlice::Udp(s)), Some(TransportSlice::Udp(o))) => {
+            assert_eq!((s.source_port(), s.destination_port()), (o.source_port(), o.destination_port()));
+        }
+        other => panic!("transports differ: {other:?}"),
+    }
 }
 
 /// Turns a full packet into the super-packet a TUN hands over: the
 /// transport checksum replaced by the pseudo-header partial sum.
 fn as_gso(mut pkt: Vec<u8>, gso_type: u8, gso_size: u16) -> (Vec<u8>, VnetHdr) {
-    let h = headers(&pkt).unwrap();
-    let off = if h.proto == PROTO_TCP { 16 } else { 6 };
-    let partial = pseudo_partial(&pkt, &h, pkt.len() - h.ip_len);
-    pkt[h.ip_len + off..h.ip_len + off + 2].copy_from_slice(&partial.to_be_bytes());
+    let ip = IpPacket::new_checked(&pkt[..]).unwrap();
+    let (ip_len, tcp) = (ip.header_len(), ip.protocol() == PROTO_TCP);
+    let partial = ip.pseudo_header().partial_checksum(pkt.len() - ip_len);
+    let l4 = &mut pkt[ip_len..];
+    let off = if tcp {
+        TcpPacket::new_unchecked(l4).set_checksum(partial);
+        tcp::field::CHECKSUM.start
+    } else {
+        UdpPacket::new_unchecked(l4).set_checksum(partial);
+        udp::field::CHECKSUM.start
+    };
     let hdr = VnetHdr {
         flags: F_NEEDS_CSUM,
         gso_type,
         hdr_len: 0xdead, // never trusted
         gso_size,
-        csum_start: h.ip_len as u16,
+        csum_start: ip_len as u16,
         csum_offset: off as u16,
     };
     (pkt, hdr)
@@ -64,6 +127,12 @@ fn split(pkt: &[u8], hdr: &VnetHdr) -> Result<Vec<Vec<u8>>, OffloadError> {
     Ok((0..s.count).map(|i| s.segment(i)).map(|(o, l)| buf[o..o + l].to_vec()).collect())
 }
 
+/// Flips a bit in the last payload byte of a complete packet, after its
+/// checksum was computed.
+fn corrupt_payload(p: &mut [u8]) {
+    *p.last_mut().unwrap() ^= 0x01;
+}
+
 fn payload_pattern(n: usize) -> Vec<u8> {
     (0..n).map(|i| (i * 7 + i / 251) as u8).collect()
 }
@@ -71,45 +140,53 @@ fn payload_pattern(n: usize) -> Vec<u8> {
 #[test]
 fn tcp4_split_is_exact() {
     let data = payload_pattern(2500);
-    let (pkt, hdr) = as_gso(tcp(true, 1000, TCP_ACK | TCP_PSH | TCP_FIN | TCP_CWR, &data), GSO_TCPV4, 1000);
+    let full = tcp(true, 1000, TCP_ACK | TCP_PSH | TCP_FIN | TCP_CWR, &data);
+    let (pkt, hdr) = as_gso(full.clone(), GSO_TCPV4, 1000);
     let segs = split(&pkt, &hdr).unwrap();
     assert_eq!(segs.iter().map(Vec::len).collect::<Vec<_>>(), vec![1052, 1052, 552]);
+    let orig = assert_l4_packet_valid(&full);
     for (i, s) in segs.iter().enumerate() {
-        assert_checksums_valid(s);
-        assert_eq!(u16::from_be_bytes([s[4], s[5]]), 0x1234 + i as u16, "IPv4 ID");
-        assert_eq!(u32::from_be_bytes([s[24], s[25], s[26], s[27]]), 1000 + 1000 * i as u32, "sequence");
-        let flags = s[33];
-        assert_eq!(flags & (TCP_FIN | TCP_PSH) != 0, i == 2, "FIN/PSH only on the last");
-        assert_eq!(flags & TCP_CWR != 0, i == 0, "CWR only on the first");
-        assert_eq!(&s[52..], &data[i * 1000..(i * 1000 + 1000).min(2500)]);
-        assert_eq!(&s[40..52], &pkt[40..52], "options copied");
+        let seg = assert_checksums_valid(s);
+        assert_headers_match(&seg, &orig);
+        assert_eq!(ipv4_ident(&seg), 0x1234 + i as u16, "IPv4 ID");
+        let t = tcp_of(&seg);
+        assert_eq!(t.sequence_number(), 1000 + 1000 * i as u32, "sequence");
+        assert_eq!((t.fin(), t.psh()), (i == 2, i == 2), "FIN/PSH only on the last");
+        assert_eq!(t.cwr(), i == 0, "CWR only on the first");
+        assert_eq!(seg.payload, &data[i * 1000..(i * 1000 + 1000).min(2500)]);
+        assert_eq!(t.options(), &Tcp::TIMESTAMPS, "options copied");
     }
 }
 
 #[test]
 fn tcp6_split_is_exact() {
     let data = payload_pattern(4000);
-    let (pkt, hdr) = as_gso(tcp(false, u32::MAX - 10, TCP_ACK, &data), GSO_TCPV6, 1400);
+    let full = tcp(false, u32::MAX - 10, TCP_ACK, &data);
+    let (pkt, hdr) = as_gso(full.clone(), GSO_TCPV6, 1400);
     let segs = split(&pkt, &hdr).unwrap();
     assert_eq!(segs.len(), 3);
+    let orig = assert_l4_packet_valid(&full);
     for (i, s) in segs.iter().enumerate() {
-        assert_checksums_valid(s);
-        let seq = u32::from_be_bytes([s[44], s[45], s[46], s[47]]);
-        assert_eq!(seq, (u32::MAX - 10).wrapping_add(1400 * i as u32), "sequence wraps");
-        assert_eq!(&s[72..], &data[i * 1400..(i * 1400 + 1400).min(4000)]);
+        let seg = assert_checksums_valid(s);
+        assert_headers_match(&seg, &orig);
+        assert_eq!(tcp_of(&seg).sequence_number(), (u32::MAX - 10).wrapping_add(1400 * i as u32), "sequence wraps");
+        assert_eq!(seg.payload, &data[i * 1400..(i * 1400 + 1400).min(4000)]);
     }
 }
 
 #[test]
 fn udp4_uso_split_is_exact() {
     let data = payload_pattern(3000);
-    let (pkt, hdr) = as_gso(udp4(&data), GSO_UDP_L4, 1200);
+    let full = udp4(&data);
+    let (pkt, hdr) = as_gso(full.clone(), GSO_UDP_L4, 1200);
     let segs = split(&pkt, &hdr).unwrap();
     assert_eq!(segs.iter().map(Vec::len).collect::<Vec<_>>(), vec![1228, 1228, 628]);
+    let orig = assert_l4_packet_valid(&full);
     for (i, s) in segs.iter().enumerate() {
-        assert_checksums_valid(s);
-        assert_eq!(usize::from(u16::from_be_bytes([s[24], s[25]])), s.len() - 20, "UDP length");
-        assert_eq!(&s[28..], &data[i * 1200..(i * 1200 + 1200).min(3000)]);
+        let seg = assert_checksums_valid(s);
+        assert_headers_match(&seg, &orig);
+        assert_eq!(udp_len(&seg), s.len() - 20, "UDP length");
+        assert_eq!(seg.payload, &data[i * 1200..(i * 1200 + 1200).min(3000)]);
     }
 }
 
@@ -119,14 +196,15 @@ fn size_limits() {
     let (pkt, hdr) = as_gso(tcp(true, 5, TCP_ACK | TCP_PSH, &payload_pattern(900)), GSO_TCPV4, 1000);
     let segs = split(&pkt, &hdr).unwrap();
     assert_eq!(segs.len(), 1);
-    assert_eq!(segs[0][33] & TCP_PSH, TCP_PSH);
-    assert_checksums_valid(&segs[0]);
+    assert!(tcp_of(&assert_checksums_valid(&segs[0])).psh());
     // 64 full segments.
     let (pkt, hdr) = as_gso(tcp(true, 5, TCP_ACK, &payload_pattern(64 * 1000)), GSO_TCPV4, 1000);
     let segs = split(&pkt, &hdr).unwrap();
     assert_eq!(segs.len(), 64);
     assert!(segs.iter().all(|s| s.len() == 1052));
-    segs.iter().for_each(|s| assert_checksums_valid(s));
+    segs.iter().for_each(|s| {
+        assert_checksums_valid(s);
+    });
     // Last segment short by one byte.
     let (pkt, hdr) = as_gso(tcp(true, 5, TCP_ACK, &payload_pattern(3 * 1000 - 1)), GSO_TCPV4, 1000);
     assert_eq!(split(&pkt, &hdr).unwrap().last().unwrap().len(), 1051);
@@ -205,10 +283,7 @@ fn split_then_coalesce_round_trips() {
         assert_eq!((vh.gso_type, vh.gso_size, vh.flags), (hdr.gso_type, 1300, F_NEEDS_CSUM));
         assert_eq!((vh.csum_start, vh.csum_offset, usize::from(vh.hdr_len)), (hdr.csum_start, 16, if v4 { 52 } else { 72 }));
         let mut rebuilt = assemble(&buf, &refs, &plan, &g);
-        if v4 {
-            // The IPv4 ID is the first segment's (the original's).
-            assert_eq!(rebuilt[4..6], pkt[4..6]);
-        }
+        // (The IPv4 ID is the first segment's, the original's.)
         assert_eq!(rebuilt, pkt, "coalescing undoes the split");
         // And finishing the partial checksum gives a valid packet.
         let n = rebuilt.len();
@@ -258,12 +333,11 @@ fn never_coalesces_across_gaps_flags_or_options() {
     );
     assert_eq!(groups(&[tcp(true, 0, TCP_ACK, &d), tcp(true, 1000, TCP_ACK | TCP_FIN, &d)], &mut plan), vec![1, 1]);
     // Differing options (timestamp) or ACK number.
-    let mut other_ts = tcp(true, 1000, TCP_ACK, &d);
-    other_ts[20 + 27] = 8;
-    fix_l4_checksum(&mut other_ts);
+    let mut ts = Tcp::TIMESTAMPS;
+    ts[7] = 8; // TSval 8
+    let other_ts = packet(true).tcp(Tcp::new(40000, 5201).seq(1000).options(&ts), &d);
     assert_eq!(groups(&[tcp(true, 0, TCP_ACK, &d), other_ts], &mut plan), vec![1, 1]);
-    let mut other_ack = tcp(true, 1000, TCP_ACK, &d);
-    other_ack[20 + 11] = 99;
+    let other_ack = packet(true).tcp(Tcp::new(40000, 5201).seq(1000).ack(99).options(&Tcp::TIMESTAMPS), &d);
     assert_eq!(groups(&[tcp(true, 0, TCP_ACK, &d), other_ack], &mut plan), vec![1, 1]);
     // A larger segment after a smaller one; a short one closes the run.
     assert_eq!(groups(&[tcp(true, 0, TCP_ACK, &d[..500]), tcp(true, 500, TCP_ACK, &d)], &mut plan), vec![1, 1]);
@@ -281,7 +355,7 @@ fn never_coalesces_across_gaps_flags_or_options() {
 fn tcp_data_offset_below_five_is_refused() {
     for doff in 2u8..5 {
         let (mut pkt, hdr) = as_gso(tcp(true, 1, TCP_ACK, &payload_pattern(3000)), GSO_TCPV4, 1000);
-        pkt[32] = doff << 4;
+        TcpPacket::new_unchecked(Ipv4Packet::new_unchecked(&mut pkt[..]).payload_mut()).set_header_len(usize::from(doff) * 4);
         assert_eq!(split(&pkt, &hdr), Err(OffloadError::TypeMismatch), "data offset {doff}");
         let (buf, refs) = batch(&[pkt.clone(), pkt]);
         let mut plan = CoalescePlan::default();
@@ -290,11 +364,52 @@ fn tcp_data_offset_below_five_is_refused() {
     }
 }
 
+/// A GSO super-packet must be one whole datagram with lengths that agree:
+/// an IPv4 fragment, or an IP or UDP length that disagrees with the bytes,
+/// is refused rather than cut.
+#[test]
+fn fragments_and_lying_lengths_are_not_split() {
+    let (tcp4, hdr) = as_gso(tcp(true, 1, TCP_ACK, &payload_pattern(3000)), GSO_TCPV4, 1000);
+    let mut fragment = tcp4.clone();
+    Ipv4Packet::new_unchecked(&mut fragment[..]).set_more_frags(true);
+    assert_eq!(split(&fragment, &hdr), Err(OffloadError::TypeMismatch));
+    let mut short_total = tcp4.clone();
+    let n = short_total.len() as u16;
+    Ipv4Packet::new_unchecked(&mut short_total[..]).set_total_len(n - 1);
+    assert_eq!(split(&short_total, &hdr), Err(OffloadError::TypeMismatch));
+    let (udp, uhdr) = as_gso(udp4(&payload_pattern(3000)), GSO_UDP_L4, 1000);
+    let with_udp_len = |len: u16| {
+        let mut p = udp.clone();
+        let mut ip = Ipv4Packet::new_unchecked(&mut p[..]);
+        UdpPacket::new_unchecked(ip.payload_mut()).set_len(len);
+        p
+    };
+    let right = (udp.len() - 20) as u16;
+    assert_eq!(split(&with_udp_len(right - 1), &uhdr), Err(OffloadError::TypeMismatch));
+    // Fuzzer finding (fuzz/regressions/offload_split-udp-length-zero.bin): a
+    // UDP length of 0, "the rest" to the view, was taken for the datagram's.
+    assert_eq!(split(&with_udp_len(0), &uhdr), Err(OffloadError::TypeMismatch));
+    assert!(split(&with_udp_len(right), &uhdr).is_ok());
+    assert!(split(&tcp4, &hdr).is_ok());
+    // Nor are such datagrams coalesced (offload_coalesce-udp-length-zero.bin).
+    let zero = || {
+        let mut p = udp4(&payload_pattern(1000));
+        let mut ip = Ipv4Packet::new_unchecked(&mut p[..]);
+        UdpPacket::new_unchecked(ip.payload_mut()).set_len(0);
+        fix_l4_checksum(&mut p);
+        p
+    };
+    let (buf, refs) = batch(&[zero(), zero()]);
+    let mut plan = CoalescePlan::default();
+    plan.plan(&buf, &refs, true);
+    assert_eq!(plan.groups().len(), 2, "UDP length 0 is never merged");
+}
+
 #[test]
 fn segments_with_bad_checksums_are_never_merged() {
     let d = payload_pattern(1000);
     let mut bad = tcp(true, 1000, TCP_ACK, &d);
-    bad[60] ^= 0xff; // payload byte changed after the checksum was computed
+    corrupt_payload(&mut bad);
     let pkts = [tcp(true, 0, TCP_ACK, &d), bad, tcp(true, 2000, TCP_ACK, &d)];
     let (buf, refs) = batch(&pkts);
     let mut plan = CoalescePlan::default();
@@ -302,7 +417,7 @@ fn segments_with_bad_checksums_are_never_merged() {
     let counts: Vec<usize> = plan.groups().iter().map(|g| g.count).collect();
     assert_eq!(counts, vec![1, 1, 1], "the corrupt segment stands alone, so the kernel drops it");
     let mut bad_udp = udp4(&d);
-    bad_udp[40] ^= 1;
+    corrupt_payload(&mut bad_udp);
     let (buf, refs) = batch(&[udp4(&d), bad_udp, udp4(&d)]);
     plan.plan(&buf, &refs, true);
     assert!(plan.groups().iter().all(|g| g.count == 1 || plan.members(g).all(|i| i != 1)), "corrupt UDP never merged");
@@ -315,7 +430,7 @@ fn segments_with_bad_checksums_are_never_merged() {
 fn a_trusting_plan_merges_without_verifying_and_still_checks_the_flow() {
     let d = payload_pattern(1000);
     let mut bad = tcp(true, 1000, TCP_ACK, &d);
-    bad[60] ^= 0xff;
+    corrupt_payload(&mut bad);
     let mut plan = CoalescePlan::trusting_checksums();
     let (buf, refs) = batch(&[tcp(true, 0, TCP_ACK, &d), bad, tcp(true, 2000, TCP_ACK, &d)]);
     plan.plan(&buf, &refs, true);
@@ -330,7 +445,7 @@ fn interleaved_flows_coalesce_separately_in_order() {
     let d = payload_pattern(800);
     let flow_b = |seq| {
         let mut p = tcp(true, seq, TCP_ACK, &d);
-        p[20..22].copy_from_slice(&40001u16.to_be_bytes());
+        TcpPacket::new_unchecked(Ipv4Packet::new_unchecked(&mut p[..]).payload_mut()).set_src_port(40001);
         fix_l4_checksum(&mut p);
         p
     };
@@ -348,14 +463,56 @@ proptest::proptest! {
         let data = payload_pattern(len);
         let (pkt, hdr) = as_gso(tcp(v4, 7, TCP_ACK | TCP_PSH, &data), if v4 { GSO_TCPV4 } else { GSO_TCPV6 }, gso);
         let segs = split(&pkt, &hdr).unwrap();
-        let head = if v4 { 52 } else { 72 };
         proptest::prop_assert_eq!(segs.len(), len.div_ceil(usize::from(gso)));
+        let full = tcp(v4, 7, TCP_ACK | TCP_PSH, &data);
+        let orig = assert_l4_packet_valid(&full);
         let mut joined = Vec::new();
-        for s in &segs {
-            assert_checksums_valid(s);
-            joined.extend_from_slice(&s[head..]);
+        for (i, s) in segs.iter().enumerate() {
+            let seg = assert_checksums_valid(s);
+            assert_headers_match(&seg, &orig);
+            let t = tcp_of(&seg);
+            proptest::prop_assert_eq!(t.sequence_number(), 7u32.wrapping_add(joined.len() as u32));
+            proptest::prop_assert_eq!(t.psh(), i + 1 == segs.len(), "PSH only on the last");
+            proptest::prop_assert!(seg.payload.len() <= usize::from(gso));
+            joined.extend_from_slice(seg.payload);
         }
         proptest::prop_assert_eq!(joined, data);
+    }
+
+    /// A split run coalesced again is the original super-packet, which
+    /// etherparse reads as valid once its partial checksum is finished.
+    #[test]
+    fn coalescing_a_split_gives_back_the_original(len in 1usize..30_000, gso in 200u16..3000, v4 in proptest::bool::ANY, psh in proptest::bool::ANY) {
+        let data = payload_pattern(len);
+        let flags = if psh { TCP_ACK | TCP_PSH } else { TCP_ACK };
+        let full = tcp(v4, 9, flags, &data);
+        let (pkt, hdr) = as_gso(full.clone(), if v4 { GSO_TCPV4 } else { GSO_TCPV6 }, gso);
+        let segs = split(&pkt, &hdr).unwrap();
+        let (mut buf, refs) = batch(&segs);
+        let mut plan = CoalescePlan::default();
+        plan.plan(&buf, &refs, false);
+        let mut rebuilt = Vec::new();
+        for g in plan.groups().to_vec() {
+            let vh = plan.finish_group(&mut buf, &refs, &g);
+            let mut sup = assemble(&buf, &refs, &plan, &g);
+            if g.count > 1 {
+                let n = sup.len();
+                finish_partial_checksum(&mut sup[..n], usize::from(vh.csum_start), usize::from(vh.csum_offset)).unwrap();
+            }
+            let o = assert_checksums_valid(&sup);
+            rebuilt.extend_from_slice(o.payload);
+        }
+        proptest::prop_assert_eq!(plan.groups().len(), segs.len().div_ceil(MAX_COALESCE), "one group per MAX_COALESCE segments");
+        proptest::prop_assert_eq!(rebuilt, data);
+        if segs.len() <= MAX_COALESCE {
+            let g = plan.groups()[0];
+            let mut sup = assemble(&buf, &refs, &plan, &g);
+            if g.count > 1 {
+                let n = sup.len();
+                finish_partial_checksum(&mut sup[..n], usize::from(hdr.csum_start), usize::from(hdr.csum_offset)).unwrap();
+            }
+            proptest::prop_assert_eq!(sup, full, "byte for byte the packet that was split");
+        }
     }
 
     #[test]
@@ -386,25 +543,19 @@ proptest::proptest! {
 fn a_partial_checksum_from_a_kernel_vtep_is_completed_and_nothing_else_is_touched() {
     for v4 in [true, false] {
         let full = tcp(v4, 1000, TCP_ACK, &payload_pattern(700));
-        let h = headers(&full).unwrap();
-        let field = h.ip_len + 16;
-        let mut partial = full.clone();
-        let pseudo = pseudo_partial(&partial, &h, partial.len() - h.ip_len);
-        partial[field..field + 2].copy_from_slice(&pseudo.to_be_bytes());
+        let (partial, _) = as_gso(full.clone(), GSO_NONE, 0);
+        let mut partial = partial;
         assert!(complete_partial_checksum(&mut partial));
         assert_eq!(partial, full, "completed exactly as the sender would have");
         let mut again = full.clone();
         assert!(!complete_partial_checksum(&mut again), "a full checksum is left alone");
         let mut corrupt = full.clone();
-        corrupt[h.ip_len + 40] ^= 0x01;
+        corrupt_payload(&mut corrupt);
         let before = corrupt.clone();
         assert!(!complete_partial_checksum(&mut corrupt), "a corrupt packet is not 'fixed'");
         assert_eq!(corrupt, before);
     }
-    let mut udp = udp4(&payload_pattern(100));
-    let h = headers(&udp).unwrap();
-    let pseudo = pseudo_partial(&udp, &h, udp.len() - 20);
-    udp[26..28].copy_from_slice(&pseudo.to_be_bytes());
+    let (mut udp, _) = as_gso(udp4(&payload_pattern(100)), GSO_NONE, 0);
     assert!(complete_partial_checksum(&mut udp));
     assert_checksums_valid(&udp);
 }

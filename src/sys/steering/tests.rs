@@ -1,4 +1,5 @@
 use super::*;
+use crate::wire::{Ipv4Packet, Ipv6Packet, UdpPacket};
 
 /// A classic-BPF interpreter for the instructions [`program`] uses, with the
 /// kernel's semantics: a load beyond the packet ends the program with 0.
@@ -44,26 +45,37 @@ fn run(prog: &[libc::sock_filter], pkt: &[u8]) -> u32 {
     }
 }
 
+/// 40 bytes that the program reads as IPv4 of `proto` with these
+/// addresses and ports (and nothing else set: the program reads nothing else).
 fn v4(proto: u8, src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16) -> Vec<u8> {
     let mut p = vec![0u8; 40];
-    p[0] = 0x45;
-    p[9] = proto;
-    p[12..16].copy_from_slice(&src);
-    p[16..20].copy_from_slice(&dst);
-    p[20..22].copy_from_slice(&sport.to_be_bytes());
-    p[22..24].copy_from_slice(&dport.to_be_bytes());
+    let mut ip = Ipv4Packet::new_unchecked(&mut p[..]);
+    ip.set_version_and_header_len(20);
+    ip.set_protocol(proto);
+    ip.set_src_addr(src.into());
+    ip.set_dst_addr(dst.into());
+    write_ports(&mut p[20..], sport, dport);
     p
 }
 
+/// 60 bytes that the program reads as IPv6 of `proto`; the addresses are
+/// `::src_low` and `::dst_low` (the program hashes their last words).
 fn v6(proto: u8, src_low: u32, dst_low: u32, sport: u16, dport: u16) -> Vec<u8> {
     let mut p = vec![0u8; 60];
-    p[0] = 0x60;
-    p[6] = proto;
-    p[20..24].copy_from_slice(&src_low.to_be_bytes());
-    p[36..40].copy_from_slice(&dst_low.to_be_bytes());
-    p[40..42].copy_from_slice(&sport.to_be_bytes());
-    p[42..44].copy_from_slice(&dport.to_be_bytes());
+    let mut ip = Ipv6Packet::new_unchecked(&mut p[..]);
+    ip.set_version_class_and_flow(0, 0);
+    ip.set_next_header(proto);
+    ip.set_src_addr(u128::from(src_low).into());
+    ip.set_dst_addr(u128::from(dst_low).into());
+    write_ports(&mut p[40..], sport, dport);
     p
+}
+
+/// Source and destination port at the start of `l4` (TCP and UDP alike).
+fn write_ports(l4: &mut [u8], sport: u16, dport: u16) {
+    let mut t = UdpPacket::new_unchecked(l4);
+    t.set_src_port(sport);
+    t.set_dst_port(dport);
 }
 
 /// The reference: what the program is meant to compute.
@@ -94,8 +106,8 @@ fn program_computes_the_documented_hash() {
 #[test]
 fn v4_options_move_the_ports() {
     let mut p = v4(6, [100, 96, 1, 2], [100, 96, 2, 3], 0, 0);
-    p[0] = 0x46; // 24-byte header: the ports start at 24
-    p[24..28].copy_from_slice(&[0x9c, 0x40, 0x14, 0x51]);
+    Ipv4Packet::new_unchecked(&mut p[..]).set_version_and_header_len(24); // the ports start at 24
+    write_ports(&mut p[24..], 0x9c40, 0x1451);
     let plain = v4(6, [100, 96, 1, 2], [100, 96, 2, 3], 0x9c40, 0x1451);
     for sockets in [2, 3, 5] {
         assert_eq!(run(&program(sockets, 0), &p), run(&program(sockets, 0), &plain));
@@ -171,9 +183,12 @@ fn program_agrees_with_the_senders_flow_key() {
             *first = if next() % 2 == 0 { 0x40 | (*first & 0x0f) } else { 0x60 | (*first & 0x0f) };
         }
         let proto = [6u8, 17, 1, 58][(next() % 4) as usize];
-        if pkt.len() > 9 {
-            let at = if pkt[0] >> 4 == 4 { 9 } else { 6 };
-            pkt[at] = proto;
+        // Lengths may lie: the program hashes such packets too.
+        let v4 = pkt.first().is_some_and(|b| b >> 4 == 4);
+        if v4 && pkt.len() >= 20 {
+            Ipv4Packet::new_unchecked(&mut pkt[..]).set_protocol(proto);
+        } else if !v4 && pkt.len() >= 40 {
+            Ipv6Packet::new_unchecked(&mut pkt[..]).set_next_header(proto);
         }
         for sockets in [2u32, 3, 4] {
             assert_eq!(run(&program(sockets, 0), &pkt), u32::from(flow_key(&pkt)) % sockets, "{sockets} sockets, packet {pkt:02x?}");
