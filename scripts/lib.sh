@@ -130,16 +130,16 @@ ED_PKGS_TEST=(
     prometheus                  # promtool and the server, for the metrics tests
     systemd                     # systemd-analyze verify dist/encapd.service
     man-db                      # ... which runs `man` for the unit's Documentation=man:encapd(8)
+    mmdebstrap                  # a Debian root for the unit's test under a real systemd (tests/e2e_systemd.rs)
+    systemd-container           # systemd-nspawn boots that root
     shellcheck                  # the scripts stay shellcheck-clean
 )
-# The Debian package (scripts/package.sh) and its tests: cargo-deb itself
-# is a crate (ed_need_cargo_deb), these are what it and the tests run.
+# The Debian package (scripts/package.sh): cargo-deb itself is a crate
+# (ed_need_cargo_deb); these are what it runs.
 ED_PKGS_PACKAGE=(
-    dpkg-dev          # dpkg-shlibdeps: the package's Depends on shared libraries (cargo-deb's $auto)
-    binutils          # objcopy: debug symbols into the -dbgsym package (cargo deb --dbgsym)
-    lintian           # the package is lintian-clean (scripts/package.sh fails otherwise)
-    mmdebstrap        # a Debian root for the unit's test under a real systemd (tests/e2e_systemd.rs)
-    systemd-container # systemd-nspawn boots that root
+    dpkg-dev # dpkg-shlibdeps: the package's Depends on shared libraries (cargo-deb's $auto)
+    binutils # objcopy: debug symbols into the -dbgsym package (cargo deb --dbgsym)
+    lintian  # the package is lintian-clean (scripts/package.sh fails otherwise)
 )
 ED_PKGS_FUZZ=(g++) # libFuzzer is C++ (libfuzzer-sys builds it)
 ED_PKGS_PROFILE=(linux-perf)
