@@ -133,14 +133,24 @@ ED_PKGS_TEST=(
     sockperf                    # UDP ping-pong (bench/run.sh --sockperf)
     prometheus                  # promtool and the server, for the metrics tests
     systemd                     # systemd-analyze verify dist/encapd.service
+    man-db                      # ... which runs `man` for the unit's Documentation=man:encapd(8)
+    mmdebstrap                  # a Debian root for the unit's test under a real systemd (tests/e2e_systemd.rs)
+    systemd-container           # systemd-nspawn boots that root
     shellcheck                  # the scripts stay shellcheck-clean
+)
+# The Debian package (scripts/package.sh): cargo-deb itself is a crate
+# (ed_need_cargo_deb); these are what it runs.
+ED_PKGS_PACKAGE=(
+    dpkg-dev # dpkg-shlibdeps: the package's Depends on shared libraries (cargo-deb's $auto)
+    binutils # objcopy: debug symbols into the -dbgsym package (cargo deb --dbgsym)
+    lintian  # the package is lintian-clean (scripts/package.sh fails otherwise)
 )
 ED_PKGS_FUZZ=(g++) # libFuzzer is C++ (libfuzzer-sys builds it)
 ED_PKGS_PROFILE=(linux-perf)
 ED_APT_UPDATED=0
 
 # ed_pkgs @GROUP|PKG...: the packages named, groups expanded (@build, @run,
-# @test, @fuzz, @profile), one per line, sorted, without duplicates.
+# @test, @package, @fuzz, @profile), one per line, sorted, without duplicates.
 ed_pkgs() {
     local a
     for a in "$@"; do
@@ -148,6 +158,7 @@ ed_pkgs() {
             @build) printf '%s\n' "${ED_PKGS_BUILD[@]}" ;;
             @run) printf '%s\n' "${ED_PKGS_RUN[@]}" ;;
             @test) printf '%s\n' "${ED_PKGS_TEST[@]}" ;;
+            @package) printf '%s\n' "${ED_PKGS_PACKAGE[@]}" ;;
             @fuzz) printf '%s\n' "${ED_PKGS_FUZZ[@]}" ;;
             @profile) printf '%s\n' "${ED_PKGS_PROFILE[@]}" ;;
             @*) ed_die "unknown package group $a" ;;
@@ -222,6 +233,25 @@ ed_need_cargo() {
         fi
     done
     ed_die "cargo not found (install Rust: https://rustup.rs)"
+}
+
+# The cargo-deb release scripts/package.sh is written against (its
+# [package.metadata.deb] keys and the maintainer-script snippets it
+# generates, which tests/e2e_package.rs checks).
+ED_CARGO_DEB_VERSION=3.8.0
+
+# ed_need_cargo_deb: `cargo deb` on PATH, installed from crates.io
+# (`cargo install cargo-deb --locked`, about 3 minutes) when missing; a
+# warning when another release is installed.
+ed_need_cargo_deb() {
+    local have
+    ed_need_cargo
+    if ! have=$(cargo deb --version 2>/dev/null); then
+        ed_log "installing cargo-deb $ED_CARGO_DEB_VERSION (cargo install --locked)"
+        cargo install cargo-deb --locked --version "$ED_CARGO_DEB_VERSION" >&2 || ed_die "cargo install cargo-deb failed"
+        have=$(cargo deb --version 2>/dev/null) || ed_die "cargo deb does not run after installing it"
+    fi
+    [[ $have == *" $ED_CARGO_DEB_VERSION"* ]] || ed_warn "cargo-deb is '$have', the package is written against $ED_CARGO_DEB_VERSION"
 }
 
 # ed_build: cargo build --release in the repository root (the workspace's

@@ -3,7 +3,8 @@
 #   sudo scripts/test.sh
 # Installs what is missing (the Debian packages listed in scripts/lib.sh,
 # the rustfmt and clippy components), then: shellcheck, cargo fmt --check,
-# cargo clippy -D warnings, every test of the workspace (unit, property,
+# cargo clippy -D warnings, the Debian package (scripts/package.sh, with
+# lintian), every test of the workspace (unit, property,
 # loopback, the replay of the committed fuzz findings, and the root-only
 # end-to-end tests in network namespaces), the criterion benches once,
 # `systemd-analyze verify` of the unit, and a CI-sized benchmark run.
@@ -30,11 +31,13 @@ step() {
 }
 
 # verify_unit: `systemd-analyze verify` of dist/encapd.service. verify
-# checks that every Exec binary exists; the unit names the install path
-# /usr/local/bin/encapd, and installing there would change the machine
-# outside the repository, so a copy is verified in which that path (and
-# nothing else: checked) names the binary just built. Any output counts as
-# a failure, warnings included.
+# checks that every Exec binary exists; the unit names the package's path
+# /usr/sbin/encapd, and installing there would change the machine outside
+# the repository, so a copy is verified in which that path (and nothing
+# else: checked) names the binary just built. It also runs `man` for the
+# unit's Documentation=man:encapd(8): MANPATH points at the pages
+# encapd-dist generates, as the package installs them. Any output counts
+# as a failure, warnings included.
 verify_unit() {
     local dir unit out rc=0
     if ! command -v systemd-analyze >/dev/null; then
@@ -44,13 +47,15 @@ verify_unit() {
     fi
     dir=$(mktemp -d /tmp/encapd-unit.XXXXXX)
     unit=$dir/encapd.service
-    sed "s|/usr/local/bin/encapd |$ENCAPD_BIN |" dist/encapd.service >"$unit"
-    if ! diff <(sed 's|/usr/local/bin/encapd |BIN |' dist/encapd.service) <(sed "s|$ENCAPD_BIN |BIN |" "$unit") >/dev/null ||
+    sed "s|/usr/sbin/encapd |$ENCAPD_BIN |" dist/encapd.service >"$unit"
+    if ! diff <(sed 's|/usr/sbin/encapd |BIN |' dist/encapd.service) <(sed "s|$ENCAPD_BIN |BIN |" "$unit") >/dev/null ||
         ! grep -q "^ExecStart=$ENCAPD_BIN run" "$unit"; then
         rm -rf "$dir"
         ed_die "dist/encapd.service: could not point ExecStart at $ENCAPD_BIN"
     fi
-    out=$(systemd-analyze verify "$unit" 2>&1) || rc=$?
+    mkdir -p "$dir/man/man8"
+    target/release/encapd-dist man "$dir/man/man8" || ed_die "encapd-dist man failed"
+    out=$(MANPATH="$dir/man" systemd-analyze verify "$unit" 2>&1) || rc=$?
     rm -rf "$dir"
     if ((rc != 0)) || [[ -n $out ]]; then
         printf '%s\n' "$out" >&2
@@ -61,14 +66,14 @@ verify_unit() {
 step "prerequisites: Debian packages (scripts/lib.sh), rustfmt, clippy"
 ed_need_cargo
 if [[ $(id -u) -eq 0 ]]; then
-    ed_need_pkgs @build @run @test
+    ed_need_pkgs @build @run @test @package
 else
-    absent=$(ed_missing_pkgs @build @run @test | tr '\n' ' ')
+    absent=$(ed_missing_pkgs @build @run @test @package | tr '\n' ' ')
     [[ -z $absent ]] || log "not root: cannot install $absent; tests that need them skip"
 fi
 if ((require)); then
     # CI: the install step must have left nothing out.
-    ed_verify_pkgs @build @run @test
+    ed_verify_pkgs @build @run @test @package
 fi
 ed_need_rust_components
 
@@ -83,6 +88,19 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "building (release, for the end-to-end tests)"
 cargo build --release --locked
 export ENCAPD_BIN="$PWD/target/release/encapd"
+step "Debian packages: scripts/package.sh (lintian), and revision 2 for the upgrade tests"
+# tests/e2e_package.rs and tests/e2e_systemd.rs install them (root only);
+# the build above is reused. Revision 2 first, elsewhere: every cargo-deb
+# run deletes the other versions' packages from target/debian/.
+if [[ $(id -u) -eq 0 ]] || { [[ -z $(ed_missing_pkgs @package) ]] && cargo deb --version >/dev/null 2>&1; }; then
+    ENCAPD_DEB_UPGRADE=$(scripts/package.sh --fast --no-lintian --revision 2 --out target/debian-upgrade)
+    ENCAPD_DEB=$(scripts/package.sh --fast)
+    export ENCAPD_DEB ENCAPD_DEB_UPGRADE
+elif ((require)); then
+    ed_die "cannot build the Debian package: not root, and cargo-deb or a package of @package is missing"
+else
+    log "not root, and cargo-deb or a package of @package is missing: no package built; the package tests skip"
+fi
 step "cargo test, workspace (ENCAPD_REQUIRE_ROOT_TESTS=$require)"
 # The workspace holds encapd, encapd-bench (bench/tool) and the fuzz
 # crate, whose tests replay fuzz/regressions/ and the seed corpus through

@@ -18,8 +18,9 @@ use crate::{control, daemon};
     version = concat!(env!("CARGO_PKG_VERSION"), " (git ", env!("ENCAPD_GIT_COMMIT"), ")"),
     about = "Userspace encapsulation gateway for container overlay networks",
     long_about = "encapd carries container IP packets between hosts inside UDP datagrams, \
-wire-compatible with flannel's udp backend (raw IP in UDP, port 8285), with pinned \
-io_uring workers on a multiqueue TUN device.\n\n\
+wire-compatible with flannel's udp backend (raw IP in UDP, port 8285) and vxlan backend \
+(RFC 7348, port 8472), with pinned io_uring workers on a multiqueue TUN device and an \
+optional eBPF kernel path.\n\n\
 Exit codes: 0 success, 1 runtime failure, 2 invalid configuration or usage."
 )]
 pub struct Cli {

@@ -132,7 +132,13 @@ pub fn run(mut config: Config, start: Start) -> Result<(), DaemonError> {
     let counters: Vec<Arc<WorkerCounters>> = (0..config.workers).map(|_| Arc::new(WorkerCounters::default())).collect();
     let (hub, recorders) = LatencyHub::new(config.workers);
 
-    let worker_shared = WorkerShared { table: &shared, counters: &counters, clear_caps: identity.is_none() };
+    // Each worker clears its own capabilities unless a user switch will:
+    // glibc carries setuid to every thread, and from uid 0 that clears
+    // them (a thread that had cleared its own would refuse the switch).
+    // Already running as the user (systemd's User= with ambient
+    // capabilities, as dist/encapd.service does) switches nothing.
+    let clear_caps = identity.is_none_or(|id| id.is_current());
+    let worker_shared = WorkerShared { table: &shared, counters: &counters, clear_caps };
     let workers = WorkerSet::start(&config, &plan, dataplane, worker_shared, recorders)?;
     workers.wait_ready()?;
     // With the workers running, so that what the programs leave to them

@@ -153,9 +153,11 @@ pub struct ReadySignal {
 
 impl ReadySignal {
     /// `clear_caps`: the worker clears its own capabilities before it says
-    /// ready. True unless the process will switch user: glibc carries a
-    /// `setuid` to every thread (which clears their capabilities), and a
-    /// thread that had already cleared its own would refuse the switch.
+    /// ready. True unless the process will switch user from root: glibc
+    /// carries a `setuid` to every thread (which clears their
+    /// capabilities), and a thread that had already cleared its own would
+    /// refuse the switch. A process already running as its `[process]
+    /// user` switches nothing, so its workers clear their own.
     pub fn new(worker: usize, tx: crossbeam_channel::Sender<usize>, clear_caps: bool) -> ReadySignal {
         ReadySignal { worker, tx: Some(tx), clear_caps }
     }

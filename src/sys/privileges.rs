@@ -92,17 +92,26 @@ fn unsafe_zeroed_passwd() -> libc::passwd {
     unsafe { std::mem::zeroed() }
 }
 
+impl Identity {
+    /// True when the process already runs as this user and group: a
+    /// service manager started it so (systemd's `User=`, with ambient
+    /// capabilities), or it is a successor of an unprivileged predecessor.
+    /// [`drop_privileges`] then switches nothing, so no `setuid` clears the
+    /// other threads' capabilities: each must clear its own.
+    pub fn is_current(&self) -> bool {
+        // SAFETY: geteuid and getegid have no preconditions and cannot fail.
+        unsafe { libc::geteuid() == self.uid && libc::getegid() == self.gid }
+    }
+}
+
 /// Switches the whole process to `to` (if given) and clears all
 /// capabilities. Called once, after setup, from the main thread; glibc
 /// applies set*id to every thread. Already running as `to`: only the
 /// capabilities are cleared. Returns the capabilities left (expected: none).
 pub fn drop_privileges(to: Option<Identity>) -> io::Result<Caps> {
-    // A process already running as that user (a successor started by an
-    // unprivileged predecessor) has nothing to switch, and may not call
-    // setgroups.
-    // SAFETY: geteuid and getegid have no preconditions and cannot fail.
-    let already = to.is_some_and(|id| unsafe { libc::geteuid() == id.uid && libc::getegid() == id.gid });
-    if let Some(id) = to.filter(|_| !already) {
+    // A process already running as that user has nothing to switch, and
+    // may not call setgroups.
+    if let Some(id) = to.filter(|id| !id.is_current()) {
         // SAFETY: setgroups with an empty list reads nothing.
         cvt(unsafe { libc::setgroups(0, std::ptr::null()) })?;
         // SAFETY: plain syscalls with integer arguments.
