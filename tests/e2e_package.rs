@@ -31,7 +31,7 @@
 //! them before the tests and names them): `$ENCAPD_DEB` (revision 1) and
 //! `$ENCAPD_DEB_UPGRADE` (revision 2, the same code).
 
-mod common;
+use encapd_testbed as common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

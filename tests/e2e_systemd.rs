@@ -33,7 +33,7 @@
 //! Debian system (the container runs no udev). Each container is powered
 //! off, and killed by pid if it does not end, on every exit path.
 
-mod common;
+use encapd_testbed as common;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -41,7 +41,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::encapd::Encapd;
+use common::instance::Encapd;
 use common::etcd::EtcdCluster;
 use common::traffic::UdpStream;
 use common::wiring::Wiring;
