@@ -6,7 +6,9 @@
 //! follows a peers-file change live; and the programs are attached while
 //! encapd runs and gone once it stops. With only one node running it, the
 //! other reading datagrams in user space (`kernel_decap` false), packets
-//! to that peer go through the workers and arrive intact. Root only.
+//! to that peer go through the workers and arrive intact. Every test runs on
+//! both underlay profiles (`veth::...`, `wire::...`; see `common::underlay`).
+//! Root only.
 
 use encapd_testbed as common;
 
@@ -16,15 +18,15 @@ use std::time::Duration;
 use common::netns::in_netns;
 use common::packets::{Packet, fix_ipv4_header_checksum, udp_socket};
 use common::traffic::hashed_transfer;
-use common::{CTR_B, CTR_B6, ENCAPD_A, NODE_B_UNDERLAY, Node, Options, Topology, require_root};
+use common::{CTR_B, CTR_B6, ENCAPD_A, NODE_B_UNDERLAY, Node, Options, Topology, Underlay, require_root};
 use encapd::sys::bpf::{TcxHook, ifindex, tcx_program_count};
 
 const KERNEL_PATH: &str = "kernel_path = \"tc\"\n";
 const KERNEL_DECAP: &str = "kernel_decap = true\n";
 const INNER_PORT: u16 = 7777;
 
-fn both_on_kernel_path() -> Topology {
-    let mut opts = Options::new("uring");
+fn both_on_kernel_path(u: Underlay) -> Topology {
+    let mut opts = Options { underlay: u, ..Options::new("uring") };
     opts.extra_a = KERNEL_PATH.into();
     opts.extra_b = KERNEL_PATH.into();
     opts.peer_extra_a = KERNEL_DECAP.into();
@@ -46,12 +48,11 @@ fn attached(ns: &str) -> (u32, u32) {
     })
 }
 
-#[test]
-fn ipv4_crosses_in_the_kernel_intact_and_ipv6_through_the_workers() {
+fn ipv4_crosses_in_the_kernel_intact_and_ipv6_through_the_workers(u: Underlay) {
     if !require_root() {
         return;
     }
-    let mut t = both_on_kernel_path();
+    let mut t = both_on_kernel_path(u);
     assert!(t.log(Node::A).contains("kernel path attached"), "{}", t.log(Node::A));
     assert_eq!(attached(&t.node_a), (1, 1), "one program on each hook while encapd runs");
     let workers_before = t.counters(Node::A);
@@ -96,12 +97,11 @@ fn expect_worker_drop(t: &mut Topology, sock: &UdpSocket, datagram: &[u8], reaso
     assert_eq!(kernel_packets(t, Node::A, "ingress"), kernel_before, "{reason}: the kernel path delivered it");
 }
 
-#[test]
-fn the_ingress_filter_still_rejects_and_counts_what_the_kernel_path_hands_on() {
+fn the_ingress_filter_still_rejects_and_counts_what_the_kernel_path_hands_on(u: Underlay) {
     if !require_root() {
         return;
     }
-    let mut t = both_on_kernel_path();
+    let mut t = both_on_kernel_path(u);
     let (a, b, nowhere, spoof) = ([100, 96, 1, 2], [100, 96, 2, 3], [100, 96, 3, 3], [100, 96, 9, 9]);
     let listener = in_netns(&t.ctr_a, || UdpSocket::bind((Ipv4Addr::UNSPECIFIED, INNER_PORT))).unwrap();
     listener.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
@@ -134,12 +134,11 @@ fn the_ingress_filter_still_rejects_and_counts_what_the_kernel_path_hands_on() {
     assert_eq!(t.counters(Node::A).ingress_pkts, before.ingress_pkts, "no worker wrote it");
 }
 
-#[test]
-fn the_kernel_routes_follow_the_peers_file() {
+fn the_kernel_routes_follow_the_peers_file(u: Underlay) {
     if !require_root() {
         return;
     }
-    let t = both_on_kernel_path();
+    let t = both_on_kernel_path(u);
     let ping = |t: &Topology| t.ping(&t.ctr_a, &["-c", "1", "-W", "2", CTR_B]).ok();
     assert!(ping(&t));
     // nodeA forgets nodeB: its route leaves the map, and the workers answer
@@ -163,12 +162,11 @@ fn the_kernel_routes_follow_the_peers_file() {
 /// unfinished would be lost, so nodeA's peers file leaves `kernel_decap`
 /// unset for it and nodeA's `encap` sends it nothing; its workers carry
 /// the traffic. Both directions arrive intact.
-#[test]
-fn a_peer_without_the_kernel_path_is_reached_through_the_workers() {
+fn a_peer_without_the_kernel_path_is_reached_through_the_workers(u: Underlay) {
     if !require_root() {
         return;
     }
-    let mut opts = Options::new("uring");
+    let mut opts = Options { underlay: u, ..Options::new("uring") };
     opts.extra_a = KERNEL_PATH.into();
     opts.peer_extra_b = KERNEL_DECAP.into();
     let mut t = Topology::with(opts);
@@ -185,3 +183,36 @@ fn a_peer_without_the_kernel_path_is_reached_through_the_workers() {
     let sent_by_workers = t.counters(Node::A).egress_pkts - workers_before.egress_pkts;
     assert!(sent_by_workers >= 500, "nodeA's workers carried the stream to nodeB: {sent_by_workers} packets");
 }
+
+/// Every test on one underlay profile: `veth::...`, `wire::...`.
+macro_rules! profile_tests {
+    ($underlay:ident) => {
+        mod $underlay {
+            use super as s;
+
+            fn u() -> encapd_testbed::Underlay {
+                stringify!($underlay).parse().expect("an underlay profile")
+            }
+
+            #[test]
+            fn ipv4_crosses_in_the_kernel_intact_and_ipv6_through_the_workers() {
+                s::ipv4_crosses_in_the_kernel_intact_and_ipv6_through_the_workers(u());
+            }
+            #[test]
+            fn the_ingress_filter_still_rejects_and_counts_what_the_kernel_path_hands_on() {
+                s::the_ingress_filter_still_rejects_and_counts_what_the_kernel_path_hands_on(u());
+            }
+            #[test]
+            fn the_kernel_routes_follow_the_peers_file() {
+                s::the_kernel_routes_follow_the_peers_file(u());
+            }
+            #[test]
+            fn a_peer_without_the_kernel_path_is_reached_through_the_workers() {
+                s::a_peer_without_the_kernel_path_is_reached_through_the_workers(u());
+            }
+        }
+    };
+}
+
+profile_tests!(veth);
+profile_tests!(wire);
