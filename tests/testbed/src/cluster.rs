@@ -416,7 +416,7 @@ impl Cluster {
                 continue;
             }
             self.figures.add(format!("encapd_{name}_min"), v[0]);
-            self.figures.add(format!("encapd_{name}_median"), v[(v.len() + 1) / 2 - 1]);
+            self.figures.add(format!("encapd_{name}_median"), v[v.len().div_ceil(2) - 1]);
             self.figures.add(format!("encapd_{name}_max"), v[v.len() - 1]);
             self.figures.add(format!("encapd_{name}_total"), v.iter().sum::<u64>());
         }

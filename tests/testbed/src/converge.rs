@@ -55,14 +55,13 @@ pub fn wait_routes(
         let handles: Vec<_> = nodes
             .iter()
             .map(|(i, ns)| {
-                let handle = std::thread::Builder::new()
+                std::thread::Builder::new()
                     .name(format!("converge-{i}"))
                     .spawn_scoped(s, move || {
                         enter_netns(ns);
                         (*i, poll_routes(routes, deadline, interval))
                     })
-                    .expect("spawning a poller");
-                handle
+                    .expect("spawning a poller")
             })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))).collect()

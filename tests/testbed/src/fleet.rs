@@ -354,13 +354,14 @@ impl Fleet {
             "[node]\npublic_ip = \"{}\"\nsubnet = \"{}\"\n{v6_node}{vtep}\n\
              [network]\ncidr = \"{NETWORK}\"\n{v6_net}backend = \"{backend}\"\n\n\
              [dataplane]\nworkers = {}\nio = \"{engine}\"\n{}\n\
-             [control]\n{control}subnet_env = \"subnet.env\"\n{}\n\n\
+             [control]\n{control}subnet_env = \"subnet.env\"\n{}{}\n\n\
              [process]\ncontrol_socket = \"encapd.sock\"\n",
             node.ip,
             node.subnet,
             self.options.workers,
             self.options.dataplane_extra,
-            format!("{}{}", self.options.control_extra, self.options.node_control_extra.get(&i).map(String::as_str).unwrap_or(""))
+            self.options.control_extra,
+            self.options.node_control_extra.get(&i).map(String::as_str).unwrap_or("")
         );
         std::fs::write(sub.join("encapd.toml"), config).unwrap();
         std::fs::write(sub.join("peers.toml"), self.peers_file(i, vxlan)).unwrap();
