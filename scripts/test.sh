@@ -14,9 +14,10 @@
 # so is any listed Debian package that is still missing after the install
 # step.
 #
-# Where the time goes: the test binaries are built once (release, the
-# profile the end-to-end tests need to move their data in reasonable
-# time) and run one at a time, each timed; every step is timed too, and a
+# Where the time goes: the binaries and the test binaries are built once,
+# in one cargo invocation (release, the profile the end-to-end tests need
+# to move their data in reasonable time), and run one at a time, each
+# timed; every step is timed too, and a
 # table of both is printed at the end of every run, passed or failed
 # (also written to $ENCAPD_TIMING_OUT when set). A failing test binary
 # does not stop the others: the run fails at the end, naming it.
@@ -159,7 +160,12 @@ cargo fmt --all -- --check
 step "cargo clippy -D warnings (workspace, all targets)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 step "building (release: encapd, encapd-bench and every test binary)"
-cargo build --release --locked
+# One build for the binaries and the tests: `cargo build --release` alone
+# resolves features without the dev-dependencies and `cargo test` with
+# them, so the two built encapd, etcd-client, tonic, tun-rs, serde, regex
+# and some 25 more crates twice (seen in a CI log: 32 crates compiled
+# again by the test build right after the release build).
+cargo build --release --locked --workspace --all-targets
 export ENCAPD_BIN="$PWD/target/release/encapd"
 mapfile -t BINARIES < <(test_binaries)
 ((${#BINARIES[@]} > 0)) || ed_die "cargo listed no test binary"
