@@ -92,7 +92,10 @@ run_binary() {
     local kind=$1 name=$2 dir=$3 exe=$4 out rc=0 t0=$SECONDS counts p=0 f=0 i=0
     log "test binary $name ($kind)"
     out=$(mktemp /tmp/encapd-test-out.XXXXXX)
-    (cd "$dir" && "$exe" --test-threads="${ENCAPD_TEST_THREADS:-4}") 2>&1 | tee "$out" || rc=$?
+    local show=()
+    # e2e_sched says which kernel-dependent branch it took: keep it in the log.
+    if [[ $name == e2e_sched ]]; then show=(--show-output); fi
+    (cd "$dir" && "$exe" --test-threads="${ENCAPD_TEST_THREADS:-4}" "${show[@]}") 2>&1 | tee "$out" || rc=$?
     counts=$(grep -E '^test result: ' "$out" | tail -n 1 || true)
     if [[ $counts =~ ([0-9]+)\ passed ]]; then p=${BASH_REMATCH[1]}; fi
     if [[ $counts =~ ([0-9]+)\ failed ]]; then f=${BASH_REMATCH[1]}; fi
