@@ -76,9 +76,6 @@ ed_ns_names() {
 
 ed_ns_exists() { ip netns list | awk '{print $1}' | grep -qxF -- "$1"; }
 
-# ed_in NS CMD...: run CMD inside namespace NS.
-ed_in() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
-
 ed_sysctl() { local ns=$1; shift; local kv; for kv in "$@"; do ip netns exec "$ns" sysctl -qw "$kv" >/dev/null; done; }
 
 # ---------------------------------------------------------------------------
@@ -433,14 +430,6 @@ _ed_nodes_up() {
         ip -n "$ns" link set ul0 up
         ed_sysctl "$ns" net.ipv4.conf.ul0.rp_filter=0
     done
-}
-
-# ed_topo_nodes_up PREFIX: the two nodes and their underlay only; pods are
-# attached later with ed_cni_add, as a Kubernetes node attaches them.
-ed_topo_nodes_up() {
-    ed_check_prefix "$1"
-    _ed_nodes_up "$1"
-    ip netns exec "$NS_NODEA" ping -n -c 1 -W 3 "$ED_B_UL" >/dev/null 2>&1 || ed_warn "topology settle: the underlay ping failed"
 }
 
 # ed_script_help SCRIPT: the comment block at the top of SCRIPT (from its
@@ -860,76 +849,4 @@ ed_install_traps() {
     trap 'ed_cleanup' EXIT
     trap 'exit 130' INT
     trap 'exit 143' TERM
-}
-
-# ---------------------------------------------------------------------------
-# Pods, wired as a Kubernetes node wires them: flannel's CNI plugin reads
-# subnet.env and delegates to the standard `bridge` plugin with
-# `host-local` IPAM (Debian's containernetworking-plugins). The delegate
-# configuration below is what flannel's plugin builds (flannel-io/cni-plugin,
-# with kube-flannel's `hairpinMode` and `isDefaultGateway`): bridge `cni0`
-# with the gateway on it, `ipMasq` the opposite of FLANNEL_IPMASQ, MTU from
-# FLANNEL_MTU, the node's subnet(s) as the IPAM range(s) and a route to
-# FLANNEL_NETWORK (and FLANNEL_IPV6_NETWORK). One addition: host-local keeps
-# its allocations in DATADIR instead of the host's /var/lib/cni, so that
-# runs never share (or leave behind) state outside their temp dirs.
-
-ED_CNI_PATH=/usr/lib/cni
-
-# ed_cni_conf SUBNET_ENV DATADIR: the delegate's JSON on stdout.
-ed_cni_conf() {
-    python3 - "$1" "$2" <<'PY'
-import ipaddress, json, sys
-
-env = dict(line.strip().split("=", 1) for line in open(sys.argv[1]) if "=" in line)
-net = lambda key: str(ipaddress.ip_interface(env[key]).network)
-ranges, routes = [[{"subnet": net("FLANNEL_SUBNET")}]], [{"dst": env["FLANNEL_NETWORK"]}]
-if "FLANNEL_IPV6_SUBNET" in env:
-    ranges.append([{"subnet": net("FLANNEL_IPV6_SUBNET")}])
-    routes.append({"dst": env["FLANNEL_IPV6_NETWORK"]})
-print(json.dumps({
-    "cniVersion": "0.3.1",
-    "name": "cbr0",
-    "type": "bridge",
-    "bridge": "cni0",
-    "isGateway": True,
-    "isDefaultGateway": True,
-    "hairpinMode": True,
-    "ipMasq": env.get("FLANNEL_IPMASQ", "false") != "true",
-    "mtu": int(env["FLANNEL_MTU"]),
-    "ipam": {"type": "host-local", "ranges": ranges, "routes": routes, "dataDir": sys.argv[2]},
-}))
-PY
-}
-
-# _ed_cni NODE_NS POD_NS COMMAND SUBNET_ENV DATADIR: run the bridge plugin
-# in the node's namespace for the pod's, as a container runtime does
-# (CNI_* in the environment, the configuration on stdin); its result (JSON)
-# on stdout.
-_ed_cni() {
-    local node=$1 pod=$2 cmd=$3 env=$4 data=$5
-    ed_cni_conf "$env" "$data" |
-        ip netns exec "$node" env CNI_COMMAND="$cmd" CNI_CONTAINERID="$pod" CNI_NETNS="/var/run/netns/$pod" \
-            CNI_IFNAME=eth0 CNI_PATH="$ED_CNI_PATH" "$ED_CNI_PATH/bridge"
-}
-
-# ed_cni_add NODE_NS POD_NS SUBNET_ENV DATADIR: create the pod's namespace
-# and attach it with CNI ADD; prints the pod's IPv4 address. The node's
-# bridge is made first, with a MAC of its own: a Linux bridge without one
-# takes its lowest port's MAC and changes it when that port goes, under
-# the other pods' ARP caches (the bridge plugin uses the bridge it finds).
-ed_cni_add() {
-    local node=$1 pod=$2 result
-    if ! ip -n "$node" link show cni0 >/dev/null 2>&1; then
-        ip -n "$node" link add cni0 address "02:00:64:60:$(od -An -N2 -tx1 /dev/urandom | tr -d ' \n' | sed 's/../&:/;s/:$//')" type bridge
-    fi
-    _ed_ns_up "$pod"
-    result=$(_ed_cni "$node" "$pod" ADD "$3" "$4") || ed_die "CNI ADD of $pod on $node failed: $result"
-    python3 -c 'import json, sys; r = json.load(sys.stdin); print(next(i["address"].split("/")[0] for i in r["ips"] if ":" not in i["address"]))' <<<"$result"
-}
-
-# ed_cni_del NODE_NS POD_NS SUBNET_ENV DATADIR: CNI DEL, then the namespace goes.
-ed_cni_del() {
-    _ed_cni "$1" "$2" DEL "$3" "$4" >/dev/null || ed_warn "CNI DEL of $2 on $1 failed"
-    ip netns del "$2" 2>/dev/null || true
 }

@@ -4,8 +4,8 @@
 # Installs what is missing (the Debian packages listed in scripts/lib.sh,
 # the rustfmt and clippy components), then: shellcheck, cargo fmt --check,
 # cargo clippy -D warnings, the Debian package (scripts/package.sh, with
-# lintian), every test of the workspace (unit, property,
-# loopback, the replay of the committed fuzz findings, and the root-only
+# lintian), every test of the workspace (unit, property, loopback, the
+# replay of the committed fuzz findings, the doctests, and the root-only
 # end-to-end tests in network namespaces), the criterion benches once,
 # `systemd-analyze verify` of the unit, and a CI-sized benchmark run.
 #
@@ -13,6 +13,19 @@
 # ENCAPD_REQUIRE_ROOT_TESTS=1 (what .ci/run sets) a skip is a failure, and
 # so is any listed Debian package that is still missing after the install
 # step.
+#
+# Where the time goes: the binaries and the test binaries are built once,
+# in one cargo invocation (release, the profile the end-to-end tests need
+# to move their data in reasonable time), and run one at a time, each
+# timed; every step is timed too, and a
+# table of both is printed at the end of every run, passed or failed
+# (also written to $ENCAPD_TIMING_OUT when set). A failing test binary
+# does not stop the others: the run fails at the end, naming it.
+#
+# ENCAPD_TEST_THREADS (default 4) is each binary's --test-threads;
+# ENCAPD_TEST_TOPOLOGIES (default 2, see tests/testbed/src/netns.rs) bounds
+# how many topologies one binary runs at once, so the extra threads go to
+# tests that wait rather than to more namespaces moving data.
 set -euo pipefail
 
 # shellcheck source=scripts/lib.sh
@@ -22,12 +35,80 @@ cd "$ED_ROOT"
 require=${ENCAPD_REQUIRE_ROOT_TESTS:-0}
 t_suite=$SECONDS
 t_step=$SECONDS
+step_name=""
+# The timing table: one "SECONDS<TAB>WHAT<TAB>NOTE" row per step and per
+# test binary, printed by report_times on exit.
+TIMES=()
+FAILED=()
+TESTS_PASSED=0
+TESTS_FAILED=0
+TESTS_IGNORED=0
 log() { printf '[test.sh %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-# step NAME: log the previous step's duration, then NAME.
+# end_step: records the running step's duration.
+end_step() {
+    [[ -n $step_name ]] || return 0
+    log "  ($((SECONDS - t_step)) s)"
+    TIMES+=("$((SECONDS - t_step))"$'\t'"$step_name"$'\t')
+    step_name=""
+}
+# step NAME: ends the previous step, then starts NAME.
 step() {
-    ((SECONDS == t_suite)) || log "  ($((SECONDS - t_step)) s)"
+    end_step
     t_step=$SECONDS
+    step_name=$*
     log "$*"
+}
+# report_times: the table of where the time went, at the end of every run.
+report_times() {
+    local rc=$? row secs what note
+    end_step
+    {
+        printf '\n== where the time went (s; load average at the end: %s)\n' "$(cut -d' ' -f1-3 /proc/loadavg)"
+        printf '%6s  %-58s %s\n' "s" "step / test binary" "tests"
+        for row in "${TIMES[@]}"; do
+            IFS=$'\t' read -r secs what note <<<"$row"
+            printf '%6s  %-58s %s\n' "$secs" "$what" "$note"
+        done
+        printf '%6s  %-58s\n' "$((SECONDS - t_suite))" "total"
+        printf 'tests: %d passed, %d failed, %d skipped\n' "$TESTS_PASSED" "$TESTS_FAILED" "$TESTS_IGNORED"
+    } | tee ${ENCAPD_TIMING_OUT:+"$ENCAPD_TIMING_OUT"} >&2
+    return "$rc"
+}
+trap report_times EXIT
+
+# test_binaries: "KIND NAME DIR EXECUTABLE" per test binary of the
+# workspace (built here if need be), from cargo's JSON messages. DIR is
+# the package's directory, where cargo would run it.
+test_binaries() {
+    cargo test --release --locked --workspace --lib --bins --tests --no-run \
+        --message-format=json-render-diagnostics |
+        grep '"executable":"/' |
+        sed -E 's/.*"manifest_path":"([^"]*)\/Cargo.toml".*"target":\{"kind":\["([a-z-]+)"\][^}]*"name":"([^"]+)".*"executable":"([^"]+)".*/\2 \3 \1 \4/'
+}
+
+# run_binary KIND NAME DIR EXE: runs one test binary (in DIR, as cargo
+# would), records its time and counts; a failure is recorded, not fatal.
+run_binary() {
+    local kind=$1 name=$2 dir=$3 exe=$4 out rc=0 t0=$SECONDS counts p=0 f=0 i=0
+    log "test binary $name ($kind)"
+    out=$(mktemp /tmp/encapd-test-out.XXXXXX)
+    local show=()
+    # e2e_sched says which kernel-dependent branch it took: keep it in the log.
+    if [[ $name == e2e_sched ]]; then show=(--show-output); fi
+    (cd "$dir" && "$exe" --test-threads="${ENCAPD_TEST_THREADS:-4}" "${show[@]}") 2>&1 | tee "$out" || rc=$?
+    counts=$(grep -E '^test result: ' "$out" | tail -n 1 || true)
+    if [[ $counts =~ ([0-9]+)\ passed ]]; then p=${BASH_REMATCH[1]}; fi
+    if [[ $counts =~ ([0-9]+)\ failed ]]; then f=${BASH_REMATCH[1]}; fi
+    if [[ $counts =~ ([0-9]+)\ ignored ]]; then i=${BASH_REMATCH[1]}; fi
+    rm -f "$out"
+    TESTS_PASSED=$((TESTS_PASSED + p))
+    TESTS_FAILED=$((TESTS_FAILED + f))
+    TESTS_IGNORED=$((TESTS_IGNORED + i))
+    TIMES+=("$((SECONDS - t0))"$'\t'"  $name ($kind)"$'\t'"$p passed, $f failed, $i ignored")
+    if ((rc != 0)); then
+        FAILED+=("$name ($kind)")
+        ((f > 0)) || TESTS_FAILED=$((TESTS_FAILED + 1))
+    fi
 }
 
 # verify_unit: `systemd-analyze verify` of dist/encapd.service. verify
@@ -85,8 +166,13 @@ step "cargo fmt --check (workspace)"
 cargo fmt --all -- --check
 step "cargo clippy -D warnings (workspace, all targets)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
-step "building (release, for the end-to-end tests)"
-cargo build --release --locked
+step "building (release: encapd, encapd-bench and every test binary)"
+# One build for the binaries and the tests: `cargo build --release` alone
+# resolves features without the dev-dependencies and `cargo test` with
+# them, so the two built encapd, etcd-client, tonic, tun-rs, serde, regex
+# and some 25 more crates twice (seen in a CI log: 32 crates compiled
+# again by the test build right after the release build).
+cargo build --release --locked --workspace --all-targets
 export ENCAPD_BIN="$PWD/target/release/encapd"
 step "Debian packages: scripts/package.sh (lintian), and revision 2 for the upgrade tests"
 # tests/e2e_package.rs and tests/e2e_systemd.rs install them (root only);
@@ -101,11 +187,27 @@ elif ((require)); then
 else
     log "not root, and cargo-deb or a package of @package is missing: no package built; the package tests skip"
 fi
-step "cargo test, workspace (ENCAPD_REQUIRE_ROOT_TESTS=$require)"
-# The workspace holds encapd, encapd-bench (bench/tool) and the fuzz
-# crate, whose tests replay fuzz/regressions/ and the seed corpus through
-# every target without libFuzzer.
-cargo test --release --locked --workspace --lib --bins --tests -- --test-threads=2
+mapfile -t BINARIES < <(test_binaries)
+((${#BINARIES[@]} > 0)) || ed_die "cargo listed no test binary"
+step "cargo test, workspace, one binary at a time (ENCAPD_REQUIRE_ROOT_TESTS=$require)"
+# The workspace holds encapd, encapd-testbed, encapd-bench (bench/tool)
+# and the fuzz crate, whose tests replay fuzz/regressions/ and the seed
+# corpus through every target without libFuzzer.
+for b in "${BINARIES[@]}"; do
+    # shellcheck disable=SC2086 # KIND NAME DIR EXE, none with spaces
+    run_binary $b
+done
+step "doctests (workspace)"
+doc_out=$(mktemp /tmp/encapd-doctest-out.XXXXXX)
+doc_rc=0
+cargo test --release --locked --workspace --doc 2>&1 | tee "$doc_out" || doc_rc=$?
+while read -r line; do
+    if [[ $line =~ ([0-9]+)\ passed ]]; then TESTS_PASSED=$((TESTS_PASSED + BASH_REMATCH[1])); fi
+    if [[ $line =~ ([0-9]+)\ failed ]]; then TESTS_FAILED=$((TESTS_FAILED + BASH_REMATCH[1])); fi
+    if [[ $line =~ ([0-9]+)\ ignored ]]; then TESTS_IGNORED=$((TESTS_IGNORED + BASH_REMATCH[1])); fi
+done < <(grep -E '^test result: ' "$doc_out" || true)
+rm -f "$doc_out"
+((doc_rc == 0)) || FAILED+=("doctests")
 step "benchmarks, once each (criterion --test)"
 cargo bench --locked --bench table --bench offload -- --test
 
@@ -122,4 +224,9 @@ elif ((require)); then
     log "the benchmark check needs root"
     exit 1
 fi
-step "all tests passed in $((SECONDS - t_suite)) s"
+end_step
+if ((${#FAILED[@]})); then
+    log "FAILED: ${FAILED[*]}"
+    exit 1
+fi
+log "all tests passed in $((SECONDS - t_suite)) s"

@@ -11,7 +11,9 @@
 //! where it cannot (trust-outer checksums) runs the workers and says why.
 //! A predecessor that dropped its capabilities (`[process] user`) hands
 //! the kernel path to the successor it starts itself (SIGUSR2), which
-//! carries on with it without any privilege. Root only.
+//! carries on with it without any privilege. The traffic tests run on
+//! both underlay profiles (`veth::...`, `wire::...`; see
+//! `common::underlay`). Root only.
 
 use encapd_testbed as common;
 
@@ -21,15 +23,15 @@ use std::time::Duration;
 use common::netns::in_netns;
 use common::packets::{Packet, fix_ipv4_header_checksum, udp_socket};
 use common::traffic::hashed_transfer;
-use common::{CTR_B, CTR_B6, ENCAPD_A, NODE_B_UNDERLAY, Node, Options, Topology, require_root};
+use common::{CTR_B, CTR_B6, ENCAPD_A, NODE_B_UNDERLAY, Node, Options, Topology, Underlay, require_root};
 use encapd::sys::bpf::{TcxHook, ifindex, tcx_program_count, tcx_program_ids};
 
 const KERNEL_PATH: &str = "kernel_path = \"tc\"\n";
 const KERNEL_DECAP: &str = "kernel_decap = true\n";
 const INNER_PORT: u16 = 7777;
 
-fn both_on_kernel_path() -> Topology {
-    let mut opts = Options::new("uring");
+fn both_on_kernel_path(u: Underlay) -> Topology {
+    let mut opts = Options { underlay: u, ..Options::new("uring") };
     opts.extra_a = KERNEL_PATH.into();
     opts.extra_b = KERNEL_PATH.into();
     opts.peer_extra_a = KERNEL_DECAP.into();
@@ -77,12 +79,11 @@ fn kernel_carries_a_stream(t: &mut Topology, to: SocketAddr, seed: u64, total: u
     assert!(b_ingress >= total as f64, "nodeB's decap took {b_ingress} of the {total} bytes to {to}");
 }
 
-#[test]
-fn ipv4_and_ipv6_cross_in_the_kernel_intact() {
+fn ipv4_and_ipv6_cross_in_the_kernel_intact(u: Underlay) {
     if !require_root() {
         return;
     }
-    let mut t = both_on_kernel_path();
+    let mut t = both_on_kernel_path(u);
     assert!(t.log(Node::A).contains("kernel path attached"), "{}", t.log(Node::A));
     assert_eq!(attached(&t.node_a), (1, 1), "one program on each hook while encapd runs");
 
@@ -109,7 +110,7 @@ fn the_attached_programs_dump_with_their_source_lines() {
     if !require_root() || !common::env::require_tools(&["bpftool"]) {
         return;
     }
-    let t = both_on_kernel_path();
+    let t = both_on_kernel_path(Underlay::Veth);
     let ids = in_netns(&t.node_a, || tcx_program_ids(ifindex("ul").unwrap(), TcxHook::Ingress).unwrap());
     assert_eq!(ids.len(), 1, "decap on nodeA's underlay: {ids:?}");
     let dump = common::run("bpftool", &["prog", "dump", "xlated", "id", &ids[0].to_string(), "linum"]);
@@ -134,12 +135,11 @@ fn expect_worker_drop(t: &mut Topology, sock: &UdpSocket, datagram: &[u8], reaso
     assert_eq!(kernel_packets(t, Node::A, "ingress"), kernel_before, "{reason}: the kernel path delivered it");
 }
 
-#[test]
-fn the_ingress_filter_still_rejects_and_counts_what_the_kernel_path_hands_on() {
+fn the_ingress_filter_still_rejects_and_counts_what_the_kernel_path_hands_on(u: Underlay) {
     if !require_root() {
         return;
     }
-    let mut t = both_on_kernel_path();
+    let mut t = both_on_kernel_path(u);
     let (a, b, nowhere, spoof) = ([100, 96, 1, 2], [100, 96, 2, 3], [100, 96, 3, 3], [100, 96, 9, 9]);
     let listener = in_netns(&t.ctr_a, || UdpSocket::bind((Ipv4Addr::UNSPECIFIED, INNER_PORT))).unwrap();
     listener.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
@@ -177,12 +177,11 @@ fn the_ingress_filter_still_rejects_and_counts_what_the_kernel_path_hands_on() {
     assert_eq!(t.counters(Node::A).ingress_pkts, before.ingress_pkts, "no worker wrote it");
 }
 
-#[test]
-fn the_kernel_routes_follow_the_peers_file() {
+fn the_kernel_routes_follow_the_peers_file(u: Underlay) {
     if !require_root() {
         return;
     }
-    let t = both_on_kernel_path();
+    let t = both_on_kernel_path(u);
     let ping = |t: &Topology| t.ping(&t.ctr_a, &["-c", "1", "-W", "2", CTR_B]).ok();
     assert!(ping(&t));
     // nodeA forgets nodeB: its route leaves the map, and the workers answer
@@ -206,12 +205,11 @@ fn the_kernel_routes_follow_the_peers_file() {
 /// unfinished would be lost, so nodeA's peers file leaves `kernel_decap`
 /// unset for it and nodeA's `encap` sends it nothing; its workers carry
 /// the traffic. Both directions arrive intact.
-#[test]
-fn a_peer_without_the_kernel_path_is_reached_through_the_workers() {
+fn a_peer_without_the_kernel_path_is_reached_through_the_workers(u: Underlay) {
     if !require_root() {
         return;
     }
-    let mut opts = Options::new("uring");
+    let mut opts = Options { underlay: u, ..Options::new("uring") };
     opts.extra_a = KERNEL_PATH.into();
     opts.peer_extra_b = KERNEL_DECAP.into();
     let mut t = Topology::with(opts);
@@ -305,3 +303,36 @@ fn a_successor_without_privileges_carries_on_with_the_kernel_path() {
     assert!(!t.log(Node::A).contains("cannot install the route"), "{}", t.log(Node::A));
     assert!(!t.log(Node::A).contains("cannot remove the route"), "{}", t.log(Node::A));
 }
+
+/// The traffic tests on one underlay profile: `veth::...`, `wire::...`.
+macro_rules! profile_tests {
+    ($underlay:ident) => {
+        mod $underlay {
+            use super as s;
+
+            fn u() -> encapd_testbed::Underlay {
+                stringify!($underlay).parse().expect("an underlay profile")
+            }
+
+            #[test]
+            fn ipv4_and_ipv6_cross_in_the_kernel_intact() {
+                s::ipv4_and_ipv6_cross_in_the_kernel_intact(u());
+            }
+            #[test]
+            fn the_ingress_filter_still_rejects_and_counts_what_the_kernel_path_hands_on() {
+                s::the_ingress_filter_still_rejects_and_counts_what_the_kernel_path_hands_on(u());
+            }
+            #[test]
+            fn the_kernel_routes_follow_the_peers_file() {
+                s::the_kernel_routes_follow_the_peers_file(u());
+            }
+            #[test]
+            fn a_peer_without_the_kernel_path_is_reached_through_the_workers() {
+                s::a_peer_without_the_kernel_path_is_reached_through_the_workers(u());
+            }
+        }
+    };
+}
+
+profile_tests!(veth);
+profile_tests!(wire);

@@ -3,7 +3,9 @@
 //! super-packets read from the TUN are split in userspace and sent with UDP
 //! GSO; GRO runs received are coalesced back into super-packets. Every
 //! transfer is checked end to end by byte count and SHA-256, and the
-//! counters must show that offloading really happened.
+//! counters must show that offloading really happened. Every test runs on
+//! both underlay profiles (`veth::...`, `wire::...`; see
+//! `common::underlay`).
 //!
 //! Root only, in namespaces (see `common::Topology`); without root the tests
 //! print "skipped: needs root" and pass, unless `ENCAPD_REQUIRE_ROOT_TESTS=1`.
@@ -17,7 +19,7 @@ use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use common::traffic::{Transfer, TransferThreads, spawn_hashed_transfer, tcp_pair};
-use common::{CTR_A, CTR_A6, CTR_B, CTR_B6, Counters, Middle, Node, Options, Topology, require_root};
+use common::{CTR_A, CTR_A6, CTR_B, CTR_B6, Counters, Middle, Node, Options, Topology, Underlay, require_root};
 
 const MB: usize = 1 << 20;
 const GB: usize = 1 << 30;
@@ -218,11 +220,11 @@ fn describe(g: &Growth, egress: bool) -> String {
 // ---------------------------------------------------------------------------
 // 1. 1 GB each way, offloads on both nodes
 
-fn bulk_both_ways(engine: &str) {
+fn bulk_both_ways(engine: &str, u: Underlay) {
     if !require_root() {
         return;
     }
-    let mut t = Topology::new(engine);
+    let mut t = Topology::with(Options { underlay: u, ..Options::new(engine) });
     assert_offloads(&t, Node::A, true);
     assert_offloads(&t, Node::B, true);
     for (from, to, seed) in [(Node::A, addr(CTR_B, 5201), 0xa11ce), (Node::B, addr(CTR_A, 5202), 0xb0b)] {
@@ -261,11 +263,11 @@ fn learn_path_mtu(t: &Topology) {
 
 const FLOWS: u16 = 8;
 
-fn parallel_flows(engine: &str) {
+fn parallel_flows(engine: &str, u: Underlay) {
     if !require_root() {
         return;
     }
-    let mut t = Topology::new(engine);
+    let mut t = Topology::with(Options { underlay: u, ..Options::new(engine) });
     assert_offloads(&t, Node::A, true);
     learn_path_mtu(&t);
     let total = 32 * MB;
@@ -291,11 +293,11 @@ fn parallel_flows(engine: &str) {
 // ---------------------------------------------------------------------------
 // 3. Interop: offloads on one side only
 
-fn interop(engine: &str, off: Node) {
+fn interop(engine: &str, u: Underlay, off: Node) {
     if !require_root() {
         return;
     }
-    let mut opts = Options::new(engine);
+    let mut opts = Options { underlay: u, ..Options::new(engine) };
     match off {
         Node::A => opts.extra_a = "offload = \"off\"\n".to_owned(),
         Node::B => opts.extra_b = "offload = \"off\"\n".to_owned(),
@@ -330,11 +332,11 @@ fn interop(engine: &str, off: Node) {
 // ---------------------------------------------------------------------------
 // 4. IPv6 inner TCP
 
-fn tcp6(engine: &str) {
+fn tcp6(engine: &str, u: Underlay) {
     if !require_root() {
         return;
     }
-    let mut t = Topology::new(engine);
+    let mut t = Topology::with(Options { underlay: u, ..Options::new(engine) });
     assert_offloads(&t, Node::A, true);
     let total = 200 * MB;
     let what = format!("{engine}: IPv6 {CTR_A6} -> {CTR_B6}");
@@ -350,14 +352,14 @@ fn tcp6(engine: &str) {
 // ---------------------------------------------------------------------------
 // 5. Loss and reordering on the underlay
 
-fn loss_and_reorder(engine: &str) {
+fn loss_and_reorder(engine: &str, u: Underlay) {
     if !require_root() || !common::require_tools(&["ethtool", "nft"]) {
         return;
     }
     // nodeB takes datagrams one by one (so the loss rule drops single
     // datagrams); nodeA keeps GRO, so its encapd coalesces runs that the
     // middle reordered.
-    let mut opts = Options::new(engine);
+    let mut opts = Options { underlay: u, ..Options::new(engine) };
     opts.middle = Some(Middle { reorder_one_in: 100, gro_a: true, gro_b: false });
     let mut t = Topology::with(opts);
     assert_offloads(&t, Node::A, true);
@@ -403,47 +405,68 @@ fn loss_and_reorder(engine: &str) {
 
 // ---------------------------------------------------------------------------
 
-mod uring {
-    #[test]
-    fn bulk_1g_both_ways() {
-        super::bulk_both_ways("uring");
-    }
-    #[test]
-    fn parallel_flows() {
-        super::parallel_flows("uring");
-    }
-    #[test]
-    fn interop_offload_off_on_b() {
-        super::interop("uring", super::Node::B);
-    }
-    #[test]
-    fn tcp6() {
-        super::tcp6("uring");
-    }
-    #[test]
-    fn loss_and_reorder() {
-        super::loss_and_reorder("uring");
-    }
+/// The engines' tests on one underlay profile (see `common::underlay`):
+/// `veth::uring::tcp6`, `wire::mmsg::parallel_flows`, ...
+macro_rules! profile_tests {
+    ($underlay:ident) => {
+        mod $underlay {
+            fn u() -> encapd_testbed::Underlay {
+                stringify!($underlay).parse().expect("an underlay profile")
+            }
+
+            mod uring {
+                use super::super as s;
+                use super::u;
+
+                #[test]
+                fn bulk_1g_both_ways() {
+                    s::bulk_both_ways("uring", u());
+                }
+                #[test]
+                fn parallel_flows() {
+                    s::parallel_flows("uring", u());
+                }
+                #[test]
+                fn interop_offload_off_on_b() {
+                    s::interop("uring", u(), s::Node::B);
+                }
+                #[test]
+                fn tcp6() {
+                    s::tcp6("uring", u());
+                }
+                #[test]
+                fn loss_and_reorder() {
+                    s::loss_and_reorder("uring", u());
+                }
+            }
+
+            mod mmsg {
+                use super::super as s;
+                use super::u;
+
+                #[test]
+                fn bulk_1g_both_ways() {
+                    s::bulk_both_ways("mmsg", u());
+                }
+                #[test]
+                fn parallel_flows() {
+                    s::parallel_flows("mmsg", u());
+                }
+                #[test]
+                fn interop_offload_off_on_a() {
+                    s::interop("mmsg", u(), s::Node::A);
+                }
+                #[test]
+                fn tcp6() {
+                    s::tcp6("mmsg", u());
+                }
+            }
+        }
+    };
 }
 
-mod mmsg {
-    #[test]
-    fn bulk_1g_both_ways() {
-        super::bulk_both_ways("mmsg");
-    }
-    #[test]
-    fn parallel_flows() {
-        super::parallel_flows("mmsg");
-    }
-    #[test]
-    fn interop_offload_off_on_a() {
-        super::interop("mmsg", super::Node::A);
-    }
-    #[test]
-    fn tcp6() {
-        super::tcp6("mmsg");
-    }
-}
+profile_tests!(veth);
+profile_tests!(wire);
 
 /// A topology with a middle namespace forwards (and reorders) and leaves
 /// nothing behind: its five namespaces are gone once it is dropped (Drop

@@ -46,8 +46,10 @@ fn short_slice_reaches_every_worker_and_only_the_workers() {
     assert_eq!(workers.len(), 2, "two workers among {threads:?}");
     if workers.iter().all(|(_, slice)| *slice == 0) {
         // A kernel before 6.12 has no per-task slice: encapd says so.
+        eprintln!("branch: this kernel has no per-task slice (before 6.12); checked that encapd says so");
         assert!(t.log(Node::A).contains("has no effect on this kernel"), "{}", t.log(Node::A));
     } else {
+        eprintln!("branch: this kernel sets per-task slices; checked every worker has {SHORT_SLICE_NS} ns and no other thread does");
         assert!(workers.iter().all(|(_, slice)| *slice == SHORT_SLICE_NS), "worker slices: {threads:?}");
         assert!(others.iter().all(|(_, slice)| *slice != SHORT_SLICE_NS), "only workers take the short slice: {threads:?}");
     }

@@ -41,8 +41,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::instance::Encapd;
 use common::etcd::EtcdCluster;
+use common::instance::Encapd;
 use common::traffic::UdpStream;
 use common::wiring::Wiring;
 use common::{CTR_A, CTR_B, Node, Output, TempDir, require_root, require_tools, run_cmd, wait_for};

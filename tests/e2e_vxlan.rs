@@ -17,6 +17,10 @@
 //!   vxlan JSON is found and reached, and encapd's own lease reads back in
 //!   the same schema; with the kernel path, that lease (a kernel VTEP
 //!   decapsulates in the kernel) is sent to from encapd's eBPF program.
+//!
+//! The tests that move bulk data (1 GB each way; TCP through the kernel
+//! path) run on both underlay profiles (`veth::...`, `wire::...`; see
+//! `common::underlay`).
 
 use encapd_testbed as common;
 
@@ -26,7 +30,7 @@ use std::time::{Duration, Instant};
 use common::fleet::{ETCD_PREFIX, Fleet, FleetOptions, Kind, Pod, VNI};
 use common::packets::{Packet, udp_socket};
 use common::traffic::{UdpStream, hashed_transfer};
-use common::{in_netns, ip, require_root};
+use common::{Underlay, in_netns, ip, require_root};
 use encapd::wire::vxlan::{self, Frame, Mac};
 
 const ENCAPD_VXLAN: Kind = Kind::Encapd { backend: "vxlan", engine: "uring" };
@@ -68,12 +72,11 @@ fn udp_of_size(from: &Pod, to: &Pod, size: usize, count: u32, rate: u32) -> u32 
     got.len() as u32
 }
 
-#[test]
-fn an_encapd_node_and_a_kernel_vtep_talk_both_ways() {
+fn an_encapd_node_and_a_kernel_vtep_talk_both_ways(u: Underlay) {
     if !require_root() || !common::require_tools(&["bridge"]) {
         return;
     }
-    let mut fleet = Fleet::new(&[ENCAPD_VXLAN, Kind::KernelVtep], 2);
+    let mut fleet = Fleet::with(FleetOptions { underlay: u, ..FleetOptions::new(&[ENCAPD_VXLAN, Kind::KernelVtep], 2) });
     let (a, b) = (fleet.add_pod(0), fleet.add_pod(1));
     for (from, to) in [(&a, &b), (&b, &a)] {
         assert!(fleet.ping_ok(&from.ns, v4(to)), "IPv4 ping {} -> {}", from.ns, to.ns);
@@ -124,13 +127,13 @@ fn three_nodes_two_encapd_one_kernel_vtep() {
 /// VTEP, crosses in encapd's eBPF programs and arrives intact, and every
 /// frame the programs must not take (the filter's cases, ARP) still
 /// reaches the workers, which drop and count it or answer it.
-#[test]
-fn three_nodes_two_encapd_one_kernel_vtep_with_the_kernel_path() {
+fn three_nodes_two_encapd_one_kernel_vtep_with_the_kernel_path(u: Underlay) {
     if !require_root() || !common::require_tools(&["bridge"]) {
         return;
     }
     let mut options = FleetOptions::new(&[ENCAPD_VXLAN, ENCAPD_VXLAN, Kind::KernelVtep], 1);
     options.dataplane_extra = "kernel_path = \"tc\"\n".into();
+    options.underlay = u;
     let mut fleet = Fleet::with(options);
     let pods: Vec<Pod> = (0..3).map(|n| fleet.add_pod(n)).collect();
     every_pod_reaches_every_other(&fleet, &pods);
@@ -331,3 +334,28 @@ fn with_etcd_the_kernel_path_sends_to_a_kernel_vtep_found_by_its_flanneld_lease(
     assert!(egress >= 2.0, "the pings to the kernel VTEP left through the kernel path: {egress}");
     assert!(ingress >= 2.0, "and its replies came in through it: {ingress}");
 }
+
+/// The bulk-data tests on one underlay profile: `veth::...`, `wire::...`.
+macro_rules! profile_tests {
+    ($underlay:ident) => {
+        mod $underlay {
+            use super as s;
+
+            fn u() -> encapd_testbed::Underlay {
+                stringify!($underlay).parse().expect("an underlay profile")
+            }
+
+            #[test]
+            fn an_encapd_node_and_a_kernel_vtep_talk_both_ways() {
+                s::an_encapd_node_and_a_kernel_vtep_talk_both_ways(u());
+            }
+            #[test]
+            fn three_nodes_two_encapd_one_kernel_vtep_with_the_kernel_path() {
+                s::three_nodes_two_encapd_one_kernel_vtep_with_the_kernel_path(u());
+            }
+        }
+    };
+}
+
+profile_tests!(veth);
+profile_tests!(wire);

@@ -5,11 +5,14 @@
 //! - [`report`]: renders a `bench/run.sh` run directory into `report.md`
 //!   with SVG charts, and the README's performance block from the newest
 //!   committed run ([`report::readme`]).
+//! - [`provenance`]: where a result came from (commit, binaries, machine)
+//!   and the rule for results committed under `bench/runs/`.
 //! - The `encapd-bench` binary adds the open-loop UDP latency probe
 //!   (`encapd-bench latency client|server`) that `bench/run.sh` drives.
 
 #![deny(unsafe_code)]
 
+pub mod provenance;
 pub mod report;
 
 /// The commit this crate was built from: the full hash, `-dirty` appended

@@ -11,12 +11,19 @@
 //! - `encapd-bench report DIR`: render `DIR/report.md` and its charts.
 //! - `encapd-bench readme [RUN] [--update README.md]`: the README's
 //!   performance block, from RUN or the newest committed full run.
+//! - `encapd-bench fleet [--nodes N] [--out DIR] COMMAND...`: the simulated
+//!   fleet (N nodes, etcd, pods): mesh, join/leave, rolling upgrade,
+//!   resources (see `fleet.rs`).
+//! - `encapd-bench demo [--io ENGINE] [--backend udp|vxlan]`: the two-node
+//!   demo `scripts/demo.sh` runs (see `demo.rs`).
 //!
 //! Exit codes: 0 success, 1 runtime failure (for `readme --check`: the
 //! README differs), 2 usage.
 
 #![deny(unsafe_code)]
 
+mod demo;
+mod fleet;
 mod latency;
 mod sys;
 
@@ -68,6 +75,17 @@ enum Command {
         #[arg(long, value_name = "README")]
         check: Option<PathBuf>,
     },
+    /// The simulated fleet: N encapd nodes sharing an etcd cluster, a pod
+    /// per node; full mesh, join/leave convergence, a rolling --takeover
+    /// upgrade under counted traffic, resources. As root.
+    ///
+    /// Figures on stdout as `FIGURE key=value`, then `RESULT pass` or
+    /// `RESULT fail: ...`; exit status 0 on pass, 1 on fail.
+    Fleet(fleet::FleetArgs),
+    /// Two nodes, a CNI pod on each, ping and a 10 s iperf3 between them,
+    /// the counters; then everything is torn down. As root (what
+    /// scripts/demo.sh runs after installing and building).
+    Demo(demo::DemoArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -132,6 +150,12 @@ fn main() -> ExitCode {
         Command::Latency { role } => return latency(role),
         Command::Report { dir } => report::render(&dir).map(|s| println!("{}", s.report.display())).map_err(|e| anyhow!("{e}")),
         Command::Readme { run, update, check } => readme_command(run.as_deref(), update.as_deref(), check.as_deref()),
+        Command::Fleet(args) => match fleet::run(args) {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::from(1),
+            Err(e) => Err(e),
+        },
+        Command::Demo(args) => demo::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

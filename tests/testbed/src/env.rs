@@ -64,6 +64,7 @@ fn skip_or_fail(why: &str) -> bool {
     false
 }
 
-fn in_path(tool: &str) -> bool {
+/// True when `tool` is a file in one of `$PATH`'s directories.
+pub fn in_path(tool: &str) -> bool {
     std::env::var_os("PATH").map(|paths| std::env::split_paths(&paths).any(|d| d.join(tool).is_file())).unwrap_or(false)
 }

@@ -110,6 +110,11 @@ impl EtcdCluster {
         format!("http://{host}:{}", PORTS[i].0)
     }
 
+    /// The pids of the running members.
+    pub fn pids(&self) -> Vec<i32> {
+        self.members.iter().filter_map(|m| m.child.as_ref()).map(|c| c.id() as i32).collect()
+    }
+
     /// Every member's client URL, running or not.
     pub fn endpoints(&self) -> Vec<String> {
         (0..self.members.len()).map(|i| self.endpoint(i)).collect()

@@ -19,15 +19,18 @@
 //! namespaces of the fleet's own, removed on drop with every process in
 //! them (encapd and etcd stopped by pid first).
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::path::PathBuf;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+use std::time::{Duration, Instant};
 
 use crate::cmd::{TempDir, must};
 use crate::cni::{self, PodAddrs};
 use crate::etcd::EtcdCluster;
 use crate::instance::{Encapd, print_log_if_panicking};
 use crate::netns::{Namespaces, Permit, ip, ip_batch, ns_exec};
+use crate::underlay::Underlay;
 
 /// What runs on a node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,11 +80,35 @@ pub struct FleetOptions {
     /// `[dataplane]` lines added to every encapd's configuration (say,
     /// `kernel_path = "tc"`).
     pub dataplane_extra: String,
+    /// `[control]` lines added to one node's configuration only (node
+    /// index -> lines), after [`control_extra`](Self::control_extra).
+    pub node_control_extra: BTreeMap<usize, String>,
+    /// How the underlay links behave: applied to both ends of every
+    /// node's veth to the bridge (default: `$ENCAPD_UNDERLAY`, else veth).
+    pub underlay: Underlay,
+    /// Permanent neighbour entries on the underlay (every node, etcd) and
+    /// between each pod and its node, instead of ARP. A full mesh of N nodes
+    /// learns N * (N - 1) underlay entries, and the kernel's neighbour
+    /// table has one host-wide limit for all namespaces
+    /// (`net.ipv4.neigh.default.gc_thresh3`, 1024 by default, shared with
+    /// whatever else runs on the machine): past it the kernel drops packets
+    /// ("neighbor table overflow"). Permanent entries are exempt, and the
+    /// root namespace's settings stay untouched. For large fleets.
+    pub static_neighbours: bool,
 }
 
 impl FleetOptions {
     pub fn new(kinds: &[Kind], workers: usize) -> FleetOptions {
-        FleetOptions { kinds: kinds.to_vec(), workers, etcd_members: None, control_extra: String::new(), dataplane_extra: String::new() }
+        FleetOptions {
+            kinds: kinds.to_vec(),
+            workers,
+            etcd_members: None,
+            control_extra: String::new(),
+            dataplane_extra: String::new(),
+            node_control_extra: BTreeMap::new(),
+            underlay: Underlay::from_env(),
+            static_neighbours: false,
+        }
     }
 }
 
@@ -128,9 +155,18 @@ impl Fleet {
         let underlay = ns.add("ful", &[]);
         ip_batch(
             &underlay,
-            &["link set lo up", "link add br0 type bridge", "link set br0 up", &format!("addr add {ETCD_HOST}/24 dev br0")],
+            &[
+                "link set lo up",
+                &format!("link add br0 address {BRIDGE_MAC} type bridge"),
+                "link set br0 up",
+                &format!("addr add {ETCD_HOST}/24 dev br0"),
+            ],
         );
-        let nodes: Vec<FleetNode> = kinds.iter().enumerate().map(|(i, &kind)| add_node(&mut ns, &underlay, &dir, i, kind)).collect();
+        let nodes: Vec<FleetNode> =
+            kinds.iter().enumerate().map(|(i, &kind)| add_node(&mut ns, &underlay, &dir, i, kind, options.underlay)).collect();
+        if options.static_neighbours {
+            static_underlay_neighbours(&underlay, &nodes);
+        }
         let etcd = options.etcd_members.map(|members| start_etcd(&underlay, members, &kinds));
         let mut fleet = Fleet { daemons: Vec::new(), etcd, ns, options, underlay, nodes, dir, pods: 0, _permit: permit };
         for i in 0..fleet.nodes.len() {
@@ -164,7 +200,7 @@ impl Fleet {
     }
 
     /// Stops node `i`'s encapd (SIGTERM); returns its exit status.
-    pub fn stop_encapd(&mut self, i: usize) -> std::process::ExitStatus {
+    pub fn stop_encapd(&mut self, i: usize) -> ExitStatus {
         self.daemons[i].take().expect("encapd running").stop()
     }
 
@@ -175,6 +211,71 @@ impl Fleet {
         if let Some(d) = self.daemons[i].as_mut() {
             d.wait_ready(Duration::from_secs(40));
         }
+    }
+
+    /// `encapd run --config <node i's config> --takeover` with `bin`
+    /// (default: the binary under test) while node `i`'s encapd runs: the
+    /// successor takes the predecessor's TUN queues and sockets, and the
+    /// predecessor exits 0 once the successor forwards. Returns the time
+    /// from the successor's start to the predecessor's exit, or what went
+    /// wrong (the predecessor still running after `timeout`, or exiting
+    /// non-zero, or the successor gone); either way node `i` then runs
+    /// whichever process is alive.
+    pub fn take_over(&mut self, i: usize, bin: Option<&Path>, timeout: Duration) -> Result<Duration, String> {
+        let sub = self.dir.path().join(format!("node{i}"));
+        let bin = bin.map(Path::to_path_buf).unwrap_or_else(crate::env::encapd_bin);
+        let mut old = self.daemons[i].take().unwrap_or_else(|| panic!("node {i} runs no encapd"));
+        let started = Instant::now();
+        let mut new = Encapd::spawn_with(&self.nodes[i].ns, &bin, &["--takeover"], &sub.join("encapd.toml"), &sub.join("encapd.log"), &[]);
+        let status = crate::cmd::wait_for(timeout, || old.exited());
+        let took = started.elapsed();
+        match status {
+            None => {
+                // Keep the predecessor (it still forwards); stop the successor.
+                drop(new);
+                self.daemons[i] = Some(old);
+                Err(format!("node {i}: the old encapd still runs {timeout:?} after its successor started"))
+            }
+            Some(st) if !st.success() || !new.alive() => {
+                let alive = new.alive();
+                self.daemons[i] = Some(new);
+                Err(format!("node {i}: takeover failed (old exited {st}, new {})", if alive { "running" } else { "exited" }))
+            }
+            Some(_) => {
+                self.daemons[i] = Some(new);
+                Ok(took)
+            }
+        }
+    }
+
+    /// The pid of node `i`'s encapd, if it runs one.
+    pub fn encapd_pid(&self, i: usize) -> Option<i32> {
+        self.daemons.get(i)?.as_ref().map(Encapd::pid)
+    }
+
+    /// Node `i`'s lease key in etcd (flannel's layout).
+    pub fn lease_key(&self, i: usize) -> String {
+        format!("{ETCD_PREFIX}/subnets/{}", self.nodes[i].subnet.replace('/', "-"))
+    }
+
+    /// Node `i`'s encapd log (every process the node ran, appended).
+    pub fn log_path(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("node{i}/encapd.log"))
+    }
+
+    /// How the fleet was built.
+    pub fn options(&self) -> &FleetOptions {
+        &self.options
+    }
+
+    /// Permanent entries between node `node`'s bridge and the pod (see
+    /// [`FleetOptions::static_neighbours`]).
+    fn static_pod_neighbours(&self, node: usize, pod_ns: &str, pod_ip: Ipv4Addr) {
+        let node_ns = &self.nodes[node].ns;
+        let gw = first_address(&self.nodes[node].subnet);
+        let (pod_mac, gw_mac) = (link_mac(pod_ns, "eth0"), link_mac(node_ns, "cni0"));
+        ip(pod_ns, &["neigh", "replace", &gw, "lladdr", &gw_mac, "dev", "eth0", "nud", "permanent"]);
+        ip(node_ns, &["neigh", "replace", &pod_ip.to_string(), "lladdr", &pod_mac, "dev", "cni0", "nud", "permanent"]);
     }
 
     /// The encapd of node `i` (panics for a kernel VTEP node).
@@ -200,6 +301,9 @@ impl Fleet {
         let pod_ns = self.ns.add(&role, &["net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0"]);
         ip(&pod_ns, &["link", "set", "lo", "up"]);
         let addrs = cni::add(&self.nodes[node].ns, &pod_ns, &self.cni_config(node));
+        if self.options.static_neighbours {
+            self.static_pod_neighbours(node, &pod_ns, addrs.ip);
+        }
         Pod { ns: pod_ns, node, addrs }
     }
 
@@ -250,9 +354,14 @@ impl Fleet {
             "[node]\npublic_ip = \"{}\"\nsubnet = \"{}\"\n{v6_node}{vtep}\n\
              [network]\ncidr = \"{NETWORK}\"\n{v6_net}backend = \"{backend}\"\n\n\
              [dataplane]\nworkers = {}\nio = \"{engine}\"\n{}\n\
-             [control]\n{control}subnet_env = \"subnet.env\"\n{}\n\n\
+             [control]\n{control}subnet_env = \"subnet.env\"\n{}{}\n\n\
              [process]\ncontrol_socket = \"encapd.sock\"\n",
-            node.ip, node.subnet, self.options.workers, self.options.dataplane_extra, self.options.control_extra
+            node.ip,
+            node.subnet,
+            self.options.workers,
+            self.options.dataplane_extra,
+            self.options.control_extra,
+            self.options.node_control_extra.get(&i).map(String::as_str).unwrap_or("")
         );
         std::fs::write(sub.join("encapd.toml"), config).unwrap();
         std::fs::write(sub.join("peers.toml"), self.peers_file(i, vxlan)).unwrap();
@@ -349,7 +458,7 @@ pub fn kernel_fdb_to(ns: &str, peer: &FleetNode) {
     must("bridge", &["-n", ns, "fdb", "append", &peer.mac, "dev", "flannel.1", "dst", &peer.ip.to_string(), "self", "permanent"]);
 }
 
-fn add_node(ns: &mut Namespaces, underlay: &str, dir: &TempDir, i: usize, kind: Kind) -> FleetNode {
+fn add_node(ns: &mut Namespaces, underlay: &str, dir: &TempDir, i: usize, kind: Kind, profile: Underlay) -> FleetNode {
     let sysctls = [
         "net.ipv4.ip_forward=1",
         "net.ipv6.conf.all.forwarding=1",
@@ -370,12 +479,14 @@ fn add_node(ns: &mut Namespaces, underlay: &str, dir: &TempDir, i: usize, kind: 
         &node_ns,
         &[
             "link set lo up",
-            &format!("link add ul type veth peer name {port} netns {underlay}"),
+            &format!("link add ul address {} type veth peer name {port} netns {underlay}", underlay_mac(i)),
             &format!("link add cni0 address {bridge_mac} type bridge"),
         ],
     );
     ip_batch(underlay, &[&format!("link set {port} master br0"), &format!("link set {port} up")]);
     ip_batch(&node_ns, &[&format!("addr add {ip_addr}/24 dev ul"), "link set ul up"]);
+    profile.apply(&node_ns, "ul");
+    profile.apply(underlay, &port);
     let sub = dir.path().join(format!("node{i}"));
     std::fs::create_dir_all(&sub).unwrap();
     FleetNode {
@@ -421,4 +532,35 @@ impl Drop for Fleet {
             }
         }
     }
+}
+
+/// The MAC of node `i`'s underlay interface (its VTEP has another,
+/// [`FleetNode::mac`]).
+fn underlay_mac(i: usize) -> String {
+    format!("02:00:c6:12:01:{:02x}", i + 1)
+}
+
+/// The underlay bridge's MAC (etcd's address is on it).
+const BRIDGE_MAC: &str = "02:00:c6:12:01:fe";
+
+/// A permanent neighbour entry for every other node (and etcd) on every
+/// node's underlay, and for every node on the bridge (see
+/// [`FleetOptions::static_neighbours`]).
+fn static_underlay_neighbours(underlay: &str, nodes: &[FleetNode]) {
+    for (i, n) in nodes.iter().enumerate() {
+        let mut lines = vec![format!("neigh replace {ETCD_HOST} lladdr {BRIDGE_MAC} dev ul nud permanent")];
+        for (j, peer) in nodes.iter().enumerate().filter(|(j, _)| *j != i) {
+            lines.push(format!("neigh replace {} lladdr {} dev ul nud permanent", peer.ip, underlay_mac(j)));
+        }
+        ip_batch(&n.ns, &lines.iter().map(String::as_str).collect::<Vec<_>>());
+    }
+    let lines: Vec<String> =
+        nodes.iter().enumerate().map(|(j, n)| format!("neigh replace {} lladdr {} dev br0 nud permanent", n.ip, underlay_mac(j))).collect();
+    ip_batch(underlay, &lines.iter().map(String::as_str).collect::<Vec<_>>());
+}
+
+/// The MAC of `dev` in namespace `ns`.
+fn link_mac(ns: &str, dev: &str) -> String {
+    let o = must("ip", &["-n", ns, "-br", "link", "show", "dev", dev]);
+    o.stdout.split_whitespace().nth(2).unwrap_or_else(|| panic!("no MAC in {:?}", o.stdout)).to_owned()
 }

@@ -34,13 +34,20 @@ impl Encapd {
     /// Starts `encapd run --config <config>` in namespace `ns` with
     /// `RUST_LOG=info` and `env`, stdout and stderr appended to `log`.
     pub fn spawn(ns: &str, config: &Path, log: &Path, env: &[(&str, &str)]) -> Encapd {
+        Encapd::spawn_with(ns, &encapd_bin(), &[], config, log, env)
+    }
+
+    /// Like [`spawn`](Self::spawn), with binary `bin` and `args` after
+    /// `run --config <config>` (say, `--takeover`).
+    pub fn spawn_with(ns: &str, bin: &Path, args: &[&str], config: &Path, log: &Path, env: &[(&str, &str)]) -> Encapd {
         let log_file = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
         let ready_before = std::fs::read_to_string(log).unwrap_or_default().matches(READY_LINE).count();
         let child = Command::new("ip")
             .args(["netns", "exec", ns])
-            .arg(encapd_bin())
+            .arg(bin)
             .args(["run", "--config"])
             .arg(config)
+            .args(args)
             .env("RUST_LOG", "info")
             .envs(env.iter().copied())
             .stdin(Stdio::null())

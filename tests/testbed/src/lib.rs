@@ -15,6 +15,10 @@
 //! - [`topology`]: the two-node topology with the peers-file source.
 //! - [`etcd`]: a real etcd cluster in a namespace.
 //! - [`fleet`]: N nodes on a bridged underlay, encapd or kernel VTEPs, pods.
+//! - [`cluster`]: the fleet as a scenario (etcd, join/leave, rolling
+//!   upgrade) with its measurements: [`mesh`] (full-mesh ICMP),
+//!   [`converge`] (how fast every table learns a change), [`background`]
+//!   (counted UDP streams and checked TCP transfers); [`stats`] summarises.
 //! - [`cni`]: pods attached with the standard CNI plugins from subnet.env.
 //! - [`notify`]: a service manager's notification socket, to see READY=1.
 //! - [`packets`]: crafted packets (encapd's builder) and their sockets.
@@ -35,8 +39,11 @@
 //! (`encapd_testbed::Topology`, `encapd_testbed::require_root`, ...); the
 //! suites import the crate as `common`.
 
+pub mod background;
+pub mod cluster;
 pub mod cmd;
 pub mod cni;
+pub mod converge;
 pub mod counters;
 pub mod data;
 pub mod env;
@@ -44,12 +51,14 @@ pub mod etcd;
 pub mod fleet;
 pub mod instance;
 pub mod kdrops;
+pub mod mesh;
 pub mod middle;
 pub mod netns;
 pub mod notify;
 pub mod packets;
 pub mod process;
 pub mod prometheus;
+pub mod stats;
 pub mod takeover;
 pub mod topology;
 pub mod traffic;

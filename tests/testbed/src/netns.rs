@@ -28,7 +28,7 @@ const ROLES: [&str; 5] = ["cA", "nA", "nB", "cB", "md"];
 
 fn is_role(role: &str) -> bool {
     let fleet =
-        |kind: &str| role.strip_prefix(kind).is_some_and(|r| !r.is_empty() && r.len() <= 6 && r.bytes().all(|b| b.is_ascii_alphanumeric()));
+        |kind: &str| role.strip_prefix(kind).is_some_and(|r| !r.is_empty() && r.len() <= 8 && r.bytes().all(|b| b.is_ascii_alphanumeric()));
     ROLES.contains(&role) || role == "ful" || fleet("fn") || fleet("fp")
 }
 
