@@ -34,11 +34,17 @@ impl Encapd {
     /// Starts `encapd run --config <config>` in namespace `ns` with
     /// `RUST_LOG=info` and `env`, stdout and stderr appended to `log`.
     pub fn spawn(ns: &str, config: &Path, log: &Path, env: &[(&str, &str)]) -> Encapd {
+        Encapd::spawn_bin(&encapd_bin(), ns, config, log, env)
+    }
+
+    /// [`spawn`](Self::spawn) with another binary than the one under test
+    /// (a benchmark's baseline build).
+    pub fn spawn_bin(bin: &Path, ns: &str, config: &Path, log: &Path, env: &[(&str, &str)]) -> Encapd {
         let log_file = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
         let ready_before = std::fs::read_to_string(log).unwrap_or_default().matches(READY_LINE).count();
         let child = Command::new("ip")
             .args(["netns", "exec", ns])
-            .arg(encapd_bin())
+            .arg(bin)
             .args(["run", "--config"])
             .arg(config)
             .env("RUST_LOG", "info")
@@ -137,6 +143,13 @@ impl Encapd {
             Ok(st) => st,
             Err(_) => panic!("encapd in {} did not exit within {STOP_GRACE:?} of SIGTERM:\n{}", self.ns, self.log()),
         }
+    }
+
+    /// SIGTERM, SIGKILL after 5 s; `Ok` with the exit status when SIGTERM
+    /// was enough, `Err` with it after SIGKILL (for callers that report a
+    /// stuck daemon instead of panicking).
+    pub fn try_stop(mut self) -> Result<ExitStatus, ExitStatus> {
+        stop_child(&mut self.child, STOP_GRACE)
     }
 
     /// SIGKILL (no clean-up of its own); returns once it is reaped.

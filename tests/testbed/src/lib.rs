@@ -11,6 +11,11 @@
 //! - [`underlay`]: how the link between the nodes behaves (veth or wire).
 //! - [`middle`]: the optional layer-2 forwarder between the nodes.
 //! - [`instance`]: one encapd process (start, ready, counters, stop).
+//! - [`mode`]: every benchmark and test mode, defined once.
+//! - [`kernel_paths`]: plain routing and flannel.1-style kernel VXLAN on
+//!   the two-node wiring, what encapd is measured against.
+//! - [`bed`]: the two-node wiring hosting one mode after another (the
+//!   benchmarks' topology).
 //! - [`counters`]: what encapd reports (SIGUSR1 summary, `/metrics`).
 //! - [`topology`]: the two-node topology with the peers-file source.
 //! - [`etcd`]: a real etcd cluster in a namespace.
@@ -35,6 +40,7 @@
 //! (`encapd_testbed::Topology`, `encapd_testbed::require_root`, ...); the
 //! suites import the crate as `common`.
 
+pub mod bed;
 pub mod cmd;
 pub mod cni;
 pub mod counters;
@@ -44,7 +50,9 @@ pub mod etcd;
 pub mod fleet;
 pub mod instance;
 pub mod kdrops;
+pub mod kernel_paths;
 pub mod middle;
+pub mod mode;
 pub mod netns;
 pub mod notify;
 pub mod packets;
