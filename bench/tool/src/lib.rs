@@ -10,7 +10,10 @@
 
 #![deny(unsafe_code)]
 
+pub mod clock;
+pub mod exec;
 pub mod report;
+pub mod run;
 
 /// The commit this crate was built from: the full hash, `-dirty` appended
 /// when its inputs differed from that commit, or `unknown` outside a git

@@ -49,7 +49,12 @@ enum Command {
         #[command(subcommand)]
         role: Role,
     },
-    /// Render DIR/report.md and its SVG charts from a bench/run.sh run directory.
+    /// Benchmark encapd against routing and kernel VXLAN, every mode on every underlay
+    /// profile, side by side (bench/README.md).
+    Run(encapd_bench::run::RunArgs),
+    /// List the modes `run --modes` takes (the registry, tests/testbed/src/mode.rs).
+    Modes,
+    /// Render DIR/report.md and its SVG charts from a run directory.
     Report {
         /// The run directory (holds results.csv).
         dir: PathBuf,
@@ -130,6 +135,11 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Latency { role } => return latency(role),
+        Command::Run(args) => return ExitCode::from(encapd_bench::run::run(args) as u8),
+        Command::Modes => {
+            print!("{}", encapd_testbed::mode::markdown_table());
+            Ok(())
+        }
         Command::Report { dir } => report::render(&dir).map(|s| println!("{}", s.report.display())).map_err(|e| anyhow!("{e}")),
         Command::Readme { run, update, check } => readme_command(run.as_deref(), update.as_deref(), check.as_deref()),
     };

@@ -127,7 +127,10 @@ fn summary_lists_modes_and_targets() {
     assert_eq!(s.modes, ["routing", "vxlan-kernel", "classic", "mmsg-nooffload", "mmsg", "uring-nooffload", "uring"]);
     assert_eq!(s.targets.len(), 7);
     assert!(s.targets.iter().all(|(_, v)| v.is_some()), "every target computable from a complete run: {:?}", s.targets);
-    assert!(s.headline.lines().count() == 2 + s.modes.len(), "{}", s.headline);
+    // A header, a separator, a row per mode and one per family: the
+    // references, the udp backend's engines.
+    assert!(s.headline.lines().count() == 2 + s.modes.len() + 2, "{}", s.headline);
+    assert!(s.headline.contains("| **references** |") && s.headline.contains("| **udp backend, by I/O engine** |"), "{}", s.headline);
 }
 
 /// A latency figure measured over more than 1 % lost replies is marked,
