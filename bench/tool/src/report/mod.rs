@@ -545,30 +545,57 @@ fn family_row(runs: &Runs, mode: &str, last: &mut Option<Option<Family>>, column
     Some(format!("| **{title}** |{}\n", " |".repeat(columns)))
 }
 
+/// The headline's columns in groups of a kind (throughput, latency,
+/// cost): with several profiles each group is a table of its own, so
+/// that the side-by-side columns stay readable.
+const HEADLINE_GROUPS: &[(&str, std::ops::Range<usize>)] = &[("Throughput", 0..4), ("Latency", 4..7), ("CPU", 7..11)];
+
+/// The groups a table is split into: one with every column for a single
+/// profile, [`HEADLINE_GROUPS`] for several.
+fn groups(runs: &Runs, cols: &[&'static Headline]) -> Vec<(Option<&'static str>, Vec<&'static Headline>)> {
+    if !runs.multi() {
+        return vec![(None, cols.to_vec())];
+    }
+    HEADLINE_GROUPS
+        .iter()
+        .map(|(name, range)| (Some(*name), cols.iter().filter(|h| HEADLINE[range.clone()].iter().any(|x| x.test == h.test)).copied().collect()))
+        .filter(|(_, c): &(Option<&str>, Vec<&Headline>)| !c.is_empty())
+        .collect()
+}
+
+/// A table per group of `cols`: a row per mode (grouped by family), a
+/// column per figure and profile; `cell` renders one.
+fn side_by_side(runs: &Runs, profiles: &[&Run], modes: &[String], cols: &[&'static Headline], cell: impl Fn(&Run, &str, &Headline) -> String) -> String {
+    let mut s = String::new();
+    for (name, group) in groups(runs, cols) {
+        if let Some(name) = name {
+            let _ = writeln!(s, "**{name}**\n");
+        }
+        let headers: Vec<String> = group.iter().flat_map(|h| profiles.iter().map(|r| col(runs, h.header, &r.profile))).collect();
+        let _ = writeln!(s, "| mode | {} |", headers.join(" | "));
+        let _ = writeln!(s, "|---|{}", "---:|".repeat(headers.len()));
+        let mut last = None;
+        for m in modes {
+            s.extend(family_row(runs, m, &mut last, headers.len()));
+            let cells: Vec<String> = group.iter().flat_map(|h| profiles.iter().map(|r| cell(r, m, h))).collect();
+            let _ = writeln!(s, "| {m} | {} |", cells.join(" | "));
+        }
+        if name.is_some() {
+            s.push('\n');
+        }
+    }
+    if runs.multi() {
+        s.pop();
+    }
+    s
+}
+
 /// The headline: every headline figure of every mode, the profiles side
 /// by side.
 fn headline_table(runs: &Runs) -> String {
-    let mut s = String::new();
-    let mut headers = Vec::new();
-    for h in HEADLINE {
-        for r in &runs.profiles {
-            headers.push(col(runs, h.header, &r.profile));
-        }
-    }
-    let _ = writeln!(s, "| mode | {} |", headers.join(" | "));
-    let _ = writeln!(s, "|---|{}", "---:|".repeat(headers.len()));
-    let mut last = None;
-    for m in runs.modes() {
-        s.extend(family_row(runs, &m, &mut last, headers.len()));
-        let mut cells = Vec::new();
-        for h in HEADLINE {
-            for r in &runs.profiles {
-                cells.push(fmt_median(r, &m, h.test, h.unit, true));
-            }
-        }
-        let _ = writeln!(s, "| {m} | {} |", cells.join(" | "));
-    }
-    s
+    let cols: Vec<&Headline> = HEADLINE.iter().collect();
+    let profiles: Vec<&Run> = runs.profiles.iter().collect();
+    side_by_side(runs, &profiles, &runs.modes(), &cols, |r, m, h| fmt_median(r, m, h.test, h.unit, true))
 }
 
 /// Every mode ÷ `base` on the headline's ratio columns, within each
@@ -576,15 +603,8 @@ fn headline_table(runs: &Runs) -> String {
 fn ratio_table(runs: &Runs, base: &str) -> String {
     let cols: Vec<&Headline> = HEADLINE.iter().filter(|h| h.ratio).collect();
     let profiles: Vec<&Run> = runs.profiles.iter().filter(|r| r.has(base)).collect();
-    let mut s = String::new();
-    let headers: Vec<String> = cols.iter().flat_map(|h| profiles.iter().map(|r| col(runs, h.header, &r.profile))).collect();
-    let _ = writeln!(s, "| mode | {} |", headers.join(" | "));
-    let _ = writeln!(s, "|---|{}", "---:|".repeat(headers.len()));
-    for m in runs.modes().iter().filter(|m| *m != base) {
-        let cells: Vec<String> = cols.iter().flat_map(|h| profiles.iter().map(|r| ratio_cell(r, m, base, h.test))).collect();
-        let _ = writeln!(s, "| {m} | {} |", cells.join(" | "));
-    }
-    s
+    let modes: Vec<String> = runs.modes().into_iter().filter(|m| m != base).collect();
+    side_by_side(runs, &profiles, &modes, &cols, |r, m, h| ratio_cell(r, m, base, h.test))
 }
 
 const BEFORE_AFTER_NOTE: &str = "`M-base` is mode `M` run by encapd as built from the baseline revision (`baseline_rev` in env.txt), \
