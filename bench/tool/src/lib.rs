@@ -12,6 +12,7 @@
 
 pub mod clock;
 pub mod exec;
+pub mod experiments;
 pub mod report;
 pub mod run;
 

@@ -54,6 +54,16 @@ enum Command {
     Run(encapd_bench::run::RunArgs),
     /// List the modes `run --modes` takes (the registry, tests/testbed/src/mode.rs).
     Modes,
+    /// One round trip, stage by stage: sparse sockperf ping-pongs under `perf record`.
+    TraceRtt(encapd_bench::experiments::trace_rtt::TraceRttArgs),
+    /// Where a request waits: a sockperf ping-pong under `perf sched record`.
+    Wakeups(encapd_bench::experiments::wakeups::WakeupsArgs),
+    /// Where the time of bulk TCP goes: one iperf3 stream under `perf record -a -g`.
+    Profile(encapd_bench::experiments::profile::ProfileArgs),
+    /// Hours of load while nodeA's peers file keeps changing: leaks, decay (exit 1 on FAIL).
+    Soak(encapd_bench::experiments::soak::SoakArgs),
+    /// The etcd control plane: put-to-table latency and start-up with many leases.
+    EtcdPropagation(encapd_bench::experiments::etcd::EtcdArgs),
     /// Render DIR/report.md and its SVG charts from a run directory.
     Report {
         /// The run directory (holds results.csv).
@@ -140,6 +150,15 @@ fn main() -> ExitCode {
             print!("{}", encapd_testbed::mode::markdown_table());
             Ok(())
         }
+        Command::TraceRtt(a) => encapd_bench::experiments::trace_rtt::main(a).map_err(|e| anyhow!(e)),
+        Command::Wakeups(a) => encapd_bench::experiments::wakeups::main(a).map_err(|e| anyhow!(e)),
+        Command::Profile(a) => encapd_bench::experiments::profile::main(a).map_err(|e| anyhow!(e)),
+        Command::Soak(a) => match encapd_bench::experiments::soak::main(a) {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::from(1),
+            Err(e) => Err(anyhow!(e)),
+        },
+        Command::EtcdPropagation(a) => encapd_bench::experiments::etcd::main(a).map_err(|e| anyhow!(e)),
         Command::Report { dir } => report::render(&dir).map(|s| println!("{}", s.report.display())).map_err(|e| anyhow!("{e}")),
         Command::Readme { run, update, check } => readme_command(run.as_deref(), update.as_deref(), check.as_deref()),
     };

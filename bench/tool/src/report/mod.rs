@@ -558,14 +558,22 @@ fn groups(runs: &Runs, cols: &[&'static Headline]) -> Vec<(Option<&'static str>,
     }
     HEADLINE_GROUPS
         .iter()
-        .map(|(name, range)| (Some(*name), cols.iter().filter(|h| HEADLINE[range.clone()].iter().any(|x| x.test == h.test)).copied().collect()))
+        .map(|(name, range)| {
+            (Some(*name), cols.iter().filter(|h| HEADLINE[range.clone()].iter().any(|x| x.test == h.test)).copied().collect())
+        })
         .filter(|(_, c): &(Option<&str>, Vec<&Headline>)| !c.is_empty())
         .collect()
 }
 
 /// A table per group of `cols`: a row per mode (grouped by family), a
 /// column per figure and profile; `cell` renders one.
-fn side_by_side(runs: &Runs, profiles: &[&Run], modes: &[String], cols: &[&'static Headline], cell: impl Fn(&Run, &str, &Headline) -> String) -> String {
+fn side_by_side(
+    runs: &Runs,
+    profiles: &[&Run],
+    modes: &[String],
+    cols: &[&'static Headline],
+    cell: impl Fn(&Run, &str, &Headline) -> String,
+) -> String {
     let mut s = String::new();
     for (name, group) in groups(runs, cols) {
         if let Some(name) = name {

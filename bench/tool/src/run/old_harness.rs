@@ -1,6 +1,7 @@
 //! The old harness beside the new one (`--old-harness REV`): to show that
 //! `encapd-bench run` measures what the shell harness measured, the shell
-//! `bench/run.sh` of revision REV (checked out in a temporary worktree)
+//! `bench/run.sh` of revision REV (with the `scripts/lib.sh` it sources,
+//! extracted into a temporary directory)
 //! takes every mode too, one invocation per mode and repetition
 //! (`--modes M --reps 1`, the same durations, workers and MTU), driving
 //! the same encapd binary and the same latency probe, interleaved with
@@ -13,7 +14,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::builds::Worktree;
+use std::io::Write as _;
+use std::process::{Command, Stdio};
+
+use encapd_testbed::cmd::TempDir;
+
 use super::record::{Cell, CommandLog, Results, Row};
 use super::suite::Durations;
 use super::warn;
@@ -22,9 +27,12 @@ use crate::exec::{argv, run_to_files};
 /// The suffix of a mode measured by the old harness.
 pub const OLD_SUFFIX: &str = "-old";
 
-/// The old harness, checked out.
+/// The old harness, checked out: its two files (`bench/run.sh` and the
+/// `scripts/lib.sh` it sources) in a temporary directory, not a whole
+/// worktree (the repository holds thousands of committed run files that
+/// would only be written and deleted again).
 pub struct OldHarness {
-    worktree: Worktree,
+    dir: TempDir,
     pub commit: String,
 }
 
@@ -43,13 +51,26 @@ pub struct Invocation<'a> {
 }
 
 impl OldHarness {
-    /// Checks out `commit` (which must have `bench/run.sh`).
+    /// Checks out `commit`'s harness (it must have `bench/run.sh`).
     pub fn checkout(repo: &Path, commit: &str) -> Result<OldHarness, String> {
-        let worktree = Worktree::add(repo, commit)?;
-        if !worktree.path().join("bench/run.sh").is_file() {
-            return Err(format!("--old-harness: {commit} has no bench/run.sh"));
+        let dir = TempDir::new("old-harness");
+        let archive = Command::new("git")
+            .arg("-C")
+            .arg(repo)
+            .args(["archive", "--format=tar", commit, "bench/run.sh", "scripts/lib.sh"])
+            .output()
+            .map_err(|e| format!("git archive: {e}"))?;
+        if !archive.status.success() {
+            return Err(format!("--old-harness: {commit} has no bench/run.sh: {}", String::from_utf8_lossy(&archive.stderr).trim()));
         }
-        Ok(OldHarness { worktree, commit: commit.to_owned() })
+        let mut tar =
+            Command::new("tar").arg("-x").arg("-C").arg(dir.path()).stdin(Stdio::piped()).spawn().map_err(|e| format!("tar: {e}"))?;
+        tar.stdin.take().expect("piped stdin").write_all(&archive.stdout).map_err(|e| format!("tar: {e}"))?;
+        let st = tar.wait().map_err(|e| format!("tar: {e}"))?;
+        if !st.success() || !dir.path().join("bench/run.sh").is_file() {
+            return Err(format!("--old-harness: extracting bench/run.sh of {commit} failed"));
+        }
+        Ok(OldHarness { dir, commit: commit.to_owned() })
     }
 
     /// Runs mode `mode` once; its rows go to `results` under `M-old`,
@@ -68,7 +89,7 @@ impl OldHarness {
     ) -> std::io::Result<bool> {
         let out = inv.work.join(format!("old-{mode}-r{rep}"));
         let _ = std::fs::remove_dir_all(&out);
-        let script = self.worktree.path().join("bench/run.sh");
+        let script = self.dir.path().join("bench/run.sh");
         let mut args = argv(&["bash", &script.to_string_lossy(), "--modes", mode, "--reps", "1", "--no-build", "--workers"]);
         args.push(inv.workers.to_string());
         args.push("--out".into());
