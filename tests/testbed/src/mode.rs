@@ -276,6 +276,13 @@ pub const MODES: &[ModeDef] = &[
         )
     },
     def(
+        "uring-busypoll",
+        Family::Evaluation,
+        false,
+        "encapd `uring`, workers poll 200 µs before they sleep (`busy_poll_us = 200`)",
+        encapd(Backend::Udp, "uring", &["busy_poll_us = 200"]),
+    ),
+    def(
         "uring-slice",
         Family::Evaluation,
         false,
