@@ -1,5 +1,8 @@
-//! `encapd-bench`: the measurement tools behind `bench/run.sh`.
+//! `encapd-bench`: encapd's benchmark and its measurement tools.
 //!
+//! - `encapd-bench run [...]`: the benchmark (bench/README.md), and the
+//!   experiments `trace-rtt`, `wakeups`, `profile`, `soak`,
+//!   `etcd-propagation`; `encapd-bench modes` lists the mode registry.
 //! - `encapd-bench latency server --bind ADDR:PORT [--hold-ms N] [--stall-ms N]`:
 //!   UDP echo responder; `--hold-ms` delays every reply by N ms without
 //!   holding up other requests (a known delay), `--stall-ms` stops it
@@ -13,7 +16,8 @@
 //!   performance block, from RUN or the newest committed full run.
 //!
 //! Exit codes: 0 success, 1 runtime failure (for `readme --check`: the
-//! README differs), 2 usage.
+//! README differs; for `soak`: FAIL), 2 usage; `run` adds 3 (incomplete)
+//! and 130 (interrupted).
 
 #![deny(unsafe_code)]
 

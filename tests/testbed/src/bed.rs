@@ -417,3 +417,45 @@ impl Drop for Active<'_> {
         self.teardown();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::env::{encapd_bin, require_root, require_tools};
+
+    fn has_link(bed: &Bed, node: Node, dev: &str) -> bool {
+        run("ip", &["-n", bed.node_ns(node), "link", "show", dev]).ok()
+    }
+
+    /// Each kind of setup comes up (enter checks the route and a ping) and
+    /// leaves nothing behind for the next mode, on both profiles.
+    #[test]
+    fn every_kind_of_mode_comes_up_and_leaves_nothing_behind() {
+        if !require_root() || !require_tools(&["ethtool", "bridge"]) {
+            return;
+        }
+        let dir = crate::cmd::TempDir::new("bed-test");
+        for (underlay, name) in [(Underlay::Veth, "routing"), (Underlay::Wire, "vxlan-kernel"), (Underlay::Wire, "encapd-vxlan-mixed")] {
+            let bed = Bed::new(underlay);
+            let mode = Mode::named(name).unwrap();
+            let configs = bed.write_configs(&mode, 1, &dir.path().join(name));
+            assert_eq!(configs.nodes.len(), usize::from(mode.runs_encapd_on(Node::A)) + usize::from(mode.runs_encapd_on(Node::B)));
+            let active = bed
+                .enter(&mode, &configs, &encapd_bin(), mode.ctr_mtu(crate::kernel_paths::UNDERLAY_MTU))
+                .unwrap_or_else(|e| panic!("{name} on {underlay}: {e}"));
+            assert_eq!(active.encapd_pids().len(), configs.nodes.len());
+            let left = active.leave();
+            assert!(left.problems.is_empty(), "{name}: {:?}", left.problems);
+            for node in [Node::A, Node::B] {
+                assert!(!has_link(&bed, node, VTEP) && !has_link(&bed, node, TUN), "{name} left a device on {node:?}");
+                let routes = run("ip", &["-n", bed.node_ns(node), "route"]).stdout;
+                assert!(!routes.contains(subnets(node.other()).0), "{name} left a route on {node:?}: {routes}");
+            }
+            if name == "encapd-vxlan-mixed" {
+                let (_, stats) = left.vtep_stats.expect("the kernel VTEP's statistics");
+                assert!(stats.contains(VTEP), "{stats}");
+            }
+            println!("{name} on {underlay}: came up and left cleanly");
+        }
+    }
+}
