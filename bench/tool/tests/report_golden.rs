@@ -377,3 +377,15 @@ mod xml {
         Ok(())
     }
 }
+
+/// The README block of a run on both profiles: figures from `wire`, each
+/// followed by `veth`'s; who carried the packets; the wire charts.
+#[test]
+fn the_readme_block_of_a_run_on_both_profiles_quotes_wire_then_veth() {
+    let fixtures = fixture("");
+    let block = encapd_bench::report::readme::block(&fixtures, Path::new(PROFILES)).unwrap();
+    assert!(block.contains("| TCP 1 stream Gbit/s (wire / veth) |"), "{block}");
+    assert!(block.contains("| plain routing | 4.11 / 4.31 |"), "routing: wire 4.11, veth 4.31 Gbit/s:\n{block}");
+    assert!(block.contains("`uring-kernel` 100 / 100 % by the kernel path"), "{block}");
+    assert!(block.contains("![throughput per mode](sample-profiles/throughput-wire.svg)"), "{block}");
+}
