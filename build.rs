@@ -1,7 +1,7 @@
 //! Build script of encapd, shared with encapd-bench (`bench/tool/build.rs`
 //! includes this file): it tells the binary which commit it is built from,
 //! as the compile-time variable `ENCAPD_GIT_COMMIT`, for `--version` and
-//! for `bench/run.sh`, which refuses to record a run under `bench/runs/`
+//! for `encapd-bench run`, which refuses to record a run under `bench/runs/`
 //! with a binary not built from the checked-out commit.
 //!
 //! The value is the full commit hash, with `-dirty` appended when an input

@@ -105,7 +105,7 @@ ed_sysctl() { local ns=$1; shift; local kv; for kv in "$@"; do ip netns exec "$n
 # (minutes of C++ with cmake). Two Debian packages are simpler than either,
 # so they stay.
 ED_PKGS_BUILD=(
-    git               # build.rs embeds the commit; bench/run.sh records it
+    git               # build.rs embeds the commit; encapd-bench run records it
     gcc libc6-dev     # ring (rustls, for etcd TLS) compiles C and assembly
     protobuf-compiler # protoc, for etcd-client's build script
     libprotobuf-dev   # google/protobuf/*.proto that etcd's .proto files import
@@ -119,7 +119,7 @@ ED_PKGS_RUN=(
     iperf3       # the demo's and the benchmarks' load
     procps       # sysctl, pgrep
     coreutils    # timeout, sha256sum
-    python3      # result parsers of bench/run.sh and bench/soak.sh
+    python3      # ed_cni_conf: flannel's CNI delegate configuration (the demo's pods)
     containernetworking-plugins # CNI bridge + host-local: the demo's pods, as a Kubernetes node wires them
 )
 ED_PKGS_TEST=(
@@ -127,7 +127,7 @@ ED_PKGS_TEST=(
     nftables                    # loss on the underlay (numgen random)
     ethtool                     # offload settings of the veths
     bpftool                     # the kernel path's programs dump with their C source
-    sockperf                    # UDP ping-pong (bench/run.sh --sockperf)
+    sockperf                    # UDP ping-pong (encapd-bench run --sockperf, wakeups, trace-rtt)
     prometheus                  # promtool and the server, for the metrics tests
     systemd                     # systemd-analyze verify dist/encapd.service
     man-db                      # ... which runs `man` for the unit's Documentation=man:encapd(8)
@@ -437,45 +437,6 @@ _ed_nodes_up() {
 # script's --help.
 ed_script_help() { sed -n '2,/^set -euo/p' "$1" | sed -e '$d' -e 's/^# \{0,1\}//'; }
 
-# ed_sockperf_experiment_args MAX_SECONDS ARGS...: the common options of the
-# sockperf experiment tools, into MODES, SECS (1..MAX_SECONDS), OUT and
-# BUILD, whose defaults the caller sets; --help prints the caller's header.
-ed_sockperf_experiment_args() {
-    local max=$1
-    shift
-    # shellcheck disable=SC2034 # MODES, OUT and BUILD are the caller's
-    while (($#)); do
-        case $1 in
-            --modes) MODES=${2:?}; shift 2 ;;
-            --seconds) SECS=${2:?}; shift 2 ;;
-            --out) OUT=${2:?}; shift 2 ;;
-            --no-build) BUILD=0; shift ;;
-            -h | --help) ed_script_help "$0"; exit 0 ;;
-            *) ed_die "unknown argument $1 (see --help)" ;;
-        esac
-    done
-    if ! [[ $SECS =~ ^[0-9]+$ ]] || ((SECS < 1 || SECS > max)); then ed_die "--seconds must be 1..$max"; fi
-}
-
-# ed_sockperf_experiment_up: the common start of the sockperf experiment
-# tools (bench/wakeups.sh, bench/trace_rtt.sh): root, packages (and a build
-# when BUILD is 1), exit traps, a work directory WORK, OUT defaulting to
-# WORK/out, and a fresh two-node topology (ED_TOPO_PREFIX, NS_*).
-ed_sockperf_experiment_up() {
-    ed_require_root
-    ((BUILD)) && ed_need_pkgs @build
-    ed_need_pkgs @run @profile sockperf
-    if ((BUILD)); then ed_build; fi
-    ed_install_traps
-    ed_mktemp_dir
-    WORK=$ED_TMP
-    [[ -n $OUT ]] || OUT=$WORK/out
-    mkdir -p "$OUT"
-    ED_TOPO_PREFIX=$(ed_rand_prefix)
-    ed_topo_up "$ED_TOPO_PREFIX"
-    ed_ns_names "$ED_TOPO_PREFIX"
-}
-
 # ed_topo_up PREFIX: create the four namespaces and links. Fails (leaving the
 # partial topology for the caller's cleanup) if a namespace already exists.
 ed_topo_up() {
@@ -642,16 +603,6 @@ ed_topo_unvxlan() {
     for ns in "$NS_NODEA" "$NS_NODEB"; do
         ip -n "$ns" link del vx0 2>/dev/null || true
     done
-}
-
-# ed_ping_ok NS DST [TRIES]: true once a single ping gets an answer.
-ed_ping_ok() {
-    local ns=$1 dst=$2 tries=${3:-10} i
-    for ((i = 0; i < tries; i++)); do
-        if ip netns exec "$ns" ping -n -c 1 -W 1 "$dst" >/dev/null 2>&1; then return 0; fi
-        sleep 0.2
-    done
-    return 1
 }
 
 # ---------------------------------------------------------------------------

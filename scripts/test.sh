@@ -215,10 +215,10 @@ step "systemd-analyze verify dist/encapd.service"
 verify_unit
 
 if [[ $(id -u) -eq 0 ]]; then
-    step "benchmark suite, CI-sized (routing vs uring, short tests) -> report"
+    step "benchmark suite, CI-sized (routing vs uring, short tests, both underlay profiles) -> report"
     out=$(mktemp -d /tmp/encapd-bench-ci.XXXXXX)
-    bench/run.sh --quick --modes routing,uring --reps 1 --short --no-build --out "$out"
-    [[ -s $out/report.md && -s $out/results.csv ]] || { log "bench/run.sh wrote no report"; exit 1; }
+    target/release/encapd-bench run --quick --modes routing,uring --underlay veth,wire --reps 1 --short --no-build --out "$out"
+    [[ -s $out/report.md && -s $out/results.csv ]] || { log "encapd-bench run wrote no report"; exit 1; }
     rm -rf "$out"
 elif ((require)); then
     log "the benchmark check needs root"

@@ -18,9 +18,8 @@
 //! attached (etcd's revision history shows the claim without it). Root
 //! only.
 //!
-//! `bench_etcd_propagation` (ignored; run by bench/etcd_propagation.sh)
-//! measures put-to-table latency over 1,000 puts and the start-up load of
-//! 5,000 leases.
+//! Put-to-table latency and the start-up load of many leases are measured
+//! by `encapd-bench etcd-propagation` (bench/README.md).
 
 use encapd_testbed as common;
 
@@ -35,7 +34,7 @@ use common::netns::Permit;
 use common::topology::unreachable_from;
 use common::traffic::{counted_udp_stream, hashed_transfer};
 use common::wiring::Wiring;
-use common::{NODE_A_UNDERLAY, NODE_B_UNDERLAY, Node, in_netns, ns_exec, require_root, require_tools, wait_for};
+use common::{NODE_A_UNDERLAY, NODE_B_UNDERLAY, Node, ns_exec, require_root, require_tools, wait_for};
 
 const PREFIX: &str = "/coreos.com/network";
 const NETWORK_CONFIG: &str = r#"{"Network":"100.96.0.0/16","Backend":{"Type":"udp"}}"#;
@@ -902,87 +901,5 @@ fn a_node_joins_a_cluster_with_flanneld_s_dual_stack_vxlan_lease() {
         net.lease("100.96.1.0-24&fd00:96:1::-64"),
         r#"{"PublicIP":"198.18.0.1","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"02:00:c6:12:00:01","EncapdKernelDecap":false}}"#,
         "A's lease: flanneld's vxlan value without an IPv6 VTEP"
-    );
-}
-
-/// Benchmark, run by bench/etcd_propagation.sh: put → table change latency
-/// over 1,000 puts (median, p99) and the start-up load of 5,000 leases.
-#[test]
-#[ignore]
-fn bench_etcd_propagation() {
-    if !ready() {
-        return;
-    }
-    let mut net = Net::new(1);
-    net.etcdctl(&["put", &format!("{PREFIX}/config"), r#"{"Network":"100.64.0.0/10","Backend":{"Type":"udp"}}"#]);
-    net.start(Node::A, Some("100.64.0.0/24"));
-    let ns = net.wiring.node_a.clone();
-    let endpoint = net.etcd().endpoint(0);
-    let puts: usize = std::env::var("ENCAPD_BENCH_PUTS").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
-    let addr: SocketAddr = METRICS.parse().unwrap();
-    let version = move || -> u64 {
-        let text = encapd::stats::scrape::fetch(addr).unwrap_or_default();
-        metric_value(&text, "encapd_table_version").unwrap_or(0.0) as u64
-    };
-    let name = |i: usize| format!("{PREFIX}/subnets/100.{}.{}.0-24", 64 + (i + 1) / 256, (i + 1) % 256);
-    let mut lat = in_netns(&ns, || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(async {
-            let mut client = etcd_client::Client::connect([endpoint.as_str()], None).await.unwrap();
-            let mut lat = Vec::with_capacity(puts);
-            for i in 0..puts {
-                let before = version();
-                let start = Instant::now();
-                client.put(name(i), udp_lease("198.18.0.2"), None).await.unwrap();
-                while version() <= before {
-                    assert!(start.elapsed() < Duration::from_secs(5), "put {i} not applied within 5 s");
-                }
-                lat.push(start.elapsed());
-            }
-            lat
-        })
-    });
-    lat.sort();
-    let q = |p: f64| lat[((lat.len() as f64 * p).ceil() as usize).clamp(1, lat.len()) - 1];
-    println!(
-        "etcd put -> table published ({} puts): median {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        lat.len(),
-        q(0.5).as_secs_f64() * 1e3,
-        q(0.99).as_secs_f64() * 1e3,
-        lat[lat.len() - 1].as_secs_f64() * 1e3
-    );
-
-    // Start-up with 5,000 leases present.
-    let total: usize = std::env::var("ENCAPD_BENCH_LEASES").ok().and_then(|v| v.parse().ok()).unwrap_or(5000);
-    net.stop(Node::A);
-    let endpoint = net.etcd().endpoint(0);
-    in_netns(&ns, || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(async {
-            let mut client = etcd_client::Client::connect([endpoint.as_str()], None).await.unwrap();
-            for chunk in (puts..total).collect::<Vec<_>>().chunks(100) {
-                let ops: Vec<etcd_client::TxnOp> =
-                    chunk.iter().map(|&i| etcd_client::TxnOp::put(name(i), udp_lease("198.18.0.2"), None)).collect();
-                client.txn(etcd_client::Txn::new().and_then(ops)).await.unwrap();
-            }
-        })
-    });
-    let start = Instant::now();
-    net.spawn(Node::A);
-    net.wait_ready(Node::A);
-    let ready_after = start.elapsed();
-    let routes = in_netns(&ns, || {
-        wait_for(Duration::from_secs(30), || {
-            let text = encapd::stats::scrape::fetch(addr).ok()?;
-            let r = metric_value(&text, "encapd_routes")?;
-            (r as usize >= total).then_some(r)
-        })
-    });
-    let loaded = start.elapsed();
-    assert!(routes.is_some(), "{total} leases not loaded within 30 s");
-    println!(
-        "start-up with {total} leases in etcd: ready (forwarding, table with all leases) after {:.0} ms; /metrics shows {total} routes after {:.0} ms",
-        ready_after.as_secs_f64() * 1e3,
-        loaded.as_secs_f64() * 1e3
     );
 }

@@ -1,5 +1,8 @@
-//! `encapd-bench`: the measurement tools behind `bench/run.sh`.
+//! `encapd-bench`: encapd's benchmark and its measurement tools.
 //!
+//! - `encapd-bench run [...]`: the benchmark (bench/README.md), and the
+//!   experiments `trace-rtt`, `wakeups`, `profile`, `soak`,
+//!   `etcd-propagation`; `encapd-bench modes` lists the mode registry.
 //! - `encapd-bench latency server --bind ADDR:PORT [--hold-ms N] [--stall-ms N]`:
 //!   UDP echo responder; `--hold-ms` delays every reply by N ms without
 //!   holding up other requests (a known delay), `--stall-ms` stops it
@@ -18,7 +21,8 @@
 //!   demo `scripts/demo.sh` runs (see `demo.rs`).
 //!
 //! Exit codes: 0 success, 1 runtime failure (for `readme --check`: the
-//! README differs), 2 usage.
+//! README differs; for `soak`: FAIL), 2 usage; `run` adds 3 (incomplete)
+//! and 130 (interrupted).
 
 #![deny(unsafe_code)]
 
@@ -56,7 +60,22 @@ enum Command {
         #[command(subcommand)]
         role: Role,
     },
-    /// Render DIR/report.md and its SVG charts from a bench/run.sh run directory.
+    /// Benchmark encapd against routing and kernel VXLAN, every mode on every underlay
+    /// profile, side by side (bench/README.md).
+    Run(encapd_bench::run::RunArgs),
+    /// List the modes `run --modes` takes (the registry, tests/testbed/src/mode.rs).
+    Modes,
+    /// One round trip, stage by stage: sparse sockperf ping-pongs under `perf record`.
+    TraceRtt(encapd_bench::experiments::trace_rtt::TraceRttArgs),
+    /// Where a request waits: a sockperf ping-pong under `perf sched record`.
+    Wakeups(encapd_bench::experiments::wakeups::WakeupsArgs),
+    /// Where the time of bulk TCP goes: one iperf3 stream under `perf record -a -g`.
+    Profile(encapd_bench::experiments::profile::ProfileArgs),
+    /// Hours of load while nodeA's peers file keeps changing: leaks, decay (exit 1 on FAIL).
+    Soak(encapd_bench::experiments::soak::SoakArgs),
+    /// The etcd control plane: put-to-table latency and start-up with many leases.
+    EtcdPropagation(encapd_bench::experiments::etcd::EtcdArgs),
+    /// Render DIR/report.md and its SVG charts from a run directory.
     Report {
         /// The run directory (holds results.csv).
         dir: PathBuf,
@@ -148,6 +167,20 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Latency { role } => return latency(role),
+        Command::Run(args) => return ExitCode::from(encapd_bench::run::run(args) as u8),
+        Command::Modes => {
+            print!("{}", encapd_testbed::mode::markdown_table());
+            Ok(())
+        }
+        Command::TraceRtt(a) => encapd_bench::experiments::trace_rtt::main(a).map_err(|e| anyhow!(e)),
+        Command::Wakeups(a) => encapd_bench::experiments::wakeups::main(a).map_err(|e| anyhow!(e)),
+        Command::Profile(a) => encapd_bench::experiments::profile::main(a).map_err(|e| anyhow!(e)),
+        Command::Soak(a) => match encapd_bench::experiments::soak::main(a) {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::from(1),
+            Err(e) => Err(anyhow!(e)),
+        },
+        Command::EtcdPropagation(a) => encapd_bench::experiments::etcd::main(a).map_err(|e| anyhow!(e)),
         Command::Report { dir } => report::render(&dir).map(|s| println!("{}", s.report.display())).map_err(|e| anyhow!("{e}")),
         Command::Readme { run, update, check } => readme_command(run.as_deref(), update.as_deref(), check.as_deref()),
         Command::Fleet(args) => match fleet::run(args) {

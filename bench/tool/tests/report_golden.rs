@@ -1,8 +1,13 @@
-//! Golden test of the benchmark report: rendering the sample run
-//! `tests/fixtures/sample-quick/` (a trimmed real `bench/run.sh --quick`
-//! run) must reproduce its `expected-report.md` byte for byte, write every
-//! chart the report embeds as well-formed SVG, and be deterministic (two
-//! renders of the same input are byte-identical).
+//! Golden tests of the benchmark report: rendering each sample run must
+//! reproduce its `expected-report.md` byte for byte, write every chart the
+//! report embeds as well-formed SVG, and be deterministic (two renders of
+//! the same input are byte-identical). The samples:
+//! - `tests/fixtures/sample-quick/`: a trimmed real `bench/run.sh --quick`
+//!   run from before the underlay profiles (`mode,rep,test,value,unit`,
+//!   `raw/`), which the report must keep reading as the veth profile;
+//! - `tests/fixtures/sample-profiles/`: a trimmed real `encapd-bench run
+//!   --quick` on both profiles, with the kernel path (who carried the
+//!   packets).
 //!
 //! After an intended change to the report, regenerate the expectation with
 //! `ENCAPD_UPDATE_GOLDEN=1 cargo test -p encapd-bench --test report_golden`
@@ -12,8 +17,15 @@ use std::path::{Path, PathBuf};
 
 use encapd_bench::report;
 
+const QUICK: &str = "sample-quick";
+const PROFILES: &str = "sample-profiles";
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
 fn sample_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sample-quick")
+    fixture(QUICK)
 }
 
 /// A fresh, empty temporary directory (removed by the guard).
@@ -52,8 +64,12 @@ fn copy_inputs(from: &Path, to: &Path) {
 }
 
 fn render_copy(tag: &str) -> (TempDir, report::ReportSummary) {
+    render_fixture(QUICK, tag)
+}
+
+fn render_fixture(name: &str, tag: &str) -> (TempDir, report::ReportSummary) {
     let tmp = TempDir::new(tag);
-    copy_inputs(&sample_dir(), &tmp.0);
+    copy_inputs(&fixture(name), &tmp.0);
     let summary = report::render(&tmp.0).unwrap_or_else(|e| panic!("render: {e}"));
     (tmp, summary)
 }
@@ -63,15 +79,17 @@ fn embedded_svgs(md: &str) -> Vec<String> {
     md.split("](").skip(1).filter_map(|rest| rest.split(')').next()).filter(|f| f.ends_with(".svg")).map(String::from).collect()
 }
 
-#[test]
-fn sample_report_matches_golden() {
-    let (tmp, summary) = render_copy("golden");
+/// Renders fixture `name` and compares it with its expectation
+/// (`ENCAPD_UPDATE_GOLDEN=1` rewrites the expectation and its charts);
+/// every embedded chart must be well-formed SVG with text.
+fn golden(name: &str) -> (TempDir, report::ReportSummary, String) {
+    let (tmp, summary) = render_fixture(name, &format!("golden-{name}"));
     let got = std::fs::read_to_string(&summary.report).unwrap();
-    let expected_path = sample_dir().join("expected-report.md");
+    let expected_path = fixture(name).join("expected-report.md");
     if std::env::var_os("ENCAPD_UPDATE_GOLDEN").is_some() {
         std::fs::write(&expected_path, &got).unwrap();
         for c in &summary.charts {
-            std::fs::copy(c, sample_dir().join(c.file_name().unwrap())).unwrap();
+            std::fs::copy(c, fixture(name).join(c.file_name().unwrap())).unwrap();
         }
     }
     let expected = std::fs::read_to_string(&expected_path).unwrap();
@@ -100,23 +118,58 @@ fn sample_report_matches_golden() {
         assert_eq!(root, "svg", "{name}: root element");
         assert!(svg.contains("<text"), "{name}: no text (labels) in the chart");
     }
+    (tmp, summary, got)
+}
+
+#[test]
+fn sample_report_matches_golden() {
+    let (_tmp, _, md) = golden(QUICK);
+    assert!(
+        md.contains("- underlay profile: veth (a plain veth pair: the run predates the underlay profiles)"),
+        "an old run is read as veth"
+    );
+}
+
+#[test]
+fn a_run_on_both_profiles_shows_them_side_by_side() {
+    let (tmp, s, md) = golden(PROFILES);
+    assert!(md.contains("TCP 1 stream Gbit/s [veth] | TCP 1 stream Gbit/s [wire]"), "side by side in the headline");
+    for c in &s.charts {
+        let file = c.file_name().unwrap().to_str().unwrap().to_owned();
+        let profile = if file.ends_with("-veth.svg") {
+            "veth"
+        } else {
+            assert!(file.ends_with("-wire.svg"), "{file}: a chart per profile");
+            "wire"
+        };
+        let svg = std::fs::read_to_string(tmp.0.join(&file)).unwrap();
+        assert!(svg.contains(&format!("{profile} underlay")), "{file}: the title names the profile");
+    }
+    assert!(s.targets.iter().all(|(name, _)| name.starts_with("[veth] ") || name.starts_with("[wire] ")), "{:?}", s.targets);
+    assert!(md.contains("## Who carried the packets (medians)"));
+    let kernel = md.lines().find(|l| l.starts_with("| uring-kernel | TCP 1 stream |")).expect("the kernel path's row");
+    assert!(kernel.contains("| 100 / 100 |"), "the kernel path carried every TCP packet: {kernel}");
+    let uring = md.lines().find(|l| l.starts_with("| uring | TCP 1 stream |")).expect("uring's row");
+    assert!(uring.contains("| 0 / 0 |"), "the workers carried uring's packets: {uring}");
 }
 
 #[test]
 fn rendering_is_deterministic() {
-    let (a, sa) = render_copy("det-a");
-    let (b, _) = render_copy("det-b");
-    let mut files = vec!["report.md".to_string()];
-    files.extend(sa.charts.iter().map(|c| c.file_name().unwrap().to_str().unwrap().to_string()));
-    for f in &files {
-        let x = std::fs::read(a.0.join(f)).unwrap();
-        let y = std::fs::read(b.0.join(f)).unwrap();
-        assert!(x == y, "{f} differs between two renders of the same input");
+    for name in [QUICK, PROFILES] {
+        let (a, sa) = render_fixture(name, "det-a");
+        let (b, _) = render_fixture(name, "det-b");
+        let mut files = vec!["report.md".to_string()];
+        files.extend(sa.charts.iter().map(|c| c.file_name().unwrap().to_str().unwrap().to_string()));
+        for f in &files {
+            let x = std::fs::read(a.0.join(f)).unwrap();
+            let y = std::fs::read(b.0.join(f)).unwrap();
+            assert!(x == y, "{name}: {f} differs between two renders of the same input");
+        }
+        // Rendering again in place gives the same bytes too.
+        let before = std::fs::read(a.0.join("report.md")).unwrap();
+        report::render(&a.0).unwrap();
+        assert_eq!(before, std::fs::read(a.0.join("report.md")).unwrap());
     }
-    // Rendering again in place gives the same bytes too.
-    let before = std::fs::read(a.0.join("report.md")).unwrap();
-    report::render(&a.0).unwrap();
-    assert_eq!(before, std::fs::read(a.0.join("report.md")).unwrap());
 }
 
 #[test]
@@ -127,7 +180,10 @@ fn summary_lists_modes_and_targets() {
     assert_eq!(s.modes, ["routing", "vxlan-kernel", "classic", "mmsg-nooffload", "mmsg", "uring-nooffload", "uring"]);
     assert_eq!(s.targets.len(), 7);
     assert!(s.targets.iter().all(|(_, v)| v.is_some()), "every target computable from a complete run: {:?}", s.targets);
-    assert!(s.headline.lines().count() == 2 + s.modes.len(), "{}", s.headline);
+    // A header, a separator, a row per mode and one per family: the
+    // references, the udp backend's engines.
+    assert!(s.headline.lines().count() == 2 + s.modes.len() + 2, "{}", s.headline);
+    assert!(s.headline.contains("| **references** |") && s.headline.contains("| **udp backend, by I/O engine** |"), "{}", s.headline);
 }
 
 /// A latency figure measured over more than 1 % lost replies is marked,
@@ -320,4 +376,16 @@ mod xml {
         }
         Ok(())
     }
+}
+
+/// The README block of a run on both profiles: figures from `wire`, each
+/// followed by `veth`'s; who carried the packets; the wire charts.
+#[test]
+fn the_readme_block_of_a_run_on_both_profiles_quotes_wire_then_veth() {
+    let fixtures = fixture("");
+    let block = encapd_bench::report::readme::block(&fixtures, Path::new(PROFILES)).unwrap();
+    assert!(block.contains("| TCP 1 stream Gbit/s (wire / veth) |"), "{block}");
+    assert!(block.contains("| plain routing | 4.11 / 4.31 |"), "routing: wire 4.11, veth 4.31 Gbit/s:\n{block}");
+    assert!(block.contains("`uring-kernel` 100 / 100 % by the kernel path"), "{block}");
+    assert!(block.contains("![throughput per mode](sample-profiles/throughput-wire.svg)"), "{block}");
 }

@@ -146,6 +146,13 @@ impl Encapd {
         }
     }
 
+    /// SIGTERM, SIGKILL after 5 s; `Ok` with the exit status when SIGTERM
+    /// was enough, `Err` with it after SIGKILL (for callers that report a
+    /// stuck daemon instead of panicking).
+    pub fn try_stop(mut self) -> Result<ExitStatus, ExitStatus> {
+        stop_child(&mut self.child, STOP_GRACE)
+    }
+
     /// SIGKILL (no clean-up of its own); returns once it is reaped.
     pub fn kill(mut self) -> ExitStatus {
         self.signal(libc::SIGKILL);

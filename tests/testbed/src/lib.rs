@@ -11,6 +11,11 @@
 //! - [`underlay`]: how the link between the nodes behaves (veth or wire).
 //! - [`middle`]: the optional layer-2 forwarder between the nodes.
 //! - [`instance`]: one encapd process (start, ready, counters, stop).
+//! - [`mode`]: every benchmark and test mode, defined once.
+//! - [`kernel_paths`]: plain routing and flannel.1-style kernel VXLAN on
+//!   the two-node wiring, what encapd is measured against.
+//! - [`bed`]: the two-node wiring hosting one mode after another (the
+//!   benchmarks' topology).
 //! - [`counters`]: what encapd reports (SIGUSR1 summary, `/metrics`).
 //! - [`topology`]: the two-node topology with the peers-file source.
 //! - [`etcd`]: a real etcd cluster in a namespace.
@@ -41,6 +46,7 @@
 
 pub mod background;
 pub mod cluster;
+pub mod bed;
 pub mod cmd;
 pub mod cni;
 pub mod converge;
@@ -52,7 +58,9 @@ pub mod fleet;
 pub mod instance;
 pub mod kdrops;
 pub mod mesh;
+pub mod kernel_paths;
 pub mod middle;
+pub mod mode;
 pub mod netns;
 pub mod notify;
 pub mod packets;

@@ -1,15 +1,24 @@
 //! Benchmark reports: [`render`] turns a run directory written by
-//! `bench/run.sh` into `report.md` plus SVG charts, deterministically (the
-//! same input gives byte-identical output: no timestamps, no paths, fixed
-//! ordering).
+//! `encapd-bench run` (or, before it, `bench/run.sh`) into `report.md` plus
+//! SVG charts, deterministically (the same input gives byte-identical
+//! output: no timestamps, no paths, fixed ordering).
 //!
 //! A run directory holds:
-//! - `results.csv`: `mode,rep,test,value,unit`, one row per measured value
-//!   (`NA` when a test failed); the only required file;
+//! - `results.csv`: `mode,underlay,rep,test,value,unit`, one row per
+//!   measured value (`NA` when a test failed); the only required file.
+//!   Runs from before the underlay profiles wrote `mode,rep,test,value,unit`,
+//!   and are read as the `veth` profile (the only one they had);
 //! - `env.txt`: `key=value` lines describing the run (kernel, CPU, git
 //!   revision, durations, …), used for the report's header;
-//! - `raw/<mode>-r<rep>-lat<load>.hgrm`: latency percentile distributions
-//!   written by `encapd-bench latency client`, used for the latency charts.
+//! - `raw/<profile>/<mode>-r<rep>-lat<load>.hgrm` (`raw/<mode>-r<rep>-...`
+//!   before the profiles): latency percentile distributions written by
+//!   `encapd-bench latency client`, used for the latency charts.
+//!
+//! Every mode name and what the report says of a mode (its family, which
+//! mode is the base of which comparison) comes from the mode registry
+//! (`encapd_testbed::mode`). Each profile is reported on its own (ratios
+//! are taken within a profile, never across), and the headline shows the
+//! profiles side by side.
 //!
 //! `encapd-bench report DIR` calls [`render`]; [`readme`] turns a run into
 //! the README's performance block. [`hgrm`] also holds the `.hgrm` writer
@@ -19,7 +28,7 @@ mod charts;
 pub mod hgrm;
 pub mod readme;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::{self, Write as _};
 use std::path::{Path, PathBuf};
 
@@ -75,37 +84,39 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ReportError + '_ {
     move |source| ReportError::Io { path: path.to_path_buf(), source }
 }
 
-/// Kernel VXLAN ↔ kernel VXLAN, both set up as flannel sets up `flannel.1`:
-/// the base every encapd mode is compared with.
-pub const KERNEL_VXLAN: &str = "vxlan-kernel";
-/// What runs before the vxlan backend's modes called [`KERNEL_VXLAN`]; read
-/// as that mode.
-pub const KERNEL_VXLAN_OLD_NAME: &str = "vxlan";
-/// encapd's vxlan backend on both nodes (`uring`, offloads on).
-pub const ENCAPD_VXLAN: &str = "encapd-vxlan";
-/// encapd's vxlan backend on nodeA, a `flannel.1`-style kernel VTEP on nodeB.
-pub const ENCAPD_VXLAN_MIXED: &str = "encapd-vxlan-mixed";
-/// The udp backend's headline mode (`uring`, offloads on): the vxlan
-/// backend is held to the ratios to kernel VXLAN that it reaches.
-pub const UDP_HEADLINE: &str = "uring";
-/// `uring` with the kernel path (`kernel_path = "tc"`): eBPF programs
-/// encapsulate and decapsulate, the workers carry only what they pass on.
-pub const KERNEL_PATH: &str = "uring-kernel";
-/// [`ENCAPD_VXLAN`] with the kernel path on both nodes.
-pub const ENCAPD_VXLAN_KERNEL: &str = "encapd-vxlan-kernel";
-/// [`ENCAPD_VXLAN_MIXED`] with the kernel path on nodeA's encapd.
-pub const ENCAPD_VXLAN_MIXED_KERNEL: &str = "encapd-vxlan-mixed-kernel";
+pub use encapd_testbed::mode::{
+    BASELINE_SUFFIX, CLASSIC, ENCAPD_VXLAN, ENCAPD_VXLAN_KERNEL, ENCAPD_VXLAN_MIXED, ENCAPD_VXLAN_MIXED_KERNEL, KERNEL_PATH, KERNEL_VXLAN,
+    ROUTING, URING as UDP_HEADLINE,
+};
+use encapd_testbed::mode::{Family, Mode};
 
-/// A mode's name as the report uses it (runs before the vxlan backend's
-/// modes called the kernel pair `vxlan`).
+/// The suffix of a mode measured by the old shell harness
+/// (`encapd-bench run --old-harness REV`).
+pub const OLD_HARNESS_SUFFIX: &str = "-old";
+
+/// A mode's name as the report uses it (an old alias, e.g. `vxlan` for
+/// the kernel pair, is read as the mode's current name).
 pub fn canonical_mode(mode: &str) -> &str {
-    if mode == KERNEL_VXLAN_OLD_NAME { KERNEL_VXLAN } else { mode }
+    encapd_testbed::mode::canonical(mode)
+}
+
+/// The family a mode is grouped in (a baseline build's and an old-harness
+/// measurement's are their mode's); `None` for a name the registry does
+/// not know.
+pub fn family_of(mode: &str) -> Option<Family> {
+    let m = mode.strip_suffix(OLD_HARNESS_SUFFIX).unwrap_or(mode);
+    Mode::named(m).ok().map(|m| m.family())
 }
 
 /// Everything read from a run directory.
 #[derive(Debug, Default)]
 pub(crate) struct Run {
     env: Vec<(String, String)>,
+    /// The underlay profile these results were measured on.
+    pub(crate) profile: String,
+    /// Where this profile's raw files are, relative to the run directory:
+    /// `raw/<profile>`, or `raw` for a run from before the profiles.
+    pub(crate) raw_dir: String,
     pub(crate) modes: Vec<String>,
     /// Modes whose files (`raw/<mode>-r<rep>-*`) carry another name than the
     /// mode's (a run before the rename of `vxlan`): mode -> recorded name.
@@ -229,41 +240,124 @@ fn read_env(path: &Path) -> Result<Vec<(String, String)>, ReportError> {
         .collect())
 }
 
-fn read_run(dir: &Path) -> Result<Run, ReportError> {
-    let mut run = Run { env: read_env(&dir.join("env.txt"))?, ..Run::default() };
+/// A run's results, one [`Run`] per underlay profile.
+#[derive(Debug, Default)]
+pub(crate) struct Runs {
+    /// In the order reports show them: veth, wire, then any other.
+    pub(crate) profiles: Vec<Run>,
+    /// Whether `results.csv` names the profile (runs since the profiles);
+    /// chart file names carry the profile then.
+    pub(crate) profiled: bool,
+}
+
+impl Runs {
+    /// The first profile's view, for what every profile shares (env.txt).
+    pub(crate) fn first(&self) -> &Run {
+        &self.profiles[0]
+    }
+
+    /// The profile headline figures come from: `wire` when measured (a
+    /// wire is what every real node has), else the only one.
+    pub(crate) fn headline(&self) -> &Run {
+        self.profiles.iter().find(|r| r.profile == "wire").unwrap_or(self.first())
+    }
+
+    /// Every mode of any profile, in report order.
+    pub(crate) fn modes(&self) -> Vec<String> {
+        let mut v: Vec<String> = Vec::new();
+        for r in &self.profiles {
+            for m in &r.modes {
+                if !v.contains(m) {
+                    v.push(m.clone());
+                }
+            }
+        }
+        order_modes(v)
+    }
+
+    fn multi(&self) -> bool {
+        self.profiles.len() > 1
+    }
+}
+
+/// The profile of runs from before the profiles: a plain veth underlay.
+pub const UNPROFILED: &str = "veth";
+
+/// Modes grouped by family (the registry's order of families; unknown
+/// names last), keeping their order within a family; a mode's old-harness
+/// measurement right after the mode.
+fn order_modes(modes: Vec<String>) -> Vec<String> {
+    let rank = |m: &String| family_of(m).map_or(usize::MAX, |f| f as usize);
+    let (old, mut ordered): (Vec<String>, Vec<String>) = modes.into_iter().partition(|m| m.ends_with(OLD_HARNESS_SUFFIX));
+    ordered.sort_by_key(rank);
+    for o in old {
+        let base = o.trim_end_matches(OLD_HARNESS_SUFFIX);
+        match ordered.iter().position(|m| m == base) {
+            Some(i) => ordered.insert(i + 1, o),
+            None => ordered.push(o),
+        }
+    }
+    ordered
+}
+
+fn read_runs(dir: &Path) -> Result<Runs, ReportError> {
+    let env = read_env(&dir.join("env.txt"))?;
     let path = dir.join("results.csv");
     let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
     let perr = |line: usize, message: String| ReportError::Parse { path: path.clone(), line, message };
     let mut lines = text.lines().enumerate();
-    match lines.next() {
-        Some((_, h)) if h.trim() == "mode,rep,test,value,unit" => {}
-        other => return Err(perr(1, format!("expected header `mode,rep,test,value,unit`, got {:?}", other.map(|o| o.1)))),
-    }
-    let mut seen_modes = Vec::new();
+    let profiled = match lines.next() {
+        Some((_, h)) if h.trim() == "mode,underlay,rep,test,value,unit" => true,
+        Some((_, h)) if h.trim() == "mode,rep,test,value,unit" => false,
+        other => {
+            return Err(perr(
+                1,
+                format!(
+                    "expected header `mode,underlay,rep,test,value,unit` (or `mode,rep,test,value,unit`), got {:?}",
+                    other.map(|o| o.1)
+                ),
+            ));
+        }
+    };
+    let mut by_profile: Vec<Run> = Vec::new();
+    let mut seen_modes: Vec<String> = Vec::new();
     let mut rows = 0;
     for (i, line) in lines {
         if line.trim().is_empty() {
             continue;
         }
         let f: Vec<&str> = line.split(',').map(str::trim).collect();
-        if f.len() != 5 {
-            return Err(perr(i + 1, format!("expected 5 fields, got {}", f.len())));
+        let want = if profiled { 6 } else { 5 };
+        if f.len() != want {
+            return Err(perr(i + 1, format!("expected {want} fields, got {}", f.len())));
         }
-        let (mode, test, unit) = (canonical_mode(f[0]).to_string(), f[2].to_string(), f[4].to_string());
-        if mode != f[0] {
-            run.recorded_names.insert(mode.clone(), f[0].to_string());
+        let (recorded, profile, f) = if profiled { (f[0], f[1], &f[2..]) } else { (f[0], UNPROFILED, &f[1..]) };
+        let (mode, test, unit) = (canonical_mode(recorded).to_string(), f[1].to_string(), f[3].to_string());
+        if mode.is_empty() || test.is_empty() || profile.is_empty() {
+            return Err(perr(i + 1, "empty mode, underlay or test".into()));
         }
-        if mode.is_empty() || test.is_empty() {
-            return Err(perr(i + 1, "empty mode or test".into()));
-        }
-        let rep: u32 = f[1].parse().map_err(|_| perr(i + 1, format!("bad repetition {:?}", f[1])))?;
-        let value = match f[3] {
+        let rep: u32 = f[0].parse().map_err(|_| perr(i + 1, format!("bad repetition {:?}", f[0])))?;
+        let value = match f[2] {
             "NA" | "" => None,
             v => Some(v.parse::<f64>().ok().filter(|x| x.is_finite()).ok_or_else(|| perr(i + 1, format!("bad value {v:?}")))?),
         };
         rows += 1;
         if !seen_modes.contains(&mode) {
             seen_modes.push(mode.clone());
+        }
+        let run = match by_profile.iter().position(|r| r.profile == profile) {
+            Some(k) => &mut by_profile[k],
+            None => {
+                let raw_dir = if profiled { format!("raw/{profile}") } else { "raw".into() };
+                by_profile.push(Run { env: env.clone(), profile: profile.to_string(), raw_dir, ..Run::default() });
+                by_profile.last_mut().expect("just pushed")
+            }
+        };
+        if mode != recorded {
+            run.recorded_names.insert(mode.clone(), recorded.to_string());
+        }
+        if !run.modes.contains(&mode) {
+            run.modes.push(mode.clone());
         }
         if !run.reps.contains(&rep) {
             run.reps.push(rep);
@@ -280,19 +374,28 @@ fn read_run(dir: &Path) -> Result<Run, ReportError> {
     if rows == 0 {
         return Err(ReportError::NoData { path });
     }
-    run.reps.sort_unstable();
     // Mode order: as the run lists them (env `modes`), then any others in
-    // order of appearance.
-    let listed: Vec<String> =
-        run.env("modes").map(|m| m.split_whitespace().map(|m| canonical_mode(m).to_string()).collect()).unwrap_or_default();
-    run.modes = listed.into_iter().filter(|m| seen_modes.contains(m)).collect();
+    // order of appearance; grouped by family.
+    let listed: Vec<String> = env
+        .iter()
+        .find(|(k, _)| k == "modes")
+        .map(|(_, m)| m.split_whitespace().map(|m| canonical_mode(m).to_string()).collect())
+        .unwrap_or_default();
+    let mut order: Vec<String> = listed.into_iter().filter(|m| seen_modes.contains(m)).collect();
     for m in seen_modes {
-        if !run.modes.contains(&m) {
-            run.modes.push(m);
+        if !order.contains(&m) {
+            order.push(m);
         }
     }
-    run.tests = order_tests(run.tests);
-    Ok(run)
+    let order = order_modes(order);
+    let rank = |p: &str| encapd_testbed::underlay::Underlay::ALL.iter().position(|u| u.name() == p).unwrap_or(usize::MAX);
+    by_profile.sort_by_key(|r| rank(&r.profile));
+    for run in &mut by_profile {
+        run.reps.sort_unstable();
+        run.modes = order.iter().filter(|m| run.modes.contains(m)).cloned().collect();
+        run.tests = order_tests(std::mem::take(&mut run.tests));
+    }
+    Ok(Runs { profiles: by_profile, profiled })
 }
 
 /// Known tests first, in a fixed order, then unknown ones by name.
@@ -424,32 +527,93 @@ const HEADLINE: &[Headline] = &[
     Headline { test: "tcp4_encapd_cpu_per_gbps", header: "encapd CPU cores per Gbit/s (TCP 4)", unit: "cores/(Gbit/s)", ratio: false },
 ];
 
-fn headline_table(run: &Run) -> String {
+/// The header of column `header` for `profile`: named when the run has
+/// more than one profile.
+fn col(runs: &Runs, header: &str, profile: &str) -> String {
+    if runs.multi() { format!("{header} [{profile}]") } else { header.to_owned() }
+}
+
+/// A row naming a family, when the rows span several.
+fn family_row(runs: &Runs, mode: &str, last: &mut Option<Option<Family>>, columns: usize) -> Option<String> {
+    let fam = family_of(mode);
+    let families: BTreeSet<Option<Family>> = runs.modes().iter().map(|m| family_of(m)).collect();
+    if families.len() < 2 || *last == Some(fam) {
+        return None;
+    }
+    *last = Some(fam);
+    let title = fam.map_or("other", |f| f.title());
+    Some(format!("| **{title}** |{}\n", " |".repeat(columns)))
+}
+
+/// The headline's columns in groups of a kind (throughput, latency,
+/// cost): with several profiles each group is a table of its own, so
+/// that the side-by-side columns stay readable.
+const HEADLINE_GROUPS: &[(&str, std::ops::Range<usize>)] = &[("Throughput", 0..4), ("Latency", 4..7), ("CPU", 7..11)];
+
+/// The groups a table is split into: one with every column for a single
+/// profile, [`HEADLINE_GROUPS`] for several.
+fn groups(runs: &Runs, cols: &[&'static Headline]) -> Vec<(Option<&'static str>, Vec<&'static Headline>)> {
+    if !runs.multi() {
+        return vec![(None, cols.to_vec())];
+    }
+    HEADLINE_GROUPS
+        .iter()
+        .map(|(name, range)| {
+            (Some(*name), cols.iter().filter(|h| HEADLINE[range.clone()].iter().any(|x| x.test == h.test)).copied().collect())
+        })
+        .filter(|(_, c): &(Option<&str>, Vec<&Headline>)| !c.is_empty())
+        .collect()
+}
+
+/// A table per group of `cols`: a row per mode (grouped by family), a
+/// column per figure and profile; `cell` renders one.
+fn side_by_side(
+    runs: &Runs,
+    profiles: &[&Run],
+    modes: &[String],
+    cols: &[&'static Headline],
+    cell: impl Fn(&Run, &str, &Headline) -> String,
+) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "| mode | {} |", HEADLINE.iter().map(|h| h.header).collect::<Vec<_>>().join(" | "));
-    let _ = writeln!(s, "|---|{}", "---:|".repeat(HEADLINE.len()));
-    for m in &run.modes {
-        let cells: Vec<String> = HEADLINE.iter().map(|h| fmt_median(run, m, h.test, h.unit, true)).collect();
-        let _ = writeln!(s, "| {m} | {} |", cells.join(" | "));
+    for (name, group) in groups(runs, cols) {
+        if let Some(name) = name {
+            let _ = writeln!(s, "**{name}**\n");
+        }
+        let headers: Vec<String> = group.iter().flat_map(|h| profiles.iter().map(|r| col(runs, h.header, &r.profile))).collect();
+        let _ = writeln!(s, "| mode | {} |", headers.join(" | "));
+        let _ = writeln!(s, "|---|{}", "---:|".repeat(headers.len()));
+        let mut last = None;
+        for m in modes {
+            s.extend(family_row(runs, m, &mut last, headers.len()));
+            let cells: Vec<String> = group.iter().flat_map(|h| profiles.iter().map(|r| cell(r, m, h))).collect();
+            let _ = writeln!(s, "| {m} | {} |", cells.join(" | "));
+        }
+        if name.is_some() {
+            s.push('\n');
+        }
+    }
+    if runs.multi() {
+        s.pop();
     }
     s
 }
 
-fn ratio_table(run: &Run, base: &str) -> String {
+/// The headline: every headline figure of every mode, the profiles side
+/// by side.
+fn headline_table(runs: &Runs) -> String {
+    let cols: Vec<&Headline> = HEADLINE.iter().collect();
+    let profiles: Vec<&Run> = runs.profiles.iter().collect();
+    side_by_side(runs, &profiles, &runs.modes(), &cols, |r, m, h| fmt_median(r, m, h.test, h.unit, true))
+}
+
+/// Every mode ÷ `base` on the headline's ratio columns, within each
+/// profile, the profiles side by side.
+fn ratio_table(runs: &Runs, base: &str) -> String {
     let cols: Vec<&Headline> = HEADLINE.iter().filter(|h| h.ratio).collect();
-    let mut s = String::new();
-    let _ = writeln!(s, "| mode | {} |", cols.iter().map(|h| h.header).collect::<Vec<_>>().join(" | "));
-    let _ = writeln!(s, "|---|{}", "---:|".repeat(cols.len()));
-    for m in run.modes.iter().filter(|m| *m != base) {
-        let cells: Vec<String> = cols.iter().map(|h| ratio_cell(run, m, base, h.test)).collect();
-        let _ = writeln!(s, "| {m} | {} |", cells.join(" | "));
-    }
-    s
+    let profiles: Vec<&Run> = runs.profiles.iter().filter(|r| r.has(base)).collect();
+    let modes: Vec<String> = runs.modes().into_iter().filter(|m| m != base).collect();
+    side_by_side(runs, &profiles, &modes, &cols, |r, m, h| ratio_cell(r, m, base, h.test))
 }
-
-/// The suffix of a mode that runs the baseline binary (`bench/run.sh
-/// --baseline REV`): `uring-base` is `uring` as built from REV.
-pub const BASELINE_SUFFIX: &str = "-base";
 
 const BEFORE_AFTER_NOTE: &str = "`M-base` is mode `M` run by encapd as built from the baseline revision (`baseline_rev` in env.txt), \
 with the same configuration, in the same run, the two interleaved in every repetition. Each cell is M ÷ M-base: throughput above 1.00× \
@@ -471,33 +635,27 @@ const BEFORE_AFTER_EXTRA: &[Headline] = &[
     },
 ];
 
-/// A mode divided by another mode's baseline build, from which it differs
-/// in one setting besides the build.
-struct CrossBaseline {
-    mode: &'static str,
-    built_as: &'static str,
-    /// The setting, for the table's note.
-    differs: &'static str,
+/// What `mode` is divided by in the before/after table: its own
+/// baseline build, or for a mode that differs from another in one
+/// setting (the registry's `against_baseline_of`, e.g. `uring-nocoop`),
+/// that mode's: (the mode it is built as, what differs besides the build).
+fn built_as(mode: &str) -> Option<(&'static str, &'static str)> {
+    Mode::named(mode).ok().and_then(|m| m.against_baseline_of())
 }
-
-/// `uring-nocoop` is `uring` without cooperative task work
-/// (`IORING_SETUP_COOP_TASKRUN`, on since bc481df). Against a baseline from
-/// before bc481df, whose `uring` never had it, `uring-nocoop ÷ uring-base`
-/// is the change of the code alone (docs/performance.md, section 6).
-const CROSS_BASELINES: &[CrossBaseline] = &[CrossBaseline {
-    mode: "uring-nocoop",
-    built_as: "uring",
-    differs: "cooperative task work off, as in every build from before bc481df",
-}];
 
 /// Pairs (mode, its baseline) that the run measured, in run order.
 fn baseline_pairs(run: &Run) -> Vec<(&str, String)> {
+    counterpart_pairs(run, BASELINE_SUFFIX)
+}
+
+/// Pairs (mode, its counterpart with `suffix`) that the run measured.
+fn counterpart_pairs<'r>(run: &'r Run, suffix: &str) -> Vec<(&'r str, String)> {
     run.modes
         .iter()
-        .filter(|m| !m.ends_with(BASELINE_SUFFIX))
+        .filter(|m| !m.ends_with(BASELINE_SUFFIX) && !m.ends_with(OLD_HARNESS_SUFFIX))
         .map(|m| {
-            let built_as = CROSS_BASELINES.iter().find(|c| c.mode == m).map_or(m.as_str(), |c| c.built_as);
-            (m.as_str(), format!("{built_as}{BASELINE_SUFFIX}"))
+            let base = if suffix == BASELINE_SUFFIX { built_as(m).map_or(m.as_str(), |b| b.0) } else { m.as_str() };
+            (m.as_str(), format!("{base}{suffix}"))
         })
         .filter(|(_, base)| run.has(base))
         .collect()
@@ -531,8 +689,10 @@ fn before_after_table(run: &Run) -> String {
 /// a cross-baseline pair in `pairs` differs in besides the build.
 fn before_after_note(pairs: &[(&str, String)]) -> String {
     let mut note = BEFORE_AFTER_NOTE.to_string();
-    for c in CROSS_BASELINES.iter().filter(|c| pairs.iter().any(|(m, _)| *m == c.mode)) {
-        let _ = write!(note, " `{} ÷ {}{BASELINE_SUFFIX}` differs in one setting too: {}.", c.mode, c.built_as, c.differs);
+    for (mode, _) in pairs {
+        if let Some((built_as, differs)) = built_as(mode) {
+            let _ = write!(note, " `{mode} ÷ {built_as}{BASELINE_SUFFIX}` differs in one setting too: {differs}.");
+        }
     }
     note
 }
@@ -610,7 +770,7 @@ fn targets(run: &Run) -> Vec<Target> {
     let u = UDP_HEADLINE;
     let k = KERNEL_VXLAN;
     let mut t = vec![
-        target(run, "uring TCP 1 stream ≥ 4× classic", (u, "tcp1"), ("classic", "tcp1"), true, 4.0),
+        target(run, "uring TCP 1 stream ≥ 4× classic", (u, "tcp1"), (CLASSIC, "tcp1"), true, 4.0),
         target(run, "uring (offloads) TCP 1 stream ≥ 1.0× kernel VXLAN", (u, "tcp1"), (k, "tcp1"), true, 1.0),
         target(run, "uring (offloads) TCP 4 streams ≥ 1.0× kernel VXLAN", (u, "tcp4"), (k, "tcp4"), true, 1.0),
         target(run, "uring UDP 64 B delivered rate ≥ kernel VXLAN", (u, "udp64_pps"), (k, "udp64_pps"), true, 1.0),
@@ -794,7 +954,8 @@ const REP_RATIOS: &[(&str, &str)] = &[
     ("tcp4_cpu_per_gbps", "CPU/Gbit TCP 4"),
 ];
 
-fn header(run: &Run, out: &mut String) {
+fn header(runs: &Runs, out: &mut String) {
+    let run = runs.first();
     let e = |k: &str| run.env(k).unwrap_or("n/a").to_string();
     let _ = writeln!(out, "# encapd benchmark report: {} on {}", e("started"), e("host"));
     out.push('\n');
@@ -825,6 +986,19 @@ fn header(run: &Run, out: &mut String) {
         e("t_lat"),
         e("tcp_cc_default")
     );
+    let profiles: Vec<&str> = runs.profiles.iter().map(|r| r.profile.as_str()).collect();
+    let how = if runs.profiled {
+        "each mode on each, interleaved; bench/README.md says how each is made"
+    } else {
+        "a plain veth pair: the run predates the underlay profiles"
+    };
+    let _ = writeln!(out, "- underlay profile{}: {} ({how})", if profiles.len() == 1 { "" } else { "s" }, profiles.join(", "));
+    if let Some(rev) = run.env("old_harness_rev") {
+        let _ = writeln!(
+            out,
+            "- old harness: `bench/run.sh` of `{rev}` on the same modes (`M{OLD_HARNESS_SUFFIX}`, veth), interleaved with the new"
+        );
+    }
     let quiet = run.env("quiet").map(|q| format!(" ({q})")).unwrap_or_default();
     let _ = writeln!(out, "- load average before / after: {} / {}{quiet}", e("loadavg_start"), e("loadavg_end"));
     if let Some(inv) = run.env("invocation") {
@@ -881,72 +1055,120 @@ encapd CPU: user + system time of both encapd processes (`/proc/PID/stat`) over 
 
 /// Renders `dir/report.md` and its SVG charts from the run data in `dir`.
 pub fn render(dir: &Path) -> Result<ReportSummary, ReportError> {
-    let run = read_run(dir)?;
+    let runs = read_runs(dir)?;
     let mut out = String::new();
-    header(&run, &mut out);
-    let headline = headline_section(&run, &mut out);
-    let targets = targets(&run);
-    targets_section(&targets, &mut out);
-    cost_section(&run, &mut out);
-    medians_section(&run, &mut out);
-    rep_ratios_section(&run, &mut out);
+    header(&runs, &mut out);
+    let headline = headline_section(&runs, &mut out);
+    let mut targets = Vec::new();
+    out.push_str("## Targets\n\n");
+    for run in &runs.profiles {
+        let t = self::targets(run);
+        if runs.multi() {
+            let _ = writeln!(out, "### {} underlay\n", run.profile);
+        }
+        targets_list(&t, &mut out);
+        targets.extend(t.into_iter().map(|t| if runs.multi() { Target { name: format!("[{}] {}", run.profile, t.name), ..t } } else { t }));
+    }
+    carried_section(&runs, &mut out);
+    for (i, run) in runs.profiles.iter().enumerate() {
+        cost_section(run, runs.multi(), i + 1 == runs.profiles.len(), &mut out);
+    }
+    for run in &runs.profiles {
+        medians_section(run, runs.multi(), &mut out);
+    }
+    for run in &runs.profiles {
+        rep_ratios_section(run, runs.multi(), &mut out);
+    }
 
     out.push_str("## Charts\n\n");
-    let charts = charts::write_all(dir, &run)?;
+    let mut charts = Vec::new();
+    for run in &runs.profiles {
+        let suffix = if runs.profiled { format!("-{}", run.profile) } else { String::new() };
+        charts.extend(charts::write_all(dir, run, &suffix)?);
+    }
     for c in &charts {
         let _ = writeln!(out, "### {}\n\n![{}]({})\n\n{}\n", c.title, c.title, c.file, c.note);
     }
-    out.push_str("Absolute numbers drift on a shared machine; compare modes within one run.\n");
+    out.push_str("Absolute numbers drift on a shared machine; compare modes within one run and one profile.\n");
 
     let report = dir.join("report.md");
     std::fs::write(&report, &out).map_err(io_err(&report))?;
     Ok(ReportSummary {
         report,
         charts: charts.iter().map(|c| dir.join(&c.file)).collect(),
-        modes: run.modes.clone(),
+        modes: runs.modes(),
         targets: targets.into_iter().map(|t| (t.name, t.verdict)).collect(),
         headline,
     })
 }
 
+/// A heading's profile suffix when the run has several.
+fn on(run: &Run, multi: bool) -> String {
+    if multi { format!(", {} underlay", run.profile) } else { String::new() }
+}
+
 /// The headline table, its notes and the ratio tables; returns the table.
-fn headline_section(run: &Run, out: &mut String) -> String {
+fn headline_section(runs: &Runs, out: &mut String) -> String {
     out.push_str("## Headline (medians)\n\n");
-    let headline = headline_table(run);
+    if runs.multi() {
+        out.push_str(
+            "Each figure on every underlay profile, side by side (`[veth]`: a plain veth pair, which hands 64 KB \
+super-packets across whole; `[wire]`: MTU-sized frames and GRO on receive, as on a NIC; bench/README.md says how each \
+is made and what it does not model). Ratios are taken within a profile.\n\n",
+        );
+    }
+    let headline = headline_table(runs);
     out.push_str(&headline);
     out.push('\n');
     out.push_str(HEADLINE_NOTE);
     out.push_str("\n\n");
     out.push_str(NOT_COMPARABLE_NOTE);
     out.push_str(" Ratios involving such a figure are `n/c`.\n\n");
-    for base in ["routing", KERNEL_VXLAN] {
-        if run.has(base) && run.modes.len() > 1 {
+    for base in [ROUTING, KERNEL_VXLAN] {
+        if runs.profiles.iter().any(|r| r.has(base)) && runs.modes().len() > 1 {
             let _ = writeln!(out, "### Ratios of medians to {base}\n");
-            out.push_str(&ratio_table(run, base));
+            out.push_str(&ratio_table(runs, base));
             out.push('\n');
         }
     }
-    let before_after = before_after_table(run);
-    if !before_after.is_empty() {
-        out.push_str("### After ÷ before: each mode against its baseline build (medians; per repetition below)\n\n");
-        out.push_str(&before_after);
-        out.push('\n');
-        out.push_str(&before_after_note(&baseline_pairs(run)));
-        out.push_str("\n\n");
+    for run in &runs.profiles {
+        let before_after = before_after_table(run);
+        if !before_after.is_empty() {
+            let _ = writeln!(
+                out,
+                "### After ÷ before: each mode against its baseline build (medians; per repetition below){}\n",
+                on(run, runs.multi())
+            );
+            out.push_str(&before_after);
+            out.push('\n');
+            out.push_str(&before_after_note(&baseline_pairs(run)));
+            out.push_str("\n\n");
+        }
     }
-    let vxlan = vxlan_table(run);
-    if !vxlan.is_empty() {
-        out.push_str("### The vxlan backend against kernel VXLAN (medians)\n\n");
-        out.push_str(&vxlan);
-        out.push('\n');
-        out.push_str(VXLAN_NOTE);
-        out.push_str("\n\n");
+    for run in &runs.profiles {
+        let harness = harness_table(run);
+        if !harness.is_empty() {
+            let _ = writeln!(out, "### New harness ÷ old harness{}\n", on(run, runs.multi()));
+            out.push_str(&harness);
+            out.push('\n');
+            out.push_str(HARNESS_NOTE);
+            out.push_str("\n\n");
+        }
+    }
+    for run in &runs.profiles {
+        let vxlan = vxlan_table(run);
+        if !vxlan.is_empty() {
+            let _ = writeln!(out, "### The vxlan backend against kernel VXLAN (medians){}\n", on(run, runs.multi()));
+            out.push_str(&vxlan);
+            out.push('\n');
+            out.push_str(VXLAN_NOTE);
+            out.push_str("\n\n");
+        }
     }
     headline
 }
 
-fn targets_section(targets: &[Target], out: &mut String) {
-    out.push_str("## Targets\n\n");
+fn targets_list(targets: &[Target], out: &mut String) {
     for t in targets {
         let v = match t.verdict {
             Some(true) => "**PASS**",
@@ -958,10 +1180,179 @@ fn targets_section(targets: &[Target], out: &mut String) {
     out.push('\n');
 }
 
+/// The metrics the harness comparison divides: (test, name).
+const HARNESS_METRICS: &[(&str, &str)] = &[
+    ("tcp1", "TCP 1 stream"),
+    ("tcp1_cubic", "TCP 1 stream, cubic"),
+    ("tcp1_paced", "TCP 1 stream paced at 1 Gbit/s"),
+    ("tcp4", "TCP 4 streams"),
+    ("tcp4_cubic", "TCP 4 streams, cubic"),
+    ("udp64_pps", "UDP 64 B delivered"),
+    ("udp512_pps", "UDP 512 B delivered"),
+    ("udp1400_pps", "UDP 1400 B delivered"),
+    ("lat10_p50", "RTT p50 @10 %"),
+    ("lat50_p50", "RTT p50 @50 %"),
+    ("lat50_p99", "RTT p99 @50 %"),
+    ("lat90_p50", "RTT p50 @90 %"),
+    ("udp_rr_p50", "ping-pong p50 (sockperf)"),
+    ("tcp1_cpu_per_gbps", "CPU per Gbit/s, whole machine (TCP 1)"),
+    ("tcp4_cpu_per_gbps", "CPU per Gbit/s, whole machine (TCP 4)"),
+    ("tcp1_encapd_cpu_per_gbps", "encapd CPU per Gbit/s (TCP 1)"),
+    ("tcp1_paced_encapd_cpu_per_gbps", "encapd CPU per Gbit/s (TCP 1 paced)"),
+];
+
+const HARNESS_NOTE: &str = "`M-old`: mode `M` measured by the old shell harness (`bench/run.sh` of `old_harness_rev`, one \
+invocation per mode and repetition) on the same encapd binary, interleaved with the new harness's run of `M` in every \
+repetition. new ÷ old: the median of the repetitions' ratios (each pairs two measurements made minutes apart). Spread: \
+(largest − smallest) ÷ median of one harness's own repetitions, the run-to-run noise of that figure. Agrees: new ÷ old is \
+within the larger of the two spreads of 1.00× (n/a with fewer than 2 repetitions).";
+
+/// (largest − smallest) ÷ median of `mode`'s repetitions of `test`;
+/// `None` with fewer than two.
+fn spread(run: &Run, mode: &str, test: &str) -> Option<f64> {
+    let v: Vec<f64> = run.per_rep(mode, test)?.values().copied().collect();
+    if v.len() < 2 {
+        return None;
+    }
+    let (lo, hi) = v.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &x| (l.min(x), h.max(x)));
+    let m = median_of(v)?;
+    (m != 0.0).then(|| (hi - lo) / m.abs())
+}
+
+/// Each mode measured by the new harness ÷ the same mode measured by the
+/// old one, per metric, with the run-to-run noise of each. Empty when the
+/// run has no old-harness measurements.
+fn harness_table(run: &Run) -> String {
+    let pairs = counterpart_pairs(run, OLD_HARNESS_SUFFIX);
+    if pairs.is_empty() {
+        return String::new();
+    }
+    let mut s = String::from(
+        "| mode | metric | new (median) | old (median) | new ÷ old (paired) | per repetition | spread, new | spread, old | agrees |\n\
+         |---|---|---:|---:|---:|---|---:|---:|---|\n",
+    );
+    let (mut agree, mut decided) = (0, 0);
+    for (mode, old) in &pairs {
+        for &(test, name) in HARNESS_METRICS {
+            if run.per_rep(mode, test).is_none() && run.per_rep(old, test).is_none() {
+                continue;
+            }
+            let unit = run.units.get(test).map(String::as_str).unwrap_or("");
+            let paired = if comparable_medians(run, mode, old, test) { paired_median(run, mode, old, test) } else { None };
+            let reps: Vec<String> = run.reps.iter().map(|&r| rep_ratio(run, mode, old, r, test)).collect();
+            let (sn, so) = (spread(run, mode, test), spread(run, old, test));
+            let noise = match (sn, so) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                _ => None,
+            };
+            let verdict = match (paired, noise) {
+                (Some(r), Some(n)) => {
+                    decided += 1;
+                    if (r - 1.0).abs() <= n {
+                        agree += 1;
+                        "yes"
+                    } else {
+                        "**no**"
+                    }
+                }
+                _ => "n/a",
+            };
+            let pct = |x: Option<f64>| x.map_or_else(|| "n/a".into(), |x| format!("{:.0} %", 100.0 * x));
+            let _ = writeln!(
+                s,
+                "| {mode} | {name} | {} | {} | {} | {} | {} | {} | {verdict} |",
+                fmt_median(run, mode, test, unit, false),
+                fmt_median(run, old, test, unit, false),
+                fmt_opt_ratio(paired),
+                reps.join(" "),
+                pct(sn),
+                pct(so),
+            );
+        }
+    }
+    let _ = writeln!(s, "\n{agree} of {decided} decidable figures agree within the run's noise.");
+    s
+}
+
+/// Whether neither median of `test` is over too many lost replies.
+fn comparable_medians(run: &Run, a: &str, b: &str, test: &str) -> bool {
+    !run.not_comparable(a, test) && !run.not_comparable(b, test)
+}
+
+/// The tests whose packets are attributed: (test, name).
+const CARRIED_TESTS: &[(&str, &str)] = &[("tcp1", "TCP 1 stream"), ("tcp4", "TCP 4 streams"), ("udp64", "UDP 64 B")];
+
+/// `a / b` of two medians as a cell (`–` when a side has no value).
+fn pair_cell(run: &Run, mode: &str, a: &str, b: &str, fmt: fn(f64) -> String) -> String {
+    let f = |t: &str| run.median(mode, t).map_or_else(|| "–".to_owned(), fmt);
+    format!("{} / {}", f(a), f(b))
+}
+
+fn carried_table(run: &Run) -> String {
+    let pct = |v: f64| if (0.05..99.95).contains(&v) { format!("{v:.1}") } else { format!("{v:.0}") };
+    let per = |v: f64| format!("{v:.1}");
+    let mut s = String::new();
+    for m in &run.modes {
+        for &(test, name) in CARRIED_TESTS {
+            let has = |dir: &str| {
+                ["encap_kernel_pct", "decap_kernel_pct", "gso_per_send", "gro_per_receive"]
+                    .iter()
+                    .any(|k| run.median(m, &format!("{test}_{dir}_{k}")).is_some())
+            };
+            if !has("fwd") && !has("rev") {
+                continue;
+            }
+            let t = |dir: &str, k: &str| format!("{test}_{dir}_{k}");
+            let _ = writeln!(
+                s,
+                "| {m} | {name} | {} | {} | {} | {} |",
+                pair_cell(run, m, &t("fwd", "encap_kernel_pct"), &t("fwd", "decap_kernel_pct"), pct),
+                pair_cell(run, m, &t("fwd", "gso_per_send"), &t("fwd", "gro_per_receive"), per),
+                pair_cell(run, m, &t("rev", "encap_kernel_pct"), &t("rev", "decap_kernel_pct"), pct),
+                pair_cell(run, m, &t("rev", "gso_per_send"), &t("rev", "gro_per_receive"), per),
+            );
+        }
+    }
+    if s.is_empty() {
+        return s;
+    }
+    format!(
+        "| mode | test | ctrA → ctrB: kernel path % (encap / decap) | ctrA → ctrB: datagrams per GSO send / per GRO receive | \
+         ctrB → ctrA: kernel path % (encap / decap) | ctrB → ctrA: datagrams per GSO send / per GRO receive |\n|---|---|---:|---:|---:|---:|\n{s}"
+    )
+}
+
+/// Who carried the packets, per profile: the kernel path or the workers,
+/// and how well the workers batched.
+fn carried_section(runs: &Runs, out: &mut String) {
+    let tables: Vec<(&Run, String)> = runs.profiles.iter().map(|r| (r, carried_table(r))).filter(|(_, t)| !t.is_empty()).collect();
+    if tables.is_empty() {
+        return;
+    }
+    out.push_str("## Who carried the packets (medians)\n\n");
+    for (run, table) in tables {
+        if runs.multi() {
+            let _ = writeln!(out, "### {} underlay\n", run.profile);
+        }
+        out.push_str(&table);
+        out.push('\n');
+    }
+    out.push_str(
+        "From encapd's `/metrics` on every encapd node, read before and after the test. ctrA → ctrB is the data of every test \
+(the clients run in ctrA); ctrB → ctrA carries TCP's ACKs. Each direction crosses two gateways: the encapsulating node and the \
+decapsulating one (`–`: no encapd there, e.g. the kernel VTEP of the mixed pair). Kernel path %: the share of that crossing's \
+packets that encapd's eBPF programs carried (`encapd_kernel_packets_total`); the workers carried the rest (0 %: the mode has no \
+kernel path, or it stepped aside). Datagrams per GSO send: the encapsulating workers' datagrams per UDP send \
+(`encapd_tx_packets_total ÷ encapd_tx_sends_total`; 1.0: no segmentation offload); per GRO receive: the decapsulating workers' \
+datagrams per receive completion (`encapd_rx_packets_total ÷ encapd_rx_receives_total`; 1.0: no coalescing on receive). A \
+figure the workers had no packets for is `–`.\n\n",
+    );
+}
+
 /// What each mode's TCP tests cost: the whole machine's CPU and encapd's
 /// own (CPU and context switches), so that the cost of each engine shows.
-fn cost_section(run: &Run, out: &mut String) {
-    out.push_str("## CPU and context switches (medians)\n\n");
+fn cost_section(run: &Run, multi: bool, with_note: bool, out: &mut String) {
+    let _ = writeln!(out, "## CPU and context switches (medians){}\n", on(run, multi));
     let cols: [(&str, &str, &str); 7] = [
         ("", "Gbit/s", "Gbit/s"),
         ("_cpu", "whole machine, cores", "cores"),
@@ -985,21 +1376,24 @@ fn cost_section(run: &Run, out: &mut String) {
         }
     }
     out.push('\n');
-    out.push_str(
-        "Whole machine: `/proc/stat` busy time, everything that ran (see above). encapd: the encapd processes only (both nodes', nodeA's alone in the encapd-vxlan-mixed modes), \
-`/proc/PID/stat` user + system time; context switches summed over every thread (`/proc/PID/task/*/status`, \
-`voluntary_ctxt_switches`: a thread waited, e.g. for packets; `nonvoluntary_ctxt_switches`: it was preempted), \
-per GB (10⁹ bytes) that iperf3 received. tcp1_paced: one stream held at 1 Gbit/s (`iperf3 -b 1G`), so that every mode does the same \
-work and its CPU per Gbit/s is a cost, not an outcome of how its saturation went; at that load the whole-machine figure is not \
-meaningful (`/proc/stat` is sampled at the timer tick, which misses the short bursts of a mostly idle CPU: it can read less than \
-encapd's own time, which the scheduler measures exactly). n/a: not measured (routing and vxlan-kernel run no encapd; the encapd-vxlan-mixed modes run one, on nodeA; runs before these \
-figures were recorded).\n\n",
-    );
+    if with_note {
+        out.push_str(COST_NOTE);
+    }
 }
 
+const COST_NOTE: &str = "Whole machine: `/proc/stat` busy time, everything that ran (see above). encapd: the encapd processes \
+only (both nodes', nodeA's alone in the encapd-vxlan-mixed modes), `/proc/PID/stat` user + system time; context switches summed \
+over every thread (`/proc/PID/task/*/status`, `voluntary_ctxt_switches`: a thread waited, e.g. for packets; \
+`nonvoluntary_ctxt_switches`: it was preempted), per GB (10⁹ bytes) that iperf3 received. tcp1_paced: one stream held at 1 Gbit/s \
+(`iperf3 -b 1G`), so that every mode does the same work and its CPU per Gbit/s is a cost, not an outcome of how its saturation \
+went; at that load the whole-machine figure is not meaningful (`/proc/stat` is sampled at the timer tick, which misses the short \
+bursts of a mostly idle CPU: it can read less than encapd's own time, which the scheduler measures exactly). n/a: not measured \
+(routing and vxlan-kernel run no encapd; the encapd-vxlan-mixed modes run one, on nodeA; runs before these figures were \
+recorded).\n\n";
+
 /// Every test's median: tests as rows, modes as columns.
-fn medians_section(run: &Run, out: &mut String) {
-    out.push_str("## Medians per mode and test\n\n");
+fn medians_section(run: &Run, multi: bool, out: &mut String) {
+    let _ = writeln!(out, "## Medians per mode and test{}\n", on(run, multi));
     let _ = writeln!(out, "| test | unit | {} |", run.modes.join(" | "));
     let _ = writeln!(out, "|---|---|{}", "---:|".repeat(run.modes.len()));
     for t in &run.tests {
@@ -1011,18 +1405,19 @@ fn medians_section(run: &Run, out: &mut String) {
     out.push_str(
         "`_retrans`: TCP retransmits (sender); `_cpu`: busy cores during the test; `_sent_pps`: iperf3 send rate; \
 `lat<N>_*`: probe at N % of the mode's UDP 64 B delivered rate (`_offered_pps` requested, `_achieved_pps` sent, \
-`_lost` replies not back within 1 s, `_loss` in %). `n/a`: not measured or failed. ",
+`_lost` replies not back within 1 s, `_loss` in %); `_fwd_*`, `_rev_*`: who carried the packets (see above). \
+`n/a`: not measured or failed. ",
     );
     out.push_str(NOT_COMPARABLE_NOTE);
     out.push_str("\n\n");
 }
 
 /// Each mode ÷ routing within every repetition.
-fn rep_ratios_section(run: &Run, out: &mut String) {
-    if !run.has("routing") || run.modes.len() < 2 {
+fn rep_ratios_section(run: &Run, multi: bool, out: &mut String) {
+    if !run.has(ROUTING) || run.modes.len() < 2 {
         return;
     }
-    out.push_str("## Ratios to plain routing, per repetition\n\n");
+    let _ = writeln!(out, "## Ratios to plain routing, per repetition{}\n", on(run, multi));
     out.push_str(
         "Each cell is mode ÷ routing within the same repetition (throughput: higher is better; RTT and CPU: lower is better; \
 `n/c`: a latency figure over more than 1 % lost replies on either side).\n\n",
@@ -1030,13 +1425,13 @@ fn rep_ratios_section(run: &Run, out: &mut String) {
     let cols: Vec<&(&str, &str)> = REP_RATIOS.iter().filter(|(t, _)| run.tests.iter().any(|x| x == t)).collect();
     let _ = writeln!(out, "| mode | rep | {} |", cols.iter().map(|c| c.1).collect::<Vec<_>>().join(" | "));
     let _ = writeln!(out, "|---|---:|{}", "---:|".repeat(cols.len()));
-    for m in run.modes.iter().filter(|m| *m != "routing") {
+    for m in run.modes.iter().filter(|m| *m != ROUTING) {
         for &rep in &run.reps {
             let cell = |t: &str| {
-                if run.rep_not_comparable(m, rep, t) || run.rep_not_comparable("routing", rep, t) {
+                if run.rep_not_comparable(m, rep, t) || run.rep_not_comparable(ROUTING, rep, t) {
                     "n/c".to_string()
                 } else {
-                    fmt_ratio(run.value(m, rep, t), run.value("routing", rep, t))
+                    fmt_ratio(run.value(m, rep, t), run.value(ROUTING, rep, t))
                 }
             };
             let cells: Vec<String> = cols.iter().map(|(t, _)| cell(t)).collect();
@@ -1079,10 +1474,10 @@ mod tests {
     #[test]
     fn header_says_whether_the_mode_order_alternated() {
         let mut out = String::new();
-        header(&run_with_env(&[("mode_order", "alternating")]), &mut out);
+        header(&Runs { profiles: vec![run_with_env(&[("mode_order", "alternating")])], profiled: false }, &mut out);
         assert!(out.contains("(modes interleaved within each, in reverse order in even ones)"), "{out}");
         let mut out = String::new();
-        header(&run_with_env(&[]), &mut out);
+        header(&Runs { profiles: vec![run_with_env(&[])], profiled: false }, &mut out);
         assert!(out.contains("(modes interleaved within each)"), "an older run says nothing of the order: {out}");
     }
 
@@ -1142,8 +1537,11 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("env.txt"), "modes=routing vxlan\n").unwrap();
         std::fs::write(dir.join("results.csv"), "mode,rep,test,value,unit\nvxlan,1,tcp1,10,Gbit/s\nrouting,1,tcp1,20,Gbit/s\n").unwrap();
-        let run = read_run(&dir).unwrap();
+        let runs = read_runs(&dir).unwrap();
         let _ = std::fs::remove_dir_all(&dir);
+        assert!(!runs.profiled && runs.profiles.len() == 1, "an old run is one profile");
+        let run = runs.first();
+        assert_eq!((run.profile.as_str(), run.raw_dir.as_str()), ("veth", "raw"));
         assert_eq!(run.modes, ["routing", KERNEL_VXLAN]);
         assert_eq!(run.median(KERNEL_VXLAN, "tcp1"), Some(10.0));
         assert_eq!(run.recorded_name(KERNEL_VXLAN), "vxlan");

@@ -10,13 +10,13 @@
 //! `bench/run.sh` names them) and that are **full runs**, the one whose name
 //! sorts last (the name starts with the time, so the last is the newest; a
 //! second run in the same minute gets a `-2` suffix and sorts after). A full
-//! run measured at least the udp backend's comparison ([`ALL_MODES`]:
+//! run measured at least the udp backend's comparison ([`all_modes`]:
 //! `routing vxlan-kernel classic mmsg-nooffload mmsg uring-nooffload uring`,
 //! the kernel pair named `vxlan` in runs before the vxlan backend) in at
 //! least 3 repetitions with the full test durations (TCP 5 s, UDP 2 s,
 //! latency 3 s per load), as `env.txt` records: what `bench/run.sh` does
 //! without `--quick`, `--short` or `--modes`. Since the vxlan backend that
-//! default run also measures [`VXLAN_BACKEND_MODES`], and the block shows
+//! default run also measures [`vxlan_backend_modes`], and the block shows
 //! them (rows, and a finding on their ratios) when the run has them; runs
 //! before it still qualify.
 //! "Tracked" means in git's index, so `git add` is enough to make a new run
@@ -29,9 +29,12 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use encapd_testbed::mode::{Family, MODES, Mode};
+
 use super::{
-    ENCAPD_VXLAN, ENCAPD_VXLAN_KERNEL, ENCAPD_VXLAN_MIXED, ENCAPD_VXLAN_MIXED_KERNEL, KERNEL_PATH, KERNEL_VXLAN, ReportError, Run,
-    UDP_HEADLINE, canonical_mode, fmt_median, provenance, ratio_cell, read_run, slower_of, targets,
+    CLASSIC, ENCAPD_VXLAN, ENCAPD_VXLAN_KERNEL, ENCAPD_VXLAN_MIXED, ENCAPD_VXLAN_MIXED_KERNEL, KERNEL_PATH, KERNEL_VXLAN,
+    OLD_HARNESS_SUFFIX, ReportError, Run, Runs, UDP_HEADLINE, canonical_mode, fmt_median, provenance, ratio_cell, read_runs, slower_of,
+    targets,
 };
 
 /// The line that opens the generated block in README.md.
@@ -42,19 +45,34 @@ pub const END: &str = "<!-- perf:end -->";
 /// Where benchmark runs live, relative to the repository root.
 pub const RUNS_DIR: &str = "bench/runs";
 
-/// The modes a full run must have measured, in `bench/run.sh`'s order.
-pub const ALL_MODES: [&str; 7] = ["routing", KERNEL_VXLAN, "classic", "mmsg-nooffload", "mmsg", "uring-nooffload", "uring"];
+/// The modes a full run must have measured, in the registry's order: the
+/// udp backend's comparison (the references and the udp backend's engines
+/// of the default run).
+pub fn all_modes() -> Vec<&'static str> {
+    MODES.iter().filter(|d| d.in_default_run && matches!(d.family, Family::Reference | Family::UdpEngine)).map(|d| d.name).collect()
+}
 
-/// The vxlan backend's modes, which `bench/run.sh`'s default run measures
-/// after [`ALL_MODES`] (runs before the vxlan backend did not).
-pub const VXLAN_BACKEND_MODES: [&str; 2] = [ENCAPD_VXLAN, ENCAPD_VXLAN_MIXED];
+/// The vxlan backend's modes, which the default run measures after
+/// [`all_modes`] (runs before the vxlan backend did not).
+pub fn vxlan_backend_modes() -> Vec<&'static str> {
+    MODES.iter().filter(|d| d.in_default_run && d.family == Family::VxlanBackend).map(|d| d.name).collect()
+}
 
-/// Whether `env.txt` (as key=value pairs) describes a full run.
+/// Whether `env.txt` (as key=value pairs) describes a full run: the modes
+/// of [`all_modes`], at least 3 repetitions, the full durations, and for
+/// a run since the underlay profiles the `wire` profile among them (the
+/// README's figures come from it; a run from before has none and counts).
 pub fn is_full_run(env: &[(String, String)]) -> bool {
     let get = |k: &str| env.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
     let num = |k: &str| get(k).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     let modes: BTreeSet<&str> = get("modes").unwrap_or("").split_whitespace().map(canonical_mode).collect();
-    ALL_MODES.iter().all(|m| modes.contains(m)) && num("reps") >= 3.0 && num("t_tcp") >= 5.0 && num("t_udp") >= 2.0 && num("t_lat") >= 3.0
+    let wire = get("underlays").is_none_or(|u| u.split_whitespace().any(|p| p == "wire"));
+    all_modes().iter().all(|m| modes.contains(m))
+        && wire
+        && num("reps") >= 3.0
+        && num("t_tcp") >= 5.0
+        && num("t_udp") >= 2.0
+        && num("t_lat") >= 3.0
 }
 
 /// A run directory name that starts with `YYYY-MM-DD-HHMM-`.
@@ -116,29 +134,12 @@ pub fn newest_committed_run(repo: &Path) -> Result<PathBuf, String> {
     Err(format!("no committed full run under {}", repo.join(RUNS_DIR).display()))
 }
 
-/// How the README names each mode.
+/// How the README names each mode: the registry's description.
 fn mode_label(mode: &str) -> String {
-    match mode {
-        "routing" => "plain routing".into(),
-        KERNEL_VXLAN => "kernel VXLAN ↔ kernel VXLAN (both flannel.1 style)".into(),
-        "classic" => "encapd `classic` (one syscall per packet, flannel style)".into(),
-        "mmsg-nooffload" => "encapd `mmsg`, offloads off".into(),
-        "mmsg" => "encapd `mmsg`, offloads on".into(),
-        "uring-nooffload" => "encapd `uring`, offloads off".into(),
-        "uring" => "encapd `uring`, offloads on (the default)".into(),
-        ENCAPD_VXLAN => "encapd `vxlan` backend ↔ encapd `vxlan` (`uring`, offloads on)".into(),
-        ENCAPD_VXLAN_MIXED => "encapd `vxlan` backend ↔ kernel VTEP (flannel.1 style)".into(),
-        // Settings under evaluation (bench/run.sh's on-request modes).
-        "uring-trust" => "encapd `uring`, `ingress_checksum = \"trust-outer\"`".into(),
-        "uring-nopin" => "encapd `uring`, workers not pinned (`cpus = []`)".into(),
-        "uring-crossed" => "encapd `uring`, nodeB's workers pinned in reverse (a flow's two gateways on two CPUs)".into(),
-        "uring-nocoop" => "encapd `uring`, cooperative task work off".into(),
-        "uring-slice" => "encapd `uring`, workers on a short slice (`sched = \"short-slice\"`)".into(),
-        "uring-kernel" => "encapd `uring` with the kernel path (`kernel_path = \"tc\"`: eBPF encapsulation)".into(),
-        ENCAPD_VXLAN_KERNEL => "encapd `vxlan` ↔ encapd `vxlan`, both with the kernel path".into(),
-        ENCAPD_VXLAN_MIXED_KERNEL => "encapd `vxlan` with the kernel path ↔ kernel VTEP (flannel.1 style)".into(),
-        other => format!("`{other}`"),
+    if let Some(m) = mode.strip_suffix(OLD_HARNESS_SUFFIX) {
+        return format!("{}, measured by the old harness", mode_label(m));
     }
+    Mode::named(mode).map_or_else(|_| format!("`{mode}`"), |m| m.description())
 }
 
 /// The README's columns: (test, header, unit).
@@ -152,19 +153,38 @@ const COLUMNS: [(&str, &str, &str); 7] = [
     ("tcp1_encapd_cs_vol_per_gb", "encapd context switches per GB, voluntary / involuntary (TCP 1)", "per GB"),
 ];
 
-fn table(run: &Run, out: &mut String) {
-    let _ = writeln!(out, "| mode | {} |", COLUMNS.iter().map(|c| c.1).collect::<Vec<_>>().join(" | "));
+/// The table: the headline profile's figures, and with a second profile
+/// its figure beside each (`wire / veth`).
+fn table(runs: &Runs, out: &mut String) {
+    let head = runs.headline();
+    let others: Vec<&Run> = runs.profiles.iter().filter(|r| r.profile != head.profile).collect();
+    let suffix = if others.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", std::iter::once(head).chain(others.iter().copied()).map(|r| r.profile.as_str()).collect::<Vec<_>>().join(" / "))
+    };
+    // With two profiles per cell the replies lost do not fit; the report has them.
+    let header = |h: &str| if others.is_empty() { h.to_owned() } else { format!("{}{suffix}", h.replace(" (replies lost)", "")) };
+    let _ = writeln!(out, "| mode | {} |", COLUMNS.iter().map(|c| header(c.1)).collect::<Vec<_>>().join(" | "));
     let _ = writeln!(out, "|---|{}", "---:|".repeat(COLUMNS.len()));
-    for m in &run.modes {
+    let cell = |run: &Run, m: &str, test: &str, unit: &str| {
+        let cell = fmt_median(run, m, test, unit, others.is_empty());
+        if test == "tcp1_encapd_cs_vol_per_gb" && cell != "n/a" {
+            format!("{cell} / {}", fmt_median(run, m, "tcp1_encapd_cs_invol_per_gb", unit, false))
+        } else {
+            cell
+        }
+    };
+    for m in &head.modes {
         let cells: Vec<String> = COLUMNS
             .iter()
             .map(|&(test, _, unit)| {
-                let cell = fmt_median(run, m, test, unit, true);
-                if test == "tcp1_encapd_cs_vol_per_gb" && cell != "n/a" {
-                    format!("{cell} / {}", fmt_median(run, m, "tcp1_encapd_cs_invol_per_gb", unit, false))
-                } else {
-                    cell
+                let mut c = cell(head, m, test, unit);
+                for o in &others {
+                    let sep = if test == "tcp1_encapd_cs_vol_per_gb" { " · " } else { " / " };
+                    c = format!("{c}{sep}{}", cell(o, m, test, unit));
                 }
+                c
             })
             .collect();
         let _ = writeln!(out, "| {} | {} |", mode_label(m), cells.join(" | "));
@@ -196,18 +216,18 @@ fn findings(run: &Run, out: &mut String) {
         out,
         "- `uring` with offloads moves **{}** what the flannel-style `classic` baseline moves on one TCP stream, and {} its \
          64-byte packet rate.",
-        r("uring", "classic", "tcp1"),
-        r("uring", "classic", "udp64_pps"),
+        r(UDP_HEADLINE, CLASSIC, "tcp1"),
+        r(UDP_HEADLINE, CLASSIC, "udp64_pps"),
     );
     let _ = writeln!(
         out,
         "- Against kernel VXLAN, `uring` reaches **{}** on one TCP stream, {} on four and {} of its 64-byte packet rate; its \
          RTT p50 at 50 % load is {} VXLAN's, at {} VXLAN's whole-machine CPU per Gbit/s (TCP 1).",
-        r("uring", KERNEL_VXLAN, "tcp1"),
-        r("uring", KERNEL_VXLAN, "tcp4"),
-        r("uring", KERNEL_VXLAN, "udp64_pps"),
-        r("uring", KERNEL_VXLAN, "lat50_p50"),
-        r("uring", KERNEL_VXLAN, "tcp1_cpu_per_gbps"),
+        r(UDP_HEADLINE, KERNEL_VXLAN, "tcp1"),
+        r(UDP_HEADLINE, KERNEL_VXLAN, "tcp4"),
+        r(UDP_HEADLINE, KERNEL_VXLAN, "udp64_pps"),
+        r(UDP_HEADLINE, KERNEL_VXLAN, "lat50_p50"),
+        r(UDP_HEADLINE, KERNEL_VXLAN, "tcp1_cpu_per_gbps"),
     );
     if run.modes.iter().any(|m| m == KERNEL_PATH) {
         let _ = writeln!(
@@ -260,6 +280,7 @@ fn findings(run: &Run, out: &mut String) {
             of_slower("lat50_p50"),
         );
     }
+    carried_finding(run, out);
     let t = targets(run);
     let met = t.iter().filter(|t| t.verdict == Some(true)).count();
     let _ = writeln!(out, "- Targets ([bench/README.md](bench/README.md#targets)): {met} of {} met.", t.len());
@@ -273,10 +294,42 @@ fn findings(run: &Run, out: &mut String) {
     }
 }
 
+/// Who carried one TCP stream's packets, per encapd mode, when the run
+/// recorded it (runs since the underlay profiles).
+fn carried_finding(run: &Run, out: &mut String) {
+    let get = |m: &str, k: &str| run.median(m, &format!("tcp1_{k}"));
+    let pct = |v: Option<f64>| v.map_or_else(|| "–".into(), |v| format!("{v:.0}"));
+    let per = |v: Option<f64>| v.map_or_else(|| "–".into(), |v| format!("{v:.1}"));
+    let parts: Vec<String> = run
+        .modes
+        .iter()
+        .filter(|m| get(m, "fwd_encap_kernel_pct").is_some() || get(m, "fwd_decap_kernel_pct").is_some())
+        .map(|m| {
+            format!(
+                "`{m}` {} / {} % by the kernel path ({} / {} % for the ACKs), {} datagrams per GSO send and {} per GRO receive",
+                pct(get(m, "fwd_encap_kernel_pct")),
+                pct(get(m, "fwd_decap_kernel_pct")),
+                pct(get(m, "rev_encap_kernel_pct")),
+                pct(get(m, "rev_decap_kernel_pct")),
+                per(get(m, "fwd_gso_per_send")),
+                per(get(m, "fwd_gro_per_receive")),
+            )
+        })
+        .collect();
+    if !parts.is_empty() {
+        let _ = writeln!(
+            out,
+            "- Who carried one TCP stream's packets (encapsulating / decapsulating node; the workers carried the rest): {}.",
+            parts.join("; ")
+        );
+    }
+}
+
 /// The block for the run in `repo/run_dir` (`run_dir` relative to `repo`,
 /// as the README links it), markers included, ending with a newline.
 pub fn block(repo: &Path, run_dir: &Path) -> Result<String, ReportError> {
-    let run = read_run(&repo.join(run_dir))?;
+    let runs = read_runs(&repo.join(run_dir))?;
+    let run = runs.headline();
     let dir = run_dir.to_string_lossy();
     let e = |k: &str| run.env(k).unwrap_or("n/a").to_string();
     let mut out = String::new();
@@ -287,9 +340,19 @@ pub fn block(repo: &Path, run_dir: &Path) -> Result<String, ReportError> {
          (tests/readme_perf.rs in bench/tool fails when this block and the newest committed full run disagree). -->"
     );
     let reps = run.reps.len();
+    let profiles = if runs.profiles.len() > 1 {
+        format!(
+            " on {} underlay profiles (figures from `{}`, MTU-sized frames and GRO on receive as on a NIC; after each `/`, the \
+             same on `veth`, which hands 64 KB super-packets across whole; [bench/README.md](bench/README.md#underlay-profiles))",
+            runs.profiles.len(),
+            run.profile
+        )
+    } else {
+        String::new()
+    };
     let _ = writeln!(
         out,
-        "Run [{dir}]({dir}/report.md), started {} on `{}`: {} modes side by side, {reps} repetition{}, medians; \
+        "Run [{dir}]({dir}/report.md), started {} on `{}`: {} modes side by side{profiles}, {reps} repetition{}, medians; \
          load average before / after {} / {}.",
         e("started"),
         e("host"),
@@ -298,8 +361,8 @@ pub fn block(repo: &Path, run_dir: &Path) -> Result<String, ReportError> {
         e("loadavg_start"),
         e("loadavg_end"),
     );
-    let _ = writeln!(out, "Provenance: {}.\n", provenance(&run).join("; "));
-    table(&run, &mut out);
+    let _ = writeln!(out, "Provenance: {}.\n", provenance(run).join("; "));
+    table(&runs, &mut out);
     out.push_str(
         "\nWhole machine: both gateways, iperf3 at both ends and the kernel share the two cores, so this is what the \
          whole data path costs. encapd's own: user + system time of the encapd processes (both nodes', nodeA's alone in the mixed pair; `/proc/PID/stat`), and \
@@ -307,9 +370,13 @@ pub fn block(repo: &Path, run_dir: &Path) -> Result<String, ReportError> {
          † (if shown): over more than 1 % lost replies, not comparable. How each figure is measured: \
          [bench/README.md](bench/README.md).\n\n",
     );
-    findings(&run, &mut out);
-    let charts =
-        [("throughput.svg", "throughput per mode"), ("latency-50.svg", "RTT percentiles at 50 % load"), ("cpu.svg", "CPU per Gbit/s")];
+    findings(run, &mut out);
+    let suffix = if runs.profiled { format!("-{}", run.profile) } else { String::new() };
+    let charts = [
+        (format!("throughput{suffix}.svg"), "throughput per mode"),
+        (format!("latency-50{suffix}.svg"), "RTT percentiles at 50 % load"),
+        (format!("cpu{suffix}.svg"), "CPU per Gbit/s"),
+    ];
     let present: Vec<_> = charts.iter().filter(|(f, _)| repo.join(run_dir).join(f).is_file()).collect();
     if !present.is_empty() {
         out.push('\n');
@@ -380,8 +447,10 @@ mod tests {
         assert!(mode_label("uring-slice").contains("short-slice"));
         assert!(mode_label("uring-kernel").contains("kernel_path"));
         assert!(mode_label("encapd-vxlan-mixed-kernel").contains("kernel path"));
-        // A mode the README does not know yet keeps its bench name.
-        assert_eq!(mode_label("uring-batch8"), "`uring-batch8`");
+        assert!(mode_label("uring-batch8").contains("`batch = 8`"), "a pattern mode says its number");
+        assert!(mode_label("uring-old").ends_with(", measured by the old harness"));
+        // A mode the registry does not know keeps its bench name.
+        assert_eq!(mode_label("uring-retired"), "`uring-retired`");
     }
 
     #[test]
