@@ -45,8 +45,8 @@
 //! suites import the crate as `common`.
 
 pub mod background;
-pub mod cluster;
 pub mod bed;
+pub mod cluster;
 pub mod cmd;
 pub mod cni;
 pub mod converge;
@@ -57,8 +57,8 @@ pub mod etcd;
 pub mod fleet;
 pub mod instance;
 pub mod kdrops;
-pub mod mesh;
 pub mod kernel_paths;
+pub mod mesh;
 pub mod middle;
 pub mod mode;
 pub mod netns;
