@@ -11,3 +11,4 @@ pub mod icmp;
 pub mod ip;
 pub mod virtio;
 pub mod vxlan;
+pub mod wireguard;
