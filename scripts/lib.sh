@@ -130,6 +130,7 @@ ED_PKGS_TEST=(
     prometheus                  # promtool and the server, for the metrics tests
     systemd                     # systemd-analyze verify dist/encapd.service
     shellcheck                  # the scripts stay shellcheck-clean
+    wireguard-tools             # wg genkey/pubkey: tests/wireguard_keys.rs checks encapd's keys against them
 )
 ED_PKGS_FUZZ=(g++) # libFuzzer is C++ (libfuzzer-sys builds it)
 ED_PKGS_PROFILE=(linux-perf)
