@@ -18,6 +18,9 @@
 //! - `reserve/...`: the send-counter reservation, per batch, by one and by
 //!   two threads: the CAS loop `Session::reserve` uses, and a plain
 //!   `fetch_add` for comparison.
+//! - `lookup/...`: `Node::lookup` of a receiver index (two `ArcSwap` loads
+//!   and two `Arc` clones), by one and by two threads: the per-run cost of
+//!   finding a datagram's session.
 //! - `handshake/...`: what one handshake message costs the receiver: an
 //!   initiation with a bad mac1, a cookie reply under load, a full
 //!   initiation → response, a response → session.
@@ -315,6 +318,26 @@ fn bench_reserve(c: &mut Criterion) {
     g.finish();
 }
 
+fn bench_lookup(c: &mut Criterion) {
+    let mut f = handshake_fixture();
+    let src: SocketAddr = "198.18.0.1:51820".parse().unwrap();
+    let init = f.a.send_initiation(&f.b_at_a, f.now, &mut f.rng).unwrap();
+    let Ok(HandshakeOutcome::Response { message, .. }) = f.b.handle_handshake(&init, src, f.now, &mut f.rng) else { panic!() };
+    assert!(matches!(f.a.handle_handshake(&message, src, f.now, &mut f.rng), Ok(HandshakeOutcome::Established { .. })));
+    let index = f.b_at_a.keys().current.as_ref().unwrap().local_index();
+    let mut g = c.benchmark_group("lookup");
+    for threads in [1u64, 2] {
+        g.bench_function(format!("{threads}thread"), |b| {
+            b.iter_custom(|iters| {
+                run_threads(threads, iters, &|_| {
+                    black_box(f.a.lookup(black_box(index)).unwrap());
+                })
+            })
+        });
+    }
+    g.finish();
+}
+
 /// A node B, A's initiations to it, and A's peer entry for B.
 struct HandshakeFixture {
     a: Node,
@@ -384,5 +407,5 @@ fn bench_handshake(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_aead, bench_batches, bench_replay, bench_reserve, bench_handshake);
+criterion_group!(benches, bench_aead, bench_batches, bench_replay, bench_reserve, bench_lookup, bench_handshake);
 criterion_main!(benches);

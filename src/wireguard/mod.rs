@@ -66,9 +66,10 @@
 //! | handshake, cookie reply, key rotation | per message | — | a per-peer mutex; handshakes are rare and per peer |
 //!
 //! # Security notes
-//! Receiver indices are `peer slot << 8 | per-peer counter`, not random: an
-//! observer can tell that two sessions belong to one peer, which the outer
-//! addresses already tell in a fixed overlay. Secrets are wiped on drop
+//! Receiver indices are `(peer slot << 8 | per-peer counter) ^ mask`, with a
+//! secret per-node mask: unpredictable to an off-path sender, but an
+//! observer who sees them can tell that two sessions belong to one peer,
+//! which the outer addresses already tell in a fixed overlay. Secrets are wiped on drop
 //! (`zeroize`), except inside `ring`'s and x25519-dalek's own key types
 //! (x25519-dalek zeroizes its secrets; `ring` keeps its expanded key until
 //! the memory is reused). See docs/wireguard.md for what is and is not

@@ -96,6 +96,10 @@ pub struct Node {
     epoch: Instant,
     unix_at_epoch: Duration,
     checker: CookieChecker,
+    /// XORed into every local index: indices look random to anyone who has
+    /// not seen one, so an off-path sender cannot aim forged transport
+    /// messages at a session (each would cost us an AEAD open).
+    index_mask: u32,
     under_load: AtomicBool,
     rate: Mutex<RateLimiter>,
     peers: ArcSwap<PeerTable>,
@@ -122,7 +126,10 @@ impl Node {
     /// would refuse every initiation until the clock caught up again).
     pub fn new(config: NodeConfig, now: Instant, wall: SystemTime) -> Node {
         let public = config.private_key.public_key();
+        // A secret derived from the private key: stable for a node, unknown to others.
+        let mask = crypto::hash(&[b"encapd receiver index mask", &config.private_key.to_bytes()[..]]);
         Node {
+            index_mask: u32::from_le_bytes([mask[0], mask[1], mask[2], mask[3]]),
             checker: CookieChecker::new(public.as_bytes(), config.limits.cookie_refresh_time),
             private: config.private_key,
             public,
@@ -168,7 +175,7 @@ impl Node {
         }
         let cookie = CookieJar::new(key.as_bytes(), self.limits.cookie_refresh_time);
         let jitter = jitter(rng, self.limits.rekey_timeout_jitter);
-        let peer = Arc::new(Peer::new(&config, slot as u32, static_static, cookie, self.epoch, jitter));
+        let peer = Arc::new(Peer::new(&config, slot as u32, self.index_mask, static_static, cookie, self.epoch, jitter));
         if table.by_slot.len() <= slot {
             table.by_slot.resize(slot + 1, None);
         }
@@ -215,10 +222,16 @@ impl Node {
     #[inline]
     pub fn lookup(&self, receiver_index: u32) -> Option<Receiving> {
         let table = self.peers.load();
-        let peer = table.by_slot.get((receiver_index >> 8) as usize)?.as_ref()?;
+        let peer = table.by_slot.get(self.slot_of(receiver_index))?.as_ref()?;
         let ring = peer.keys();
         let (session, slot) = ring.find(receiver_index)?;
         Some(Receiving { peer: Arc::clone(peer), session: Arc::clone(session), slot })
+    }
+
+    /// The peer-table slot a local index belongs to.
+    #[inline]
+    fn slot_of(&self, index: u32) -> usize {
+        ((index ^ self.index_mask) >> 8) as usize
     }
 
     /// The TAI64N timestamp for an initiation sent at `now`.
@@ -400,7 +413,7 @@ impl Node {
 
     fn consume_response(&self, msg: &Response<&[u8]>, now: Instant) -> Result<HandshakeOutcome, DropReason> {
         let table = self.peers.load();
-        let peer = table.by_slot.get((msg.receiver() >> 8) as usize).and_then(Option::as_ref).ok_or(DropReason::UnknownIndex)?;
+        let peer = table.by_slot.get(self.slot_of(msg.receiver())).and_then(Option::as_ref).ok_or(DropReason::UnknownIndex)?;
         let mut st = peer.lock();
         let pending = st.pending.as_ref().filter(|p| p.local_index == msg.receiver()).ok_or(DropReason::UnknownIndex)?;
         let sym =
@@ -426,7 +439,7 @@ impl Node {
     fn consume_cookie(&self, msg: &CookieReply<&[u8]>, now: Instant) -> Result<HandshakeOutcome, DropReason> {
         let table = self.peers.load();
         let index = msg.receiver();
-        let peer = table.by_slot.get((index >> 8) as usize).and_then(Option::as_ref).ok_or(DropReason::UnknownIndex)?;
+        let peer = table.by_slot.get(self.slot_of(index)).and_then(Option::as_ref).ok_or(DropReason::UnknownIndex)?;
         let mut st = peer.lock();
         // The reply answers our initiation (pending) or our response (the
         // session it made waits as `next`).

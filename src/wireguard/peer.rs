@@ -179,8 +179,11 @@ pub(crate) struct PeerState {
 /// One peer; see the module documentation. Shared by every worker.
 pub struct Peer {
     public_key: PublicKey,
-    /// The high 24 bits of every local index of this peer.
+    /// The high 24 bits of every local index of this peer (before the
+    /// node's index mask).
     pub(crate) slot: u32,
+    /// The node's index mask (see `Node::new`).
+    index_mask: u32,
     pub(crate) psk: Secret,
     /// `DH(our static, its static)`, computed once.
     pub(crate) static_static: Secret,
@@ -198,10 +201,19 @@ impl std::fmt::Debug for Peer {
 }
 
 impl Peer {
-    pub(crate) fn new(config: &PeerConfig, slot: u32, static_static: Secret, cookie: CookieJar, epoch: Instant, jitter: Duration) -> Peer {
+    pub(crate) fn new(
+        config: &PeerConfig,
+        slot: u32,
+        index_mask: u32,
+        static_static: Secret,
+        cookie: CookieJar,
+        epoch: Instant,
+        jitter: Duration,
+    ) -> Peer {
         Peer {
             public_key: config.public_key,
             slot,
+            index_mask,
             psk: zeroize::Zeroizing::new(config.preshared_key.as_ref().map_or([0; 32], |k| *k.as_bytes())),
             static_static,
             persistent_keepalive: config.persistent_keepalive.filter(|d| !d.is_zero()),
@@ -288,7 +300,7 @@ impl Peer {
         self.lock().last_handshake_completed
     }
 
-    /// The next local index for this peer: `slot << 8 | counter`, skipping
+    /// The next local index for this peer: `(slot << 8 | counter) ^ mask`, skipping
     /// the (at most four) indices still in use, so that even a peer that
     /// makes us answer hundreds of handshakes never makes two live
     /// sessions share one.
@@ -296,7 +308,7 @@ impl Peer {
         let ring = self.keys.load();
         loop {
             st.index_counter = st.index_counter.wrapping_add(1);
-            let index = (self.slot << 8) | u32::from(st.index_counter);
+            let index = ((self.slot << 8) | u32::from(st.index_counter)) ^ self.index_mask;
             let pending = st.pending.as_ref().is_some_and(|p| p.local_index == index);
             if !pending && ring.find(index).is_none() {
                 return index;

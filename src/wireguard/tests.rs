@@ -662,3 +662,18 @@ fn drop_reason_labels_are_unique() {
     labels.dedup();
     assert_eq!(labels.len(), DropReason::ALL.len());
 }
+
+#[test]
+fn receiver_indices_are_masked_per_node() {
+    let mut p = Pair::new();
+    let t = p.at(Duration::ZERO);
+    let from_a = p.a.send_initiation(&p.b_at_a, t, &mut p.rng).unwrap();
+    let from_b = p.b.send_initiation(&p.a_at_b, t, &mut p.rng).unwrap();
+    let (ia, ib) = (Initiation::new_checked(&from_a[..]).unwrap().sender(), Initiation::new_checked(&from_b[..]).unwrap().sender());
+    // Both peers sit in slot 1 with counter 1; the indices differ by the
+    // nodes' masks and do not show the slot.
+    assert_eq!((p.b_at_a.slot, p.a_at_b.slot), (1, 1));
+    assert_ne!(ia, ib);
+    assert_ne!(ia, 0x101);
+    assert_ne!(ib, 0x101);
+}
