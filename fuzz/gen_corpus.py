@@ -270,7 +270,8 @@ def wg_seeds():
 
     # wg_responder: modes 0 raw, 1 raw + mac1, 2 tampered genuine
     # initiation (8: + mac1), 3 genuine initiation (replay), 4 genuine
-    # transport (8: tampered), 5 transport replay, 6 response to A.
+    # transport (8: tampered), 5 transport replay, 6 response to A,
+    # 7 A's response to B's initiation (tampered with the bytes; 8: + mac1).
     yield "wg_responder", "handshake-then-data", bytes([0]) + wg_records((3, 0, b""), (6, 0, b""), (4, 1, b"\x45" + bytes(40)), (4, 1, b"x" * 100), (5, 0, b""))
     yield "wg_responder", "replayed-initiation", bytes([0]) + wg_records((3, 0, b""), (3, 5, b""), (3, 200, b""))
     yield "wg_responder", "flood", bytes([0]) + wg_records((2, 0, b""), (2, 0, b""), (2, 1, b""), (2, 2, b""))
@@ -279,6 +280,7 @@ def wg_seeds():
     yield "wg_responder", "tampered-transport", bytes([0]) + wg_records((3, 0, b""), (6, 0, b""), (12, 0, b"\x01\x20" + bytes(30)), (4, 0, b"ok"))
     yield "wg_responder", "under-load", bytes([1]) + wg_records((3, 0, b""), (1, 0, init))
     yield "wg_responder", "psk", bytes([2]) + wg_records((3, 0, b""), (6, 0, b""), (4, 0, b"data"))
+    yield "wg_responder", "b-initiates", bytes([0]) + wg_records((7, 0, b""), (0, 255, b""), (0, 255, b""), (0, 255, b""), (7, 0, bytes(20) + b"\x01"), (0, 255, b""), (0, 255, b""), (0, 255, b""), (15, 0, bytes(40) + b"\x02"))
 
 
 def main():

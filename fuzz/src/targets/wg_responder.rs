@@ -6,9 +6,10 @@
 //! - An initiation B answers (`HandshakeOutcome::Response`) is one A made,
 //!   byte for byte before mac2 (mac2 is only checked under load), and B
 //!   answers each of A's initiations at most once (replay protection).
-//! - A cookie reply comes only under load; B never completes a handshake it
-//!   did not start (`Established`) or takes a cookie (B sends no
-//!   initiations here).
+//! - A cookie reply comes only under load. B completes a handshake
+//!   (`Established`) only with a response A made to B's own initiation,
+//!   byte for byte before mac2, once; B takes no cookie (A is never under
+//!   load here).
 //! - A transport datagram B opens and accepts is one A sealed, byte for
 //!   byte, and each counter is accepted at most once; its plaintext is
 //!   what A sealed.
@@ -28,7 +29,9 @@
 //!    datagram (at the second byte's value) XORed with the first byte;
 //! 5. the last genuine transport datagram again (a replay);
 //! 6. B's last response, delivered to A (A completes the handshake and
-//!    can then seal transport data for mode 4).
+//!    can then seal transport data for mode 4);
+//! 7. B initiates (when its rate limit allows), A answers, and A's
+//!    response reaches B XORed with the bytes (mac1 recomputed with bit 3).
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -88,6 +91,7 @@ pub fn run(data: &[u8]) {
     let under_load = flags & 1 != 0;
     b.set_under_load(under_load);
     let a_addr: SocketAddr = "198.18.0.1:51820".parse().unwrap();
+    let b_addr: SocketAddr = "198.18.0.2:51820".parse().unwrap();
 
     // What A really sent, and what B accepted.
     let mut genuine_initiations: Vec<[u8; INITIATION_LEN]> = Vec::new();
@@ -95,6 +99,8 @@ pub fn run(data: &[u8]) {
     let mut genuine_transport: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
     let mut accepted_counters: HashSet<(u32, u64)> = HashSet::new();
     let mut last_response: Option<[u8; 92]> = None;
+    let mut genuine_responses: Vec<[u8; 92]> = Vec::new();
+    let mut completed: HashSet<[u8; 76]> = HashSet::new();
 
     let mut now = t0;
     let mut r = Records(rest);
@@ -154,11 +160,26 @@ pub fn run(data: &[u8]) {
                 Some((d, _)) => d.clone(),
                 None => continue,
             },
-            _ => {
+            6 => {
                 if let Some(resp) = last_response.take() {
-                    let _ = a.handle_handshake(&resp, "198.18.0.2:51820".parse().unwrap(), now, &mut rng);
+                    let _ = a.handle_handshake(&resp, b_addr, now, &mut rng);
                 }
                 continue;
+            }
+            _ => {
+                let Some(init) = b.send_initiation(&a_at_b, now, &mut rng) else { continue };
+                let Ok(HandshakeOutcome::Response { message, .. }) = a.handle_handshake(&init, b_addr, now, &mut rng) else { continue };
+                genuine_responses.push(message);
+                let mut d = message.to_vec();
+                if !bytes.is_empty() {
+                    for (i, x) in d.iter_mut().enumerate() {
+                        *x ^= bytes[i % bytes.len()];
+                    }
+                    if mode & 8 != 0 {
+                        restamp(&mut d, a.public_key());
+                    }
+                }
+                d
             }
         };
 
@@ -168,6 +189,8 @@ pub fn run(data: &[u8]) {
             genuine_transport: &genuine_transport,
             accepted_counters: &mut accepted_counters,
             last_response: &mut last_response,
+            genuine_responses: &genuine_responses,
+            completed: &mut completed,
         };
         deliver_to_b(&b, &datagram, a_addr, now, &mut rng, under_load, &mut delivery);
     }
@@ -184,6 +207,8 @@ struct Delivery<'a> {
     genuine_transport: &'a [(Vec<u8>, Vec<u8>)],
     accepted_counters: &'a mut HashSet<(u32, u64)>,
     last_response: &'a mut Option<[u8; 92]>,
+    genuine_responses: &'a [[u8; 92]],
+    completed: &'a mut HashSet<[u8; 76]>,
 }
 
 fn deliver_to_b(b: &Node, datagram: &[u8], src: SocketAddr, now: Instant, rng: &mut ChaCha20Rng, under_load: bool, d: &mut Delivery<'_>) {
@@ -228,7 +253,15 @@ fn deliver_to_b(b: &Node, datagram: &[u8], src: SocketAddr, now: Instant, rng: &
             *d.last_response = Some(message);
         }
         Ok(HandshakeOutcome::CookieReply(_)) => assert!(under_load, "a cookie reply while not under load"),
-        Ok(other) => panic!("B, which never initiates, got {other:?}"),
+        Ok(HandshakeOutcome::Established { .. }) => {
+            let covered: [u8; 76] = datagram[..76].try_into().expect("a 92-byte response");
+            assert!(
+                d.genuine_responses.iter().any(|g| g[..76] == covered[..]),
+                "B completed a handshake with a forged response: {datagram:02x?}"
+            );
+            assert!(d.completed.insert(covered), "B completed a handshake twice with one response");
+        }
+        Ok(other) => panic!("B took {other:?}, but A is never under load"),
         Err(_) => {}
     }
 }
