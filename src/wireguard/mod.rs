@@ -61,7 +61,7 @@
 //! | counter reservation | — | one CAS on the session's counter | counters must be unique across workers; a CAS (not `fetch_add`) so that racing reservations can never pass `REJECT_AFTER_MESSAGES` and wrap |
 //! | seal / open (ChaCha20-Poly1305) | — | — | keys never change within a session |
 //! | replay window | — | one mutex lock/unlock | measured against a lock-free bitmap with a CAS per packet: see docs/wireguard.md |
-//! | session lookup | — | two `ArcSwap` loads (peer table, key ring) per run of one receiver index | rotation (rare) publishes a new key ring |
+//! | session lookup | — | two `ArcSwap` loads (peer table, key ring) and two `Arc` clones per run of one receiver index | rotation (rare) publishes a new key ring |
 //! | activity times (timers' input) | — | relaxed loads; a store only when the millisecond changed | `tick` derives every timer from them |
 //! | handshake, cookie reply, key rotation | per message | — | a per-peer mutex; handshakes are rare and per peer |
 //!
