@@ -276,11 +276,48 @@ endpoints = ["http://198.18.0.10:2379"]
     yield "offload_coalesce", "interleaved", bytes([4]) + rec(0, first) + rec(0, other) + bytes([3]) + cont(0) + rec(0, v4u)
 
 
+def wg_records(*recs):
+    """wg_responder: (mode, delay, bytes) records."""
+    return b"".join(bytes([m, d]) + struct.pack("!H", len(b)) + b for m, d, b in recs)
+
+
+def wg_seeds():
+    init = bytes([1, 0, 0, 0]) + struct.pack("<I", 0x1234) + bytes(range(8, 148))
+    resp = bytes([2, 0, 0, 0]) + struct.pack("<II", 0x0101, 0x1234) + bytes(range(12, 92))
+    cookie = bytes([3, 0, 0, 0]) + struct.pack("<I", 0x1234) + bytes(range(8, 64))
+    transport = bytes([4, 0, 0, 0]) + struct.pack("<IQ", 0x0101, 7) + bytes(range(16, 80))
+    keepalive = bytes([4, 0, 0, 0]) + struct.pack("<IQ", 0x0101, 0) + bytes(16)
+    yield "wg_messages", "initiation", init
+    yield "wg_messages", "response", resp
+    yield "wg_messages", "cookie-reply", cookie
+    yield "wg_messages", "transport", transport
+    yield "wg_messages", "keepalive", keepalive
+    yield "wg_messages", "reserved-byte-set", bytes([1, 0, 1, 0]) + init[4:]
+    yield "wg_messages", "inner-v4-padded", ipv4("100.96.2.3", "100.96.1.2", UDP, udp(1, 2, b"padded")) + bytes(10)
+    yield "wg_messages", "inner-v6", ipv6("fd00:96:2::3", "fd00:96:1::2", UDP, udp(1, 2, b"v6"))
+    yield "wg_messages", "key.txt", b"YIG7WxDvOKrkBa/xu3ydR4LsyZBiEXbA0HA/qlSSV2s=\n"
+    yield "wg_messages", "key-noncanonical.txt", b"YIG7WxDvOKrkBa/xu3ydR4LsyZBiEXbA0HA/qlSSV2t="
+
+    # wg_responder: modes 0 raw, 1 raw + mac1, 2 tampered genuine
+    # initiation (8: + mac1), 3 genuine initiation (replay), 4 genuine
+    # transport (8: tampered), 5 transport replay, 6 response to A,
+    # 7 A's response to B's initiation (tampered with the bytes; 8: + mac1).
+    yield "wg_responder", "handshake-then-data", bytes([0]) + wg_records((3, 0, b""), (6, 0, b""), (4, 1, b"\x45" + bytes(40)), (4, 1, b"x" * 100), (5, 0, b""))
+    yield "wg_responder", "replayed-initiation", bytes([0]) + wg_records((3, 0, b""), (3, 5, b""), (3, 200, b""))
+    yield "wg_responder", "flood", bytes([0]) + wg_records((2, 0, b""), (2, 0, b""), (2, 1, b""), (2, 2, b""))
+    yield "wg_responder", "tampered-initiation", bytes([0]) + wg_records((10, 0, bytes([0]) * 50 + b"\x01"), (2, 0, b"\x80"), (3, 0, b""))
+    yield "wg_responder", "raw-with-mac1", bytes([0]) + wg_records((1, 0, init), (1, 0, resp), (1, 0, cookie), (0, 0, transport))
+    yield "wg_responder", "tampered-transport", bytes([0]) + wg_records((3, 0, b""), (6, 0, b""), (12, 0, b"\x01\x20" + bytes(30)), (4, 0, b"ok"))
+    yield "wg_responder", "under-load", bytes([1]) + wg_records((3, 0, b""), (1, 0, init))
+    yield "wg_responder", "psk", bytes([2]) + wg_records((3, 0, b""), (6, 0, b""), (4, 0, b"data"))
+    yield "wg_responder", "b-initiates", bytes([0]) + wg_records((7, 0, b""), (0, 255, b""), (0, 255, b""), (0, 255, b""), (7, 0, bytes(20) + b"\x01"), (0, 255, b""), (0, 255, b""), (0, 255, b""), (15, 0, bytes(40) + b"\x02"))
+
+
 def main():
-    for target, name, data in seeds():
+    for target, name, data in list(seeds()) + list(wg_seeds()):
         d = os.path.join(ROOT, target)
         os.makedirs(d, exist_ok=True)
-        fname = f"seed-{name}" + ("" if name.endswith(".toml") else ".bin")
+        fname = f"seed-{name}" + ("" if name.endswith((".toml", ".txt")) else ".bin")
         assert len(data) < 4096, (target, name, len(data))
         with open(os.path.join(d, fname), "wb") as f:
             f.write(data)

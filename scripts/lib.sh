@@ -134,6 +134,7 @@ ED_PKGS_TEST=(
     mmdebstrap                  # a Debian root for the unit's test under a real systemd (tests/e2e_systemd.rs)
     systemd-container           # systemd-nspawn boots that root
     shellcheck                  # the scripts stay shellcheck-clean
+    wireguard-tools             # wg genkey/pubkey: tests/wireguard_keys.rs checks encapd's keys against them
 )
 # The Debian package (scripts/package.sh): cargo-deb itself is a crate
 # (ed_need_cargo_deb); these are what it runs.

@@ -5,6 +5,8 @@
 //! - [`wire`], [`route`], [`datapath::packet`]: pure packet logic (parsing,
 //!   validation, classification, ICMP, longest-prefix lookup). No syscalls,
 //!   no clock, no `unsafe`.
+//! - [`wireguard`]: WireGuard's protocol core (handshake, sessions, replay
+//!   window, timers), equally pure: time and randomness are arguments.
 //! - [`sys`]: every syscall and every `unsafe` block (TUN, io_uring, sockets,
 //!   cmsg, affinity).
 //! - [`datapath`]: the pinned workers and their I/O engines.
@@ -24,3 +26,4 @@ pub mod stats;
 #[allow(unsafe_code)]
 pub mod sys;
 pub mod wire;
+pub mod wireguard;

@@ -3,6 +3,7 @@
 //! [`Config::load`], and every command returns an exit code
 //! (0 ok, 1 runtime failure, 2 bad configuration or usage).
 
+mod keys;
 mod stats;
 
 use std::path::PathBuf;
@@ -88,6 +89,10 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print a new WireGuard private key (base64, as `wg genkey`).
+    Genkey,
+    /// Read a WireGuard private key on stdin and print its public key (as `wg pubkey`).
+    Pubkey,
 }
 
 /// Runs the parsed command and returns the process exit code.
@@ -119,6 +124,8 @@ pub fn execute(cli: Cli) -> u8 {
             }
             stats::run(addr, std::time::Duration::from_secs_f64(interval), json)
         }
+        Command::Genkey => keys::genkey(),
+        Command::Pubkey => keys::pubkey(),
     }
 }
 

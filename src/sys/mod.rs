@@ -10,6 +10,7 @@ pub mod affinity;
 pub mod bpf;
 pub mod fd;
 pub mod fdpass;
+pub mod key_file;
 pub mod mem;
 pub mod netdev;
 pub mod notify;

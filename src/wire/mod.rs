@@ -48,6 +48,7 @@ pub mod tcp;
 pub mod udp;
 pub mod virtio;
 pub mod vxlan;
+pub mod wireguard;
 
 #[cfg(test)]
 pub(crate) mod oracle_tests;
