@@ -119,7 +119,6 @@ ED_PKGS_RUN=(
     iperf3       # the demo's and the benchmarks' load
     procps       # sysctl, pgrep
     coreutils    # timeout, sha256sum
-    python3      # ed_cni_conf: flannel's CNI delegate configuration (the demo's pods)
     containernetworking-plugins # CNI bridge + host-local: the demo's pods, as a Kubernetes node wires them
 )
 ED_PKGS_TEST=(
@@ -134,6 +133,7 @@ ED_PKGS_TEST=(
     mmdebstrap                  # a Debian root for the unit's test under a real systemd (tests/e2e_systemd.rs)
     systemd-container           # systemd-nspawn boots that root
     shellcheck                  # the scripts stay shellcheck-clean
+    python3                     # fuzz/gen_corpus.py, checked against the committed seeds
     wireguard-tools             # wg genkey/pubkey: tests/wireguard_keys.rs checks encapd's keys against them
 )
 # The Debian package (scripts/package.sh): cargo-deb itself is a crate
