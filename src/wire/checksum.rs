@@ -1,7 +1,8 @@
 //! The internet checksum (RFC 1071) and its incremental update (RFC 1624).
 //!
 //! Sums are kept as a `u64` accumulator of 16-bit big-endian words and folded
-//! at the end, so callers can checksum a pseudo-header and a payload in parts.
+//! at the end, so callers can checksum a pseudo-header and a payload in parts;
+//! [`PseudoHeader`] is the transport checksum's pseudo-header sum.
 
 /// Adds `data` to a running one's-complement accumulator. Data is taken as
 /// big-endian 16-bit words; an odd trailing byte is padded with zero, so only
@@ -80,6 +81,46 @@ pub fn update16(check: u16, old: u16, new: u16) -> u16 {
     let sum = (sum & 0xffff) + (sum >> 16);
     let sum = (sum & 0xffff) + (sum >> 16);
     !(sum as u16)
+}
+
+/// The sum of a transport pseudo-header without its length (addresses and
+/// protocol; RFC 768, RFC 9293 §3.1, RFC 8200 §8.1): the transport views add
+/// their own length and bytes to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PseudoHeader {
+    sum: u64,
+    ipv4: bool,
+}
+
+impl PseudoHeader {
+    /// Over `addrs` (source then destination, as in the IP header) and
+    /// `protocol`, from an IPv4 header or not.
+    #[inline]
+    pub fn new(addrs: &[u8], protocol: u8, ipv4: bool) -> PseudoHeader {
+        PseudoHeader { sum: accumulate(accumulate(0, addrs), &[0, protocol]), ipv4 }
+    }
+
+    /// The accumulated sum with an upper-layer length of `l4_len` bytes.
+    /// (IPv4 has a 16-bit length field, IPv6 a 32-bit one; for lengths
+    /// below 2^16 both add the same to a one's-complement sum.)
+    #[inline]
+    pub fn sum(&self, l4_len: usize) -> u64 {
+        accumulate(self.sum, &(l4_len as u32).to_be_bytes())
+    }
+
+    /// The folded, uncomplemented pseudo-header sum that a packet whose
+    /// checksum is left to finish (`NEEDS_CSUM`, `CHECKSUM_PARTIAL`)
+    /// carries in its checksum field.
+    #[inline]
+    pub fn partial_checksum(&self, l4_len: usize) -> u16 {
+        !finish(self.sum(l4_len))
+    }
+
+    /// From an IPv4 header (where a UDP checksum of 0 means "none").
+    #[inline]
+    pub fn is_ipv4(&self) -> bool {
+        self.ipv4
+    }
 }
 
 #[cfg(test)]

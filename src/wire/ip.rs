@@ -1,6 +1,5 @@
 //! IP packets of either version: [`IpPacket`], a view that is an
-//! [`Ipv4Packet`] or an [`Ipv6Packet`] by the first nibble; the transport
-//! [`PseudoHeader`]; and [`parse`], the data path's check of a complete
+//! [`Ipv4Packet`] or an [`Ipv6Packet`] by the first nibble; and [`parse`], the data path's check of a complete
 //! packet into an [`IpHeader`] of plain values.
 //!
 //! [`parse`] checks everything a gateway relies on (version, header length,
@@ -10,9 +9,14 @@
 
 use std::net::IpAddr;
 
-use super::checksum;
 use super::ipv4::{self, Ipv4Packet};
 use super::ipv6::{self, Ipv6Packet};
+
+// Defined where the IPv4 and IPv6 views can import them without importing
+// this module (which imports the views); named here too, as
+// `ip::IpError` and `ip::PseudoHeader`.
+pub use super::checksum::PseudoHeader;
+pub use super::ip_error::IpError;
 
 pub const IPV4_HEADER_LEN: usize = ipv4::HEADER_LEN;
 pub const IPV6_HEADER_LEN: usize = ipv6::HEADER_LEN;
@@ -20,66 +24,6 @@ pub const PROTO_ICMP: u8 = 1;
 pub const PROTO_TCP: u8 = 6;
 pub const PROTO_UDP: u8 = 17;
 pub const PROTO_ICMPV6: u8 = 58;
-
-/// Why bytes are not a well-formed IP packet. Each maps to one drop counter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum IpError {
-    /// zero-length packet
-    #[error("empty packet")]
-    Empty,
-    /// first nibble is neither 4 nor 6 (or not the version asked for)
-    #[error("IP version {0} is neither 4 nor 6")]
-    BadVersion(u8),
-    /// shorter than the fixed header
-    #[error("truncated IP header")]
-    Truncated,
-    /// IPv4 IHL below 5 or beyond the packet, or a total length below it
-    #[error("bad IPv4 header length")]
-    BadHeaderLength,
-    /// the length field disagrees with the bytes present
-    #[error("IP length field disagrees with the packet size")]
-    LengthMismatch,
-}
-
-/// The sum of a transport pseudo-header without its length (addresses and
-/// protocol; RFC 768, RFC 9293 §3.1, RFC 8200 §8.1): the transport views add
-/// their own length and bytes to it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PseudoHeader {
-    sum: u64,
-    ipv4: bool,
-}
-
-impl PseudoHeader {
-    /// Over `addrs` (source then destination, as in the IP header) and
-    /// `protocol`, from an IPv4 header or not.
-    #[inline]
-    pub fn new(addrs: &[u8], protocol: u8, ipv4: bool) -> PseudoHeader {
-        PseudoHeader { sum: checksum::accumulate(checksum::accumulate(0, addrs), &[0, protocol]), ipv4 }
-    }
-
-    /// The accumulated sum with an upper-layer length of `l4_len` bytes.
-    /// (IPv4 has a 16-bit length field, IPv6 a 32-bit one; for lengths
-    /// below 2^16 both add the same to a one's-complement sum.)
-    #[inline]
-    pub fn sum(&self, l4_len: usize) -> u64 {
-        checksum::accumulate(self.sum, &(l4_len as u32).to_be_bytes())
-    }
-
-    /// The folded, uncomplemented pseudo-header sum that a packet whose
-    /// checksum is left to finish (`NEEDS_CSUM`, `CHECKSUM_PARTIAL`)
-    /// carries in its checksum field.
-    #[inline]
-    pub fn partial_checksum(&self, l4_len: usize) -> u16 {
-        !checksum::finish(self.sum(l4_len))
-    }
-
-    /// From an IPv4 header (where a UDP checksum of 0 means "none").
-    #[inline]
-    pub fn is_ipv4(&self) -> bool {
-        self.ipv4
-    }
-}
 
 /// A view of an IP packet of either version; see the module documentation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

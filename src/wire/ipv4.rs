@@ -10,7 +10,8 @@
 use std::net::Ipv4Addr;
 
 use super::checksum;
-use super::ip::{IpError, PseudoHeader};
+use super::checksum::PseudoHeader;
+use super::ip_error::IpError;
 use super::{read_u16, write_u16};
 
 /// Byte offsets of the fixed header's fields.

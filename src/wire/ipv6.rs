@@ -11,7 +11,8 @@
 
 use std::net::Ipv6Addr;
 
-use super::ip::{IpError, PseudoHeader};
+use super::checksum::PseudoHeader;
+use super::ip_error::IpError;
 use super::{read_u16, read_u32, write_u16, write_u32};
 
 /// Byte offsets of the header's fields.

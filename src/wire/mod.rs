@@ -42,6 +42,7 @@ pub mod ethernet;
 pub mod flow;
 pub mod icmp;
 pub mod ip;
+pub mod ip_error;
 pub mod ipv4;
 pub mod ipv6;
 pub mod tcp;

@@ -8,7 +8,7 @@
 //! the [module promise](crate::wire)). Options are carried, not interpreted.
 
 use super::checksum;
-use super::ip::PseudoHeader;
+use super::checksum::PseudoHeader;
 use super::{read_u16, read_u32, write_u16, write_u32};
 
 /// Byte offsets of the fixed header's fields.

@@ -8,7 +8,7 @@
 //! [module promise](crate::wire)).
 
 use super::checksum;
-use super::ip::PseudoHeader;
+use super::checksum::PseudoHeader;
 use super::{read_u16, write_u16};
 
 /// Byte offsets of the header's fields.
