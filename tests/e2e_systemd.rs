@@ -17,8 +17,9 @@
 //!   `kernel_path = "tc"` loads and carries packets with the unit's
 //!   CAP_BPF + CAP_NET_ADMIN and its syscall filter; drop-ins that take
 //!   CAP_BPF, `bpf` or the io_uring calls away show what each is for. A
-//!   reload with the kernel path fails and the running encapd forwards on
-//!   (the successor holds no capability to load programs; docs/install.md).
+//!   reload with the kernel path hands the attached programs and maps to
+//!   the successor, which holds no capability and carries on with them,
+//!   losing nothing (docs/install.md).
 //!
 //! The container joins node A's network namespace
 //! (`--network-namespace-path`), which the test creates and wires as
@@ -486,14 +487,23 @@ fn unit_runs_the_kernel_path_and_needs_each_privilege_it_grants() {
     assert!(carried >= 7_200.0, "the kernel path carried {carried} of the streams' 8,000 packets");
     println!("kernel path under the unit: {carried} packets in the kernel");
 
-    // A reload cannot load the programs (the successor has no capability):
-    // it fails, and the running encapd forwards on.
-    let r = c.exec(&["systemctl", "reload", UNIT]);
-    assert!(!r.ok(), "a reload with the kernel path succeeded; docs/install.md says it fails:\n{}", c.journal());
-    assert_eq!(c.main_pid(), pid, "the failed reload replaced the main process");
-    assert!(c.journal().contains("creating the routes map: Operation not permitted"), "the failed reload's reason:\n{}", c.journal());
-    let (ab, ba) = rig.streams(2);
-    assert_lossless(ab, ba, "a failed reload with the kernel path", &mut b, &c);
+    // A reload: the successor has no capability and could not load the
+    // programs, so the running encapd hands it the attached links and the
+    // maps over the takeover socket; it carries on with them, and nothing
+    // is lost across the handover.
+    let (ab, ba) = rig.streams(8);
+    let (second, took) = reload(&c);
+    println!("kernel path: systemctl reload: main pid {pid} -> {second} in {took:?}");
+    assert_unprivileged(&c, second);
+    assert!(
+        c.journal().contains("kernel path carried on from the predecessor"),
+        "the successor did not carry on with the kernel path:\n{}",
+        c.journal()
+    );
+    assert_lossless(ab, ba, "a reload with the kernel path", &mut b, &c);
+    let metrics = common::counters::scrape(&rig.wiring.node_a).expect("node A's /metrics after the reload");
+    let after = common::counters::metric_sum(&metrics, "encapd_kernel_packets_total", &[]);
+    assert!(after >= 12_000.0, "the kernel path carried {after} packets in all, not the reload's streams too");
     c.must(&["systemctl", "stop", UNIT]);
 
     // Each privilege the unit grants, taken away by a drop-in: what fails.

@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, ValueEnum};
+use encapd_testbed::counters::{metric_sum, scrape};
 use encapd_testbed::fleet::{Fleet, FleetOptions, Kind, Pod};
 use encapd_testbed::netns::ns_exec;
 use encapd_testbed::{TUN, Underlay, encapd_bin};
@@ -40,6 +41,17 @@ pub enum Backend {
     Vxlan,
 }
 
+/// `[dataplane] kernel_path` of both nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KernelPath {
+    /// The workers carry every packet (encapd's default).
+    Off,
+    /// The eBPF programs carry the pods' IPv4 and IPv6; start-up fails where they cannot attach.
+    Tc,
+    /// `tc` where this kernel can run it, else the workers, with a log line that says why.
+    Auto,
+}
+
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// The I/O engine of both nodes.
@@ -54,6 +66,22 @@ pub struct DemoArgs {
     /// Underlay profile (veth or wire; default $ENCAPD_UNDERLAY, else veth).
     #[arg(long)]
     underlay: Option<Underlay>,
+    /// The kernel path on both nodes: the demo shows who carried each step's packets.
+    #[arg(long, value_enum, default_value = "auto")]
+    kernel_path: KernelPath,
+}
+
+/// Packets nodeA sent to nodeB so far: (by the kernel path, by the workers).
+fn sent_by(fleet: &Fleet) -> (f64, f64) {
+    let Some(text) = scrape(&fleet.nodes[0].ns) else { return (0.0, 0.0) };
+    (metric_sum(&text, "encapd_kernel_packets_total", &[("direction", "egress")]), metric_sum(&text, "encapd_tx_packets_total", &[]))
+}
+
+/// One line: who carried the packets nodeA sent since `before`.
+fn show_carried(fleet: &Fleet, before: (f64, f64)) -> (f64, f64) {
+    let now = sent_by(fleet);
+    println!("carried from nodeA: {:.0} packets by the kernel path, {:.0} by the workers", now.0 - before.0, now.1 - before.1);
+    now
 }
 
 fn section(title: &str) {
@@ -116,8 +144,17 @@ fn demo(args: &DemoArgs, bin: &Path, stop: &AtomicBool) -> Result<()> {
     let kind = Kind::Encapd { backend, engine };
     let mut options = FleetOptions::new(&[kind, kind], args.workers as usize);
     options.underlay = args.underlay.unwrap_or_else(Underlay::from_env);
+    let kernel_path = match args.kernel_path {
+        KernelPath::Off => "off",
+        KernelPath::Tc => "tc",
+        KernelPath::Auto => "auto",
+    };
+    options.dataplane_extra = format!("kernel_path = \"{kernel_path}\"\n");
 
-    section(&format!("encapd (backend = {backend}, io = {engine}, workers = {}) on nodeA and nodeB", args.workers));
+    section(&format!(
+        "encapd (backend = {backend}, io = {engine}, workers = {}, kernel_path = {kernel_path}) on nodeA and nodeB",
+        args.workers
+    ));
     let mut fleet = Fleet::with(options);
     let (a, b) = (&fleet.nodes[0], &fleet.nodes[1]);
     println!("namespaces: nodeA {}, nodeB {}, underlay bridge {}", a.ns, b.ns, fleet.underlay);
@@ -158,6 +195,7 @@ fn demo(args: &DemoArgs, bin: &Path, stop: &AtomicBool) -> Result<()> {
     ns_exec(&pod_a.ns, &["ip", "route"], Duration::from_secs(5)).stdout.lines().for_each(|l| println!("podA route: {l}"));
     interrupted(stop)?;
 
+    let mut carried = sent_by(&fleet);
     section("ping podA -> podB (IPv4)");
     let ping4 = ns_exec(&pod_a.ns, &["ping", "-n", "-c", "5", "-W", "2", &pod_b.addrs.ip.to_string()], Duration::from_secs(20));
     print!("{}", ping4.stdout);
@@ -165,6 +203,7 @@ fn demo(args: &DemoArgs, bin: &Path, stop: &AtomicBool) -> Result<()> {
         show_logs(&fleet, 30);
         bail!("IPv4 ping through encapd failed");
     }
+    carried = show_carried(&fleet, carried);
     let ip6_b = pod_b.addrs.ip6.ok_or_else(|| anyhow!("podB has no IPv6 address"))?;
     section("ping podA -> podB (IPv6)");
     let ping6 = ns_exec(&pod_a.ns, &["ping", "-6", "-n", "-c", "3", "-W", "2", &ip6_b.to_string()], Duration::from_secs(15));
@@ -173,11 +212,14 @@ fn demo(args: &DemoArgs, bin: &Path, stop: &AtomicBool) -> Result<()> {
         show_logs(&fleet, 30);
         bail!("IPv6 ping through encapd failed");
     }
+    carried = show_carried(&fleet, carried);
     interrupted(stop)?;
 
     section("iperf3 TCP podA -> podB, 10 s");
     let iperf = iperf3(&pod_a, &pod_b)?;
     print!("{iperf}");
+    let iperf_carried = show_carried(&fleet, carried);
+    let iperf_carried = (iperf_carried.0 - carried.0, iperf_carried.1 - carried.1);
 
     section("counters (SIGUSR1)");
     for i in 0..2 {
@@ -204,6 +246,20 @@ fn demo(args: &DemoArgs, bin: &Path, stop: &AtomicBool) -> Result<()> {
         receiver.and_then(rate).unwrap_or("n/a".into()),
         retr.unwrap_or("n/a".into())
     );
+    let log_a = std::fs::read_to_string(fleet.log_path(0)).unwrap_or_default();
+    let kernel = log_a
+        .lines()
+        .find(|l| l.contains("kernel path"))
+        .map(|l| l.split_once("kernel path").map_or(l, |(_, r)| r).trim_start_matches([':', ' ']).to_owned());
+    match kernel {
+        Some(line) if line.starts_with("attached") => println!(
+            "kernel path on nodeA: attached; it sent {:.0} of the iperf3 run's {:.0} packets to nodeB",
+            iperf_carried.0,
+            iperf_carried.0 + iperf_carried.1
+        ),
+        Some(line) => println!("kernel path on nodeA: {line}"),
+        None => println!("kernel path on nodeA: off (--kernel-path)"),
+    }
 
     section("teardown");
     fleet.del_pod(&pod_a);

@@ -387,8 +387,11 @@ impl Fleet {
                 text += &format!("vtep_mac = \"{}\"\n", n.mac);
             }
             // A kernel VTEP decapsulates in its kernel; an encapd node
-            // does when the fleet runs the kernel path on every encapd.
-            if matches!(n.kind, Kind::KernelVtep) || self.options.dataplane_extra.contains("kernel_path = \"tc\"") {
+            // does when the fleet runs the kernel path on every encapd
+            // (with "auto" too: the nodes share one kernel, so either all
+            // attach or none does, and then no one sends in the kernel).
+            let kernel_path = ["kernel_path = \"tc\"", "kernel_path = \"auto\""];
+            if matches!(n.kind, Kind::KernelVtep) || kernel_path.iter().any(|k| self.options.dataplane_extra.contains(k)) {
                 text += "kernel_decap = true\n";
             }
         }
