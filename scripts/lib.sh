@@ -17,7 +17,7 @@
 
 ED_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
-# Fixed addressing plan (the README's test topology): underlay from the
+# Fixed addressing plan (the test topology, bench/README.md "Topology"): underlay from the
 # benchmarking range 198.18.0.0/15, overlay from 100.96.0.0/12.
 ED_A_UL=198.18.0.1
 ED_B_UL=198.18.0.2

@@ -10,10 +10,10 @@
 //!
 //! Metric names carry their unit (`_bytes`, `_seconds`, `_packets`);
 //! counters get `_total` from the encoder. Latency is a histogram only:
-//! quantiles come from `histogram_quantile` over its buckets (README,
-//! "Metrics, latency and `encapd stats`"), which aggregates across workers
-//! and nodes and follows a query's time window, where quantile gauges since
-//! start-up would do neither.
+//! quantiles come from `histogram_quantile` over its buckets
+//! (docs/operating.md, "Metrics, latency and `encapd stats`"), which
+//! aggregates across workers and nodes and follows a query's time window,
+//! where quantile gauges since start-up would do neither.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

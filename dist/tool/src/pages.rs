@@ -67,7 +67,10 @@ fn extra_sections(subcommand_pages: &[String]) -> Roff {
         ),
         ("/run/flannel/subnet.env", "This node's subnet and MTU for flannel's CNI plugin."),
         ("/var/lib/encapd", "With the etcd source, the lease state that lets a restart claim the same subnet."),
-        ("/usr/share/doc/encapd/", "The README, install.md (installation, ports, kernels, upgrades) and the changelog."),
+        (
+            "/usr/share/doc/encapd/",
+            "The README, install.md (installation, ports, kernels, upgrades), configuration.md (every setting), operating.md (signals, metrics, alerts, upgrades in place) and the changelog.",
+        ),
     ] {
         r.control("TP", []);
         r.text([italic(path)]);
