@@ -15,8 +15,9 @@
 //!   subnet.env in its RuntimeDirectory, and the lease survives a reload.
 //! - `unit_runs_the_kernel_path_and_needs_each_privilege_it_grants`:
 //!   `kernel_path = "tc"` loads and carries packets with the unit's
-//!   CAP_BPF + CAP_NET_ADMIN and its syscall filter; drop-ins that take
-//!   CAP_BPF, `bpf` or the io_uring calls away show what each is for. A
+//!   CAP_NET_ADMIN + CAP_BPF + CAP_PERFMON and its syscall filter; drop-ins
+//!   that take CAP_BPF, CAP_PERFMON, `bpf` or the io_uring calls away show
+//!   what each is for. A
 //!   reload with the kernel path hands the attached programs and maps to
 //!   the successor, which holds no capability and carries on with them,
 //!   losing nothing (docs/install.md).
@@ -128,7 +129,10 @@ impl Container {
             .args(["-q", "-b", "--register=no", "--keep-unit", "--volatile=overlay", "-D"])
             .arg(root)
             .arg(format!("--network-namespace-path=/run/netns/{netns}"))
-            .args(["--capability=CAP_NET_ADMIN,CAP_BPF", "--system-call-filter=bpf io_uring_setup io_uring_enter io_uring_register"])
+            .args([
+                "--capability=CAP_NET_ADMIN,CAP_BPF,CAP_PERFMON",
+                "--system-call-filter=bpf io_uring_setup io_uring_enter io_uring_register",
+            ])
             .arg(format!("--bind-ro={}:/mnt/encapd", debs.display()))
             .stdin(Stdio::null())
             .stdout(file.try_clone().unwrap())
@@ -507,15 +511,22 @@ fn unit_runs_the_kernel_path_and_needs_each_privilege_it_grants() {
     c.must(&["systemctl", "stop", UNIT]);
 
     // Each privilege the unit grants, taken away by a drop-in: what fails.
-    let cases: [(&str, &str, &str); 3] = [
+    let cases: [(&str, &str, &str); 4] = [
         // An empty assignment resets a capability list; a second line sets it.
         (
             "CAP_BPF",
-            "[Service]\nAmbientCapabilities=\nAmbientCapabilities=CAP_NET_ADMIN\nCapabilityBoundingSet=\nCapabilityBoundingSet=CAP_NET_ADMIN\n",
-            "creating the routes map: Operation not permitted",
+            "[Service]\nAmbientCapabilities=\nAmbientCapabilities=CAP_NET_ADMIN CAP_PERFMON\n\
+             CapabilityBoundingSet=\nCapabilityBoundingSet=CAP_NET_ADMIN CAP_PERFMON\n",
+            "loading the eBPF object",
+        ),
+        (
+            "CAP_PERFMON",
+            "[Service]\nAmbientCapabilities=\nAmbientCapabilities=CAP_NET_ADMIN CAP_BPF\n\
+             CapabilityBoundingSet=\nCapabilityBoundingSet=CAP_NET_ADMIN CAP_BPF\n",
+            "the verifier refused it",
         ),
         // A `~` list after the unit's allow list takes calls out of it.
-        ("bpf(2)", "[Service]\nSystemCallFilter=~bpf\n", "creating the routes map: Operation not permitted"),
+        ("bpf(2)", "[Service]\nSystemCallFilter=~bpf\n", "loading the eBPF object"),
         ("io_uring", "[Service]\nSystemCallFilter=~io_uring_setup io_uring_enter io_uring_register\n", "mmsg"),
     ];
     c.must(&["mkdir", "-p", "/run/systemd/system/encapd.service.d"]);
