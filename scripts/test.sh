@@ -78,11 +78,15 @@ trap report_times EXIT
 
 # test_binaries: "KIND NAME DIR EXECUTABLE" per test binary of the
 # workspace (built here if need be), from cargo's JSON messages. DIR is
-# the package's directory, where cargo would run it.
+# the package's directory, where cargo would run it. Only test harnesses
+# (profile "test": true): the plain binaries the integration tests run
+# (encapd, encapd-bench) are artifacts of the same build and would reject
+# the harness's arguments.
 test_binaries() {
     cargo test --release --locked --workspace --lib --bins --tests --no-run \
         --message-format=json-render-diagnostics |
         grep '"executable":"/' |
+        grep -E '"profile":\{[^}]*"test":true' |
         sed -E 's/.*"manifest_path":"([^"]*)\/Cargo.toml".*"target":\{"kind":\["([a-z-]+)"\][^}]*"name":"([^"]+)".*"executable":"([^"]+)".*/\2 \3 \1 \4/'
 }
 
