@@ -144,7 +144,7 @@ pub fn run(mut config: Config, start: Start) -> Result<(), DaemonError> {
     // With the workers running, so that what the programs leave to them
     // (and everything, should attaching fail half-way) is forwarded.
     let KernelStart { kernel, listener, reserve: kernel_reserve, route_failures } =
-        start_kernel_path(&config, &plan, &shared, origin.take_kernel())?;
+        start_kernel_path(&config, &plan, &shared, origin.take_kernel(), clear_caps)?;
     if kernel.is_some()
         && let Some(boot) = etcd.as_mut()
     {
@@ -495,7 +495,15 @@ struct KernelStart {
 /// a fraction of its speed is harder to notice than one that says why it
 /// stopped. With `"auto"`, the workers carry everything and one log line
 /// says why.
-fn start_kernel_path(config: &Config, plan: &Plan, shared: &SharedTable, handed: Option<KernelFds>) -> Result<KernelStart, DaemonError> {
+/// `clear_caps`: the route writer's thread clears its own capabilities, as
+/// the workers do (see `run`).
+fn start_kernel_path(
+    config: &Config,
+    plan: &Plan,
+    shared: &SharedTable,
+    handed: Option<KernelFds>,
+    clear_caps: bool,
+) -> Result<KernelStart, DaemonError> {
     if !config.kernel_path.wanted() {
         if handed.is_some() {
             log::info!("kernel path: the predecessor's programs detach when it exits (kernel_path = \"off\")");
@@ -540,7 +548,7 @@ fn start_kernel_path(config: &Config, plan: &Plan, shared: &SharedTable, handed:
         if failed > 0 { format!(" ({failed} map updates failed, retrying)") } else { String::new() }
     );
     let listener = sync
-        .spawn(Arc::clone(shared))
+        .spawn(Arc::clone(shared), clear_caps)
         .map_err(|source| DaemonError::Io { what: "starting the kernel path's route writer".into(), source })?;
     Ok(KernelStart { kernel: Some(Arc::new(kernel)), listener: Some(Box::new(listener)), reserve: Some(reserve), route_failures })
 }

@@ -239,10 +239,20 @@ impl RouteSync {
     /// it to apply the newest table of `shared`; failed operations are
     /// retried after 100 ms, doubling up to 5 s, until they succeed or a
     /// newer table makes them moot. The thread ends when the function is
-    /// dropped.
-    pub fn spawn(mut self, shared: SharedTable) -> std::io::Result<impl FnMut(&SubnetTable) + Send + 'static> {
+    /// dropped. `clear_caps`: the thread gives up its capabilities first
+    /// (when no user switch will clear them; see below).
+    pub fn spawn(mut self, shared: SharedTable, clear_caps: bool) -> std::io::Result<impl FnMut(&SubnetTable) + Send + 'static> {
         let (tx, rx) = crossbeam_channel::bounded::<()>(1);
         std::thread::Builder::new().name("encapd-kroutes".into()).spawn(move || {
+            // Map updates go through the fds the maps were created with and
+            // need no capability. The thread starts before the daemon drops
+            // its privileges, and `capset` acts per thread: under a unit
+            // that already runs as the user no switch clears it, so it gives
+            // up its own. Not when a switch will: glibc carries setuid to
+            // every thread and aborts the process if one refuses it.
+            if clear_caps && let Err(e) = crate::sys::privileges::clear_thread_caps() {
+                log::warn!("kernel path: the route writer could not clear its capabilities: {e}");
+            }
             let mut delay = RETRY_FIRST;
             loop {
                 let wait = if self.pending > 0 {
