@@ -26,6 +26,18 @@ use encapd_testbed::underlay::Underlay;
 use crate::exec::{self, Background, argv};
 use crate::run::{self, builds, info, panic_text};
 
+/// The options every experiment on a bench shares.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// The underlay profile: veth (TSO packets cross whole) or wire (MTU
+    /// frames, GRO on receive).
+    #[arg(long, default_value = "veth")]
+    pub underlay: Underlay,
+    /// Do not run `cargo build --release` first.
+    #[arg(long)]
+    pub no_build: bool,
+}
+
 /// What every experiment starts from: root, packages, the build, the
 /// encapd binary.
 pub struct Setup {
