@@ -168,6 +168,12 @@ impl Topology {
         t
     }
 
+    /// The namespaces and links under the daemons (for the kernel's own
+    /// data paths on the same nodes, see [`crate::kernel_paths`]).
+    pub fn wiring(&self) -> &Wiring {
+        &self.wiring
+    }
+
     /// The I/O engine of the node's encapd.
     pub fn engine_of(&self, node: Node) -> &str {
         match node {
