@@ -68,6 +68,28 @@ pub fn setup(pkgs: &[&str], no_build: bool) -> Result<Setup, String> {
     Ok(Setup { repo, encapd })
 }
 
+/// What an experiment over a list of modes starts from.
+pub struct Prepared {
+    pub modes: Vec<Mode>,
+    pub setup: Setup,
+    /// Where its output goes, inside `tmp` unless the caller chose it.
+    pub out: PathBuf,
+    pub tmp: Option<encapd_testbed::cmd::TempDir>,
+    pub bed: Bed,
+}
+
+/// Resolves `modes`, sets up (root, `pkgs`, the build), makes the output
+/// directory (`out`, else a temporary one tagged `tag`) and brings up the
+/// bench: in that order, so a typo in a mode name fails before anything
+/// is installed or built.
+pub fn prepare(modes_list: &str, bench: &BenchArgs, pkgs: &[&str], out: Option<PathBuf>, tag: &str) -> Result<Prepared, String> {
+    let modes = modes(modes_list)?;
+    let setup = setup(pkgs, bench.no_build)?;
+    let (out, tmp) = out_dir(out, tag)?;
+    let bed = bed(bench.underlay)?;
+    Ok(Prepared { modes, setup, out, tmp, bed })
+}
+
 /// A bench on `underlay`, or why it did not come up.
 pub fn bed(underlay: Underlay) -> Result<Bed, String> {
     info(&format!("bringing up the {underlay} bench"));

@@ -155,16 +155,7 @@ pub fn main(a: SoakArgs) -> Result<bool, String> {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim().split('.').next().unwrap_or("").to_owned();
     let out = match &a.out {
         Some(o) => o.clone(),
-        None => {
-            let base = s.repo.join("bench/runs").join(format!("{}-soak-{host}", Utc::now().dir_stamp()));
-            let mut out = base.clone();
-            let mut n = 2;
-            while out.exists() {
-                out = PathBuf::from(format!("{}-{n}", base.display()));
-                n += 1;
-            }
-            out
-        }
+        None => crate::run::new_run_dir(&s.repo, &format!("soak-{host}")),
     };
     let me = std::env::current_exe().map_err(|e| e.to_string())?;
     if provenance::under_runs(&s.repo, &out)

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use encapd_testbed::wiring::{CTR_B, Node};
 
-use super::{BenchArgs, bed, enter, median, modes, out_dir, setup, sockperf_server, tids_of};
+use super::{BenchArgs, Prepared, enter, median, prepare, sockperf_server, tids_of};
 use crate::exec::{argv, run_capture, run_to_files};
 use crate::run::{info, warn};
 
@@ -70,10 +70,8 @@ const EVENTS: &[&str] = &[
 const PORT: u16 = 11112;
 
 pub fn main(a: TraceRttArgs) -> Result<(), String> {
-    let modes = modes(&a.modes)?;
-    let s = setup(&["@run", "@profile", "sockperf", "ethtool"], a.bench.no_build)?;
-    let (out, _tmp) = out_dir(a.out.clone(), "trace-rtt")?;
-    let bed = bed(a.bench.underlay)?;
+    let pkgs = ["@run", "@profile", "sockperf", "ethtool"];
+    let Prepared { modes, setup: s, out, tmp: _tmp, bed } = prepare(&a.modes, &a.bench, &pkgs, a.out.clone(), "trace-rtt")?;
     for mode in &modes {
         if crate::exec::interrupted() {
             break;
