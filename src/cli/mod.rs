@@ -158,6 +158,10 @@ fn print_kernel_path(config: &Config) {
     let format = match &config.backend {
         Backend::Udp => Format::FlannelUdp,
         Backend::Vxlan(v) => Format::Vxlan { vni: v.vni, mac: v.vtep_mac.0 },
+        Backend::WireGuard => {
+            println!("# kernel path: does not apply to the wireguard backend (it encrypts in the workers); the workers carry every packet");
+            return;
+        }
     };
     match (kernel::probe(format), mode) {
         (Ok(what), _) => println!("# kernel path: {}: would attach on this host ({what})", mode.name()),

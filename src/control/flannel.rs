@@ -267,7 +267,7 @@ pub fn lease_routes(name: &str, value: &[u8], expect: LeaseExpect, scope: &Table
         return Err(Skip::Malformed("an IPv4 PublicIP on an IPv6 underlay".into()));
     }
     let endpoint = SocketAddr::new(IpAddr::V4(attrs.public_ip), expect.port);
-    let peer = |subnet| PeerSpec { vtep_mac, kernel_decap, subnet, endpoint, origin: format!("etcd lease {name}") };
+    let peer = |subnet| PeerSpec { wireguard: None, vtep_mac, kernel_decap, subnet, endpoint, origin: format!("etcd lease {name}") };
     let mut routes = LeaseRoutes { peers: vec![peer(subnet)], ipv6_unrouted: None };
     match (subnet6, attrs.public_ipv6) {
         (Some(s6), None) => routes.peers.push(peer(s6)),

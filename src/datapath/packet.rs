@@ -140,7 +140,7 @@ mod tests {
             networks: vec!["100.96.0.0/16".parse().unwrap(), "fd00:96::/32".parse().unwrap()],
             underlay_ipv4: true,
         };
-        let peer = |s: &str, ip: &str| PeerSpec {
+        let peer = |s: &str, ip: &str| PeerSpec { wireguard: None,
             vtep_mac: None,
             kernel_decap: false,
             subnet: s.parse().unwrap(),
@@ -164,6 +164,7 @@ mod tests {
             Egress::Forward(Route {
                 vtep_mac: None,
                 kernel_decap: false,
+                public_key: None,
                 subnet: subnet.parse().unwrap(),
                 endpoint: "198.18.0.2:8285".parse().unwrap(),
             })

@@ -117,7 +117,7 @@ pub fn bootstrap_with(config: &mut Config, handed: Option<HandedLease>) -> Resul
     let file = config.path.display().to_string();
     let vtep_mac = match config.backend {
         Backend::Vxlan(v) => Some(v.vtep_mac),
-        Backend::Udp => None,
+        Backend::Udp | Backend::WireGuard => None,
     };
     // Not yet: see the module documentation.
     let holder = LeaseHolder { public_ip: config.public_ip, vtep_mac, kernel_decap: false };
