@@ -8,7 +8,14 @@
 //! # port    = 8285          # default: [network] port
 //! # subnet6 = "fd00:96:2::/64"
 //! # kernel_decap = false    # true: the peer decapsulates in its kernel
+//! # public_key = "…"        # wireguard: the peer's key (required there)
+//! # preshared_key_file = "psk"  # wireguard: optional
 //! ```
+//!
+//! With the wireguard backend every peer names its public key
+//! (`public_key`, as `wg pubkey` prints it) and may name a preshared key
+//! file; with the other backends neither is accepted, as a peer with a
+//! key speaks a protocol a clear-text node cannot.
 //!
 //! A file with no peers must say so (`peer = []`): a zero-length file is far
 //! more often a write caught half-way than an intent, so it is rejected.

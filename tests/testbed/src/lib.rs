@@ -72,6 +72,7 @@ pub mod topology;
 pub mod traffic;
 pub mod underlay;
 pub mod wiring;
+pub mod wireguard_keys;
 
 pub use cmd::{Output, TempDir, must, run, run_cmd, time_until, wait_for};
 pub use counters::{Counters, parse_counters};
