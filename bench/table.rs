@@ -37,7 +37,8 @@ fn peers(n: usize, mixed: bool) -> Vec<PeerSpec> {
         let subnet = Prefix::containing(IpAddr::from(addr.to_be_bytes()), len).unwrap();
         if seen.insert(subnet) {
             let i = out.len() as u32;
-            out.push(PeerSpec { wireguard: None,
+            out.push(PeerSpec {
+                wireguard: None,
                 vtep_mac: None,
                 kernel_decap: false,
                 subnet,

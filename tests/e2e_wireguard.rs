@@ -99,7 +99,8 @@ fn traffic(u: Underlay) {
     ] {
         let total = 64 << 20;
         let start = Instant::now();
-        let Transfer { sent, sent_hash, got, got_hash, .. } = hashed_transfer(&from, &to_ns, to, 0x3a11_7c9, total, Duration::from_secs(150));
+        let Transfer { sent, sent_hash, got, got_hash, .. } =
+            hashed_transfer(&from, &to_ns, to, 0x03a1_17c9, total, Duration::from_secs(150));
         let secs = start.elapsed().as_secs_f64();
         eprintln!("TCP {from} -> {to}: {got} bytes in {secs:.2} s ({:.2} Gbit/s)", got as f64 * 8.0 / secs / 1e9);
         assert_eq!((sent, got), (total, total), "TCP {from} -> {to}: not everything arrived");
@@ -155,7 +156,8 @@ struct Intruder {
 impl Intruder {
     /// Completes a handshake with nodeA from `sock`.
     fn connect(key: PrivateKey, node_a: encapd::wireguard::PublicKey, sock: UdpSocket) -> Intruder {
-        let node = WgNode::new(NodeConfig { private_key: key, limits: Limits::default(), padding_mtu: 1420 }, Instant::now(), SystemTime::now());
+        let node =
+            WgNode::new(NodeConfig { private_key: key, limits: Limits::default(), padding_mtu: 1420 }, Instant::now(), SystemTime::now());
         let peer = node.add_peer(PeerConfig::new(node_a), &mut OsRng).unwrap();
         let init = node.send_initiation(&peer, Instant::now(), &mut OsRng).expect("an initiation");
         sock.send_to(&init, NODE_A_WG).unwrap();
@@ -207,8 +209,10 @@ fn hostile_input(u: Underlay) {
     }
     let keys = WireGuardKeys::new(0x3a11_0101 + u as u64);
     let intruder_key = PrivateKey::from_bytes([0x5c; 32]);
-    let extra =
-        format!("\n[[peer]]\nsubnet = \"{INTRUDER_SUBNET}\"\npublic_ip = \"{INTRUDER_IP}\"\npublic_key = \"{}\"\n", intruder_key.public_key());
+    let extra = format!(
+        "\n[[peer]]\nsubnet = \"{INTRUDER_SUBNET}\"\npublic_ip = \"{INTRUDER_IP}\"\npublic_key = \"{}\"\n",
+        intruder_key.public_key()
+    );
     let mut t = topology(u, &keys, &extra);
     ip(&t.node_b, &["addr", "add", &format!("{INTRUDER_IP}/24"), "dev", "ul", "nodad"]);
     let listener = in_netns(&t.ctr_a, || UdpSocket::bind((CTR_A, 7777))).unwrap();

@@ -207,7 +207,8 @@ fn control_field_stimuli() -> BTreeMap<&'static str, Vec<Stimulus>> {
 fn other_stimuli() -> Vec<Stimulus> {
     let mut out = vec![stimulus("a table with one peer", &["encapd_table_version", "encapd_routes", "encapd_peers"], &[], |s| {
         let scope = TableScope { own: vec![prefix("100.96.1.0/24")], networks: vec![prefix("100.96.0.0/16")], underlay_ipv4: true };
-        let peer = PeerSpec { wireguard: None,
+        let peer = PeerSpec {
+            wireguard: None,
             vtep_mac: None,
             kernel_decap: false,
             subnet: prefix("100.96.2.0/24"),

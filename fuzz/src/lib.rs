@@ -37,7 +37,8 @@ pub fn table() -> SubnetTable {
     };
     let peers: Vec<PeerSpec> = peer_list()
         .into_iter()
-        .map(|(subnet, ip)| PeerSpec { wireguard: None,
+        .map(|(subnet, ip)| PeerSpec {
+            wireguard: None,
             vtep_mac: None,
             kernel_decap: false,
             subnet,

@@ -176,9 +176,11 @@ fn print_kernel_path(config: &Config) {
 fn print_wireguard(config: &Config) -> Result<(), String> {
     let Some(wg) = &config.wireguard else { return Ok(()) };
     let owner = match &config.user {
-        Some(user) => crate::sys::privileges::resolve(user, config.group.as_deref())
-            .map_err(|e| format!("{}: [process] user = {user:?}: {e}", config.path.display()))?
-            .uid,
+        Some(user) => {
+            crate::sys::privileges::resolve(user, config.group.as_deref())
+                .map_err(|e| format!("{}: [process] user = {user:?}: {e}", config.path.display()))?
+                .uid
+        }
         None => crate::sys::key_file::effective_uid(),
     };
     let bytes = crate::sys::key_file::read_key_file(&wg.private_key_file, owner)

@@ -369,11 +369,7 @@ impl Config {
 
     /// What every peer gets unless its entry says otherwise.
     pub fn peer_defaults(&self) -> PeerDefaults {
-        PeerDefaults {
-            port: self.port,
-            vxlan: matches!(self.backend, Backend::Vxlan(_)),
-            wireguard: self.backend == Backend::WireGuard,
-        }
+        PeerDefaults { port: self.port, vxlan: matches!(self.backend, Backend::Vxlan(_)), wireguard: self.backend == Backend::WireGuard }
     }
 
     /// The peers file path, when the control source is a file.

@@ -38,8 +38,8 @@ use std::path::Path;
 use serde::Deserialize;
 
 use crate::route::{PeerSpec, Prefix, WireGuardPeer};
-use crate::wireguard::PublicKey;
 use crate::wire::vxlan::Mac;
+use crate::wireguard::PublicKey;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PeersError {
@@ -226,7 +226,8 @@ mod tests {
     #[test]
     fn wireguard_peers_name_their_key_and_others_do_not() {
         let one = |extra: &str| format!("[[peer]]\nsubnet = \"100.96.2.0/24\"\npublic_ip = \"198.18.0.2\"\n{extra}");
-        let peers = parse_peers(&one(&format!("public_key = \"{KEY}\"\npreshared_key_file = \"psk\"\n")), "/etc/encapd/peers.toml", WG).unwrap();
+        let peers =
+            parse_peers(&one(&format!("public_key = \"{KEY}\"\npreshared_key_file = \"psk\"\n")), "/etc/encapd/peers.toml", WG).unwrap();
         let wg = peers[0].wireguard.as_ref().unwrap();
         assert_eq!(wg.public_key.to_string(), KEY);
         assert_eq!(wg.preshared_key_file.as_deref(), Some(Path::new("/etc/encapd/psk")), "relative to the peers file");

@@ -140,7 +140,8 @@ mod tests {
             networks: vec!["100.96.0.0/16".parse().unwrap(), "fd00:96::/32".parse().unwrap()],
             underlay_ipv4: true,
         };
-        let peer = |s: &str, ip: &str| PeerSpec { wireguard: None,
+        let peer = |s: &str, ip: &str| PeerSpec {
+            wireguard: None,
             vtep_mac: None,
             kernel_decap: false,
             subnet: s.parse().unwrap(),

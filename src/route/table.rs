@@ -272,7 +272,8 @@ mod tests {
     }
 
     fn peer(subnet: &str, ip: &str) -> PeerSpec {
-        PeerSpec { wireguard: None,
+        PeerSpec {
+            wireguard: None,
             vtep_mac: None,
             kernel_decap: false,
             subnet: subnet.parse().unwrap(),

@@ -20,7 +20,8 @@ fn table(version: u64, peers: &[(&str, &str)]) -> SubnetTable {
         TableScope { own: vec!["100.96.1.0/24".parse().unwrap()], networks: vec!["100.96.0.0/16".parse().unwrap()], underlay_ipv4: true };
     let peers: Vec<PeerSpec> = peers
         .iter()
-        .map(|(s, e)| PeerSpec { wireguard: None,
+        .map(|(s, e)| PeerSpec {
+            wireguard: None,
             vtep_mac: None,
             kernel_decap: false,
             subnet: s.parse().unwrap(),

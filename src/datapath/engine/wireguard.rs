@@ -271,12 +271,8 @@ impl WgIo {
                     core.drop_packets(DropReason::UnknownSender, 1);
                     continue;
                 };
-                let mut run = RunState {
-                    node: &self.node,
-                    sessions: &mut self.sessions,
-                    opened: &mut self.opened,
-                    accepted: &mut self.accepted,
-                };
+                let mut run =
+                    RunState { node: &self.node, sessions: &mut self.sessions, opened: &mut self.opened, accepted: &mut self.accepted };
                 run.open(core, sock, from, payload, gro);
                 run.filter(core, payload);
                 let writes = core.ingress_accepted(payload, &self.accepted);
@@ -301,7 +297,14 @@ impl RunState<'_> {
     /// Cuts the run into datagrams: transport messages are opened in
     /// place (their session looked up once per run of one receiver index),
     /// handshake messages answered.
-    fn open(&mut self, core: &mut ForwardingCore<FlannelUdp>, sock: BorrowedFd<'_>, from: SocketAddr, payload: &mut [u8], gro: Option<u16>) {
+    fn open(
+        &mut self,
+        core: &mut ForwardingCore<FlannelUdp>,
+        sock: BorrowedFd<'_>,
+        from: SocketAddr,
+        payload: &mut [u8],
+        gro: Option<u16>,
+    ) {
         self.sessions.clear();
         self.opened.clear();
         self.accepted.clear();
@@ -409,12 +412,7 @@ impl RunState<'_> {
 /// and its padding) that `sender`'s session opened: the owner of its
 /// source in the table must be `sender`, and the usual checks (well
 /// formed, destination in our subnets) must pass. The packet's length.
-fn accept_plaintext(
-    plaintext: &[u8],
-    sender: &PublicKey,
-    table: &SubnetTable,
-    node: &packet::NodeScope,
-) -> Result<usize, DropReason> {
+fn accept_plaintext(plaintext: &[u8], sender: &PublicKey, table: &SubnetTable, node: &packet::NodeScope) -> Result<usize, DropReason> {
     let inner = cryptokey::inner_packet(plaintext).map_err(DropReason::from_wireguard)?;
     let owner = table.lookup(inner.src);
     cryptokey::check_source(&inner, sender, |_| owner.and_then(|r| r.public_key)).map_err(DropReason::from_wireguard)?;

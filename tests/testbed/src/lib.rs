@@ -71,8 +71,8 @@ pub mod takeover;
 pub mod topology;
 pub mod traffic;
 pub mod underlay;
-pub mod wiring;
 pub mod wireguard_keys;
+pub mod wiring;
 
 pub use cmd::{Output, TempDir, must, run, run_cmd, time_until, wait_for};
 pub use counters::{Counters, parse_counters};
