@@ -302,3 +302,62 @@ macro_rules! underlay_tests {
 }
 
 underlay_tests!(veth => super::Underlay::Veth, wire => super::Underlay::Wire);
+
+// ---------------------------------------------------------------------------
+// 4. A figure, on demand: one TCP stream through wireguard nodes and
+// through clear-text `uring` udp nodes, side by side in one run.
+
+/// `iperf3 -c` from ctrA to ctrB for `secs` seconds; the receiver's Gbit/s.
+fn iperf3_gbits(t: &Topology, secs: u32) -> f64 {
+    let mut server = std::process::Command::new("ip")
+        .args(["netns", "exec", &t.ctr_b, "iperf3", "-s", "-1", "-B", CTR_B])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("iperf3 -s");
+    std::thread::sleep(Duration::from_millis(500));
+    let o =
+        common::ns_exec(&t.ctr_a, &["iperf3", "-c", CTR_B, "-t", &secs.to_string(), "-f", "g"], Duration::from_secs(u64::from(secs) + 30));
+    if common::process::wait_child(&mut server, Duration::from_secs(5)).is_none() {
+        let _ = common::process::stop_child(&mut server, Duration::from_secs(1));
+    }
+    assert!(o.ok(), "iperf3 -c: {}", o.text());
+    let line = o.stdout.lines().find(|l| l.contains("receiver")).unwrap_or_else(|| panic!("no receiver line:\n{}", o.stdout));
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let at = words.iter().position(|w| *w == "Gbits/sec").expect("Gbits/sec");
+    words[at - 1].parse().expect("a number")
+}
+
+#[test]
+#[ignore = "a figure, not a check: run with --ignored --nocapture (ENCAPD_BIN=target/release/encapd for meaningful numbers)"]
+fn tcp1_figure_wireguard_vs_udp() {
+    if !require_root() || !common::require_tools(&["iperf3"]) {
+        return;
+    }
+    let u = Underlay::from_env();
+    let mut rows = Vec::new();
+    for rep in 0..3 {
+        let keys = WireGuardKeys::new(0x3a11_0301 + rep);
+        let wg = {
+            let t = topology(u, &keys, "");
+            ping_until_answered(&t, &t.ctr_a, CTR_B, false);
+            iperf3_gbits(&t, 10)
+        };
+        let udp = {
+            let t = Topology::with(Options { underlay: u, ..Options::new("uring") });
+            iperf3_gbits(&t, 10)
+        };
+        eprintln!(
+            "rep {rep} ({}): TCP 1 stream, 10 s: wireguard {wg:.2} Gbit/s, uring udp {udp:.2} Gbit/s, ratio {:.2}",
+            u.name(),
+            wg / udp
+        );
+        rows.push((wg, udp));
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (wg, udp) = (median(rows.iter().map(|r| r.0).collect()), median(rows.iter().map(|r| r.1).collect()));
+    eprintln!("median of 3 ({}): wireguard {wg:.2} Gbit/s, uring udp {udp:.2} Gbit/s, ratio {:.2}", u.name(), wg / udp);
+}

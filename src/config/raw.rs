@@ -196,10 +196,6 @@ impl RawConfig {
         }
         let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         let wireguard = validate_private_key_file(&c, &self.node, a.backend, dir)?;
-        if wireguard.is_some() && etcd {
-            let why = "the wireguard backend takes its peers' keys from the peers file for now (flannel's wireguard leases in etcd are not read yet)";
-            return Err(c.err("control", "source", "\"etcd\"", why));
-        }
         let subnet_env = self.control.subnet_env(&c, dir)?;
         let control = self.control.validate(&c, dir, &a)?;
         let control_socket = self.process.control_socket(&c, dir, &d.tun)?;
