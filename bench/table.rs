@@ -38,6 +38,7 @@ fn peers(n: usize, mixed: bool) -> Vec<PeerSpec> {
         if seen.insert(subnet) {
             let i = out.len() as u32;
             out.push(PeerSpec {
+                wireguard: None,
                 vtep_mac: None,
                 kernel_decap: false,
                 subnet,

@@ -80,7 +80,7 @@ impl Parser for ConfigFile {
 struct PeersFile;
 impl Parser for PeersFile {
     fn parse(&self, text: &str) -> Result<(), String> {
-        parse_peers(text, "peers.toml", PeerDefaults { port: 8285, vxlan: false }).map(drop).map_err(|e| e.to_string())
+        parse_peers(text, "peers.toml", PeerDefaults { port: 8285, vxlan: false, wireguard: false }).map(drop).map_err(|e| e.to_string())
     }
 }
 

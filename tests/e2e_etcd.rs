@@ -15,8 +15,10 @@
 //! written in flanneld's exact dual-stack format (udp: both subnets
 //! routed; vxlan with `PublicIPv6`: the IPv4 subnet only, and the log says
 //! why); the lease says `EncapdKernelDecap` only once the kernel path is
-//! attached (etcd's revision history shows the claim without it). Root
-//! only.
+//! attached (etcd's revision history shows the claim without it).
+//! WireGuard: two `backend = "wireguard"` nodes in a network whose
+//! `Backend.Type` is "wireguard" publish flannel's wireguard lease
+//! (`BackendData.PublicKey`) and reach each other through it. Root only.
 //!
 //! Put-to-table latency and the start-up load of many leases are measured
 //! by `encapd-bench etcd-propagation` (bench/README.md).
@@ -33,6 +35,7 @@ use common::instance::{Encapd, READY_LINE, print_log_if_panicking};
 use common::netns::Permit;
 use common::topology::unreachable_from;
 use common::traffic::{counted_udp_stream, hashed_transfer};
+use common::wireguard_keys::WireGuardKeys;
 use common::wiring::Wiring;
 use common::{NODE_A_UNDERLAY, NODE_B_UNDERLAY, Node, ns_exec, require_root, require_tools, wait_for};
 
@@ -902,4 +905,38 @@ fn a_node_joins_a_cluster_with_flanneld_s_dual_stack_vxlan_lease() {
         r#"{"PublicIP":"198.18.0.1","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"02:00:c6:12:00:01","EncapdKernelDecap":false}}"#,
         "A's lease: flanneld's vxlan value without an IPv6 VTEP"
     );
+}
+
+/// flannel's wireguard network config.
+const WIREGUARD_CONFIG: &str = r#"{"Network":"100.96.0.0/16","Backend":{"Type":"wireguard"}}"#;
+
+#[test]
+fn wireguard_nodes_publish_and_route_flannels_wireguard_lease() {
+    if !ready() {
+        return;
+    }
+    let keys = WireGuardKeys::new(0x3a11_0401);
+    let mut net = Net::with_network(1, WIREGUARD_CONFIG);
+    for (node, key, subnet) in [(Node::A, &keys.a, "100.96.1.0/24"), (Node::B, &keys.b, "100.96.2.0/24")] {
+        let node_lines = format!("subnet = \"{subnet}\"\n{}", WireGuardKeys::node_lines(key));
+        net.write_config_lines(node, &node_lines, &WireGuardKeys::network_lines(), "", "");
+        net.spawn(node);
+        net.wait_ready(node);
+    }
+    // Each lease is flanneld's wireguard lease, with the node's public key.
+    for (name, ip, key) in [("100.96.1.0-24", NODE_A_UNDERLAY, &keys.a), ("100.96.2.0-24", NODE_B_UNDERLAY, &keys.b)] {
+        let want = format!(
+            r#"{{"PublicIP":"{ip}","PublicIPv6":null,"BackendType":"wireguard","BackendData":{{"PublicKey":"{}"}}}}"#,
+            key.public_key
+        );
+        assert_eq!(net.lease(name), want);
+    }
+    let _ctr_a = net.attach_container(Node::A);
+    let ctr_b = net.attach_container(Node::B);
+    // The first packets start the handshake (and are dropped, counted).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !net.wait_ping(&net.wiring.ctr_a, &ctr_b) {
+        assert!(Instant::now() < deadline, "ping ctrA -> {ctr_b} through the wireguard leases:\n{}", net.log(Node::A));
+    }
+    assert!(net.log(Node::A).contains(&format!("wireguard: peer {} added", keys.b.public_key)), "{}", net.log(Node::A));
 }

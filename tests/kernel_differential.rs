@@ -168,6 +168,7 @@ fn scope() -> TableScope {
 
 fn spec(p: &Peer, fmt: Fmt) -> PeerSpec {
     PeerSpec {
+        wireguard: None,
         subnet: p.subnet.parse().unwrap(),
         endpoint: SocketAddr::new(IpAddr::V4(Ipv4Addr::new(198, 18, 0, p.ip)), if p.other_port { OTHER_PORT } else { fmt.port() }),
         vtep_mac: p.mac.map(|m| Mac([0x02, 0xaa, 0, 0, 0, m])),

@@ -38,6 +38,7 @@ pub fn table() -> SubnetTable {
     let peers: Vec<PeerSpec> = peer_list()
         .into_iter()
         .map(|(subnet, ip)| PeerSpec {
+            wireguard: None,
             vtep_mac: None,
             kernel_decap: false,
             subnet,
@@ -57,6 +58,7 @@ pub fn naive_lookup(dst: IpAddr) -> Option<Route> {
     peer_list().into_iter().filter(|(p, _)| p.contains(dst)).max_by_key(|(p, _)| p.len()).map(|(subnet, ip)| Route {
         vtep_mac: None,
         kernel_decap: false,
+        public_key: None,
         subnet,
         endpoint: SocketAddr::new(ip, PEER_PORT),
     })

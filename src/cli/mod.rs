@@ -158,12 +158,36 @@ fn print_kernel_path(config: &Config) {
     let format = match &config.backend {
         Backend::Udp => Format::FlannelUdp,
         Backend::Vxlan(v) => Format::Vxlan { vni: v.vni, mac: v.vtep_mac.0 },
+        Backend::WireGuard => {
+            println!("# kernel path: does not apply to the wireguard backend (it encrypts in the workers); the workers carry every packet");
+            return;
+        }
     };
     match (kernel::probe(format), mode) {
         (Ok(what), _) => println!("# kernel path: {}: would attach on this host ({what})", mode.name()),
         (Err(why), KernelPathMode::Auto) => println!("# kernel path: auto: the workers would carry every packet on this host: {why}"),
         (Err(why), _) => println!("# kernel path: tc: encapd would refuse to start on this host: {why}"),
     }
+}
+
+/// With `backend = "wireguard"`: reads the private key file with the
+/// daemon's checks (`sys::key_file`; owned by `[process] user`, or by the
+/// user running `check`) and prints the public key peers must name.
+fn print_wireguard(config: &Config) -> Result<(), String> {
+    let Some(wg) = &config.wireguard else { return Ok(()) };
+    let owner = match &config.user {
+        Some(user) => {
+            crate::sys::privileges::resolve(user, config.group.as_deref())
+                .map_err(|e| format!("{}: [process] user = {user:?}: {e}", config.path.display()))?
+                .uid
+        }
+        None => crate::sys::key_file::effective_uid(),
+    };
+    let bytes = crate::sys::key_file::read_key_file(&wg.private_key_file, owner)
+        .map_err(|e| format!("{}: [node] private_key_file: {e}", config.path.display()))?;
+    let key = crate::wireguard::PrivateKey::from_bytes(*bytes);
+    println!("# wireguard: public key {} (each peer names it as public_key); TUN MTU = underlay MTU - 80", key.public_key());
+    Ok(())
 }
 
 fn check(path: &std::path::Path) -> u8 {
@@ -196,6 +220,10 @@ fn check(path: &std::path::Path) -> u8 {
         Err(e) => println!("# data path: not resolvable on this host: {e}"),
     }
     print_kernel_path(&config);
+    if let Err(e) = print_wireguard(&config) {
+        eprintln!("error: {e}");
+        return 2;
+    }
     print!("\n{table}");
     // Privileges: encapd needs root or CAP_NET_ADMIN only to set up.
     let euid = std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m)).unwrap_or(0);

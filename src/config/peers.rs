@@ -8,7 +8,14 @@
 //! # port    = 8285          # default: [network] port
 //! # subnet6 = "fd00:96:2::/64"
 //! # kernel_decap = false    # true: the peer decapsulates in its kernel
+//! # public_key = "…"        # wireguard: the peer's key (required there)
+//! # preshared_key_file = "psk"  # wireguard: optional
 //! ```
+//!
+//! With the wireguard backend every peer names its public key
+//! (`public_key`, as `wg pubkey` prints it) and may name a preshared key
+//! file; with the other backends neither is accepted, as a peer with a
+//! key speaks a protocol a clear-text node cannot.
 //!
 //! A file with no peers must say so (`peer = []`): a zero-length file is far
 //! more often a write caught half-way than an intent, so it is rejected.
@@ -30,8 +37,9 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::route::{PeerSpec, Prefix};
+use crate::route::{PeerSpec, Prefix, WireGuardPeer};
 use crate::wire::vxlan::Mac;
+use crate::wireguard::PublicKey;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PeersError {
@@ -62,6 +70,8 @@ struct RawPeer {
     port: Option<i64>,
     vtep_mac: Option<String>,
     kernel_decap: Option<bool>,
+    public_key: Option<String>,
+    preshared_key_file: Option<String>,
 }
 
 /// What the node's configuration says about every peer.
@@ -71,6 +81,9 @@ pub struct PeerDefaults {
     pub port: u16,
     /// The node runs the vxlan backend: every peer needs a `vtep_mac`.
     pub vxlan: bool,
+    /// The node runs the wireguard backend: every peer needs a
+    /// `public_key`, and only such a node takes one.
+    pub wireguard: bool,
 }
 
 /// A peers file as read: its text (to tell a real change from a rewrite of
@@ -146,24 +159,90 @@ pub fn parse_peers(text: &str, file: &str, defaults: PeerDefaults) -> Result<Vec
             (None, false) => None,
         };
         let kernel_decap = p.kernel_decap.unwrap_or(false);
-        out.push(PeerSpec { vtep_mac, kernel_decap, subnet, endpoint, origin: origin.clone() });
+        let wireguard = wireguard_peer(file, index, &p, defaults.wireguard)?;
+        if wireguard.is_some() && kernel_decap {
+            let why = "a wireguard peer decrypts in its workers; the kernel path does not apply to the wireguard backend";
+            return Err(entry("kernel_decap", "true", why.into()));
+        }
+        out.push(PeerSpec { wireguard: wireguard.clone(), vtep_mac, kernel_decap, subnet, endpoint, origin: origin.clone() });
         if let Some(s6) = p.subnet6 {
             let subnet6: Prefix = s6.parse().map_err(|e: crate::route::PrefixError| entry("subnet6", &s6, e.to_string()))?;
             if subnet6.is_ipv4() {
                 return Err(entry("subnet6", &s6, "must be an IPv6 prefix".into()));
             }
-            out.push(PeerSpec { vtep_mac, kernel_decap, subnet: subnet6, endpoint, origin });
+            out.push(PeerSpec { wireguard, vtep_mac, kernel_decap, subnet: subnet6, endpoint, origin });
         }
     }
     Ok(out)
+}
+
+/// A peer's `public_key` and `preshared_key_file`: required and allowed
+/// (respectively) exactly when the node runs the wireguard backend. The
+/// preshared key file is only named here; it is read (with the checks of
+/// `sys::key_file`) when the peer is added to the WireGuard node, so that
+/// `encapd check` on another host does not need the file.
+fn wireguard_peer(file: &str, index: usize, p: &RawPeer, wireguard: bool) -> Result<Option<WireGuardPeer>, PeersError> {
+    let entry = |field: &'static str, value: &str, reason: &str| PeersError::Entry {
+        file: file.to_owned(),
+        index,
+        field,
+        value: value.to_owned(),
+        reason: reason.to_owned(),
+    };
+    if !wireguard {
+        let refused = "only meaningful with [network] backend = \"wireguard\"";
+        if let Some(k) = &p.public_key {
+            return Err(entry("public_key", k, refused));
+        }
+        if let Some(f) = &p.preshared_key_file {
+            return Err(entry("preshared_key_file", f, refused));
+        }
+        return Ok(None);
+    }
+    let Some(text) = &p.public_key else {
+        let reason = "the wireguard backend needs each peer's public key (base64, as `wg pubkey` prints it)".into();
+        return Err(PeersError::Missing { file: file.to_owned(), index, field: "public_key", reason });
+    };
+    let public_key: PublicKey = text.trim().parse().map_err(|e: crate::wireguard::KeyError| entry("public_key", text, &e.to_string()))?;
+    let preshared_key_file = p.preshared_key_file.as_ref().map(|f| {
+        let path = std::path::PathBuf::from(f);
+        match Path::new(file).parent().filter(|d| !d.as_os_str().is_empty() && path.is_relative()) {
+            Some(dir) => dir.join(path),
+            None => path,
+        }
+    });
+    Ok(Some(WireGuardPeer { public_key, preshared_key_file }))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const UDP: PeerDefaults = PeerDefaults { port: 8285, vxlan: false };
-    const VXLAN: PeerDefaults = PeerDefaults { port: 8472, vxlan: true };
+    const UDP: PeerDefaults = PeerDefaults { port: 8285, vxlan: false, wireguard: false };
+    const VXLAN: PeerDefaults = PeerDefaults { port: 8472, vxlan: true, wireguard: false };
+    const WG: PeerDefaults = PeerDefaults { port: 51820, vxlan: false, wireguard: true };
+    const KEY: &str = "HIgo9xNzJMWLKASShiTqIybxZ0U3wGLiUeJ1PKf8ykw=";
+
+    #[test]
+    fn wireguard_peers_name_their_key_and_others_do_not() {
+        let one = |extra: &str| format!("[[peer]]\nsubnet = \"100.96.2.0/24\"\npublic_ip = \"198.18.0.2\"\n{extra}");
+        let peers =
+            parse_peers(&one(&format!("public_key = \"{KEY}\"\npreshared_key_file = \"psk\"\n")), "/etc/encapd/peers.toml", WG).unwrap();
+        let wg = peers[0].wireguard.as_ref().unwrap();
+        assert_eq!(wg.public_key.to_string(), KEY);
+        assert_eq!(wg.preshared_key_file.as_deref(), Some(Path::new("/etc/encapd/psk")), "relative to the peers file");
+        assert_eq!(peers[0].endpoint.port(), 51820);
+        for (text, defaults, want) in [
+            (one(""), WG, "p: peer #1: public_key is missing: the wireguard backend needs"),
+            (one("public_key = \"abc\"\n"), WG, "p: peer #1: public_key = \"abc\""),
+            (one(&format!("public_key = \"{KEY}\"\n")), UDP, "only meaningful with [network] backend = \"wireguard\""),
+            (one("preshared_key_file = \"psk\"\n"), UDP, "preshared_key_file"),
+            (one(&format!("public_key = \"{KEY}\"\nkernel_decap = true\n")), WG, "the kernel path does not apply"),
+        ] {
+            let e = parse_peers(&text, "p", defaults).unwrap_err().to_string();
+            assert!(e.contains(want), "{e} lacks {want}");
+        }
+    }
 
     #[test]
     fn vxlan_peers_name_their_vtep_and_udp_peers_do_not() {

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{Backend, Config, ConfigError, ControlSource, EtcdSource, IngressChecksum, IoEngine, KernelPathMode, VxlanSettings};
+use super::{
+    Backend, Config, ConfigError, ControlSource, EtcdSource, IngressChecksum, IoEngine, KernelPathMode, VxlanSettings, WireGuardNode,
+};
 use crate::route::Prefix;
 use crate::sys::sched::WorkerSched;
 use crate::sys::uring::UringFeature;
@@ -50,6 +52,7 @@ struct RawNode {
     subnet: Option<String>,
     subnet6: Option<String>,
     vtep_mac: Option<String>,
+    private_key_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -174,7 +177,11 @@ impl RawConfig {
             return Err(c.err("dataplane", "ingress_checksum", "\"trust-outer\"", why));
         }
         if d.kernel_path == KernelPathMode::Tc {
-            let refused = if !a.public_ip.is_ipv4() {
+            let refused = if a.backend == Backend::WireGuard {
+                Some(
+                    "the kernel path carries flannel's clear-text udp and vxlan formats only; the wireguard backend encrypts in the workers (set kernel_path = \"off\")",
+                )
+            } else if !a.public_ip.is_ipv4() {
                 Some("needs an IPv4 public_ip (the programs write outer IPv4 headers)")
             } else if d.ingress_checksum == IngressChecksum::TrustOuter {
                 Some(
@@ -188,6 +195,7 @@ impl RawConfig {
             }
         }
         let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let wireguard = validate_private_key_file(&c, &self.node, a.backend, dir)?;
         let subnet_env = self.control.subnet_env(&c, dir)?;
         let control = self.control.validate(&c, dir, &a)?;
         let control_socket = self.process.control_socket(&c, dir, &d.tun)?;
@@ -201,6 +209,7 @@ impl RawConfig {
             cidr: a.cidr.unwrap_or(super::UNRESOLVED),
             cidr6: a.cidr6,
             backend: a.backend,
+            wireguard,
             port: a.given_port.unwrap_or(a.backend.default_port()),
             underlay_mtu: a.underlay_mtu,
             tun: d.tun,
@@ -276,7 +285,44 @@ fn validate_backend(c: &Checker<'_>, node: &RawNode, network: &RawNetwork, publi
             };
             Ok(Backend::Vxlan(VxlanSettings { vni, vtep_mac }))
         }
-        other => Err(c.err("network", "backend", format!("{other:?}"), "unknown backend; expected \"udp\" or \"vxlan\"")),
+        "wireguard" => {
+            if let Some(v) = network.vni {
+                return Err(c.err("network", "vni", v, "only meaningful with backend = \"vxlan\""));
+            }
+            if let Some(m) = &node.vtep_mac {
+                return Err(c.err("node", "vtep_mac", format!("{m:?}"), "only meaningful with [network] backend = \"vxlan\""));
+            }
+            Ok(Backend::WireGuard)
+        }
+        other => Err(c.err("network", "backend", format!("{other:?}"), "unknown backend; expected \"udp\", \"vxlan\" or \"wireguard\"")),
+    }
+}
+
+/// `[node] private_key_file`: required with the wireguard backend, refused
+/// with the others. Only the path is checked here; the file is read at
+/// start (`sys::key_file`: a regular file, mode 0600 or 0400, owned by the
+/// daemon's user), where `encapd check` also reads it.
+fn validate_private_key_file(c: &Checker<'_>, node: &RawNode, backend: Backend, dir: &Path) -> Result<Option<WireGuardNode>, ConfigError> {
+    match (&node.private_key_file, backend) {
+        (Some(file), Backend::WireGuard) => {
+            if file.is_empty() {
+                return Err(c.err("node", "private_key_file", "\"\"", "must name the file holding this node's private key"));
+            }
+            Ok(Some(WireGuardNode { private_key_file: dir.join(file) }))
+        }
+        (None, Backend::WireGuard) => Err(c.err(
+            "node",
+            "private_key_file",
+            "(missing)",
+            "the wireguard backend needs this node's private key (`encapd genkey > private.key` under umask 077)",
+        )),
+        (Some(file), other) => Err(c.err(
+            "node",
+            "private_key_file",
+            format!("{file:?}"),
+            format!("only meaningful with [network] backend = \"wireguard\" (this node runs {:?})", other.name()),
+        )),
+        (None, _) => Ok(None),
     }
 }
 

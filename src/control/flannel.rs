@@ -23,8 +23,9 @@ use serde_json::{Map, Value};
 
 pub use self::key::{lease_name, parse_lease_name};
 pub use self::network::{NetworkConfig, SubnetRange};
-use crate::route::{PeerSpec, Prefix, TableScope};
+use crate::route::{PeerSpec, Prefix, TableScope, WireGuardPeer};
 use crate::wire::vxlan::Mac;
+use crate::wireguard::PublicKey;
 
 /// flannel's udp backend port, when the config names none.
 pub const DEFAULT_UDP_PORT: u16 = 8285;
@@ -36,7 +37,11 @@ pub const DEFAULT_VNI: u32 = 1;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FlannelBackend {
     Udp,
-    Vxlan { vni: u32 },
+    Vxlan {
+        vni: u32,
+    },
+    /// flannel's wireguard backend (`Backend.ListenPort`, default 51820).
+    WireGuard,
 }
 
 impl FlannelBackend {
@@ -44,6 +49,7 @@ impl FlannelBackend {
         match self {
             FlannelBackend::Udp => "udp",
             FlannelBackend::Vxlan { .. } => "vxlan",
+            FlannelBackend::WireGuard => "wireguard",
         }
     }
 }
@@ -105,6 +111,9 @@ pub enum LeaseBackend {
     Udp,
     /// "vxlan" with its `BackendData`.
     Vxlan { vni: u32, vtep_mac: Mac },
+    /// "wireguard" with `BackendData.PublicKey` (flannel's
+    /// `wireguardLeaseAttrs`): the holder's WireGuard identity.
+    WireGuard { public_key: PublicKey },
     /// Any other backend (host-gw, wireguard, ...).
     Other(String),
 }
@@ -114,6 +123,7 @@ impl LeaseBackend {
         match self {
             LeaseBackend::Udp => "udp",
             LeaseBackend::Vxlan { .. } => "vxlan",
+            LeaseBackend::WireGuard { .. } => "wireguard",
             LeaseBackend::Other(name) => name,
         }
     }
@@ -169,6 +179,16 @@ pub fn parse_lease_value(value: &[u8]) -> Result<LeaseAttrs, Skip> {
             };
             (LeaseBackend::Vxlan { vni, vtep_mac }, v6)
         }
+        Some(Value::String(s)) if s == "wireguard" => {
+            let key = match obj.get("BackendData").and_then(|d| d.get("PublicKey")) {
+                Some(Value::String(k)) => {
+                    k.parse::<PublicKey>().map_err(|e| Skip::Malformed(format!("BackendData.PublicKey {k:?}: {e}")))?
+                }
+                None | Some(Value::Null) => return Err(Skip::Malformed("a wireguard lease without BackendData.PublicKey".into())),
+                Some(other) => return Err(Skip::Malformed(format!("BackendData.PublicKey must be a string, not {other}"))),
+            };
+            (LeaseBackend::WireGuard { public_key: key }, None)
+        }
         Some(Value::String(s)) => (LeaseBackend::Other(s.clone()), None),
         Some(other) => return Err(Skip::Malformed(format!("BackendType must be a string, not {other}"))),
     };
@@ -214,6 +234,15 @@ pub fn lease_value(public_ip: IpAddr, backend: FlannelBackend, vtep_mac: Option<
     }
 }
 
+/// The value flanneld's wireguard backend writes for its lease
+/// (`BackendType "wireguard"`, `BackendData {"PublicKey": …}`), with this
+/// node's public key: encapd and flanneld wireguard nodes share a cluster.
+pub fn wireguard_lease_value(public_ip: IpAddr, public_key: &PublicKey) -> String {
+    format!(
+        "{{\"PublicIP\":\"{public_ip}\",\"PublicIPv6\":null,\"BackendType\":\"wireguard\",\"BackendData\":{{\"PublicKey\":\"{public_key}\"}}}}"
+    )
+}
+
 /// What this node routes: leases of its own backend (and VNI) to its port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LeaseExpect {
@@ -243,13 +272,16 @@ pub fn lease_routes(name: &str, value: &[u8], expect: LeaseExpect, scope: &Table
     let (subnet, subnet6) = parse_lease_name(name).map_err(Skip::Malformed)?;
     let attrs = parse_lease_value(value)?;
     let kernel_decap = attrs.kernel_decap;
-    let vtep_mac = match (&attrs.backend, expect.backend) {
-        (LeaseBackend::Udp, FlannelBackend::Udp) => None,
+    let (vtep_mac, wireguard) = match (&attrs.backend, expect.backend) {
+        (LeaseBackend::Udp, FlannelBackend::Udp) => (None, None),
         (LeaseBackend::Vxlan { vni, vtep_mac }, FlannelBackend::Vxlan { vni: ours }) => {
             if *vni != ours {
                 return Err(Skip::Malformed(format!("VNI {vni} differs from the network's {ours}")));
             }
-            Some(*vtep_mac)
+            (Some(*vtep_mac), None)
+        }
+        (LeaseBackend::WireGuard { public_key }, FlannelBackend::WireGuard) => {
+            (None, Some(WireGuardPeer { public_key: *public_key, preshared_key_file: None }))
         }
         (lease, ours) => return Err(Skip::Backend { lease: lease.name().to_owned(), ours: ours.name() }),
     };
@@ -267,7 +299,8 @@ pub fn lease_routes(name: &str, value: &[u8], expect: LeaseExpect, scope: &Table
         return Err(Skip::Malformed("an IPv4 PublicIP on an IPv6 underlay".into()));
     }
     let endpoint = SocketAddr::new(IpAddr::V4(attrs.public_ip), expect.port);
-    let peer = |subnet| PeerSpec { vtep_mac, kernel_decap, subnet, endpoint, origin: format!("etcd lease {name}") };
+    let peer =
+        |subnet| PeerSpec { wireguard: wireguard.clone(), vtep_mac, kernel_decap, subnet, endpoint, origin: format!("etcd lease {name}") };
     let mut routes = LeaseRoutes { peers: vec![peer(subnet)], ipv6_unrouted: None };
     match (subnet6, attrs.public_ipv6) {
         (Some(s6), None) => routes.peers.push(peer(s6)),
@@ -498,6 +531,43 @@ mod tests {
     }
 
     /// The one peer a lease routes in an IPv4-only network.
+    const WIREGUARD: LeaseExpect = LeaseExpect { backend: FlannelBackend::WireGuard, port: 51820 };
+    const KEY: &str = "HIgo9xNzJMWLKASShiTqIybxZ0U3wGLiUeJ1PKf8ykw=";
+
+    #[test]
+    fn wireguard_leases_carry_the_public_key_as_flanneld_writes_it() {
+        // flanneld's wireguard lease (`wireguardLeaseAttrs{PublicKey}`).
+        let value =
+            format!(r#"{{"PublicIP":"192.168.64.3","PublicIPv6":null,"BackendType":"wireguard","BackendData":{{"PublicKey":"{KEY}"}}}}"#);
+        let peer = lease_peer("10.5.52.0-24", value.as_bytes(), WIREGUARD, &scope4()).unwrap();
+        assert_eq!(peer.endpoint, "192.168.64.3:51820".parse().unwrap());
+        assert_eq!(peer.wireguard.as_ref().map(|w| w.public_key.to_string()), Some(KEY.to_owned()));
+        assert!(!peer.kernel_decap && peer.vtep_mac.is_none());
+        // Ours is flanneld's, byte for byte.
+        let key: PublicKey = KEY.parse().unwrap();
+        assert_eq!(wireguard_lease_value("192.168.64.3".parse().unwrap(), &key), value);
+        // A wireguard lease is not routed by a udp node, nor the reverse.
+        assert!(matches!(lease_routes("10.5.52.0-24", value.as_bytes(), UDP, &scope4()), Err(Skip::Backend { .. })));
+        assert!(matches!(lease_routes("10.5.52.0-24", br#"{"PublicIP":"192.168.64.3"}"#, WIREGUARD, &scope4()), Err(Skip::Backend { .. })));
+        for bad in [
+            r#"{"PublicIP":"1.2.3.4","BackendType":"wireguard"}"#.to_owned(),
+            r#"{"PublicIP":"1.2.3.4","BackendType":"wireguard","BackendData":{"PublicKey":"short"}}"#.to_owned(),
+            r#"{"PublicIP":"1.2.3.4","BackendType":"wireguard","BackendData":{"PublicKey":7}}"#.to_owned(),
+        ] {
+            assert!(matches!(lease_routes("10.5.52.0-24", bad.as_bytes(), WIREGUARD, &scope4()), Err(Skip::Malformed(_))), "{bad}");
+        }
+    }
+
+    #[test]
+    fn wireguard_network_config_follows_flannel() {
+        let c = NetworkConfig::parse(r#"{"Network":"10.5.0.0/16","Backend":{"Type":"wireguard"}}"#).unwrap();
+        assert_eq!((c.backend, c.port), (FlannelBackend::WireGuard, 51820));
+        let c = NetworkConfig::parse(r#"{"Network":"10.5.0.0/16","Backend":{"Type":"wireguard","ListenPort":51999}}"#).unwrap();
+        assert_eq!(c.port, 51999);
+        let e = NetworkConfig::parse(r#"{"Network":"10.5.0.0/16","Backend":{"Type":"wireguard","PSK":"abc"}}"#).unwrap_err();
+        assert!(e.contains("Backend.PSK"), "{e}");
+    }
+
     fn lease_peer(name: &str, value: &[u8], expect: LeaseExpect, scope: &TableScope) -> Result<PeerSpec, Skip> {
         lease_routes(name, value, expect, scope).map(|r| {
             assert_eq!((r.peers.len(), &r.ipv6_unrouted), (1, &None), "{name}");

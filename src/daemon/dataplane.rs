@@ -142,7 +142,11 @@ fn bind_sockets(config: &Config, gro: bool) -> Result<(Vec<OwnedFd>, bool), Daem
     }
     // Spread a peer's flows over the workers by their inner addresses and
     // ports; without this, one outer 4-tuple puts them all on one socket.
+    // Not with WireGuard: its inner packets are ciphertext, and hashing
+    // ciphertext would scatter one flow over every worker (reordering it);
+    // the kernel's hash of the outer addresses keeps a peer on one socket.
     if sockets.len() > 1
+        && config.backend != crate::config::Backend::WireGuard
         && let Err(e) = sys::steering::steer_by_inner_flow(sockets[0].as_fd(), sockets.len() as u32, config.backend.header_len())
     {
         log::warn!("cannot steer flows across the UDP sockets ({e}); the kernel's hash of the outer addresses picks the worker");

@@ -20,6 +20,7 @@ mod origin;
 mod plan;
 mod signals;
 pub mod takeover;
+mod wireguard;
 mod workers;
 
 use std::sync::Arc;
@@ -114,6 +115,9 @@ pub fn run(mut config: Config, start: Start) -> Result<(), DaemonError> {
         source,
     })?;
     let identity = resolve_identity(&config)?;
+    // Key files belong to the user the daemon runs as once set up.
+    let key_owner = identity.as_ref().map_or_else(sys::key_file::effective_uid, |id| id.uid);
+    let wireguard = wireguard::start_node(&config, key_owner, plan.tun_mtu, &table)?;
     hand_socket_to(&config, identity.as_ref());
     if let Some(note) = &plan.engine_note {
         log::warn!("{note}");
@@ -138,7 +142,12 @@ pub fn run(mut config: Config, start: Start) -> Result<(), DaemonError> {
     // Already running as the user (systemd's User= with ambient
     // capabilities, as dist/encapd.service does) switches nothing.
     let clear_caps = identity.is_none_or(|id| id.is_current());
-    let worker_shared = WorkerShared { table: &shared, counters: &counters, clear_caps };
+    let worker_shared = WorkerShared {
+        table: &shared,
+        counters: &counters,
+        clear_caps,
+        wireguard: wireguard.as_ref().map(|node| crate::datapath::engine::wireguard::WireGuardWorker { node: Arc::clone(node) }),
+    };
     let workers = WorkerSet::start(&config, &plan, dataplane, worker_shared, recorders)?;
     workers.wait_ready()?;
     // With the workers running, so that what the programs leave to them
@@ -152,6 +161,10 @@ pub fn run(mut config: Config, start: Start) -> Result<(), DaemonError> {
         boot.announce_kernel_decap();
     }
     drop_privileges(identity)?;
+    let listener = match &wireguard {
+        Some(node) => Some(wireguard::listener(Arc::clone(node), key_owner)),
+        None => listener,
+    };
     // Started after the drop, the control thread (and its file watcher),
     // the metrics thread and the control socket thread inherit no
     // capabilities.
@@ -513,6 +526,11 @@ fn start_kernel_path(
     let format = match &config.backend {
         Backend::Udp => KernelFormat::FlannelUdp,
         Backend::Vxlan(v) => KernelFormat::Vxlan { vni: v.vni, mac: v.vtep_mac.0 },
+        // The configuration refuses "tc" with wireguard; "auto" steps aside.
+        Backend::WireGuard => {
+            log::info!("kernel path: does not apply to the wireguard backend (it encrypts in the workers); the workers carry every packet");
+            return Ok(KernelStart::default());
+        }
     };
     let adopted = handed.is_some();
     let attached = match handed {

@@ -37,6 +37,19 @@ pub fn plan(config: &Config) -> Result<Plan, DaemonError> {
         },
         other => (other, None, UringFeatures::ALL.without(&UringFeature::ALL)),
     };
+    // The wireguard backend runs on its own engine, which does `mmsg`'s I/O
+    // (datapath::engine::wireguard); io_uring is not wired for it yet.
+    let (engine, engine_note) = match (config.backend, engine) {
+        (crate::config::Backend::WireGuard, IoEngine::Mmsg) => (IoEngine::Mmsg, engine_note),
+        (crate::config::Backend::WireGuard, other) => {
+            let note = format!(
+                "the wireguard backend runs on the mmsg engine's batched I/O (epoll, recvmmsg with GRO, GSO sendmsg); io = {:?} applies to the udp and vxlan backends",
+                other.name()
+            );
+            (IoEngine::Mmsg, Some(note))
+        }
+        (_, engine) => (engine, engine_note),
+    };
     Ok(Plan { underlay_mtu, tun_mtu, engine, engine_note, uring, cpus: worker_cpus(config)? })
 }
 

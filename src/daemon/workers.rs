@@ -35,6 +35,8 @@ pub struct WorkerShared<'a> {
     /// Workers clear their own capabilities before they say ready (false
     /// when the process switches user instead; see `ReadySignal`).
     pub clear_caps: bool,
+    /// The WireGuard node (`backend = "wireguard"`).
+    pub wireguard: Option<crate::datapath::engine::wireguard::WireGuardWorker>,
 }
 
 impl WorkerSet {
@@ -75,6 +77,7 @@ impl WorkerSet {
                     counters: Arc::clone(&shared.counters[id]),
                     latency,
                 },
+                wireguard: shared.wireguard.clone(),
                 lifecycle: Arc::clone(&set.lifecycle),
                 ready: ReadySignal::new(id, ready_tx.clone(), shared.clear_caps),
             };

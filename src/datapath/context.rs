@@ -32,6 +32,8 @@ pub struct WorkerContext {
     /// (`uring`; zero: sleep at once).
     pub busy_poll: std::time::Duration,
     pub core: CoreSetup,
+    /// The WireGuard node every worker shares (`backend = "wireguard"`).
+    pub wireguard: Option<super::engine::wireguard::WireGuardWorker>,
     pub lifecycle: std::sync::Arc<Lifecycle>,
     pub ready: ReadySignal,
 }

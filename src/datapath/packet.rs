@@ -141,6 +141,7 @@ mod tests {
             underlay_ipv4: true,
         };
         let peer = |s: &str, ip: &str| PeerSpec {
+            wireguard: None,
             vtep_mac: None,
             kernel_decap: false,
             subnet: s.parse().unwrap(),
@@ -164,6 +165,7 @@ mod tests {
             Egress::Forward(Route {
                 vtep_mac: None,
                 kernel_decap: false,
+                public_key: None,
                 subnet: subnet.parse().unwrap(),
                 endpoint: "198.18.0.2:8285".parse().unwrap(),
             })

@@ -27,6 +27,10 @@ pub fn spawn(ctx: WorkerContext) -> std::io::Result<JoinHandle<std::io::Result<(
         let result = match ctx.backend {
             Backend::Udp => run_engine(ctx, FlannelUdp),
             Backend::Vxlan(v) => run_engine(ctx, Vxlan { vni: v.vni, mac: v.vtep_mac }),
+            Backend::WireGuard => match ctx.wireguard.clone() {
+                Some(wg) => engine::wireguard::run(ctx, wg),
+                None => Err(std::io::Error::other("backend = \"wireguard\" without a WireGuard node")),
+            },
         };
         if let Err(e) = &result {
             log::error!("worker {id} stopped: {e}");

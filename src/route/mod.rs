@@ -9,4 +9,4 @@ mod table;
 
 pub use prefix::{Prefix, PrefixError};
 pub use shared::{SharedTable, TableReplica, share};
-pub use table::{PeerSpec, Route, SubnetTable, TableError, TableScope};
+pub use table::{PeerSpec, Route, SubnetTable, TableError, TableScope, WireGuardPeer};

@@ -16,6 +16,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::prefix::{Prefix, mask_v6};
 use crate::wire::vxlan::Mac;
+use crate::wireguard::PublicKey;
 
 /// One peer's claim on a subnet, as a source (the peers file, etcd) states it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,8 +29,20 @@ pub struct PeerSpec {
     /// The peer takes our datagrams apart in its kernel (see
     /// [`Route::kernel_decap`]).
     pub kernel_decap: bool,
+    /// The peer's WireGuard identity (`backend = "wireguard"`): the key its
+    /// sessions are made with, and the one cryptokey routing checks an
+    /// inner source against. `None` with the other backends.
+    pub wireguard: Option<WireGuardPeer>,
     /// Where the claim came from, for error messages ("peers.toml: peer #3").
     pub origin: String,
+}
+
+/// What the WireGuard backend knows of a peer beyond its route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WireGuardPeer {
+    pub public_key: PublicKey,
+    /// The peer's `preshared_key_file`, read when the peer is added.
+    pub preshared_key_file: Option<std::path::PathBuf>,
 }
 
 /// What the table answers for a destination: the owning subnet and the
@@ -47,6 +60,8 @@ pub struct Route {
     /// finish: across a veth both arrive so, and only a kernel decapsulation
     /// accepts them. The workers send to every peer.
     pub kernel_decap: bool,
+    /// The peer's WireGuard public key (`backend = "wireguard"`).
+    pub public_key: Option<PublicKey>,
 }
 
 /// The node-local facts a table is validated against.
@@ -89,6 +104,8 @@ pub struct SubnetTable {
     v4: super::dir::Dir4,
     v6: Vec<LengthLevel<u128>>,
     senders: FxHashSet<IpAddr>,
+    /// WireGuard peers' `preshared_key_file`s, by public key.
+    preshared: FxHashMap<PublicKey, std::path::PathBuf>,
 }
 
 impl SubnetTable {
@@ -133,8 +150,12 @@ impl SubnetTable {
                 endpoint: peer.endpoint,
                 vtep_mac: peer.vtep_mac,
                 kernel_decap: peer.kernel_decap,
+                public_key: peer.wireguard.as_ref().map(|w| w.public_key),
             });
             table.senders.insert(peer.endpoint.ip());
+            if let Some(WireGuardPeer { public_key, preshared_key_file: Some(file) }) = &peer.wireguard {
+                table.preshared.insert(*public_key, file.clone());
+            }
             match peer.subnet {
                 Prefix::V4 { addr, len } => v4.push((addr, len, index)),
                 Prefix::V6 { addr, len } => {
@@ -162,6 +183,11 @@ impl SubnetTable {
     #[inline]
     pub fn is_known_sender(&self, ip: IpAddr) -> bool {
         self.senders.contains(&ip)
+    }
+
+    /// The `preshared_key_file` of the WireGuard peer `key`, if it names one.
+    pub fn preshared_key_file(&self, key: &PublicKey) -> Option<&std::path::Path> {
+        self.preshared.get(key).map(|p| p.as_path())
     }
 
     pub fn version(&self) -> u64 {
@@ -247,6 +273,7 @@ mod tests {
 
     fn peer(subnet: &str, ip: &str) -> PeerSpec {
         PeerSpec {
+            wireguard: None,
             vtep_mac: None,
             kernel_decap: false,
             subnet: subnet.parse().unwrap(),
@@ -315,7 +342,7 @@ mod tests {
                 let subnet = Prefix::V4 { addr: (base | off) & mask_v4(len), len };
                 if peers.iter().any(|p| p.subnet == subnet) { continue; }
                 let endpoint = SocketAddr::new(IpAddr::from([198, 18, (i >> 8) as u8, i as u8]), 8285);
-                peers.push(PeerSpec { vtep_mac: None, kernel_decap: false, subnet, endpoint, origin: String::new() });
+                peers.push(PeerSpec { wireguard: None, vtep_mac: None, kernel_decap: false, subnet, endpoint, origin: String::new() });
             }
             let scope = TableScope { own: vec![], networks: vec!["100.96.0.0/12".parse().unwrap()], underlay_ipv4: true };
             let table = SubnetTable::build(1, &scope, &peers).unwrap();
@@ -335,7 +362,7 @@ mod tests {
                 let subnet = Prefix::V6 { addr: spread(off) & mask_v6(len), len };
                 if peers.iter().any(|p| p.subnet == subnet) { continue; }
                 let endpoint = SocketAddr::new(IpAddr::from([198, 18, (i >> 8) as u8, i as u8]), 8285);
-                peers.push(PeerSpec { vtep_mac: None, kernel_decap: false, subnet, endpoint, origin: String::new() });
+                peers.push(PeerSpec { wireguard: None, vtep_mac: None, kernel_decap: false, subnet, endpoint, origin: String::new() });
             }
             let scope = TableScope { own: vec![], networks: vec!["fd00::/8".parse().unwrap()], underlay_ipv4: true };
             let table = SubnetTable::build(1, &scope, &peers).unwrap();

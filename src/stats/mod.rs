@@ -60,10 +60,46 @@ pub enum DropReason {
     WrongMac,
     /// Ingress (vxlan): neither IPv4, IPv6 nor an ARP request.
     UnsupportedFrame,
+    /// Ingress (wireguard): shorter than its message type requires, or a handshake message of the wrong length.
+    WgTruncated,
+    /// Ingress (wireguard): not one of the four message types.
+    WgUnknownType,
+    /// Ingress (wireguard): a message type this node never takes (e.g. a cookie reply it did not ask for).
+    WgWrongType,
+    /// Ingress (wireguard): a handshake message whose mac1 is not for our public key.
+    WgBadMac1,
+    /// Ingress (wireguard): under load, a source over its handshake rate.
+    WgRateLimited,
+    /// Ingress (wireguard): an AEAD did not open (tampered, forged, or for another key).
+    WgDecrypt,
+    /// Ingress (wireguard): an initiation from a static key that is no peer's.
+    WgUnknownPeer,
+    /// Ingress (wireguard): a receiver index with no session or handshake behind it.
+    WgUnknownIndex,
+    /// Ingress (wireguard): an initiation whose timestamp is not newer than the last.
+    WgReplayedInitiation,
+    /// Ingress (wireguard): initiations from one peer closer than 20 ms.
+    WgInitiationFlood,
+    /// Ingress (wireguard): a low-order public key (no shared secret).
+    WgWeakKey,
+    /// Ingress (wireguard): a cookie reply that does not decrypt against our last mac1.
+    WgBadCookie,
+    /// Ingress (wireguard): a transport counter seen before or behind the replay window.
+    WgReplayed,
+    /// Ingress (wireguard): a transport message on a session past REJECT_AFTER_TIME.
+    WgExpired,
+    /// Ingress (wireguard): a transport counter at or beyond REJECT_AFTER_MESSAGES.
+    WgCounterLimit,
+    /// Ingress (wireguard): a decrypted payload that is not one IP packet.
+    WgNotIp,
+    /// Ingress (wireguard): cryptokey routing refused a decrypted packet: its inner source is not in the sending peer's subnets.
+    WgSpoofedSource,
+    /// Egress (wireguard): no session with the peer yet (a handshake was started; the packet is dropped, not queued).
+    WgNoSession,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 19] = [
+    pub const ALL: [DropReason; 37] = [
         DropReason::UnknownSender,
         DropReason::SpoofedSource,
         DropReason::WrongDestination,
@@ -83,6 +119,24 @@ impl DropReason {
         DropReason::WrongVni,
         DropReason::WrongMac,
         DropReason::UnsupportedFrame,
+        DropReason::WgTruncated,
+        DropReason::WgUnknownType,
+        DropReason::WgWrongType,
+        DropReason::WgBadMac1,
+        DropReason::WgRateLimited,
+        DropReason::WgDecrypt,
+        DropReason::WgUnknownPeer,
+        DropReason::WgUnknownIndex,
+        DropReason::WgReplayedInitiation,
+        DropReason::WgInitiationFlood,
+        DropReason::WgWeakKey,
+        DropReason::WgBadCookie,
+        DropReason::WgReplayed,
+        DropReason::WgExpired,
+        DropReason::WgCounterLimit,
+        DropReason::WgNotIp,
+        DropReason::WgSpoofedSource,
+        DropReason::WgNoSession,
     ];
 
     /// The label used in logs and metrics.
@@ -107,6 +161,48 @@ impl DropReason {
             DropReason::WrongVni => "wrong_vni",
             DropReason::WrongMac => "wrong_mac",
             DropReason::UnsupportedFrame => "unsupported_frame",
+            DropReason::WgTruncated => "wg_truncated",
+            DropReason::WgUnknownType => "wg_unknown_type",
+            DropReason::WgWrongType => "wg_wrong_type",
+            DropReason::WgBadMac1 => "wg_bad_mac1",
+            DropReason::WgRateLimited => "wg_rate_limited",
+            DropReason::WgDecrypt => "wg_decrypt",
+            DropReason::WgUnknownPeer => "wg_unknown_peer",
+            DropReason::WgUnknownIndex => "wg_unknown_index",
+            DropReason::WgReplayedInitiation => "wg_replayed_initiation",
+            DropReason::WgInitiationFlood => "wg_initiation_flood",
+            DropReason::WgWeakKey => "wg_weak_key",
+            DropReason::WgBadCookie => "wg_bad_cookie",
+            DropReason::WgReplayed => "wg_replayed",
+            DropReason::WgExpired => "wg_expired",
+            DropReason::WgCounterLimit => "wg_counter_limit",
+            DropReason::WgNotIp => "wg_not_ip",
+            DropReason::WgSpoofedSource => "wg_spoofed_source",
+            DropReason::WgNoSession => "wg_no_session",
+        }
+    }
+
+    /// The counter for a refusal of the WireGuard protocol core.
+    pub const fn from_wireguard(reason: crate::wireguard::DropReason) -> DropReason {
+        use crate::wireguard::DropReason as Wg;
+        match reason {
+            Wg::Truncated => DropReason::WgTruncated,
+            Wg::UnknownType => DropReason::WgUnknownType,
+            Wg::WrongType => DropReason::WgWrongType,
+            Wg::BadMac1 => DropReason::WgBadMac1,
+            Wg::RateLimited => DropReason::WgRateLimited,
+            Wg::Decrypt => DropReason::WgDecrypt,
+            Wg::UnknownPeer => DropReason::WgUnknownPeer,
+            Wg::UnknownIndex => DropReason::WgUnknownIndex,
+            Wg::ReplayedInitiation => DropReason::WgReplayedInitiation,
+            Wg::InitiationFlood => DropReason::WgInitiationFlood,
+            Wg::WeakKey => DropReason::WgWeakKey,
+            Wg::BadCookie => DropReason::WgBadCookie,
+            Wg::Replayed => DropReason::WgReplayed,
+            Wg::Expired => DropReason::WgExpired,
+            Wg::CounterLimit => DropReason::WgCounterLimit,
+            Wg::NotIp => DropReason::WgNotIp,
+            Wg::SpoofedSource => DropReason::WgSpoofedSource,
         }
     }
 
@@ -144,7 +240,7 @@ impl Default for ControlCounters {
 }
 
 /// One worker's counters. Written only by that worker.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 #[repr(align(128))]
 pub struct WorkerCounters {
     /// Packets read from the TUN and sent to a peer.
@@ -168,6 +264,26 @@ pub struct WorkerCounters {
     pub table_version: AtomicU64,
     /// What this worker's predecessors counted (see [`carry`](Self::carry)).
     carried: Carried,
+}
+
+// By hand: `Default` is derived for arrays of at most 32 elements.
+impl Default for WorkerCounters {
+    fn default() -> Self {
+        WorkerCounters {
+            egress_packets: AtomicU64::new(0),
+            egress_bytes: AtomicU64::new(0),
+            egress_sends: AtomicU64::new(0),
+            ingress_packets: AtomicU64::new(0),
+            ingress_bytes: AtomicU64::new(0),
+            ingress_receives: AtomicU64::new(0),
+            icmp_sent: AtomicU64::new(0),
+            icmp_rate_limited: AtomicU64::new(0),
+            arp_replies: AtomicU64::new(0),
+            drops: std::array::from_fn(|_| AtomicU64::new(0)),
+            table_version: AtomicU64::new(0),
+            carried: Carried::default(),
+        }
+    }
 }
 
 /// Counts carried over from the process this one took the data path from:
@@ -233,7 +349,7 @@ impl WorkerCounters {
 }
 
 /// A plain copy of counters, from one worker or summed over all.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CounterSnapshot {
     pub egress_packets: u64,
     pub egress_bytes: u64,
@@ -246,6 +362,25 @@ pub struct CounterSnapshot {
     pub arp_replies: u64,
     pub drops: [u64; DropReason::ALL.len()],
     pub table_version: u64,
+}
+
+// By hand: `Default` is derived for arrays of at most 32 elements.
+impl Default for CounterSnapshot {
+    fn default() -> Self {
+        CounterSnapshot {
+            egress_packets: 0,
+            egress_bytes: 0,
+            egress_sends: 0,
+            ingress_packets: 0,
+            ingress_bytes: 0,
+            ingress_receives: 0,
+            icmp_sent: 0,
+            icmp_rate_limited: 0,
+            arp_replies: 0,
+            drops: [0; DropReason::ALL.len()],
+            table_version: 0,
+        }
+    }
 }
 
 impl CounterSnapshot {

@@ -36,7 +36,7 @@ fn probes(p: &Prefix) -> Vec<IpAddr> {
 pub fn run(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else { return };
     let vxlan = text.matches("vtep_mac").count() % 2 == 1;
-    let peers = match parse_peers(text, FILE, PeerDefaults { port: 8285, vxlan }) {
+    let peers = match parse_peers(text, FILE, PeerDefaults { port: 8285, vxlan, wireguard: false }) {
         Ok(p) => p,
         Err(e) => {
             let msg = e.to_string();

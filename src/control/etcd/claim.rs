@@ -48,13 +48,18 @@ impl From<EtcdError> for ClaimError {
 pub struct LeaseHolder {
     pub public_ip: IpAddr,
     pub vtep_mac: Option<Mac>,
+    /// This node's WireGuard public key (wireguard backend).
+    pub public_key: Option<crate::wireguard::PublicKey>,
     pub kernel_decap: bool,
 }
 
 impl LeaseHolder {
     /// The lease value this holder writes in `network`.
     pub fn lease_value(&self, network: &NetworkConfig) -> String {
-        flannel::lease_value(self.public_ip, network.backend, self.vtep_mac, self.kernel_decap)
+        match (network.backend, &self.public_key) {
+            (FlannelBackend::WireGuard, Some(key)) => flannel::wireguard_lease_value(self.public_ip, key),
+            _ => flannel::lease_value(self.public_ip, network.backend, self.vtep_mac, self.kernel_decap),
+        }
     }
 
     /// Whether `value` is a lease value this holder writes, whatever it

@@ -97,6 +97,24 @@ impl Bootstrap {
     }
 }
 
+/// This node's WireGuard public key for its lease (`backend =
+/// "wireguard"`): the private key file read with the daemon's checks,
+/// owned by `[process] user` (else the user starting encapd).
+fn wireguard_public_key(config: &Config) -> Result<Option<crate::wireguard::PublicKey>, String> {
+    let Some(wg) = &config.wireguard else { return Ok(None) };
+    let owner = match &config.user {
+        Some(user) => {
+            crate::sys::privileges::resolve(user, config.group.as_deref())
+                .map_err(|e| format!("{}: [process] user = {user:?}: {e}", config.path.display()))?
+                .uid
+        }
+        None => crate::sys::key_file::effective_uid(),
+    };
+    let bytes = crate::sys::key_file::read_key_file(&wg.private_key_file, owner)
+        .map_err(|e| format!("{}: [node] private_key_file: {e}", config.path.display()))?;
+    Ok(Some(crate::wireguard::PrivateKey::from_bytes(*bytes).public_key()))
+}
+
 /// Reads the network config and claims this node's lease; fills in
 /// `config.subnet`, `cidr` and `port` from etcd. Blocks (at most about
 /// [`STARTUP_WAIT`] while etcd is unreachable).
@@ -117,10 +135,11 @@ pub fn bootstrap_with(config: &mut Config, handed: Option<HandedLease>) -> Resul
     let file = config.path.display().to_string();
     let vtep_mac = match config.backend {
         Backend::Vxlan(v) => Some(v.vtep_mac),
-        Backend::Udp => None,
+        Backend::Udp | Backend::WireGuard => None,
     };
+    let public_key = wireguard_public_key(config).map_err(BootstrapError::Config)?;
     // Not yet: see the module documentation.
-    let holder = LeaseHolder { public_ip: config.public_ip, vtep_mac, kernel_decap: false };
+    let holder = LeaseHolder { public_ip: config.public_ip, vtep_mac, public_key, kernel_decap: false };
     let boot = runtime.block_on(claim_until_deadline(connector, src, file, holder, config.backend, handed));
     // The runtime's threads (if any) end here, before privileges are dropped.
     runtime.shutdown_timeout(Duration::from_secs(1));

@@ -34,7 +34,9 @@ const CONFIG_FIELDS: [&str; 12] = [
     "IPv6SubnetLen",
     "Backend",
 ];
-const BACKEND_FIELDS: [&str; 3] = ["Type", "Port", "VNI"];
+/// `ListenPort` and `PSK` are the wireguard backend's (flannel's
+/// `pkg/backend/wireguard`).
+const BACKEND_FIELDS: [&str; 5] = ["Type", "Port", "VNI", "ListenPort", "PSK"];
 
 /// `<prefix>/config`, with flannel's defaults filled in.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -355,8 +357,20 @@ fn backend(obj: &Map<String, Value>) -> Result<(FlannelBackend, u16), String> {
             let vni = int_field(b, "VNI", (1 << 24) - 1).map_err(|e| format!("Backend.{e}"))?.unwrap_or(u64::from(DEFAULT_VNI)) as u32;
             Ok((FlannelBackend::Vxlan { vni }, port.unwrap_or(DEFAULT_VXLAN_PORT)))
         }
+        "wireguard" => {
+            if let Some(Value::String(psk)) = b.get("PSK")
+                && !psk.is_empty()
+            {
+                return Err("Backend.PSK: a cluster-wide preshared key is not supported by encapd yet (remove it, or use the peers file's preshared_key_file)".into());
+            }
+            let listen = match int_field(b, "ListenPort", 65535)? {
+                Some(0) => return Err("Backend.ListenPort 0 must be between 1 and 65535".into()),
+                p => p.map(|p| p as u16),
+            };
+            Ok((FlannelBackend::WireGuard, listen.or(port).unwrap_or(crate::config::DEFAULT_WIREGUARD_PORT)))
+        }
         other => Err(format!(
-            "Backend.Type {other:?} is not run by encapd: encapd speaks flannel's \"udp\" and \"vxlan\" backends (set Backend.Type to one of them)"
+            "Backend.Type {other:?} is not run by encapd: encapd speaks flannel's \"udp\", \"vxlan\" and \"wireguard\" backends (set Backend.Type to one of them)"
         )),
     }
 }

@@ -54,7 +54,7 @@ impl Compat {
         let resolved = config.is_resolved();
         let etcd = config.etcd();
         let (vni, vtep_mac) = match config.backend {
-            Backend::Udp => (None, None),
+            Backend::Udp | Backend::WireGuard => (None, None),
             Backend::Vxlan(v) => {
                 let vni_known = resolved || etcd.is_none_or(|e| e.given_vni.is_some());
                 (vni_known.then_some(v.vni), Some(v.vtep_mac.to_string()))

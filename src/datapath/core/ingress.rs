@@ -152,6 +152,26 @@ impl<W: WireFormat> ForwardingCore<W> {
         self.ingress.writes.len()
     }
 
+    /// Inner packets that another stage already took out of their
+    /// datagrams and filtered (the WireGuard stage: opened, replay-checked,
+    /// cryptokey-routed, destination checked), at `packets` in `buf`, in
+    /// arrival order: plans their TUN writes as for any received run
+    /// (coalesced behind virtio-net headers with TUN offloads). Returns how
+    /// many writes, as [`ingress_datagram`](Self::ingress_datagram) does.
+    pub fn ingress_accepted(&mut self, buf: &mut [u8], packets: &[Piece]) -> usize {
+        bump(&self.counters.ingress_receives, 1);
+        let s = &mut self.ingress;
+        s.accepted.clear();
+        s.pieces.clear();
+        s.writes.clear();
+        s.replies.clear();
+        s.pending.clear();
+        s.accepted.extend(packets.iter().map(|p| PacketRef { offset: p.offset, len: p.len }));
+        self.plan_writes(buf);
+        self.latency.batch(Direction::Ingress, self.ingress.accepted.len() as u64);
+        self.ingress.writes.len()
+    }
+
     /// Unwraps and filters each datagram of a run that starts at `at` in the
     /// engine's buffer: accepted packets, replies, counted drops.
     fn accept_datagrams(&mut self, from: SocketAddr, run: &[u8], mut at: usize, gro_segment: Option<u16>) {

@@ -142,6 +142,24 @@ impl<W: WireFormat> ForwardingCore<W> {
         }
     }
 
+    /// The table snapshot this batch is decided by.
+    #[inline]
+    pub fn table(&self) -> &SubnetTable {
+        &self.table
+    }
+
+    /// This node's own subnets and inner MTU.
+    #[inline]
+    pub fn node_scope(&self) -> &NodeScope {
+        &self.node
+    }
+
+    /// When the batch in progress began.
+    #[inline]
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
     /// The tag of the batch in progress.
     pub fn batch_tag(&self) -> BatchTag {
         self.clock.current()

@@ -21,6 +21,7 @@ fn table(version: u64, peers: &[(&str, &str)]) -> SubnetTable {
     let peers: Vec<PeerSpec> = peers
         .iter()
         .map(|(s, e)| PeerSpec {
+            wireguard: None,
             vtep_mac: None,
             kernel_decap: false,
             subnet: s.parse().unwrap(),

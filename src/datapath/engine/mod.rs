@@ -8,7 +8,10 @@
 //! - [`mmsg`]: epoll + `recvmmsg` (GRO) + GSO `sendmsg`, one `read`/`writev`
 //!   per TUN packet (a TUN has no batched syscall without io_uring);
 //! - [`classic`]: `poll` + one `read`/`sendto`/`recv`/`write` per packet, as
-//!   flannel's proxy does: the baseline.
+//!   flannel's proxy does: the baseline;
+//! - [`wireguard`]: `mmsg`'s I/O with WireGuard's batch seal and open
+//!   between the core and the socket (`backend = "wireguard"`, whatever
+//!   `[dataplane] io` says).
 //!
 //! Each engine's loop reads as its phases: wait, begin the batch, egress
 //! (read, classify, send), ingress (receive, filter, write).
@@ -16,6 +19,7 @@
 pub mod classic;
 pub mod mmsg;
 pub mod uring;
+pub mod wireguard;
 
 use std::io::IoSlice;
 use std::os::fd::BorrowedFd;

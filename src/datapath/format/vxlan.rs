@@ -85,6 +85,7 @@ mod tests {
             endpoint: "198.18.0.2:8472".parse().unwrap(),
             vtep_mac: Some("c6:d2:32:6f:8f:44".parse().unwrap()),
             kernel_decap: true,
+            public_key: None,
         }
     }
 

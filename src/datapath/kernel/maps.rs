@@ -294,6 +294,7 @@ mod tests {
         let specs: Vec<PeerSpec> = peers
             .iter()
             .map(|&(subnet, ep, mac, kernel_decap)| PeerSpec {
+                wireguard: None,
                 kernel_decap,
                 subnet: subnet.parse().unwrap(),
                 endpoint: ep.parse::<SocketAddr>().unwrap(),

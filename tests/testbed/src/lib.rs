@@ -71,6 +71,7 @@ pub mod takeover;
 pub mod topology;
 pub mod traffic;
 pub mod underlay;
+pub mod wireguard_keys;
 pub mod wiring;
 
 pub use cmd::{Output, TempDir, must, run, run_cmd, time_until, wait_for};

@@ -47,6 +47,13 @@ pub struct Options {
     /// e.g. `"kernel_decap = true\n"`.
     pub peer_extra_a: String,
     pub peer_extra_b: String,
+    /// Lines appended to that node's `[node]` and `[network]` sections,
+    /// e.g. `"private_key_file = \"/tmp/a.key\"\n"` and
+    /// `"backend = \"wireguard\"\n"`.
+    pub node_lines_a: String,
+    pub node_lines_b: String,
+    pub network_lines_a: String,
+    pub network_lines_b: String,
     /// A middle namespace on the underlay (see [`Middle`]); `None`: the
     /// nodes' underlay veths are directly connected.
     pub middle: Option<Middle>,
@@ -68,6 +75,10 @@ impl Options {
             sections_b: String::new(),
             peer_extra_a: String::new(),
             peer_extra_b: String::new(),
+            node_lines_a: String::new(),
+            node_lines_b: String::new(),
+            network_lines_a: String::new(),
+            network_lines_b: String::new(),
             middle: None,
             underlay: Underlay::from_env(),
         }
@@ -98,7 +109,13 @@ pub struct Topology {
 /// /run/encapd (where every test's node would look for the same one).
 const CONTROL_SOCKET: &str = "control_socket = \"encapd.sock\"\n";
 
-fn node_config(node: Node, engine: &str, extra: &str, sections: &str) -> String {
+/// Lines the node's `[node]` and `[network]` sections get (see [`Options`]).
+struct SectionLines<'a> {
+    node: &'a str,
+    network: &'a str,
+}
+
+fn node_config(node: Node, engine: &str, extra: &str, sections: &str, lines: SectionLines<'_>) -> String {
     let (subnet, subnet6) = subnets(node);
     let sections = match sections.contains("[process]\n") {
         true => sections.replacen("[process]\n", &format!("[process]\n{CONTROL_SOCKET}"), 1),
@@ -107,11 +124,13 @@ fn node_config(node: Node, engine: &str, extra: &str, sections: &str) -> String 
     let sections = sections.as_str();
     let line = |s: &str| if s.is_empty() || s.ends_with('\n') { s.to_owned() } else { format!("{s}\n") };
     format!(
-        "[node]\npublic_ip = \"{}\"\nsubnet = \"{subnet}\"\nsubnet6 = \"{subnet6}\"\n\n\
-         [network]\ncidr = \"100.96.0.0/16\"\ncidr6 = \"fd00:96::/32\"\n\n\
+        "[node]\npublic_ip = \"{}\"\nsubnet = \"{subnet}\"\nsubnet6 = \"{subnet6}\"\n{}\n\
+         [network]\ncidr = \"100.96.0.0/16\"\ncidr6 = \"fd00:96::/32\"\n{}\n\
          [dataplane]\nworkers = 2\nio = \"{engine}\"\n{}\n\
          [control]\nsource = \"file\"\npeers = \"peers.toml\"\nsubnet_env = \"subnet.env\"\n\n{}",
         node.underlay(),
+        line(lines.node),
+        line(lines.network),
         line(extra),
         line(sections)
     )
@@ -229,7 +248,11 @@ impl Topology {
                 Node::A => (&self.opts.engine_a, &self.opts.extra_a, &self.opts.sections_a),
                 Node::B => (&self.opts.engine_b, &self.opts.extra_b, &self.opts.sections_b),
             };
-            let config = node_config(node, engine, extra, sections);
+            let lines = match node {
+                Node::A => SectionLines { node: &self.opts.node_lines_a, network: &self.opts.network_lines_a },
+                Node::B => SectionLines { node: &self.opts.node_lines_b, network: &self.opts.network_lines_b },
+            };
+            let config = node_config(node, engine, extra, sections, lines);
             self.dir.write(&format!("{}/encapd.toml", node.sub()), &config);
             self.dir.write(&format!("{}/peers.toml", node.sub()), &self.peers_file(node));
         }
