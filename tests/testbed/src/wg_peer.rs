@@ -84,7 +84,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(10);
 const CMD_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// A userspace WireGuard implementation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum WgImpl {
     /// wireguard-go, WireGuard's reference userspace implementation (Go;
     /// Debian package `wireguard-go`).
@@ -216,12 +216,8 @@ pub fn generate_key_pair(dir: &Path, name: &str) -> Result<KeyPair, String> {
 
 /// Writes secret `bytes` to a new file at `path`, mode 0600 from creation.
 pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| format!("creating {}: {e}", path.display()))?;
+    let mut f =
+        OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(|e| format!("creating {}: {e}", path.display()))?;
     f.write_all(bytes).map_err(|e| format!("writing {}: {e}", path.display()))
 }
 
@@ -384,7 +380,12 @@ impl WgDevice {
         match ready {
             Some(true) => Ok(()),
             Some(false) => Err(format!("{} in {} exited during start-up:\n{}", self.imp, self.ns, tail(&self.log(), 20))),
-            None => Err(format!("{} in {}: no {DEVICE} answering `wg show` within {READY_TIMEOUT:?}:\n{}", self.imp, self.ns, tail(&self.log(), 20))),
+            None => Err(format!(
+                "{} in {}: no {DEVICE} answering `wg show` within {READY_TIMEOUT:?}:\n{}",
+                self.imp,
+                self.ns,
+                tail(&self.log(), 20)
+            )),
         }
     }
 
@@ -534,7 +535,10 @@ mod tests {
         let mut encapd = WgPeerSpec::facing_encapd("K2=", "198.18.0.1", "100.96.1.0/24", None);
         encapd.persistent_keepalive = Some(25);
         encapd.preshared_key_file = Some("/tmp/psk".into());
-        assert_eq!(encapd.wg_set_args()[5..], ["198.18.0.1:51820", "allowed-ips", "100.96.1.0/24", "preshared-key", "/tmp/psk", "persistent-keepalive", "25"]);
+        assert_eq!(
+            encapd.wg_set_args()[5..],
+            ["198.18.0.1:51820", "allowed-ips", "100.96.1.0/24", "preshared-key", "/tmp/psk", "persistent-keepalive", "25"]
+        );
         assert_eq!(Layout::of(Node::A).mtu(), 1420, "flannel: underlay MTU - 80");
     }
 
