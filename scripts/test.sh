@@ -2,11 +2,12 @@
 # The whole test suite, as the README and CI run it:
 #   sudo scripts/test.sh
 # Installs what is missing (the Debian packages listed in scripts/lib.sh,
-# the rustfmt and clippy components, boringtun-cli from crates.io), then:
-# shellcheck, cargo fmt --check, cargo clippy -D warnings, the Debian
-# package (scripts/package.sh, with lintian), every test of the workspace (unit, property, loopback, the
-# replay of the committed fuzz findings, the doctests, and the root-only
-# end-to-end tests in network namespaces), the criterion benches once,
+# the rustfmt and clippy components, boringtun-cli from crates.io), then
+# runs shellcheck, cargo fmt --check, cargo clippy -D warnings, the Debian
+# package (scripts/package.sh, with lintian), every test of the workspace
+# (unit, property, loopback, the replay of the committed fuzz findings,
+# the doctests, and the root-only end-to-end tests in network
+# namespaces), the criterion benches once,
 # `systemd-analyze verify` of the unit, and a CI-sized benchmark run.
 #
 # Root-only tests skip with a message when not run as root; with

@@ -4,7 +4,8 @@
 //! up (`flannel-wg` laid out as flanneld lays it out, see
 //! `common::wg_peer`), and the two implementations against each other
 //! through the one-sided API an encapd interop test uses
-//! (`WgDevice::start`, `WgPeerSpec::facing_encapd`). Root only.
+//! (`WgDevice::start`, `start_facing_encapd`, `WgPeerSpec::facing_encapd`).
+//! Root only.
 //!
 //! Each pair: ctrA and ctrB ping each other (IPv4 and IPv6), 64 MiB of
 //! TCP cross each way with matching SHA-256, the route between the
@@ -22,7 +23,7 @@ use common::bed::{Bed, ping_ok};
 use common::kernel_paths::UNDERLAY_MTU;
 use common::mode::Mode;
 use common::traffic::hashed_transfer;
-use common::wg_peer::{self, DEVICE, Layout, WgDevice, WgImpl, WgPeerSpec};
+use common::wg_peer::{self, DEVICE, Layout, WgDevice, WgImpl, WgPeerSpec, start_facing_encapd};
 use common::wiring::{CTR_A, CTR_A6, CTR_B, CTR_B6, Node};
 use common::{TempDir, run};
 
@@ -122,12 +123,15 @@ fn wireguard_go_and_boringtun_interoperate_through_the_one_sided_api() {
     let bed = Bed::new(common::Underlay::Veth);
     bed.set_ctr_mtu(UNDERLAY_MTU - wg_peer::OVERHEAD);
     let dir = TempDir::new("wg-mixed");
+    // nodeA as an encapd test starts its peer before encapd's key is
+    // known; nodeB as start_facing_encapd does it once the key is.
     let a = WgDevice::start(WgImpl::WireguardGo, bed.node_ns(Node::A), &Layout::of(Node::A), dir.path(), "wg-go-a").unwrap();
-    let b = WgDevice::start(WgImpl::Boringtun, bed.node_ns(Node::B), &Layout::of(Node::B), dir.path(), "boringtun-b").unwrap();
     let (sub_a, sub_a6) = common::kernel_paths::subnets(Node::A);
     let (sub_b, sub_b6) = common::kernel_paths::subnets(Node::B);
+    let facing_a = WgPeerSpec::facing_encapd(a.public_key(), Node::A.underlay(), sub_a, Some(sub_a6));
+    let b =
+        start_facing_encapd(WgImpl::Boringtun, bed.node_ns(Node::B), &Layout::of(Node::B), &facing_a, dir.path(), "boringtun-b").unwrap();
     a.add_peer(&WgPeerSpec::facing_encapd(b.public_key(), Node::B.underlay(), sub_b, Some(sub_b6))).unwrap();
-    b.add_peer(&WgPeerSpec::facing_encapd(a.public_key(), Node::A.underlay(), sub_a, Some(sub_a6))).unwrap();
     traffic_both_ways(&bed, "wireguard-go <-> boringtun");
     let (rx, tx) = transfer(&a, b.public_key());
     println!("wireguard-go on nodeA: {rx} bytes received, {tx} sent (wg show transfer)");

@@ -4,9 +4,9 @@
 //! configured the way flanneld's `wireguard` backend configures its
 //! device. Both sides of a pair run it in the benchmark's `wireguard-go`
 //! and `boringtun` modes ([`Pair`]); against an encapd node one side runs
-//! it ([`WgDevice::start`], then [`WgDevice::add_peer`] with
-//! [`WgPeerSpec::facing_encapd`]; the device's [`WgDevice::public_key`]
-//! goes into encapd's peers file).
+//! it ([`start_facing_encapd`]: [`WgDevice::start`], then
+//! [`WgDevice::add_peer`] with [`WgPeerSpec::facing_encapd`]; the
+//! device's [`WgDevice::public_key`] goes into encapd's peers file).
 //!
 //! **The layout is flanneld's** (flannel-io/flannel `pkg/backend/wireguard`,
 //! `device.go` and `wireguard_network.go`): a device named `flannel-wg`,
@@ -487,6 +487,18 @@ impl Drop for WgDevice {
     fn drop(&mut self) {
         let _ = self.stop_inner();
     }
+}
+
+/// One side of an interop pair with an encapd node: `imp` started in
+/// `ns` with `layout` (keys and log in `dir`, named after `tag`) and
+/// given `encapd` as its peer (see [`WgPeerSpec::facing_encapd`]). Its
+/// [`WgDevice::public_key`] is what encapd's peers file needs as the
+/// peer's `public_key`; the handshake starts with the first packet either
+/// side sends, so encapd may start before or after this returns.
+pub fn start_facing_encapd(imp: WgImpl, ns: &str, layout: &Layout, encapd: &WgPeerSpec, dir: &Path, tag: &str) -> Result<WgDevice, String> {
+    let dev = WgDevice::start(imp, ns, layout, dir, tag)?;
+    dev.add_peer(encapd)?;
+    Ok(dev)
 }
 
 /// Both nodes of the two-node wiring running one implementation, each
