@@ -10,6 +10,9 @@
 #   scripts/package.sh --no-lintian     # skip the lintian check
 #   scripts/package.sh --fast           # lighter compression: seconds instead of minutes
 #                                       # on a busy machine (what scripts/test.sh uses)
+#   scripts/package.sh --no-build       # package the release binaries already built
+#                                       # (scripts/test.sh builds them with the tests;
+#                                       # a second `cargo build` would relink them)
 #   scripts/package.sh --out DIR        # into DIR (from the repository root) instead of
 #                                       # target/debian/. Every build (wherever it writes)
 #                                       # deletes the other versions' .deb and .ddeb from
@@ -57,6 +60,7 @@ add_md5sums() {
 REVISION=1
 LINT=1
 FAST=()
+BUILD=1
 OUT=target/debian
 while (($#)); do
     case $1 in
@@ -64,6 +68,7 @@ while (($#)); do
         --revision=*) REVISION=${1#*=}; shift ;;
         --no-lintian) LINT=0; shift ;;
         --fast) FAST=(--fast); shift ;;
+        --no-build) BUILD=0; shift ;;
         --out) OUT=${2:?--out needs a directory}; shift 2 ;;
         --out=*) OUT=${1#*=}; shift ;;
         -h | --help) ed_script_help "$0"; exit 0 ;;
@@ -80,8 +85,14 @@ fi
 ed_need_cargo_deb
 
 t0=$SECONDS
-ed_log "building: cargo build --release --locked"
-cargo build --release --locked >&2 || ed_die "cargo build --release failed"
+if ((BUILD)); then
+    ed_log "building: cargo build --release --locked"
+    cargo build --release --locked >&2 || ed_die "cargo build --release failed"
+else
+    for bin in encapd encapd-dist; do
+        [[ -x target/release/$bin ]] || ed_die "--no-build: target/release/$bin is missing (cargo build --release)"
+    done
+fi
 
 commit=$(ed_bin_commit target/release/encapd)
 case $commit in

@@ -202,8 +202,8 @@ step "Debian packages: scripts/package.sh (lintian), and revision 2 for the upgr
 # the build above is reused. Revision 2 first, elsewhere: every cargo-deb
 # run deletes the other versions' packages from target/debian/.
 if [[ $(id -u) -eq 0 ]] || { [[ -z $(ed_missing_pkgs @package) ]] && cargo deb --version >/dev/null 2>&1; }; then
-    ENCAPD_DEB_UPGRADE=$(scripts/package.sh --fast --no-lintian --revision 2 --out target/debian-upgrade)
-    ENCAPD_DEB=$(scripts/package.sh --fast)
+    ENCAPD_DEB_UPGRADE=$(scripts/package.sh --fast --no-build --no-lintian --revision 2 --out target/debian-upgrade)
+    ENCAPD_DEB=$(scripts/package.sh --fast --no-build)
     export ENCAPD_DEB ENCAPD_DEB_UPGRADE
 elif ((require)); then
     ed_die "cannot build the Debian package: not root, and cargo-deb or a package of @package is missing"

@@ -38,6 +38,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use common::kdrops::KernelDrops;
+use common::kernel_paths;
 use common::packets::{Packet, Tcp, fix_ipv4_header_checksum, transport_checksum_ok, udp_socket};
 use common::traffic::{StreamResult, UdpStream};
 use common::{
@@ -1041,48 +1042,22 @@ impl Drop for Sink {
     }
 }
 
-/// The MAC address of `dev` in `ns`.
-fn mac_of(ns: &str, dev: &str) -> [u8; 6] {
-    let v: serde_json::Value = serde_json::from_str(&ip(ns, &["-j", "link", "show", "dev", dev]).stdout).unwrap();
-    let s = v[0]["address"].as_str().unwrap_or_else(|| panic!("no MAC on {dev} in {ns}"));
-    let mut mac = [0u8; 6];
-    for (m, part) in mac.iter_mut().zip(s.split(':')) {
-        *m = u8::from_str_radix(part, 16).unwrap();
-    }
-    mac
-}
-
-fn mac_str(m: [u8; 6]) -> String {
-    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
-}
-
-/// Kernel VXLAN between nodeA and nodeB configured like flannel's
-/// `flannel.1`, as scripts/lib.sh `ed_topo_vxlan` does (on this harness's
-/// underlay device `ul`): VNI 1, dstport 8472, nolearning, MTU 1450, the
-/// subnet's network address on the device, a permanent neighbour entry and
-/// FDB entry for the peer VTEP, and an onlink route via the peer's network
-/// address. Returns (nodeA's VTEP MAC, nodeB's VTEP MAC).
+/// Kernel VXLAN between nodeA and nodeB, as flannel sets up `flannel.1`
+/// (the testbed's [`kernel_paths::vtep_up`]). Returns (nodeA's VTEP MAC,
+/// nodeB's VTEP MAC).
 fn vxlan_up(t: &Topology) -> ([u8; 6], [u8; 6]) {
-    let (na, nb) = (t.node_a.as_str(), t.node_b.as_str());
-    for (ns, local, own) in [(na, NODE_A_UNDERLAY, "100.96.1.0/32"), (nb, NODE_B_UNDERLAY, "100.96.2.0/32")] {
-        ip(ns, &["link", "add", "vx0", "type", "vxlan", "id", "1", "local", local, "dev", "ul", "dstport", "8472", "nolearning"]);
-        ip(ns, &["link", "set", "vx0", "mtu", "1450"]);
-        let o = ns_exec(ns, &["sysctl", "-q", "-w", "net.ipv4.conf.vx0.rp_filter=0"], Duration::from_secs(10));
-        assert!(o.ok(), "sysctl in {ns}: {}", o.text());
-        ip(ns, &["addr", "add", own, "dev", "vx0"]);
-        ip(ns, &["link", "set", "vx0", "up"]);
+    for node in [Node::A, Node::B] {
+        kernel_paths::vtep_up(t.wiring(), node);
     }
-    let (mac_a, mac_b) = (mac_of(na, "vx0"), mac_of(nb, "vx0"));
-    for (ns, peer_net, peer_mac, peer_ul, peer_subnet) in
-        [(na, "100.96.2.0", mac_b, NODE_B_UNDERLAY, "100.96.2.0/24"), (nb, "100.96.1.0", mac_a, NODE_A_UNDERLAY, "100.96.1.0/24")]
-    {
-        let mac = mac_str(peer_mac);
-        ip(ns, &["neigh", "replace", peer_net, "lladdr", &mac, "dev", "vx0", "nud", "permanent"]);
-        let o = run("bridge", &["-n", ns, "fdb", "append", &mac, "dev", "vx0", "dst", peer_ul, "self", "permanent"]);
-        assert!(o.ok(), "bridge fdb append in {ns}: {}", o.text());
-        ip(ns, &["route", "add", peer_subnet, "via", peer_net, "dev", "vx0", "onlink"]);
-    }
-    (mac_a, mac_b)
+    let mac = |node| {
+        let text = kernel_paths::vtep_mac(node);
+        let mut m = [0u8; 6];
+        for (byte, hex) in m.iter_mut().zip(text.split(':')) {
+            *byte = u8::from_str_radix(hex, 16).expect("a hex MAC");
+        }
+        m
+    };
+    (mac(Node::A), mac(Node::B))
 }
 
 /// RSS of `pid` once a second while `running`; (seconds since start, KiB).

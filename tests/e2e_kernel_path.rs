@@ -304,35 +304,9 @@ fn a_successor_without_privileges_carries_on_with_the_kernel_path() {
     assert!(!t.log(Node::A).contains("cannot remove the route"), "{}", t.log(Node::A));
 }
 
-/// The traffic tests on one underlay profile: `veth::...`, `wire::...`.
-macro_rules! profile_tests {
-    ($underlay:ident) => {
-        mod $underlay {
-            use super as s;
-
-            fn u() -> encapd_testbed::Underlay {
-                stringify!($underlay).parse().expect("an underlay profile")
-            }
-
-            #[test]
-            fn ipv4_and_ipv6_cross_in_the_kernel_intact() {
-                s::ipv4_and_ipv6_cross_in_the_kernel_intact(u());
-            }
-            #[test]
-            fn the_ingress_filter_still_rejects_and_counts_what_the_kernel_path_hands_on() {
-                s::the_ingress_filter_still_rejects_and_counts_what_the_kernel_path_hands_on(u());
-            }
-            #[test]
-            fn the_kernel_routes_follow_the_peers_file() {
-                s::the_kernel_routes_follow_the_peers_file(u());
-            }
-            #[test]
-            fn a_peer_without_the_kernel_path_is_reached_through_the_workers() {
-                s::a_peer_without_the_kernel_path_is_reached_through_the_workers(u());
-            }
-        }
-    };
-}
-
-profile_tests!(veth);
-profile_tests!(wire);
+encapd_testbed::on_each_underlay!(
+    ipv4_and_ipv6_cross_in_the_kernel_intact,
+    the_ingress_filter_still_rejects_and_counts_what_the_kernel_path_hands_on,
+    the_kernel_routes_follow_the_peers_file,
+    a_peer_without_the_kernel_path_is_reached_through_the_workers,
+);

@@ -335,27 +335,7 @@ fn with_etcd_the_kernel_path_sends_to_a_kernel_vtep_found_by_its_flanneld_lease(
     assert!(ingress >= 2.0, "and its replies came in through it: {ingress}");
 }
 
-/// The bulk-data tests on one underlay profile: `veth::...`, `wire::...`.
-macro_rules! profile_tests {
-    ($underlay:ident) => {
-        mod $underlay {
-            use super as s;
-
-            fn u() -> encapd_testbed::Underlay {
-                stringify!($underlay).parse().expect("an underlay profile")
-            }
-
-            #[test]
-            fn an_encapd_node_and_a_kernel_vtep_talk_both_ways() {
-                s::an_encapd_node_and_a_kernel_vtep_talk_both_ways(u());
-            }
-            #[test]
-            fn three_nodes_two_encapd_one_kernel_vtep_with_the_kernel_path() {
-                s::three_nodes_two_encapd_one_kernel_vtep_with_the_kernel_path(u());
-            }
-        }
-    };
-}
-
-profile_tests!(veth);
-profile_tests!(wire);
+encapd_testbed::on_each_underlay!(
+    an_encapd_node_and_a_kernel_vtep_talk_both_ways,
+    three_nodes_two_encapd_one_kernel_vtep_with_the_kernel_path,
+);

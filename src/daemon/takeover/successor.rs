@@ -21,11 +21,23 @@ pub struct SuccessorCommand {
 
 /// Why a successor could not be started.
 #[derive(Debug, thiserror::Error)]
-#[error("starting {} run --config {} --takeover: {source}", exe.display(), config.display())]
+#[error("starting {} run --config {} --takeover: {source}{}", exe.display(), config.display(), hint(source))]
 pub struct SpawnError {
     exe: PathBuf,
     config: PathBuf,
     source: std::io::Error,
+}
+
+/// What an operator needs to know for the one error that is not obvious:
+/// a daemon that dropped to `[process] user` starts its successor as that
+/// user, who may not be allowed to run a binary in a private directory.
+fn hint(source: &std::io::Error) -> &'static str {
+    match source.kind() {
+        std::io::ErrorKind::PermissionDenied => {
+            " (the successor runs as this process's user: that user must be able to execute the binary and search every directory above it)"
+        }
+        _ => "",
+    }
 }
 
 impl SuccessorCommand {
@@ -65,5 +77,26 @@ impl Successor {
     /// Its exit status, once it has exited (it is reaped then).
     pub fn exited(&mut self) -> Option<ExitStatus> {
         self.child.try_wait().ok().flatten()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_binary_the_user_may_not_execute_is_named_with_the_reason() {
+        // A file without any execute bit: execve refuses it with EACCES,
+        // even for root.
+        let dir = std::env::temp_dir().join(format!("encapd-successor-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let exe = dir.join("encapd");
+        std::fs::write(&exe, b"#!/bin/sh\n").unwrap();
+        let cmd = SuccessorCommand { exe: exe.clone(), config: dir.join("encapd.toml") };
+        let err = cmd.spawn().expect_err("a file without execute permission cannot be started");
+        let _ = std::fs::remove_dir_all(&dir);
+        let text = err.to_string();
+        assert!(text.contains(&exe.display().to_string()), "{text}");
+        assert!(text.contains("must be able to execute the binary"), "{text}");
     }
 }

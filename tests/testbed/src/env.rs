@@ -3,7 +3,8 @@
 //! cannot run prints "skipped: ..." and passes, unless
 //! `ENCAPD_REQUIRE_ROOT_TESTS=1` (what CI sets) makes the skip a failure.
 
-use std::path::PathBuf;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 
 /// The `encapd` binary under test: `$ENCAPD_BIN` if set (e.g. the release
 /// build), else the one cargo built beside the running test or benchmark
@@ -16,6 +17,31 @@ pub fn encapd_bin() -> PathBuf {
         Some(p) if !p.is_empty() => PathBuf::from(p),
         _ => sibling_binary("encapd"),
     }
+}
+
+/// The `encapd` binary under test, at a path every user can execute: a
+/// daemon that switches to another user (`[process] user = "nobody"`)
+/// re-executes its own file on a takeover, as that user. A checkout in a
+/// private directory (`mktemp -d` makes one, mode 0700) hides the build
+/// from that user, so then the binary is copied into `dir` (which must be
+/// traversable by everyone) with mode 0755; otherwise it is used where it
+/// is.
+pub fn encapd_bin_any_user_can_run(dir: &Path) -> PathBuf {
+    let bin = encapd_bin();
+    if any_user_can_execute(&bin) {
+        return bin;
+    }
+    let copy = dir.join("encapd");
+    std::fs::copy(&bin, &copy).unwrap_or_else(|e| panic!("copying {} to {}: {e}", bin.display(), copy.display()));
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap_or_else(|e| panic!("chmod {}: {e}", copy.display()));
+    copy
+}
+
+/// True when "others" may execute `path` and search every directory above it.
+fn any_user_can_execute(path: &Path) -> bool {
+    let Ok(path) = path.canonicalize() else { return false };
+    let others_x = |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.permissions().mode() & 0o001 != 0);
+    others_x(&path) && path.ancestors().skip(1).all(others_x)
 }
 
 /// `name` in the cargo profile directory of the running executable

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use crate::cmd::{Output, TempDir, run, wait_for};
 use crate::counters::{Counters, metric_value, scrape};
+use crate::env::{encapd_bin, encapd_bin_any_user_can_run};
 use crate::instance::{Encapd, print_log_if_panicking};
 use crate::middle::{Forwarder, Middle, MiddleStats, wire_middle};
 use crate::netns::{Permit, ns_exec};
@@ -167,6 +168,12 @@ impl Topology {
         t
     }
 
+    /// The namespaces and links under the daemons (for the kernel's own
+    /// data paths on the same nodes, see [`crate::kernel_paths`]).
+    pub fn wiring(&self) -> &Wiring {
+        &self.wiring
+    }
+
     /// The I/O engine of the node's encapd.
     pub fn engine_of(&self, node: Node) -> &str {
         match node {
@@ -241,7 +248,16 @@ impl Topology {
         assert!(self.daemons[node.index()].is_none(), "encapd ({node:?}) is still running");
         let dir = self.dir.path().join(node.sub());
         // Appended to, so a restarted daemon's log follows the first one's.
-        let d = Encapd::spawn(self.ns_of(node), &dir.join("encapd.toml"), &dir.join("encapd.log"), env);
+        let sections = match node {
+            Node::A => &self.opts.sections_a,
+            Node::B => &self.opts.sections_b,
+        };
+        // A daemon that switches user re-executes its binary as that user.
+        let bin = match sections.contains("user = ") {
+            true => encapd_bin_any_user_can_run(self.dir.path()),
+            false => encapd_bin(),
+        };
+        let d = Encapd::spawn_with(self.ns_of(node), &bin, &[], &dir.join("encapd.toml"), &dir.join("encapd.log"), env);
         self.daemons[node.index()] = Some(d);
     }
 

@@ -100,6 +100,27 @@ impl FromStr for Underlay {
     }
 }
 
+/// Runs each listed test function (`fn NAME(u: Underlay)`) on every
+/// underlay profile, as `#[test]`s named `veth::NAME` and `wire::NAME`, so a
+/// suite lists its tests once and `cargo test wire::` picks one profile.
+#[macro_export]
+macro_rules! on_each_underlay {
+    ($($test:ident),* $(,)?) => {
+        $crate::on_each_underlay!(@profile veth: $($test),*);
+        $crate::on_each_underlay!(@profile wire: $($test),*);
+    };
+    (@profile $underlay:ident: $($test:ident),*) => {
+        mod $underlay {
+            $(
+                #[test]
+                fn $test() {
+                    super::$test(stringify!($underlay).parse().expect("an underlay profile"));
+                }
+            )*
+        }
+    };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

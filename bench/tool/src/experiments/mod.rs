@@ -26,6 +26,18 @@ use encapd_testbed::underlay::Underlay;
 use crate::exec::{self, Background, argv};
 use crate::run::{self, builds, info, panic_text};
 
+/// The options every experiment on a bench shares.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// The underlay profile: veth (TSO packets cross whole) or wire (MTU
+    /// frames, GRO on receive).
+    #[arg(long, default_value = "veth")]
+    pub underlay: Underlay,
+    /// Do not run `cargo build --release` first.
+    #[arg(long)]
+    pub no_build: bool,
+}
+
 /// What every experiment starts from: root, packages, the build, the
 /// encapd binary.
 pub struct Setup {
@@ -54,6 +66,28 @@ pub fn setup(pkgs: &[&str], no_build: bool) -> Result<Setup, String> {
     let encapd = std::env::var_os("ENCAPD").filter(|v| !v.is_empty()).map_or_else(|| repo.join("target/release/encapd"), PathBuf::from);
     exec::install_interrupt_handler().map_err(|e| format!("signal handlers: {e}"))?;
     Ok(Setup { repo, encapd })
+}
+
+/// What an experiment over a list of modes starts from.
+pub struct Prepared {
+    pub modes: Vec<Mode>,
+    pub setup: Setup,
+    /// Where its output goes, inside `tmp` unless the caller chose it.
+    pub out: PathBuf,
+    pub tmp: Option<encapd_testbed::cmd::TempDir>,
+    pub bed: Bed,
+}
+
+/// Resolves `modes`, sets up (root, `pkgs`, the build), makes the output
+/// directory (`out`, else a temporary one tagged `tag`) and brings up the
+/// bench: in that order, so a typo in a mode name fails before anything
+/// is installed or built.
+pub fn prepare(modes_list: &str, bench: &BenchArgs, pkgs: &[&str], out: Option<PathBuf>, tag: &str) -> Result<Prepared, String> {
+    let modes = modes(modes_list)?;
+    let setup = setup(pkgs, bench.no_build)?;
+    let (out, tmp) = out_dir(out, tag)?;
+    let bed = bed(bench.underlay)?;
+    Ok(Prepared { modes, setup, out, tmp, bed })
 }
 
 /// A bench on `underlay`, or why it did not come up.

@@ -18,10 +18,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use encapd_testbed::mode::Mode;
-use encapd_testbed::underlay::Underlay;
 use encapd_testbed::wiring::{CTR_B, Node};
 
-use super::{bed, enter, setup, tids_of};
+use super::{BenchArgs, bed, enter, setup, tids_of};
 use crate::clock::Utc;
 use crate::exec::{Background, argv, run_capture, run_to_files, wait_port};
 use crate::run::{info, warn};
@@ -37,12 +36,8 @@ pub struct ProfileArgs {
     /// Output directory (default /tmp/encapd-profile-<UTC date>-<mode>).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// The underlay profile.
-    #[arg(long, default_value = "veth")]
-    pub underlay: Underlay,
-    /// Do not run `cargo build --release` first.
-    #[arg(long)]
-    pub no_build: bool,
+    #[command(flatten)]
+    pub bench: BenchArgs,
 }
 
 /// Samples per second and CPU (`perf record -F`).
@@ -50,10 +45,10 @@ const HZ: f64 = 999.0;
 
 pub fn main(a: ProfileArgs) -> Result<(), String> {
     let mode = Mode::named(&a.mode).map_err(|e| e.to_string())?;
-    let s = setup(&["@run", "@profile", "ethtool"], a.no_build)?;
+    let s = setup(&["@run", "@profile", "ethtool"], a.bench.no_build)?;
     let out = a.out.clone().unwrap_or_else(|| PathBuf::from(format!("/tmp/encapd-profile-{}-{}", Utc::now().dir_stamp(), mode.name)));
     std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
-    let bed = bed(a.underlay)?;
+    let bed = bed(a.bench.underlay)?;
     let active = enter(&bed, &mode, &out.join("configs"), &s.encapd, 2)?;
     let pids = active.encapd_pids();
     let server = Background::start(Some(bed.ctr_ns(Node::B)), &argv(&["iperf3", "-s", "-1", "-B", CTR_B]), &out.join("iperf3-server.log"))

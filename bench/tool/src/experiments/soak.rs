@@ -27,10 +27,9 @@ use std::time::{Duration, Instant};
 use encapd_testbed::bed::peers_file;
 use encapd_testbed::counters::parse_counters;
 use encapd_testbed::mode::{Backend, Mode};
-use encapd_testbed::underlay::Underlay;
 use encapd_testbed::wiring::{CTR_B, Node, TUN};
 
-use super::{bed, enter, setup};
+use super::{BenchArgs, bed, enter, setup};
 use crate::clock::Utc;
 use crate::exec::{Background, argv, interrupted, run_capture, run_to_files, wait_port};
 use crate::run::{info, provenance, warn};
@@ -56,12 +55,8 @@ pub struct SoakArgs {
     /// encapd [dataplane] workers.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..))]
     pub workers: u64,
-    /// The underlay profile.
-    #[arg(long, default_value = "veth")]
-    pub underlay: Underlay,
-    /// Do not run `cargo build --release` first.
-    #[arg(long)]
-    pub no_build: bool,
+    #[command(flatten)]
+    pub bench: BenchArgs,
 }
 
 fn parse_rate(s: &str) -> Result<String, String> {
@@ -156,20 +151,11 @@ pub fn main(a: SoakArgs) -> Result<bool, String> {
     let Some(e) = mode.encapd() else { return Err(format!("--mode {}: a soak runs encapd", mode.name)) };
     let backend = e.backend;
     let invocation = std::iter::once("encapd-bench soak".to_owned()).chain(std::env::args().skip(2)).collect::<Vec<_>>().join(" ");
-    let s = setup(&["@run", "ethtool"], a.no_build)?;
+    let s = setup(&["@run", "ethtool"], a.bench.no_build)?;
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim().split('.').next().unwrap_or("").to_owned();
     let out = match &a.out {
         Some(o) => o.clone(),
-        None => {
-            let base = s.repo.join("bench/runs").join(format!("{}-soak-{host}", Utc::now().dir_stamp()));
-            let mut out = base.clone();
-            let mut n = 2;
-            while out.exists() {
-                out = PathBuf::from(format!("{}-{n}", base.display()));
-                n += 1;
-            }
-            out
-        }
+        None => crate::run::new_run_dir(&s.repo, &format!("soak-{host}")),
     };
     let me = std::env::current_exe().map_err(|e| e.to_string())?;
     if provenance::under_runs(&s.repo, &out)
@@ -188,7 +174,7 @@ pub fn main(a: SoakArgs) -> Result<bool, String> {
     std::fs::write(out.join("provenance.txt"), prov).map_err(|e| e.to_string())?;
     info(&format!("results in {}", out.display()));
 
-    let bed = bed(a.underlay)?;
+    let bed = bed(a.bench.underlay)?;
     let conf = out.join("encapd");
     let active = enter(&bed, &mode, &conf, &s.encapd, a.workers as usize)?;
     let pids = active.encapd_pids();
@@ -225,7 +211,7 @@ pub fn main(a: SoakArgs) -> Result<bool, String> {
         a.workers,
         a.rate,
         a.slice,
-        a.underlay,
+        a.bench.underlay,
         s.encapd.display()
     );
     let mut samples = vec![Sample { proc: procs(), drops: drops(), ..Sample::default() }];

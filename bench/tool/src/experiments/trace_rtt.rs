@@ -23,10 +23,9 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use encapd_testbed::underlay::Underlay;
 use encapd_testbed::wiring::{CTR_B, Node};
 
-use super::{bed, enter, median, modes, out_dir, setup, sockperf_server, tids_of};
+use super::{BenchArgs, Prepared, enter, median, prepare, sockperf_server, tids_of};
 use crate::exec::{argv, run_capture, run_to_files};
 use crate::run::{info, warn};
 
@@ -41,12 +40,8 @@ pub struct TraceRttArgs {
     /// Keep perf data and the time lines here (default: a temporary directory, removed).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// The underlay profile.
-    #[arg(long, default_value = "veth")]
-    pub underlay: Underlay,
-    /// Do not run `cargo build --release` first.
-    #[arg(long)]
-    pub no_build: bool,
+    #[command(flatten)]
+    pub bench: BenchArgs,
 }
 
 const EVENTS: &[&str] = &[
@@ -75,10 +70,8 @@ const EVENTS: &[&str] = &[
 const PORT: u16 = 11112;
 
 pub fn main(a: TraceRttArgs) -> Result<(), String> {
-    let modes = modes(&a.modes)?;
-    let s = setup(&["@run", "@profile", "sockperf", "ethtool"], a.no_build)?;
-    let (out, _tmp) = out_dir(a.out.clone(), "trace-rtt")?;
-    let bed = bed(a.underlay)?;
+    let pkgs = ["@run", "@profile", "sockperf", "ethtool"];
+    let Prepared { modes, setup: s, out, tmp: _tmp, bed } = prepare(&a.modes, &a.bench, &pkgs, a.out.clone(), "trace-rtt")?;
     for mode in &modes {
         if crate::exec::interrupted() {
             break;

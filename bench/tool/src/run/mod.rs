@@ -220,6 +220,19 @@ pub fn run(args: RunArgs) -> ExitStatus {
 /// The checkout this binary belongs to: the directory holding
 /// `bench/tool` above the executable (`target/release/encapd-bench`),
 /// else git's top level around the current directory.
+/// A directory for a new committed run: `bench/runs/<UTC stamp>-<name>`,
+/// with `-2`, `-3`, ... appended when a run of the same minute exists.
+pub fn new_run_dir(repo: &Path, name: &str) -> PathBuf {
+    let base = repo.join("bench/runs").join(format!("{}-{name}", Utc::now().dir_stamp()));
+    let mut out = base.clone();
+    let mut n = 2;
+    while out.exists() {
+        out = PathBuf::from(format!("{}-{n}", base.display()));
+        n += 1;
+    }
+    out
+}
+
 pub fn repo_root() -> Result<PathBuf, String> {
     let is_repo = |p: &Path| p.join("bench/tool/Cargo.toml").is_file() && p.join("scripts/lib.sh").is_file();
     if let Ok(exe) = std::env::current_exe()
@@ -306,16 +319,7 @@ fn execute(cfg: Config) -> Result<ExitStatus, String> {
     let machine = meta::Machine::read(cfg.sockperf);
     let out = match &cfg.out {
         Some(o) => o.clone(),
-        None => {
-            let base = repo.join("bench/runs").join(format!("{}-{}", Utc::now().dir_stamp(), machine.host));
-            let mut out = base.clone();
-            let mut n = 2;
-            while out.exists() {
-                out = PathBuf::from(format!("{}-{n}", base.display()));
-                n += 1;
-            }
-            out
-        }
+        None => new_run_dir(&repo, &machine.host),
     };
     let mut bins: Vec<(&str, &Path)> = vec![("encapd_bench", &probe)];
     if need_encapd {
