@@ -138,16 +138,18 @@ pub enum AttachError {
 
 /// The fds a successor needs to carry on with an attached kernel path: the
 /// two TCX links (which hold the programs), the routes maps, the
-/// counters map, and the XDP link when `xdp_decap` is attached. Map updates and reads through an fd need no privilege
+/// counters map, and the XDP link when `xdp_decap` is attached. Map
+/// updates and reads through an fd need no privilege
 /// (Linux 6.5 and later check capabilities when a map or program is
 /// created, not when it is used).
 #[derive(Debug)]
 pub struct KernelFds {
+    /// First, so dropped first: `decap` delivers `xdp_decap`'s packets.
+    pub xdp: Option<OwnedFd>,
     pub links: [OwnedFd; 2],
     pub routes4: OwnedFd,
     pub routes6: OwnedFd,
     pub counters: OwnedFd,
-    pub xdp: Option<OwnedFd>,
 }
 
 impl KernelFds {
