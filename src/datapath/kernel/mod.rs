@@ -441,6 +441,25 @@ mod tests {
         }
     }
 
+    /// Five fds (a predecessor without the XDP link) or six come back as
+    /// they were sent; any other count is refused.
+    #[test]
+    fn kernel_fds_travel_with_and_without_the_xdp_link() {
+        let fd = || OwnedFd::from(std::fs::File::open("/dev/null").unwrap());
+        let five: Vec<OwnedFd> = (0..5).map(|_| fd()).collect();
+        let k = KernelFds::from_vec(five).expect("five fds");
+        assert!(k.xdp.is_none());
+        assert_eq!(k.into_vec().len(), 5);
+        let six: Vec<OwnedFd> = (0..6).map(|_| fd()).collect();
+        let last = std::os::fd::AsRawFd::as_raw_fd(&six[5]);
+        let k = KernelFds::from_vec(six).expect("six fds");
+        assert_eq!(k.xdp.as_ref().map(std::os::fd::AsRawFd::as_raw_fd), Some(last), "the sixth is the XDP link");
+        let back = k.into_vec();
+        assert_eq!(std::os::fd::AsRawFd::as_raw_fd(&back[5]), last, "sent last again");
+        assert!(KernelFds::from_vec((0..4).map(|_| fd()).collect()).is_none());
+        assert!(KernelFds::from_vec((0..7).map(|_| fd()).collect()).is_none());
+    }
+
     #[test]
     fn kernel_releases_parse_to_major_and_minor() {
         assert_eq!(parse_release("6.18.44-fc-v1300"), Some((6, 18)));
