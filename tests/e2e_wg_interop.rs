@@ -11,22 +11,28 @@
 //! encapd's private key file is a `wg genkey` output too, so the key
 //! format is part of what interoperates. For each implementation:
 //!
+//! Who initiated is judged three ways: on the wire (nftables counters on
+//! nodeB for the 148-byte initiation message, in and out), by encapd's
+//! `wg_no_session` (a packet with no session is what makes encapd start
+//! a handshake), and for wireguard-go by its verbose log, which names
+//! each handshake message (boringtun-cli logs none at its default
+//! verbosity).
+//!
 //! - **encapd initiates**: the first ping goes ctrA → ctrB with nodeB
-//!   idle; encapd counted `wg_no_session` (it had no session and started
-//!   the handshake) and, for wireguard-go, whose verbose log names each
-//!   handshake message, the peer's first handshake event is a *received*
-//!   initiation. Then ping both ways (IPv4 and IPv6), 64 MiB of TCP each
-//!   way with matching SHA-256 (not the issue's 1 GiB: through a debug
-//!   encapd and a userspace peer on this shared 2-core machine 1 GiB
-//!   each way takes minutes, and 64 MiB already crosses many thousands
-//!   of GSO batches and at least one full replay window), UDP at 64,
-//!   512 and 1,392 bytes (the largest a 1,420 MTU carries), and the
-//!   peer's `wg show transfer` accounts for the TCP bytes (they went
-//!   through WireGuard, not around it).
+//!   idle; nodeB received an initiation and sent none, encapd counted
+//!   `wg_no_session`. Then ping both ways (IPv4 and IPv6), 64 MiB of TCP
+//!   each way with matching SHA-256, UDP at 64, 512 and 1,392 bytes both
+//!   ways (1,392 is the largest a 1,420 MTU carries), and the peer's `wg
+//!   show transfer` accounts for the TCP bytes (they went through
+//!   WireGuard, not around it). Not the issue's 1 GiB: 64 MiB took
+//!   1.5–2.6 s each way here (debug encapd, 0.2–0.35 Gbit/s), so 1 GiB
+//!   would take about a minute per implementation on a quiet machine,
+//!   over this suite's budget, and 64 MiB already spans thousands of
+//!   GSO batches and many replay windows.
 //! - **the peer initiates**: the first ping goes ctrB → ctrA with encapd
-//!   idle; encapd never counted `wg_no_session` (it answered, it did not
-//!   start) and wireguard-go's first handshake event is a *sent*
-//!   initiation. Then recovery: the peer restarted (same key, no
+//!   idle; nodeB sent an initiation and received none, encapd never
+//!   counted `wg_no_session` (it answered, it did not start). Then
+//!   recovery: the peer restarted (same key, no
 //!   sessions) while encapd still holds the old session, and ctrA pings
 //!   first — encapd must notice the silence and handshake again; then
 //!   encapd restarted while the peer holds the old session, and ctrB
@@ -85,6 +91,7 @@ impl Interop {
             .unwrap_or_else(|e| panic!("{imp} on nodeB: {e}"));
         let peer_keys = peer.keys().clone();
         let config = write_encapd_config(dir.path(), &encapd_keys, &peer_keys.public_key);
+        count_initiations(&bed, dir.path());
         let mut t = Interop { imp, encapd: None, peer: Some(peer), peer_keys, encapd_keys, config, dir, bed };
         t.start_encapd();
         t
@@ -210,6 +217,41 @@ fn assert_three_pings(ns: &str, dst: &str, what: &str) {
     assert!(o.ok() && o.stdout.contains(" 0% packet loss"), "{what}: {ns} -> {dst}: expected three echoes:\n{}", o.text());
 }
 
+/// nftables counters on nodeB for WireGuard handshake initiations, seen
+/// on the wire whatever the implementation logs: a initiation is the
+/// one message of 148 bytes (WireGuard paper §5.4.2; UDP length 156); a
+/// response is 92, a cookie reply 64, and a transport message is 32 + a
+/// multiple of 16, never 148. `input` counts those nodeB received (encapd
+/// initiated), `output` those it sent.
+fn count_initiations(bed: &Bed, dir: &std::path::Path) {
+    let script = format!(
+        "table inet {NFT_TABLE} {{\n  chain input {{\n    type filter hook input priority 0; policy accept;\n    \
+         udp dport {port} udp length 156 counter\n  }}\n  chain output {{\n    type filter hook output priority 0; \
+         policy accept;\n    udp sport {port} udp length 156 counter\n  }}\n}}\n",
+        port = wg_peer::WG_PORT
+    );
+    let path = dir.join("initiations.nft");
+    std::fs::write(&path, &script).unwrap();
+    let o = common::ns_exec(bed.node_ns(Node::B), &["nft", "-f", path.to_str().unwrap()], Duration::from_secs(10));
+    assert!(o.ok(), "nft -f in nodeB: {}\n{script}", o.text());
+}
+
+const NFT_TABLE: &str = "encapd_wg_interop";
+
+/// Handshake initiations nodeB has (received, sent) so far.
+fn initiations(bed: &Bed) -> (u64, u64) {
+    let o = common::ns_exec(bed.node_ns(Node::B), &["nft", "list", "table", "inet", NFT_TABLE], Duration::from_secs(10));
+    assert!(o.ok(), "nft list: {}", o.text());
+    let counts: Vec<u64> = o
+        .stdout
+        .lines()
+        .filter_map(|l| l.split("counter packets ").nth(1))
+        .map(|rest| rest.split_whitespace().next().and_then(|n| n.parse().ok()).expect("a packet count"))
+        .collect();
+    assert_eq!(counts.len(), 2, "two counters (input, output) in:\n{}", o.stdout);
+    (counts[0], counts[1])
+}
+
 /// Which side sent the first handshake initiation, by wireguard-go's
 /// verbose log (`device/send.go` "Sending handshake initiation",
 /// `device/receive.go` "Received handshake initiation"): `Some(true)`
@@ -235,6 +277,13 @@ fn assert_initiator(t: &mut Interop, encapd_initiated: bool) {
     } else {
         assert_eq!(no_session, 0, "{imp}: encapd should only have answered the handshake, yet it lacked a session: {c:?}");
     }
+    let (received, sent) = initiations(&t.bed);
+    eprintln!("{imp}: on the wire nodeB received {received} and sent {sent} handshake initiations");
+    if encapd_initiated {
+        assert!(received > 0 && sent == 0, "{imp}: encapd should have sent the initiation: nodeB received {received}, sent {sent}");
+    } else {
+        assert!(sent > 0 && received == 0, "{imp}: {imp} should have sent the initiation: nodeB received {received}, sent {sent}");
+    }
     let log = t.peer().log();
     match peer_initiated_first(&log) {
         Some(peer_first) => {
@@ -242,7 +291,7 @@ fn assert_initiator(t: &mut Interop, encapd_initiated: bool) {
             eprintln!("{imp}: its log confirms {} initiated", if encapd_initiated { "encapd" } else { imp.name() });
         }
         None if imp == WgImpl::WireguardGo => panic!("wireguard-go logged no handshake:\n{log}"),
-        None => eprintln!("{imp}: initiator judged by encapd's wg_no_session only ({no_session})"),
+        None => eprintln!("{imp}: logs no handshakes; initiator judged by the wire and encapd's wg_no_session ({no_session})"),
     }
 }
 
