@@ -71,6 +71,8 @@ struct Interop {
     peer: Option<WgDevice>,
     peer_keys: KeyPair,
     encapd_keys: KeyPair,
+    /// encapd as the peer's peer (with the preshared key, if any).
+    facing: WgPeerSpec,
     config: PathBuf,
     dir: TempDir,
     bed: Bed,
@@ -80,19 +82,29 @@ impl Interop {
     /// The bed, the peer on nodeB (facing encapd's key and address),
     /// encapd on nodeA (its peers file naming the peer's key); returns
     /// once both run, before any traffic (no handshake yet).
-    fn start(imp: WgImpl) -> Interop {
+    /// With `psk`, both sides share a preshared key from `wg genpsk`
+    /// (flannel's optional `PSK`; encapd's per-peer
+    /// `preshared_key_file`).
+    fn start(imp: WgImpl, psk: bool) -> Interop {
         let bed = Bed::new(common::Underlay::Veth);
         bed.set_ctr_mtu(UNDERLAY_MTU - wg_peer::OVERHEAD);
         let dir = TempDir::new(&format!("wg-interop-{imp}"));
         let encapd_keys = generate_key_pair(dir.path(), "encapd-a").unwrap();
         let (sub_a, sub_a6) = subnets(Node::A);
-        let facing = WgPeerSpec::facing_encapd(&encapd_keys.public_key, Node::A.underlay(), sub_a, Some(sub_a6));
+        let mut facing = WgPeerSpec::facing_encapd(&encapd_keys.public_key, Node::A.underlay(), sub_a, Some(sub_a6));
+        if psk {
+            let key = common::run("wg", &["genpsk"]);
+            assert!(key.ok(), "wg genpsk: {}", key.text());
+            let path = dir.path().join("psk.key");
+            wg_peer::write_private(&path, key.stdout.as_bytes()).unwrap();
+            facing.preshared_key_file = Some(path);
+        }
         let peer = wg_peer::start_facing_encapd(imp, bed.node_ns(Node::B), &Layout::of(Node::B), &facing, dir.path(), "peer-b")
             .unwrap_or_else(|e| panic!("{imp} on nodeB: {e}"));
         let peer_keys = peer.keys().clone();
-        let config = write_encapd_config(dir.path(), &encapd_keys, &peer_keys.public_key);
+        let config = write_encapd_config(dir.path(), &encapd_keys, &peer_keys.public_key, facing.preshared_key_file.as_deref());
         count_initiations(&bed, dir.path());
-        let mut t = Interop { imp, encapd: None, peer: Some(peer), peer_keys, encapd_keys, config, dir, bed };
+        let mut t = Interop { imp, encapd: None, peer: Some(peer), peer_keys, encapd_keys, facing, config, dir, bed };
         t.start_encapd();
         t
     }
@@ -119,8 +131,6 @@ impl Interop {
         let stopped = self.peer.take().expect("the peer runs").stop();
         assert!(stopped.status.is_ok(), "{} needed SIGKILL:\n{}", self.imp, stopped.log);
         assert!(stopped.device_gone, "{} left {DEVICE} behind", self.imp);
-        let (sub_a, sub_a6) = subnets(Node::A);
-        let facing = WgPeerSpec::facing_encapd(&self.encapd_keys.public_key, Node::A.underlay(), sub_a, Some(sub_a6));
         let dev = WgDevice::start_with_keys(
             self.imp,
             self.bed.node_ns(Node::B),
@@ -130,7 +140,7 @@ impl Interop {
             "peer-b",
         )
         .unwrap_or_else(|e| panic!("{} restarting: {e}", self.imp));
-        dev.add_peer(&facing).unwrap();
+        dev.add_peer(&self.facing).unwrap();
         self.peer = Some(dev);
     }
 
@@ -176,7 +186,7 @@ impl Drop for Interop {
 /// nodeA's configuration, as the testbed's other wireguard nodes have it
 /// (`[dataplane] tun`, two workers, the control socket and subnet.env
 /// beside it), and its peers file naming nodeB with the peer's key.
-fn write_encapd_config(dir: &std::path::Path, keys: &KeyPair, peer_public_key: &str) -> PathBuf {
+fn write_encapd_config(dir: &std::path::Path, keys: &KeyPair, peer_public_key: &str, psk: Option<&std::path::Path>) -> PathBuf {
     let (subnet, subnet6) = subnets(Node::A);
     let (peer_subnet, peer_subnet6) = subnets(Node::B);
     let config = format!(
@@ -190,10 +200,13 @@ fn write_encapd_config(dir: &std::path::Path, keys: &KeyPair, peer_public_key: &
         wg_peer::CLUSTER_CIDR,
         wg_peer::CLUSTER_CIDR6,
     );
-    let peers = format!(
+    let mut peers = format!(
         "[[peer]]\nsubnet = \"{peer_subnet}\"\nsubnet6 = \"{peer_subnet6}\"\npublic_ip = \"{}\"\npublic_key = \"{peer_public_key}\"\n",
         Node::B.underlay()
     );
+    if let Some(psk) = psk {
+        peers += &format!("preshared_key_file = \"{}\"\n", psk.display());
+    }
     std::fs::write(dir.join("peers-a.toml"), peers).unwrap();
     let path = dir.join("encapd-a.toml");
     std::fs::write(&path, config).unwrap();
@@ -326,7 +339,7 @@ fn encapd_initiates_and_carries_traffic(imp: WgImpl) {
     if !wg_peer::require(imp) {
         return;
     }
-    let mut t = Interop::start(imp);
+    let mut t = Interop::start(imp, false);
     let took = ping_until_answered(t.ctr(Node::A), CTR_B, imp.name());
     eprintln!("{imp}: first echo ctrA -> ctrB after {took:?} (encapd initiating)");
     assert_initiator(&mut t, true);
@@ -368,7 +381,7 @@ fn peer_initiates_and_both_recover(imp: WgImpl) {
     if !wg_peer::require(imp) {
         return;
     }
-    let mut t = Interop::start(imp);
+    let mut t = Interop::start(imp, false);
     let took = ping_until_answered(t.ctr(Node::B), CTR_A, imp.name());
     eprintln!("{imp}: first echo ctrB -> ctrA after {took:?} ({imp} initiating)");
     assert_initiator(&mut t, false);
@@ -390,6 +403,30 @@ fn peer_initiates_and_both_recover(imp: WgImpl) {
     assert_three_pings(t.ctr(Node::A), CTR_B6, "after encapd restarted");
 }
 
+/// Both sides with one preshared key: each initiating in turn (a
+/// handshake with the wrong or a missing PSK fails, so a side that
+/// ignored it would get no echo), IPv4 and IPv6 both ways.
+fn preshared_key(imp: WgImpl) {
+    if !wg_peer::require(imp) {
+        return;
+    }
+    let mut t = Interop::start(imp, true);
+    let took = ping_until_answered(t.ctr(Node::A), CTR_B, &format!("{imp} with a PSK"));
+    eprintln!("{imp} with a PSK: first echo ctrA -> ctrB after {took:?} (encapd initiating)");
+    assert_initiator(&mut t, true);
+    for (from, dst) in [(Node::B, CTR_A), (Node::A, CTR_B6), (Node::B, CTR_A6)] {
+        assert_three_pings(t.ctr(from), dst, &format!("{imp} with a PSK"));
+    }
+    // The peer, restarted, initiates this time (ctrB sends first, and
+    // encapd's session is not stale in its direction: nodeB has none).
+    t.restart_peer();
+    let took = ping_until_answered(t.ctr(Node::B), CTR_A, &format!("{imp} with a PSK, restarted"));
+    eprintln!("{imp} with a PSK, restarted and initiating: first echo ctrB -> ctrA after {took:?}");
+    let (received, sent) = initiations(&t.bed);
+    assert!(sent > 0, "{imp} with a PSK: the restarted peer sent no initiation (received {received})");
+    assert_three_pings(t.ctr(Node::A), CTR_B, &format!("{imp} with a PSK, restarted"));
+}
+
 mod wireguard_go {
     use super::*;
 
@@ -401,6 +438,11 @@ mod wireguard_go {
     #[test]
     fn peer_initiates_and_both_recover_from_restarts() {
         super::peer_initiates_and_both_recover(WgImpl::WireguardGo);
+    }
+
+    #[test]
+    fn preshared_key() {
+        super::preshared_key(WgImpl::WireguardGo);
     }
 }
 
@@ -415,5 +457,10 @@ mod boringtun {
     #[test]
     fn peer_initiates_and_both_recover_from_restarts() {
         super::peer_initiates_and_both_recover(WgImpl::Boringtun);
+    }
+
+    #[test]
+    fn preshared_key() {
+        super::preshared_key(WgImpl::Boringtun);
     }
 }
