@@ -9,14 +9,14 @@
 //! it out (`common::wg_peer`; port 51820, MTU underlay − 80, encapd's
 //! node as its one peer, no keepalive), with keys from `wg genkey`.
 //! encapd's private key file is a `wg genkey` output too, so the key
-//! format is part of what interoperates. For each implementation:
+//! format is part of what interoperates.
 //!
 //! Who initiated is judged three ways: on the wire (nftables counters on
 //! nodeB for the 148-byte initiation message, in and out), by encapd's
 //! `wg_no_session` (a packet with no session is what makes encapd start
 //! a handshake), and for wireguard-go by its verbose log, which names
 //! each handshake message (boringtun-cli logs none at its default
-//! verbosity).
+//! verbosity). For each implementation:
 //!
 //! - **encapd initiates**: the first ping goes ctrA → ctrB with nodeB
 //!   idle; nodeB received an initiation and sent none, encapd counted
@@ -30,11 +30,13 @@
 //!   budget, while 64 MiB takes 1.5–2.6 s each way and already spans
 //!   thousands of GSO batches and many replay windows. The 1 GiB runs
 //!   on demand: `tcp_1gib_each_way`, `--ignored`.
+//! - **a preshared key** (`wg genpsk`) on both sides: encapd initiates,
+//!   then the restarted peer does; pings both ways, IPv4 and IPv6.
 //! - **the peer initiates**: the first ping goes ctrB → ctrA with encapd
 //!   idle; nodeB sent an initiation and received none, encapd never
 //!   counted `wg_no_session` (it answered, it did not start). Then
-//!   recovery: the peer restarted (same key, no
-//!   sessions) while encapd still holds the old session, and ctrA pings
+//!   recovery: the peer restarted (same key, no sessions) while encapd
+//!   still holds the old session, and ctrA pings
 //!   first — encapd must notice the silence and handshake again; then
 //!   encapd restarted while the peer holds the old session, and ctrB
 //!   pings first — the peer must notice. Each recovery has a generous
