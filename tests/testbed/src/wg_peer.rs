@@ -48,7 +48,7 @@
 //! drops. Closing its TUN removes `flannel-wg` with its addresses and
 //! routes; the namespace going away would too.
 
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
@@ -342,11 +342,20 @@ impl WgDevice {
     /// peers yet ([`WgDevice::add_peer`]). On an error nothing is left
     /// running.
     pub fn start(imp: WgImpl, ns: &str, layout: &Layout, dir: &Path, tag: &str) -> Result<WgDevice, String> {
-        let bin = imp.locate()?;
+        imp.locate()?;
         std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
         let keys = generate_key_pair(dir, tag)?;
+        WgDevice::start_with_keys(imp, ns, layout, keys, dir, tag)
+    }
+
+    /// Like [`WgDevice::start`] with an existing key pair: the same node
+    /// coming back after [`WgDevice::stop`] (a restart, as its peers see
+    /// it: same key, no sessions). The log `dir/<tag>.log` is appended
+    /// to, so a restarted daemon's log follows the first one's.
+    pub fn start_with_keys(imp: WgImpl, ns: &str, layout: &Layout, keys: KeyPair, dir: &Path, tag: &str) -> Result<WgDevice, String> {
+        let bin = imp.locate()?;
         let log = dir.join(format!("{tag}.log"));
-        let out = File::create(&log).map_err(|e| format!("creating {}: {e}", log.display()))?;
+        let out = OpenOptions::new().create(true).append(true).open(&log).map_err(|e| format!("opening {}: {e}", log.display()))?;
         let err = out.try_clone().map_err(|e| format!("{}: {e}", log.display()))?;
         // A tmpfs on /run/wireguard seen by this daemon's mount namespace
         // alone (see the module docs); each program execs the next.
