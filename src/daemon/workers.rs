@@ -18,8 +18,11 @@ use crate::route::SharedTable;
 use crate::stats::WorkerCounters;
 use crate::stats::latency::LatencyRecorder;
 
-/// How long start-up waits for every worker to set up its I/O.
-const READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long start-up waits for every worker to set up its I/O: far more
+/// than it takes (milliseconds), because a busy machine can delay a new
+/// thread by seconds (10 s was seen to expire under a load average of 10
+/// on 2 cores) and a start-up that gives up is worse than a slow one.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Running workers; stopped and joined on drop.
 pub struct WorkerSet {
@@ -90,12 +93,19 @@ impl WorkerSet {
     /// Waits until every worker has its fds and ring (and, unless the
     /// process switches user, has shed its capabilities).
     pub fn wait_ready(&self) -> Result<(), DaemonError> {
-        for _ in 0..self.handles.len() {
+        let total = self.handles.len();
+        for ready in 0..total {
             if self.ready.recv_timeout(READY_TIMEOUT).is_err() {
-                return Err(DaemonError::Io {
-                    what: "starting the workers".into(),
-                    source: std::io::Error::other("a worker failed during setup (see above)"),
-                });
+                // A worker that returned failed (its error is logged); one
+                // still running is slow, which says something else.
+                let why = match self.failed() {
+                    Some(id) => format!("worker {id} failed during setup (see above)"),
+                    None => format!(
+                        "{ready} of {total} workers ready after {} s; the others are still setting up (is the machine overloaded?)",
+                        READY_TIMEOUT.as_secs()
+                    ),
+                };
+                return Err(DaemonError::Io { what: "starting the workers".into(), source: std::io::Error::other(why) });
             }
         }
         Ok(())
