@@ -76,8 +76,11 @@ ED_PKGS_TEST=(
     systemd-container           # systemd-nspawn boots that root
     shellcheck                  # the scripts stay shellcheck-clean
     python3                     # fuzz/gen_corpus.py, checked against the committed seeds
-    wireguard-tools             # wg genkey/pubkey: tests/wireguard_keys.rs checks encapd's keys against them
+    wireguard-tools             # wg genkey/pubkey: tests/wireguard_keys.rs checks encapd's keys against them; wg configures the peers below
+    wireguard-go                # a userspace WireGuard peer (tests/e2e_wg_peers.rs, the benchmark's wireguard-go mode)
 )
+# boringtun-cli, the other userspace WireGuard peer, is a crate:
+# ed_need_boringtun.
 # The Debian package (scripts/package.sh): cargo-deb itself is a crate
 # (ed_need_cargo_deb); these are what it runs.
 ED_PKGS_PACKAGE=(
@@ -192,6 +195,34 @@ ed_need_cargo_deb() {
         have=$(cargo deb --version 2>/dev/null) || ed_die "cargo deb does not run after installing it"
     fi
     [[ $have == *" $ED_CARGO_DEB_VERSION"* ]] || ed_warn "cargo-deb is '$have', the package is written against $ED_CARGO_DEB_VERSION"
+}
+
+# The boringtun-cli release the testbed's peer (tests/testbed/src/wg_peer.rs)
+# and the benchmark's boringtun mode are written against: its flags
+# (--foreground --disable-drop-privileges) and its configuration socket.
+ED_BORINGTUN_VERSION=0.7.1
+# Where crates.io tools are installed (`cargo install --root`): outside the
+# checkout, so every worktree and a fresh clone on this machine share one
+# build (about 4 minutes on 2 busy cores). The testbed looks there too
+# (wg_peer::tools_dir).
+ED_TOOLS_DIR=${ENCAPD_TOOLS_DIR:-${HOME:-/root}/.cache/encapd/tools}
+
+# ed_need_boringtun: boringtun-cli in $ED_TOOLS_DIR/bin (or on PATH),
+# installed from crates.io (`cargo install boringtun-cli --locked`) when
+# missing; a warning when another release is installed.
+ed_need_boringtun() {
+    local bin have
+    bin=$(command -v boringtun-cli 2>/dev/null || true)
+    [[ -n $bin ]] || bin=$ED_TOOLS_DIR/bin/boringtun-cli
+    if [[ ! -x $bin ]]; then
+        ed_need_cargo
+        ed_log "installing boringtun-cli $ED_BORINGTUN_VERSION into $ED_TOOLS_DIR (cargo install --locked)"
+        cargo install boringtun-cli --locked --version "$ED_BORINGTUN_VERSION" --root "$ED_TOOLS_DIR" >&2 ||
+            ed_die "cargo install boringtun-cli failed"
+        bin=$ED_TOOLS_DIR/bin/boringtun-cli
+    fi
+    have=$("$bin" --version 2>/dev/null) || ed_die "$bin --version failed"
+    [[ $have == *" $ED_BORINGTUN_VERSION"* ]] || ed_warn "boringtun-cli is '$have', the testbed is written against $ED_BORINGTUN_VERSION"
 }
 
 # ed_build: cargo build --release in the repository root (the workspace's

@@ -2,11 +2,12 @@
 # The whole test suite, as the README and CI run it:
 #   sudo scripts/test.sh
 # Installs what is missing (the Debian packages listed in scripts/lib.sh,
-# the rustfmt and clippy components), then: shellcheck, cargo fmt --check,
-# cargo clippy -D warnings, the Debian package (scripts/package.sh, with
-# lintian), every test of the workspace (unit, property, loopback, the
-# replay of the committed fuzz findings, the doctests, and the root-only
-# end-to-end tests in network namespaces), the criterion benches once,
+# the rustfmt and clippy components, boringtun-cli from crates.io), then
+# runs shellcheck, cargo fmt --check, cargo clippy -D warnings, the Debian
+# package (scripts/package.sh, with lintian), every test of the workspace
+# (unit, property, loopback, the replay of the committed fuzz findings,
+# the doctests, and the root-only end-to-end tests in network
+# namespaces), the criterion benches once,
 # `systemd-analyze verify` of the unit, and a CI-sized benchmark run.
 #
 # Root-only tests skip with a message when not run as root; with
@@ -148,13 +149,18 @@ verify_unit() {
     fi
 }
 
-step "prerequisites: Debian packages (scripts/lib.sh), rustfmt, clippy"
+step "prerequisites: Debian packages (scripts/lib.sh), rustfmt, clippy, boringtun-cli"
 ed_need_cargo
 if [[ $(id -u) -eq 0 ]]; then
     ed_need_pkgs @build @run @test @package
 else
     absent=$(ed_missing_pkgs @build @run @test @package | tr '\n' ' ')
     [[ -z $absent ]] || log "not root: cannot install $absent; tests that need them skip"
+fi
+if [[ $(id -u) -eq 0 ]] || ((require)); then
+    # boringtun-cli (crates.io), the second userspace WireGuard peer of
+    # tests/e2e_wg_peers.rs; found there via wg_peer::tools_dir.
+    ed_need_boringtun
 fi
 if ((require)); then
     # CI: the install step must have left nothing out.

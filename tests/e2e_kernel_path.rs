@@ -11,9 +11,12 @@
 //! where it cannot (trust-outer checksums) runs the workers and says why.
 //! A predecessor that dropped its capabilities (`[process] user`) hands
 //! the kernel path to the successor it starts itself (SIGUSR2), which
-//! carries on with it without any privilege. The traffic tests run on
-//! both underlay profiles (`veth::...`, `wire::...`; see
-//! `common::underlay`). Root only.
+//! carries on with it without any privilege, the XDP link included. The
+//! traffic tests run on both underlay profiles (`veth::...`, `wire::...`;
+//! see `common::underlay`) with `xdp_decap = "auto"`, which attaches the
+//! XDP decapsulation on `wire` (GRO on) and not on `veth` (GRO off), and
+//! once more on `veth` with it forced on (`veth_xdp::...`), so that both
+//! decapsulating programs carry every test's traffic somewhere. Root only.
 
 use encapd_testbed as common;
 
@@ -30,10 +33,39 @@ const KERNEL_PATH: &str = "kernel_path = \"tc\"\n";
 const KERNEL_DECAP: &str = "kernel_decap = true\n";
 const INNER_PORT: u16 = 7777;
 
-fn both_on_kernel_path(u: Underlay) -> Topology {
-    let mut opts = Options { underlay: u, ..Options::new("uring") };
-    opts.extra_a = KERNEL_PATH.into();
-    opts.extra_b = KERNEL_PATH.into();
+/// An underlay profile and whether `xdp_decap` is forced on.
+#[derive(Debug, Clone, Copy)]
+struct Profile {
+    underlay: Underlay,
+    xdp_forced: bool,
+}
+
+/// An underlay profile by name (`veth`, `wire`) with `xdp_decap` left
+/// to `auto`: what `on_each_underlay!` passes.
+impl std::str::FromStr for Profile {
+    type Err = String;
+    fn from_str(name: &str) -> Result<Profile, String> {
+        Ok(Profile { underlay: name.parse().map_err(|e| format!("{e:?}"))?, xdp_forced: false })
+    }
+}
+
+impl Profile {
+    /// The `[dataplane]` lines of a node on the kernel path.
+    fn lines(self) -> String {
+        if self.xdp_forced { format!("{KERNEL_PATH}xdp_decap = \"on\"\n") } else { KERNEL_PATH.into() }
+    }
+
+    /// Whether `xdp_decap` is attached: forced, or `auto` on an underlay
+    /// with GRO on.
+    fn xdp(self) -> bool {
+        self.xdp_forced || self.underlay == Underlay::Wire
+    }
+}
+
+fn both_on_kernel_path(p: Profile) -> Topology {
+    let mut opts = Options { underlay: p.underlay, ..Options::new("uring") };
+    opts.extra_a = p.lines();
+    opts.extra_b = p.lines();
     opts.peer_extra_a = KERNEL_DECAP.into();
     opts.peer_extra_b = KERNEL_DECAP.into();
     Topology::with(opts)
@@ -53,10 +85,25 @@ fn attached(ns: &str) -> (u32, u32) {
     })
 }
 
+/// Whether an XDP program is attached to the underlay of namespace `ns`
+/// (`ip link` shows `prog/xdp`).
+fn xdp_attached(ns: &str) -> bool {
+    let o = common::run("ip", &["-n", ns, "-d", "link", "show", "dev", "ul"]);
+    assert!(o.ok(), "{}", o.text());
+    o.stdout.contains("prog/xdp")
+}
+
+/// A metric of `node` (summed over its labels).
+fn metric(t: &Topology, node: Node, name: &str) -> f64 {
+    common::counters::metric_sum(&t.scrape(node), name, &[])
+}
+
 /// A `total`-byte stream from ctrA to `to` in ctrB crosses intact, nodeA's
 /// kernel path carries it and its workers send next to nothing (the
 /// first packets, while the underlay neighbour resolves).
-fn kernel_carries_a_stream(t: &mut Topology, to: SocketAddr, seed: u64, total: usize) {
+fn kernel_carries_a_stream(t: &mut Topology, p: Profile, to: SocketAddr, seed: u64, total: usize) {
+    let (xdp_before, delivered_before) =
+        (metric(t, Node::B, "encapd_kernel_xdp_decap_packets_total"), metric(t, Node::B, "encapd_kernel_xdp_delivered_packets_total"));
     let workers_before = t.counters(Node::A).egress_pkts;
     let (egress_before, ingress_before) = (kernel_packets(t, Node::A, "egress"), kernel_packets(t, Node::A, "ingress"));
     let bytes_before = common::counters::metric_sum(&t.scrape(Node::A), "encapd_kernel_bytes_total", &[("direction", "egress")]);
@@ -77,18 +124,42 @@ fn kernel_carries_a_stream(t: &mut Topology, to: SocketAddr, seed: u64, total: u
     let by_workers = t.counters(Node::A).egress_pkts - workers_before;
     assert!(by_workers < 200, "nodeA's workers sent {by_workers} packets of the stream to {to}");
     assert!(b_ingress >= total as f64, "nodeB's decap took {b_ingress} of the {total} bytes to {to}");
+    // With xdp_decap, nodeB's XDP program took the stream's datagrams
+    // (each at most one segment: frames at the MTU, or a veth peer's,
+    // whose TSO the XDP program turns off) and decap delivered them after
+    // GRO: on `wire`, merged (fewer packets than datagrams).
+    let xdp = metric(t, Node::B, "encapd_kernel_xdp_decap_packets_total") - xdp_before;
+    let delivered = metric(t, Node::B, "encapd_kernel_xdp_delivered_packets_total") - delivered_before;
+    eprintln!("{to}: nodeB's xdp_decap took {xdp} datagrams, decap delivered {delivered} packets after GRO");
+    if p.xdp() {
+        let segments = (total / 1500) as f64;
+        assert!(xdp >= segments, "nodeB's xdp_decap took {xdp} datagrams of a {total}-byte stream");
+        assert!(delivered > 0.0 && delivered <= xdp, "delivered after GRO: {delivered} of {xdp}");
+        if p.underlay == Underlay::Wire {
+            assert!(delivered < xdp, "GRO merged none of the {xdp} decapsulated datagrams");
+        }
+    } else {
+        assert_eq!((xdp, delivered), (0.0, 0.0), "xdp_decap carried packets where it is not attached");
+    }
 }
 
-fn ipv4_and_ipv6_cross_in_the_kernel_intact(u: Underlay) {
+fn ipv4_and_ipv6_cross_in_the_kernel_intact(p: Profile) {
     if !require_root() {
         return;
     }
-    let mut t = both_on_kernel_path(u);
-    assert!(t.log(Node::A).contains("kernel path attached"), "{}", t.log(Node::A));
+    let mut t = both_on_kernel_path(p);
+    let log = t.log(Node::A);
+    assert!(log.contains("kernel path attached"), "{log}");
     assert_eq!(attached(&t.node_a), (1, 1), "one program on each hook while encapd runs");
+    if p.xdp() {
+        assert!(log.contains("xdp_decap on ul before GRO"), "{log}");
+    } else {
+        assert!(log.contains("no xdp_decap: GRO is off on ul"), "auto says why it does not attach: {log}");
+    }
+    assert_eq!(xdp_attached(&t.node_a), p.xdp(), "the XDP program on nodeA's underlay");
 
-    kernel_carries_a_stream(&mut t, SocketAddr::from((CTR_B.parse::<Ipv4Addr>().unwrap(), 5201)), 7, 64 << 20);
-    kernel_carries_a_stream(&mut t, SocketAddr::from((CTR_B6.parse::<std::net::Ipv6Addr>().unwrap(), 5202)), 8, 32 << 20);
+    kernel_carries_a_stream(&mut t, p, SocketAddr::from((CTR_B.parse::<Ipv4Addr>().unwrap(), 5201)), 7, 64 << 20);
+    kernel_carries_a_stream(&mut t, p, SocketAddr::from((CTR_B6.parse::<std::net::Ipv6Addr>().unwrap(), 5202)), 8, 32 << 20);
     // Pings both ways, each echo a single packet: decapsulated in the
     // kernel on nodeB.
     let ingress_b = kernel_packets(&t, Node::B, "ingress");
@@ -100,6 +171,7 @@ fn ipv4_and_ipv6_cross_in_the_kernel_intact(u: Underlay) {
 
     t.stop_node(Node::A);
     assert_eq!(attached(&t.node_a), (0, 0), "no program outlives encapd");
+    assert!(!xdp_attached(&t.node_a), "no XDP program outlives encapd");
     assert!(t.log(Node::A).contains("kernel    egress"), "the summary has the kernel line: {}", t.log(Node::A));
 }
 
@@ -110,7 +182,7 @@ fn the_attached_programs_dump_with_their_source_lines() {
     if !require_root() || !common::env::require_tools(&["bpftool"]) {
         return;
     }
-    let t = both_on_kernel_path(Underlay::Veth);
+    let t = both_on_kernel_path(Profile { underlay: Underlay::Veth, xdp_forced: false });
     let ids = in_netns(&t.node_a, || tcx_program_ids(ifindex("ul").unwrap(), TcxHook::Ingress).unwrap());
     assert_eq!(ids.len(), 1, "decap on nodeA's underlay: {ids:?}");
     let dump = common::run("bpftool", &["prog", "dump", "xlated", "id", &ids[0].to_string(), "linum"]);
@@ -135,11 +207,11 @@ fn expect_worker_drop(t: &mut Topology, sock: &UdpSocket, datagram: &[u8], reaso
     assert_eq!(kernel_packets(t, Node::A, "ingress"), kernel_before, "{reason}: the kernel path delivered it");
 }
 
-fn the_ingress_filter_still_rejects_and_counts_what_the_kernel_path_hands_on(u: Underlay) {
+fn the_ingress_filter_still_rejects_and_counts_what_the_kernel_path_hands_on(p: Profile) {
     if !require_root() {
         return;
     }
-    let mut t = both_on_kernel_path(u);
+    let mut t = both_on_kernel_path(p);
     let (a, b, nowhere, spoof) = ([100, 96, 1, 2], [100, 96, 2, 3], [100, 96, 3, 3], [100, 96, 9, 9]);
     let listener = in_netns(&t.ctr_a, || UdpSocket::bind((Ipv4Addr::UNSPECIFIED, INNER_PORT))).unwrap();
     listener.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
@@ -165,9 +237,11 @@ fn the_ingress_filter_still_rejects_and_counts_what_the_kernel_path_hands_on(u: 
     fix_ipv4_header_checksum(&mut long);
     expect_worker_drop(&mut t, &from_b, &long, "length_mismatch");
 
-    // The legitimate datagram crosses in the kernel, not through a worker.
+    // The legitimate datagram crosses in the kernel, not through a worker
+    // (with xdp_decap, in XDP).
     let before = t.counters(Node::A);
     let kernel_before = kernel_packets(&t, Node::A, "ingress");
+    let xdp_before = metric(&t, Node::A, "encapd_kernel_xdp_decap_packets_total");
     from_b.send_to(&inner(b, a, "GOOD"), ENCAPD_A).unwrap();
     let mut buf = [0u8; 2048];
     let (n, from) = listener.recv_from(&mut buf).expect("the legitimate datagram reaches ctrA");
@@ -175,13 +249,15 @@ fn the_ingress_filter_still_rejects_and_counts_what_the_kernel_path_hands_on(u: 
     assert_eq!(from, SocketAddr::from((b, 40000)), "inner source preserved");
     assert_eq!(kernel_packets(&t, Node::A, "ingress"), kernel_before + 1.0);
     assert_eq!(t.counters(Node::A).ingress_pkts, before.ingress_pkts, "no worker wrote it");
+    let by_xdp = metric(&t, Node::A, "encapd_kernel_xdp_decap_packets_total") - xdp_before;
+    assert_eq!(by_xdp, if p.xdp() { 1.0 } else { 0.0 }, "xdp_decap took it where attached");
 }
 
-fn the_kernel_routes_follow_the_peers_file(u: Underlay) {
+fn the_kernel_routes_follow_the_peers_file(p: Profile) {
     if !require_root() {
         return;
     }
-    let t = both_on_kernel_path(u);
+    let t = both_on_kernel_path(p);
     let ping = |t: &Topology| t.ping(&t.ctr_a, &["-c", "1", "-W", "2", CTR_B]).ok();
     assert!(ping(&t));
     // nodeA forgets nodeB: its route leaves the map, and the workers answer
@@ -205,12 +281,12 @@ fn the_kernel_routes_follow_the_peers_file(u: Underlay) {
 /// unfinished would be lost, so nodeA's peers file leaves `kernel_decap`
 /// unset for it and nodeA's `encap` sends it nothing; its workers carry
 /// the traffic. Both directions arrive intact.
-fn a_peer_without_the_kernel_path_is_reached_through_the_workers(u: Underlay) {
+fn a_peer_without_the_kernel_path_is_reached_through_the_workers(p: Profile) {
     if !require_root() {
         return;
     }
-    let mut opts = Options { underlay: u, ..Options::new("uring") };
-    opts.extra_a = KERNEL_PATH.into();
+    let mut opts = Options { underlay: p.underlay, ..Options::new("uring") };
+    opts.extra_a = p.lines();
     opts.peer_extra_b = KERNEL_DECAP.into();
     let mut t = Topology::with(opts);
     assert!(t.log(Node::A).contains("kernel path attached"), "{}", t.log(Node::A));
@@ -263,7 +339,8 @@ fn a_successor_without_privileges_carries_on_with_the_kernel_path() {
         return;
     }
     let mut opts = Options::new("uring");
-    opts.extra_a = KERNEL_PATH.into();
+    // xdp_decap forced on (a veth underlay): its link is handed over too.
+    opts.extra_a = format!("{KERNEL_PATH}xdp_decap = \"on\"\n");
     opts.extra_b = KERNEL_PATH.into();
     opts.peer_extra_a = KERNEL_DECAP.into();
     opts.peer_extra_b = KERNEL_DECAP.into();
@@ -289,12 +366,16 @@ fn a_successor_without_privileges_carries_on_with_the_kernel_path() {
     let log = t.log(Node::A);
     assert!(log.contains("kernel path carried on from the predecessor"), "{log}");
     assert_eq!(attached(&t.node_a), (1, 1), "the predecessor's programs, still attached");
+    assert!(xdp_attached(&t.node_a), "the predecessor's XDP program, still attached");
     // The successor forwards through the kernel path...
     let before = kernel_packets(&t, Node::B, "ingress");
+    let xdp_before = metric(&t, Node::A, "encapd_kernel_xdp_decap_packets_total");
     let ping = t.ping(&t.ctr_a, &["-c", "3", "-i", "0.2", "-W", "2", CTR_B]);
     assert!(ping.ok(), "ping after the handover: {}", ping.text());
     let after = kernel_packets(&t, Node::B, "ingress");
     assert!(after >= before + 3.0, "nodeA's encap (nodeB's decap) carried the pings: {before} -> {after}\nnodeA:\n{}", t.scrape(Node::A));
+    let xdp = metric(&t, Node::A, "encapd_kernel_xdp_decap_packets_total") - xdp_before;
+    assert!(xdp >= 3.0, "nodeA's handed-over xdp_decap took the replies: {xdp}");
     // ...and, unprivileged, still writes its routes: a removed peer leaves
     // the kernel's map.
     t.replace_peers(Node::A, "peer = []\n");
@@ -310,3 +391,29 @@ encapd_testbed::on_each_underlay!(
     the_kernel_routes_follow_the_peers_file,
     a_peer_without_the_kernel_path_is_reached_through_the_workers,
 );
+
+/// The same on a veth with `xdp_decap = "on"` (where `auto` leaves it off).
+mod veth_xdp {
+    use super as s;
+
+    fn p() -> s::Profile {
+        s::Profile { underlay: s::Underlay::Veth, xdp_forced: true }
+    }
+
+    #[test]
+    fn ipv4_and_ipv6_cross_in_the_kernel_intact() {
+        s::ipv4_and_ipv6_cross_in_the_kernel_intact(p());
+    }
+    #[test]
+    fn the_ingress_filter_still_rejects_and_counts_what_the_kernel_path_hands_on() {
+        s::the_ingress_filter_still_rejects_and_counts_what_the_kernel_path_hands_on(p());
+    }
+    #[test]
+    fn the_kernel_routes_follow_the_peers_file() {
+        s::the_kernel_routes_follow_the_peers_file(p());
+    }
+    #[test]
+    fn a_peer_without_the_kernel_path_is_reached_through_the_workers() {
+        s::a_peer_without_the_kernel_path_is_reached_through_the_workers(p());
+    }
+}

@@ -205,7 +205,11 @@ impl<'a> L4<'a> {
 
     /// The folded pseudo-header sum (addresses, protocol, transport length)
     /// by etherparse's arithmetic: what a packet whose checksum is left to
-    /// finish carries in its checksum field.
+    /// finish carries in its checksum field, as the field reads (network
+    /// byte order: `Sum16BitWords` adds native-endian words, so its result
+    /// is turned with `to_be`, as etherparse's own checksum functions do —
+    /// without it a byte-swapped field passed for a partial checksum, the
+    /// offload_split finding of 2026-12-07).
     pub fn partial_checksum(&self) -> u16 {
         let (src, dst) = self.addrs();
         let l4_len = self.sliced_l4_len();
@@ -214,7 +218,7 @@ impl<'a> L4<'a> {
             .add_slice(&dst)
             .add_2bytes([0, if self.tcp { PROTO_TCP } else { PROTO_UDP }])
             .add_4bytes((l4_len as u32).to_be_bytes());
-        !sum.ones_complement()
+        (!sum.ones_complement()).to_be()
     }
 
     fn sliced_l4_len(&self) -> usize {

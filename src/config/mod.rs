@@ -190,6 +190,40 @@ impl KernelPathMode {
     }
 }
 
+/// Whether the kernel path also decapsulates before GRO, in XDP on the
+/// underlay device (`[dataplane] xdp_decap`; docs/kernel-path.md,
+/// "Decapsulation before GRO"). Only with the kernel path on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum XdpDecapMode {
+    /// Where the underlay delivers MTU-sized frames and merges them with
+    /// GRO (a device with GRO on: every NIC, a veth set up like one):
+    /// there the TC decap alone sees one datagram at a time and the inner
+    /// TCP gets no GRO. Not on a device with GRO off (a plain veth, which
+    /// hands TSO packets whole), and not where native XDP cannot attach;
+    /// one log line says which and why.
+    #[default]
+    Auto,
+    /// Attach it wherever native XDP attaches (tests and measurements); a
+    /// refusal is logged and the TC decap carries on alone.
+    On,
+    /// Never: the TC decap alone.
+    Off,
+}
+
+impl XdpDecapMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            XdpDecapMode::Auto => "auto",
+            XdpDecapMode::On => "on",
+            XdpDecapMode::Off => "off",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<XdpDecapMode> {
+        [XdpDecapMode::Auto, XdpDecapMode::On, XdpDecapMode::Off].into_iter().find(|m| m.name() == name)
+    }
+}
+
 /// Where the subnet table comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ControlSource {
@@ -291,6 +325,8 @@ pub struct Config {
     pub worker_sched: crate::sys::sched::WorkerSched,
     /// `[dataplane] kernel_path`: see [`KernelPathMode`].
     pub kernel_path: KernelPathMode,
+    /// `[dataplane] xdp_decap`: see [`XdpDecapMode`].
+    pub xdp_decap: XdpDecapMode,
     pub control: ControlSource,
     /// Switch to this user once the TUN, sockets and rings exist (and drop
     /// every capability either way). `None`: keep the starting user.
@@ -455,6 +491,7 @@ impl std::fmt::Display for Config {
         writeln!(f, "ingress_checksum = \"{}\"", self.ingress_checksum.name())?;
         writeln!(f, "sched = \"{}\"", self.worker_sched.name())?;
         writeln!(f, "kernel_path = \"{}\"", self.kernel_path.name())?;
+        writeln!(f, "xdp_decap = \"{}\"", self.xdp_decap.name())?;
         match &self.control {
             ControlSource::File { peers } => {
                 writeln!(f, "\n[control]\nsource = \"file\"\npeers = {}", toml_string(&peers.display().to_string()))?

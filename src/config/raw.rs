@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use super::{
     Backend, Config, ConfigError, ControlSource, EtcdSource, IngressChecksum, IoEngine, KernelPathMode, VxlanSettings, WireGuardNode,
+    XdpDecapMode,
 };
 use crate::route::Prefix;
 use crate::sys::sched::WorkerSched;
@@ -81,6 +82,7 @@ struct RawDataplane {
     ingress_checksum: Option<String>,
     sched: Option<String>,
     kernel_path: Option<String>,
+    xdp_decap: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -163,6 +165,7 @@ struct Dataplane {
     ingress_checksum: IngressChecksum,
     worker_sched: WorkerSched,
     kernel_path: KernelPathMode,
+    xdp_decap: XdpDecapMode,
 }
 
 impl RawConfig {
@@ -224,6 +227,7 @@ impl RawConfig {
             ingress_checksum: d.ingress_checksum,
             worker_sched: d.worker_sched,
             kernel_path: d.kernel_path,
+            xdp_decap: d.xdp_decap,
             control,
             user,
             group,
@@ -469,6 +473,11 @@ impl RawDataplane {
             Some(name) => KernelPathMode::from_name(name)
                 .ok_or_else(|| c.err("dataplane", "kernel_path", format!("{name:?}"), "expected \"off\", \"tc\" or \"auto\""))?,
         };
+        let xdp_decap = match self.xdp_decap.as_deref() {
+            None => XdpDecapMode::default(),
+            Some(name) => XdpDecapMode::from_name(name)
+                .ok_or_else(|| c.err("dataplane", "xdp_decap", format!("{name:?}"), "expected \"auto\", \"on\" or \"off\""))?,
+        };
         Ok(Dataplane {
             tun,
             workers,
@@ -482,6 +491,7 @@ impl RawDataplane {
             ingress_checksum,
             worker_sched,
             kernel_path,
+            xdp_decap,
         })
     }
 }

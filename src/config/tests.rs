@@ -74,6 +74,19 @@ fn kernel_path_defaults_to_off_round_trips_and_refuses_what_it_cannot_carry() {
     }
 }
 
+#[test]
+fn xdp_decap_defaults_to_auto_round_trips_and_refuses_other_names() {
+    assert_eq!(parse(GOOD).unwrap().xdp_decap, XdpDecapMode::Auto);
+    for mode in [XdpDecapMode::On, XdpDecapMode::Off, XdpDecapMode::Auto] {
+        let text = GOOD.replace("workers = 2", &format!("workers = 2\nkernel_path = \"tc\"\nxdp_decap = \"{}\"", mode.name()));
+        let c = parse(&text).unwrap();
+        assert_eq!(c.xdp_decap, mode);
+        assert_eq!(parse(&c.to_string()).unwrap().xdp_decap, mode, "{c}");
+    }
+    let err = parse(&GOOD.replace("workers = 2", "workers = 2\nxdp_decap = \"native\"")).expect_err("an unknown name").to_string();
+    assert!(err.contains("[dataplane] xdp_decap = ") && err.contains("expected \"auto\", \"on\" or \"off\""), "{err}");
+}
+
 /// Fuzzer finding: a peers path with a quote must print as valid TOML.
 #[test]
 fn effective_config_escapes_strings() {

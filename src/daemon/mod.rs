@@ -557,11 +557,12 @@ fn start_kernel_path(
     let failed = sync.apply(&shared.load());
     let route_failures = sync.failures();
     log::info!(
-        "kernel path {} ({} format): encap on {} egress, decap on {} ingress; {} routes in the kernel{}",
+        "kernel path {} ({} format): encap on {} egress, decap on {} ingress, {}; {} routes in the kernel{}",
         if adopted { "carried on from the predecessor" } else { "attached" },
         config.backend.name(),
         config.tun,
         if kernel.underlay.is_empty() { "the underlay's" } else { kernel.underlay.as_str() },
+        kernel.xdp_status,
         sync.installed(),
         if failed > 0 { format!(" ({failed} map updates failed, retrying)") } else { String::new() }
     );
@@ -594,5 +595,6 @@ fn kernel_path_spec(config: &Config, plan: &Plan, format: KernelFormat) -> Resul
         max_inner: plan.tun_mtu,
         tun: config.tun.clone(),
         format,
+        xdp: config.xdp_decap,
     })
 }

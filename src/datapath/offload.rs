@@ -47,10 +47,17 @@ pub const BUF_SIZE: usize = 65_536;
 pub const TUN_OFFLOAD_BUF_SIZE: usize = 96 * 1024;
 
 /// Finishes a `NEEDS_CSUM` checksum: the field at `start + offset` holds
-/// the pseudo-header sum; the sum over `pkt[start..]` completes it.
+/// the pseudo-header sum; the sum over `pkt[start..]` completes it. A
+/// result of 0 is written as 0xFFFF, as the kernel's `skb_checksum_help`
+/// does: the same value in ones' complement for every checksum that
+/// verifies by summing, and the only right one for UDP, where a zero field
+/// means "no checksum" (RFC 768) and over IPv6 is dropped (RFC 8200 §8.1).
 pub fn finish_partial_checksum(pkt: &mut [u8], start: usize, offset: usize) -> Result<(), OffloadError> {
     let field = start.checked_add(offset).filter(|f| f + 2 <= pkt.len()).ok_or(OffloadError::ChecksumRange)?;
-    let sum = checksum::checksum(&pkt[start..]);
+    let sum = match checksum::checksum(&pkt[start..]) {
+        0 => 0xFFFF,
+        sum => sum,
+    };
     pkt[field..field + 2].copy_from_slice(&sum.to_be_bytes());
     Ok(())
 }

@@ -74,6 +74,11 @@ pub struct KernelPathTotals {
     pub encap_too_big: u64,
     /// Routes-map updates the kernel refused (each retried).
     pub route_update_failures: u64,
+    /// Of `ingress_packets`: datagrams `xdp_decap` decapsulated before GRO,
+    /// and the packets `decap` delivered from them after GRO (fewer when
+    /// GRO merged them).
+    pub xdp_decap_packets: u64,
+    pub xdp_delivered_packets: u64,
 }
 
 /// How the metrics thread reads [`KernelPathTotals`] (from the programs'
@@ -290,6 +295,18 @@ impl Scrape {
         ConstCounter::new(k.encap_too_big).encode(enc.encode_descriptor(
             "encapd_kernel_encap_too_big",
             "Packets the kernel path handed to the workers because the outer datagram exceeded the route's MTU (the workers' socket fragments it)",
+            None,
+            MetricType::Counter,
+        )?)?;
+        ConstCounter::new(k.xdp_decap_packets).encode(enc.encode_descriptor(
+            "encapd_kernel_xdp_decap_packets",
+            "Of the kernel path's ingress packets: datagrams decapsulated in XDP before GRO",
+            None,
+            MetricType::Counter,
+        )?)?;
+        ConstCounter::new(k.xdp_delivered_packets).encode(enc.encode_descriptor(
+            "encapd_kernel_xdp_delivered_packets",
+            "Packets delivered to the TUN from XDP-decapsulated datagrams after GRO (datagrams per packet: GRO's merging)",
             None,
             MetricType::Counter,
         )?)?;

@@ -15,7 +15,12 @@ use super::cvt;
 const BPF_PROG_QUERY: libc::c_long = 16;
 const BPF_LINK_CREATE: libc::c_long = 28;
 
+const BPF_XDP: u32 = 37;
 const BPF_TCX_INGRESS: u32 = 46;
+/// XDP_FLAGS_DRV_MODE (include/uapi/linux/if_link.h): the driver's own
+/// (native) XDP, which runs before GRO; never the generic mode, which runs
+/// after it.
+const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
 const BPF_TCX_EGRESS: u32 = 47;
 
 /// Where on an interface a TCX program runs.
@@ -90,6 +95,23 @@ pub fn attach_tcx(program: BorrowedFd<'_>, ifindex: u32, hook: TcxHook) -> io::R
         prog_fd: program.as_raw_fd() as u32,
         target_ifindex: ifindex,
         attach_type: hook.attach_type(),
+        ..Default::default()
+    };
+    // SAFETY: a LINK_CREATE attribute without pointers.
+    let fd = unsafe { bpf(BPF_LINK_CREATE, &mut attr) }?;
+    // SAFETY: the kernel returned a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Attaches XDP `program` to interface `ifindex` in the driver's native
+/// mode (refused where the driver has none, or where another XDP program
+/// is attached). The returned link fd is the attachment, as with TCX.
+pub fn attach_xdp_native(program: BorrowedFd<'_>, ifindex: u32) -> io::Result<OwnedFd> {
+    let mut attr = LinkCreateAttr {
+        prog_fd: program.as_raw_fd() as u32,
+        target_ifindex: ifindex,
+        attach_type: BPF_XDP,
+        flags: XDP_FLAGS_DRV_MODE,
         ..Default::default()
     };
     // SAFETY: a LINK_CREATE attribute without pointers.

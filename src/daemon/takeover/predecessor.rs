@@ -104,6 +104,7 @@ pub fn join(config: &Config, compat: Compat) -> Result<Option<Predecessor>, Take
         version: super::build_version().to_owned(),
         compat,
         kernel_fds: true,
+        kernel_xdp: true,
     };
     let predecessor = match receive_all(&mut channel, hello) {
         Ok((accepted, workers, listener, kernel)) => {
@@ -168,7 +169,7 @@ fn receive_all(channel: &mut Channel, hello: Hello) -> Result<Handed, TakeoverEr
         match message {
             Message::KernelPath => Some(
                 crate::datapath::kernel::KernelFds::from_vec(fds)
-                    .ok_or_else(|| TakeoverError::BadFds { pid, what: format!("kernel_path with {n} fds where 5 were due") })?,
+                    .ok_or_else(|| TakeoverError::BadFds { pid, what: format!("kernel_path with {n} fds where 5 or 6 were due") })?,
             ),
             m => return Err(TakeoverError::BadFds { pid, what: format!("{} where the kernel path's fds were due", m.name()) }),
         }

@@ -123,6 +123,11 @@ pub struct Hello {
     /// message); an older build does not ask, and is sent none.
     #[serde(default)]
     pub kernel_fds: bool,
+    /// It also takes the XDP link (`xdp_decap`) as a sixth kernel-path fd;
+    /// an older build does not ask, and is sent five (the XDP program then
+    /// detaches with the predecessor; `decap` carries on alone).
+    #[serde(default)]
+    pub kernel_xdp: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -340,7 +345,14 @@ mod tests {
     #[test]
     fn every_message_round_trips() {
         let messages = vec![
-            Message::Hello(Hello { protocol: SUPPORTED, pid: 7, version: "x".into(), compat: sample_compat(), kernel_fds: true }),
+            Message::Hello(Hello {
+                protocol: SUPPORTED,
+                pid: 7,
+                version: "x".into(),
+                compat: sample_compat(),
+                kernel_fds: true,
+                kernel_xdp: true,
+            }),
             Message::KernelPath,
             Message::Upgrade(Upgrade { protocol: SUPPORTED }),
             Message::Refused(Refused { reason: "no".into(), pid: 4 }),

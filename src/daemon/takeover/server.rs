@@ -219,7 +219,7 @@ impl ServerState {
             return refuse(channel, format!("{}; these cannot change in a takeover (stop and start instead)", diffs.join("; ")));
         }
         log::info!("takeover: pid {pid} (encapd {}) takes over, protocol {version}; sending the fds", hello.version);
-        if let Err(e) = self.send_everything(channel, version, hello.kernel_fds) {
+        if let Err(e) = self.send_everything(channel, version, hello.kernel_fds, hello.kernel_xdp) {
             return abandon(channel, pid, "sending the fds", &e);
         }
         match channel.recv_plain("ready", READY_TIMEOUT) {
@@ -238,7 +238,8 @@ impl ServerState {
     /// kernel path's fds when the successor asked for them (it adopts them
     /// without any privilege, which a predecessor that dropped its own
     /// cannot lend it).
-    fn send_everything(&self, channel: &Channel, version: u32, kernel_fds: bool) -> Result<(), ChannelError> {
+    /// `kernel_xdp`: the successor also takes the XDP link.
+    fn send_everything(&self, channel: &Channel, version: u32, kernel_fds: bool, kernel_xdp: bool) -> Result<(), ChannelError> {
         let kernel = self.source.kernel.as_ref().filter(|_| kernel_fds);
         let src = &self.source;
         let accepted = Accepted {
@@ -266,7 +267,8 @@ impl ServerState {
         }
         channel.send(&Message::ControlSocket, &[self.listener.as_fd()])?;
         if let Some(k) = kernel {
-            let fds = [k.links[0].as_fd(), k.links[1].as_fd(), k.routes4.as_fd(), k.routes6.as_fd(), k.counters.as_fd()];
+            let mut fds = vec![k.links[0].as_fd(), k.links[1].as_fd(), k.routes4.as_fd(), k.routes6.as_fd(), k.counters.as_fd()];
+            fds.extend(k.xdp.as_ref().filter(|_| kernel_xdp).map(|x| x.as_fd()));
             channel.send(&Message::KernelPath, &fds)?;
         }
         Ok(())

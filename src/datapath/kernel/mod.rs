@@ -32,6 +32,7 @@ use aya::maps::{Map, MapData, PerCpuArray};
 
 pub use maps::{RouteMaps, RouteSync};
 
+pub use crate::config::XdpDecapMode;
 use crate::sys::bpf::{self, TcxHook};
 
 /// The wire format both programs speak: the node's backend.
@@ -76,16 +77,23 @@ pub enum Counter {
     EncapNoNeighbour = 4,
     /// Packets handed to the workers: larger than the route's MTU.
     EncapFragNeeded = 5,
+    /// Of [`Decapsulated`](Self::Decapsulated): by `xdp_decap`, before GRO.
+    XdpDecapsulated = 6,
+    /// Packets `decap` delivered to the TUN from `xdp_decap`'s datagrams,
+    /// after GRO merged them.
+    XdpDelivered = 7,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 6] = [
+    pub const ALL: [Counter; 8] = [
         Counter::Encapsulated,
         Counter::Decapsulated,
         Counter::EncapFailed,
         Counter::EncapNoRoute,
         Counter::EncapNoNeighbour,
         Counter::EncapFragNeeded,
+        Counter::XdpDecapsulated,
+        Counter::XdpDelivered,
     ];
 }
 
@@ -103,6 +111,8 @@ pub struct KernelPathSpec {
     pub tun: String,
     /// The backend's wire format.
     pub format: Format,
+    /// Whether `xdp_decap` is attached in front of GRO.
+    pub xdp: XdpDecapMode,
 }
 
 /// Why the kernel path could not be attached; each names the step.
@@ -127,12 +137,15 @@ pub enum AttachError {
 }
 
 /// The fds a successor needs to carry on with an attached kernel path: the
-/// two TCX links (which hold the programs), the routes maps and the
-/// counters map. Map updates and reads through an fd need no privilege
+/// two TCX links (which hold the programs), the routes maps, the
+/// counters map, and the XDP link when `xdp_decap` is attached. Map
+/// updates and reads through an fd need no privilege
 /// (Linux 6.5 and later check capabilities when a map or program is
 /// created, not when it is used).
 #[derive(Debug)]
 pub struct KernelFds {
+    /// First, so dropped first: `decap` delivers `xdp_decap`'s packets.
+    pub xdp: Option<OwnedFd>,
     pub links: [OwnedFd; 2],
     pub routes4: OwnedFd,
     pub routes6: OwnedFd,
@@ -140,16 +153,20 @@ pub struct KernelFds {
 }
 
 impl KernelFds {
-    /// In the order the handover protocol sends them.
+    /// In the order the handover protocol sends them (the XDP link last,
+    /// so that a successor that takes five takes the rest unchanged).
     pub fn into_vec(self) -> Vec<OwnedFd> {
         let [a, b] = self.links;
-        vec![a, b, self.routes4, self.routes6, self.counters]
+        let mut fds = vec![a, b, self.routes4, self.routes6, self.counters];
+        fds.extend(self.xdp);
+        fds
     }
 
-    /// The inverse of [`into_vec`](Self::into_vec); `None` unless exactly five.
-    pub fn from_vec(fds: Vec<OwnedFd>) -> Option<KernelFds> {
+    /// The inverse of [`into_vec`](Self::into_vec); `None` unless five or six.
+    pub fn from_vec(mut fds: Vec<OwnedFd>) -> Option<KernelFds> {
+        let xdp = if fds.len() == 6 { fds.pop() } else { None };
         let [a, b, routes4, routes6, counters]: [OwnedFd; 5] = fds.try_into().ok()?;
-        Some(KernelFds { links: [a, b], routes4, routes6, counters })
+        Some(KernelFds { links: [a, b], routes4, routes6, counters, xdp })
     }
 }
 
@@ -157,11 +174,16 @@ impl KernelFds {
 /// links: once no process holds them, the programs detach and packets go
 /// through the workers again.
 pub struct KernelPath {
+    /// Declared (so dropped) before the TCX links: `xdp_decap`'s packets
+    /// need `decap` to deliver them, so it detaches first.
+    xdp: Option<OwnedFd>,
     links: [OwnedFd; 2],
     counters: PerCpuArray<MapData, [u64; 2]>,
     routes: Option<RouteMaps>,
     /// The interface `decap` is attached to ("" when adopted).
     pub underlay: String,
+    /// Where `xdp_decap` is, or why it is not attached (for the log).
+    pub xdp_status: String,
     port: u16,
     format: Format,
 }
@@ -186,6 +208,9 @@ impl KernelPath {
         let ifindex = |name: &str| bpf::ifindex(name).map_err(|source| AttachError::Ifindex { name: name.to_owned(), source });
         let underlay_ifindex = ifindex(&underlay)?;
         let tun_ifindex = ifindex(&spec.tun)?;
+        // Not an Ethernet device: xdp_decap, which writes an Ethernet
+        // header, is not attached (below); the TC programs need no MAC.
+        let underlay_mac = crate::sys::netdev::interface_mac(&underlay);
         let mut ebpf = object::load(&object::ProgramConfig {
             local: spec.public_ip,
             port: spec.port,
@@ -196,6 +221,8 @@ impl KernelPath {
             max_inner: spec.max_inner,
             format: spec.format,
             egress_l2_len: 0,
+            underlay_mac: *underlay_mac.as_ref().unwrap_or(&[0; 6]),
+            xdp_mark: object::xdp_mark(),
         })?;
         let routes = RouteMaps::new(map_of(&mut ebpf, maps::ROUTES4)?, map_of(&mut ebpf, maps::ROUTES6)?)
             .map_err(|source| AttachError::Map { name: "routes", source })?;
@@ -210,8 +237,22 @@ impl KernelPath {
         // before this node starts sending them from the kernel.
         let ingress = attach(object::DECAP, underlay_ifindex, &underlay, TcxHook::Ingress)?;
         let egress = attach(object::ENCAP, tun_ifindex, &spec.tun, TcxHook::Egress)?;
+        // After decap, which delivers what it decapsulates.
+        let (xdp, xdp_status) = match underlay_mac {
+            Ok(_) => attach_xdp(&ebpf, spec.xdp, &underlay, underlay_ifindex),
+            Err(e) => (None, format!("no xdp_decap: {underlay} has no Ethernet address ({e})")),
+        };
         // The programs' fds close with `ebpf`; the links hold the programs.
-        Ok(KernelPath { links: [ingress, egress], counters, routes: Some(routes), underlay, port: spec.port, format: spec.format })
+        Ok(KernelPath {
+            xdp,
+            links: [ingress, egress],
+            counters,
+            routes: Some(routes),
+            underlay,
+            xdp_status,
+            port: spec.port,
+            format: spec.format,
+        })
     }
 
     /// Carries on with a predecessor's kernel path from its fds
@@ -226,7 +267,8 @@ impl KernelPath {
             .map_err(|source| AttachError::Map { name: "routes", source })?;
         let counters = PerCpuArray::try_from(map(fds.counters, maps::COUNTERS)?)
             .map_err(|source| AttachError::Map { name: maps::COUNTERS, source })?;
-        Ok(KernelPath { links: fds.links, counters, routes: Some(routes), underlay: String::new(), port, format })
+        let xdp_status = if fds.xdp.is_some() { "xdp_decap carried on" } else { "no xdp_decap handed over" }.to_owned();
+        Ok(KernelPath { xdp: fds.xdp, links: fds.links, counters, routes: Some(routes), underlay: String::new(), xdp_status, port, format })
     }
 
     /// Duplicates of every fd a successor needs ([`adopt`](Self::adopt)).
@@ -242,7 +284,8 @@ impl KernelPath {
             Err(e) => return Err(e),
         };
         let counters = aya::maps::IterableMap::map(&self.counters).fd().as_fd().try_clone_to_owned().map_err(AttachError::Dup)?;
-        Ok(KernelFds { links: [dup(&self.links[0])?, dup(&self.links[1])?], routes4, routes6, counters })
+        let xdp = self.xdp.as_ref().map(dup).transpose()?;
+        Ok(KernelFds { links: [dup(&self.links[0])?, dup(&self.links[1])?], routes4, routes6, counters, xdp })
     }
 
     /// The writer for the routes maps, for the control thread. `adopted`:
@@ -273,6 +316,8 @@ impl KernelPath {
             encap_no_neighbour: self.counter(Counter::EncapNoNeighbour).packets,
             encap_too_big: self.counter(Counter::EncapFragNeeded).packets,
             route_update_failures,
+            xdp_decap_packets: self.counter(Counter::XdpDecapsulated).packets,
+            xdp_delivered_packets: self.counter(Counter::XdpDelivered).packets,
         }
     }
 
@@ -280,17 +325,49 @@ impl KernelPath {
     pub fn summary_line(&self, route_update_failures: u64) -> String {
         let t = self.totals(route_update_failures);
         format!(
-            "  kernel    egress {} pkts {} bytes | ingress {} pkts {} bytes | encap failed {} (to workers: no route {}, no neighbour {}, too big {}) | route updates failed {}\n",
+            "  kernel    egress {} pkts {} bytes | ingress {} pkts {} bytes (xdp: {} datagrams, {} after GRO) | encap failed {} (to workers: no route {}, no neighbour {}, too big {}) | route updates failed {}\n",
             t.egress_packets,
             t.egress_bytes,
             t.ingress_packets,
             t.ingress_bytes,
+            t.xdp_decap_packets,
+            t.xdp_delivered_packets,
             t.encap_failed,
             t.encap_no_route,
             t.encap_no_neighbour,
             t.encap_too_big,
             t.route_update_failures
         )
+    }
+}
+
+/// Attaches `xdp_decap` to the underlay as `mode` asks: its link, or none,
+/// and a phrase for the log saying which and why.
+fn attach_xdp(ebpf: &aya::Ebpf, mode: XdpDecapMode, underlay: &str, ifindex: u32) -> (Option<OwnedFd>, String) {
+    match mode {
+        XdpDecapMode::Off => return (None, "no xdp_decap (xdp_decap = \"off\")".into()),
+        XdpDecapMode::On => {}
+        // GRO off: nothing merges the frames (and a veth with GRO off
+        // hands its peer's TSO packets over whole, which decap takes as
+        // they are; native XDP on a veth would take the peer's TSO away).
+        XdpDecapMode::Auto => match crate::sys::netdev::interface_gro(underlay) {
+            Ok(true) => {}
+            Ok(false) => return (None, format!("no xdp_decap: GRO is off on {underlay}, so decapsulating before it gains nothing")),
+            Err(e) => return (None, format!("no xdp_decap: cannot read {underlay}'s GRO setting ({e})")),
+        },
+    }
+    let fd = match object::xdp_program(ebpf).map_err(|e| e.to_string()).and_then(|p| p.fd().map_err(|e| e.to_string())) {
+        Ok(fd) => fd,
+        Err(e) => return (None, format!("no xdp_decap: {e}")),
+    };
+    match bpf::attach_xdp_native(fd.as_fd(), ifindex) {
+        Ok(link) => (Some(link), format!("xdp_decap on {underlay} before GRO")),
+        Err(e) => {
+            log::warn!(
+                "kernel path: xdp_decap not attached to {underlay} ({e}; it needs the driver's native XDP and no other XDP program there): decap alone takes the underlay's datagrams, after GRO"
+            );
+            (None, format!("no xdp_decap: native XDP refused on {underlay} ({e})"))
+        }
     }
 }
 
@@ -317,9 +394,11 @@ pub fn probe(format: Format) -> Result<String, String> {
         max_inner: 1472,
         format,
         egress_l2_len: 0,
+        underlay_mac: [0x02, 0, 0, 0, 0, 1],
+        xdp_mark: object::xdp_mark(),
     };
     object::load(&cfg).map_err(|e| format!("{e} (loading needs CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN, or root)"))?;
-    Ok(format!("Linux {release}, the verifier accepts both programs"))
+    Ok(format!("Linux {release}, the verifier accepts the three programs"))
 }
 
 /// `major.minor` of a kernel release such as `6.18.44-fc-v1300`.
@@ -357,7 +436,28 @@ mod tests {
             max_inner: 1472,
             format,
             egress_l2_len: 0,
+            underlay_mac: [0x02, 0x11, 0, 0, 0, 1],
+            xdp_mark: object::xdp_mark(),
         }
+    }
+
+    /// Five fds (a predecessor without the XDP link) or six come back as
+    /// they were sent; any other count is refused.
+    #[test]
+    fn kernel_fds_travel_with_and_without_the_xdp_link() {
+        let fd = || OwnedFd::from(std::fs::File::open("/dev/null").unwrap());
+        let five: Vec<OwnedFd> = (0..5).map(|_| fd()).collect();
+        let k = KernelFds::from_vec(five).expect("five fds");
+        assert!(k.xdp.is_none());
+        assert_eq!(k.into_vec().len(), 5);
+        let six: Vec<OwnedFd> = (0..6).map(|_| fd()).collect();
+        let last = std::os::fd::AsRawFd::as_raw_fd(&six[5]);
+        let k = KernelFds::from_vec(six).expect("six fds");
+        assert_eq!(k.xdp.as_ref().map(std::os::fd::AsRawFd::as_raw_fd), Some(last), "the sixth is the XDP link");
+        let back = k.into_vec();
+        assert_eq!(std::os::fd::AsRawFd::as_raw_fd(&back[5]), last, "sent last again");
+        assert!(KernelFds::from_vec((0..4).map(|_| fd()).collect()).is_none());
+        assert!(KernelFds::from_vec((0..7).map(|_| fd()).collect()).is_none());
     }
 
     #[test]

@@ -8,7 +8,7 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use aya::programs::SchedClassifier;
+use aya::programs::{SchedClassifier, Xdp};
 use aya::{Ebpf, EbpfLoader};
 
 use super::Format;
@@ -19,6 +19,8 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/en
 /// The programs' names in the object.
 pub const ENCAP: &str = "encap";
 pub const DECAP: &str = "decap";
+/// `decap`'s checks before GRO, on the underlay's XDP hook.
+pub const XDP_DECAP: &str = "xdp_decap";
 
 /// What the programs are told about the node (their read-only globals).
 #[derive(Debug, Clone)]
@@ -40,6 +42,26 @@ pub struct ProgramConfig {
     /// (what the daemon loads); 14 for `BPF_PROG_TEST_RUN`, which always
     /// presents an Ethernet frame (the differential test).
     pub egress_l2_len: u32,
+    /// The underlay device's MAC (`xdp_decap` takes only frames addressed
+    /// to it).
+    pub underlay_mac: [u8; 6],
+    /// The Ethernet source address `xdp_decap` marks what it decapsulated
+    /// with, for `decap` to recognise after GRO ([`xdp_mark`]; all zero:
+    /// nothing is marked, `decap` recognises nothing).
+    pub xdp_mark: [u8; 6],
+}
+
+/// A fresh mark for [`ProgramConfig::xdp_mark`]: a random locally
+/// administered unicast address. It is a secret, never sent on any wire:
+/// a frame from the underlay that carried it as its source would be
+/// delivered into the TUN unchecked, so nobody outside this host must be
+/// able to guess it (46 random bits).
+pub fn xdp_mark() -> [u8; 6] {
+    use rand_core::RngCore;
+    let mut mark = [0u8; 6];
+    rand_core::OsRng.fill_bytes(&mut mark);
+    mark[0] = (mark[0] & 0xfc) | 0x02;
+    mark
 }
 
 /// Why the object could not be loaded.
@@ -73,7 +95,7 @@ fn v6_words(net: Ipv6Addr, len: u8) -> ([u32; 4], [u32; 4]) {
     (words(net), words(mask))
 }
 
-/// Loads both programs (the verifier checks them) and creates the maps.
+/// Loads the three programs (the verifier checks them) and creates the maps.
 pub fn load(cfg: &ProgramConfig) -> Result<Ebpf, LoadError> {
     let local = u32::from_ne_bytes(cfg.local.octets());
     let port = u16::from_ne_bytes(cfg.port.to_be_bytes());
@@ -102,17 +124,31 @@ pub fn load(cfg: &ProgramConfig) -> Result<Ebpf, LoadError> {
         .override_global("cfg_vxlan", &vxlan, true)
         .override_global("cfg_vni_word", &vni_word, true)
         .override_global("cfg_vtep_mac", &mac, true)
-        .override_global("cfg_egress_l2_len", &cfg.egress_l2_len, true);
+        .override_global("cfg_egress_l2_len", &cfg.egress_l2_len, true)
+        .override_global("cfg_underlay_mac", &cfg.underlay_mac, true)
+        .override_global("cfg_xdp_mark", &cfg.xdp_mark, true);
     let mut ebpf = loader.load(OBJECT).map_err(aya_err("loading the eBPF object"))?;
     for name in [ENCAP, DECAP] {
         program_mut(&mut ebpf, name)?.load().map_err(aya_err("loading a program (the verifier refused it)"))?;
     }
+    xdp_program_mut(&mut ebpf)?.load().map_err(aya_err("loading the XDP program (the verifier refused it)"))?;
     Ok(ebpf)
 }
 
 /// Program `name` of a loaded object.
 pub fn program<'a>(ebpf: &'a Ebpf, name: &str) -> Result<&'a SchedClassifier, LoadError> {
     let p = ebpf.program(name).ok_or(LoadError::Aya { what: "finding a program", source: name.to_owned().into() })?;
+    p.try_into().map_err(aya_err("a program of the wrong type"))
+}
+
+/// The XDP program (`xdp_decap`) of a loaded object.
+pub fn xdp_program(ebpf: &Ebpf) -> Result<&Xdp, LoadError> {
+    let p = ebpf.program(XDP_DECAP).ok_or(LoadError::Aya { what: "finding a program", source: XDP_DECAP.to_owned().into() })?;
+    p.try_into().map_err(aya_err("a program of the wrong type"))
+}
+
+fn xdp_program_mut(ebpf: &mut Ebpf) -> Result<&mut Xdp, LoadError> {
+    let p = ebpf.program_mut(XDP_DECAP).ok_or(LoadError::Aya { what: "finding a program", source: XDP_DECAP.to_owned().into() })?;
     p.try_into().map_err(aya_err("a program of the wrong type"))
 }
 
@@ -135,6 +171,13 @@ mod tests {
         assert_eq!(net6[0].to_ne_bytes(), [0xfd, 0, 0, 0x96]);
         assert_eq!(net6[2], 0);
         assert_eq!(mask6, [u32::MAX, u32::MAX, 0, 0]);
+    }
+
+    #[test]
+    fn xdp_marks_are_locally_administered_unicast_and_differ() {
+        let (a, b) = (xdp_mark(), xdp_mark());
+        assert_eq!(a[0] & 0x03, 0x02, "{a:02x?}");
+        assert_ne!(a, b, "46 random bits twice alike");
     }
 
     #[test]

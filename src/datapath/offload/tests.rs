@@ -293,6 +293,23 @@ fn split_then_coalesce_round_trips() {
 }
 
 #[test]
+fn a_completed_udp_checksum_of_zero_is_sent_as_all_ones() {
+    // A UDP packet whose field holds the pseudo-header sum, with one
+    // payload word chosen so that the finished checksum computes to 0.
+    let mut pkt = udp4(&[0, 0]);
+    let pseudo = Ipv4Packet::new_unchecked(&pkt[..]).pseudo_header(17);
+    let partial = pseudo.partial_checksum(pkt.len() - 20);
+    pkt[26..28].copy_from_slice(&partial.to_be_bytes());
+    let rest = checksum::checksum(&pkt[20..]);
+    pkt[28..30].copy_from_slice(&rest.to_be_bytes());
+    assert_eq!(checksum::checksum(&pkt[20..]), 0, "the test packet's checksum must compute to 0");
+    finish_partial_checksum(&mut pkt, 20, 6).unwrap();
+    // RFC 768: 0 would mean "no checksum"; the kernel writes 0xFFFF.
+    assert_eq!(&pkt[26..28], &[0xFF, 0xFF]);
+    assert_checksums_valid(&pkt);
+}
+
+#[test]
 fn udp_coalesces_only_when_allowed() {
     let a = udp4(&payload_pattern(1000));
     let b = udp4(&payload_pattern(1000));

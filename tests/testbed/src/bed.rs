@@ -8,7 +8,8 @@
 //! ```
 //!
 //! [`Bed::write_configs`] writes a mode's encapd configurations (which a
-//! caller may still edit, e.g. for an older build), [`Bed::enter`] sets
+//! caller may still edit, e.g. for an older build; a userspace WireGuard
+//! mode's key files go into the same directory), [`Bed::enter`] sets
 //! the mode up on the nodes and returns once a ping crosses it, and the
 //! [`Active`] mode it returns is left with [`Active::leave`] (counters
 //! asked for, daemons stopped, kernel devices and routes removed) or, on
@@ -16,7 +17,7 @@
 //! drops (see [`crate::netns`]).
 //!
 //! Promises: a mode leaves nothing behind for the next one (its routes,
-//! VTEPs, daemons and TUN devices are gone, learned PMTU exceptions are
+//! VTEPs, daemons, WireGuard devices and TUN devices are gone, learned PMTU exceptions are
 //! flushed by the next [`Bed::enter`]); every process it starts is
 //! stopped by pid.
 
@@ -31,6 +32,7 @@ use crate::kernel_paths::{self, VTEP, subnets, vtep_mac};
 use crate::mode::{Mode, NodeB, Setup};
 use crate::netns::{ip_batch, ns_exec};
 use crate::underlay::Underlay;
+use crate::wg_peer::{self, WgDevice};
 use crate::wiring::{CTR_A, CTR_B, Node, TUN, Wiring};
 
 /// How long encapd may take from spawn to forwarding.
@@ -142,8 +144,15 @@ impl Bed {
     pub fn enter(&self, mode: &Mode, configs: &Configs, encapd_bin: &Path, ctr_mtu: u32) -> Result<Active<'_>, String> {
         self.set_ctr_mtu(ctr_mtu);
         self.flush_route_cache();
-        let mut active =
-            Active { bed: self, mode: mode.clone(), dir: configs.dir.clone(), daemons: Vec::new(), setup: Vec::new(), done: false };
+        let mut active = Active {
+            bed: self,
+            mode: mode.clone(),
+            dir: configs.dir.clone(),
+            daemons: Vec::new(),
+            wg: Vec::new(),
+            setup: Vec::new(),
+            done: false,
+        };
         match &mode.def.setup {
             Setup::Routing => {
                 kernel_paths::route(&self.wiring);
@@ -175,6 +184,24 @@ impl Bed {
                     wait_ready(d, self.node_ns(*node))?;
                 }
             }
+            Setup::UserspaceWg(imp) => {
+                let pair = wg_peer::Pair::start(*imp, self.node_ns(Node::A), self.node_ns(Node::B), &configs.dir)?;
+                active.wg.push((Node::A, pair.a));
+                active.wg.push((Node::B, pair.b));
+                active.setup.push(format!(
+                    "{imp} on both nodes (testbed wg_peer): {} as flanneld lays it out: keys from wg genkey (mode 0600), \
+                     listen-port {}, MTU {} − {}, the node subnet's .0/32 (and ::/128) on it, {} and {} routed to it, \
+                     the other node as peer (endpoint <its underlay IP>:{}, allowed-ips its subnets, no keepalive); \
+                     configured with wg set over the daemon's UAPI socket",
+                    wg_peer::DEVICE,
+                    wg_peer::WG_PORT,
+                    crate::kernel_paths::UNDERLAY_MTU,
+                    wg_peer::OVERHEAD,
+                    wg_peer::CLUSTER_CIDR,
+                    wg_peer::CLUSTER_CIDR6,
+                    wg_peer::WG_PORT,
+                ));
+            }
         }
         self.check_path(mode)?;
         Ok(active)
@@ -187,6 +214,7 @@ impl Bed {
             Setup::Routing => "ul",
             Setup::KernelVxlan => VTEP,
             Setup::Encapd(_) => TUN,
+            Setup::UserspaceWg(_) => wg_peer::DEVICE,
         };
         let via = route_get(self.node_ns(Node::A), CTR_B);
         if !via.contains(&format!("dev {dev} ")) {
@@ -309,6 +337,8 @@ pub struct Active<'b> {
     mode: Mode,
     dir: PathBuf,
     daemons: Vec<(Node, Encapd)>,
+    /// The userspace WireGuard daemons of a [`Setup::UserspaceWg`] mode.
+    wg: Vec<(Node, WgDevice)>,
     /// What was set up, one line per step (for a run's command log).
     pub setup: Vec<String>,
     done: bool,
@@ -323,6 +353,10 @@ pub struct Left {
     /// `ip -s link show` of the kernel VTEP (nodeA's in the kernel pair,
     /// nodeB's in the mixed pair): its packet and drop counts.
     pub vtep_stats: Option<(Node, String)>,
+    /// Per node of a userspace WireGuard mode: the implementation's name,
+    /// its log, and `wg show` just before it was stopped (handshakes,
+    /// transfer counts).
+    pub wg_logs: Vec<(Node, &'static str, String)>,
     /// Problems on the way out (a daemon that needed SIGKILL or exited
     /// non-zero, a TUN left behind).
     pub problems: Vec<String>,
@@ -336,6 +370,18 @@ impl Active<'_> {
     /// The pids of the mode's encapd processes (none without encapd).
     pub fn encapd_pids(&self) -> Vec<i32> {
         self.daemons.iter().map(|(_, d)| d.pid()).collect()
+    }
+
+    /// The pids of the mode's userspace WireGuard daemons (none in other
+    /// modes).
+    pub fn wg_pids(&self) -> Vec<i32> {
+        self.wg.iter().map(|(_, d)| d.pid()).collect()
+    }
+
+    /// `node`'s userspace WireGuard daemon (in a [`Setup::UserspaceWg`]
+    /// mode), e.g. for `wg show`.
+    pub fn wg_device(&self, node: Node) -> Option<&WgDevice> {
+        self.wg.iter().find(|(n, _)| *n == node).map(|(_, d)| d)
     }
 
     /// The nodes that run encapd.
@@ -365,6 +411,7 @@ impl Active<'_> {
             let _ = wait_for(Duration::from_secs(2), || (d.log().matches(SUMMARY_HEADER).count() > before).then_some(()));
         }
         self.stop_daemons(&mut left);
+        self.stop_wg(&mut left);
         left.vtep_stats = match &self.mode.def.setup {
             Setup::KernelVxlan => Some((Node::A, kernel_paths::vtep_stats(&self.bed.wiring, Node::A))),
             Setup::Encapd(e) if e.node_b == NodeB::KernelVtep => Some((Node::B, kernel_paths::vtep_stats(&self.bed.wiring, Node::B))),
@@ -391,6 +438,22 @@ impl Active<'_> {
         }
     }
 
+    fn stop_wg(&mut self, left: &mut Left) {
+        for (node, d) in self.wg.drain(..) {
+            let (imp, show) = (d.implementation(), d.show());
+            let stopped = d.stop();
+            match stopped.status {
+                Ok(st) if st.success() => {}
+                Ok(st) => left.problems.push(format!("{imp} on node{} exited with {st}", node_letter(node))),
+                Err(_) => left.problems.push(format!("{imp} on node{} ignored SIGTERM for 5 s and was killed", node_letter(node))),
+            }
+            if !stopped.device_gone {
+                left.problems.push(format!("{} still present on node{} after {imp} exited", wg_peer::DEVICE, node_letter(node)));
+            }
+            left.wg_logs.push((node, imp.name(), format!("{}\n# wg show {} before the stop:\n{show}", stopped.log, wg_peer::DEVICE)));
+        }
+    }
+
     fn teardown(&mut self) {
         if self.done {
             return;
@@ -399,6 +462,8 @@ impl Active<'_> {
         for (_, d) in self.daemons.drain(..) {
             let _ = d.try_stop();
         }
+        // Each stops its daemon by pid; its device goes with the TUN.
+        self.wg.clear();
         match &self.mode.def.setup {
             Setup::Routing => kernel_paths::unroute(&self.bed.wiring),
             Setup::KernelVxlan => {
@@ -407,7 +472,7 @@ impl Active<'_> {
                 }
             }
             Setup::Encapd(e) if e.node_b == NodeB::KernelVtep => kernel_paths::vtep_down(&self.bed.wiring, Node::B),
-            Setup::Encapd(_) => {}
+            Setup::Encapd(_) | Setup::UserspaceWg(_) => {}
         }
     }
 }

@@ -82,7 +82,9 @@ pub fn require_tools(tools: &[&str]) -> bool {
     true
 }
 
-fn skip_or_fail(why: &str) -> bool {
+/// Prints "skipped: WHY" and returns false, or panics when
+/// `ENCAPD_REQUIRE_ROOT_TESTS=1` demands that the test really run.
+pub fn skip_or_fail(why: &str) -> bool {
     if std::env::var("ENCAPD_REQUIRE_ROOT_TESTS").as_deref() == Ok("1") {
         panic!("root-only test skipped but ENCAPD_REQUIRE_ROOT_TESTS=1 ({why})");
     }

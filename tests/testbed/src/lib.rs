@@ -16,6 +16,9 @@
 //!   the two-node wiring, what encapd is measured against.
 //! - [`bed`]: the two-node wiring hosting one mode after another (the
 //!   benchmarks' topology).
+//! - [`wg_peer`]: wireguard-go and boringtun on a node, laid out as
+//!   flanneld lays out `flannel-wg` (benchmark pairs, encapd's interop
+//!   peers).
 //! - [`counters`]: what encapd reports (SIGUSR1 summary, `/metrics`).
 //! - [`topology`]: the two-node topology with the peers-file source.
 //! - [`etcd`]: a real etcd cluster in a namespace.
@@ -71,6 +74,7 @@ pub mod takeover;
 pub mod topology;
 pub mod traffic;
 pub mod underlay;
+pub mod wg_peer;
 pub mod wireguard_keys;
 pub mod wiring;
 

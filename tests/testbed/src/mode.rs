@@ -10,7 +10,11 @@
 //! - [`Setup::Encapd`]: encapd with a backend (wire format), an I/O engine,
 //!   `[dataplane]` lines for every node or for one, lines for the peer
 //!   entries of the peers files, and on nodeB either encapd too or a
-//!   flannel.1-style kernel VTEP (the mixed pair).
+//!   flannel.1-style kernel VTEP (the mixed pair);
+//! - [`Setup::UserspaceWg`]: another WireGuard implementation
+//!   (wireguard-go, boringtun) on both nodes, its device laid out as
+//!   flanneld's `wireguard` backend lays out `flannel-wg` (see
+//!   [`crate::wg_peer`]): what encapd's encrypted overlay is compared with.
 //!
 //! **Adding a mode is one entry in [`MODES`]**: the benchmark
 //! (`encapd-bench run --modes NAME`), its configuration files, the
@@ -24,6 +28,7 @@
 
 use std::fmt;
 
+use crate::wg_peer::{self, WgImpl};
 use crate::wiring::Node;
 
 /// Plain routing, the upper bound every mode is divided by.
@@ -45,6 +50,10 @@ pub const KERNEL_PATH: &str = "uring-kernel";
 pub const ENCAPD_VXLAN_KERNEL: &str = "encapd-vxlan-kernel";
 /// [`ENCAPD_VXLAN_MIXED`] with the kernel path on nodeA's encapd.
 pub const ENCAPD_VXLAN_MIXED_KERNEL: &str = "encapd-vxlan-mixed-kernel";
+/// wireguard-go on both nodes, flannel-wg style.
+pub const WIREGUARD_GO: &str = "wireguard-go";
+/// boringtun on both nodes, flannel-wg style.
+pub const BORINGTUN: &str = "boringtun";
 /// The suffix of a mode run by the baseline build: `uring-base` is `uring`
 /// as built from the baseline revision.
 pub const BASELINE_SUFFIX: &str = "-base";
@@ -60,6 +69,9 @@ pub enum Family {
     VxlanBackend,
     /// encapd's eBPF kernel path (`kernel_path = "tc"`).
     KernelPath,
+    /// WireGuard: encrypted, authenticated overlays (userspace
+    /// implementations now; encapd's `wireguard` backend when it lands).
+    EncryptedOverlay,
     /// A setting under evaluation, run only when named.
     Evaluation,
 }
@@ -72,6 +84,7 @@ impl Family {
             Family::UdpEngine => "udp backend, by I/O engine",
             Family::VxlanBackend => "vxlan backend",
             Family::KernelPath => "kernel path",
+            Family::EncryptedOverlay => "encrypted overlays (WireGuard)",
             Family::Evaluation => "settings under evaluation",
         }
     }
@@ -154,6 +167,10 @@ pub enum Setup {
     KernelVxlan,
     /// encapd (and on nodeB possibly a kernel VTEP).
     Encapd(EncapdSetup),
+    /// A userspace WireGuard implementation on both nodes, each the
+    /// other's peer, laid out as flanneld lays out `flannel-wg`
+    /// ([`crate::wg_peer::Pair`]).
+    UserspaceWg(WgImpl),
 }
 
 /// One entry of the registry.
@@ -243,6 +260,38 @@ pub const MODES: &[ModeDef] = &[
         false,
         "encapd `vxlan` with the kernel path ↔ kernel VTEP (flannel.1 style)",
         Setup::Encapd(EncapdSetup { dataplane: TC, peer: KERNEL_DECAP, node_b: NodeB::KernelVtep, ..vxlan_uring() }),
+    ),
+    // Encrypted overlays: what encapd's `wireguard` backend (issue 31) is
+    // measured against, run only when named (`--modes wireguard-go,boringtun`).
+    // When that backend lands, its mode is one more entry here and nothing
+    // else in the registry changes:
+    //
+    //     def("wireguard", Family::EncryptedOverlay, false,
+    //         "encapd `wireguard` backend ↔ encapd `wireguard` (`uring`, offloads on)",
+    //         Setup::Encapd(EncapdSetup { backend: Backend::Wireguard, ..udp_uring() })),
+    //
+    // with `Backend::Wireguard` named "wireguard", port 51820 and overhead
+    // 80 (so `ctr_mtu` gives 1420 as for these two), and bed.rs writing
+    // what the backend needs keys for: a key pair per node
+    // (`wg_peer::generate_key_pair`, mode 0600 in the mode's directory),
+    // `[node] private_key_file` in each configuration and the other node's
+    // `public_key` in each peers file. A mixed pair (encapd ↔ wireguard-go)
+    // would be an `NodeB` variant carrying a `WgImpl`, its nodeB laid out by
+    // `wg_peer::WgDevice::start` and given encapd's key with
+    // `WgPeerSpec::facing_encapd`.
+    def(
+        WIREGUARD_GO,
+        Family::EncryptedOverlay,
+        false,
+        "wireguard-go ↔ wireguard-go (Debian's userspace WireGuard, `flannel-wg` as flanneld lays it out)",
+        Setup::UserspaceWg(WgImpl::WireguardGo),
+    ),
+    def(
+        BORINGTUN,
+        Family::EncryptedOverlay,
+        false,
+        "boringtun ↔ boringtun (Cloudflare's userspace WireGuard, `boringtun-cli`, `flannel-wg` as flanneld lays it out)",
+        Setup::UserspaceWg(WgImpl::Boringtun),
     ),
     def(
         "uring-trust",
@@ -441,6 +490,25 @@ impl Mode {
         }
     }
 
+    /// The userspace WireGuard implementation both nodes run, if any.
+    pub fn userspace_wg(&self) -> Option<WgImpl> {
+        match self.def.setup {
+            Setup::UserspaceWg(i) => Some(i),
+            _ => None,
+        }
+    }
+
+    /// What carries the packets between the nodes: `kernel` (routing,
+    /// kernel VXLAN), `encapd` (on nodeA at least), or the userspace
+    /// WireGuard implementation (`wireguard-go`, `boringtun`).
+    pub fn carried_by(&self) -> &'static str {
+        match self.def.setup {
+            Setup::Routing | Setup::KernelVxlan => "kernel",
+            Setup::Encapd(_) => "encapd",
+            Setup::UserspaceWg(i) => i.name(),
+        }
+    }
+
     /// Whether encapd runs on `node` in this mode.
     pub fn runs_encapd_on(&self, node: Node) -> bool {
         self.encapd().is_some_and(|e| node == Node::A || e.node_b == NodeB::Encapd)
@@ -453,6 +521,7 @@ impl Mode {
             Setup::Routing => underlay_mtu,
             Setup::KernelVxlan => underlay_mtu - Backend::Vxlan.overhead(),
             Setup::Encapd(e) => underlay_mtu - e.backend.overhead(),
+            Setup::UserspaceWg(_) => underlay_mtu - wg_peer::OVERHEAD,
         }
     }
 
@@ -501,6 +570,13 @@ pub fn markdown_table() -> String {
             let set = if lines.is_empty() { String::new() } else { format!(", {}", lines.join(", ")) };
             format!("{b}: `{}` backend, `io = \"{}\"`{set}", e.backend.name(), e.engine)
         }
+        Setup::UserspaceWg(i) => format!(
+            "`{}` on both: `{}` as flanneld lays it out (port {}, MTU underlay − {}, peer = the other node's subnets)",
+            i.program(),
+            wg_peer::DEVICE,
+            wg_peer::WG_PORT,
+            wg_peer::OVERHEAD
+        ),
     };
     for d in MODES {
         let aliases = if d.aliases.is_empty() { String::new() } else { format!(" (was `{}`)", d.aliases.join("`, `")) };
@@ -596,5 +672,22 @@ mod tests {
             [ROUTING, KERNEL_VXLAN, CLASSIC, "mmsg-nooffload", "mmsg", "uring-nooffload", URING, ENCAPD_VXLAN, ENCAPD_VXLAN_MIXED]
         );
         assert!(markdown_table().lines().count() > MODES.len());
+    }
+
+    #[test]
+    fn userspace_wireguard_pairs_are_encrypted_overlays_run_on_request() {
+        for (name, imp) in [(WIREGUARD_GO, WgImpl::WireguardGo), (BORINGTUN, WgImpl::Boringtun)] {
+            let m = Mode::named(name).unwrap();
+            assert_eq!(m.family(), Family::EncryptedOverlay);
+            assert!(!m.def.in_default_run, "{name} runs only when named");
+            assert_eq!(m.userspace_wg(), Some(imp));
+            assert_eq!(m.carried_by(), name);
+            assert!(!m.runs_encapd_on(Node::A) && !m.runs_encapd_on(Node::B));
+            assert_eq!(m.ctr_mtu(1500), 1420, "flannel's wireguard MTU: underlay - 80");
+            assert!(Mode::named(&format!("{name}-base")).is_err(), "no encapd, no baseline build");
+        }
+        assert_eq!(Mode::named(URING).unwrap().carried_by(), "encapd");
+        assert_eq!(Mode::named(ROUTING).unwrap().carried_by(), "kernel");
+        assert!(markdown_table().contains("`wireguard-go` on both"));
     }
 }

@@ -1069,6 +1069,7 @@ pub fn render(dir: &Path) -> Result<ReportSummary, ReportError> {
         targets_list(&t, &mut out);
         targets.extend(t.into_iter().map(|t| if runs.multi() { Target { name: format!("[{}] {}", run.profile, t.name), ..t } } else { t }));
     }
+    encrypted_section(&runs, &mut out);
     carried_section(&runs, &mut out);
     for (i, run) in runs.profiles.iter().enumerate() {
         cost_section(run, runs.multi(), i + 1 == runs.profiles.len(), &mut out);
@@ -1349,6 +1350,92 @@ figure the workers had no packets for is `–`.\n\n",
     );
 }
 
+/// The columns of the encrypted overlays' table: (test, header, unit).
+const ENCRYPTED_COLUMNS: [(&str, &str, &str); 5] = [
+    ("tcp1", "TCP 1 stream Gbit/s", "Gbit/s"),
+    ("tcp4", "TCP 4 streams Gbit/s", "Gbit/s"),
+    ("udp64_pps", "UDP 64 B kpps", "pps"),
+    ("lat50_p50", "RTT p50 µs @50 %", "us"),
+    ("tcp1_cpu_per_gbps", "CPU cores per Gbit/s, whole machine (TCP 1)", "cores/(Gbit/s)"),
+];
+
+/// Of the modes `among` that have `test`, the best one (highest
+/// throughput, lowest RTT or CPU) and its median.
+fn best_of<'a>(run: &Run, among: &[&'a str], test: &str) -> Option<(&'a str, f64)> {
+    let v = among.iter().filter_map(|m| Some((*m, run.median(m, test)?)));
+    if higher_is_better(test) { v.max_by(|a, b| a.1.total_cmp(&b.1)) } else { v.min_by(|a, b| a.1.total_cmp(&b.1)) }
+}
+
+/// The encrypted overlays (WireGuard) side by side, per profile (see
+/// [`encrypted_table`]); nothing when the run has none.
+fn encrypted_section(runs: &Runs, out: &mut String) {
+    let tables: Vec<(&Run, String)> = runs.profiles.iter().map(|r| (r, encrypted_table(r))).filter(|(_, t)| !t.is_empty()).collect();
+    if tables.is_empty() {
+        return;
+    }
+    out.push_str("## Encrypted overlays (medians)\n\n");
+    for (run, table) in tables {
+        if runs.multi() {
+            let _ = writeln!(out, "### {} underlay\n", run.profile);
+        }
+        out.push_str(&table);
+        out.push('\n');
+    }
+    out.push_str(
+        "The same tests as every mode (see the medians below). Carried by: the program that encrypts and decrypts the packets; \
+`wireguard-go` and `boringtun` run on both nodes with `flannel-wg` laid out as flanneld's `wireguard` backend lays it out \
+(port 51820, MTU underlay − 80, peer = the other node's subnet; bench/README.md, \"Encrypted overlays\"). encapd's own figures \
+(its CPU, context switches, who carried the packets) do not exist for the modes encapd does not carry; the whole-machine CPU \
+counts their daemons.\n\n",
+    );
+}
+
+/// One profile's encrypted overlays: a row per mode of the family with
+/// what carried it, its figures and, when the run has `uring`, its
+/// throughput ÷ encapd's clear text; an encrypted mode that encapd
+/// carries (its `wireguard` backend, once it exists) is then divided by
+/// the best of the userspace implementations, figure by figure. Empty
+/// without such modes.
+fn encrypted_table(run: &Run) -> String {
+    let modes: Vec<&str> = run
+        .modes
+        .iter()
+        .map(String::as_str)
+        .filter(|m| family_of(m) == Some(Family::EncryptedOverlay) && !m.ends_with(OLD_HARNESS_SUFFIX))
+        .collect();
+    if modes.is_empty() {
+        return String::new();
+    }
+    let mut s = String::new();
+    let clear = run.has(UDP_HEADLINE);
+    let mut head: Vec<String> = ENCRYPTED_COLUMNS.iter().map(|c| c.1.to_owned()).collect();
+    if clear {
+        head.extend([format!("TCP 1 ÷ {UDP_HEADLINE} (clear text)"), format!("TCP 4 ÷ {UDP_HEADLINE} (clear text)")]);
+    }
+    let _ = writeln!(s, "| mode | carried by | {} |", head.join(" | "));
+    let _ = writeln!(s, "|---|---|{}", "---:|".repeat(head.len()));
+    for m in &modes {
+        let by = Mode::named(m).map_or("?", |x| x.carried_by());
+        let mut cells: Vec<String> = ENCRYPTED_COLUMNS.iter().map(|&(t, _, u)| fmt_median(run, m, t, u, false)).collect();
+        if clear {
+            cells.extend(["tcp1", "tcp4"].map(|t| ratio_cell(run, m, UDP_HEADLINE, t)));
+        }
+        let _ = writeln!(s, "| {m} | {by} | {} |", cells.join(" | "));
+    }
+    let userspace: Vec<&str> = modes.iter().copied().filter(|m| Mode::named(m).is_ok_and(|x| x.userspace_wg().is_some())).collect();
+    for m in modes.iter().filter(|m| Mode::named(m).is_ok_and(|x| x.userspace_wg().is_none())) {
+        let parts: Vec<String> = ENCRYPTED_COLUMNS
+            .iter()
+            .map(|&(t, h, _)| match best_of(run, &userspace, t) {
+                Some((best, _)) => format!("{h} {} (of {best})", ratio_cell(run, m, best, t)),
+                None => format!("{h} n/a"),
+            })
+            .collect();
+        let _ = writeln!(s, "\n- `{m}` against the best userspace implementation of each figure: {}.", parts.join("; "));
+    }
+    s
+}
+
 /// What each mode's TCP tests cost: the whole machine's CPU and encapd's
 /// own (CPU and context switches), so that the cost of each engine shows.
 fn cost_section(run: &Run, multi: bool, with_note: bool, out: &mut String) {
@@ -1575,6 +1662,25 @@ mod tests {
         let udp_only = run_of(&[(KERNEL_VXLAN, "tcp1", 10.0), (UDP_HEADLINE, "tcp1", 5.0)]);
         assert!(vxlan_table(&udp_only).is_empty());
         assert!(targets(&udp_only).iter().all(|t| !t.name.contains("encapd-vxlan")));
+    }
+
+    #[test]
+    fn encrypted_overlays_say_who_carried_them_and_compare_with_clear_text() {
+        use encapd_testbed::mode::{BORINGTUN, WIREGUARD_GO};
+        let run = run_of(&[
+            (UDP_HEADLINE, "tcp1", 8.0),
+            (UDP_HEADLINE, "tcp4", 6.0),
+            (WIREGUARD_GO, "tcp1", 0.4),
+            (WIREGUARD_GO, "tcp4", 0.6),
+            (BORINGTUN, "tcp1", 0.32),
+        ]);
+        let table = encrypted_table(&run);
+        assert!(table.contains("| mode | carried by | TCP 1 stream Gbit/s |"), "{table}");
+        assert!(table.contains("| wireguard-go | wireguard-go | 0.40 | 0.60 | n/a | n/a | n/a | 0.05× | 0.10× |"), "{table}");
+        assert!(table.contains("| boringtun | boringtun | 0.32 | n/a |"), "{table}");
+        assert!(!table.contains("| uring |"), "clear text is the divisor, not a row:\n{table}");
+        assert_eq!(best_of(&run, &[WIREGUARD_GO, BORINGTUN], "tcp1"), Some((WIREGUARD_GO, 0.4)));
+        assert!(encrypted_table(&run_of(&[(UDP_HEADLINE, "tcp1", 8.0)])).is_empty(), "no encrypted modes, no table");
     }
 
     #[test]

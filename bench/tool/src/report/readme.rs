@@ -33,8 +33,8 @@ use encapd_testbed::mode::{Family, MODES, Mode};
 
 use super::{
     CLASSIC, ENCAPD_VXLAN, ENCAPD_VXLAN_KERNEL, ENCAPD_VXLAN_MIXED, ENCAPD_VXLAN_MIXED_KERNEL, KERNEL_PATH, KERNEL_VXLAN,
-    OLD_HARNESS_SUFFIX, ReportError, Run, Runs, UDP_HEADLINE, canonical_mode, fmt_median, provenance, ratio_cell, read_runs, slower_of,
-    targets,
+    OLD_HARNESS_SUFFIX, ReportError, Run, Runs, UDP_HEADLINE, canonical_mode, family_of, fmt_median, provenance, ratio_cell, read_runs,
+    slower_of, targets,
 };
 
 /// The line that opens the generated block in README.md.
@@ -280,6 +280,7 @@ fn findings(run: &Run, out: &mut String) {
             of_slower("lat50_p50"),
         );
     }
+    encrypted_finding(run, out);
     carried_finding(run, out);
     let t = targets(run);
     let met = t.iter().filter(|t| t.verdict == Some(true)).count();
@@ -291,6 +292,29 @@ fn findings(run: &Run, out: &mut String) {
             None => "not decidable",
         };
         let _ = writeln!(out, "  - {}: {v} ({})", t.name, t.detail);
+    }
+}
+
+/// The encrypted overlays (WireGuard) the run measured, each against
+/// encapd's clear-text `uring`, and who carried it.
+fn encrypted_finding(run: &Run, out: &mut String) {
+    let parts: Vec<String> = run
+        .modes
+        .iter()
+        .filter(|m| family_of(m) == Some(Family::EncryptedOverlay))
+        .map(|m| {
+            let by = Mode::named(m).map_or("?", |x| x.carried_by());
+            format!(
+                "`{m}` (carried by {by}) {} Gbit/s on one TCP stream ({} `uring`'s), {} on four ({})",
+                fmt_median(run, m, "tcp1", "Gbit/s", false),
+                ratio_cell(run, m, UDP_HEADLINE, "tcp1"),
+                fmt_median(run, m, "tcp4", "Gbit/s", false),
+                ratio_cell(run, m, UDP_HEADLINE, "tcp4"),
+            )
+        })
+        .collect();
+    if !parts.is_empty() {
+        let _ = writeln!(out, "- Encrypted overlays (WireGuard), against encapd's clear-text `uring`: {}.", parts.join("; "));
     }
 }
 

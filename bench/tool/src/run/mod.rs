@@ -38,6 +38,7 @@ use encapd_testbed::bed::Bed;
 use encapd_testbed::kernel_paths::UNDERLAY_MTU;
 use encapd_testbed::mode::{Build, Mode};
 use encapd_testbed::underlay::Underlay;
+use encapd_testbed::wg_peer::WgImpl;
 use encapd_testbed::wiring::Node;
 
 use crate::clock::Utc;
@@ -280,7 +281,19 @@ fn execute(cfg: Config) -> Result<ExitStatus, String> {
     if cfg.sockperf {
         pkgs.push("sockperf");
     }
+    // The userspace WireGuard modes: `wg` configures both, wireguard-go is
+    // a Debian package, boringtun-cli a crate (checked below).
+    let wg: BTreeSet<WgImpl> = cfg.modes.iter().filter_map(|m| m.userspace_wg()).collect();
+    if !wg.is_empty() {
+        pkgs.push("wireguard-tools");
+    }
+    if wg.contains(&WgImpl::WireguardGo) {
+        pkgs.push("wireguard-go");
+    }
     need_packages(&repo, &pkgs)?;
+    for imp in &wg {
+        imp.locate().map_err(|e| format!("mode {imp}: {e}"))?;
+    }
     if cfg.build {
         builds::build_release(&repo)?;
         builds::reexec_if_rebuilt(&repo.join("target/release/encapd-bench"), &["--no-build"])?;
@@ -620,6 +633,9 @@ impl ModeRun<'_> {
         if let Some((n, text)) = &left.vtep_stats {
             let _ = std::fs::write(raw.join(format!("{prefix}-vtep-{}.txt", node_name(*n))), text);
         }
+        for (n, name, text) in &left.wg_logs {
+            let _ = std::fs::write(raw.join(format!("{prefix}-{name}-{}.log", node_name(*n))), text);
+        }
         for p in &left.problems {
             warn(&format!("{} {u} rep {rep}: {p}", mode.name));
         }
@@ -631,6 +647,10 @@ impl ModeRun<'_> {
         for n in [Node::A, Node::B] {
             if let Ok(text) = std::fs::read_to_string(dir.join(format!("{}.log", n.sub()))) {
                 let _ = std::fs::write(raw.join(format!("{}-r{}-encapd-{}.log", mode.name, cell.rep, node_name(n))), text);
+            }
+            // A userspace WireGuard daemon's log (wg_peer::Pair: `wg-a.log`).
+            if let (Some(imp), Ok(text)) = (mode.userspace_wg(), std::fs::read_to_string(dir.join(format!("wg-{}.log", n.sub())))) {
+                let _ = std::fs::write(raw.join(format!("{}-r{}-{imp}-{}.log", mode.name, cell.rep, node_name(n))), text);
             }
         }
         results.add(cell, self.suite.all_na(mode.encapd().is_some())).map_err(|e| format!("results.csv: {e}"))?;

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * encapd's kernel path: two traffic-control programs that do what the
- * workers do for the common packet, and hand everything else on to them.
+ * workers do for the common packet, and hand everything else on to them,
+ * and an XDP program that decapsulates in front of the underlay's GRO.
  *
  *   encap  (TCX egress of the TUN): an IPv4 or IPv6 packet the kernel routed
  *          into the TUN, for a peer's subnet -> outer IPv4 + UDP (+ VXLAN and
@@ -9,6 +10,9 @@
  *   decap  (TCX ingress of the underlay): a peer's datagram in the node's wire
  *          format, for this node's subnet -> the inner packet, received by the
  *          TUN as if a worker had written it.
+ *   xdp_decap (XDP of the underlay, where it helps): decap's checks on a
+ *          frame before GRO; strips it to the inner packet and marks it,
+ *          so that GRO merges the inner TCP and decap delivers the result.
  *
  * The rule both programs live by: a packet they do not take goes on
  * unchanged (TCX_NEXT) to the TUN or the socket, where the workers decide
@@ -70,6 +74,14 @@ const volatile __u8 cfg_vtep_mac[ETH_ALEN] = {};
  * link-layer header over that frame's instead of making room for one
  * (tests/kernel_differential.rs). */
 const volatile __u32 cfg_egress_l2_len = 0;
+/* The underlay device's MAC: xdp_decap takes only frames addressed to it
+ * (decap asks the skb's pkt_type). */
+const volatile __u8 cfg_underlay_mac[ETH_ALEN] = {};
+/* The Ethernet source address xdp_decap writes on what it decapsulated,
+ * for decap to recognise after GRO: random per load (46 bits: a locally
+ * administered unicast address), never sent; all zero (no frame carries
+ * it as its source) when nothing is marked. */
+const volatile __u8 cfg_xdp_mark[ETH_ALEN] = {};
 
 /* ---- maps (layouts shared with src/datapath/kernel/maps.rs) ----------- */
 
@@ -480,17 +492,26 @@ int encap(struct __sk_buff *skb)
 
 /* ---- decap ------------------------------------------------------------------ */
 
+/* Whether a frame's source address is cfg_xdp_mark (xdp_decap's). */
+static __always_inline bool xdp_marked(const struct ethhdr *eth)
+{
+	if (!(cfg_xdp_mark[0] & 0x02))
+		return false; /* no mark configured */
+	for (int i = 0; i < ETH_ALEN; i++)
+		if (eth->h_source[i] != cfg_xdp_mark[i])
+			return false;
+	return true;
+}
+
 /* The ingress filter, as far as the kernel path takes it (format unwrap +
  * check_ingress): for vxlan our VNI and MAC carrying IP; one whole IPv4
  * packet (total length = the rest of the datagram) or IPv6 packet (payload
  * length likewise), its source in a subnet whose owner's underlay address
  * is the outer source, its destination in one of our subnets. Returns the
  * inner packet's length, or 0 for anything the workers decide. */
-static __always_inline __u32 check_inner(struct __sk_buff *skb, __u32 at, __be32 sender, __u32 inner_len, bool gso,
+static __always_inline __u32 check_inner(void *data, void *data_end, __u32 at, __be32 sender, __u32 inner_len, bool gso,
 					 bool *v6)
 {
-	void *data = (void *)(long)skb->data;
-	void *data_end = (void *)(long)skb->data_end;
 	const struct route *r;
 
 	if (at > 128)
@@ -550,18 +571,72 @@ static __always_inline __u32 check_inner(struct __sk_buff *skb, __u32 at, __be32
 	return inner_len;
 }
 
+/* Every check both decapsulating programs make (one implementation: the
+ * TC `decap` and the XDP `xdp_decap` differ only in where the frame and
+ * its metadata come from). `data` is an Ethernet frame of `len` bytes
+ * whose headers, up to an IPv6 inner header, are readable where the frame
+ * has them; `csum_verified`: the device verified the outer UDP checksum
+ * (CHECKSUM_UNNECESSARY); `gso`: the frame is a GSO packet (TC only).
+ *
+ * The outer IPv4 header as the stack would accept it for our socket: no
+ * options, not a fragment, valid checksum, UDP to our address and port,
+ * lengths that account for every byte of the frame (a padded frame is
+ * left to the stack, which trims it). A UDP checksum the device has not
+ * verified is the stack's to verify (and a bad one to drop): only a zero
+ * checksum (none, RFC 768) or a device-verified one is taken. Then the
+ * ingress filter (check_inner). Returns the inner packet's length, or 0:
+ * the workers decide. */
+static __always_inline __u32 check_datagram(void *data, void *data_end, __u32 len, bool csum_verified, bool gso, bool *v6)
+{
+	const __u32 headers = sizeof(struct ethhdr) + sizeof(struct iphdr) + sizeof(struct udphdr);
+	struct iphdr *ip = data + sizeof(struct ethhdr);
+	struct udphdr *udp = (void *)(ip + 1);
+
+	if ((void *)(udp + 1) > data_end)
+		return 0;
+	if (ip->version != 4 || ip->ihl != 5 || ip->protocol != IPPROTO_UDP)
+		return 0;
+	if (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET))
+		return 0;
+	if (ip->daddr != cfg_local_ip || udp->dest != cfg_port)
+		return 0;
+	if (len < headers + prefix_len() || bpf_ntohs(ip->tot_len) != len - sizeof(struct ethhdr) ||
+	    bpf_ntohs(udp->len) != len - sizeof(struct ethhdr) - sizeof(struct iphdr))
+		return 0;
+	if (ipv4_header_checksum(ip) != 0)
+		return 0;
+	if (udp->check && !csum_verified)
+		return 0;
+	return check_inner(data, data_end, headers, ip->saddr, len - headers, gso, v6);
+}
+
 SEC("classifier")
 int decap(struct __sk_buff *skb)
 {
 	const __u32 headers = sizeof(struct ethhdr) + sizeof(struct iphdr) + sizeof(struct udphdr);
 	__u32 outer = sizeof(struct iphdr) + sizeof(struct udphdr) + prefix_len();
 	void *data, *data_end;
-	struct iphdr *ip;
-	struct udphdr *udp;
 	__u32 inner_len, need;
 	bool v6 = false;
 	__u64 flags;
 
+	/* Decapsulated by xdp_decap before GRO (which may have merged it with
+	 * its flow's next packets since): checked and counted there, into the
+	 * TUN as decap's own. xdp_decap marks what it decapsulated with
+	 * cfg_xdp_mark as the Ethernet source address, a secret (random per
+	 * load) that never leaves the host: a frame off the wire cannot carry
+	 * it. (XDP metadata would be the usual mark, but this machine's kernel
+	 * refuses bpf_xdp_adjust_meta to every program.) */
+	if (skb->pkt_type == PACKET_HOST &&
+	    (skb->protocol == bpf_htons(ETH_P_IP) || skb->protocol == bpf_htons(ETH_P_IPV6)) &&
+	    linear(skb, sizeof(struct ethhdr))) {
+		struct ethhdr *eth = (void *)(long)skb->data;
+
+		if ((void *)(eth + 1) <= (void *)(long)skb->data_end && xdp_marked(eth)) {
+			count(C_XDP_DELIVERED, skb->len - sizeof(struct ethhdr));
+			return bpf_redirect(cfg_tun_ifindex, BPF_F_INGRESS);
+		}
+	}
 	/* Only frames for this host: the stack drops the rest before any
 	 * socket sees them. */
 	if (skb->pkt_type != PACKET_HOST || skb->protocol != bpf_htons(ETH_P_IP))
@@ -572,31 +647,8 @@ int decap(struct __sk_buff *skb)
 		return TCX_NEXT;
 	data = (void *)(long)skb->data;
 	data_end = (void *)(long)skb->data_end;
-	ip = data + sizeof(struct ethhdr);
-	udp = (void *)(ip + 1);
-	if ((void *)(udp + 1) > data_end)
-		return TCX_NEXT;
-	/* The outer IPv4 header as the stack would accept it for our socket:
-	 * no options, not a fragment, valid checksum, UDP to our address and
-	 * port, lengths that account for every byte of the frame (a padded
-	 * frame is left to the stack, which trims it). */
-	if (ip->version != 4 || ip->ihl != 5 || ip->protocol != IPPROTO_UDP)
-		return TCX_NEXT;
-	if (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET))
-		return TCX_NEXT;
-	if (ip->daddr != cfg_local_ip || udp->dest != cfg_port)
-		return TCX_NEXT;
-	if (skb->len < headers + prefix_len() || bpf_ntohs(ip->tot_len) != skb->len - sizeof(struct ethhdr) ||
-	    bpf_ntohs(udp->len) != skb->len - sizeof(struct ethhdr) - sizeof(struct iphdr))
-		return TCX_NEXT;
-	if (ipv4_header_checksum(ip) != 0)
-		return TCX_NEXT;
-	/* A UDP checksum the device has not verified is the stack's to verify
-	 * (and a bad one to drop): only a zero checksum (none, RFC 768) or a
-	 * device-verified one (CHECKSUM_UNNECESSARY) is taken here. */
-	if (udp->check && bpf_csum_level(skb, BPF_CSUM_LEVEL_QUERY) < 0)
-		return TCX_NEXT;
-	inner_len = check_inner(skb, headers, ip->saddr, skb->len - headers, skb->gso_size != 0, &v6);
+	inner_len = check_datagram(data, data_end, skb->len, bpf_csum_level(skb, BPF_CSUM_LEVEL_QUERY) >= 0,
+				   skb->gso_size != 0, &v6);
 	if (!inner_len)
 		return TCX_NEXT;
 	/* Strip the outer IPv4 + UDP (+ VXLAN + inner Ethernet) behind the
@@ -621,6 +673,64 @@ int decap(struct __sk_buff *skb)
 		return TCX_NEXT;
 	count(C_DECAPSULATED, inner_len);
 	return bpf_redirect(cfg_tun_ifindex, BPF_F_INGRESS);
+}
+
+/* ---- xdp_decap ---------------------------------------------------------------- */
+
+/* decap, before GRO: on the underlay's XDP hook (native mode only: a
+ * generic-mode program runs after GRO, where decap already is). A
+ * datagram decap would take is stripped here to its inner packet behind a
+ * new Ethernet header (to the frame's destination, from cfg_xdp_mark,
+ * with the inner family's EtherType) and passed on, so that the device's
+ * GRO merges the inner TCP of a flow as it merges any TCP (on an underlay
+ * that delivers MTU-sized frames, decap sees one datagram at a time and
+ * the inner stack gets no GRO: docs/kernel-path.md, "Decapsulation before
+ * GRO"). decap, at TCX ingress after GRO, knows the mark and delivers the
+ * (possibly merged) inner packet into the TUN, exactly as it delivers
+ * what it decapsulates itself: the same route, firewall hooks and
+ * reverse-path check as before.
+ *
+ * What it leaves (XDP_PASS, untouched) goes on to decap and the workers:
+ * everything decap leaves, and also datagrams with a UDP checksum (XDP
+ * cannot know whether the device verified it; decap can) and frames not
+ * addressed to the device's MAC. */
+SEC("xdp")
+int xdp_decap(struct xdp_md *ctx)
+{
+	__u32 outer = sizeof(struct iphdr) + sizeof(struct udphdr) + prefix_len();
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	__u8 dest[ETH_ALEN];
+	__u32 inner_len;
+	bool v6 = false;
+
+	if ((void *)(eth + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP))
+		return XDP_PASS;
+	/* PACKET_HOST: unicast to this device (a promiscuous device also
+	 * receives frames for other hosts, which the stack drops). */
+	for (int i = 0; i < ETH_ALEN; i++)
+		if (eth->h_dest[i] != cfg_underlay_mac[i])
+			return XDP_PASS;
+	inner_len = check_datagram(data, data_end, data_end - data, false, false, &v6);
+	if (!inner_len)
+		return XDP_PASS;
+	__builtin_memcpy(dest, eth->h_dest, ETH_ALEN);
+	/* On failure the frame is unchanged: decap and the workers take it. */
+	if (bpf_xdp_adjust_head(ctx, outer))
+		return XDP_PASS;
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	eth = data;
+	if ((void *)(eth + 1) > data_end)
+		return XDP_DROP; /* unreachable: the inner packet is behind it */
+	__builtin_memcpy(eth->h_dest, dest, ETH_ALEN);
+	for (int i = 0; i < ETH_ALEN; i++)
+		eth->h_source[i] = cfg_xdp_mark[i];
+	eth->h_proto = bpf_htons(v6 ? ETH_P_IPV6 : ETH_P_IP);
+	count(C_DECAPSULATED, inner_len);
+	count(C_XDP_DECAPSULATED, inner_len);
+	return XDP_PASS;
 }
 
 char _license[] SEC("license") = "GPL";

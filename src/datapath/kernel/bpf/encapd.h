@@ -57,7 +57,9 @@ enum counter_slot {
 	C_ENCAP_NO_ROUTE = 3,     /* the underlay has no route to the peer (workers) */
 	C_ENCAP_NO_NEIGHBOUR = 4, /* the next hop is unresolved (workers) */
 	C_ENCAP_FRAG_NEEDED = 5,  /* larger than the route's MTU (workers) */
-	COUNTER_SLOTS = 6,
+	C_XDP_DECAPSULATED = 6,   /* of C_DECAPSULATED: by xdp_decap, before GRO */
+	C_XDP_DELIVERED = 7,      /* xdp_decap's packets decap delivered, after GRO merged them */
+	COUNTER_SLOTS = 8,
 };
 
 #define VXLAN_PREFIX_LEN 22
