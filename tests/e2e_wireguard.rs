@@ -15,13 +15,22 @@
 //!   by its reason and none is delivered to ctrA;
 //! - handshakes and restarts: the first ping from nodeA's side makes nodeA
 //!   initiate; nodeB restarted (all its sessions gone) must initiate to
-//!   reach ctrA again; nodeA restarted likewise.
+//!   reach ctrA again; nodeA restarted likewise;
+//! - a handshake flood: the third peer sends nodeA initiations with valid
+//!   mac1s and fresh ephemerals from one source for 10 s while ctrB streams
+//!   UDP and TCP to ctrA: nodeA goes under load and answers with cookie
+//!   replies (counted), the flood gets at most the rate limit's worth of
+//!   responses, the legitimate streams keep flowing and complete; figures
+//!   (delivery before/during/after, nodeA's CPU time, cookies, handshakes
+//!   dropped over budget) are printed.
 //!
 //! Without root they skip, unless `ENCAPD_REQUIRE_ROOT_TESTS=1`.
 
 use encapd_testbed as common;
 
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use common::packets::{Packet, udp_socket};
@@ -282,6 +291,249 @@ fn restarts(u: Underlay) {
     assert_three_pings(&t, &t.ctr_b, CTR_A6, true);
 }
 
+// ---------------------------------------------------------------------------
+// 4. A handshake flood from one source while a legitimate stream flows
+
+/// How long the flood lasts, and at most how many datagrams a second it sends.
+const FLOOD_SECS: u64 = 10;
+const FLOOD_PER_SECOND: u64 = 20_000;
+/// Distinct initiations the flood cycles through (each with its own
+/// ephemeral key and a valid mac1 for nodeA; building one costs the test
+/// a few Diffie-Hellman operations, so they are made once).
+const FLOOD_POOL: usize = 64;
+
+/// Phases of the legitimate UDP stream.
+const BEFORE: u8 = 0;
+const DURING: u8 = 1;
+const AFTER: u8 = 2;
+
+/// nodeA's encapd's CPU time so far (user + system), from /proc/PID/stat.
+fn cpu_time(pid: i32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat");
+    // Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15.
+    let rest = &stat[stat.rfind(')').expect("a command name") + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+    // Ticks of USER_HZ, which is 100 on every Linux architecture this runs on.
+    Duration::from_millis(ticks * 10)
+}
+
+/// A UDP stream ctrB -> ctrA at about 1,000 datagrams a second, each
+/// tagged with the phase it was sent in; counts sent and received per phase.
+struct LegitStream {
+    phase: Arc<AtomicU8>,
+    stop: Arc<AtomicBool>,
+    sent: Arc<[AtomicU64; 3]>,
+    got: Arc<[AtomicU64; 3]>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl LegitStream {
+    fn start(t: &Topology) -> LegitStream {
+        let rx = in_netns(&t.ctr_a, || UdpSocket::bind((CTR_A, 7100))).unwrap();
+        set_rcvbuf(&rx, 4 << 20);
+        rx.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        let tx = udp_socket(&t.ctr_b, CTR_B);
+        let (phase, stop) = (Arc::new(AtomicU8::new(BEFORE)), Arc::new(AtomicBool::new(false)));
+        let (sent, got): (Arc<[AtomicU64; 3]>, Arc<[AtomicU64; 3]>) = (Arc::new(Default::default()), Arc::new(Default::default()));
+        let sender = {
+            let (phase, stop, sent) = (phase.clone(), stop.clone(), sent.clone());
+            std::thread::spawn(move || {
+                let deadline = Instant::now() + Duration::from_secs(120);
+                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                    let p = phase.load(Ordering::Relaxed);
+                    let _ = tx.send_to(&[p; 512], (CTR_A, 7100));
+                    sent[usize::from(p)].fetch_add(1, Ordering::Relaxed);
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            })
+        };
+        let receiver = {
+            let (stop, got) = (stop.clone(), got.clone());
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 2048];
+                loop {
+                    match rx.recv(&mut buf) {
+                        Ok(512) if buf[0] <= AFTER && buf[..512].iter().all(|&b| b == buf[0]) => {
+                            got[usize::from(buf[0])].fetch_add(1, Ordering::Relaxed);
+                        }
+                        Ok(_) => {}
+                        Err(_) if stop.load(Ordering::Relaxed) => break,
+                        Err(_) => {}
+                    }
+                }
+            })
+        };
+        LegitStream { phase, stop, sent, got, threads: vec![sender, receiver] }
+    }
+
+    fn set_phase(&self, p: u8) {
+        self.phase.store(p, Ordering::Relaxed);
+    }
+
+    /// Stops both threads (the receiver after 200 ms of silence); (sent, received) per phase.
+    fn finish(mut self) -> [(u64, u64); 3] {
+        self.stop.store(true, Ordering::Relaxed);
+        for th in self.threads.drain(..) {
+            th.join().expect("a stream thread");
+        }
+        [0, 1, 2].map(|i| (self.sent[i].load(Ordering::Relaxed), self.got[i].load(Ordering::Relaxed)))
+    }
+}
+
+impl Drop for LegitStream {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn handshake_flood(u: Underlay) {
+    if !require_root() {
+        return;
+    }
+    let keys = WireGuardKeys::new(0x3a11_0401 + u as u64);
+    let flooder_key = PrivateKey::from_bytes([0x6d; 32]);
+    let extra = format!(
+        "\n[[peer]]\nsubnet = \"{INTRUDER_SUBNET}\"\npublic_ip = \"{INTRUDER_IP}\"\npublic_key = \"{}\"\n",
+        flooder_key.public_key()
+    );
+    let mut t = topology(u, &keys, &extra);
+    ip(&t.node_b, &["addr", "add", &format!("{INTRUDER_IP}/24"), "dev", "ul", "nodad"]);
+    let took = ping_until_answered(&t, &t.ctr_b, CTR_A, false);
+    eprintln!("session nodeB -> nodeA up after {took:?}");
+
+    // The flood's initiations: a configured peer's (so an answered one
+    // would cost nodeA a full handshake), each from a fresh node.
+    let pool: Vec<Vec<u8>> = (0..FLOOD_POOL)
+        .map(|_| {
+            let node = WgNode::new(
+                NodeConfig { private_key: flooder_key.clone(), limits: Limits::default(), padding_mtu: 1420 },
+                Instant::now(),
+                SystemTime::now(),
+            );
+            let peer = node.add_peer(PeerConfig::new(keys.a.public_key), &mut OsRng).unwrap();
+            node.send_initiation(&peer, Instant::now(), &mut OsRng).expect("an initiation").to_vec()
+        })
+        .collect();
+    let flood = udp_socket(&t.node_b, INTRUDER_IP);
+    set_rcvbuf(&flood, 8 << 20);
+    let flood_over = Arc::new(AtomicBool::new(false));
+    let replies = {
+        let rx = flood.try_clone().unwrap();
+        rx.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+        let over = flood_over.clone();
+        // Counts what nodeA sends back by message type (2 response, 3
+        // cookie reply) until 500 ms of silence after the flood.
+        std::thread::spawn(move || {
+            let (mut responses, mut cookies) = (0u64, 0u64);
+            let mut buf = [0u8; 256];
+            let deadline = Instant::now() + Duration::from_secs(FLOOD_SECS + 300);
+            while Instant::now() < deadline {
+                match rx.recv(&mut buf) {
+                    Ok(92) if buf[0] == 2 => responses += 1,
+                    Ok(64) if buf[0] == 3 => cookies += 1,
+                    Ok(_) => {}
+                    Err(_) if over.load(Ordering::Relaxed) => break,
+                    Err(_) => {}
+                }
+            }
+            (responses, cookies)
+        })
+    };
+
+    let stream = LegitStream::start(&t);
+    // Before: a TCP transfer and 3 s of the UDP stream.
+    let (ctr_a, ctr_b) = (t.ctr_a.clone(), t.ctr_b.clone());
+    let tcp = |port: u16, seed: u64| {
+        let total = 8 << 20;
+        let start = Instant::now();
+        let Transfer { sent, sent_hash, got, got_hash, .. } = hashed_transfer(
+            &ctr_b,
+            &ctr_a,
+            SocketAddr::from((CTR_A.parse::<Ipv4Addr>().unwrap(), port)),
+            seed,
+            total,
+            Duration::from_secs(150),
+        );
+        let secs = start.elapsed().as_secs_f64();
+        assert_eq!((sent, got), (total, total), "TCP ctrB -> ctrA: not everything arrived");
+        assert_eq!(sent_hash, got_hash, "TCP ctrB -> ctrA: SHA-256 differs");
+        got as f64 * 8.0 / secs / 1e6
+    };
+    let tcp_before = tcp(5211, 0x3a11_f100);
+    let pid = t.pid(Node::A);
+    let cpu_quiet = cpu_time(pid);
+    std::thread::sleep(Duration::from_secs(3));
+    let cpu_quiet = cpu_time(pid) - cpu_quiet;
+    let before = t.counters(Node::A);
+
+    // During: the flood, with the UDP stream and a TCP transfer beside it.
+    stream.set_phase(DURING);
+    let flood_start = Instant::now();
+    let cpu_at_flood = cpu_time(pid);
+    let (sent_flood, tcp_during) = std::thread::scope(|s| {
+        let flooder = s.spawn(|| {
+            let mut sent = 0u64;
+            let per_tick = FLOOD_PER_SECOND / 100;
+            while flood_start.elapsed() < Duration::from_secs(FLOOD_SECS) && sent < FLOOD_SECS * FLOOD_PER_SECOND {
+                let tick = Instant::now();
+                for _ in 0..per_tick {
+                    let _ = flood.send_to(&pool[sent as usize % FLOOD_POOL], NODE_A_WG);
+                    sent += 1;
+                }
+                std::thread::sleep(Duration::from_millis(10).saturating_sub(tick.elapsed()));
+            }
+            sent
+        });
+        let tcp_during = tcp(5212, 0x3a11_f200);
+        (flooder.join().expect("the flooder"), tcp_during)
+    });
+    let flood_secs = flood_start.elapsed().as_secs_f64();
+    let cpu_flood = cpu_time(pid) - cpu_at_flood;
+    let during = t.counters(Node::A);
+    stream.set_phase(AFTER);
+    flood_over.store(true, Ordering::Relaxed);
+    std::thread::sleep(Duration::from_secs(2));
+    let phases = stream.finish();
+    let (responses, cookies_seen) = replies.join().expect("the reply counter");
+
+    let cookie_replies = during.drop("wg_cookie_reply") - before.drop("wg_cookie_reply");
+    let overload = during.drop("wg_handshake_overload") - before.drop("wg_handshake_overload");
+    let rate_limited = during.drop("wg_rate_limited") - before.drop("wg_rate_limited");
+    let refused: u64 = ["wg_replayed_initiation", "wg_initiation_flood"].iter().map(|r| during.drop(r) - before.drop(r)).sum();
+    let pct = |(s, g): (u64, u64)| if s == 0 { 0.0 } else { 100.0 * (s.saturating_sub(g)) as f64 / s as f64 };
+    eprintln!("flood ({}): {sent_flood} initiations from {INTRUDER_IP} in {flood_secs:.1} s", u.name());
+    eprintln!(
+        "  nodeA: {cookie_replies} cookie replies (wg_cookie_reply), {overload} dropped over the workers' budget \
+         (wg_handshake_overload), {rate_limited} rate-limited, {refused} replayed/too-soon initiations refused; \
+         the flooder received {responses} responses and {cookies_seen} cookie replies"
+    );
+    eprintln!(
+        "  nodeA encapd CPU: {:.2} s in {flood_secs:.1} s of flood with the TCP transfer ({:.0} % of one core); \
+         {:.2} s in the 3 s before it with the UDP stream alone ({:.0} %)",
+        cpu_flood.as_secs_f64(),
+        100.0 * cpu_flood.as_secs_f64() / flood_secs,
+        cpu_quiet.as_secs_f64(),
+        100.0 * cpu_quiet.as_secs_f64() / 3.0
+    );
+    for (name, p) in [("before", phases[0]), ("during", phases[1]), ("after", phases[2])] {
+        eprintln!("  legit UDP ctrB -> ctrA {name} the flood: {} of {} delivered ({:.1} % lost)", p.1, p.0, pct(p));
+    }
+    eprintln!("  legit TCP ctrB -> ctrA 8 MiB: {tcp_before:.0} Mbit/s before, {tcp_during:.0} Mbit/s during the flood");
+
+    assert!(cookie_replies > 0, "nodeA never answered the flood with a cookie reply: {during:?}");
+    assert!(cookies_seen > 0, "no cookie reply reached the flooder ({cookie_replies} counted as sent)");
+    let rate_bound = encapd::wireguard::ratelimit::PER_SECOND * (FLOOD_SECS + 2) + encapd::wireguard::ratelimit::BURST;
+    assert!(
+        responses <= rate_bound && responses < sent_flood,
+        "the flood got {responses} responses to {sent_flood} initiations (at most {rate_bound} allowed)"
+    );
+    assert!(phases[1].1 > 0, "no legitimate datagram was delivered during the flood: {phases:?}");
+    assert!(phases[2].1 > 0, "no legitimate datagram was delivered after the flood: {phases:?}");
+    assert_three_pings(&t, &t.ctr_a, CTR_B, false);
+    assert_three_pings(&t, &t.ctr_b, CTR_A, false);
+}
+
 macro_rules! underlay_tests {
     ($($profile:ident => $underlay:expr),*) => {$(
         mod $profile {
@@ -296,6 +548,10 @@ macro_rules! underlay_tests {
             #[test]
             fn restarts() {
                 super::restarts($underlay);
+            }
+            #[test]
+            fn handshake_flood() {
+                super::handshake_flood($underlay);
             }
         }
     )*};

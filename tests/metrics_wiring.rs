@@ -301,10 +301,11 @@ const UNPROVOKABLE: [(DropReason, &str); 1] = [(
 /// from a kernel VTEP and checks its counter.
 const VXLAN_ONLY: [DropReason; 4] = [DropReason::BadVxlanHeader, DropReason::WrongVni, DropReason::WrongMac, DropReason::UnsupportedFrame];
 /// The drop reasons only a wireguard node has: the protocol core's
-/// refusals (`DropReason::from_wireguard`) and `wg_no_session`;
+/// refusals (`DropReason::from_wireguard`), `wg_no_session` and the
+/// under-load ones (`wg_cookie_reply`, `wg_handshake_overload`);
 /// tests/e2e_wireguard.rs provokes the ones an outside sender can cause
 /// (replayed, tampered, truncated, unknown index, wrong type, cryptokey
-/// routing) and checks their counters; the protocol core's own tests give
+/// routing, a handshake flood) and checks their counters; the protocol core's own tests give
 /// every refusal its reason.
 fn wireguard_only(reason: DropReason) -> bool {
     reason.name().starts_with("wg_")
@@ -418,7 +419,9 @@ fn provoke(t: &common::Topology, s: &Senders, reason: DropReason) {
         | DropReason::WgCounterLimit
         | DropReason::WgNotIp
         | DropReason::WgSpoofedSource
-        | DropReason::WgNoSession => unreachable!("wireguard only (see wireguard_only)"),
+        | DropReason::WgNoSession
+        | DropReason::WgCookieReply
+        | DropReason::WgHandshakeOverload => unreachable!("wireguard only (see wireguard_only)"),
     }
 }
 

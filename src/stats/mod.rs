@@ -96,10 +96,14 @@ pub enum DropReason {
     WgSpoofedSource,
     /// Egress (wireguard): no session with the peer yet (a handshake was started; the packet is dropped, not queued).
     WgNoSession,
+    /// Ingress (wireguard): under load, a handshake message without a valid mac2: not worked on, answered with a cookie reply (so this counts the cookie replies sent).
+    WgCookieReply,
+    /// Ingress (wireguard): under load, a handshake message past its worker's budget for the window (docs/wireguard.md, "Under load in the workers"): dropped unread.
+    WgHandshakeOverload,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 37] = [
+    pub const ALL: [DropReason; 39] = [
         DropReason::UnknownSender,
         DropReason::SpoofedSource,
         DropReason::WrongDestination,
@@ -137,6 +141,8 @@ impl DropReason {
         DropReason::WgNotIp,
         DropReason::WgSpoofedSource,
         DropReason::WgNoSession,
+        DropReason::WgCookieReply,
+        DropReason::WgHandshakeOverload,
     ];
 
     /// The label used in logs and metrics.
@@ -179,6 +185,8 @@ impl DropReason {
             DropReason::WgNotIp => "wg_not_ip",
             DropReason::WgSpoofedSource => "wg_spoofed_source",
             DropReason::WgNoSession => "wg_no_session",
+            DropReason::WgCookieReply => "wg_cookie_reply",
+            DropReason::WgHandshakeOverload => "wg_handshake_overload",
         }
     }
 

@@ -4,7 +4,8 @@
 //! - **mac1** on every handshake message is `MAC(HASH("mac1----" ||
 //!   receiver's public key), message before mac1)`: a message that does
 //!   not know the receiver's public key is dropped before any DH.
-//! - **Under load** (the caller decides when: [`super::Node::set_under_load`])
+//! - **Under load** (the caller decides when: [`super::Node::hold_under_load`],
+//!   which encapd's workers call from `super::load`; or [`super::Node::set_under_load`])
 //!   a message must also carry a valid **mac2** = `MAC(cookie, message
 //!   before mac2)`, where the cookie is `MAC(secret, source IP || port)`
 //!   with a secret that changes every two minutes. Without one, the sender

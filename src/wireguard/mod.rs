@@ -79,6 +79,7 @@ pub mod cookie;
 pub(crate) mod crypto;
 pub mod cryptokey;
 pub mod keys;
+pub mod load;
 mod node;
 pub(crate) mod noise;
 mod peer;

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -101,6 +101,9 @@ pub struct Node {
     /// messages at a session (each would cost us an AEAD open).
     index_mask: u32,
     under_load: AtomicBool,
+    /// Under load until this many milliseconds after `epoch` (0: never);
+    /// see [`Node::hold_under_load`].
+    under_load_until_ms: AtomicU64,
     rate: Mutex<RateLimiter>,
     peers: ArcSwap<PeerTable>,
     /// Serialises peer-table writers (the control plane).
@@ -138,6 +141,7 @@ impl Node {
             epoch: now,
             unix_at_epoch: wall.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default(),
             under_load: AtomicBool::new(false),
+            under_load_until_ms: AtomicU64::new(0),
             rate: Mutex::new(RateLimiter::default()),
             peers: ArcSwap::from_pointee(PeerTable::default()),
             peers_writer: Mutex::new(()),
@@ -207,15 +211,31 @@ impl Node {
         table.by_slot.iter().flatten().cloned().collect()
     }
 
-    /// Switches under-load mode: handshake messages then need a valid mac2
-    /// (else they get a cookie reply) and are rate-limited per source. The
-    /// caller decides, e.g. while its queue of handshake messages is long.
+    /// Switches under-load mode on for good, or off (a hold from
+    /// [`Node::hold_under_load`] still applies): handshake messages then
+    /// need a valid mac2 (else they get a cookie reply) and are
+    /// rate-limited per source. Tests and callers that decide themselves.
     pub fn set_under_load(&self, on: bool) {
         self.under_load.store(on, Ordering::Relaxed);
     }
 
+    /// Under load until at least `until` (a later hold wins): what the
+    /// workers call when they see more handshakes than they should
+    /// (`load.rs`). One relaxed `fetch_max`.
+    pub fn hold_under_load(&self, until: Instant) {
+        let ms = until.saturating_duration_since(self.epoch).as_millis() as u64;
+        self.under_load_until_ms.fetch_max(ms.max(1), Ordering::Relaxed);
+    }
+
+    /// The switch ([`Node::set_under_load`]) alone.
     pub fn is_under_load(&self) -> bool {
         self.under_load.load(Ordering::Relaxed)
+    }
+
+    /// Under load at `now`: the switch is on, or a hold lasts past `now`.
+    pub fn is_under_load_at(&self, now: Instant) -> bool {
+        self.is_under_load()
+            || now.saturating_duration_since(self.epoch).as_millis() < u128::from(self.under_load_until_ms.load(Ordering::Relaxed))
     }
 
     /// The session a transport message with this receiver index is for.
@@ -345,7 +365,7 @@ impl Node {
         if !self.checker.mac1_ok(mac1_input, mac1) {
             return Err(DropReason::BadMac1);
         }
-        if !self.is_under_load() {
+        if !self.is_under_load_at(now) {
             return Ok(None);
         }
         if !self.checker.mac2_ok(mac2_input, mac2, src, now) {

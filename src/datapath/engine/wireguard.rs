@@ -19,8 +19,13 @@
 //!   is locked once for all of the run's counters; then cryptokey routing
 //!   (the inner source's owner must be the session's peer) and the usual
 //!   destination check; the accepted plaintexts go to the forwarding core,
-//!   which coalesces them into TUN writes. Handshake messages go to
-//!   [`Node::handle_handshake`]; its replies are sent at once.
+//!   which coalesces them into TUN writes. Handshake messages pass the
+//!   worker's [`HandshakeGate`] (under-load detection and a budget per
+//!   100 ms window, `crate::wireguard::load`), then go to
+//!   [`Node::handle_handshake`]; its replies are sent at once. Under
+//!   load, messages without a valid mac2 get cookie replies (counted as
+//!   `wg_cookie_reply`), and those past the window's budget are dropped
+//!   unread (`wg_handshake_overload`).
 //! - **Timers**: worker 0 runs [`Node::tick`] about every
 //!   [`TICK_INTERVAL`] (see [`Ticker`]).
 //!
@@ -55,6 +60,7 @@ use crate::sys::mem::PageBuf;
 use crate::sys::{fd, udp};
 use crate::wire::wireguard::{MessageType, TRANSPORT_MIN_LEN, message_type};
 use crate::wireguard::cryptokey;
+use crate::wireguard::load::{Admission, HandshakeGate};
 use crate::wireguard::session::{HEADROOM, TAILROOM};
 use crate::wireguard::{HandshakeOutcome, Node, PublicKey, Receiving, Slot};
 
@@ -102,6 +108,8 @@ struct WgIo {
     arena: PageBuf,
     slot_size: usize,
     node: Arc<Node>,
+    /// This worker's count of handshake messages (under-load detection).
+    gate: HandshakeGate,
     /// Per received run: its sessions, its opened messages, its accepted packets.
     sessions: Vec<Receiving>,
     opened: Vec<OpenedRef>,
@@ -129,6 +137,7 @@ pub fn run(mut ctx: WorkerContext, wg: WireGuardWorker) -> io::Result<()> {
         arena: PageBuf::new(MAX_SEGMENTS * slot_size)?,
         slot_size,
         node: wg.node,
+        gate: HandshakeGate::new(Instant::now()),
         sessions: Vec::with_capacity(MAX_RUN_SESSIONS),
         opened: Vec::with_capacity(MAX_SEGMENTS * 2),
         accepted: Vec::with_capacity(MAX_SEGMENTS * 2),
@@ -271,8 +280,13 @@ impl WgIo {
                     core.drop_packets(DropReason::UnknownSender, 1);
                     continue;
                 };
-                let mut run =
-                    RunState { node: &self.node, sessions: &mut self.sessions, opened: &mut self.opened, accepted: &mut self.accepted };
+                let mut run = RunState {
+                    node: &self.node,
+                    gate: &mut self.gate,
+                    sessions: &mut self.sessions,
+                    opened: &mut self.opened,
+                    accepted: &mut self.accepted,
+                };
                 run.open(core, sock, from, payload, gro);
                 run.filter(core, payload);
                 let writes = core.ingress_accepted(payload, &self.accepted);
@@ -288,6 +302,7 @@ impl WgIo {
 /// The scratch of one received run.
 struct RunState<'a> {
     node: &'a Node,
+    gate: &'a mut HandshakeGate,
     sessions: &'a mut Vec<Receiving>,
     opened: &'a mut Vec<OpenedRef>,
     accepted: &'a mut Vec<Piece>,
@@ -322,7 +337,10 @@ impl RunState<'_> {
                         core.drop_packets(reason, 1);
                     }
                 }
-                Ok(_) => handshake(self.node, core, sock, from, datagram, now),
+                Ok(_) => match self.gate.admit(self.node, now) {
+                    Admission::Handle => handshake(self.node, core, sock, from, datagram, now),
+                    Admission::OverBudget => core.drop_packets(DropReason::WgHandshakeOverload, 1),
+                },
                 Err(e) => core.drop_packets(DropReason::from_wireguard(e.into()), 1),
             }
             at = end;
@@ -427,7 +445,12 @@ fn handshake(node: &Node, core: &mut ForwardingCore<FlannelUdp>, sock: BorrowedF
     let reply = |bytes: &[u8]| udp::send_segments(sock, from, &[IoSlice::new(bytes)], None);
     let sent = match node.handle_handshake(message, from, now, &mut OsRng) {
         Ok(HandshakeOutcome::Response { message, .. }) => reply(&message),
-        Ok(HandshakeOutcome::CookieReply(message)) => reply(&message),
+        Ok(HandshakeOutcome::CookieReply(message)) => {
+            // The message itself was not worked on: counted as a drop of
+            // its own reason, which is also the count of cookie replies.
+            core.drop_packets(DropReason::WgCookieReply, 1);
+            reply(&message)
+        }
         // Nothing was queued (see the module documentation): the peer
         // needs a first transport message to confirm the session.
         Ok(HandshakeOutcome::Established { peer }) => match node.keepalive(&peer, now) {
