@@ -367,6 +367,10 @@ fn a_successor_without_privileges_carries_on_with_the_kernel_path() {
     assert!(log.contains("kernel path carried on from the predecessor"), "{log}");
     assert_eq!(attached(&t.node_a), (1, 1), "the predecessor's programs, still attached");
     assert!(xdp_attached(&t.node_a), "the predecessor's XDP program, still attached");
+    // The successor serves /metrics once its predecessor, which exits
+    // after the handover, has let go of the port.
+    let served = common::cmd::wait_for(Duration::from_secs(10), || common::counters::scrape(&t.node_a));
+    assert!(served.is_some(), "the successor never served /metrics:\n{}", t.log(Node::A));
     // The successor forwards through the kernel path...
     let before = kernel_packets(&t, Node::B, "ingress");
     let xdp_before = metric(&t, Node::A, "encapd_kernel_xdp_decap_packets_total");
