@@ -25,11 +25,11 @@
 use encapd_testbed as common;
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::fleet::{ETCD_PREFIX, Fleet, FleetOptions, Kind, Pod, VNI};
 use common::packets::{Packet, udp_socket};
-use common::traffic::{UdpStream, hashed_transfer};
+use common::traffic::{UdpStream, hashed_transfer, sized_udp_delivered};
 use common::{Underlay, in_netns, ip, require_root};
 use encapd::wire::vxlan::{self, Frame, Mac};
 
@@ -41,35 +41,6 @@ fn v6(pod: &Pod) -> IpAddr {
 
 fn v4(pod: &Pod) -> IpAddr {
     IpAddr::V4(pod.addrs.ip)
-}
-
-/// Sends `count` datagrams of `size` payload bytes from `from` to `to` at
-/// about `rate` per second and counts those that arrive whole.
-fn udp_of_size(from: &Pod, to: &Pod, size: usize, count: u32, rate: u32) -> u32 {
-    let rx = in_netns(&to.ns, || UdpSocket::bind((to.addrs.ip, 7000))).unwrap();
-    common::set_rcvbuf(&rx, 8 << 20);
-    rx.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
-    let tx = udp_socket(&from.ns, &from.addrs.ip.to_string());
-    let gap = Duration::from_secs(1) / rate;
-    let start = Instant::now();
-    for seq in 0..count {
-        let mut payload = vec![(seq % 251) as u8; size];
-        payload[..4].copy_from_slice(&seq.to_be_bytes());
-        tx.send_to(&payload, (to.addrs.ip, 7000)).unwrap();
-        let due = start + gap * (seq + 1);
-        if let Some(wait) = due.checked_duration_since(Instant::now()) {
-            std::thread::sleep(wait);
-        }
-    }
-    let mut got = std::collections::BTreeSet::new();
-    let mut buf = vec![0u8; 2048];
-    while let Ok(n) = rx.recv(&mut buf) {
-        let seq = u32::from_be_bytes(buf[..4].try_into().unwrap());
-        if n == size && buf[4..n].iter().all(|&b| b == (seq % 251) as u8) {
-            got.insert(seq);
-        }
-    }
-    got.len() as u32
 }
 
 fn an_encapd_node_and_a_kernel_vtep_talk_both_ways(u: Underlay) {
@@ -94,7 +65,7 @@ fn an_encapd_node_and_a_kernel_vtep_talk_both_ways(u: Underlay) {
     assert_eq!(t.got_hash, t.sent_hash, "IPv6 TCP to the kernel VTEP's pod");
     for size in [64usize, 512, 1400] {
         for (from, to) in [(&a, &b), (&b, &a)] {
-            let got = udp_of_size(from, to, size, 2000, 4000);
+            let got = sized_udp_delivered(&from.ns, v4(from), &to.ns, SocketAddr::new(v4(to), 7000), size, 2000, 4000);
             assert!(got >= 1990, "UDP {size} B {} -> {}: {got} of 2000 arrived", from.ns, to.ns);
         }
     }

@@ -48,17 +48,16 @@
 
 use encapd_testbed as common;
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::bed::{Bed, ping_ok};
 use common::instance::{Encapd, print_log_if_panicking};
 use common::kernel_paths::{UNDERLAY_MTU, subnets};
-use common::packets::udp_socket;
-use common::traffic::hashed_transfer;
+use common::traffic::{hashed_transfer, sized_udp_delivered};
 use common::wg_peer::{self, DEVICE, KeyPair, Layout, WgDevice, WgImpl, WgPeerSpec, generate_key_pair};
-use common::{CTR_A, CTR_A6, CTR_B, CTR_B6, Node, TUN, TempDir, in_netns, set_rcvbuf};
+use common::{CTR_A, CTR_A6, CTR_B, CTR_B6, Node, TUN, TempDir};
 
 const TCP_BYTES: usize = 64 << 20;
 /// Generous: a debug encapd against a userspace peer on a loaded machine.
@@ -311,31 +310,6 @@ fn assert_initiator(t: &mut Interop, encapd_initiated: bool) {
     }
 }
 
-/// Sends `count` UDP datagrams of `size` payload bytes from `from` to
-/// `to_ip` in `to_ns` (paced, 1 ms apart) and counts those that arrive
-/// whole.
-fn udp_of_size(from_ns: &str, from_ip: &str, to_ns: &str, to_ip: &str, size: usize, count: u32) -> (u32, u32) {
-    let rx = in_netns(to_ns, || UdpSocket::bind((to_ip, 7000))).unwrap();
-    set_rcvbuf(&rx, 8 << 20);
-    rx.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
-    let tx = udp_socket(from_ns, from_ip);
-    for seq in 0..count {
-        let mut payload = vec![(seq % 251) as u8; size];
-        payload[..4].copy_from_slice(&seq.to_be_bytes());
-        tx.send_to(&payload, (to_ip, 7000)).unwrap();
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    let mut got = std::collections::BTreeSet::new();
-    let mut buf = vec![0u8; 2048];
-    while let Ok(n) = rx.recv(&mut buf) {
-        let seq = u32::from_be_bytes(buf[..4].try_into().unwrap());
-        if n == size && buf[4..n].iter().all(|&b| b == (seq % 251) as u8) {
-            got.insert(seq);
-        }
-    }
-    (count, got.len() as u32)
-}
-
 // ---------------------------------------------------------------------------
 
 /// `bytes` of TCP ctrA → ctrB, then ctrB → ctrA, each with matching
@@ -381,7 +355,9 @@ fn encapd_initiates_and_carries_traffic(imp: WgImpl) {
     tcp_each_way(&t, TCP_BYTES, TRANSFER_LIMIT);
     for size in [64, 512, 1392] {
         for (from, from_ip, to, to_ip) in [(Node::A, CTR_A, Node::B, CTR_B), (Node::B, CTR_B, Node::A, CTR_A)] {
-            let (sent, got) = udp_of_size(t.ctr(from), from_ip, t.ctr(to), to_ip, size, 200);
+            let sent = 200;
+            let to_addr = SocketAddr::new(to_ip.parse().unwrap(), 7000);
+            let got = sized_udp_delivered(t.ctr(from), from_ip.parse().unwrap(), t.ctr(to), to_addr, size, sent, 1000);
             eprintln!("{imp}: UDP {size} B ctr{from:?} -> ctr{to:?}: {got} of {sent} arrived intact");
             // A rare loss on a loaded machine is allowed; a size the path
             // breaks loses all of them.

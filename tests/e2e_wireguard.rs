@@ -34,7 +34,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use common::packets::{Packet, udp_socket};
-use common::traffic::{Transfer, hashed_transfer};
+use common::traffic::{Transfer, hashed_transfer, sized_udp_delivered};
 use common::wireguard_keys::WireGuardKeys;
 use common::{CTR_A, CTR_A6, CTR_B, CTR_B6, Node, Options, Topology, Underlay, in_netns, ip, require_root, set_rcvbuf};
 use encapd::wireguard::{HandshakeOutcome, Limits, Node as WgNode, NodeConfig, PeerConfig, PrivateKey};
@@ -116,7 +116,9 @@ fn traffic(u: Underlay) {
         assert_eq!(sent_hash, got_hash, "TCP {from} -> {to}: SHA-256 differs");
     }
     for size in [64, 512, 1392] {
-        let (sent, got) = udp_of_size(&t, size, 300);
+        let sent = 300;
+        let to = SocketAddr::new(CTR_B.parse().unwrap(), 7000);
+        let got = sized_udp_delivered(&t.ctr_a, CTR_A.parse().unwrap(), &t.ctr_b, to, size, sent, 1000);
         eprintln!("UDP {size} B ctrA -> ctrB: {got} of {sent} arrived intact");
         // Allow for a rare loss on a loaded machine; a data path that breaks
         // a size loses all of them.
@@ -126,30 +128,6 @@ fn traffic(u: Underlay) {
     for reason in ["wg_decrypt", "wg_replayed", "wg_spoofed_source", "wg_unknown_index"] {
         assert_eq!(c.drop(reason), 0, "nodeA dropped {reason} in clean traffic: {c:?}");
     }
-}
-
-/// Sends `count` UDP datagrams of `size` payload bytes from ctrA to ctrB
-/// (paced, 1 ms apart) and counts those that arrive whole.
-fn udp_of_size(t: &Topology, size: usize, count: u32) -> (u32, u32) {
-    let rx = in_netns(&t.ctr_b, || UdpSocket::bind((CTR_B, 7000))).unwrap();
-    set_rcvbuf(&rx, 8 << 20);
-    rx.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
-    let tx = udp_socket(&t.ctr_a, CTR_A);
-    for seq in 0..count {
-        let mut payload = vec![(seq % 251) as u8; size];
-        payload[..4].copy_from_slice(&seq.to_be_bytes());
-        tx.send_to(&payload, (CTR_B, 7000)).unwrap();
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    let mut got = std::collections::BTreeSet::new();
-    let mut buf = vec![0u8; 2048];
-    while let Ok(n) = rx.recv(&mut buf) {
-        let seq = u32::from_be_bytes(buf[..4].try_into().unwrap());
-        if n == size && buf[4..n].iter().all(|&b| b == (seq % 251) as u8) {
-            got.insert(seq);
-        }
-    }
-    (count, got.len() as u32)
 }
 
 // ---------------------------------------------------------------------------

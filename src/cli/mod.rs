@@ -174,19 +174,9 @@ fn print_kernel_path(config: &Config) {
 /// daemon's checks (`sys::key_file`; owned by `[process] user`, or by the
 /// user running `check`) and prints the public key peers must name.
 fn print_wireguard(config: &Config) -> Result<(), String> {
-    let Some(wg) = &config.wireguard else { return Ok(()) };
-    let owner = match &config.user {
-        Some(user) => {
-            crate::sys::privileges::resolve(user, config.group.as_deref())
-                .map_err(|e| format!("{}: [process] user = {user:?}: {e}", config.path.display()))?
-                .uid
-        }
-        None => crate::sys::key_file::effective_uid(),
-    };
-    let bytes = crate::sys::key_file::read_key_file(&wg.private_key_file, owner)
-        .map_err(|e| format!("{}: [node] private_key_file: {e}", config.path.display()))?;
-    let key = crate::wireguard::PrivateKey::from_bytes(*bytes);
-    println!("# wireguard: public key {} (each peer names it as public_key); TUN MTU = underlay MTU - 80", key.public_key());
+    if let Some(key) = config.wireguard_private_key()? {
+        println!("# wireguard: public key {} (each peer names it as public_key); TUN MTU = underlay MTU - 80", key.public_key());
+    }
     Ok(())
 }
 

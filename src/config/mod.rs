@@ -3,6 +3,7 @@
 //! file, the field and the offending value in every error, and the CLI turns
 //! any [`ConfigError`] into exit code 2.
 
+mod key;
 mod peers;
 mod raw;
 

@@ -142,12 +142,7 @@ pub fn run(mut config: Config, start: Start) -> Result<(), DaemonError> {
     // Already running as the user (systemd's User= with ambient
     // capabilities, as dist/encapd.service does) switches nothing.
     let clear_caps = identity.is_none_or(|id| id.is_current());
-    let worker_shared = WorkerShared {
-        table: &shared,
-        counters: &counters,
-        clear_caps,
-        wireguard: wireguard.as_ref().map(|node| crate::datapath::engine::wireguard::WireGuardWorker { node: Arc::clone(node) }),
-    };
+    let worker_shared = WorkerShared { table: &shared, counters: &counters, clear_caps, wireguard: wireguard.as_ref().map(Arc::clone) };
     let workers = WorkerSet::start(&config, &plan, dataplane, worker_shared, recorders)?;
     workers.wait_ready()?;
     // With the workers running, so that what the programs leave to them

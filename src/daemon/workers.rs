@@ -39,7 +39,7 @@ pub struct WorkerShared<'a> {
     /// when the process switches user instead; see `ReadySignal`).
     pub clear_caps: bool,
     /// The WireGuard node (`backend = "wireguard"`).
-    pub wireguard: Option<crate::datapath::engine::wireguard::WireGuardWorker>,
+    pub wireguard: Option<Arc<crate::wireguard::Node>>,
 }
 
 impl WorkerSet {

@@ -33,7 +33,7 @@ pub struct WorkerContext {
     pub busy_poll: std::time::Duration,
     pub core: CoreSetup,
     /// The WireGuard node every worker shares (`backend = "wireguard"`).
-    pub wireguard: Option<super::engine::wireguard::WireGuardWorker>,
+    pub wireguard: Option<std::sync::Arc<crate::wireguard::Node>>,
     pub lifecycle: std::sync::Arc<Lifecycle>,
     pub ready: ReadySignal,
 }

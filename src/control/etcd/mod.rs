@@ -101,18 +101,7 @@ impl Bootstrap {
 /// "wireguard"`): the private key file read with the daemon's checks,
 /// owned by `[process] user` (else the user starting encapd).
 fn wireguard_public_key(config: &Config) -> Result<Option<crate::wireguard::PublicKey>, String> {
-    let Some(wg) = &config.wireguard else { return Ok(None) };
-    let owner = match &config.user {
-        Some(user) => {
-            crate::sys::privileges::resolve(user, config.group.as_deref())
-                .map_err(|e| format!("{}: [process] user = {user:?}: {e}", config.path.display()))?
-                .uid
-        }
-        None => crate::sys::key_file::effective_uid(),
-    };
-    let bytes = crate::sys::key_file::read_key_file(&wg.private_key_file, owner)
-        .map_err(|e| format!("{}: [node] private_key_file: {e}", config.path.display()))?;
-    Ok(Some(crate::wireguard::PrivateKey::from_bytes(*bytes).public_key()))
+    Ok(config.wireguard_private_key()?.map(|key| key.public_key()))
 }
 
 /// Reads the network config and claims this node's lease; fills in

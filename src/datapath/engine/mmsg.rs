@@ -92,20 +92,8 @@ impl MmsgIo {
     /// Reads the TUN until it is empty or the batch is full; the core
     /// classifies each read and queues what to send.
     fn read_tun<W: WireFormat>(&mut self, core: &mut ForwardingCore<W>) -> io::Result<()> {
-        let tun = self.tun.as_fd();
-        for slot in 0..self.batch {
-            let buf = &mut self.tun_bufs[slot * self.buf_size..(slot + 1) * self.buf_size];
-            let n = match fd::read(tun, buf) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => return Err(io::Error::new(e.kind(), format!("TUN read: {e}"))),
-            };
-            if let Some(icmp) = core.egress_read(slot as u32, buf, n) {
-                let result = fd::write(tun, icmp);
-                core.icmp_written(result);
-            }
-        }
-        Ok(())
+        let slots = self.batch * self.buf_size;
+        super::read_tun_batch(self.tun.as_fd(), &mut self.tun_bufs[..slots], self.buf_size, core)
     }
 
     /// Sends every planned run with one `sendmsg` (GSO when the run has

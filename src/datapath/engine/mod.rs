@@ -21,7 +21,7 @@ pub mod mmsg;
 pub mod uring;
 pub mod wireguard;
 
-use std::io::IoSlice;
+use std::io::{self, IoSlice};
 use std::os::fd::BorrowedFd;
 use std::time::Duration;
 
@@ -36,6 +36,30 @@ pub use crate::datapath::offload::{BUF_SIZE, TUN_OFFLOAD_BUF_SIZE};
 /// The TUN read buffer size for a TUN with (`vnet_hdr`) or without offloads.
 pub fn tun_buf_size(vnet_hdr: bool) -> usize {
     if vnet_hdr { TUN_OFFLOAD_BUF_SIZE } else { BUF_SIZE }
+}
+
+/// Reads the TUN into `bufs` (`buf_size` bytes a slot) until it is empty
+/// or every slot is used; the core classifies each read and queues what to
+/// send, and an ICMP error it answers with goes back into the TUN at once.
+/// The epoll engines' egress read (`mmsg`, `wireguard`).
+pub fn read_tun_batch<W: WireFormat>(
+    tun: BorrowedFd<'_>,
+    bufs: &mut [u8],
+    buf_size: usize,
+    core: &mut ForwardingCore<W>,
+) -> io::Result<()> {
+    for (slot, buf) in bufs.chunks_exact_mut(buf_size).enumerate() {
+        let n = match crate::sys::fd::read(tun, buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(io::Error::new(e.kind(), format!("TUN read: {e}"))),
+        };
+        if let Some(icmp) = core.egress_read(slot as u32, buf, n) {
+            let result = crate::sys::fd::write(tun, icmp);
+            core.icmp_written(result);
+        }
+    }
+    Ok(())
 }
 
 /// Writes the packets the core cut itself from the datagram it just

@@ -77,12 +77,6 @@ pub const TICK_INTERVAL: Duration = Duration::from_millis(100);
 /// would be (counted), never accepted unchecked.
 const MAX_RUN_SESSIONS: usize = 4;
 
-/// The WireGuard state a worker is started with.
-#[derive(Clone)]
-pub struct WireGuardWorker {
-    pub node: Arc<Node>,
-}
-
 /// One opened transport message of a received run.
 #[derive(Clone, Copy)]
 struct OpenedRef {
@@ -118,7 +112,7 @@ struct WgIo {
     sealed: Vec<(usize, usize)>,
 }
 
-pub fn run(mut ctx: WorkerContext, wg: WireGuardWorker) -> io::Result<()> {
+pub fn run(mut ctx: WorkerContext, node: Arc<Node>) -> io::Result<()> {
     let buf_size = tun_buf_size(ctx.core.vnet_hdr);
     let epoll = fd::Epoll::new(4)?;
     epoll.add_readable(ctx.tun.as_fd(), TOKEN_TUN)?;
@@ -136,7 +130,7 @@ pub fn run(mut ctx: WorkerContext, wg: WireGuardWorker) -> io::Result<()> {
         receiver: udp::MmsgReceiver::new(ctx.batch.min(64), BUF_SIZE)?,
         arena: PageBuf::new(MAX_SEGMENTS * slot_size)?,
         slot_size,
-        node: wg.node,
+        node,
         gate: HandshakeGate::new(Instant::now()),
         sessions: Vec::with_capacity(MAX_RUN_SESSIONS),
         opened: Vec::with_capacity(MAX_SEGMENTS * 2),
@@ -189,20 +183,8 @@ impl WgIo {
 
     /// Reads the TUN until it is empty or the batch is full (as `mmsg`).
     fn read_tun(&mut self, core: &mut ForwardingCore<FlannelUdp>) -> io::Result<()> {
-        let tun = self.tun.as_fd();
-        for slot in 0..self.batch {
-            let buf = &mut self.tun_bufs[slot * self.buf_size..(slot + 1) * self.buf_size];
-            let n = match fd::read(tun, buf) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => return Err(io::Error::new(e.kind(), format!("TUN read: {e}"))),
-            };
-            if let Some(icmp) = core.egress_read(slot as u32, buf, n) {
-                let result = fd::write(tun, icmp);
-                core.icmp_written(result);
-            }
-        }
-        Ok(())
+        let slots = self.batch * self.buf_size;
+        super::read_tun_batch(self.tun.as_fd(), &mut self.tun_bufs[..slots], self.buf_size, core)
     }
 
     /// Seals every planned run under its peer's current session and sends

@@ -411,6 +411,40 @@ pub fn counted_udp_stream(
     stream.complete()
 }
 
+/// Sends `count` UDP datagrams of exactly `size` payload bytes (at least 4:
+/// a sequence number, then a pattern derived from it) from `from` in
+/// `from_ns` to `to` in `to_ns`, at about `rate` per second, and returns how
+/// many distinct ones arrived whole and unchanged (waiting until nothing
+/// came for 0.5 s): datagram sizes that a tunnel must carry without
+/// truncating, padding or reordering bytes.
+pub fn sized_udp_delivered(from_ns: &str, from: IpAddr, to_ns: &str, to: SocketAddr, size: usize, count: u32, rate: u32) -> u32 {
+    assert!(size >= 4, "a sized datagram carries a 4-byte sequence number");
+    let rx = in_netns(to_ns, || UdpSocket::bind(to)).unwrap_or_else(|e| panic!("binding {to} in {to_ns}: {e}"));
+    set_rcvbuf(&rx, 8 << 20);
+    rx.set_read_timeout(Some(Duration::from_millis(500))).expect("a read timeout");
+    let tx = in_netns(from_ns, || UdpSocket::bind((from, 0))).unwrap_or_else(|e| panic!("binding {from} in {from_ns}: {e}"));
+    let pattern = |seq: u32| (seq % 251) as u8;
+    let gap = Duration::from_secs(1) / rate.max(1);
+    let start = Instant::now();
+    for seq in 0..count {
+        let mut payload = vec![pattern(seq); size];
+        payload[..4].copy_from_slice(&seq.to_be_bytes());
+        tx.send_to(&payload, to).unwrap_or_else(|e| panic!("sending to {to}: {e}"));
+        if let Some(wait) = (start + gap * (seq + 1)).checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+    }
+    let mut got = std::collections::BTreeSet::new();
+    let mut buf = vec![0u8; size + 1];
+    while let Ok(n) = rx.recv(&mut buf) {
+        let seq = u32::from_be_bytes(buf[..4].try_into().expect("4 bytes"));
+        if n == size && buf[4..n].iter().all(|&b| b == pattern(seq)) {
+            got.insert(seq);
+        }
+    }
+    got.len() as u32
+}
+
 /// Sets a socket's receive buffer to `bytes` (SO_RCVBUFFORCE, which root may
 /// use beyond net.core.rmem_max), so a receiver thread that is briefly
 /// descheduled on a busy machine does not lose datagrams in its own socket.
