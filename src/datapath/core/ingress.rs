@@ -124,13 +124,7 @@ impl<W: WireFormat> ForwardingCore<W> {
     /// may come with them ([`replies`](Self::replies),
     /// [`pending_writes`](Self::pending_writes)).
     pub fn ingress_datagram(&mut self, from: Option<SocketAddr>, buf: &mut [u8], payload: Range<usize>, gro_segment: Option<u16>) -> usize {
-        bump(&self.counters.ingress_receives, 1);
-        let s = &mut self.ingress;
-        s.accepted.clear();
-        s.pieces.clear();
-        s.writes.clear();
-        s.replies.clear();
-        s.pending.clear();
+        self.begin_receive();
         let payload = payload.start.min(buf.len())..payload.end.min(buf.len());
         let Some(from) = from else {
             // An AF_INET/AF_INET6 socket always names the sender; count the impossible.
@@ -152,13 +146,8 @@ impl<W: WireFormat> ForwardingCore<W> {
         self.ingress.writes.len()
     }
 
-    /// Inner packets that another stage already took out of their
-    /// datagrams and filtered (the WireGuard stage: opened, replay-checked,
-    /// cryptokey-routed, destination checked), at `packets` in `buf`, in
-    /// arrival order: plans their TUN writes as for any received run
-    /// (coalesced behind virtio-net headers with TUN offloads). Returns how
-    /// many writes, as [`ingress_datagram`](Self::ingress_datagram) does.
-    pub fn ingress_accepted(&mut self, buf: &mut [u8], packets: &[Piece]) -> usize {
+    /// Counts one receive and forgets the previous one's plan.
+    fn begin_receive(&mut self) {
         bump(&self.counters.ingress_receives, 1);
         let s = &mut self.ingress;
         s.accepted.clear();
@@ -166,6 +155,17 @@ impl<W: WireFormat> ForwardingCore<W> {
         s.writes.clear();
         s.replies.clear();
         s.pending.clear();
+    }
+
+    /// Inner packets that another stage already took out of their
+    /// datagrams and filtered (the WireGuard stage: opened, replay-checked,
+    /// cryptokey-routed, destination checked), at `packets` in `buf`, in
+    /// arrival order: plans their TUN writes as for any received run
+    /// (coalesced behind virtio-net headers with TUN offloads). Returns how
+    /// many writes, as [`ingress_datagram`](Self::ingress_datagram) does.
+    pub fn ingress_accepted(&mut self, buf: &mut [u8], packets: &[Piece]) -> usize {
+        self.begin_receive();
+        let s = &mut self.ingress;
         s.accepted.extend(packets.iter().map(|p| PacketRef { offset: p.offset, len: p.len }));
         self.plan_writes(buf);
         self.latency.batch(Direction::Ingress, self.ingress.accepted.len() as u64);

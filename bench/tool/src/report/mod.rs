@@ -1323,14 +1323,15 @@ fn carried_table(run: &Run) -> String {
     )
 }
 
-/// Who carried the packets, per profile: the kernel path or the workers,
-/// and how well the workers batched.
-fn carried_section(runs: &Runs, out: &mut String) {
-    let tables: Vec<(&Run, String)> = runs.profiles.iter().map(|r| (r, carried_table(r))).filter(|(_, t)| !t.is_empty()).collect();
+/// A section of one table per underlay profile (a heading per profile
+/// when the run has several), then `note`; nothing when no profile has a
+/// table.
+fn per_profile_section(runs: &Runs, out: &mut String, title: &str, table: fn(&Run) -> String, note: &str) {
+    let tables: Vec<(&Run, String)> = runs.profiles.iter().map(|r| (r, table(r))).filter(|(_, t)| !t.is_empty()).collect();
     if tables.is_empty() {
         return;
     }
-    out.push_str("## Who carried the packets (medians)\n\n");
+    let _ = writeln!(out, "## {title} (medians)\n");
     for (run, table) in tables {
         if runs.multi() {
             let _ = writeln!(out, "### {} underlay\n", run.profile);
@@ -1338,7 +1339,17 @@ fn carried_section(runs: &Runs, out: &mut String) {
         out.push_str(&table);
         out.push('\n');
     }
-    out.push_str(
+    out.push_str(note);
+}
+
+/// Who carried the packets, per profile: the kernel path or the workers,
+/// and how well the workers batched.
+fn carried_section(runs: &Runs, out: &mut String) {
+    per_profile_section(
+        runs,
+        out,
+        "Who carried the packets",
+        carried_table,
         "From encapd's `/metrics` on every encapd node, read before and after the test. ctrA → ctrB is the data of every test \
 (the clients run in ctrA); ctrB → ctrA carries TCP's ACKs. Each direction crosses two gateways: the encapsulating node and the \
 decapsulating one (`–`: no encapd there, e.g. the kernel VTEP of the mixed pair). Kernel path %: the share of that crossing's \
@@ -1369,19 +1380,11 @@ fn best_of<'a>(run: &Run, among: &[&'a str], test: &str) -> Option<(&'a str, f64
 /// The encrypted overlays (WireGuard) side by side, per profile (see
 /// [`encrypted_table`]); nothing when the run has none.
 fn encrypted_section(runs: &Runs, out: &mut String) {
-    let tables: Vec<(&Run, String)> = runs.profiles.iter().map(|r| (r, encrypted_table(r))).filter(|(_, t)| !t.is_empty()).collect();
-    if tables.is_empty() {
-        return;
-    }
-    out.push_str("## Encrypted overlays (medians)\n\n");
-    for (run, table) in tables {
-        if runs.multi() {
-            let _ = writeln!(out, "### {} underlay\n", run.profile);
-        }
-        out.push_str(&table);
-        out.push('\n');
-    }
-    out.push_str(
+    per_profile_section(
+        runs,
+        out,
+        "Encrypted overlays",
+        encrypted_table,
         "The same tests as every mode (see the medians below). Carried by: the program that encrypts and decrypts the packets; \
 `wireguard-go` and `boringtun` run on both nodes with `flannel-wg` laid out as flanneld's `wireguard` backend lays it out \
 (port 51820, MTU underlay − 80, peer = the other node's subnet; bench/README.md, \"Encrypted overlays\"). encapd's own figures \
