@@ -29,7 +29,7 @@ use crate::cmd::{run, wait_for};
 use crate::counters::{SUMMARY_HEADER, scrape};
 use crate::instance::Encapd;
 use crate::kernel_paths::{self, VTEP, subnets, vtep_mac};
-use crate::mode::{Mode, NodeB, Setup};
+use crate::mode::{Backend, Mode, NodeB, Setup};
 use crate::netns::{ip_batch, ns_exec};
 use crate::underlay::Underlay;
 use crate::wg_peer::{self, WgDevice};
@@ -126,12 +126,14 @@ impl Bed {
     pub fn write_configs(&self, mode: &Mode, workers: usize, dir: &Path) -> Configs {
         std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
         let mut nodes = Vec::new();
+        let keys = mode.encapd().is_some_and(|e| e.backend == Backend::Wireguard).then(|| write_node_keys(dir));
         for node in [Node::A, Node::B].into_iter().filter(|&n| mode.runs_encapd_on(n)) {
             let sub = node.sub();
             let config = dir.join(format!("{sub}.toml"));
             let peers = dir.join(format!("peers-{sub}.toml"));
             write(&config, &node_config(mode, node, workers));
-            write(&peers, &peers_file(mode, node));
+            let peer_key = keys.as_ref().map(|k| k[node.other().index()].as_str());
+            write(&peers, &peers_file(mode, node, peer_key));
             nodes.push((node, config, peers));
         }
         Configs { dir: dir.to_owned(), nodes }
@@ -292,18 +294,19 @@ fn tail(text: &str, n: usize) -> String {
 pub fn node_config(mode: &Mode, node: Node, workers: usize) -> String {
     let e = mode.encapd().expect("an encapd mode");
     let (subnet, subnet6) = subnets(node);
-    let vtep = match e.backend {
-        crate::mode::Backend::Vxlan => format!("vtep_mac = \"{}\"\n", vtep_mac(node)),
-        crate::mode::Backend::Udp => String::new(),
-    };
     let sub = node.sub();
+    let node_lines = match e.backend {
+        Backend::Vxlan => format!("vtep_mac = \"{}\"\n", vtep_mac(node)),
+        Backend::Wireguard => format!("private_key_file = \"{}\"\n", key_file_name(node)),
+        Backend::Udp => String::new(),
+    };
     let mut dataplane = format!("tun = \"{TUN}\"\nworkers = {workers}\nio = \"{}\"\n", e.engine);
     for line in mode.dataplane_lines(node, workers) {
         dataplane += &line;
         dataplane.push('\n');
     }
     format!(
-        "[node]\npublic_ip = \"{}\"\nsubnet = \"{subnet}\"\nsubnet6 = \"{subnet6}\"\n{vtep}\n\
+        "[node]\npublic_ip = \"{}\"\nsubnet = \"{subnet}\"\nsubnet6 = \"{subnet6}\"\n{node_lines}\n\
          [network]\ncidr = \"100.96.0.0/16\"\ncidr6 = \"fd00:96::/32\"\nbackend = \"{}\"\nport = {}\n\n\
          [dataplane]\n{dataplane}\n\
          [control]\nsource = \"file\"\npeers = \"peers-{sub}.toml\"\nsubnet_env = \"subnet-{sub}.env\"\n\n\
@@ -315,20 +318,49 @@ pub fn node_config(mode: &Mode, node: Node, workers: usize) -> String {
 }
 
 /// `node`'s peers file in `mode`: the other node, with its VTEP MAC for
-/// the vxlan backend and the mode's peer lines.
-pub fn peers_file(mode: &Mode, node: Node) -> String {
+/// the vxlan backend, its public key `peer_key` for the wireguard backend,
+/// and the mode's peer lines.
+pub fn peers_file(mode: &Mode, node: Node, peer_key: Option<&str>) -> String {
     let e = mode.encapd().expect("an encapd mode");
     let peer = node.other();
     let (subnet, subnet6) = subnets(peer);
     let mut text = format!("[[peer]]\nsubnet = \"{subnet}\"\nsubnet6 = \"{subnet6}\"\npublic_ip = \"{}\"\n", peer.underlay());
-    if e.backend == crate::mode::Backend::Vxlan {
+    if e.backend == Backend::Vxlan {
         text += &format!("vtep_mac = \"{}\"\n", vtep_mac(peer));
+    }
+    if let Some(key) = peer_key {
+        text += &format!("public_key = \"{key}\"\n");
     }
     for line in e.peer {
         text += line;
         text.push('\n');
     }
     text
+}
+
+/// `node`'s private key file in a wireguard mode's directory (relative
+/// to its configuration, which encapd resolves it against).
+fn key_file_name(node: Node) -> String {
+    format!("{}.key", node.sub())
+}
+
+/// A fresh key pair per node for a wireguard mode: each private key from
+/// the kernel's random source, written to [`key_file_name`] in `dir`
+/// (mode 0600 from creation, owned by the user running the bench, as
+/// encapd requires; never copied into a committed run). Returns the public
+/// keys, indexed by [`Node::index`].
+fn write_node_keys(dir: &Path) -> [String; 2] {
+    [Node::A, Node::B].map(|node| {
+        let mut seed = [0u8; 32];
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut seed))
+            .unwrap_or_else(|e| panic!("reading /dev/urandom: {e}"));
+        let key = encapd::wireguard::PrivateKey::from_bytes(seed);
+        let path = dir.join(key_file_name(node));
+        let _ = std::fs::remove_file(&path);
+        wg_peer::write_private(&path, format!("{}\n", &*key.to_base64()).as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+        key.public_key().to_string()
+    })
 }
 
 /// A mode set up on a [`Bed`]; see [`Active::leave`].
@@ -488,6 +520,31 @@ mod tests {
     use super::*;
     use crate::env::{encapd_bin, require_root, require_tools};
 
+    /// A wireguard mode's files are what encapd accepts: each node's key
+    /// readable with the daemon's checks, and each peers file naming the
+    /// other node's public key (so the two can handshake).
+    #[test]
+    fn a_wireguard_mode_writes_keys_encapd_accepts() {
+        let mode = Mode::named(crate::mode::WIREGUARD).unwrap();
+        let dir = crate::cmd::TempDir::new("bed-wg");
+        let public = write_node_keys(dir.path());
+        assert_ne!(public[0], public[1]);
+        for node in [Node::A, Node::B] {
+            let path = dir.path().join(format!("{}.toml", node.sub()));
+            let config = encapd::config::Config::parse(&node_config(&mode, node, 2), &path).unwrap_or_else(|e| panic!("{e}"));
+            let key = config.wireguard_private_key().unwrap_or_else(|e| panic!("{e}")).expect("a wireguard node's key");
+            assert_eq!(key.public_key().to_string(), public[node.index()]);
+            let peers = peers_file(&mode, node.other(), Some(&public[node.index()]));
+            let defaults = encapd::config::PeerDefaults { port: 51820, vxlan: false, wireguard: true };
+            let specs = encapd::config::parse_peers(&peers, "peers.toml", defaults).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(specs.len(), 2, "one peer, IPv4 and IPv6: {peers}");
+            for spec in &specs {
+                let wg = spec.wireguard.as_ref().expect("the peer's key");
+                assert_eq!(wg.public_key.to_string(), public[node.index()], "{peers}");
+            }
+        }
+    }
+
     fn has_link(bed: &Bed, node: Node, dev: &str) -> bool {
         run("ip", &["-n", bed.node_ns(node), "link", "show", dev]).ok()
     }
@@ -500,7 +557,12 @@ mod tests {
             return;
         }
         let dir = crate::cmd::TempDir::new("bed-test");
-        for (underlay, name) in [(Underlay::Veth, "routing"), (Underlay::Wire, "vxlan-kernel"), (Underlay::Wire, "encapd-vxlan-mixed")] {
+        for (underlay, name) in [
+            (Underlay::Veth, "routing"),
+            (Underlay::Wire, "vxlan-kernel"),
+            (Underlay::Wire, "encapd-vxlan-mixed"),
+            (Underlay::Veth, "wireguard"),
+        ] {
             let bed = Bed::new(underlay);
             let mode = Mode::named(name).unwrap();
             let configs = bed.write_configs(&mode, 1, &dir.path().join(name));

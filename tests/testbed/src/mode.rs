@@ -50,6 +50,8 @@ pub const KERNEL_PATH: &str = "uring-kernel";
 pub const ENCAPD_VXLAN_KERNEL: &str = "encapd-vxlan-kernel";
 /// [`ENCAPD_VXLAN_MIXED`] with the kernel path on nodeA's encapd.
 pub const ENCAPD_VXLAN_MIXED_KERNEL: &str = "encapd-vxlan-mixed-kernel";
+/// encapd's wireguard backend on both nodes.
+pub const WIREGUARD: &str = "wireguard";
 /// wireguard-go on both nodes, flannel-wg style.
 pub const WIREGUARD_GO: &str = "wireguard-go";
 /// boringtun on both nodes, flannel-wg style.
@@ -97,6 +99,9 @@ pub enum Backend {
     Udp,
     /// RFC 7348 VXLAN as flannel's `vxlan` backend speaks it.
     Vxlan,
+    /// WireGuard as flannel's `wireguard` backend speaks it (issue 31):
+    /// each node gets a key pair, its peer's public key in the peers file.
+    Wireguard,
 }
 
 impl Backend {
@@ -105,6 +110,7 @@ impl Backend {
         match self {
             Backend::Udp => "udp",
             Backend::Vxlan => "vxlan",
+            Backend::Wireguard => "wireguard",
         }
     }
 
@@ -113,17 +119,21 @@ impl Backend {
         match self {
             Backend::Udp => 8285,
             Backend::Vxlan => 8472,
+            Backend::Wireguard => 51820,
         }
     }
 
     /// Bytes the encapsulation adds to an inner packet on the underlay:
     /// IPv4 + UDP (28), and for VXLAN its header and the inner Ethernet
     /// header (8 + 14 more). The container MTU is the underlay MTU minus
-    /// this, as flannel's CNI sets the pod MTU.
+    /// this, as flannel's CNI sets the pod MTU. WireGuard takes flannel's
+    /// and wg-quick's 80 (room for an IPv6 underlay), as the userspace
+    /// WireGuard modes do.
     pub fn overhead(self) -> u32 {
         match self {
             Backend::Udp => 28,
             Backend::Vxlan => 50,
+            Backend::Wireguard => wg_peer::OVERHEAD,
         }
     }
 }
@@ -261,24 +271,17 @@ pub const MODES: &[ModeDef] = &[
         "encapd `vxlan` with the kernel path ↔ kernel VTEP (flannel.1 style)",
         Setup::Encapd(EncapdSetup { dataplane: TC, peer: KERNEL_DECAP, node_b: NodeB::KernelVtep, ..vxlan_uring() }),
     ),
-    // Encrypted overlays: what encapd's `wireguard` backend (issue 31) is
-    // measured against, run only when named (`--modes wireguard-go,boringtun`).
-    // When that backend lands, its mode is one more entry here and nothing
-    // else in the registry changes:
-    //
-    //     def("wireguard", Family::EncryptedOverlay, false,
-    //         "encapd `wireguard` backend ↔ encapd `wireguard` (`uring`, offloads on)",
-    //         Setup::Encapd(EncapdSetup { backend: Backend::Wireguard, ..udp_uring() })),
-    //
-    // with `Backend::Wireguard` named "wireguard", port 51820 and overhead
-    // 80 (so `ctr_mtu` gives 1420 as for these two), and bed.rs writing
-    // what the backend needs keys for: a key pair per node
-    // (`wg_peer::generate_key_pair`, mode 0600 in the mode's directory),
-    // `[node] private_key_file` in each configuration and the other node's
-    // `public_key` in each peers file. A mixed pair (encapd ↔ wireguard-go)
-    // would be an `NodeB` variant carrying a `WgImpl`, its nodeB laid out by
-    // `wg_peer::WgDevice::start` and given encapd's key with
-    // `WgPeerSpec::facing_encapd`.
+    // Encrypted overlays, run only when named (`--modes
+    // wireguard,wireguard-go,boringtun`): encapd's `wireguard` backend and
+    // the userspace WireGuard implementations operators know, each pair
+    // laid out with the same MTU (underlay − 80).
+    def(
+        WIREGUARD,
+        Family::EncryptedOverlay,
+        false,
+        "encapd `wireguard` backend ↔ encapd `wireguard` (`mmsg` I/O, which this backend runs whatever `io` says; offloads on)",
+        encapd(Backend::Wireguard, "mmsg", &[]),
+    ),
     def(
         WIREGUARD_GO,
         Family::EncryptedOverlay,

@@ -150,6 +150,11 @@ pub fn main(a: SoakArgs) -> Result<bool, String> {
     let mode = Mode::named(&a.mode).map_err(|e| e.to_string())?;
     let Some(e) = mode.encapd() else { return Err(format!("--mode {}: a soak runs encapd", mode.name)) };
     let backend = e.backend;
+    if backend == Backend::Wireguard {
+        // The soak rewrites nodeA's peers file to add and remove a peer;
+        // it writes no keys, so a wireguard node would refuse the file.
+        return Err(format!("--mode {}: a soak runs the udp or vxlan backend", mode.name));
+    }
     let invocation = std::iter::once("encapd-bench soak".to_owned()).chain(std::env::args().skip(2)).collect::<Vec<_>>().join(" ");
     let s = setup(&["@run", "ethtool"], a.bench.no_build)?;
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim().split('.').next().unwrap_or("").to_owned();
@@ -181,7 +186,7 @@ pub fn main(a: SoakArgs) -> Result<bool, String> {
     info(&format!("encapd ({}, {} workers) running: pids {pids:?}", mode.name, a.workers));
     let peers_a = conf.join("peers-a.toml");
     let rewrite = |with_y: bool| {
-        let mut text = peers_file(&mode, Node::A);
+        let mut text = peers_file(&mode, Node::A, None);
         if with_y {
             text += "\n[[peer]]\nsubnet = \"100.96.3.0/24\"\npublic_ip = \"198.18.0.2\"\n";
             if backend == Backend::Vxlan {

@@ -1396,7 +1396,7 @@ counts their daemons.\n\n",
 /// One profile's encrypted overlays: a row per mode of the family with
 /// what carried it, its figures and, when the run has `uring`, its
 /// throughput ÷ encapd's clear text; an encrypted mode that encapd
-/// carries (its `wireguard` backend, once it exists) is then divided by
+/// carries (its `wireguard` backend) is then divided by
 /// the best of the userspace implementations, figure by figure. Empty
 /// without such modes.
 fn encrypted_table(run: &Run) -> String {
