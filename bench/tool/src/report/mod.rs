@@ -88,7 +88,7 @@ pub use encapd_testbed::mode::{
     BASELINE_SUFFIX, CLASSIC, ENCAPD_VXLAN, ENCAPD_VXLAN_KERNEL, ENCAPD_VXLAN_MIXED, ENCAPD_VXLAN_MIXED_KERNEL, KERNEL_PATH, KERNEL_VXLAN,
     ROUTING, URING as UDP_HEADLINE,
 };
-use encapd_testbed::mode::{Family, Mode};
+use encapd_testbed::mode::{BORINGTUN, Family, Mode, WIREGUARD, WIREGUARD_GO};
 
 /// The suffix of a mode measured by the old shell harness
 /// (`encapd-bench run --old-harness REV`).
@@ -792,6 +792,7 @@ fn targets(run: &Run) -> Vec<Target> {
             1.0,
         ),
     ];
+    t.extend(wireguard_targets(run));
     if run.has_vxlan_backend() {
         for &(test, what) in VXLAN_TARGET_TESTS {
             t.push(same_ratio_target(
@@ -810,6 +811,44 @@ fn targets(run: &Run) -> Vec<Target> {
     }
     t
 }
+
+/// The wireguard backend's targets (issue 31), for a run that measured it
+/// beside at least one userspace WireGuard pair: each figure against the
+/// best of those pairs on that figure, and the moonshot against encapd's
+/// own clear text.
+fn wireguard_targets(run: &Run) -> Vec<Target> {
+    if !run.has(WIREGUARD) {
+        return Vec::new();
+    }
+    let userspace = [WIREGUARD_GO, BORINGTUN];
+    let mut t: Vec<Target> = WIREGUARD_TARGETS
+        .iter()
+        .filter_map(|&(test, name, at_least, factor)| {
+            let (best, _) = best_of(run, &userspace, test)?;
+            Some(target(run, &format!("wireguard {name} (of {best})"), (WIREGUARD, test), (best, test), at_least, factor))
+        })
+        .collect();
+    if !t.is_empty() {
+        t.push(target(
+            run,
+            "wireguard TCP 1 stream ≥ 0.5× the udp backend's uring in clear text (the moonshot)",
+            (WIREGUARD, "tcp1"),
+            (UDP_HEADLINE, "tcp1"),
+            true,
+            0.5,
+        ));
+    }
+    t
+}
+
+/// Issue 31's targets against the userspace pairs: (test, name, at
+/// least (else at most), factor × the best userspace pair).
+const WIREGUARD_TARGETS: &[(&str, &str, bool, f64)] = &[
+    ("tcp1", "TCP 1 stream ≥ 5× the faster of wireguard-go and boringtun", true, 5.0),
+    ("tcp4", "TCP 4 streams ≥ 5× the faster of wireguard-go and boringtun", true, 5.0),
+    ("udp_rr_p50", "idle ping-pong p50 (sockperf) ≤ the faster of wireguard-go and boringtun", false, 1.0),
+    ("tcp1_cpu_per_gbps", "CPU per Gbit/s, whole machine (TCP 1 stream) ≤ 0.5× the cheaper of wireguard-go and boringtun", false, 0.5),
+];
 
 /// The tests the vxlan backend's targets compare (issue 14): (test, name).
 const VXLAN_TARGET_TESTS: &[(&str, &str)] =
@@ -1669,7 +1708,6 @@ mod tests {
 
     #[test]
     fn encrypted_overlays_say_who_carried_them_and_compare_with_clear_text() {
-        use encapd_testbed::mode::{BORINGTUN, WIREGUARD_GO};
         let run = run_of(&[
             (UDP_HEADLINE, "tcp1", 8.0),
             (UDP_HEADLINE, "tcp4", 6.0),
@@ -1684,6 +1722,31 @@ mod tests {
         assert!(!table.contains("| uring |"), "clear text is the divisor, not a row:\n{table}");
         assert_eq!(best_of(&run, &[WIREGUARD_GO, BORINGTUN], "tcp1"), Some((WIREGUARD_GO, 0.4)));
         assert!(encrypted_table(&run_of(&[(UDP_HEADLINE, "tcp1", 8.0)])).is_empty(), "no encrypted modes, no table");
+    }
+
+    #[test]
+    fn the_wireguard_backend_is_held_to_issue_31s_targets() {
+        let run = run_of(&[
+            (UDP_HEADLINE, "tcp1", 6.0),
+            (WIREGUARD, "tcp1", 4.0),
+            (WIREGUARD, "tcp4", 1.0),
+            (WIREGUARD, "tcp1_cpu_per_gbps", 0.4),
+            (WIREGUARD_GO, "tcp1", 0.4),
+            (WIREGUARD_GO, "tcp4", 0.3),
+            (WIREGUARD_GO, "tcp1_cpu_per_gbps", 1.0),
+            (BORINGTUN, "tcp1", 0.6),
+            (BORINGTUN, "tcp1_cpu_per_gbps", 0.9),
+        ]);
+        let t = wireguard_targets(&run);
+        let verdict = |prefix: &str| t.iter().find(|t| t.name.starts_with(prefix)).map(|t| (t.verdict, t.name.clone()));
+        let (v, name) = verdict("wireguard TCP 1 stream ≥ 5×").unwrap();
+        assert_eq!(v, Some(true), "4.0 ≥ 5 × 0.6, against boringtun, the faster: {name}");
+        assert!(name.ends_with("(of boringtun)"), "{name}");
+        assert_eq!(verdict("wireguard TCP 4 streams").unwrap().0, Some(false), "1.0 < 5 × 0.3");
+        assert_eq!(verdict("wireguard CPU per Gbit/s").unwrap().0, Some(true), "0.4 ≤ 0.5 × 0.9, the cheaper");
+        assert!(verdict("wireguard idle ping-pong").is_none(), "no sockperf figures, no target");
+        assert_eq!(verdict("wireguard TCP 1 stream ≥ 0.5× the udp").unwrap().0, Some(true), "4.0 ≥ 0.5 × 6.0");
+        assert!(wireguard_targets(&run_of(&[(UDP_HEADLINE, "tcp1", 6.0)])).is_empty(), "no wireguard mode, no targets");
     }
 
     #[test]

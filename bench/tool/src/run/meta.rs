@@ -86,7 +86,7 @@ pub struct Description<'a> {
     pub bins: Vec<(String, String)>,
 }
 
-const MTUS: &str = "per mode (routing 1500, kernel VXLAN and encapd vxlan backend 1450, encapd udp backend 1472)";
+const MTUS: &str = "per mode (routing 1500, kernel VXLAN and encapd vxlan backend 1450, encapd udp backend 1472, WireGuard (encapd, wireguard-go, boringtun) 1420)";
 
 impl Description<'_> {
     fn ctr_mtu(&self) -> String {
