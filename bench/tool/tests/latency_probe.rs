@@ -112,14 +112,15 @@ fn known_delay_is_measured() {
         // The 2 ms hold, plus what the server's sleep overshoots and
         // loopback adds: tens of µs on a quiet machine, but on a loaded VM
         // every reply comes 80–240 µs late (a fresh-clone CI run saw min
-        // 2,076–2,092 µs and p50 2,223–2,239 µs in all five attempts). Up
-        // to +20 % is that; a probe that queued or double-counted would be
-        // off by a whole hold or more.
-        if (2000.0..=2400.0).contains(&f("p50_us")) {
+        // 2,076–2,092 µs and p50 2,223–2,239 µs in all five attempts), and
+        // with other suites running beside this one at load 12 p50 came to
+        // 2,631 µs. A probe that queued or double-counted would be off by
+        // a whole hold or more, so the bound is just under two holds.
+        if (2000.0..3900.0).contains(&f("p50_us")) {
             break summary;
         }
         attempts.push(summary);
-        assert!(attempts.len() < 5, "p50 not within 2000–2400 µs in {} attempts (load {:?}): {attempts:#?}", attempts.len(), loadavg());
+        assert!(attempts.len() < 5, "p50 not within 2000–3900 µs in {} attempts (load {:?}): {attempts:#?}", attempts.len(), loadavg());
     };
     let get = |k: &str| summary[k].as_f64().unwrap();
     let p50 = get("p50_us");
