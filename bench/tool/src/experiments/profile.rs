@@ -1,5 +1,5 @@
 //! `encapd-bench profile`: where the time of bulk TCP goes. One iperf3 TCP
-//! stream from ctrA to ctrB through a mode while `perf record -a -g`
+//! stream (or `--streams N`) from ctrA to ctrB through a mode while `perf record -a -g`
 //! samples the whole machine (the profile is system-wide because most of
 //! a packet's cost is kernel work done in the workers' system calls: a
 //! per-process profile would hide the softirq part). Prints the
@@ -7,8 +7,10 @@
 //! encapd threads, iperf3, softirq and kernel worker threads, in cores and
 //! cores per Gbit/s; anything else on the machine is counted apart),
 //! samples by thread, and the top symbols of the sending encapd (nodeA)
-//! and the receiving one (nodeB), or of the whole machine without encapd;
-//! perf.data and the reports stay in the output directory.
+//! and the receiving one (nodeB), or of the whole machine without encapd,
+//! and per CPU which threads ran there and how long it was idle (so a
+//! saturated CPU beside an idle one shows); perf.data and the reports stay
+//! in the output directory.
 //!
 //! A VM has no PMU: samples come from `cpu-clock`, user-space symbols are
 //! exact, kernel ones lean towards where interrupts are re-enabled.
@@ -33,6 +35,9 @@ pub struct ProfileArgs {
     /// Load length, 3-120 s (the record takes the middle: from 1.5 s in, for SECONDS − 2).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(3..=120))]
     pub seconds: u32,
+    /// Parallel TCP streams (iperf3 -P), 1-16: the benchmark's TCP 4 is 4.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=16))]
+    pub streams: u32,
     /// Output directory (default /tmp/encapd-profile-<UTC date>-<mode>).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
@@ -56,7 +61,7 @@ pub fn main(a: ProfileArgs) -> Result<(), String> {
     if !wait_port(bed.ctr_ns(Node::B), 5201, false, Duration::from_secs(5)) {
         return Err("iperf3 server did not start".into());
     }
-    let client_args = argv(&["iperf3", "-c", CTR_B, "-t", &a.seconds.to_string(), "-O", "1", "-J"]);
+    let client_args = argv(&["iperf3", "-c", CTR_B, "-t", &a.seconds.to_string(), "-O", "1", "-P", &a.streams.to_string(), "-J"]);
     // The client runs on a thread of ours while perf records.
     let json = out.join("iperf3.json");
     let ns_a = bed.ctr_ns(Node::A).to_owned();
@@ -118,8 +123,11 @@ pub fn main(a: ProfileArgs) -> Result<(), String> {
     std::fs::write(out.join("summary.txt"), format!("{line}\n")).map_err(|e| e.to_string())?;
     report(&data, &out.join("by-thread.txt"), "comm,pid", None);
     report(&data, &out.join("all-symbols.txt"), "sym", None);
+    report(&data, &out.join("by-cpu.txt"), "cpu,comm", None);
     info("by thread (% of all samples on both cores):");
     head(&out.join("by-thread.txt"), 15);
+    info("by CPU and thread (`swapper` is idle; % of all samples):");
+    head(&out.join("by-cpu.txt"), 20);
     if pids.len() == 2 {
         report(&data, &out.join("sender-symbols.txt"), "sym", Some(pids[0]));
         report(&data, &out.join("receiver-symbols.txt"), "sym", Some(pids[1]));
