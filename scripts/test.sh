@@ -18,7 +18,8 @@
 # Where the time goes: the binaries and the test binaries are built once,
 # in one cargo invocation (release without LTO or debug info: the build
 # step says why), and run ENCAPD_TEST_JOBS (default 3) at a time, each
-# timed; every step is timed too, and a
+# timed, with clippy and the CI-sized benchmark as jobs of the same pool
+# (run_tests); every step is timed too, and a
 # table of both is printed at the end of every run, passed or failed
 # (also written to $ENCAPD_TIMING_OUT when set). A failing test binary
 # does not stop the others: the run fails at the end, naming it.
@@ -139,13 +140,25 @@ ci_benchmark() {
     return "$rc"
 }
 
+# ci_clippy: cargo clippy -D warnings on the workspace, all targets. A
+# check build of its own (target/debug), so it runs in the pool beside the
+# test binaries instead of before the release build.
+ci_clippy() {
+    cargo clippy --workspace --all-targets --locked -- -D warnings
+}
+
+# EXTRA_JOBS: the pool's jobs that are not test binaries, "ID|LABEL|FUNCTION";
+# clippy goes first (it is the longest of the CPU-bound ones), the
+# benchmark check last (root only: added by run_tests).
+EXTRA_JOBS=("clippy|cargo clippy -D warnings (workspace, all targets)|ci_clippy")
+
 # LONG_FIRST: the binaries that take longest (the timing table of a CI
 # run), started first so that the short ones fill in beside them; the
 # order changes only the wall time, never what runs.
 LONG_FIRST=(e2e_wg_interop e2e_datapath e2e_takeover e2e_faults e2e_offload e2e_systemd)
 
-# run_tests: every test binary (BINARIES: "KIND NAME DIR EXE" each) and,
-# as root, the benchmark check, ENCAPD_TEST_JOBS (default 3) at a time,
+# run_tests: every test binary (BINARIES: "KIND NAME DIR EXE" each), clippy
+# and, as root, the benchmark check, ENCAPD_TEST_JOBS (default 3) at a time,
 # longest first; then adds each one's time and counts to the table in
 # cargo's order. A failure is recorded, not fatal. Side by side is safe:
 # every namespace, TUN device and socket a test or the benchmark makes
@@ -153,8 +166,10 @@ LONG_FIRST=(e2e_wg_interop e2e_datapath e2e_takeover e2e_faults e2e_offload e2e_
 # bounds its own topologies (ENCAPD_TEST_TOPOLOGIES), and what a test
 # measures under load is printed, not asserted.
 run_tests() {
-    local jobs=${ENCAPD_TEST_JOBS:-3} res order=() show=() b n kind name dir exe secs p f i rc
+    local jobs=${ENCAPD_TEST_JOBS:-3} res order=() show=() extra=("${EXTRA_JOBS[@]}") b n e kind name dir exe secs p f i rc
+    if [[ $(id -u) -eq 0 ]]; then extra+=("bench|CI-sized benchmark (routing, uring; veth, wire)|ci_benchmark"); fi
     res=$(mktemp -d /tmp/encapd-test-results.XXXXXX)
+    order+=("${extra[0]%%|*}")
     for name in "${LONG_FIRST[@]}"; do
         for n in "${!BINARIES[@]}"; do
             read -r _ b _ _ <<<"${BINARIES[n]}"
@@ -165,12 +180,16 @@ run_tests() {
         read -r _ b _ _ <<<"${BINARIES[n]}"
         [[ " ${LONG_FIRST[*]} " == *" $b "* ]] || order+=("$n")
     done
-    if [[ $(id -u) -eq 0 ]]; then order+=(bench); fi
+    for e in "${extra[@]:1}"; do order+=("${e%%|*}"); done
     for n in "${order[@]}"; do
         while (($(jobs -rp | wc -l) >= jobs)); do wait -n || true; done
-        if [[ $n == bench ]]; then
-            log "benchmark check started"
-            run_job "benchmark check" "$res/bench" "$ED_ROOT" ci_benchmark &
+        if [[ ! $n =~ ^[0-9]+$ ]]; then
+            for e in "${extra[@]}"; do
+                IFS='|' read -r _ name exe <<<"$e"
+                [[ ${e%%|*} == "$n" ]] || continue
+                log "$name started"
+                run_job "$name" "$res/$n" "$ED_ROOT" "$exe" &
+            done
             continue
         fi
         read -r kind name dir exe <<<"${BINARIES[n]}"
@@ -181,10 +200,10 @@ run_tests() {
         run_job "test binary $name ($kind)" "$res/$n" "$dir" "$exe" --test-threads="$(threads_for "$name")" "${show[@]}" &
     done
     wait
-    for n in "${!BINARIES[@]}" bench; do
-        if [[ $n == bench ]]; then
-            [[ $(id -u) -eq 0 ]] || continue
-            kind=check name="CI-sized benchmark (routing, uring; veth, wire)"
+    for n in "${!BINARIES[@]}" "${extra[@]}"; do
+        if [[ ! $n =~ ^[0-9]+$ ]]; then
+            IFS='|' read -r n name _ <<<"$n"
+            kind=check
         else
             read -r kind name _ _ <<<"${BINARIES[n]}"
         fi
@@ -273,8 +292,6 @@ diff -r fuzz/corpus "$corpus_copy/fuzz/corpus" || ed_die "fuzz/gen_corpus.py doe
 rm -rf "$corpus_copy"
 step "cargo fmt --check (workspace)"
 cargo fmt --all -- --check
-step "cargo clippy -D warnings (workspace, all targets)"
-cargo clippy --workspace --all-targets --locked -- -D warnings
 step "building (release: encapd, encapd-bench and every test binary)"
 # One build for the binaries and the tests: `cargo build --release` alone
 # resolves features without the dev-dependencies and `cargo test` with
@@ -312,7 +329,7 @@ else
 fi
 mapfile -t BINARIES < <(test_binaries)
 ((${#BINARIES[@]} > 0)) || ed_die "cargo listed no test binary"
-step "cargo test, workspace, ${ENCAPD_TEST_JOBS:-3} binaries at a time, and the CI-sized benchmark (ENCAPD_REQUIRE_ROOT_TESTS=$require)"
+step "cargo test, workspace, ${ENCAPD_TEST_JOBS:-3} binaries at a time, with clippy and the CI-sized benchmark (ENCAPD_REQUIRE_ROOT_TESTS=$require)"
 # The workspace holds encapd, encapd-testbed, encapd-bench (bench/tool)
 # and the fuzz crate, whose tests replay fuzz/regressions/ and the seed
 # corpus through every target without libFuzzer.
