@@ -10,8 +10,8 @@
 //! [`steer_by_inner_flow`] attaches a classic BPF program to the group
 //! that picks the socket from the *inner* packet instead: a hash of the
 //! inner addresses and, for TCP and UDP, ports, folded to 16 bits (so both
-//! directions of a flow get the same index) and taken modulo the number
-//! of sockets. A flow stays on one worker (no reordering); different flows
+//! directions of a flow get the same index), mixed by a multiplication
+//! (`wire::flow::MIX`, high half) and taken modulo the number of sockets. A flow stays on one worker (no reordering); different flows
 //! spread over all of them. The program sees the UDP payload (the kernel
 //! has pulled the UDP header); a datagram that is not IPv4 or IPv6 gets an
 //! out-of-range index, and the kernel falls back to its own hash.
@@ -61,7 +61,7 @@ pub fn program(sockets: u32, inner_offset: u32) -> Vec<libc::sock_filter> {
 fn program_at_zero(sockets: u32) -> Vec<libc::sock_filter> {
     use libc::{
         BPF_A, BPF_ABS, BPF_ALU, BPF_AND, BPF_B, BPF_IND, BPF_JA, BPF_JEQ, BPF_JMP, BPF_K, BPF_LD, BPF_LDX, BPF_MEM, BPF_MISC, BPF_MOD,
-        BPF_MSH, BPF_RET, BPF_RSH, BPF_ST, BPF_TAX, BPF_W, BPF_X, BPF_XOR,
+        BPF_MSH, BPF_MUL, BPF_RET, BPF_RSH, BPF_ST, BPF_TAX, BPF_W, BPF_X, BPF_XOR,
     };
     const TCP: u32 = 6;
     const UDP: u32 = 17;
@@ -69,7 +69,7 @@ fn program_at_zero(sockets: u32) -> Vec<libc::sock_filter> {
         /* 0 */ stmt(BPF_LD | BPF_B | BPF_ABS, 0),
         /* 1 */ stmt(BPF_ALU | BPF_RSH | BPF_K, 4),
         /* 2 */ jump(BPF_JMP | BPF_JEQ | BPF_K, 4, 1, 0), // v4 → 4
-        /* 3 */ jump(BPF_JMP | BPF_JEQ | BPF_K, 6, 14, 41), // v6 → 18, else fallback → 45
+        /* 3 */ jump(BPF_JMP | BPF_JEQ | BPF_K, 6, 14, 38), // v6 → 18, else fallback → 42
         // v4: addresses, then ports at the IHL.
         /* 4 */ stmt(BPF_LD | BPF_W | BPF_ABS, 12),
         /* 5 */ stmt(BPF_MISC | BPF_TAX, 0),
@@ -102,7 +102,7 @@ fn program_at_zero(sockets: u32) -> Vec<libc::sock_filter> {
         // no ports: the address hash alone.
         /* 31 */ stmt(BPF_LD | BPF_MEM, 0),
         // mix: fold to 16 bits (symmetric in source and destination), then
-        // spread the low bits and pick the socket.
+        // multiply, keep the high half (wire::flow::flow_key) and pick the socket.
         /* 32 */
         stmt(BPF_ST, 1),
         /* 33 */ stmt(BPF_ALU | BPF_RSH | BPF_K, 16),
@@ -110,15 +110,12 @@ fn program_at_zero(sockets: u32) -> Vec<libc::sock_filter> {
         /* 35 */ stmt(BPF_LD | BPF_MEM, 1),
         /* 36 */ stmt(BPF_ALU | BPF_XOR | BPF_X, 0),
         /* 37 */ stmt(BPF_ALU | BPF_AND | BPF_K, 0xffff),
-        /* 38 */ stmt(BPF_ST, 1),
-        /* 39 */ stmt(BPF_ALU | BPF_RSH | BPF_K, 8),
-        /* 40 */ stmt(BPF_MISC | BPF_TAX, 0),
-        /* 41 */ stmt(BPF_LD | BPF_MEM, 1),
-        /* 42 */ stmt(BPF_ALU | BPF_XOR | BPF_X, 0),
-        /* 43 */ stmt(BPF_ALU | BPF_MOD | BPF_K, sockets.max(1)),
-        /* 44 */ stmt(BPF_RET | BPF_A, 0),
-        // fallback (reached from 3 only; 44 above returns first).
-        /* 45 */ stmt(BPF_RET | BPF_K, FALLBACK),
+        /* 38 */ stmt(BPF_ALU | BPF_MUL | BPF_K, crate::wire::flow::MIX),
+        /* 39 */ stmt(BPF_ALU | BPF_RSH | BPF_K, 16),
+        /* 40 */ stmt(BPF_ALU | BPF_MOD | BPF_K, sockets.max(1)),
+        /* 41 */ stmt(BPF_RET | BPF_A, 0),
+        // fallback (reached from 3 only; 41 above returns first).
+        /* 42 */ stmt(BPF_RET | BPF_K, FALLBACK),
     ]
 }
 

@@ -12,9 +12,17 @@
 use super::ip::{PROTO_TCP, PROTO_UDP};
 use super::{ipv4, ipv6, read_u32, tcp};
 
+/// Multiplier of the final mix (2^32 / φ, Knuth's multiplicative hashing).
+pub const MIX: u32 = 0x9E37_79B1;
+
 /// The 16-bit flow hash of an IP packet: inner addresses, and for TCP and
-/// UDP the ports, XORed and folded, so that both directions of a flow hash
-/// alike. 0 for a packet too short to hold them (the steering program then
+/// UDP the ports, XORed and folded to 16 bits, so that both directions of
+/// a flow hash alike; then multiplied by [`MIX`] and the high half taken,
+/// so that every bit of the result depends on every bit of the fold. The
+/// fold alone left its low bit (what picks one of two workers) to the
+/// parity of bits 0 and 8 of the ports: the even source ports Linux
+/// gives `connect()` put every stream of an `iperf3 -P 4` on one worker.
+/// 0 for a packet too short to hold them (the steering program then
 /// picks socket 0).
 #[inline]
 pub fn flow_key(pkt: &[u8]) -> u16 {
@@ -42,5 +50,5 @@ pub fn flow_key(pkt: &[u8]) -> u16 {
         h ^= ports;
     }
     let h = (h ^ (h >> 16)) & 0xffff;
-    (h ^ (h >> 8)) as u16
+    (h.wrapping_mul(MIX) >> 16) as u16
 }

@@ -36,6 +36,7 @@ fn run(prog: &[libc::sock_filter], pkt: &[u8]) -> u32 {
             c if c == BPF_ALU | BPF_AND | BPF_K => a &= k,
             c if c == BPF_ALU | BPF_XOR | BPF_X => a ^= x,
             c if c == BPF_ALU | BPF_MOD | BPF_K => a %= k,
+            c if c == BPF_ALU | BPF_MUL | BPF_K => a = a.wrapping_mul(k),
             c if c == BPF_JMP | BPF_JA => pc += k as usize,
             c if c == BPF_JMP | BPF_JEQ | BPF_K => pc += usize::from(if a == k { i.jt } else { i.jf }),
             c if c == BPF_RET | BPF_A => return a,
@@ -82,7 +83,7 @@ fn write_ports(l4: &mut [u8], sport: u16, dport: u16) {
 fn reference(addr_xor: u32, ports: Option<u32>, sockets: u32) -> u32 {
     let h = addr_xor ^ ports.unwrap_or(0);
     let h = (h ^ (h >> 16)) & 0xffff;
-    (h ^ (h >> 8)) % sockets
+    (h.wrapping_mul(0x9E37_79B1) >> 16) % sockets
 }
 
 #[test]
@@ -137,6 +138,29 @@ fn flows_spread_over_every_socket() {
         }
         // Consecutive ephemeral ports: every socket gets a fair share.
         assert!(seen.iter().all(|&n| n >= 64 / sockets / 2), "{sockets} sockets: {seen:?}");
+    }
+}
+
+#[test]
+fn connects_even_ports_spread_too() {
+    // Linux gives connect() even ephemeral ports (odd ones are left to
+    // bind()), so the four streams of `iperf3 -P 4` come from four even
+    // ports in a row. A hash whose low bit is the parity of the ports'
+    // bits 0 and 8 put them all on one socket.
+    for base in [40000u16, 40128, 51234, 60998] {
+        for sockets in [2u32, 3, 4] {
+            let prog = program(sockets, 0);
+            let mut seen = vec![0u32; sockets as usize];
+            for k in 0..64u16 {
+                let i = run(&prog, &v4(6, [100, 96, 1, 2], [100, 96, 2, 3], base + 2 * k, 5201));
+                seen[i as usize] += 1;
+            }
+            assert!(seen.iter().all(|&n| n >= 64 / sockets / 2), "ports {base}+2k, {sockets} sockets: {seen:?}");
+        }
+        // The four streams themselves: both of two workers carry some.
+        let prog = program(2, 0);
+        let four: Vec<u32> = (0..4u16).map(|k| run(&prog, &v4(6, [100, 96, 1, 2], [100, 96, 2, 3], base + 2 * k, 5201))).collect();
+        assert!(four.contains(&0) && four.contains(&1), "ports {base}, {}, {}, {}: {four:?}", base + 2, base + 4, base + 6);
     }
 }
 
