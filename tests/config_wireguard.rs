@@ -73,6 +73,7 @@ fn the_contract_is_accepted_with_its_defaults() {
     let own = PrivateKey::from_bytes(KEY_A).public_key().to_string();
     assert!(out.contains(&format!("# wireguard: public key {own}")), "{out}");
     assert!(out.contains("kernel path: off"), "{out}");
+    assert!(out.contains("source_ports = \"listen\""), "peers answer the port they heard from: {out}");
     // 0400 is as private as 0600.
     let (_dir, path) = setup(&node("wireguard", "private_key_file = \"private.key\"\n", ""), &peers, 0o400);
     assert!(check(&path).ok());
@@ -82,7 +83,7 @@ fn the_contract_is_accepted_with_its_defaults() {
 fn what_the_contract_refuses_is_named() {
     let with_key = peer(&format!("public_key = \"{}\"\n", b_public()));
     let key_line = "private_key_file = \"private.key\"\n";
-    let cases: [(&str, String, String, u32, &str); 6] = [
+    let cases: [(&str, String, String, u32, &str); 7] = [
         (
             "a private key file with the udp backend",
             node("udp", key_line, ""),
@@ -112,6 +113,13 @@ fn what_the_contract_refuses_is_named() {
             with_key.clone(),
             0o600,
             "[dataplane] kernel_path = \"tc\": the kernel path carries flannel's clear-text udp and vxlan formats only",
+        ),
+        (
+            "source ports by flow with wireguard",
+            node("wireguard", key_line, "source_ports = \"flow\"\n"),
+            with_key.clone(),
+            0o600,
+            "[dataplane] source_ports = \"flow\": the wireguard backend sends from its listening port",
         ),
     ];
     for (what, config, peers, mode, want) in cases {

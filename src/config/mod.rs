@@ -225,6 +225,39 @@ impl XdpDecapMode {
     }
 }
 
+/// Which UDP source ports the workers send from (`[dataplane]
+/// source_ports`). Receivers never check it: flanneld's udp proxy reads
+/// whatever arrives on its port, encapd checks the sender's address only
+/// (NAT may rewrite ports), a kernel VTEP takes any source port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SourcePorts {
+    /// Each worker sends from 8 ports of its own, picked by the inner flow
+    /// (RFC 7348 §5 for VXLAN; the same for flannel's udp format). The
+    /// receiving host's GRO merges only datagrams of one source port, and
+    /// a NIC's RSS spreads by it: with one port, a peer's datagrams merge
+    /// across flows and the receiver's steering (by the first datagram's
+    /// flow) hands every flow to one worker (docs/performance.md, section
+    /// 3). The wireguard backend always sends from its listening port.
+    #[default]
+    Flow,
+    /// Every datagram from the listening port, as flanneld sends (for
+    /// firewalls that match the source port).
+    Listen,
+}
+
+impl SourcePorts {
+    pub fn name(self) -> &'static str {
+        match self {
+            SourcePorts::Flow => "flow",
+            SourcePorts::Listen => "listen",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<SourcePorts> {
+        [SourcePorts::Flow, SourcePorts::Listen].into_iter().find(|m| m.name() == name)
+    }
+}
+
 /// Where the subnet table comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ControlSource {
@@ -328,6 +361,9 @@ pub struct Config {
     pub kernel_path: KernelPathMode,
     /// `[dataplane] xdp_decap`: see [`XdpDecapMode`].
     pub xdp_decap: XdpDecapMode,
+    /// `[dataplane] source_ports`: see [`SourcePorts`] (always `Listen`
+    /// with the wireguard backend).
+    pub source_ports: SourcePorts,
     pub control: ControlSource,
     /// Switch to this user once the TUN, sockets and rings exist (and drop
     /// every capability either way). `None`: keep the starting user.
@@ -493,6 +529,7 @@ impl std::fmt::Display for Config {
         writeln!(f, "sched = \"{}\"", self.worker_sched.name())?;
         writeln!(f, "kernel_path = \"{}\"", self.kernel_path.name())?;
         writeln!(f, "xdp_decap = \"{}\"", self.xdp_decap.name())?;
+        writeln!(f, "source_ports = \"{}\"", self.source_ports.name())?;
         match &self.control {
             ControlSource::File { peers } => {
                 writeln!(f, "\n[control]\nsource = \"file\"\npeers = {}", toml_string(&peers.display().to_string()))?

@@ -8,8 +8,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::{
-    Backend, Config, ConfigError, ControlSource, EtcdSource, IngressChecksum, IoEngine, KernelPathMode, VxlanSettings, WireGuardNode,
-    XdpDecapMode,
+    Backend, Config, ConfigError, ControlSource, EtcdSource, IngressChecksum, IoEngine, KernelPathMode, SourcePorts, VxlanSettings,
+    WireGuardNode, XdpDecapMode,
 };
 use crate::route::Prefix;
 use crate::sys::sched::WorkerSched;
@@ -83,6 +83,7 @@ struct RawDataplane {
     sched: Option<String>,
     kernel_path: Option<String>,
     xdp_decap: Option<String>,
+    source_ports: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -166,6 +167,8 @@ struct Dataplane {
     worker_sched: WorkerSched,
     kernel_path: KernelPathMode,
     xdp_decap: XdpDecapMode,
+    /// `None`: not set (the backend's default).
+    source_ports: Option<SourcePorts>,
 }
 
 impl RawConfig {
@@ -197,6 +200,14 @@ impl RawConfig {
                 return Err(c.err("dataplane", "kernel_path", "\"tc\"", why));
             }
         }
+        let source_ports = match (d.source_ports, a.backend) {
+            (Some(SourcePorts::Flow), Backend::WireGuard) => {
+                let why = "the wireguard backend sends from its listening port: its peers answer the port they last heard from";
+                return Err(c.err("dataplane", "source_ports", "\"flow\"", why));
+            }
+            (_, Backend::WireGuard) => SourcePorts::Listen,
+            (ports, _) => ports.unwrap_or_default(),
+        };
         let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         let wireguard = validate_private_key_file(&c, &self.node, a.backend, dir)?;
         let subnet_env = self.control.subnet_env(&c, dir)?;
@@ -228,6 +239,7 @@ impl RawConfig {
             worker_sched: d.worker_sched,
             kernel_path: d.kernel_path,
             xdp_decap: d.xdp_decap,
+            source_ports,
             control,
             user,
             group,
@@ -478,6 +490,13 @@ impl RawDataplane {
             Some(name) => XdpDecapMode::from_name(name)
                 .ok_or_else(|| c.err("dataplane", "xdp_decap", format!("{name:?}"), "expected \"auto\", \"on\" or \"off\""))?,
         };
+        let source_ports = match self.source_ports.as_deref() {
+            None => None,
+            Some(name) => Some(
+                SourcePorts::from_name(name)
+                    .ok_or_else(|| c.err("dataplane", "source_ports", format!("{name:?}"), "expected \"flow\" or \"listen\""))?,
+            ),
+        };
         Ok(Dataplane {
             tun,
             workers,
@@ -492,6 +511,7 @@ impl RawDataplane {
             worker_sched,
             kernel_path,
             xdp_decap,
+            source_ports,
         })
     }
 }

@@ -75,6 +75,19 @@ fn kernel_path_defaults_to_off_round_trips_and_refuses_what_it_cannot_carry() {
 }
 
 #[test]
+fn source_ports_default_to_flow_round_trip_and_stay_listen_for_wireguard() {
+    assert_eq!(parse(GOOD).unwrap().source_ports, SourcePorts::Flow);
+    for mode in [SourcePorts::Flow, SourcePorts::Listen] {
+        let text = GOOD.replace("workers = 2", &format!("workers = 2\nsource_ports = \"{}\"", mode.name()));
+        let c = parse(&text).unwrap();
+        assert_eq!(c.source_ports, mode);
+        assert_eq!(parse(&c.to_string()).unwrap().source_ports, mode, "{c}");
+    }
+    let err = parse(&GOOD.replace("workers = 2", "workers = 2\nsource_ports = \"random\"")).expect_err("an unknown name").to_string();
+    assert!(err.contains("[dataplane] source_ports = ") && err.contains("expected \"flow\" or \"listen\""), "{err}");
+}
+
+#[test]
 fn xdp_decap_defaults_to_auto_round_trips_and_refuses_other_names() {
     assert_eq!(parse(GOOD).unwrap().xdp_decap, XdpDecapMode::Auto);
     for mode in [XdpDecapMode::On, XdpDecapMode::Off, XdpDecapMode::Auto] {

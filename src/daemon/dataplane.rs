@@ -11,11 +11,13 @@ use std::os::fd::{AsFd, OwnedFd};
 
 use super::takeover::protocol::DataplaneFacts;
 use super::{DaemonError, Plan};
-use crate::config::{Backend, Config, IoEngine};
+use crate::config::{Config, IoEngine, SourcePorts};
 use crate::sys;
 
-/// Source ports per worker that a VXLAN node spreads its flows over.
-const VXLAN_SOURCE_PORTS: usize = 8;
+/// Source ports per worker that a node spreads its flows over
+/// (`source_ports = "flow"`). A multiple of any worker count that divides
+/// it, so the flows of one port are the flows of one receiving worker.
+const SOURCE_PORTS: usize = 8;
 
 /// One worker's fds as a predecessor handed them over.
 pub struct InheritedWorker {
@@ -27,8 +29,8 @@ pub struct InheritedWorker {
 /// The fds the workers take over, and what the kernel granted.
 pub struct Dataplane {
     pub sockets: Vec<OwnedFd>,
-    /// Per worker, the sockets it sends from (VXLAN: one per source port;
-    /// empty: it sends from its receiving socket).
+    /// Per worker, the sockets it sends from (one per source port, picked
+    /// by flow; empty: it sends from its receiving socket).
     pub senders: Vec<Vec<OwnedFd>>,
     pub tun_queues: Vec<OwnedFd>,
     /// The kernel accepts UDP GSO sends.
@@ -88,9 +90,19 @@ impl Dataplane {
                     return Err(format!("worker {i}: sender socket {k} bound to {bound:?}, expected {}", config.public_ip));
                 }
             }
+            // A predecessor that sent from its listening socket (`source_ports
+            // = "listen"`, or a version before "flow" for the udp format)
+            // hands over none: a successor that sends by flow binds its own.
+            // One that sent by flow hands over its senders; a successor told to
+            // send from the listening port closes them.
+            let senders = match (w.senders.is_empty(), config.source_ports) {
+                (true, SourcePorts::Flow) => worker_senders(config).map_err(|e| format!("worker {i}: {e}"))?,
+                (false, SourcePorts::Listen) => Vec::new(),
+                _ => w.senders,
+            };
             dp.tun_queues.push(w.tun);
             dp.sockets.push(w.udp);
-            dp.senders.push(w.senders);
+            dp.senders.push(senders);
         }
         if dp.tun_queues.len() != config.workers {
             return Err(format!("{} workers' fds for {} workers", dp.tun_queues.len(), config.workers));
@@ -154,22 +166,25 @@ fn bind_sockets(config: &Config, gro: bool) -> Result<(Vec<OwnedFd>, bool), Daem
     Ok((sockets, gro && all_gro))
 }
 
-/// VXLAN senders: RFC 7348 §5 asks for a source port derived from the inner
-/// flow, so that underlay ECMP and the receiver's RSS spread flows; a
-/// socket bound to each port, picked by flow hash, does that without raw
-/// sockets. flannel's udp format sends from its listening port, as flanneld.
+/// Senders by flow (`source_ports = "flow"`, both clear-text formats):
+/// RFC 7348 §5 asks VXLAN for a source port derived from the inner flow,
+/// so that underlay ECMP and the receiver's RSS spread flows, and the
+/// receiver's GRO merges only datagrams of one port (so of one receiving
+/// worker); a socket bound to each port, picked by flow hash, does that
+/// without raw sockets. `"listen"` (and the wireguard backend): every
+/// datagram from the listening socket, as flanneld sends.
 fn bind_senders(config: &Config) -> Result<Vec<Vec<OwnedFd>>, DaemonError> {
-    if !matches!(config.backend, Backend::Vxlan(_)) {
-        return Ok((0..config.workers).map(|_| Vec::new()).collect());
+    (0..config.workers).map(|_| worker_senders(config)).collect()
+}
+
+fn worker_senders(config: &Config) -> Result<Vec<OwnedFd>, DaemonError> {
+    if config.source_ports != SourcePorts::Flow {
+        return Ok(Vec::new());
     }
-    (0..config.workers)
-        .map(|_| {
-            (0..VXLAN_SOURCE_PORTS)
-                .map(|_| sys::udp::bind_sender(config.public_ip, config.socket_buffer))
-                .collect::<std::io::Result<Vec<_>>>()
-                .map_err(|source| DaemonError::Io { what: format!("binding VXLAN source ports on {}", config.public_ip), source })
-        })
-        .collect()
+    (0..SOURCE_PORTS)
+        .map(|_| sys::udp::bind_sender(config.public_ip, config.socket_buffer))
+        .collect::<std::io::Result<Vec<_>>>()
+        .map_err(|source| DaemonError::Io { what: format!("binding source ports on {}", config.public_ip), source })
 }
 
 fn create_tun(config: &Config, plan: &Plan, offload: bool) -> Result<sys::tun::TunQueues, DaemonError> {

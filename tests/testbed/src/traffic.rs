@@ -25,21 +25,31 @@ use crate::netns::in_netns;
 /// accepting each wait at most 5 s. Both ends get 20 s read (and `tx` write)
 /// timeouts, so a stalled transfer fails instead of hanging.
 pub fn tcp_pair(from_ns: &str, to_ns: &str, to: SocketAddr) -> (TcpStream, TcpStream) {
+    tcp_pairs(from_ns, to_ns, to, 1).pop().expect("one pair")
+}
+
+/// [`tcp_pair`] `n` times through one listener, connection by connection
+/// (connect() picks each source port, as an application's would).
+pub fn tcp_pairs(from_ns: &str, to_ns: &str, to: SocketAddr, n: usize) -> Vec<(TcpStream, TcpStream)> {
     let bind: SocketAddr = match to {
         SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, to.port()).into(),
         SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, to.port()).into(),
     };
     let listener = in_netns(to_ns, || TcpListener::bind(bind)).unwrap_or_else(|e| panic!("binding the TCP receiver on {bind}: {e}"));
-    let tx = in_netns(from_ns, || TcpStream::connect_timeout(&to, Duration::from_secs(5)))
-        .unwrap_or_else(|e| panic!("connecting to {to} through the tunnel: {e}"));
     listener.set_nonblocking(true).unwrap();
-    let rx = wait_for(Duration::from_secs(5), || listener.accept().ok().map(|(s, _)| s)).expect("accepting the connection");
-    rx.set_nonblocking(false).unwrap();
-    // A stall (not slowness) fails the test instead of hanging it.
-    rx.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    tx.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
-    tx.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    (tx, rx)
+    (0..n)
+        .map(|_| {
+            let tx = in_netns(from_ns, || TcpStream::connect_timeout(&to, Duration::from_secs(5)))
+                .unwrap_or_else(|e| panic!("connecting to {to} through the tunnel: {e}"));
+            let rx = wait_for(Duration::from_secs(5), || listener.accept().ok().map(|(s, _)| s)).expect("accepting the connection");
+            rx.set_nonblocking(false).unwrap();
+            // A stall (not slowness) fails the test instead of hanging it.
+            rx.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            tx.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
+            tx.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            (tx, rx)
+        })
+        .collect()
 }
 
 /// One finished [`spawn_hashed_transfer`]: it was intact when `got == sent`
