@@ -10,7 +10,7 @@ use std::time::Instant;
 use super::ForwardingCore;
 use super::clock::BatchTag;
 use super::icmp::IcmpVerdict;
-use crate::datapath::batch::{MAX_SEGMENTS, SendRun, plan_runs};
+use crate::datapath::batch::{MAX_SEGMENTS, REGROUP_MAX_PACKETS, SendRun, group_by_flow, plan_runs};
 use crate::datapath::format::{EncapHeader, WireFormat};
 use crate::datapath::offload::prepare_egress;
 use crate::datapath::packet::{self, Egress};
@@ -51,11 +51,20 @@ pub(super) struct EgressBatch {
     outgoing: Vec<Outgoing>,
     runs: Vec<SendRun>,
     reads: u64,
+    /// [`group_by_flow`]'s sort keys and copy.
+    order: Vec<u32>,
+    regrouped: Vec<Outgoing>,
 }
 
 impl EgressBatch {
     pub(super) fn with_capacity(packets: usize) -> EgressBatch {
-        EgressBatch { outgoing: Vec::with_capacity(packets), runs: Vec::with_capacity(packets), reads: 0 }
+        EgressBatch {
+            outgoing: Vec::with_capacity(packets.max(REGROUP_MAX_PACKETS)),
+            runs: Vec::with_capacity(packets),
+            reads: 0,
+            order: Vec::with_capacity(REGROUP_MAX_PACKETS),
+            regrouped: Vec::with_capacity(REGROUP_MAX_PACKETS),
+        }
     }
 }
 
@@ -126,8 +135,10 @@ impl<W: WireFormat> ForwardingCore<W> {
     }
 
     /// Plans the sends for everything queued since the batch began: runs
-    /// of one route, one flow and one segment size, in order. Returns how
-    /// many; each ([`run`](Self::run)) is one `sendmsg` of its packets
+    /// of one route, one flow and one segment size, each flow's packets in
+    /// order (a batch whose short runs interleave flows is first grouped by
+    /// flow: [`group_by_flow`]). Returns how many; each
+    /// ([`run`](Self::run)) is one `sendmsg` of its packets
     /// ([`run_packets`](Self::run_packets)), GSO-segmented when
     /// [`SendRun::gso_segment`] says so.
     pub fn plan_sends(&mut self) -> usize {
@@ -136,6 +147,10 @@ impl<W: WireFormat> ForwardingCore<W> {
         let max_segments = if self.gso { MAX_SEGMENTS } else { 1 };
         let header = W::HEADER_LEN;
         plan_runs(e.outgoing.iter().map(|o| (o.route.endpoint, header + o.len as usize, o.flow)), max_segments, &mut e.runs);
+        if max_segments > 1 && e.runs.len() > 2 && group_by_flow(&mut e.outgoing, |o| o.flow, &mut e.order, &mut e.regrouped) {
+            e.runs.clear();
+            plan_runs(e.outgoing.iter().map(|o| (o.route.endpoint, header + o.len as usize, o.flow)), max_segments, &mut e.runs);
+        }
         self.latency.batch(Direction::Egress, e.reads);
         e.reads = 0;
         e.runs.len()
