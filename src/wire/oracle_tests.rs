@@ -113,7 +113,8 @@ const EXTENSION_HEADERS: [u8; 5] = [0, 43, 44, 51, 60];
 /// A protocol number that is not an extension header for etherparse.
 fn protocol() -> impl Strategy<Value = u8> {
     prop_oneof![Just(PROTO_TCP), Just(PROTO_UDP), Just(PROTO_ICMP), Just(PROTO_ICMPV6), any::<u8>()]
-        .prop_map(|p| if EXTENSION_HEADERS.contains(&p) { p + 1 } else { p })
+        // The next number that is not an extension header (43 + 1 is one too).
+        .prop_map(|p| (p..=u8::MAX).find(|q| !EXTENSION_HEADERS.contains(q)).unwrap_or(PROTO_UDP))
 }
 
 /// Up to 100 bytes that start like an IPv4 header: version mostly 4, an
