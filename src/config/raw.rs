@@ -490,13 +490,14 @@ impl RawDataplane {
             Some(name) => XdpDecapMode::from_name(name)
                 .ok_or_else(|| c.err("dataplane", "xdp_decap", format!("{name:?}"), "expected \"auto\", \"on\" or \"off\""))?,
         };
-        let source_ports = match self.source_ports.as_deref() {
-            None => None,
-            Some(name) => Some(
+        let source_ports = self
+            .source_ports
+            .as_deref()
+            .map(|name| {
                 SourcePorts::from_name(name)
-                    .ok_or_else(|| c.err("dataplane", "source_ports", format!("{name:?}"), "expected \"flow\" or \"listen\""))?,
-            ),
-        };
+                    .ok_or_else(|| c.err("dataplane", "source_ports", format!("{name:?}"), "expected \"flow\" or \"listen\""))
+            })
+            .transpose()?;
         Ok(Dataplane {
             tun,
             workers,

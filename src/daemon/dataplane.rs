@@ -15,8 +15,8 @@ use crate::config::{Config, IoEngine, SourcePorts};
 use crate::sys;
 
 /// Source ports per worker that a node spreads its flows over
-/// (`source_ports = "flow"`). A multiple of any worker count that divides
-/// it, so the flows of one port are the flows of one receiving worker.
+/// (`source_ports = "flow"`). With a worker count that divides it (1, 2,
+/// 4, 8), the flows of one port are the flows of one receiving worker.
 const SOURCE_PORTS: usize = 8;
 
 /// One worker's fds as a predecessor handed them over.

@@ -59,7 +59,7 @@ pub(super) struct EgressBatch {
 impl EgressBatch {
     pub(super) fn with_capacity(packets: usize) -> EgressBatch {
         EgressBatch {
-            outgoing: Vec::with_capacity(packets.max(REGROUP_MAX_PACKETS)),
+            outgoing: Vec::with_capacity(packets),
             runs: Vec::with_capacity(packets),
             reads: 0,
             order: Vec::with_capacity(REGROUP_MAX_PACKETS),
@@ -146,11 +146,10 @@ impl<W: WireFormat> ForwardingCore<W> {
         e.runs.clear();
         let max_segments = if self.gso { MAX_SEGMENTS } else { 1 };
         let header = W::HEADER_LEN;
-        plan_runs(e.outgoing.iter().map(|o| (o.route.endpoint, header + o.len as usize, o.flow)), max_segments, &mut e.runs);
-        if max_segments > 1 && e.runs.len() > 2 && group_by_flow(&mut e.outgoing, |o| o.flow, &mut e.order, &mut e.regrouped) {
-            e.runs.clear();
-            plan_runs(e.outgoing.iter().map(|o| (o.route.endpoint, header + o.len as usize, o.flow)), max_segments, &mut e.runs);
+        if max_segments > 1 {
+            group_by_flow(&mut e.outgoing, |o| o.flow, &mut e.order, &mut e.regrouped);
         }
+        plan_runs(e.outgoing.iter().map(|o| (o.route.endpoint, header + o.len as usize, o.flow)), max_segments, &mut e.runs);
         self.latency.batch(Direction::Egress, e.reads);
         e.reads = 0;
         e.runs.len()
