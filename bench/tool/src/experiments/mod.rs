@@ -8,6 +8,7 @@
 //! `bench/runs/`: their output goes to a directory of the caller's choice
 //! or a temporary one.
 
+mod counters;
 pub mod etcd;
 pub mod profile;
 pub mod soak;

@@ -9,8 +9,10 @@
 //! samples by thread, and the top symbols of the sending encapd (nodeA)
 //! and the receiving one (nodeB), or of the whole machine without encapd,
 //! and per CPU which threads ran there and how long it was idle (so a
-//! saturated CPU beside an idle one shows); perf.data and the reports stay
-//! in the output directory.
+//! saturated CPU beside an idle one shows), and the kernel counters that
+//! moved during the load (`counters.txt`; the ones that tell of a loss or
+//! a retransmission are printed: a flow that loses packets shows where);
+//! perf.data and the reports stay in the output directory.
 //!
 //! A VM has no PMU: samples come from `cpu-clock`, user-space symbols are
 //! exact, kernel ones lean towards where interrupts are re-enabled.
@@ -22,6 +24,7 @@ use std::time::Duration;
 use encapd_testbed::mode::Mode;
 use encapd_testbed::wiring::{CTR_B, Node};
 
+use super::counters::Counters;
 use super::{BenchArgs, bed, enter, setup, tids_of};
 use crate::clock::Utc;
 use crate::exec::{Background, argv, run_capture, run_to_files, wait_port};
@@ -45,6 +48,9 @@ pub struct ProfileArgs {
     pub bench: BenchArgs,
 }
 
+/// Counter names that tell of a loss or a retransmission.
+const LOSS_WORDS: &[&str] = &["drop", "retrans", "err", "lost", "squeeze", "full", "overflow", "prune", "collapse", "ofoqueue"];
+
 /// Samples per second and CPU (`perf record -F`).
 const HZ: f64 = 999.0;
 
@@ -61,6 +67,8 @@ pub fn main(a: ProfileArgs) -> Result<(), String> {
     if !wait_port(bed.ctr_ns(Node::B), 5201, false, Duration::from_secs(5)) {
         return Err("iperf3 server did not start".into());
     }
+    let namespaces = [bed.node_ns(Node::A), bed.node_ns(Node::B), bed.ctr_ns(Node::A), bed.ctr_ns(Node::B)];
+    let before = Counters::read(&namespaces);
     let client_args = argv(&["iperf3", "-c", CTR_B, "-t", &a.seconds.to_string(), "-O", "1", "-P", &a.streams.to_string(), "-J"]);
     // The client runs on a thread of ours while perf records.
     let json = out.join("iperf3.json");
@@ -91,6 +99,8 @@ pub fn main(a: ProfileArgs) -> Result<(), String> {
         _ => warn("the iperf3 client did not finish cleanly"),
     }
     server.stop(Duration::from_secs(1));
+    let moved = Counters::read(&namespaces).moved_since(&before);
+    std::fs::write(out.join("counters.txt"), moved.join("\n") + "\n").map_err(|e| e.to_string())?;
     let gbits = serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(&json).unwrap_or_default())
         .ok()
         .and_then(|v| v["end"]["sum_received"]["bits_per_second"].as_f64())
@@ -124,6 +134,10 @@ pub fn main(a: ProfileArgs) -> Result<(), String> {
     report(&data, &out.join("by-thread.txt"), "comm,pid", None);
     report(&data, &out.join("all-symbols.txt"), "sym", None);
     report(&data, &out.join("by-cpu.txt"), "cpu,comm", None);
+    info("losses and their kind (counters.txt has every counter that moved):");
+    for line in moved.iter().filter(|l| LOSS_WORDS.iter().any(|w| l.to_lowercase().contains(w))) {
+        println!("    {line}");
+    }
     info("by thread (% of all samples on both cores):");
     head(&out.join("by-thread.txt"), 15);
     info("by CPU and thread (`swapper` is idle; % of all samples):");
