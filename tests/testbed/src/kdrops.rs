@@ -54,17 +54,33 @@ impl KernelDrops {
 
 /// Sum of the second (hexadecimal) column over every CPU's line.
 fn softnet_dropped(text: &str) -> u64 {
-    text.lines().filter_map(|l| l.split_whitespace().nth(1)).filter_map(|h| u64::from_str_radix(h, 16).ok()).sum()
+    softnet_rows(text).filter_map(|cols| cols.get(1).copied()).sum()
 }
 
 /// Sum of the receive and transmit `drop` columns over every interface.
 fn link_drops(text: &str) -> u64 {
+    net_dev_rows(text).map(|(_, f)| f[NET_DEV_RX_DROP] + f[NET_DEV_TX_DROP]).sum()
+}
+
+/// `/proc/net/softnet_stat`: one row of hexadecimal columns per CPU
+/// (0 processed, 1 dropped, 2 time squeezed, ...).
+pub fn softnet_rows(text: &str) -> impl Iterator<Item = Vec<u64>> + '_ {
+    text.lines().map(|l| l.split_whitespace().filter_map(|h| u64::from_str_radix(h, 16).ok()).collect())
+}
+
+/// Columns of a `/proc/net/dev` row (the receive side's 8, then the
+/// transmit side's 8).
+pub const NET_DEV_RX_PACKETS: usize = 1;
+pub const NET_DEV_RX_DROP: usize = 3;
+pub const NET_DEV_TX_PACKETS: usize = 9;
+pub const NET_DEV_TX_DROP: usize = 11;
+
+/// `/proc/net/dev`: each interface's name and its 16 counters.
+pub fn net_dev_rows(text: &str) -> impl Iterator<Item = (&str, Vec<u64>)> {
     text.lines()
         .filter_map(|l| l.split_once(':'))
-        .map(|(_, stats)| stats.split_whitespace().filter_map(|f| f.parse::<u64>().ok()).collect::<Vec<_>>())
-        .filter(|f| f.len() >= 16)
-        .map(|f| f[3] + f[11])
-        .sum()
+        .map(|(dev, stats)| (dev.trim(), stats.split_whitespace().filter_map(|f| f.parse::<u64>().ok()).collect::<Vec<_>>()))
+        .filter(|(_, f)| f.len() >= 16)
 }
 
 /// A field of `/proc/net/snmp`: a header line and a value line share a prefix.

@@ -12,6 +12,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use encapd_testbed::kdrops::{NET_DEV_RX_DROP, NET_DEV_RX_PACKETS, NET_DEV_TX_DROP, NET_DEV_TX_PACKETS, net_dev_rows, softnet_rows};
+
 use crate::exec::{argv, run_capture};
 
 /// One reading: `namespace/counter` → value.
@@ -37,8 +39,7 @@ impl Counters {
             }
         }
         let softnet = std::fs::read_to_string("/proc/net/softnet_stat").unwrap_or_default();
-        for (cpu, line) in softnet.lines().enumerate() {
-            let cols: Vec<u64> = line.split_whitespace().filter_map(|h| u64::from_str_radix(h, 16).ok()).collect();
+        for (cpu, cols) in softnet_rows(&softnet).enumerate() {
             for (i, name) in [(0, "processed"), (1, "dropped"), (2, "time_squeeze")] {
                 if let Some(v) = cols.get(i) {
                     all.insert(format!("host/softnet.cpu{cpu}.{name}"), *v);
@@ -70,17 +71,13 @@ fn nstat_values(json: &str) -> Vec<(String, u64)> {
 /// `/proc/net/dev`: per device, the packet and drop columns of both
 /// directions (`DEV.rx_packets`, `DEV.rx_drop`, `DEV.tx_packets`, `DEV.tx_drop`).
 fn net_dev_values(text: &str) -> Vec<(String, u64)> {
-    let mut v = Vec::new();
-    for (dev, stats) in text.lines().filter_map(|l| l.split_once(':')) {
-        let f: Vec<u64> = stats.split_whitespace().filter_map(|x| x.parse().ok()).collect();
-        if f.len() >= 16 {
-            let dev = dev.trim();
-            for (i, name) in [(1, "rx_packets"), (3, "rx_drop"), (9, "tx_packets"), (11, "tx_drop")] {
-                v.push((format!("{dev}.{name}"), f[i]));
-            }
-        }
-    }
-    v
+    let columns = [
+        (NET_DEV_RX_PACKETS, "rx_packets"),
+        (NET_DEV_RX_DROP, "rx_drop"),
+        (NET_DEV_TX_PACKETS, "tx_packets"),
+        (NET_DEV_TX_DROP, "tx_drop"),
+    ];
+    net_dev_rows(text).flat_map(|(dev, f)| columns.map(|(i, name)| (format!("{dev}.{name}"), f[i]))).collect()
 }
 
 /// `ethtool -S DEV`: a header line, then `     name: value` lines.
