@@ -480,7 +480,9 @@ fn zz_middle_topology_cleans_up() {
     opts.middle = Some(Middle { reorder_one_in: 2, gro_a: false, gro_b: false });
     let names = {
         let t = Topology::with(opts);
-        let o = t.ping(&t.ctr_a, &["-c", "4", "-i", "0.05", "-W", "2", CTR_B]);
+        // `-w`: wait for all four replies (a held-back one may come after
+        // ping's usual wait of twice the slowest round trip so far).
+        let o = t.ping(&t.ctr_a, &["-c", "4", "-i", "0.05", "-W", "2", "-w", "5", CTR_B]);
         assert!(o.ok() && o.stdout.contains(" 0% packet loss"), "ping across the middle failed:\n{}", o.text());
         let m = t.middle_stats();
         assert!(m.forwarded >= 8 && m.reordered > 0, "the middle forwarder did not forward and reorder the pings: {m:?}");

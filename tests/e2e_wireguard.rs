@@ -80,7 +80,10 @@ fn ping_until_answered(t: &Topology, ns: &str, dst: &str, v6: bool) -> Duration 
 }
 
 fn assert_three_pings(t: &Topology, ns: &str, dst: &str, v6: bool) {
-    let mut args = vec!["-c", "3", "-i", "0.2", "-W", "2", dst];
+    // `-w`: wait for all three replies; without it ping stops waiting for
+    // the last one after twice the slowest round trip so far, which a
+    // loaded machine can exceed.
+    let mut args = vec!["-c", "3", "-i", "0.2", "-W", "2", "-w", "5", dst];
     if v6 {
         args.insert(0, "-6");
     }
